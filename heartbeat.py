@@ -17,23 +17,34 @@ Quick start (as root, on both nodes):
 
 import argparse
 import base64
+import collections
 import dataclasses
+import fcntl
+import hashlib
+import heapq
 import hmac
 import ipaddress
+import itertools
+import json
+import logging
+import logging.handlers
 import os
 import re
 import secrets
+import selectors
+import signal
 import socket
 import stat
+import struct
 import sys
+import time
+import traceback
 from typing import Dict, List, Optional, Tuple
 
 __version__ = "0.1.0"
 HEARTBEAT_VERSION = "3.0.6"     # the version whose wire protocol we speak
 
-# ###################################################################### #
-# Constants and defaults                                                  #
-# ###################################################################### #
+# #### Constants and defaults ################################################
 
 DEFAULT_CONFIG_DIR = "/etc/ha.d"
 DEFAULT_STATE_DIR = "/var/lib/heartbeat"
@@ -50,9 +61,7 @@ EXIT_USAGE = 2
 EXIT_NOT_RUNNING = 3
 EXIT_NOT_CONFIGURED = 6
 
-# ###################################################################### #
-# Errors                                                                  #
-# ###################################################################### #
+# #### Errors ################################################################
 
 
 class HAError(Exception):
@@ -79,9 +88,7 @@ class ConfigErrors(HAError):
         self.errors = errors
 
 
-# ###################################################################### #
-# Config: ha.cf                                                           #
-# ###################################################################### #
+# #### Config: ha.cf #########################################################
 
 TRUE_WORDS = ("true", "on", "yes", "y", "1")
 FALSE_WORDS = ("false", "off", "no", "n", "0")
@@ -469,9 +476,7 @@ def local_node_name(config_dir: str, override: Optional[str] = None) -> str:
     return os.uname().nodename.lower()
 
 
-# ###################################################################### #
-# Config: authkeys                                                        #
-# ###################################################################### #
+# #### Config: authkeys ######################################################
 
 @dataclasses.dataclass
 class AuthKeys:
@@ -541,9 +546,7 @@ def parse_authkeys(path: str, check_mode: bool = True) -> AuthKeys:
     return keys
 
 
-# ###################################################################### #
-# Config: haresources                                                     #
-# ###################################################################### #
+# #### Config: haresources ###################################################
 
 IP_RE = re.compile(r"^\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}(/|$)")
 
@@ -710,9 +713,7 @@ def parse_haresources(path: str, nodes: List[str], script_dirs: List[str]) -> Li
     return groups
 
 
-# ###################################################################### #
-# Config: the three files together                                        #
-# ###################################################################### #
+# #### Config: the three files together ######################################
 
 @dataclasses.dataclass
 class Config:
@@ -763,9 +764,7 @@ def load_config(config_dir: str, node: Optional[str] = None,
     return Config(config_dir, me, hacf, authkeys, groups, hacf.warnings + authkeys.warnings)
 
 
-# ###################################################################### #
-# Auth: the digests of authkeys' methods                                  #
-# ###################################################################### #
+# #### Auth: the digests of authkeys' methods ################################
 
 def _crc_table() -> List[int]:
     table = []
@@ -810,9 +809,7 @@ def verify(keys: AuthKeys, token: str, data: bytes) -> bool:
     return hmac.compare_digest(auth_digest(method, key, data).encode(), digest.encode())
 
 
-# ###################################################################### #
-# Wire: Heartbeat's message format                                        #
-# ###################################################################### #
+# #### Wire: Heartbeat's message format ######################################
 
 FIELD_STRING, FIELD_BINARY = 0, 1
 NETSTRING_START, NETSTRING_END = b"###\n", b"%%%\n"
@@ -946,9 +943,1048 @@ def _decode_classic(data: bytes, keys: AuthKeys) -> Message:
     return msg
 
 
-# ###################################################################### #
-# keygen and check                                                        #
-# ###################################################################### #
+# #### Wire: identity and control fields #####################################
+
+NS_TYPES = ("NS_ackmsg", "NS_rexmit", "NS_nak_rexmit")   # no seq, no ld
+HISTORY_SIZE = 500
+
+
+@dataclasses.dataclass
+class Identity:
+    """This node on the wire: name, uuid and this run's generation (hg)."""
+    name: str
+    uuid: bytes
+    generation: int
+
+
+def load_identity(state_dir: str, node: str, hacf: HaCf, log=None) -> Identity:
+    """Read or create hb_uuid, and bump hb_generation, as Heartbeat does at every start."""
+    os.makedirs(state_dir, mode=0o755, exist_ok=True)
+    if hacf.uuidfrom == "nodename":
+        uuid = hashlib.md5(node.encode(), usedforsecurity=False).digest()
+    else:
+        uuid_path = os.path.join(state_dir, "hb_uuid")
+        try:
+            with open(uuid_path, "rb") as handle:
+                uuid = handle.read(17)
+        except OSError:
+            uuid = b""
+        if len(uuid) != 16:
+            if log:
+                log.info("No uuid found for current node - generating a new uuid.")
+            uuid = secrets.token_bytes(16)
+            write_file_atomic(uuid_path, uuid, 0o644)
+    gen_path = os.path.join(state_dir, "hb_generation")
+    try:
+        with open(gen_path, "rb") as handle:
+            previous = int(handle.read(64).strip() or b"0")
+    except (OSError, ValueError):
+        previous = 0
+    if hacf.hbgenmethod == "time" or previous <= 0:
+        generation = max(previous + 1, int(time.time()) + 1)
+        if previous <= 0 and log:
+            log.warn(f"No Previous generation - starting at {generation}")
+    else:
+        generation = previous + 1
+    write_file_atomic(gen_path, f"{generation:>15}\n".encode(), 0o644)
+    if log:
+        log.info(f"Heartbeat generation: {generation}")
+    return Identity(node, uuid, generation)
+
+
+def write_file_atomic(path: str, data: bytes, mode: int) -> None:
+    """Write path through a temporary file and rename, so a crash never leaves half a file."""
+    temp = f"{path}.{os.getpid()}.tmp"
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(temp, path)
+
+
+def load_average() -> str:
+    """The `ld` field: /proc/loadavg without its newline."""
+    try:
+        with open("/proc/loadavg", encoding="ascii") as handle:
+            return handle.read().strip()
+    except OSError:
+        return "0.00 0.00 0.00 1/1 1"
+
+
+# #### Transport: bcast, mcast and ucast sockets #############################
+
+SIOCGIFADDR, SIOCGIFBRDADDR = 0x8915, 0x8919
+SO_BINDTODEVICE = getattr(socket, "SO_BINDTODEVICE", 25)
+
+
+def interface_ipv4(iface: str, request: int = SIOCGIFADDR) -> Optional[str]:
+    """An interface's IPv4 address (or, with SIOCGIFBRDADDR, its broadcast), or None."""
+    probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        raw = fcntl.ioctl(probe.fileno(), request, struct.pack("256s", iface.encode()[:15]))
+        return socket.inet_ntoa(raw[20:24])
+    except OSError:
+        return None
+    finally:
+        probe.close()
+
+
+class Link:
+    """One medium's sockets: where we send, and where we listen."""
+
+    def __init__(self, medium: Medium, udpport: int):
+        self.medium, self.name = medium, medium.iface
+        self.port = medium.port if medium.kind == "mcast" else udpport
+        self.destinations: List[Tuple[str, int]] = []
+        self.send_sock: Optional[socket.socket] = None
+        self.recv_sock: Optional[socket.socket] = None
+        self.send_errors = 0
+
+    def open(self) -> None:
+        """Create the sockets; raise HAError naming the interface when it cannot work."""
+        medium = self.medium
+        if not interface_ipv4(medium.iface):
+            raise HAError(f"IP interface [{medium.iface}] does not exist or has no IPv4 address "
+                          f"(ha.cf line {medium.lineno}: {medium.kind} {medium.iface})")
+        send = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        recv = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            for sock in (send, recv):
+                sock.setsockopt(socket.SOL_SOCKET, SO_BINDTODEVICE, medium.iface.encode())
+            recv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if medium.kind == "bcast":
+                broadcast = interface_ipv4(medium.iface, SIOCGIFBRDADDR)
+                if not broadcast or broadcast == "0.0.0.0":
+                    raise HAError(f"Get broadcast for interface {medium.iface} failed")
+                send.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
+                send.setsockopt(socket.SOL_SOCKET, socket.SO_DONTROUTE, 1)
+                self.destinations = [(broadcast, self.port)]
+                recv.bind(("", self.port))
+            elif medium.kind == "ucast":
+                self.destinations = [(socket.gethostbyname(peer), self.port) for peer in medium.peers]
+                recv.bind(("", self.port))
+            else:
+                local = interface_ipv4(medium.iface)
+                send.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton(local))
+                send.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, medium.ttl)
+                send.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_LOOP, int(medium.loop))
+                recv.bind((medium.group, self.port))
+                recv.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP,
+                                socket.inet_aton(medium.group) + socket.inet_aton(local))
+                self.destinations = [(medium.group, self.port)]
+            send.bind(("", 0))
+        except (OSError, HAError) as err:
+            send.close()
+            recv.close()
+            if isinstance(err, HAError):
+                raise
+            raise HAError(f"cannot open {medium.kind} on {medium.iface} port {self.port}: "
+                          f"{err.strerror or err}") from None
+        send.setblocking(False)
+        recv.setblocking(False)
+        self.send_sock, self.recv_sock = send, recv
+
+    def send(self, datagram: bytes) -> bool:
+        ok = True
+        for destination in self.destinations:
+            try:
+                self.send_sock.sendto(datagram, destination)
+            except OSError:
+                self.send_errors += 1
+                ok = False
+        return ok
+
+    def close(self) -> None:
+        for sock in (self.send_sock, self.recv_sock):
+            if sock:
+                sock.close()
+        self.send_sock = self.recv_sock = None
+
+
+# #### Membership: heartbeats, sequence numbers, deadtime ####################
+
+class Timers:
+    """Deadlines on a monotonic clock, in a heap; the event loop sleeps until the next one."""
+
+    def __init__(self, clock=time.monotonic):
+        self.clock, self.heap, self.counter = clock, [], itertools.count()
+
+    def call_later(self, delay_s: float, callback) -> list:
+        entry = [self.clock() + max(0.0, delay_s), next(self.counter), callback]
+        heapq.heappush(self.heap, entry)
+        return entry
+
+    @staticmethod
+    def cancel(entry: Optional[list]) -> None:
+        if entry:
+            entry[2] = None
+
+    def next_delay(self) -> Optional[float]:
+        while self.heap and self.heap[0][2] is None:
+            heapq.heappop(self.heap)
+        return max(0.0, self.heap[0][0] - self.clock()) if self.heap else None
+
+    def run_due(self) -> None:
+        now = self.clock()
+        while self.heap and self.heap[0][0] <= now:
+            _, _, callback = heapq.heappop(self.heap)
+            if callback:
+                callback()
+
+
+class RateLimitedLog:
+    """Log a repeated complaint at most once per interval, saying how many were held back."""
+
+    def __init__(self, log, clock, interval_s: float = 10.0):
+        self.log, self.clock, self.interval_s = log, clock, interval_s
+        self.last: Dict[str, float] = {}
+        self.held: Dict[str, int] = {}
+
+    def __call__(self, reason: str, message: str) -> None:
+        now = self.clock()
+        if reason in self.last and now - self.last[reason] < self.interval_s:
+            self.held[reason] = self.held.get(reason, 0) + 1
+            return
+        held = self.held.pop(reason, 0)
+        self.last[reason] = now
+        self.log.error(message + (f" ({held} more like it since the last report)" if held else ""))
+
+
+@dataclasses.dataclass
+class Peer:
+    """What we know of another node, from its packets."""
+    name: str
+    deadtime_ms: int
+    status: str = "init"                  # init, up, active, dead
+    uuid: Optional[bytes] = None
+    generation: int = 0
+    max_seq: int = 0
+    seen: set = dataclasses.field(default_factory=set)
+    missing: Dict[int, int] = dataclasses.field(default_factory=dict)   # seq -> requests sent
+    last_heard: Optional[float] = None
+    last_status: Optional[float] = None
+    links: Dict[str, float] = dataclasses.field(default_factory=dict)   # link -> last heard
+    link_up: Dict[str, bool] = dataclasses.field(default_factory=dict)
+    protocol: bool = False
+    ack_trigger: int = 0
+    shutting_down: bool = False           # sent shutdone: ignore it until it restarts
+    declared_dead_alive: bool = False     # declared dead by silence, not by a shutdown notice
+    partition_healed: bool = False        # came back with the same generation: a partition
+    check_timer: Optional[list] = None
+
+
+SEQ_WINDOW = 200           # sequence numbers remembered per peer, for duplicates and replays
+MAX_MISSING = 50           # a gap larger than this is not chased by retransmission requests
+MAX_REXMIT_REQUESTS = 10   # then the packet is given up as lost
+
+
+class Membership:
+    """Who is alive. Sends our heartbeats, accepts or drops every packet, and declares
+    peers dead after deadtime. It tells `listener` (the cluster policy) what changed."""
+
+    def __init__(self, config: Config, identity: Identity, timers: Timers, log, transmit, listener=None):
+        self.config, self.hacf, self.identity = config, config.hacf, identity
+        self.timers, self.clock, self.log = timers, timers.clock, log
+        self.transmit, self.listener = transmit, listener
+        self.status = "init"
+        self.started = self.clock()
+        self.seq = 0
+        self.history: Dict[int, bytes] = {}
+        self.resent_at: Dict[int, float] = {}
+        self.peers: Dict[str, Peer] = {}
+        self.counters: Dict[str, int] = collections.Counter()
+        self.complain = RateLimitedLog(log, self.clock)
+        self.keepalive_timer: Optional[list] = None
+        self.comm_up = False
+        self.startup_grace = True
+        for name in self.hacf.nodes:
+            if name != identity.name:
+                self.add_peer(name)
+
+    # -- peers and timers --------------------------------------------------
+
+    def add_peer(self, name: str) -> Peer:
+        peer = Peer(name, self.hacf.deadtime_ms, ack_trigger=secrets.randbelow(10))
+        self.peers[name] = peer
+        return peer
+
+    def reconfigure(self, config: Config) -> None:
+        """SIGHUP: take the new timers and node list, keep what we know of the peers."""
+        self.config, self.hacf = config, config.hacf
+        for name in config.hacf.nodes:
+            if name != self.identity.name and name not in self.peers:
+                self.add_peer(name)
+        for name in [n for n in self.peers if n not in config.hacf.nodes]:
+            self.timers.cancel(self.peers.pop(name).check_timer)
+        self.timers.cancel(self.keepalive_timer)
+        self.keepalive_timer = self.timers.call_later(self.hacf.keepalive_ms / 1000, self.send_heartbeat)
+
+    def start(self) -> None:
+        """Announce ourselves (st=init, then up) and start the clocks."""
+        self.send_status("init")
+        self.set_status("up")
+        self.keepalive_timer = self.timers.call_later(self.hacf.keepalive_ms / 1000, self.send_heartbeat)
+        self.timers.call_later(5.0, self.end_startup_grace)
+        self.timers.call_later(self.hacf.initdead_ms / 1000, self.initdead_expired)
+        if not self.peers:
+            self.timers.call_later(0, self.check_comm_up)
+
+    def stop(self) -> None:
+        self.timers.cancel(self.keepalive_timer)
+        for peer in self.peers.values():
+            self.timers.cancel(peer.check_timer)
+
+    def end_startup_grace(self) -> None:
+        self.startup_grace = False
+
+    def announced_deadtime_ms(self) -> int:
+        """`dt`: our deadtime, plus 2 s in the first 5 s after start (as 3.0.6 announces)."""
+        return self.hacf.deadtime_ms + (2000 if self.startup_grace else 0)
+
+    def initdead_expired(self) -> None:
+        for peer in self.peers.values():
+            if peer.last_heard is None and peer.status != "dead":
+                self.declare_dead(peer)
+        self.check_comm_up(force=True)
+
+    def schedule_check(self, peer: Peer) -> None:
+        """Wake up when the peer, or one of its links, would pass its deadtime."""
+        self.timers.cancel(peer.check_timer)
+        heard = [t for link, t in peer.links.items() if peer.link_up.get(link)]
+        if peer.status != "dead" and peer.last_heard is not None:
+            heard.append(peer.last_heard)
+        if heard:
+            when = min(heard) + peer.deadtime_ms / 1000 - self.clock()
+            peer.check_timer = self.timers.call_later(when, lambda: self.check_peer(peer))
+
+    def check_peer(self, peer: Peer) -> None:
+        peer.check_timer = None
+        now = self.clock()
+        deadtime_s = peer.deadtime_ms / 1000
+        if peer.status != "dead" and peer.last_heard is not None and now - peer.last_heard >= deadtime_s:
+            self.declare_dead(peer)
+        for link, heard in peer.links.items():
+            if peer.link_up.get(link) and now - heard >= deadtime_s:
+                peer.link_up[link] = False
+                self.log.info(f"Link {peer.name}:{link} dead.")
+        self.schedule_check(peer)
+
+    def declare_dead(self, peer: Peer, reason: str = "") -> None:
+        old = peer.status
+        peer.declared_dead_alive = peer.last_heard is not None and not peer.shutting_down
+        peer.status = "dead"
+        peer.missing.clear()
+        if reason:
+            self.log.info(reason)
+        else:
+            self.log.warn(f"node {peer.name}: is dead")
+        for link in peer.links:
+            if peer.link_up.get(link):
+                peer.link_up[link] = False
+                self.log.info(f"Link {peer.name}:{link} dead.")
+        if old != "dead" and self.listener:
+            self.listener.on_node_status(peer, old, "dead")
+
+    # -- our status --------------------------------------------------------
+
+    def set_status(self, status: str) -> None:
+        if status != self.status:
+            self.status = status
+            self.log.info(f"Local status now set to: '{status}'")
+        self.send_status(status)
+
+    def send_status(self, status: str) -> None:
+        self.send(Message(("t", "status"), ("st", status), ("dt", format(self.announced_deadtime_ms(), "x")),
+                          ("protocol", "1")))
+
+    def send_heartbeat(self) -> None:
+        self.send_status(self.status)
+        self.keepalive_timer = self.timers.call_later(self.hacf.keepalive_ms / 1000, self.send_heartbeat)
+
+    def check_comm_up(self, force: bool = False) -> None:
+        """Communication is up once every peer was heard from, or initdead has passed."""
+        if self.comm_up or self.status == "dead":
+            return
+        if force or all(p.last_heard is not None or p.status == "dead" for p in self.peers.values()):
+            self.comm_up = True
+            self.log.info("Comm_now_up(): updating status to active")
+            self.set_status("active")
+            if self.listener:
+                self.listener.on_comm_up()
+
+    # -- sending -------------------------------------------------------------
+
+    def send(self, msg: Message, dest: Optional[str] = None) -> bytes:
+        """Add the control fields (src, srcuuid, seq, hg, ts, ld, ttl), sign and transmit."""
+        mtype = msg.get("t", "")
+        if dest:
+            if msg.get("dest") is None:
+                msg.add("dest", dest)
+            peer = self.peers.get(dest)
+            if peer and peer.uuid:
+                msg.add("destuuid", peer.uuid, FIELD_BINARY)
+        msg.add("src", self.identity.name)
+        msg.add("srcuuid", self.identity.uuid, FIELD_BINARY)
+        sequenced = mtype not in NS_TYPES
+        if sequenced:
+            self.seq += 1
+            msg.add("seq", format(self.seq, "x"))
+        msg.add("hg", format(self.identity.generation, "x"))
+        msg.add("ts", format(int(time.time()), "x"))
+        if sequenced:
+            msg.add("ld", load_average())
+        msg.add("ttl", str(self.hacf.hopfudge + len(self.hacf.nodes)))
+        datagram = encode_message(msg, self.config.authkeys, self.hacf.msgfmt)
+        if sequenced:
+            self.history[self.seq] = datagram
+            self.history.pop(self.seq - HISTORY_SIZE, None)
+        self.counters["sent"] += 1
+        self.transmit(datagram)
+        return datagram
+
+    # -- receiving -----------------------------------------------------------
+
+    def drop(self, reason: str, message: str = "", log: bool = True) -> None:
+        self.counters["dropped_" + reason] += 1
+        if message and log and self.hacf.log_badpack:
+            self.complain(reason, message)
+
+    def receive(self, datagram: bytes, link: str, sender: str = "?") -> None:
+        """Handle one datagram; a bad one is dropped and counted, never raised."""
+        self.counters["received"] += 1
+        try:
+            msg = decode_message(datagram, self.config.authkeys)
+        except BadPacket as err:
+            reason = "bad_auth" if "authentication" in str(err) else "malformed"
+            return self.drop(reason, f"dropped packet from {sender} on {link}: {err}")
+        except Exception as err:    # a parser bug must cost one packet, not the daemon
+            return self.drop("malformed", f"dropped packet from {sender} on {link}: {err!r}")
+        try:
+            self.accept(msg, link, sender)
+        except (ValueError, KeyError, TypeError) as err:
+            self.drop("malformed", f"dropped packet from {sender} on {link}: bad field: {err}")
+
+    def accept(self, msg: Message, link: str, sender: str) -> None:
+        mtype, src, ts = msg.get("t"), msg.get("src"), msg.get("ts")
+        if not mtype or not src or not ts or not _is_hex(ts) or int(ts, 16) == 0:
+            return self.drop("malformed", f"dropped packet from {sender}: missing t, src or ts")
+        sequenced = mtype not in NS_TYPES
+        seq_text = msg.get("seq")
+        if sequenced and (not seq_text or not _is_hex(seq_text) or int(seq_text, 16) <= 0):
+            return self.drop("malformed", f"dropped {mtype} from {src}: missing seq")
+        if src == self.identity.name:
+            return self.drop("own", log=False)
+        peer = self.peers.get(src)
+        if peer is None:
+            if self.hacf.autojoin == "none":
+                return self.drop("unknown_node", f"process_status_message: bad node [{src}] in message "
+                                                 f"(from {sender}; not a node in ha.cf)")
+            peer = self.add_peer(src)
+            self.log.info(f"Node {src} joined (autojoin {self.hacf.autojoin})")
+        hg = msg.get("hg") or "0"
+        generation = int(hg, 16) if _is_hex(hg) else 0
+        restarted = False
+        if generation < peer.generation:
+            return self.drop("replay", f"should_drop_message: attempted replay attack [{src}]? "
+                                       f"[gen = {generation}, curgen = {peer.generation}]")
+        if generation > peer.generation:
+            if peer.generation:
+                restarted = True
+                if peer.status != "dead":
+                    self.log.info(f"Heartbeat restart on node {src}")
+                peer.max_seq = 0
+                peer.seen.clear()
+                peer.missing.clear()
+            peer.generation = generation
+            peer.shutting_down = False
+        uuid = msg.get_bytes("srcuuid")
+        if uuid and len(uuid) == 16:
+            peer.uuid = uuid
+        now = self.clock()
+        self.heard_on_link(peer, link, now)
+        if sequenced:
+            seq = int(seq_text, 16)
+            if seq in peer.seen:
+                return self.drop("duplicate", log=False)
+            if seq <= peer.max_seq - SEQ_WINDOW:
+                return self.drop("replay", f"dropped old packet seq {seq} from {src} (replayed?)")
+            self.track_seq(peer, seq)
+        dest = msg.get("dest")
+        if dest and dest != self.identity.name:
+            return self.drop("not_for_us", log=False)
+        self.heard_from(peer, msg, now, restarted)
+        handler = getattr(self, "on_" + mtype.replace("-", "_"), None)
+        if handler:
+            handler(peer, msg)
+        elif self.listener:
+            self.listener.on_message(peer, msg)
+
+    def heard_on_link(self, peer: Peer, link: str, now: float) -> None:
+        peer.links[link] = now
+        if not peer.link_up.get(link):
+            peer.link_up[link] = True
+            self.log.info(f"Link {peer.name}:{link} up.")
+            self.schedule_check(peer)
+
+    def heard_from(self, peer: Peer, msg: Message, now: float, restarted: bool) -> None:
+        """An authenticated, new packet: the peer is alive (unless it told us it is stopping)."""
+        peer.last_heard = now
+        if peer.status == "dead" and not peer.shutting_down:
+            peer.partition_healed = not restarted and peer.declared_dead_alive
+            if peer.partition_healed:
+                self.log.crit(f"Cluster node {peer.name} returning after partition.")
+            new = msg.get("st") if msg.get("t") == "status" else "up"
+            peer.status = new if new in ("init", "up", "active") else "up"
+            self.log.info(f"Status update for node {peer.name}: status {peer.status}")
+            self.schedule_check(peer)
+            if self.listener:
+                self.listener.on_node_status(peer, "dead", peer.status)
+        elif peer.check_timer is None:
+            self.schedule_check(peer)
+        self.check_comm_up()
+
+    def track_seq(self, peer: Peer, seq: int) -> None:
+        """Remember seq; note gaps and ask for them again (NS_rexmit)."""
+        if seq > peer.max_seq + 1 and peer.max_seq and seq - peer.max_seq - 1 <= MAX_MISSING:
+            self.log.warn(f"{seq - peer.max_seq - 1} lost packet(s) for [{peer.name}] [{peer.max_seq}:{seq}]")
+            for lost in range(peer.max_seq + 1, seq):
+                peer.missing[lost] = 0
+            self.timers.call_later(0.05 + secrets.randbelow(200) / 1000, lambda: self.request_rexmit(peer))
+        if seq in peer.missing:
+            del peer.missing[seq]
+            if not peer.missing:
+                self.log.info(f"No pkts missing from {peer.name}!")
+        peer.seen.add(seq)
+        if seq > peer.max_seq:
+            peer.max_seq = seq
+            if len(peer.seen) > SEQ_WINDOW:
+                peer.seen = {s for s in peer.seen if s > seq - SEQ_WINDOW}
+        if peer.protocol and not peer.missing and seq % 10 == peer.ack_trigger:
+            self.send(Message(("t", "NS_ackmsg"), ("dest", peer.name), ("ackseq", format(seq, "x"))),
+                      dest=peer.name)
+
+    def request_rexmit(self, peer: Peer) -> None:
+        if peer.status == "dead" or not peer.missing:
+            return
+        for seq in sorted(peer.missing):
+            if peer.missing[seq] >= MAX_REXMIT_REQUESTS:
+                del peer.missing[seq]
+                self.log.error(f"Irretrievably lost packet: node {peer.name} seq {seq}")
+                continue
+            peer.missing[seq] += 1
+            self.send(Message(("t", "NS_rexmit"), ("dest", peer.name), ("firstseq", str(seq)),
+                              ("lastseq", str(seq))), dest=peer.name)
+        if peer.missing:
+            self.timers.call_later(self.hacf.max_rexmit_delay / 1000, lambda: self.request_rexmit(peer))
+
+    # -- membership messages --------------------------------------------------
+
+    def on_status(self, peer: Peer, msg: Message) -> None:
+        now = self.clock()
+        if peer.last_status is not None:
+            interval_ms = int((now - peer.last_status) * 1000)
+            if interval_ms > peer.deadtime_ms:
+                self.log.crit(f"Late heartbeat: Node {peer.name}: interval {interval_ms} ms (> deadtime)")
+            elif interval_ms > self.hacf.warntime_ms:
+                self.log.warn(f"Late heartbeat: Node {peer.name}: interval {interval_ms} ms")
+        peer.last_status = now
+        peer.protocol = msg.get("protocol") == "1"
+        dt = msg.get("dt")
+        if dt and _is_hex(dt) and int(dt, 16) > 0:
+            peer.deadtime_ms = int(dt, 16)
+        status = msg.get("st", "")
+        if peer.shutting_down:
+            return
+        if status in ("init", "up", "active") and status != peer.status:
+            old, peer.status = peer.status, status
+            peer.shutting_down = False
+            self.log.info(f"Status update for node {peer.name}: status {status}")
+            if self.listener:
+                self.listener.on_node_status(peer, old, status)
+
+    def on_reqnodes(self, peer: Peer, msg: Message) -> None:
+        """A real node waits for our node list before it goes active: answer it."""
+        self.send(Message(("dest", peer.name), ("t", "repnodes"),
+                          ("nodelist", "".join(n + " " for n in self.hacf.nodes)), ("delnodelist", " ")),
+                  dest=peer.name)
+
+    def on_repnodes(self, peer: Peer, msg: Message) -> None:
+        pass    # our node list comes from ha.cf
+
+    def on_NS_ackmsg(self, peer: Peer, msg: Message) -> None:
+        pass    # we keep a fixed-size history and never pause for acknowledgements
+
+    def on_NS_nak_rexmit(self, peer: Peer, msg: Message) -> None:
+        first = msg.get("firstseq", "")
+        if _is_hex(first):
+            peer.missing.pop(int(first, 16), None)
+
+    def on_NS_rexmit(self, peer: Peer, msg: Message) -> None:
+        """Re-send the byte-identical datagram, or say it is gone."""
+        first, last = int(msg.get("firstseq", "0")), int(msg.get("lastseq", "0"))
+        now = self.clock()
+        for seq in range(first, min(last, first + 49) + 1):
+            datagram = self.history.get(seq)
+            if datagram is None:
+                self.send(Message(("t", "NS_nak_rexmit"), ("firstseq", format(seq, "x")), ("dest", peer.name),
+                                  ("info", "seqno not found")), dest=peer.name)
+            elif now - self.resent_at.get(seq, -1e9) >= (self.hacf.max_rexmit_delay - 10) / 1000:
+                self.resent_at[seq] = now
+                self.counters["retransmitted"] += 1
+                self.transmit(datagram)
+        if len(self.resent_at) > HISTORY_SIZE:
+            self.resent_at = {s: t for s, t in self.resent_at.items() if s in self.history}
+
+    def on_shutdone(self, peer: Peer, msg: Message) -> None:
+        """A graceful stop: the peer is gone now, no need to wait for deadtime."""
+        self.log.info(f"Received shutdown notice from '{peer.name}'.")
+        peer.shutting_down = True
+        self.declare_dead(peer, reason=f"node {peer.name}: is dead (shut down)")
+
+    # -- reporting ----------------------------------------------------------------
+
+    def snapshot(self) -> dict:
+        now = self.clock()
+        nodes = {self.identity.name: {"status": self.status, "links": {}, "last_heard_s": 0.0,
+                                      "self": True}}
+        for peer in self.peers.values():
+            nodes[peer.name] = {
+                "status": peer.status,
+                "links": {link: "up" if peer.link_up.get(link) else "dead" for link in peer.links},
+                "last_heard_s": None if peer.last_heard is None else round(now - peer.last_heard, 3),
+                "generation": peer.generation,
+                "deadtime_ms": peer.deadtime_ms,
+            }
+        return nodes
+
+
+def _is_hex(text: str) -> bool:
+    return bool(text) and len(text) <= 16 and all(c in "0123456789abcdefABCDEF" for c in text)
+
+
+# #### Daemon: logging #######################################################
+
+NOTICE = 25
+logging.addLevelName(NOTICE, "NOTICE")
+HEARTBEAT_LEVEL_NAMES = {logging.CRITICAL: "CRIT", logging.ERROR: "ERROR", logging.WARNING: "WARN",
+                         NOTICE: "notice", logging.INFO: "info", logging.DEBUG: "debug"}
+
+
+class HeartbeatFormatter(logging.Formatter):
+    """Heartbeat's two log-file layouts (syslogmsgfmt true/false) and its syslog message."""
+
+    def __init__(self, layout: str, entity: str = "heartbeat"):
+        super().__init__()
+        self.layout, self.entity = layout, entity
+        self.host = os.uname().nodename
+
+    def format(self, record: logging.LogRecord) -> str:
+        level = HEARTBEAT_LEVEL_NAMES.get(record.levelno, record.levelname)
+        when = time.localtime(record.created)
+        text = record.getMessage()
+        if self.layout == "syslog-file":
+            return f"{time.strftime('%b %d %H:%M:%S', when)} {self.host} {self.entity}: [{record.process}]: " \
+                   f"{level}: {text}"
+        if self.layout == "heartbeat-file":
+            return f"{self.entity}[{record.process}]: {time.strftime('%Y/%m/%d_%H:%M:%S', when)} {level}: {text}"
+        return f"{self.entity}: [{record.process}]: {level}: {text}"      # to syslog itself
+
+
+class Log:
+    """Where ha.cf says: logfile, debugfile (with debug N), syslog via logfacility."""
+
+    def __init__(self, name: str = "heartbeat.py"):
+        self.logger = logging.getLogger(name)
+        self.logger.propagate = False
+        self.logger.setLevel(logging.DEBUG)
+        self.debug_level = 0
+
+    def configure(self, hacf: Optional[HaCf], to_stderr: bool) -> None:
+        for handler in list(self.logger.handlers):
+            self.logger.removeHandler(handler)
+            handler.close()
+        layout = "syslog-file" if hacf is None or hacf.syslogmsgfmt else "heartbeat-file"
+        self.debug_level = hacf.debug if hacf else 0
+        if to_stderr:
+            self._add(logging.StreamHandler(sys.stderr), logging.DEBUG if self.debug_level else logging.INFO,
+                      layout)
+        if hacf is None:
+            return
+        if hacf.logfile and hacf.logfile != "/dev/null":
+            self._add(logging.handlers.WatchedFileHandler(hacf.logfile), logging.INFO, layout)
+        if hacf.debugfile and hacf.debugfile != "/dev/null":
+            self._add(logging.handlers.WatchedFileHandler(hacf.debugfile), logging.DEBUG, layout)
+        facility = hacf.logfacility
+        if facility is None and not (hacf.logfile or hacf.debugfile):
+            facility = "daemon"      # nothing configured: Heartbeat would use its log daemon
+        if facility and facility != "none" and os.path.exists("/dev/log"):
+            try:
+                handler = logging.handlers.SysLogHandler(
+                    "/dev/log", logging.handlers.SysLogHandler.facility_names[facility])
+            except OSError:
+                return               # no syslog daemon listening: files only
+            handler.priority_map = dict(handler.priority_map, NOTICE="notice")
+            handler.ident = ""
+            self._add(handler, logging.DEBUG, "syslog")
+
+    def _add(self, handler: logging.Handler, level: int, layout: str) -> None:
+        handler.setLevel(level)
+        handler.setFormatter(HeartbeatFormatter(layout))
+        self.logger.addHandler(handler)
+
+    def crit(self, message: str) -> None:
+        self.logger.critical(message)
+
+    def error(self, message: str) -> None:
+        self.logger.error(message)
+
+    def warn(self, message: str) -> None:
+        self.logger.warning(message)
+
+    def notice(self, message: str) -> None:
+        self.logger.log(NOTICE, message)
+
+    def info(self, message: str) -> None:
+        self.logger.info(message)
+
+    def debug(self, message: str, level: int = 1) -> None:
+        if self.debug_level >= level:
+            self.logger.debug(message)
+
+
+# #### Daemon: pid file, control socket, event loop, signals #################
+
+PIDFILE_NAME = "heartbeat.pid"
+SOCKET_NAME = "heartbeat.sock"
+MAX_CONTROL_CLIENTS = 16
+MAX_CONTROL_REQUEST = 64 * 1024
+
+
+class AlreadyRunning(HAError):
+    """Another heartbeat.py holds the pid file lock."""
+
+
+def acquire_pidfile(run_dir: str) -> int:
+    """Lock and fill run_dir/heartbeat.pid; the lock, not the file, says we run."""
+    os.makedirs(run_dir, mode=0o755, exist_ok=True)
+    path = os.path.join(run_dir, PIDFILE_NAME)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        other = os.read(fd, 32).decode(errors="replace").strip()
+        os.close(fd)
+        raise AlreadyRunning(f"heartbeat: already running [pid {other or '?'}] ({path})") from None
+    os.ftruncate(fd, 0)
+    os.write(fd, f"{os.getpid():>10}\n".encode())
+    fcntl.fcntl(fd, fcntl.F_SETFD, fcntl.FD_CLOEXEC)
+    return fd
+
+
+class ControlServer:
+    """The local control socket: one JSON request line in, one JSON reply line out."""
+
+    def __init__(self, path: str, selector, handle_request):
+        self.path, self.selector, self.handle_request = path, selector, handle_request
+        self.buffers: Dict[socket.socket, bytes] = {}
+        if os.path.exists(path):
+            os.unlink(path)
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        old_umask = os.umask(0o077)
+        try:
+            self.sock.bind(path)
+        finally:
+            os.umask(old_umask)
+        self.sock.listen(8)
+        self.sock.setblocking(False)
+        selector.register(self.sock, selectors.EVENT_READ, self.accept)
+
+    def accept(self, _sock) -> None:
+        try:
+            client, _ = self.sock.accept()
+        except OSError:
+            return
+        if len(self.buffers) >= MAX_CONTROL_CLIENTS:
+            client.close()
+            return
+        client.setblocking(False)
+        self.buffers[client] = b""
+        self.selector.register(client, selectors.EVENT_READ, self.read)
+
+    def read(self, client: socket.socket) -> None:
+        try:
+            chunk = client.recv(4096)
+        except OSError:
+            chunk = b""
+        data = self.buffers.get(client, b"") + chunk
+        if chunk and b"\n" not in data and len(data) < MAX_CONTROL_REQUEST:
+            self.buffers[client] = data
+            return
+        self.selector.unregister(client)
+        self.buffers.pop(client, None)
+        if b"\n" in data:
+            try:
+                request = json.loads(data.split(b"\n", 1)[0])
+                reply = self.handle_request(request if isinstance(request, dict) else {})
+            except ValueError:
+                reply = {"ok": False, "error": "bad request"}
+            try:
+                client.settimeout(1.0)
+                client.sendall(json.dumps(reply).encode() + b"\n")
+            except OSError:
+                pass
+        client.close()
+
+    def close(self) -> None:
+        for client in list(self.buffers):
+            self.selector.unregister(client)
+            client.close()
+        self.selector.unregister(self.sock)
+        self.sock.close()
+        try:
+            os.unlink(self.path)
+        except OSError:
+            pass
+
+
+def control_request(run_dir: str, request: dict, timeout_s: float = 5.0) -> dict:
+    """Ask the running daemon; raise HAError when none answers."""
+    path = os.path.join(run_dir, SOCKET_NAME)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(timeout_s)
+    try:
+        sock.connect(path)
+        sock.sendall(json.dumps(request).encode() + b"\n")
+        data = b""
+        while not data.endswith(b"\n"):
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    except OSError as err:
+        raise HAError(f"heartbeat.py is not running (no answer on {path}: {err.strerror or err})") from None
+    finally:
+        sock.close()
+    try:
+        return json.loads(data)
+    except ValueError:
+        raise HAError(f"bad answer from the daemon on {path}") from None
+
+
+class Daemon:
+    """One process, one selectors loop: links, control socket, signals and timers."""
+
+    def __init__(self, args, config: Config, log: Log):
+        self.args, self.config, self.log = args, config, log
+        self.selector = selectors.DefaultSelector()
+        self.timers = Timers()
+        self.links: List[Link] = []
+        self.control: Optional[ControlServer] = None
+        self.pid_fd = -1
+        self.running = False
+        self.started_wall = time.time()
+        self.membership: Optional[Membership] = None
+        self.wake_r, self.wake_w = socket.socketpair()
+
+    # -- start and stop --------------------------------------------------------
+
+    def open(self) -> None:
+        """Everything that can fail at start, before we detach: pid lock, sockets, state."""
+        self.pid_fd = acquire_pidfile(self.args.run_dir)
+        self.open_links(self.config.hacf)
+        self.control = ControlServer(os.path.join(self.args.run_dir, SOCKET_NAME), self.selector,
+                                     self.handle_request)
+
+    def open_links(self, hacf: HaCf) -> None:
+        links = [Link(medium, hacf.udpport) for medium in hacf.media]
+        try:
+            for link in links:
+                link.open()
+        except HAError:
+            for link in links:
+                link.close()
+            raise
+        for link in self.links:
+            self.selector.unregister(link.recv_sock)
+            link.close()
+        self.links = links
+        for link in links:
+            self.selector.register(link.recv_sock, selectors.EVENT_READ, self.make_reader(link))
+            self.log.info(f"{link.medium.describe(hacf.udpport)}: heartbeat started")
+
+    def make_reader(self, link: Link):
+        def read(sock: socket.socket) -> None:
+            for _ in range(64):          # bounded: timers must still run under a flood
+                try:
+                    data, addr = sock.recvfrom(MAX_DATAGRAM + 1)
+                except (BlockingIOError, InterruptedError):
+                    return
+                except OSError:
+                    return
+                self.membership.receive(data, link.name, f"{addr[0]}:{addr[1]}")
+        return read
+
+    def transmit(self, datagram: bytes) -> None:
+        for link in self.links:
+            if not link.send(datagram) and link.send_errors in (1, 10, 100, 1000):
+                self.log.error(f"write failure on {link.medium.kind} {link.name} "
+                               f"({link.send_errors} so far): is a cable unplugged?")
+
+    def run(self) -> int:
+        """The event loop; returns the exit code after a graceful shutdown."""
+        identity = load_identity(self.args.state_dir, self.config.node, self.config.hacf, self.log)
+        self.membership = Membership(self.config, identity, self.timers, self.log, self.transmit)
+        self.install_signals()
+        self.log.info(f"Configuration validated. Starting heartbeat.py {__version__} "
+                      f"(Heartbeat {HEARTBEAT_VERSION} protocol)")
+        self.running = True
+        self.membership.start()
+        while self.running:
+            timeout = self.timers.next_delay()
+            for key, _ in self.selector.select(timeout):
+                key.data(key.fileobj)
+            self.timers.run_due()
+        self.close()
+        return EXIT_OK
+
+    def install_signals(self) -> None:
+        self.wake_r.setblocking(False)
+        self.wake_w.setblocking(False)
+        signal.set_wakeup_fd(self.wake_w.fileno(), warn_on_full_buffer=False)
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(signum, lambda *_: None)      # the wakeup fd carries the number
+        self.selector.register(self.wake_r, selectors.EVENT_READ, self.on_signals)
+
+    def on_signals(self, sock: socket.socket) -> None:
+        try:
+            numbers = sock.recv(64)
+        except OSError:
+            return
+        for signum in numbers:
+            if signum in (signal.SIGTERM, signal.SIGINT):
+                self.shutdown()
+            elif signum == signal.SIGHUP:
+                self.reload()
+
+    def shutdown(self) -> None:
+        """Graceful stop: tell the peers at once, so they need not wait for deadtime."""
+        if not self.running:
+            return
+        self.log.info(f"Heartbeat shutdown in progress. ({os.getpid()})")
+        self.finish_shutdown()
+
+    def finish_shutdown(self) -> None:
+        self.membership.send(Message(("t", "shutdone"), ("st", "dead")))
+        self.membership.stop()
+        self.log.info(f"{self.config.node} Heartbeat shutdown complete.")
+        self.running = False
+
+    def close(self) -> None:
+        signal.set_wakeup_fd(-1)
+        if self.control:
+            self.control.close()
+        for link in self.links:
+            link.close()
+        self.links = []
+        if self.pid_fd >= 0:
+            os.close(self.pid_fd)
+            self.pid_fd = -1
+
+    def reload(self) -> None:
+        """SIGHUP: re-read the configuration; a broken one is refused and the old one kept."""
+        self.log.info("Signalled to reread config files")
+        try:
+            config = load_config(self.args.config_dir, self.args.node)
+            if config.node != self.config.node:
+                raise HAError("the node name changed; restart instead")
+            if config.hacf.media != self.config.hacf.media or config.hacf.udpport != self.config.hacf.udpport:
+                self.open_links(config.hacf)
+        except (ConfigErrors, HAError) as err:
+            for line in str(err).splitlines():
+                self.log.error(f"Config error: {line}")
+            self.log.error("New configuration refused; keeping the running one.")
+            return
+        self.config = config
+        self.log.configure(config.hacf, self.args.foreground)
+        self.membership.reconfigure(config)
+        self.log.info("Configuration reloaded.")
+
+    # -- control requests ---------------------------------------------------
+
+    def handle_request(self, request: dict) -> dict:
+        command = request.get("cmd")
+        if command == "status":
+            return self.status()
+        return {"ok": False, "error": f"unknown command {command!r}"}
+
+    def status(self) -> dict:
+        membership = self.membership
+        return {
+            "ok": True,
+            "node": self.config.node,
+            "status": membership.status,
+            "pid": os.getpid(),
+            "version": __version__,
+            "generation": membership.identity.generation,
+            "uptime_s": round(time.time() - self.started_wall, 1),
+            "auto_failback": self.config.hacf.auto_failback,
+            "timers_ms": {"keepalive": self.config.hacf.keepalive_ms, "deadtime": self.config.hacf.deadtime_ms,
+                          "warntime": self.config.hacf.warntime_ms, "initdead": self.config.hacf.initdead_ms},
+            "links": [{"name": link.name, "kind": link.medium.kind, "send_errors": link.send_errors}
+                      for link in self.links],
+            "nodes": membership.snapshot(),
+            "counters": dict(membership.counters),
+        }
+
+
+def daemonize(start) -> int:
+    """Double fork; the parent returns the child's start-up verdict (0, or its error)."""
+    read_fd, write_fd = os.pipe()
+    if os.fork() > 0:
+        os.close(write_fd)
+        with os.fdopen(read_fd, "rb") as pipe:
+            verdict = pipe.read().decode(errors="replace")
+        if verdict.startswith("ok"):
+            return EXIT_OK
+        sys.stderr.write(verdict or "heartbeat.py: the daemon died during start-up\n")
+        code = re.match(r"exit (\d+)\n", verdict)
+        return int(code.group(1)) if code else EXIT_GENERIC
+    os.close(read_fd)
+    os.setsid()
+    if os.fork() > 0:
+        os._exit(0)
+    os.chdir("/")
+    os.umask(0o022)
+    return start(write_fd)
+
+
+# #### Status and reporting ##################################################
+
+def format_status(report: dict) -> str:
+    """`status` for a person: one line per node, its links, how long since heard."""
+    lines = [f"heartbeat.py on {report['node']}: {report['status']} (pid {report['pid']}, "
+             f"up {report['uptime_s']} s, generation {report['generation']}, "
+             f"auto_failback {report['auto_failback']})",
+             f"{'NODE':<16} {'STATUS':<8} {'LAST HEARD':<14} LINKS"]
+    for name, node in report["nodes"].items():
+        if node.get("self"):
+            heard = "(this node)"
+        elif node["last_heard_s"] is None:
+            heard = "never"
+        else:
+            heard = f"{node['last_heard_s']:.1f} s ago"
+        links = " ".join(f"{link} {state}" for link, state in node["links"].items()) or "-"
+        lines.append(f"{name:<16} {node['status']:<8} {heard:<14} {links}")
+    dropped = {k[len("dropped_"):]: v for k, v in report["counters"].items()
+               if k.startswith("dropped_") and k not in ("dropped_own", "dropped_duplicate", "dropped_not_for_us")}
+    if dropped:
+        lines.append("dropped packets: " + ", ".join(f"{k} {v}" for k, v in sorted(dropped.items())))
+    return "\n".join(lines)
+
+
+# #### keygen and check ######################################################
 
 AUTHKEYS_TEMPLATE = """\
 # authkeys - the shared secret that signs every heartbeat packet.
@@ -1024,9 +2060,7 @@ def missing_interfaces(config: Config) -> List[Tuple[Medium, str]]:
     return found
 
 
-# ###################################################################### #
-# CLI and main()                                                          #
-# ###################################################################### #
+# #### CLI and main() ########################################################
 
 def cmd_check(args) -> int:
     """Validate the three files together and print what they describe."""
@@ -1048,6 +2082,56 @@ def cmd_keygen(args) -> int:
     write_authkeys(path, args.method, args.force)
     print(f"wrote {path} (mode 0600, method {args.method}, signing index 1); "
           "copy it to every node, e.g. with 'heartbeat.py setup PEER'")
+    return EXIT_OK
+
+
+def cmd_daemon(args) -> int:
+    """Run the daemon: detached (default) or in the foreground (systemd, tests)."""
+    config = load_config(args.config_dir, args.node)
+    log = Log()
+
+    def serve(notify_fd: int) -> int:
+        log.configure(config.hacf, to_stderr=args.foreground)
+        for warning in config.warnings:
+            log.warn(str(warning))
+        daemon = Daemon(args, config, log)
+        try:
+            daemon.open()
+        except HAError as err:
+            log.error(str(err))
+            if notify_fd < 0:
+                raise
+            os.write(notify_fd, f"exit {EXIT_GENERIC}\nheartbeat.py: {err}\n".encode())
+            os._exit(EXIT_GENERIC)
+        if notify_fd >= 0:
+            os.write(notify_fd, b"ok\n")
+            os.close(notify_fd)
+            null = os.open(os.devnull, os.O_RDWR)
+            for fd in (0, 1, 2):
+                os.dup2(null, fd)
+        try:
+            return daemon.run()
+        except Exception:
+            log.crit("Emergency shutdown: " + traceback.format_exc().replace("\n", " | "))
+            return EXIT_GENERIC
+
+    if args.foreground:
+        return serve(-1)
+    return daemonize(serve)
+
+
+def cmd_status(args) -> int:
+    """Ask the running daemon; exit 0 when it runs, 3 (LSB) when it does not."""
+    try:
+        report = control_request(args.run_dir, {"cmd": "status"})
+    except HAError as err:
+        if args.json:
+            print(json.dumps({"running": False, "error": str(err)}))
+        else:
+            print(f"heartbeat.py is stopped on this machine. ({err})")
+        return EXIT_NOT_RUNNING
+    report["running"] = True
+    print(json.dumps(report, indent=2, sort_keys=True) if args.json else format_status(report))
     return EXIT_OK
 
 
@@ -1073,6 +2157,13 @@ def build_parser() -> argparse.ArgumentParser:
                         help="signing method (default sha1)")
     keygen.add_argument("--force", action="store_true", help="replace an existing authkeys")
     keygen.set_defaults(func=cmd_keygen)
+    daemon = sub.add_parser("daemon", parents=[common], help="run the cluster daemon")
+    daemon.add_argument("-f", "--foreground", action="store_true",
+                        help="stay in the foreground and log to stderr too (systemd, tests)")
+    daemon.set_defaults(func=cmd_daemon)
+    status = sub.add_parser("status", parents=[common], help="ask the running daemon who is up")
+    status.add_argument("--json", action="store_true", help="one JSON object, for scripts")
+    status.set_defaults(func=cmd_status)
     return parser
 
 

@@ -1,0 +1,173 @@
+"""A small lab of network namespaces joined by a bridge, for the root-only tests.
+
+Every name it creates starts with a prefix unique to this test run, and
+everything it creates is removed by name in close(), even after a failure.
+"""
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+from conftest import HEARTBEAT
+
+SUBNET = "10.77.0"
+
+
+def run(argv, check=True, timeout=20, **kw):
+    return subprocess.run(argv, check=check, timeout=timeout, capture_output=True, text=True, **kw)
+
+
+def have_root_net():
+    """True when we may create namespaces (root, ip present)."""
+    return os.geteuid() == 0 and shutil.which("ip") is not None
+
+
+class Lab:
+    """Namespaces NAME -> host index; each host gets eth0 = SUBNET.index/24 on one bridge."""
+
+    def __init__(self, hosts, prefix=None):
+        self.prefix = prefix or f"hb{os.getpid() % 100000}"
+        self.bridge = f"{self.prefix}br"
+        self.hosts = {}           # name -> index
+        self.procs = []
+        self.tmp = tempfile.mkdtemp(prefix=self.prefix + "-")
+        try:
+            run(["ip", "link", "add", self.bridge, "type", "bridge"])
+            run(["ip", "link", "set", self.bridge, "up"])
+            for index, name in enumerate(hosts, 1):
+                self.add_host(name, index)
+        except Exception:
+            self.close()
+            raise
+
+    def ns(self, name):
+        return f"{self.prefix}-{name}"
+
+    def veth(self, name):
+        return f"{self.prefix}{self.hosts[name]}"
+
+    def addr(self, name):
+        return f"{SUBNET}.{self.hosts[name]}"
+
+    def add_host(self, name, index):
+        self.hosts[name] = index
+        ns, veth = self.ns(name), self.veth(name)
+        run(["ip", "netns", "add", ns])
+        run(["ip", "link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", ns])
+        run(["ip", "link", "set", veth, "master", self.bridge, "up"])
+        self.exec(name, ["ip", "link", "set", "lo", "up"])
+        self.exec(name, ["ip", "addr", "add", f"{SUBNET}.{index}/24", "brd", "+", "dev", "eth0"])
+        self.exec(name, ["ip", "link", "set", "eth0", "up"])
+
+    def exec(self, name, argv, check=True, timeout=20):
+        return run(["ip", "netns", "exec", self.ns(name)] + list(argv), check=check, timeout=timeout)
+
+    def popen(self, name, argv, **kw):
+        proc = subprocess.Popen(["ip", "netns", "exec", self.ns(name)] + list(argv), **kw)
+        self.procs.append(proc)
+        return proc
+
+    def cut(self, name):
+        """Pull the host's cable: its veth end on the bridge goes down."""
+        run(["ip", "link", "set", self.veth(name), "down"])
+
+    def heal(self, name):
+        run(["ip", "link", "set", self.veth(name), "up"])
+
+    def close(self):
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 10
+        for proc in self.procs:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(timeout=5)
+        for name in list(self.hosts):
+            run(["ip", "netns", "pids", self.ns(name)], check=False)
+            pids = run(["ip", "netns", "pids", self.ns(name)], check=False).stdout.split()
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError, ValueError):
+                    os.kill(int(pid), signal.SIGKILL)
+            run(["ip", "netns", "del", self.ns(name)], check=False)
+        run(["ip", "link", "del", self.bridge], check=False)
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+class Node:
+    """A heartbeat.py daemon in one namespace, with its own config, state and run dirs."""
+
+    def __init__(self, lab, name, hacf, authkeys="auth 1\n1 sha1 lab-secret\n", haresources="",
+                 resource_scripts=None):
+        self.lab, self.name = lab, name
+        self.root = os.path.join(lab.tmp, name)
+        self.config_dir = os.path.join(self.root, "ha.d")
+        self.state_dir = os.path.join(self.root, "state")
+        self.run_dir = os.path.join(self.root, "run")
+        os.makedirs(os.path.join(self.config_dir, "resource.d"))
+        self.write("ha.cf", hacf)
+        self.write("authkeys", authkeys, mode=0o600)
+        self.write("haresources", haresources)
+        for script, text in (resource_scripts or {}).items():
+            self.write(os.path.join("resource.d", script), text, mode=0o755)
+        self.proc = None
+        self.log_path = os.path.join(self.root, "stderr.log")
+
+    def write(self, relpath, text, mode=0o644):
+        path = os.path.join(self.config_dir, relpath)
+        with open(path, "w") as handle:
+            handle.write(text)
+        os.chmod(path, mode)
+
+    def argv(self, *args):
+        return [sys.executable, HEARTBEAT, *args, "-c", self.config_dir, "--node", self.name,
+                "--state-dir", self.state_dir, "--run-dir", self.run_dir]
+
+    def start(self):
+        self.stderr = open(self.log_path, "ab")
+        self.proc = self.lab.popen(self.name, self.argv("daemon", "--foreground"),
+                                   stdout=subprocess.DEVNULL, stderr=self.stderr)
+        return self
+
+    def stop(self, timeout=15):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            self.proc.wait(timeout=timeout)
+        return self.proc.returncode if self.proc else None
+
+    def kill(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=5)
+
+    def status(self):
+        import json
+        out = self.lab.exec(self.name, self.argv("status", "--json"), check=False)
+        return json.loads(out.stdout) if out.stdout.strip() else {"running": False}
+
+    def log(self):
+        with open(self.log_path, "rb") as handle:
+            return handle.read().decode(errors="replace")
+
+    def wait_for(self, predicate, timeout, interval=0.1):
+        """Poll status until predicate(status) is true; return seconds taken, or raise."""
+        start = time.monotonic()
+        while time.monotonic() - start < timeout:
+            status = self.status()
+            if status.get("running") and predicate(status):
+                return time.monotonic() - start
+            time.sleep(interval)
+        raise AssertionError(f"{self.name}: condition not met in {timeout} s; last status "
+                             f"{self.status()}\n--- log ---\n{self.log()[-3000:]}")
+
+
+def hacf(nodes=("prime", "calc"), media="bcast eth0", keepalive="200ms", deadtime="1", initdead="2",
+         extra=""):
+    return (f"keepalive {keepalive}\ndeadtime {deadtime}\ninitdead {initdead}\nudpport 694\n{media}\n"
+            + "".join(f"node {n}\n" for n in nodes) + "auto_failback on\n" + extra)
