@@ -29,14 +29,18 @@ import json
 import logging
 import logging.handlers
 import os
+import queue
 import re
 import secrets
 import selectors
+import shutil
 import signal
 import socket
 import stat
 import struct
+import subprocess
 import sys
+import threading
 import time
 import traceback
 from typing import Dict, List, Optional, Tuple
@@ -1564,6 +1568,675 @@ def _is_hex(text: str) -> bool:
     return bool(text) and len(text) <= 16 and all(c in "0123456789abcdefABCDEF" for c in text)
 
 
+# #### Resources: commands, IP addresses, ARP, scripts ########################
+
+SCRIPT_TIMEOUT_S = 120          # start/stop of one resource script
+STATUS_TIMEOUT_S = 30
+IP_TIMEOUT_S = 10
+STOP_RETRIES = 3                # then the stop failure is logged as critical
+GARP_ROUNDS_S = (0.0, 0.25, 1.0, 2.0, 4.0)   # when to announce a taken address again
+
+
+class ResourceError(HAError):
+    """A resource could not be started or stopped."""
+
+
+@dataclasses.dataclass
+class CommandResult:
+    returncode: int
+    output: str
+
+
+def run_command(argv: List[str], timeout_s: float, env: Optional[dict] = None) -> CommandResult:
+    """Run argv (never through a shell); stdout and stderr together; 124 on timeout."""
+    try:
+        done = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                              timeout=timeout_s, env=env, check=False)
+        return CommandResult(done.returncode, done.stdout.decode(errors="replace"))
+    except subprocess.TimeoutExpired as err:
+        return CommandResult(124, (err.output or b"").decode(errors="replace") + f"\n(timed out after {timeout_s} s)")
+    except OSError as err:
+        return CommandResult(127, f"cannot run {argv[0]}: {err.strerror}")
+
+
+def arping_variant(run=run_command) -> Optional[str]:
+    """Which arping is installed: "iputils", "habets" (they take different flags), or None."""
+    if not shutil.which("arping"):
+        return None
+    text = run(["arping", "-V"], 5).output + run(["arping", "--help"], 5).output
+    if "iputils" in text:
+        return "iputils"
+    if "Habets" in text or "ARPing" in text:
+        return "habets"
+    return None
+
+
+def arping_argv(variant: str, iface: str, ip: str, reply: bool = False) -> List[str]:
+    """One gratuitous ARP (request, or reply with reply=True) for ip on iface."""
+    if variant == "iputils":
+        return ["arping", "-q", "-A" if reply else "-U", "-c", "1", "-I", iface, ip]
+    return ["arping", "-q", "-P" if reply else "-U", "-c", "1", "-i", iface, "-S", ip, ip]
+
+
+def arp_frame(mac: bytes, ip: str, reply: bool) -> bytes:
+    """A broadcast gratuitous ARP frame: 'who-has IP tell IP', or 'IP is-at MAC'."""
+    addr = socket.inet_aton(ip)
+    target_mac = b"\xff" * 6 if reply else b"\0" * 6
+    return (b"\xff" * 6 + mac + b"\x08\x06" + struct.pack("!HHBBH", 1, 0x0800, 6, 4, 2 if reply else 1)
+            + mac + addr + target_mac + addr)
+
+
+def send_raw_garp(iface: str, ip: str) -> None:
+    """Gratuitous ARP without arping: one request and one reply on a packet socket."""
+    sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0806))
+    try:
+        sock.bind((iface, 0x0806))
+        mac = sock.getsockname()[4][:6]
+        for reply in (False, True):
+            sock.send(arp_frame(mac, ip, reply))
+    finally:
+        sock.close()
+
+
+@dataclasses.dataclass
+class AddressPlan:
+    """Where an IPResource goes: interface, prefix, broadcast."""
+    iface: str
+    prefix: int
+    broadcast: Optional[str]
+
+
+class IPAddresses:
+    """Virtual IPs with ip(8): add with a label, announce by gratuitous ARP, delete."""
+
+    def __init__(self, run=run_command, log=None):
+        self.run, self.log = run, log
+        self.arping: Optional[str] = arping_variant(run) if run is run_command else None
+        self.children: List[subprocess.Popen] = []
+
+    def addresses(self) -> List[Tuple[str, ipaddress.IPv4Interface, str]]:
+        """(interface, address/prefix, label) of every IPv4 address on this machine."""
+        out = self.run(["ip", "-4", "-o", "addr", "show"], IP_TIMEOUT_S)
+        found = []
+        for line in out.output.splitlines():
+            match = re.match(r"\d+:\s+(\S+?)(?:@\S+)?\s+inet\s+(\S+)(.*)", line)
+            if match:
+                label = match.group(3).split("\\")[0].split()[-1] if match.group(3).strip() else match.group(1)
+                found.append((match.group(1), ipaddress.IPv4Interface(match.group(2)), label))
+        return found
+
+    def plan(self, res: IPResource) -> AddressPlan:
+        """Fill in what haresources left out, from the addresses already configured."""
+        vip = ipaddress.IPv4Address(res.ip)
+        for iface, address, _ in self.addresses():
+            if address.ip == vip or address.network.prefixlen == 32:
+                continue
+            if res.iface and iface != res.iface:
+                continue
+            network = address.network if res.prefix is None else \
+                ipaddress.IPv4Interface(f"{address.ip}/{res.prefix}").network
+            if vip in network:
+                return AddressPlan(iface, network.prefixlen, res.broadcast)
+        if res.iface and res.prefix is not None:
+            return AddressPlan(res.iface, res.prefix, res.broadcast)
+        raise ResourceError(f"no interface has a subnet containing {res.ip}: write {res.ip}/BITS/IFACE "
+                            "in haresources")
+
+    def holder_iface(self, res: IPResource) -> Optional[str]:
+        """The interface that carries res.ip now, or None."""
+        for iface, address, _ in self.addresses():
+            if str(address.ip) == res.ip:
+                return iface
+        return None
+
+    def add(self, res: IPResource) -> str:
+        """Add the address (once) and announce it; return the interface."""
+        present = self.holder_iface(res)
+        if present:
+            return present
+        plan = self.plan(res)
+        labels = {label for _, _, label in self.addresses()}
+        label = next(f"{plan.iface}:{n}" for n in range(1000) if f"{plan.iface}:{n}" not in labels)
+        argv = ["ip", "-4", "addr", "add", f"{res.ip}/{plan.prefix}"]
+        if plan.broadcast:
+            argv += ["brd", plan.broadcast]
+        argv += ["dev", plan.iface]
+        if len(label) <= 15:
+            argv += ["label", label]
+        result = self.run(argv, IP_TIMEOUT_S)
+        if result.returncode != 0:
+            raise ResourceError(f"{' '.join(argv)} failed: {result.output.strip()}")
+        if self.log:
+            self.log.info(f"IPaddr: added {res.ip}/{plan.prefix} on {plan.iface} ({label})")
+        self.announce(plan.iface, res.ip)
+        return plan.iface
+
+    def announce(self, iface: str, ip: str) -> None:
+        """One round of gratuitous ARP: arping when installed (not waited for), else our own frames."""
+        self.reap()
+        try:
+            if self.arping:
+                for reply in (False, True):
+                    self.children.append(subprocess.Popen(
+                        arping_argv(self.arping, iface, ip, reply), stdin=subprocess.DEVNULL,
+                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+            else:
+                send_raw_garp(iface, ip)
+        except OSError as err:
+            if self.log:
+                self.log.warn(f"gratuitous ARP for {ip} on {iface} failed: {err.strerror or err}")
+
+    def reap(self) -> None:
+        self.children = [child for child in self.children if child.poll() is None]
+
+    def remove(self, res: IPResource) -> bool:
+        """Delete the address if present; True when it was there."""
+        iface = self.holder_iface(res)
+        if not iface:
+            return False
+        for _, address, _ in self.addresses():
+            if str(address.ip) == res.ip:
+                result = self.run(["ip", "-4", "addr", "del", str(address), "dev", iface], IP_TIMEOUT_S)
+                if result.returncode != 0 and self.holder_iface(res):
+                    raise ResourceError(f"ip addr del {address} dev {iface} failed: {result.output.strip()}")
+                if self.log:
+                    self.log.info(f"IPaddr: removed {address} from {iface}")
+                return True
+        return False
+
+
+def script_argv(res: ScriptResource, operation: str) -> List[str]:
+    """resource.d scripts take their arguments first (Heartbeat), LSB scripts the operation first."""
+    return [res.path, operation, *res.args] if res.lsb else [res.path, *res.args, operation]
+
+
+def says_running(res: ScriptResource, result: CommandResult) -> bool:
+    """Heartbeat reads `status` output: 'running' (not 'not running') or 'OK'; LSB adds exit 0."""
+    text = result.output.lower()
+    if "not running" in text or "stopped" in text:
+        return False
+    if res.lsb:
+        return result.returncode == 0
+    return "running" in text or "OK" in result.output
+
+
+class Resources:
+    """Start and stop resource groups; called from the worker thread, never from the loop."""
+
+    def __init__(self, config: Config, log, run=run_command, addresses: Optional[IPAddresses] = None):
+        self.config, self.log, self.run = config, log, run
+        self.addresses = addresses or IPAddresses(run, log)
+
+    def environment(self, operation: str) -> dict:
+        """What Heartbeat exports to scripts: HA_<directive>, HA_CURHOST, HA_DIR and friends."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith("HA_")}
+        hacf = self.config.hacf
+        env.update({f"HA_{name}": value for name, value in hacf.values.items()})
+        env.update(hacf.env)
+        env.update({"HA_CURHOST": self.config.node, "HA_DIR": self.config.config_dir,
+                    "HA_RESOURCEDIR": os.path.join(self.config.config_dir, "resource.d"),
+                    "HA_LOGFILE": hacf.logfile or "", "HA_DEBUGLOG": hacf.debugfile or "",
+                    "HA_LOGFACILITY": hacf.logfacility or "", "HA_DATEFMT": "%Y/%m/%d_%T ",
+                    "HA_NICEFAILBACK": "no" if hacf.auto_failback == "legacy" else "yes",
+                    "HA_keepalive": f"{hacf.keepalive_ms}ms", "HA_deadtime": f"{hacf.deadtime_ms}ms",
+                    "HA_warntime": f"{hacf.warntime_ms}ms", "HA_initdead": f"{hacf.initdead_ms}ms",
+                    "HA_OPERATION": operation})
+        return env
+
+    def run_script(self, res: ScriptResource, operation: str) -> CommandResult:
+        argv = script_argv(res, operation)
+        self.log.info(f"Running {res.path} {' '.join(res.args)} {operation}")
+        timeout_s = STATUS_TIMEOUT_S if operation == "status" else SCRIPT_TIMEOUT_S
+        result = self.run(argv, timeout_s, self.environment(operation))
+        for line in result.output.splitlines():
+            self.log.debug(f"{res.name}: {line}")
+        if result.returncode != 0 and operation != "status":
+            self.log.error(f"Return code {result.returncode} from {res.path}")
+        return result
+
+    def is_running(self, res) -> bool:
+        if isinstance(res, IPResource):
+            return self.addresses.holder_iface(res) is not None
+        return says_running(res, self.run_script(res, "status"))
+
+    def start(self, res) -> None:
+        if isinstance(res, IPResource):
+            try:
+                self.addresses.add(res)
+            except (ResourceError, ValueError) as err:
+                self.log.error(f"IPaddr {res.spec}: {err}")
+                raise ResourceError(str(err)) from None
+            return
+        if self.is_running(res):
+            self.log.info(f"Resource {res.spec} is already running")
+            return
+        result = self.run_script(res, "start")
+        if result.returncode != 0:
+            raise ResourceError(f"{res.spec}: start returned {result.returncode}: {result.output.strip()[-500:]}")
+
+    def stop(self, res) -> bool:
+        """Stop one resource, retrying; False when it could not be stopped."""
+        for attempt in range(1, STOP_RETRIES + 1):
+            try:
+                if isinstance(res, IPResource):
+                    self.addresses.remove(res)
+                    return True
+                if self.run_script(res, "stop").returncode == 0:
+                    return True
+            except ResourceError as err:
+                self.log.error(str(err))
+            if attempt < STOP_RETRIES:
+                self.log.info(f"Retrying failed stop operation [{res.spec}]")
+                time.sleep(1)
+        if isinstance(res, ScriptResource) and not self.is_running(res):
+            self.log.error(f"Resource script for {res.spec} probably not LSB-compliant (stop failed, status says "
+                           "stopped)")
+            return True
+        self.log.crit(f"Resource STOP failure: {res.spec} may still be running here")
+        return False
+
+    def acquire_group(self, group: ResourceGroup) -> Optional[str]:
+        """Start the group's resources in order; on a failure stop what was started. None = success."""
+        self.log.info(f"Acquiring resource group: {group.home} {' '.join(r.spec for r in group.resources)}")
+        for index, res in enumerate(group.resources):
+            try:
+                self.start(res)
+            except ResourceError as err:
+                self.log.crit(f"Giving up resources due to failure of {res.spec}")
+                for started in reversed(group.resources[:index + 1]):
+                    self.stop(started)
+                return str(err)
+        return None
+
+    def release_group(self, group: ResourceGroup) -> bool:
+        """Stop the group's resources in reverse order; False if one would not stop."""
+        self.log.info(f"Releasing resource group: {group.home} {' '.join(r.spec for r in group.resources)}")
+        return all([self.stop(res) for res in reversed(group.resources)])
+
+    def announce_group(self, group: ResourceGroup) -> None:
+        """Gratuitous ARP again for the group's addresses (clients may have the other MAC)."""
+        for res in group.resources:
+            if isinstance(res, IPResource):
+                iface = self.addresses.holder_iface(res)
+                if iface:
+                    self.addresses.announce(iface, res.ip)
+
+    def release_stale_addresses(self) -> None:
+        """At start: an address of ours left by a crash must not answer from two machines."""
+        for group in self.config.groups:
+            for res in group.resources:
+                if isinstance(res, IPResource) and self.addresses.holder_iface(res):
+                    self.log.warn(f"Address {res.ip} was already configured here (left by a crash?): "
+                                  "releasing it before joining the cluster")
+                    self.addresses.remove(res)
+
+
+class Worker:
+    """One thread that runs resource actions in order; results come back to the event loop."""
+
+    def __init__(self, post):
+        self.post = post
+        self.jobs: queue.Queue = queue.Queue()
+        self.pending = 0
+        self.thread = threading.Thread(target=self.serve, name="resources", daemon=True)
+        self.thread.start()
+
+    def submit(self, job, done=None) -> None:
+        self.pending += 1
+        self.jobs.put((job, done))
+
+    def serve(self) -> None:
+        while True:
+            job, done = self.jobs.get()
+            try:
+                result = job()
+            except Exception as err:     # a bug in one action must not kill the thread
+                result = err
+            self.post(lambda done=done, result=result: self.finished(done, result))
+
+    def finished(self, done, result) -> None:
+        self.pending -= 1
+        if done:
+            done(result)
+
+    @property
+    def busy(self) -> bool:
+        return self.pending > 0
+
+
+# #### Cluster policy: who holds which group ##################################
+
+MAX_START_FAILURES = 3          # per group and node; then it stays down here and says so
+STANDBY_REPLY_TIMEOUT_S = 10.0
+HOLD_NAMES = {(True, True): "all", (True, False): "local", (False, True): "foreign", (False, False): "none"}
+MIRROR = {"local": "foreign", "foreign": "local", "all": "all", "none": "none"}
+
+
+def classes_of(hold: str) -> List[str]:
+    """rsc_hold value -> the classes it names, from the speaker's point of view."""
+    return {"all": ["local", "foreign"], "local": ["local"], "foreign": ["foreign"]}.get(hold, [])
+
+
+class ClusterPolicy:
+    """Heartbeat's haresources rules, by resource class as on the wire: "local" groups have
+    this node as home, "foreign" ones the peer. Hand-overs always release before acquiring."""
+
+    def __init__(self, config: Config, membership: Membership, resources: Resources, worker: Worker,
+                 log, on_released_all=None):
+        self.config, self.membership, self.resources, self.worker = config, membership, resources, worker
+        self.timers, self.log, self.me = membership.timers, log, config.node
+        self.on_released_all = on_released_all
+        self.holds = {"local": False, "foreign": False}
+        self.state = {group.key: "stopped" for group in config.groups}
+        self.failures: Dict[str, int] = collections.Counter()
+        self.peer_holds: Dict[str, Tuple[str, bool]] = {}     # peer -> (rsc_hold, isstable), its view
+        self.initial_pending: Optional[str] = None            # peer whose answer to `starting` we await
+        self.initial_timer: Optional[list] = None
+        self.standby_request: Optional[Tuple[str, str, list]] = None   # (class we give, peer, timer)
+        self.standby_offer: Optional[Tuple[str, str]] = None           # (class peer gives, peer)
+        self.in_standby = False
+        self.shutting_down = False
+
+    # -- helpers -----------------------------------------------------------------
+
+    def groups_of(self, classes: List[str]) -> List[ResourceGroup]:
+        wanted = set(classes)
+        return [g for g in self.config.groups
+                if ("local" if g.home == self.me else "foreign") in wanted]
+
+    def rsc_hold(self) -> str:
+        return HOLD_NAMES[(self.holds["local"], self.holds["foreign"])]
+
+    def live_peers(self) -> List[Peer]:
+        return [p for p in self.membership.peers.values() if p.status != "dead" and p.last_heard is not None]
+
+    def announce(self, stable: bool, info: str = "") -> None:
+        msg = Message(("t", "resource"), ("rsc_hold", self.rsc_hold()), ("rtype", "full"),
+                      ("isstable", "1" if stable else "0"))
+        if info:
+            msg.add("info", info)
+        self.membership.send(msg)
+
+    def busy(self) -> bool:
+        return self.worker.busy or self.standby_request is not None or self.standby_offer is not None
+
+    # -- acquire and release (in the worker thread) ----------------------------------
+
+    def acquire(self, classes: List[str], reason: str, then=None) -> None:
+        classes = [c for c in classes if not self.holds[c]]
+        for cls in classes:
+            self.holds[cls] = True
+        groups = [g for g in self.groups_of(classes) if self.failures[g.key] < MAX_START_FAILURES]
+        for group in groups:
+            self.state[group.key] = "starting"
+        if groups:
+            self.announce(stable=False)
+
+        def job():
+            return {group.key: self.resources.acquire_group(group) for group in groups}
+
+        def done(results):
+            if isinstance(results, Exception):
+                results = {group.key: f"internal error: {results!r}" for group in groups}
+            failed = []
+            for key, error in results.items():
+                if error is None:
+                    self.state[key] = "running"
+                    continue
+                self.failures[key] += 1
+                self.state[key] = "failed"
+                failed.append(key)
+                self.log.error(f"Resource group {key} failed to start here "
+                               f"({self.failures[key]}/{MAX_START_FAILURES}): {error}")
+                if self.failures[key] >= MAX_START_FAILURES:
+                    self.log.error(f"Resource group {key} will not be started here again: it stays down "
+                                   "(fix it, then 'heartbeat.py takeover' or a restart retries)")
+            self.log.info(f"Initial resource acquisition complete ({reason})" if reason else
+                          "Resource acquisition complete")
+            self.announce(stable=True, info=reason)
+            if then:
+                then()
+            self.after_change()
+            peers = self.live_peers()
+            if failed and peers and not self.shutting_down:
+                cls = "local" if self.config.groups and any(
+                    g.key in failed and g.home == self.me for g in self.config.groups) else "foreign"
+                self.log.info(f"Offering [{cls}] resources to {peers[0].name} after the failure")
+                self.give_away(cls, reason="start failure")
+
+        self.worker.submit(job, done)
+
+    def release(self, classes: List[str], reason: str, then=None) -> None:
+        groups = list(reversed(self.groups_of(classes)))
+        for group in groups:
+            if self.state[group.key] == "running":
+                self.state[group.key] = "stopping"
+        if groups:
+            self.announce(stable=False, info=reason)
+
+        def job():
+            return {group.key: self.resources.release_group(group) for group in groups}
+
+        def done(results):
+            for group in groups:
+                ok = not isinstance(results, Exception) and results.get(group.key)
+                self.state[group.key] = "stopped" if ok else "stop failed"
+            for cls in classes:
+                self.holds[cls] = False
+            self.announce(stable=True, info=reason)
+            if then:
+                then()
+            self.after_change()
+
+        self.worker.submit(job, done)
+
+    def after_change(self) -> None:
+        """Once quiet, look again at what the peers announced: two holders must become one."""
+        if not self.busy():
+            for name in list(self.peer_holds):
+                self.resolve_conflicts(name)
+
+    # -- membership events ------------------------------------------------------------
+
+    def on_comm_up(self) -> None:
+        peers = self.live_peers()
+        if not peers:
+            for peer in self.membership.peers.values():
+                self.log.info(f"Resources being acquired from {peer.name}.")
+            self.acquire(["local", "foreign"], reason="mach_down")
+            return
+        self.initial_pending = peers[0].name
+        self.membership.send(Message(("t", "starting")))
+        self.initial_timer = self.timers.call_later(self.config.hacf.deadtime_ms / 1000, self.initial_timeout)
+
+    def initial_timeout(self) -> None:
+        if self.initial_pending:
+            self.log.warn(f"No resource answer from {self.initial_pending}: deciding alone")
+            self.decide_initial()
+
+    def decide_initial(self) -> None:
+        """After `starting`: take our own groups unless the peer holds them."""
+        name, self.initial_pending = self.initial_pending, None
+        self.membership.timers.cancel(self.initial_timer)
+        hold = self.peer_holds.get(name, ("none", True))[0] if name else "none"
+        if "foreign" in classes_of(hold) and self.groups_of(["local"]):
+            if self.config.hacf.auto_failback == "off":
+                self.log.info("Initial resource acquisition complete (T_RESOURCES(them)): "
+                              f"{name} keeps our groups (auto_failback off)")
+            return                       # with auto_failback on, the holder gives them back
+        self.acquire(["local"], reason="T_RESOURCES(us)")
+
+    def on_node_status(self, peer: Peer, old: str, new: str) -> None:
+        if new == "dead":
+            self.peer_holds.pop(peer.name, None)
+            if self.standby_request and self.standby_request[1] == peer.name:
+                self.timers.cancel(self.standby_request[2])
+                self.standby_request = None
+            if self.standby_offer and self.standby_offer[1] == peer.name:
+                self.standby_offer = None
+            if self.initial_pending == peer.name:
+                self.decide_initial()
+            if not self.membership.comm_up or self.shutting_down:
+                return
+            self.in_standby = False
+            if not (self.holds["local"] and self.holds["foreign"]):
+                self.log.info(f"Resources being acquired from {peer.name}.")
+                self.acquire(["local", "foreign"], reason="",
+                             then=lambda: self.log.info(f"mach_down takeover complete for node {peer.name}."))
+        elif old == "dead" and peer.partition_healed:
+            self.log.info(f"Announcing our resources to {peer.name} after the partition")
+            self.announce(stable=not self.worker.busy)
+
+    # -- messages from the peer ---------------------------------------------------------
+
+    def on_message(self, peer: Peer, msg: Message) -> None:
+        handler = {"starting": self.on_starting, "resource": self.on_resource,
+                   "ask_resources": self.on_ask_resources, "hb_takeover": self.on_hb_takeover}.get(msg.get("t"))
+        if handler and not self.shutting_down:
+            handler(peer, msg)
+
+    def on_starting(self, peer: Peer, msg: Message) -> None:
+        """The peer (re)started: tell it what we hold; with auto_failback, give its groups back."""
+        self.peer_holds[peer.name] = ("none", False)
+        self.announce(stable=not self.worker.busy)
+        if self.config.hacf.auto_failback != "off" and self.holds["foreign"] and \
+                any(g.home == peer.name for g in self.config.groups):
+            self.give_away("foreign", reason="auto_failback")
+
+    def on_resource(self, peer: Peer, msg: Message) -> None:
+        hold = msg.get("rsc_hold", "none")
+        stable = msg.get("isstable", "1") == "1"
+        self.peer_holds[peer.name] = (hold, stable)
+        if self.initial_pending == peer.name:
+            self.decide_initial()
+        elif stable and not self.busy():
+            self.resolve_conflicts(peer.name)
+
+    def resolve_conflicts(self, name: str) -> None:
+        """Two holders of one group: its home node keeps it (and re-announces its MAC), the other
+        releases it. Both sides apply the same rule, so it ends with exactly one holder."""
+        hold, stable = self.peer_holds.get(name, ("none", True))
+        theirs = classes_of(hold)
+        if not stable or self.shutting_down:
+            return
+        if self.holds["foreign"] and "local" in theirs and self.groups_of(["foreign"]):
+            self.log.error(f"Both machines own foreign resources! {name} is their home node: releasing them here")
+            self.release(["foreign"], reason="split brain")
+        if self.holds["local"] and "foreign" in theirs and self.groups_of(["local"]):
+            self.log.error("Both machines own our resources! We are their home node: keeping them, "
+                           "sending gratuitous ARP again")
+            for group in self.groups_of(["local"]):
+                self.resources.announce_group(group)
+            self.announce(stable=True, info="split brain")
+
+    def give_away(self, cls: str, reason: str) -> str:
+        """Start Heartbeat's standby exchange: ask_resources info=me/other/done."""
+        peers = self.live_peers()
+        if not peers:
+            return "no live peer to take the resources"
+        if self.standby_request or self.standby_offer:
+            return "a standby is already in progress"
+        peer = peers[0].name
+        self.log.info(f"{self.me} wants to go standby [{cls}] ({reason})")
+        timer = self.timers.call_later(STANDBY_REPLY_TIMEOUT_S, self.standby_timeout)
+        self.standby_request = (cls, peer, timer)
+        self.membership.send(Message(("t", "ask_resources"), ("rsc_hold", cls), ("info", "me")))
+        return ""
+
+    def standby_timeout(self) -> None:
+        if self.standby_request:
+            self.log.warn("No reply to standby request.  Standby request cancelled.")
+            self.standby_request = None
+
+    def on_ask_resources(self, peer: Peer, msg: Message) -> None:
+        cls, info = msg.get("rsc_hold", "all"), msg.get("info", "")
+        if info == "me":
+            if self.worker.busy or self.standby_request or self.standby_offer:
+                self.log.warn(f"standby message [me] from {peer.name} ignored.  local resources in flux.")
+                return
+            self.log.info(f"standby: acquire [{cls}] resources from {peer.name}")
+            self.standby_offer = (cls, peer.name)
+            self.membership.send(Message(("t", "ask_resources"), ("rsc_hold", cls), ("info", "other")))
+        elif info == "other" and self.standby_request and self.standby_request[1] == peer.name:
+            mine = self.standby_request[0]
+            self.timers.cancel(self.standby_request[2])
+            self.log.info(f"standby: {peer.name} can take our {mine} resources")
+            if mine in ("all", "local"):
+                self.in_standby = True
+
+            def released():
+                self.log.info(f"Local standby process completed [{mine}].")
+                self.membership.send(Message(("t", "ask_resources"), ("rsc_hold", mine), ("info", "done")))
+            self.release(classes_of(mine), reason="standby", then=released)
+        elif info == "done" and self.standby_offer and self.standby_offer[1] == peer.name:
+            theirs = self.standby_offer[0]
+
+            def acquired():
+                self.standby_offer = None
+                self.log.info(f"Standby resource acquisition done [{theirs}].")
+                self.membership.send(Message(("t", "ask_resources"), ("rsc_hold", theirs), ("info", "done")))
+            self.in_standby = False
+            self.acquire(classes_of(MIRROR[theirs]), reason="", then=acquired)
+        elif info == "done" and self.standby_request and self.standby_request[1] == peer.name:
+            self.log.info(f"Other node completed standby takeover of {self.standby_request[0]} resources.")
+            self.standby_request = None
+            self.after_change()
+
+    def on_hb_takeover(self, peer: Peer, msg: Message) -> None:
+        """The peer asks for resources (hb_takeover): give it the mirrored class."""
+        wanted = msg.get("rsc_hold", "all")
+        error = self.give_away(MIRROR.get(wanted, "all"), reason=f"hb_takeover from {peer.name}")
+        if error:
+            self.log.warn(f"hb_takeover from {peer.name} not honoured: {error}")
+
+    # -- commands and shutdown ---------------------------------------------------------------
+
+    def standby(self) -> str:
+        return self.give_away("all", reason="standby requested")
+
+    def takeover(self) -> str:
+        if not self.live_peers():
+            self.in_standby = False
+            self.failures.clear()
+            self.acquire(["local", "foreign"], reason="takeover")
+            return ""
+        self.failures.clear()
+        self.membership.send(Message(("t", "hb_takeover"), ("rsc_hold", "all")))
+        return ""
+
+    def shutdown(self) -> None:
+        """Graceful stop: say so, release everything in reverse order, then shutdone."""
+        self.shutting_down = True
+        if self.standby_request:
+            self.timers.cancel(self.standby_request[2])
+        self.membership.send(Message(("t", "resource"), ("rsc_hold", "none"), ("rtype", "full"),
+                                     ("isstable", "0"), ("info", "shutdown")))
+        self.log.info("Giving up all HA resources.")
+
+        def released():
+            self.log.info("All HA resources relinquished.")
+            if self.on_released_all:
+                self.on_released_all()
+        self.release(["local", "foreign"], reason="shutdown", then=released)
+
+    def snapshot(self) -> List[dict]:
+        groups = []
+        for group in self.config.groups:
+            cls = "local" if group.home == self.me else "foreign"
+            owner = None
+            if self.holds[cls] and self.state[group.key] in ("running", "starting", "stopping"):
+                owner = self.me
+            else:
+                for name, (hold, _) in self.peer_holds.items():
+                    peer = self.membership.peers.get(name)
+                    peer_cls = "local" if group.home == name else "foreign"
+                    if peer and peer.status != "dead" and peer_cls in classes_of(hold):
+                        owner = name
+            groups.append({"key": group.key, "home": group.home, "resources": [r.spec for r in group.resources],
+                           "owner": owner, "state": self.state[group.key], "failures": self.failures[group.key]})
+        return groups
+
+
 # #### Daemon: logging #######################################################
 
 NOTICE = 25
@@ -1786,7 +2459,10 @@ class Daemon:
         self.running = False
         self.started_wall = time.time()
         self.membership: Optional[Membership] = None
-        self.wake_r, self.wake_w = socket.socketpair()
+        self.policy: Optional[ClusterPolicy] = None
+        self.wake_r, self.wake_w = socket.socketpair()     # signals
+        self.post_r, self.post_w = socket.socketpair()     # results from the resource thread
+        self.posted: collections.deque = collections.deque()
 
     # -- start and stop --------------------------------------------------------
 
@@ -1832,22 +2508,53 @@ class Daemon:
                 self.log.error(f"write failure on {link.medium.kind} {link.name} "
                                f"({link.send_errors} so far): is a cable unplugged?")
 
+    def post(self, callback) -> None:
+        """From the resource thread: run callback in the loop (thread-safe)."""
+        self.posted.append(callback)
+        try:
+            self.post_w.send(b"x")
+        except (BlockingIOError, OSError):
+            pass                         # the loop is awake already
+
+    def run_posted(self, sock: socket.socket) -> None:
+        try:
+            sock.recv(4096)
+        except OSError:
+            pass
+        while self.posted:
+            self.posted.popleft()()
+
     def run(self) -> int:
         """The event loop; returns the exit code after a graceful shutdown."""
         identity = load_identity(self.args.state_dir, self.config.node, self.config.hacf, self.log)
-        self.membership = Membership(self.config, identity, self.timers, self.log, self.transmit)
-        self.install_signals()
         self.log.info(f"Configuration validated. Starting heartbeat.py {__version__} "
                       f"(Heartbeat {HEARTBEAT_VERSION} protocol)")
+        resources = Resources(self.config, self.log)
+        resources.release_stale_addresses()
+        for sock in (self.post_r, self.post_w):
+            sock.setblocking(False)
+        self.selector.register(self.post_r, selectors.EVENT_READ, self.run_posted)
+        self.membership = Membership(self.config, identity, self.timers, self.log, self.transmit)
+        self.policy = ClusterPolicy(self.config, self.membership, resources, Worker(self.post), self.log,
+                                    on_released_all=self.finish_shutdown)
+        self.membership.listener = self.policy
+        self.install_signals()
         self.running = True
         self.membership.start()
         while self.running:
             timeout = self.timers.next_delay()
             for key, _ in self.selector.select(timeout):
-                key.data(key.fileobj)
-            self.timers.run_due()
+                self.guarded(key.data, key.fileobj)
+            self.guarded(self.timers.run_due)
         self.close()
         return EXIT_OK
+
+    def guarded(self, callback, *args) -> None:
+        """A bug in one handler costs that event, not the node: heartbeats must keep flowing."""
+        try:
+            callback(*args)
+        except Exception:
+            self.log.error("internal error (please report): " + traceback.format_exc().replace("\n", " | "))
 
     def install_signals(self) -> None:
         self.wake_r.setblocking(False)
@@ -1872,8 +2579,10 @@ class Daemon:
         """Graceful stop: tell the peers at once, so they need not wait for deadtime."""
         if not self.running:
             return
+        if self.policy.shutting_down:
+            return
         self.log.info(f"Heartbeat shutdown in progress. ({os.getpid()})")
-        self.finish_shutdown()
+        self.policy.shutdown()
 
     def finish_shutdown(self) -> None:
         self.membership.send(Message(("t", "shutdone"), ("st", "dead")))
@@ -1906,9 +2615,14 @@ class Daemon:
                 self.log.error(f"Config error: {line}")
             self.log.error("New configuration refused; keeping the running one.")
             return
+        if [(g.home, [r.spec for r in g.resources]) for g in config.groups] != \
+                [(g.home, [r.spec for r in g.resources]) for g in self.config.groups]:
+            self.log.error("haresources changed: restart heartbeat.py to apply it; keeping the running groups")
+            config.groups = self.config.groups
         self.config = config
         self.log.configure(config.hacf, self.args.foreground)
         self.membership.reconfigure(config)
+        self.policy.config = self.policy.resources.config = config
         self.log.info("Configuration reloaded.")
 
     # -- control requests ---------------------------------------------------
@@ -1917,6 +2631,9 @@ class Daemon:
         command = request.get("cmd")
         if command == "status":
             return self.status()
+        if command in ("standby", "takeover"):
+            error = getattr(self.policy, command)()
+            return {"ok": not error, "error": error, "node": self.config.node}
         return {"ok": False, "error": f"unknown command {command!r}"}
 
     def status(self) -> dict:
@@ -1935,6 +2652,8 @@ class Daemon:
             "links": [{"name": link.name, "kind": link.medium.kind, "send_errors": link.send_errors}
                       for link in self.links],
             "nodes": membership.snapshot(),
+            "rsc_hold": self.policy.rsc_hold(),
+            "groups": self.policy.snapshot(),
             "counters": dict(membership.counters),
         }
 
@@ -1977,6 +2696,10 @@ def format_status(report: dict) -> str:
             heard = f"{node['last_heard_s']:.1f} s ago"
         links = " ".join(f"{link} {state}" for link, state in node["links"].items()) or "-"
         lines.append(f"{name:<16} {node['status']:<8} {heard:<14} {links}")
+    for group in report.get("groups", []):
+        owner = group["owner"] or "nobody"
+        note = f" [{group['state']}, {group['failures']} start failures here]" if group["failures"] else ""
+        lines.append(f"group {group['key']} (home {group['home']}): held by {owner}{note}")
     dropped = {k[len("dropped_"):]: v for k, v in report["counters"].items()
                if k.startswith("dropped_") and k not in ("dropped_own", "dropped_duplicate", "dropped_not_for_us")}
     if dropped:
@@ -2135,6 +2858,20 @@ def cmd_status(args) -> int:
     return EXIT_OK
 
 
+def cmd_standby_takeover(args) -> int:
+    """Give all groups to the peer (standby) or take them all (takeover), like hb_standby/hb_takeover."""
+    try:
+        reply = control_request(args.run_dir, {"cmd": args.command})
+    except HAError as err:
+        print(f"heartbeat.py: {err}", file=sys.stderr)
+        return EXIT_NOT_RUNNING
+    if not reply.get("ok"):
+        print(f"heartbeat.py: {args.command} refused: {reply.get('error')}", file=sys.stderr)
+        return EXIT_GENERIC
+    print("Going standby [all]." if args.command == "standby" else "Taking over [all].")
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("-c", "--config-dir", default=DEFAULT_CONFIG_DIR, metavar="DIR",
@@ -2164,6 +2901,9 @@ def build_parser() -> argparse.ArgumentParser:
     status = sub.add_parser("status", parents=[common], help="ask the running daemon who is up")
     status.add_argument("--json", action="store_true", help="one JSON object, for scripts")
     status.set_defaults(func=cmd_status)
+    for name, text in (("standby", "give all resource groups to the peer (hb_standby)"),
+                       ("takeover", "take all resource groups from the peer (hb_takeover)")):
+        sub.add_parser(name, parents=[common], help=text).set_defaults(func=cmd_standby_takeover)
     return parser
 
 
