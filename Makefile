@@ -33,5 +33,6 @@ lint: lint-deps
 check:
 	./heartbeat.py check -c $(CONFIG_DIR)
 
+# A real two-node cluster in network namespaces, failing over and back (root).
 demo:
-	@echo "make demo: the failover demo is not there yet (it comes with the failover issue)."
+	$(PYTHON) tests/demo.py

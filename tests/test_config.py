@@ -349,6 +349,13 @@ def test_mcast_errors(tmp_path, args, word):
     assert word in errors[0][1]
 
 
+@pytest.mark.parametrize("args", ["eth0 225.0.0.1 \u00b2 1 0", "eth0 225.0.0.1 694 \u00b2 0"])
+def test_mcast_non_ascii_digit_is_a_config_error(tmp_path, args):
+    """'\u00b2' (superscript two) passes str.isdigit() but is no number: a config error, not a crash."""
+    errors = hacf_errors(tmp_path, "node prime\nbcast eth0\n" + f"mcast {args}\n")
+    assert [e[0] for e in errors] == [3]
+
+
 def test_mcast_every_bad_value_reported(tmp_path):
     errors = hacf_errors(tmp_path, "node prime\nbcast eth0\nmcast eth0 10.0.0.1 0 0 9\n")
     assert [e[0] for e in errors] == [3, 3, 3, 3]
@@ -706,6 +713,11 @@ def test_authkeys_auth_names_missing_index(tmp_path):
 def test_authkeys_invalid_auth_line(tmp_path, line):
     errors = authkeys_errors(tmp_path, f"1 sha1 k\n{line}\n")
     assert errors[0][0] == 2 and "Invalid auth line" in errors[0][1]
+
+
+def test_authkeys_non_ascii_digit_auth_index(tmp_path):
+    errors = authkeys_errors(tmp_path, "auth \u00b2\n1 crc\n")
+    assert errors[0][0] == 1
 
 
 def test_authkeys_unknown_method(tmp_path):

@@ -1,0 +1,173 @@
+#!/usr/bin/env python3
+"""make demo: the tutorial's cluster, for real, in network namespaces on this machine.
+
+prime and calc run heartbeat.py with ha.d-style files; sigma (10.77.0.100) and
+a web server that answers with its node's name form the resource group; a
+client polls http://sigma/ every 50 ms and this script prints a timeline while
+it cuts prime's link, restores it, stops prime gracefully and starts it again.
+Everything it creates is removed at the end, also on Ctrl-C.
+"""
+import os
+import subprocess
+import sys
+import threading
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from netns import Lab, Node, have_root_net  # noqa: E402
+
+VIP = "10.77.0.100"
+PORT = 80
+KEEPALIVE, DEADTIME, INITDEAD = "500ms", "3", "10"
+
+HACF = f"""# the tutorial's ha.cf, with timers short enough for a demo
+keepalive {KEEPALIVE}
+deadtime {DEADTIME}
+initdead {INITDEAD}
+udpport 694
+bcast eth0
+node prime
+node calc
+auto_failback on
+"""
+HARESOURCES = f"prime {VIP}/24/eth0 webserver::{PORT}\n"
+
+# A resource.d script (Heartbeat style: arguments, then start|stop|status).
+WEBSERVER = """#!/bin/sh
+# webserver PORT start|stop|status - a tiny web server answering with this node's name
+PORT=$1; PIDFILE="$HA_DIR/../webserver.pid"
+case "$2" in
+start)
+    python3 -c 'import http.server, os, sys
+class Page(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = (os.environ["HA_CURHOST"] + "\\n").encode()
+        self.send_response(200); self.send_header("Content-Length", str(len(body))); self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *args): pass
+http.server.ThreadingHTTPServer(("0.0.0.0", int(sys.argv[1])), Page).serve_forever()' "$PORT" \\
+        </dev/null >/dev/null 2>&1 &
+    echo $! > "$PIDFILE"; sleep 0.2; echo "webserver started on port $PORT" ;;
+stop)
+    [ -f "$PIDFILE" ] && kill "$(cat "$PIDFILE")" 2>/dev/null; rm -f "$PIDFILE"; echo stopped ;;
+status)
+    if [ -f "$PIDFILE" ] && kill -0 "$(cat "$PIDFILE")" 2>/dev/null; then echo running; else echo stopped; fi ;;
+esac
+"""
+
+POLLER = f"""
+import sys, time, urllib.request
+end = time.monotonic() + float(sys.argv[1])
+last = None
+while time.monotonic() < end:
+    try:
+        answer = urllib.request.urlopen("http://{VIP}:{PORT}/", timeout=0.3).read().decode().strip()
+    except Exception:
+        answer = "-"
+    if answer != last:
+        print(f"{{time.time():.3f}} {{answer}}", flush=True)
+        last = answer
+    time.sleep(0.05)
+"""
+
+
+class Client:
+    """The client's view of sigma: a poller in its namespace, read in a thread."""
+
+    def __init__(self, lab, seconds):
+        self.start = time.time()
+        self.changes = []           # (wall time, answer)
+        self.proc = lab.popen("client", [sys.executable, "-c", POLLER, str(seconds)],
+                              stdout=subprocess.PIPE, text=True)
+        threading.Thread(target=self.read, daemon=True).start()
+
+    def read(self):
+        for line in self.proc.stdout:
+            stamp, answer = line.split(" ", 1)
+            self.changes.append((float(stamp), answer.strip()))
+            say(f"client: http://sigma/ -> {answer.strip() if answer.strip() != '-' else 'no answer'}")
+
+    def wait_for(self, answer, since, timeout):
+        """Seconds from `since` until the client got `answer`, or None."""
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            for stamp, seen in self.changes:
+                if stamp >= since and seen == answer:
+                    return stamp - since
+            time.sleep(0.02)
+        return None
+
+
+T0 = time.time()
+
+
+def say(text):
+    print(f"[{time.time() - T0:6.2f}s] {text}", flush=True)
+
+
+def holders(lab):
+    return [n for n in ("prime", "calc") if f"inet {VIP}/" in lab.exec(n, ["ip", "-4", "-o", "addr"]).stdout]
+
+
+def main():
+    if not have_root_net():
+        print("make demo needs root and ip(8): it builds network namespaces (try: sudo make demo)")
+        return 1
+    lab = Lab(["prime", "calc", "client"], prefix="hbdemo")
+    results = {}
+    try:
+        say(f"namespaces prime (10.77.0.1), calc (10.77.0.2), client (10.77.0.3); sigma = {VIP}")
+        nodes = {name: Node(lab, name, HACF, haresources=HARESOURCES,
+                            resource_scripts={"webserver": WEBSERVER}) for name in ("prime", "calc")}
+        for node in nodes.values():
+            node.start()
+        prime, calc = nodes["prime"], nodes["calc"]
+        say("started heartbeat.py on prime and calc (keepalive 500ms, deadtime 3, auto_failback on)")
+        client = Client(lab, seconds=120)
+        if client.wait_for("prime", T0, 30) is None:
+            raise SystemExit("sigma never answered from prime; logs:\n" + prime.log()[-3000:])
+        time.sleep(6)
+        say(f"sigma is on: {', '.join(holders(lab))}")
+
+        say(">>> pulling prime's network cable")
+        cut = time.time()
+        lab.cut("prime")
+        results["hard failover (link cut)"] = client.wait_for("calc", cut, 20)
+        say(f"sigma is on: {', '.join(holders(lab))} (prime, cut off, still holds its copy)")
+
+        time.sleep(2)
+        say(">>> plugging prime's cable back in")
+        heal = time.time()
+        lab.heal("prime")
+        results["failback after the partition heals"] = client.wait_for("prime", heal, 20)
+        time.sleep(1)
+        say(f"sigma is on: {', '.join(holders(lab))}")
+
+        say(">>> service heartbeat stop on prime (SIGTERM)")
+        stop = time.time()
+        prime.stop()
+        results["graceful stop of prime"] = client.wait_for("calc", stop, 20)
+        say(f"sigma is on: {', '.join(holders(lab))}")
+
+        say(">>> service heartbeat start on prime")
+        start = time.time()
+        prime.start()
+        results["failback when prime returns"] = client.wait_for("prime", start, 30)
+        time.sleep(1)
+        say(f"sigma is on: {', '.join(holders(lab))}")
+
+        print("\nmeasured (client's view, polling every 50 ms):")
+        for what, seconds in results.items():
+            print(f"  {what:<38} {'never' if seconds is None else f'{seconds:.2f} s'}")
+        print(f"  (deadtime {DEADTIME} s, keepalive {KEEPALIVE})")
+        return 0 if all(v is not None for v in results.values()) else 1
+    except KeyboardInterrupt:
+        say("interrupted: cleaning up")
+        return 130
+    finally:
+        lab.close()
+        say("namespaces and processes removed")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
