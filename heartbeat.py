@@ -2872,6 +2872,22 @@ def cmd_standby_takeover(args) -> int:
     return EXIT_OK
 
 
+def directives_table() -> str:
+    """The ha.cf directive table (Markdown), from DIRECTIVES: the README carries the same."""
+    support = {"yes": "yes", "ignored": "accepted, no effect (warning)", "crm": "CRM only (warning; on = error)",
+               "refused": "not implemented (error)"}
+    rows = ["| directive | default | meaning | in heartbeat.py |", "|---|---|---|---|"]
+    for d in DIRECTIVES:
+        rows.append(f"| `{d.name}` | {d.default or '-'} | {d.meaning} | {support[d.support]} |")
+    return "\n".join(rows)
+
+
+def cmd_directives(args) -> int:
+    """Print every ha.cf directive with its default (Heartbeat's `heartbeat -D`)."""
+    print(directives_table())
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("-c", "--config-dir", default=DEFAULT_CONFIG_DIR, metavar="DIR",
@@ -2901,6 +2917,8 @@ def build_parser() -> argparse.ArgumentParser:
     status = sub.add_parser("status", parents=[common], help="ask the running daemon who is up")
     status.add_argument("--json", action="store_true", help="one JSON object, for scripts")
     status.set_defaults(func=cmd_status)
+    sub.add_parser("directives", parents=[common], help="list the ha.cf directives and their defaults"
+                   ).set_defaults(func=cmd_directives)
     for name, text in (("standby", "give all resource groups to the peer (hb_standby)"),
                        ("takeover", "take all resource groups from the peer (hb_takeover)")):
         sub.add_parser(name, parents=[common], help=text).set_defaults(func=cmd_standby_takeover)
