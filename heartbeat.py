@@ -100,7 +100,7 @@ SYSLOG_FACILITIES = (
     "auth", "authpriv", "cron", "daemon", "ftp", "kern", "lpr", "mail", "news",
     "syslog", "user", "uucp", "local0", "local1", "local2", "local3", "local4",
     "local5", "local6", "local7", "none")
-TIME_RE = re.compile(r"^(\d+(?:\.\d*)?|\.\d+)\s*(ms|msec|us|usec)?$")
+TIME_RE = re.compile(r"^(\d+(?:\.\d*)?|\.\d+)\s*(ms|msec|us|usec)?$", re.ASCII)
 IFACE_RE = re.compile(r"^[A-Za-z0-9_.:@-]{1,15}$")
 
 
@@ -112,6 +112,11 @@ def parse_time_ms(text: str) -> int:
     number, unit = float(match.group(1)), match.group(2) or "s"
     scale = {"s": 1000.0, "ms": 1.0, "msec": 1.0, "us": 0.001, "usec": 0.001}[unit]
     return int(round(number * scale))
+
+
+def is_number(text: str) -> bool:
+    """Plain ASCII digits only: `int()` refuses some characters that str.isdigit() accepts."""
+    return text.isascii() and text.isdigit()
 
 
 def parse_bool(text: str) -> bool:
@@ -317,9 +322,9 @@ def _parse_media(cfg: HaCf, name: str, words: List[str], lineno: int) -> List[st
                 problems.append(f"mcast group {group} is not a multicast address (224.0.0.0-239.255.255.255)")
         except ValueError:
             problems.append(f"mcast group '{group}' is not an IPv4 address")
-        if not port.isdigit() or not 0 < int(port) < 65536:
+        if not is_number(port) or not 0 < int(port) < 65536:
             problems.append(f"mcast port '{port}' must be a number from 1 to 65535")
-        if not ttl.isdigit() or not 0 < int(ttl) < 256:
+        if not is_number(ttl) or not 0 < int(ttl) < 256:
             problems.append(f"mcast ttl '{ttl}' must be a number from 1 to 255")
         if loop not in ("0", "1"):
             problems.append(f"mcast loop '{loop}' must be 0 or 1")
@@ -347,7 +352,7 @@ def _apply_value(cfg: HaCf, directive: Directive, value: str, lineno: int):
         elif hasattr(cfg, name):
             setattr(cfg, name, parsed)
     elif kind == "int":
-        if not re.fullmatch(r"\d+", value) or not directive.low <= int(value) <= directive.high:
+        if not is_number(value) or not directive.low <= int(value) <= directive.high:
             raise ValueError(f"{name} must be a whole number from {directive.low} to {directive.high}")
         if hasattr(cfg, name):
             setattr(cfg, name, int(value))
@@ -503,7 +508,7 @@ def parse_authkeys(path: str, check_mode: bool = True) -> AuthKeys:
     except OSError as err:
         raise ConfigErrors([ConfigError(path, 0, f"Cannot open keyfile: {err.strerror}. "
                                         "Create one with 'heartbeat.py keygen'")]) from None
-    if check_mode and mode & (stat.S_IRWXG | stat.S_IRWXO):
+    if check_mode and mode & (stat.S_IRGRP | stat.S_IROTH):
         errors.append(ConfigError(path, 0, f"Bad permissions on keyfile (mode {stat.S_IMODE(mode):03o}): "
                                   f"group or others can read the key; fix with: chmod 600 {path}"))
     active, active_line = None, 0
@@ -512,12 +517,12 @@ def parse_authkeys(path: str, check_mode: bool = True) -> AuthKeys:
     for lineno, text in config_lines(path, comment_anywhere=False):
         words = text.split()
         if text.startswith("a"):
-            if len(words) < 2 or words[0] != "auth" or not words[1].isdigit():
+            if len(words) < 2 or words[0] != "auth" or not is_number(words[1]):
                 errors.append(ConfigError(path, lineno, f"Invalid auth line [{text}]: write 'auth N'"))
             else:
                 active, active_line = int(words[1]), lineno
             continue
-        if len(words) < 2 or not re.fullmatch(r"-?\d+", words[0]):
+        if len(words) < 2 or not re.fullmatch(r"-?[0-9]+", words[0]):
             errors.append(ConfigError(path, lineno, f"Auth line [{text}] is invalid: "
                                       "write 'N method [key]', e.g. '1 sha1 SECRET'"))
             continue
@@ -552,7 +557,8 @@ def parse_authkeys(path: str, check_mode: bool = True) -> AuthKeys:
 
 # #### Config: haresources ###################################################
 
-IP_RE = re.compile(r"^\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}(/|$)")
+RESOLVE_TIMEOUT_S = 3.0
+IP_RE = re.compile(r"^\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}(/|$)", re.ASCII)
 
 
 @dataclasses.dataclass
@@ -612,11 +618,11 @@ def parse_ip_spec(spec: str, agent: str = "IPaddr") -> IPResource:
         raise ValueError(f"'{parts[0]}' is not an IPv4 address") from None
     res = IPResource(spec=spec, ip=ip, agent=agent)
     if len(parts) > 1 and parts[1]:
-        if not parts[1].isdigit() or not 1 <= int(parts[1]) <= 32:
+        if not is_number(parts[1]) or not 1 <= int(parts[1]) <= 32:
             raise ValueError(f"netmask bits '{parts[1]}' in '{spec}' must be a number from 1 to 32")
         res.prefix = int(parts[1])
     rest = parts[2:]
-    if rest and rest[0] and rest[0][0].isdigit() and len(rest) == 1:
+    if rest and rest[0] and is_number(rest[0][0]) and len(rest) == 1:
         rest = ["", rest[0]]             # a.b.c.d/nn/bcast
     if rest and rest[0]:
         if not IFACE_RE.match(rest[0]):
@@ -643,10 +649,17 @@ def resolve_host(name: str) -> Optional[str]:
     """The IPv4 address of a host name (e.g. the tutorial's `sigma`), or None."""
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9.-]{0,252}", name):
         return None
-    try:
-        return socket.gethostbyname(name)
-    except (OSError, UnicodeError):
-        return None
+    answer: List[Optional[str]] = [None]
+
+    def lookup():
+        try:
+            answer[0] = socket.gethostbyname(name)
+        except (OSError, UnicodeError):
+            pass
+    thread = threading.Thread(target=lookup, daemon=True)
+    thread.start()
+    thread.join(RESOLVE_TIMEOUT_S)          # a dead DNS server must not hang `check`
+    return answer[0]
 
 
 def parse_resource(token: str, script_dirs: List[str]):
@@ -658,7 +671,9 @@ def parse_resource(token: str, script_dirs: List[str]):
     if name in ("IPaddr", "IPaddr2"):
         if len(args) != 1:
             raise ValueError(f"{name} takes one argument: {name}::a.b.c.d[/nn[/iface[/broadcast]]]")
-        return parse_ip_spec(args[0], agent=name)
+        res = parse_ip_spec(args[0], agent=name)
+        res.spec = token
+        return res
     if not re.fullmatch(r"[A-Za-z0-9_.+@-]+", name) or name.startswith("."):
         raise ValueError(f"'{name}' is not a resource script name")
     path = find_script(name, script_dirs)
@@ -807,7 +822,7 @@ def sign(keys: AuthKeys, data: bytes) -> str:
 def verify(keys: AuthKeys, token: str, data: bytes) -> bool:
     """True when token is a valid `IDX DIGEST` for data under a configured index."""
     index, _, digest = token.partition(" ")
-    if not index.isdigit() or int(index) not in keys.methods:
+    if not is_number(index) or int(index) not in keys.methods:
         return False
     method, key = keys.methods[int(index)]
     return hmac.compare_digest(auth_digest(method, key, data).encode(), digest.encode())
@@ -2728,8 +2743,9 @@ def write_authkeys(path: str, method: str, force: bool) -> None:
     key = " " + secrets.token_hex(32) if AUTH_METHODS_NEEDING_KEY[method] else ""
     directory = os.path.dirname(os.path.abspath(path))
     temp = os.path.join(directory, f".authkeys.{os.getpid()}.{secrets.token_hex(4)}")
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    fd = -1
     try:
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
         os.fchmod(fd, 0o600)
         os.write(fd, AUTHKEYS_TEMPLATE.format(method=method, key=key).encode())
         os.fsync(fd)

@@ -130,7 +130,7 @@ class Node:
                 "--state-dir", self.state_dir, "--run-dir", self.run_dir]
 
     def start(self):
-        self.stderr = open(self.log_path, "ab")
+        self.stderr = open(self.log_path, "ab")  # noqa: SIM115 - kept open for the daemon's life
         self.proc = self.lab.popen(self.name, self.argv("daemon", "--foreground"),
                                    stdout=subprocess.DEVNULL, stderr=self.stderr)
         return self
