@@ -33,6 +33,7 @@ import queue
 import re
 import secrets
 import selectors
+import shlex
 import shutil
 import signal
 import socket
@@ -2722,7 +2723,156 @@ def format_status(report: dict) -> str:
     return "\n".join(lines)
 
 
-# #### keygen and check ######################################################
+CL_STATUS_QUERIES = {
+    "hbstatus": 0, "listnodes": 0, "rscstatus": 0,
+    "nodestatus": 1, "nodetype": 1, "listhblinks": 1, "hblinkstatus": 2,
+}
+
+
+def answer_query(report: dict, words: List[str]) -> Tuple[int, str]:
+    """The questions `cl_status` answers, from a status report: (exit code, text)."""
+    query, operands = words[0], words[1:]
+    if query not in CL_STATUS_QUERIES or len(operands) != CL_STATUS_QUERIES[query]:
+        usage = ", ".join(f"{q}{' NODE' * min(n, 1)}{' LINK' * (n == 2)}" for q, n in CL_STATUS_QUERIES.items())
+        return EXIT_USAGE, f"unknown query; use one of: {usage}"
+    nodes = report["nodes"]
+    if query == "hbstatus":
+        return EXIT_OK, "Heartbeat is running on this machine."
+    if query == "listnodes":
+        return EXIT_OK, "\n".join(sorted(nodes))
+    if query == "rscstatus":
+        busy = any(g["state"] in ("starting", "stopping") for g in report.get("groups", []))
+        return EXIT_OK, "transition" if busy else report.get("rsc_hold", "none")
+    node = operands[0].lower()
+    if node not in nodes:
+        return 11, "Error. May be due to incorrect node name"
+    if query == "nodestatus":
+        return EXIT_OK, nodes[node]["status"]
+    if query == "nodetype":
+        return EXIT_OK, "normal"
+    links = nodes[node]["links"]
+    if query == "listhblinks":
+        return EXIT_OK, "\n".join(f"\t{link}" for link in links)
+    if operands[1] not in links:
+        return 11, "Error. May be due to incorrect link name"
+    return EXIT_OK, links[operands[1]]
+
+
+# #### setup: copy /etc/ha.d to the peer and exchange ssh keys ################
+
+SSH_TIMEOUT_S = 60
+
+
+class Remote:
+    """ssh and scp to one peer, with argument lists; in dry-run mode it only prints the commands."""
+
+    def __init__(self, host: str, user: str, options: List[str], dry_run: bool, run=run_command):
+        self.target = f"{user}@{host}"
+        self.options = ["-o", "BatchMode=no", "-o", "ConnectTimeout=10"]
+        for option in options:
+            self.options += ["-o", option]
+        self.dry_run, self.run = dry_run, run
+
+    def ssh_argv(self, command: List[str]) -> List[str]:
+        """The remote side gets one string: every word quoted, none taken from config values unquoted."""
+        return ["ssh", *self.options, self.target, "--", " ".join(shlex.quote(word) for word in command)]
+
+    def execute(self, argv: List[str], what: str, input_check=None) -> str:
+        if self.dry_run:
+            print(shlex.join(argv))
+            return ""
+        result = self.run(argv, SSH_TIMEOUT_S)
+        if result.returncode != 0:
+            raise HAError(f"{what} failed (exit {result.returncode}): {result.output.strip()[-400:]}")
+        return result.output
+
+    def ssh(self, command: List[str], what: str) -> str:
+        return self.execute(self.ssh_argv(command), what)
+
+    def ssh_shell(self, script: str, what: str) -> str:
+        """A fixed shell snippet run by `sh -c` on the peer; its operands are quoted by the caller."""
+        return self.execute(self.ssh_argv(["sh", "-c", script]), what)
+
+    def scp(self, source: str, destination: str) -> None:
+        self.execute(["scp", "-r", "-p", "-q", *self.options, source, f"{self.target}:{destination}"],
+                     f"copying {source} to {self.target}")
+
+
+def local_ssh_key(home: str, dry_run: bool, run=run_command) -> str:
+    """Our ed25519 public key, created if missing (DSA, as in the tutorial, is refused by OpenSSH now)."""
+    private = os.path.join(home, ".ssh", "id_ed25519")
+    if not os.path.exists(private):
+        argv = ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", private]
+        if dry_run:
+            print(shlex.join(argv))
+            return "<this node's public key>"
+        os.makedirs(os.path.dirname(private), mode=0o700, exist_ok=True)
+        result = run(argv, SSH_TIMEOUT_S)
+        if result.returncode != 0:
+            raise HAError(f"ssh-keygen failed: {result.output.strip()}")
+    with open(private + ".pub", encoding="ascii") as handle:
+        return handle.read().strip()
+
+
+def append_once(path: str, line: str) -> bool:
+    """Add line to an authorized_keys file unless it is there; True when added."""
+    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+    try:
+        with open(path, encoding="utf-8", errors="replace") as handle:
+            if line in (existing.strip() for existing in handle):
+                return False
+    except FileNotFoundError:
+        pass
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    with os.fdopen(fd, "a") as handle:
+        handle.write(line + "\n")
+    return True
+
+
+AUTHORIZE_ONCE = ('mkdir -p "$HOME/.ssh" && chmod 700 "$HOME/.ssh" && touch "$HOME/.ssh/authorized_keys" && '
+                  'chmod 600 "$HOME/.ssh/authorized_keys" && '
+                  '{ grep -qxF "$1" "$HOME/.ssh/authorized_keys" || echo "$1" >> "$HOME/.ssh/authorized_keys"; }')
+PEER_KEY = ('[ -f "$HOME/.ssh/id_ed25519" ] || { mkdir -p "$HOME/.ssh" && chmod 700 "$HOME/.ssh" && '
+            'ssh-keygen -q -t ed25519 -N "" -f "$HOME/.ssh/id_ed25519"; } && cat "$HOME/.ssh/id_ed25519.pub"')
+REPLACE_DIR = ('set -e; rm -rf "$3"; if [ -e "$2" ]; then mv "$2" "$3"; fi; mv "$1" "$2"; rm -rf "$3"')
+
+
+def setup_peer(config: Config, peer: str, host: Optional[str], user: str, ssh_options: List[str],
+               keys: bool, dry_run: bool, run=run_command) -> List[str]:
+    """The tutorial's steps 2-3: check, key exchange, copy ha.d; return what was done."""
+    peer = peer.lower()
+    if peer not in config.hacf.nodes:
+        raise HAError(f"{peer} is not a node in {config.hacf.path} (nodes: {' '.join(config.hacf.nodes)})")
+    if peer == config.node:
+        raise HAError(f"{peer} is this node; name the other one")
+    remote = Remote(host or peer, user, ssh_options, dry_run, run)
+    done = []
+    if keys:
+        home = os.path.expanduser("~")
+        ours = local_ssh_key(home, dry_run, run)
+        remote.ssh(["sh", "-c", AUTHORIZE_ONCE, "authorize", ours], f"adding our key to {peer}")
+        done.append(f"our ssh key is in {user}@{peer}'s authorized_keys")
+        theirs = remote.ssh(["sh", "-c", PEER_KEY], f"reading {peer}'s ssh key").strip()
+        if not dry_run:
+            if not re.fullmatch(r"ssh-[a-z0-9-]+ [A-Za-z0-9+/=]+( .*)?", theirs.splitlines()[-1] if theirs else ""):
+                raise HAError(f"{peer} sent no usable public key: {theirs[:200]!r}")
+            added = append_once(os.path.join(home, ".ssh", "authorized_keys"), theirs.splitlines()[-1])
+            done.append(f"{peer}'s ssh key {'added to' if added else 'already in'} our authorized_keys")
+    reported = remote.ssh(["uname", "-n"], f"asking {peer} its name").strip().lower()
+    if not dry_run and reported != peer:
+        raise HAError(f"{host or peer} says its name is '{reported}', but ha.cf calls it '{peer}': "
+                      "Heartbeat would not recognise it (fix its hostname or the node line)")
+    source = os.path.abspath(config.config_dir)
+    staging = f"{source}.new-{secrets.token_hex(4)}"
+    old = f"{source}.old-{secrets.token_hex(4)}"
+    remote.scp(source, staging)
+    remote.ssh(["sh", "-c", REPLACE_DIR, "replace", staging, source, old], f"installing {source} on {peer}")
+    done.append(f"copied {source} to {peer}:{source} (modes kept: authkeys stays 0600): "
+                + ", ".join(sorted(os.listdir(source))))
+    return done
+
+
+# #### Keygen and check ######################################################
 
 AUTHKEYS_TEMPLATE = """\
 # authkeys - the shared secret that signs every heartbeat packet.
@@ -2870,6 +3020,10 @@ def cmd_status(args) -> int:
             print(f"heartbeat.py is stopped on this machine. ({err})")
         return EXIT_NOT_RUNNING
     report["running"] = True
+    if args.query:
+        code, text = answer_query(report, args.query)
+        print(text, file=sys.stdout if code == EXIT_OK else sys.stderr)
+        return code
     print(json.dumps(report, indent=2, sort_keys=True) if args.json else format_status(report))
     return EXIT_OK
 
@@ -2904,6 +3058,14 @@ def cmd_directives(args) -> int:
     return EXIT_OK
 
 
+def cmd_setup(args) -> int:
+    """Validate, then copy the configuration directory to PEER (and exchange ssh keys with --keys)."""
+    config = load_config(args.config_dir, args.node)
+    done = setup_peer(config, args.peer, args.host, args.user, args.ssh_option, args.keys, args.dry_run)
+    print("dry run: nothing was run" if args.dry_run else "\n".join(done))
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("-c", "--config-dir", default=DEFAULT_CONFIG_DIR, metavar="DIR",
@@ -2932,7 +3094,19 @@ def build_parser() -> argparse.ArgumentParser:
     daemon.set_defaults(func=cmd_daemon)
     status = sub.add_parser("status", parents=[common], help="ask the running daemon who is up")
     status.add_argument("--json", action="store_true", help="one JSON object, for scripts")
+    status.add_argument("query", nargs="*", metavar="QUERY",
+                        help="a cl_status question: hbstatus, listnodes, rscstatus, nodestatus NODE, "
+                             "nodetype NODE, listhblinks NODE, hblinkstatus NODE LINK")
     status.set_defaults(func=cmd_status)
+    setup = sub.add_parser("setup", parents=[common], help="copy the configuration to PEER over scp")
+    setup.add_argument("peer", metavar="PEER", help="the other node, as named in ha.cf")
+    setup.add_argument("--keys", action="store_true", help="exchange ed25519 ssh keys with PEER first")
+    setup.add_argument("--dry-run", action="store_true", help="print the ssh/scp commands instead")
+    setup.add_argument("--host", help="address to reach PEER at (default: its name)")
+    setup.add_argument("--user", default="root", help="remote user (default root)")
+    setup.add_argument("-o", "--ssh-option", action="append", default=[], metavar="OPTION",
+                       help="passed to ssh and scp as -o OPTION (e.g. Port=2222); repeatable")
+    setup.set_defaults(func=cmd_setup)
     sub.add_parser("directives", parents=[common], help="list the ha.cf directives and their defaults"
                    ).set_defaults(func=cmd_directives)
     for name, text in (("standby", "give all resource groups to the peer (hb_standby)"),
