@@ -1193,6 +1193,7 @@ class Peer:
     declared_dead_alive: bool = False     # declared dead by silence, not by a shutdown notice
     partition_healed: bool = False        # came back with the same generation: a partition
     check_timer: Optional[list] = None
+    rexmit_timer: Optional[list] = None
 
 
 SEQ_WINDOW = 200           # sequence numbers remembered per peer, for duplicates and replays
@@ -1471,7 +1472,9 @@ class Membership:
             self.log.warn(f"{seq - peer.max_seq - 1} lost packet(s) for [{peer.name}] [{peer.max_seq}:{seq}]")
             for lost in range(peer.max_seq + 1, seq):
                 peer.missing[lost] = 0
-            self.timers.call_later(0.05 + secrets.randbelow(200) / 1000, lambda: self.request_rexmit(peer))
+            if not peer.rexmit_timer:
+                peer.rexmit_timer = self.timers.call_later(0.05 + secrets.randbelow(200) / 1000,
+                                                           lambda: self.request_rexmit(peer))
         if seq in peer.missing:
             del peer.missing[seq]
             if not peer.missing:
@@ -1486,6 +1489,7 @@ class Membership:
                       dest=peer.name)
 
     def request_rexmit(self, peer: Peer) -> None:
+        peer.rexmit_timer = None
         if peer.status == "dead" or not peer.missing:
             return
         for seq in sorted(peer.missing):
@@ -1497,7 +1501,8 @@ class Membership:
             self.send(Message(("t", "NS_rexmit"), ("dest", peer.name), ("firstseq", str(seq)),
                               ("lastseq", str(seq))), dest=peer.name)
         if peer.missing:
-            self.timers.call_later(self.hacf.max_rexmit_delay / 1000, lambda: self.request_rexmit(peer))
+            peer.rexmit_timer = self.timers.call_later(self.hacf.max_rexmit_delay / 1000,
+                                                       lambda: self.request_rexmit(peer))
 
     # -- membership messages --------------------------------------------------
 
@@ -2601,7 +2606,9 @@ class Daemon:
         self.policy.shutdown()
 
     def finish_shutdown(self) -> None:
-        self.membership.send(Message(("t", "shutdone"), ("st", "dead")))
+        notice = self.membership.send(Message(("t", "shutdone"), ("st", "dead")))
+        for _ in range(2):               # the same datagram again: a lost one would cost deadtime
+            self.transmit(notice)
         self.membership.stop()
         self.log.info(f"{self.config.node} Heartbeat shutdown complete.")
         self.running = False
