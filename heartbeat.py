@@ -1024,13 +1024,20 @@ def write_file_atomic(path: str, data: bytes, mode: int) -> None:
     os.replace(temp, path)
 
 
+_loadavg_cache = [0.0, ""]
+
+
 def load_average() -> str:
-    """The `ld` field: /proc/loadavg without its newline."""
-    try:
-        with open("/proc/loadavg", encoding="ascii") as handle:
-            return handle.read().strip()
-    except OSError:
-        return "0.00 0.00 0.00 1/1 1"
+    """The `ld` field: /proc/loadavg without its newline (read at most once a second)."""
+    now = time.monotonic()
+    if now - _loadavg_cache[0] >= 1.0:
+        try:
+            with open("/proc/loadavg", encoding="ascii") as handle:
+                _loadavg_cache[1] = handle.read().strip()
+        except OSError:
+            _loadavg_cache[1] = "0.00 0.00 0.00 1/1 1"
+        _loadavg_cache[0] = now
+    return _loadavg_cache[1]
 
 
 # #### Transport: bcast, mcast and ucast sockets #############################
@@ -1213,6 +1220,7 @@ class Membership:
         self.started = self.clock()
         self.seq = 0
         self.history: Dict[int, bytes] = {}
+        self.own_recent: collections.deque = collections.deque(maxlen=8)
         self.resent_at: Dict[int, float] = {}
         self.peers: Dict[str, Peer] = {}
         self.counters: Dict[str, int] = collections.Counter()
@@ -1361,6 +1369,7 @@ class Membership:
         if sequenced:
             self.history[self.seq] = datagram
             self.history.pop(self.seq - HISTORY_SIZE, None)
+        self.own_recent.append(datagram)
         self.counters["sent"] += 1
         self.transmit(datagram)
         return datagram
@@ -1375,6 +1384,8 @@ class Membership:
     def receive(self, datagram: bytes, link: str, sender: str = "?") -> None:
         """Handle one datagram; a bad one is dropped and counted, never raised."""
         self.counters["received"] += 1
+        if datagram in self.own_recent:   # our own broadcast, looped back: no need to parse it
+            return self.drop("own", log=False)
         try:
             msg = decode_message(datagram, self.config.authkeys)
         except BadPacket as err:
