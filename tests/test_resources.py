@@ -1,0 +1,192 @@
+"""Resources without root: the exact ip/arping argv, ARP frames, script calling conventions."""
+import os
+import struct
+
+import pytest
+
+import heartbeat as hb
+
+
+class FakeRun:
+    """Records argv and answers `ip -4 -o addr show` from a fixed table of addresses."""
+
+    def __init__(self, addresses):
+        self.addresses = list(addresses)      # (iface, "a.b.c.d/nn", label)
+        self.calls = []
+
+    def __call__(self, argv, timeout_s, env=None):
+        self.calls.append(argv)
+        if argv[:5] == ["ip", "-4", "-o", "addr", "show"]:
+            lines = [f"{i + 2}: {iface}    inet {addr} brd 10.0.0.255 scope global {label}\\       valid_lft forever"
+                     for i, (iface, addr, label) in enumerate(self.addresses)]
+            return hb.CommandResult(0, "\n".join(lines) + "\n")
+        if argv[:4] == ["ip", "-4", "addr", "add"]:
+            label = argv[argv.index("label") + 1] if "label" in argv else argv[argv.index("dev") + 1]
+            self.addresses.append((argv[argv.index("dev") + 1], argv[4], label))
+            return hb.CommandResult(0, "")
+        if argv[:4] == ["ip", "-4", "addr", "del"]:
+            self.addresses = [a for a in self.addresses if a[1] != argv[4]]
+            return hb.CommandResult(0, "")
+        return hb.CommandResult(0, "")
+
+
+def make(addresses):
+    run = FakeRun(addresses)
+    ips = hb.IPAddresses(run)
+    ips.arping = None
+    ips.announce = lambda iface, ip: run.calls.append(["garp", iface, ip])
+    return run, ips
+
+
+def test_interface_found_by_subnet_and_label_is_next_alias():
+    run, ips = make([("eth0", "10.0.0.1/24", "eth0"), ("eth0", "10.0.0.50/24", "eth0:0"),
+                     ("eth1", "192.168.5.1/24", "eth1")])
+    assert ips.add(hb.parse_ip_spec("10.0.0.100")) == "eth0"
+    add = [c for c in run.calls if c[:4] == ["ip", "-4", "addr", "add"]][0]
+    assert add == ["ip", "-4", "addr", "add", "10.0.0.100/24", "dev", "eth0", "label", "eth0:1"]
+    assert ["garp", "eth0", "10.0.0.100"] in run.calls
+
+
+def test_explicit_prefix_iface_and_broadcast_are_used():
+    run, ips = make([("eth1", "192.168.5.1/24", "eth1")])
+    ips.add(hb.parse_ip_spec("192.168.5.9/25/eth1/192.168.5.127"))
+    add = [c for c in run.calls if c[:4] == ["ip", "-4", "addr", "add"]][0]
+    assert add == ["ip", "-4", "addr", "add", "192.168.5.9/25", "brd", "192.168.5.127", "dev", "eth1",
+                   "label", "eth1:0"]
+
+
+def test_address_already_present_is_not_added_twice():
+    run, ips = make([("eth0", "10.0.0.1/24", "eth0"), ("eth0", "10.0.0.100/24", "eth0:0")])
+    assert ips.add(hb.parse_ip_spec("10.0.0.100/24")) == "eth0"
+    assert not [c for c in run.calls if c[:4] == ["ip", "-4", "addr", "add"]]
+
+
+def test_release_of_a_missing_address_is_not_an_error():
+    run, ips = make([("eth0", "10.0.0.1/24", "eth0")])
+    assert ips.remove(hb.parse_ip_spec("10.0.0.100")) is False
+    assert not [c for c in run.calls if c[:4] == ["ip", "-4", "addr", "del"]]
+
+
+def test_release_deletes_with_the_configured_prefix():
+    run, ips = make([("eth0", "10.0.0.1/24", "eth0"), ("eth0", "10.0.0.100/24", "eth0:0")])
+    assert ips.remove(hb.parse_ip_spec("10.0.0.100")) is True
+    assert ["ip", "-4", "addr", "del", "10.0.0.100/24", "dev", "eth0"] in run.calls
+
+
+def test_no_matching_subnet_is_a_clear_error():
+    run, ips = make([("eth0", "10.0.0.1/24", "eth0")])
+    with pytest.raises(hb.ResourceError, match="no interface has a subnet containing 172.16.0.5"):
+        ips.add(hb.parse_ip_spec("172.16.0.5"))
+
+
+@pytest.mark.parametrize("variant, reply, expected", [
+    ("iputils", False, ["arping", "-q", "-U", "-c", "1", "-I", "eth0", "10.0.0.100"]),
+    ("iputils", True, ["arping", "-q", "-A", "-c", "1", "-I", "eth0", "10.0.0.100"]),
+    ("habets", False, ["arping", "-q", "-U", "-c", "1", "-i", "eth0", "-S", "10.0.0.100", "10.0.0.100"]),
+    ("habets", True, ["arping", "-q", "-P", "-c", "1", "-i", "eth0", "-S", "10.0.0.100", "10.0.0.100"]),
+])
+def test_arping_argv_per_variant(variant, reply, expected):
+    assert hb.arping_argv(variant, "eth0", "10.0.0.100", reply) == expected
+
+
+@pytest.mark.parametrize("text, variant", [
+    ("arping from iputils 20221126\n", "iputils"),
+    ("ARPing 2.23, by Thomas Habets <thomas@habets.se>\nusage: arping [ -0aAbBdDeFhpqrRuUv ]", "habets"),
+    ("something else entirely", None),
+])
+def test_arping_variant_detection(text, variant, monkeypatch):
+    monkeypatch.setattr(hb.shutil, "which", lambda name: "/usr/bin/arping")
+    assert hb.arping_variant(lambda argv, timeout: hb.CommandResult(0, text)) == variant
+
+
+def test_gratuitous_arp_frames():
+    mac = bytes.fromhex("020000aabbcc")
+    request = hb.arp_frame(mac, "10.0.0.100", reply=False)
+    reply = hb.arp_frame(mac, "10.0.0.100", reply=True)
+    for frame, op in ((request, 1), (reply, 2)):
+        assert len(frame) == 42
+        assert frame[:6] == b"\xff" * 6 and frame[6:12] == mac and frame[12:14] == b"\x08\x06"
+        htype, ptype, hlen, plen, opcode = struct.unpack("!HHBBH", frame[14:22])
+        assert (htype, ptype, hlen, plen, opcode) == (1, 0x0800, 6, 4, op)
+        assert frame[22:28] == mac
+        assert frame[28:32] == frame[38:42] == bytes([10, 0, 0, 100])   # sender IP = target IP
+    assert request[32:38] == b"\0" * 6
+    assert reply[32:38] == b"\xff" * 6
+
+
+def test_script_argument_order():
+    heartbeat_style = hb.ScriptResource("Filesystem::/dev/sdb1::/data", "Filesystem", ["/dev/sdb1", "/data"],
+                                        "/etc/ha.d/resource.d/Filesystem", lsb=False)
+    lsb = hb.ScriptResource("apache2", "apache2", [], "/etc/init.d/apache2", lsb=True)
+    assert hb.script_argv(heartbeat_style, "start") == ["/etc/ha.d/resource.d/Filesystem", "/dev/sdb1", "/data",
+                                                         "start"]
+    assert hb.script_argv(lsb, "stop") == ["/etc/init.d/apache2", "stop"]
+
+
+@pytest.mark.parametrize("lsb, code, output, running", [
+    (False, 0, "webserver is running\n", True),
+    (False, 1, "Running OK", True),
+    (False, 0, "webserver is not running", False),
+    (False, 0, "stopped", False),
+    (False, 0, "", False),
+    (True, 0, "apache2 is running.", True),
+    (True, 3, "apache2 is not running.", False),
+    (True, 0, "", True),
+    (True, 3, "", False),
+])
+def test_status_output_rules(lsb, code, output, running):
+    res = hb.ScriptResource("x", "x", [], "/x", lsb=lsb)
+    assert hb.says_running(res, hb.CommandResult(code, output)) is running
+
+
+def write_script(path, body):
+    with open(path, "w") as handle:
+        handle.write("#!/bin/sh\n" + body)
+    os.chmod(path, 0o755)
+
+
+@pytest.fixture()
+def config(tmp_path):
+    (tmp_path / "resource.d").mkdir()
+    (tmp_path / "ha.cf").write_text("keepalive 1\ndeadtime 5\nbcast lo\nnode prime calc\nauto_failback on\n")
+    (tmp_path / "authkeys").write_text("auth 1\n1 sha1 key\n")
+    os.chmod(tmp_path / "authkeys", 0o600)
+    log = tmp_path / "calls.log"
+    for name in ("first", "second"):
+        write_script(tmp_path / "resource.d" / name,
+                     f'echo "{name} $* HA_CURHOST=$HA_CURHOST" >> {log}\n'
+                     f'[ "$2" = status ] && {{ grep -q "{name} $1 start" {log} && echo running || echo stopped; }}\n'
+                     f'[ "$1" = fail ] && [ "$2" = start ] && exit 1\nexit 0\n')
+    (tmp_path / "haresources").write_text("prime first::a second::b\ncalc second::fail\n")
+    return hb.load_config(str(tmp_path), "prime"), log
+
+
+class Lines:
+    def __init__(self):
+        self.lines = []
+
+    def __getattr__(self, level):
+        return lambda message, *a: self.lines.append(f"{level}: {message}")
+
+
+def test_group_starts_in_order_and_stops_in_reverse_with_the_ha_environment(config):
+    cfg, log = config
+    resources = hb.Resources(cfg, Lines(), addresses=make([])[1])
+    assert resources.acquire_group(cfg.groups[0]) is None
+    assert resources.release_group(cfg.groups[0]) is True
+    calls = [line.split(" HA_")[0] for line in log.read_text().splitlines()]
+    assert calls == ["first a status", "first a start", "second b status", "second b start",
+                     "second b stop", "first a stop"]
+    assert all("HA_CURHOST=prime" in line for line in log.read_text().splitlines())
+
+
+def test_failed_start_stops_what_was_started_and_reports_the_output(config):
+    cfg, log = config
+    lines = Lines()
+    resources = hb.Resources(cfg, lines, addresses=make([])[1])
+    error = resources.acquire_group(cfg.groups[1])
+    assert error and "second::fail" in error
+    calls = [line.split(" HA_")[0] for line in log.read_text().splitlines()]
+    assert calls[-1] == "second fail stop"
+    assert any(line.startswith("error: Return code 1 from") for line in lines.lines)
+    assert any("Giving up resources due to failure of second::fail" in line for line in lines.lines)
