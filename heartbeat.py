@@ -1329,8 +1329,11 @@ class Membership:
                           ("protocol", "1")))
 
     def send_heartbeat(self) -> None:
+        """Every keepalive, at a fixed rate: a late wake-up does not shift the following ones."""
         self.send_status(self.status)
-        self.keepalive_timer = self.timers.call_later(self.hacf.keepalive_ms / 1000, self.send_heartbeat)
+        period = self.hacf.keepalive_ms / 1000
+        due = self.keepalive_timer[0] + period if self.keepalive_timer else self.clock() + period
+        self.keepalive_timer = self.timers.call_later(max(due - self.clock(), 0.0), self.send_heartbeat)
 
     def check_comm_up(self, force: bool = False) -> None:
         """Communication is up once every peer was heard from, or initdead has passed."""
@@ -1528,8 +1531,9 @@ class Membership:
         peer.last_status = now
         peer.protocol = msg.get("protocol") == "1"
         dt = msg.get("dt")
-        if dt and _is_hex(dt) and int(dt, 16) > 0:
-            peer.deadtime_ms = int(dt, 16)
+        if dt and _is_hex(dt) and int(dt, 16) > 0 and int(dt, 16) != peer.deadtime_ms:
+            peer.deadtime_ms = int(dt, 16)      # the sender's deadtime counts, as in 3.0.6
+            self.schedule_check(peer)
         status = msg.get("st", "")
         if peer.shutting_down:
             return

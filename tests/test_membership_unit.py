@@ -1,0 +1,359 @@
+"""Membership with a fake clock: every timer edge, every drop rule, the membership messages."""
+import os
+
+import pytest
+
+import heartbeat as hb
+
+DEADTIME_MS, KEEPALIVE_MS, WARNTIME_MS, INITDEAD_MS = 5000, 1000, 3000, 10000
+
+
+class Clock:
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self):
+        return self.now
+
+
+class Recorder:
+    """Log, listener and transmit in one: remembers everything."""
+
+    def __init__(self):
+        self.lines, self.events, self.sent = [], [], []
+
+    def __getattr__(self, level):
+        return lambda message, *a: self.lines.append(f"{level}: {message}")
+
+    def on_node_status(self, peer, old, new):
+        self.events.append(("status", peer.name, old, new))
+
+    def on_message(self, peer, msg):
+        self.events.append(("message", peer.name, msg.get("t")))
+
+    def on_comm_up(self):
+        self.events.append(("comm_up",))
+
+    def has(self, text):
+        return any(text in line for line in self.lines)
+
+
+@pytest.fixture()
+def world(tmp_path):
+    (tmp_path / "ha.cf").write_text(f"keepalive {KEEPALIVE_MS}ms\ndeadtime {DEADTIME_MS}ms\nwarntime {WARNTIME_MS}ms\n"
+                                    f"initdead {INITDEAD_MS}ms\nbcast eth0\nbcast eth1\nnode prime calc\n"
+                                    "auto_failback on\n")
+    (tmp_path / "authkeys").write_text("auth 2\n2 sha1 secret\n")
+    os.chmod(tmp_path / "authkeys", 0o600)
+    (tmp_path / "haresources").write_text("")
+    config = hb.load_config(str(tmp_path), "prime")
+    clock, rec = Clock(), Recorder()
+    timers = hb.Timers(clock)
+    membership = hb.Membership(config, hb.Identity("prime", b"P" * 16, 0x100), timers, rec,
+                               rec.sent.append, rec)
+    return membership, clock, timers, rec, config
+
+
+def advance(world, seconds, step=0.01):
+    membership, clock, timers, rec, _ = world
+    end = clock.now + seconds
+    while clock.now < end - 1e-9:
+        clock.now = min(end, clock.now + step)
+        timers.run_due()
+
+
+class Calc:
+    """Builds calc's packets as the real daemon would."""
+
+    def __init__(self, config, generation=0x200, key=None):
+        self.keys = config.authkeys if key is None else hb.AuthKeys("k", 2, {2: ("sha1", key)})
+        self.seq, self.generation = 0, generation
+
+    def packet(self, *fields, seq=None, name="calc", generation=None):
+        msg = hb.Message(*fields)
+        msg.add("src", name)
+        msg.add("srcuuid", b"C" * 16, hb.FIELD_BINARY)
+        if not fields[0][1].startswith("NS_"):
+            self.seq = self.seq + 1 if seq is None else seq
+            msg.add("seq", format(self.seq, "x"))
+        msg.add("hg", format(self.generation if generation is None else generation, "x"))
+        msg.add("ts", "6b05d22a")
+        return hb.encode_message(msg, self.keys)
+
+    def status(self, st="active", dt=DEADTIME_MS, **kw):
+        return self.packet(("t", "status"), ("st", st), ("dt", format(dt, "x")), ("protocol", "1"), **kw)
+
+
+def sent(rec):
+    return [hb.decode_message(d, hb.AuthKeys("k", 2, {2: ("sha1", "secret")})) for d in rec.sent]
+
+
+def test_start_announces_init_then_up_with_deadtime_plus_2s_for_5s(world):
+    membership, clock, timers, rec, _ = world
+    membership.start()
+    first = sent(rec)
+    assert [m.get("st") for m in first] == ["init", "up"]
+    assert {m.get("dt") for m in first} == {format(DEADTIME_MS + 2000, "x")}
+    assert [m.get("seq") for m in first] == ["1", "2"]
+    assert all(m.get("protocol") == "1" and m.get("hg") == "100" and m.get("ttl") == "3" for m in first)
+    advance(world, 6)
+    assert sent(rec)[-1].get("dt") == format(DEADTIME_MS, "x")
+
+
+def test_keepalive_period_is_exact(world):
+    membership, clock, timers, rec, _ = world
+    membership.start()
+    stamps = []
+    before = len(rec.sent)
+    for _ in range(550):
+        clock.now += 0.01
+        timers.run_due()
+        if len(rec.sent) != before:
+            stamps.append(round(clock.now, 2))
+            before = len(rec.sent)
+    intervals = [b - a for a, b in zip(stamps, stamps[1:])]
+    assert all(abs(i - KEEPALIVE_MS / 1000) <= 0.011 for i in intervals), intervals
+    assert len(stamps) == 5
+
+
+def test_a_late_wake_up_does_not_shift_the_following_heartbeats(world):
+    membership, clock, timers, rec, _ = world
+    membership.start()
+    clock.now += 1.3                       # the loop was held up for 300 ms
+    timers.run_due()
+    assert len(rec.sent) == 3
+    clock.now += 0.69
+    timers.run_due()
+    assert len(rec.sent) == 3
+    clock.now += 0.02
+    timers.run_due()
+    assert len(rec.sent) == 4              # at 2.0 s after start, not 2.3 s
+
+
+def test_peer_declared_dead_exactly_at_its_announced_deadtime(world):
+    membership, clock, timers, rec, config = world
+    calc = Calc(config)
+    membership.start()
+    membership.receive(calc.status(dt=4000), "eth0")
+    assert membership.peers["calc"].status == "active"
+    assert ("comm_up",) in rec.events
+    advance(world, 3.99, step=0.001)
+    assert membership.peers["calc"].status == "active"
+    advance(world, 0.011, step=0.001)
+    assert membership.peers["calc"].status == "dead"
+    assert rec.has("WARN: node calc: is dead") or rec.has("warn: node calc: is dead")
+    assert ("status", "calc", "active", "dead") in rec.events
+
+
+def test_initdead_declares_a_silent_peer_dead_and_brings_comm_up(world):
+    membership, clock, timers, rec, _ = world
+    membership.start()
+    advance(world, INITDEAD_MS / 1000 - 0.05)
+    assert membership.peers["calc"].status == "init" and membership.status == "up"
+    advance(world, 0.1)
+    assert membership.peers["calc"].status == "dead"
+    assert membership.status == "active" and ("comm_up",) in rec.events
+    assert sent(rec)[-1].get("st") == "active"
+
+
+def test_late_heartbeat_warnings(world):
+    membership, clock, timers, rec, config = world
+    calc = Calc(config)
+    membership.start()
+    membership.receive(calc.status(), "eth0")
+    clock.now += 3.5
+    membership.receive(calc.status(), "eth0")
+    assert rec.has("warn: Late heartbeat: Node calc: interval 3500 ms")
+    advance(world, 4.9)
+    membership.receive(calc.status(), "eth0")
+    assert not rec.has("(> deadtime)")
+    clock.now += 6
+    timers.run_due()
+    membership.receive(calc.status(), "eth0")
+    assert rec.has("crit: Late heartbeat: Node calc: interval")
+    assert rec.has("(> deadtime)")
+
+
+def test_one_silent_link_goes_dead_while_the_node_stays_alive(world):
+    membership, clock, timers, rec, config = world
+    calc = Calc(config)
+    membership.start()
+    first = calc.status()
+    membership.receive(first, "eth0")
+    membership.receive(first, "eth1")
+    assert rec.has("Link calc:eth0 up.") and rec.has("Link calc:eth1 up.")
+    for _ in range(8):
+        advance(world, 1)
+        membership.receive(calc.status(), "eth0")
+    assert rec.has("Link calc:eth1 dead.") and not rec.has("Link calc:eth0 dead.")
+    assert membership.peers["calc"].status == "active"
+    assert membership.snapshot()["calc"]["links"] == {"eth0": "up", "eth1": "dead"}
+
+
+def test_duplicate_on_a_second_medium_counts_once(world):
+    membership, clock, timers, rec, config = world
+    calc = Calc(config)
+    membership.start()
+    packet = calc.packet(("t", "custom"))
+    membership.receive(packet, "eth0")
+    membership.receive(packet, "eth1")
+    assert [e for e in rec.events if e[0] == "message"] == [("message", "calc", "custom")]
+    assert membership.counters["dropped_duplicate"] == 1
+
+
+@pytest.mark.parametrize("case", ["wrong_key", "unknown_node", "garbage", "no_seq"])
+def test_bad_packets_are_dropped_counted_and_change_nothing(world, case):
+    membership, clock, timers, rec, config = world
+    membership.start()
+    packet = {
+        "wrong_key": lambda: Calc(config, key="other").status(),
+        "unknown_node": lambda: Calc(config).status(name="ghost"),
+        "garbage": lambda: b"###\n99999999999:(0)t=x,%%%\n",
+        "no_seq": lambda: hb.encode_message(hb.Message(("t", "status"), ("src", "calc"), ("ts", "1")),
+                                            config.authkeys),
+    }[case]()
+    for _ in range(3):
+        membership.receive(packet, "eth0")
+    assert membership.peers["calc"].last_heard is None and membership.peers["calc"].status == "init"
+    assert "ghost" not in membership.peers
+    assert sum(v for k, v in membership.counters.items() if k.startswith("dropped_")) == 3
+    assert not [e for e in rec.events if e[0] != "comm_up"]
+
+
+def test_generations_replays_and_restarts(world):
+    membership, clock, timers, rec, config = world
+    calc = Calc(config, generation=0x200)
+    membership.start()
+    for _ in range(5):
+        membership.receive(calc.status(), "eth0")
+    membership.receive(calc.status(generation=0x1ff), "eth0")
+    assert membership.counters["dropped_replay"] == 1 and rec.has("attempted replay attack [calc]")
+    old = calc.status(seq=1)
+    membership.receive(old, "eth0")
+    assert membership.counters["dropped_duplicate"] == 1
+    restarted = Calc(config, generation=0x201)
+    membership.receive(restarted.status(st="init"), "eth0")
+    assert rec.has("Heartbeat restart on node calc")
+    assert membership.peers["calc"].generation == 0x201 and membership.peers["calc"].max_seq == 1
+
+
+def test_seq_far_below_the_window_is_a_replay(world):
+    membership, clock, timers, rec, config = world
+    calc = Calc(config)
+    membership.start()
+    for seq in range(1, hb.SEQ_WINDOW + 30):
+        membership.receive(calc.status(seq=seq), "eth0")
+    membership.receive(calc.status(seq=5), "eth0")
+    assert membership.counters["dropped_replay"] == 1
+
+
+def test_gap_asks_for_retransmission_a_bounded_number_of_times(world):
+    membership, clock, timers, rec, config = world
+    calc = Calc(config)
+    membership.start()
+    membership.receive(calc.status(seq=1), "eth0")
+    membership.receive(calc.status(seq=4), "eth0")
+    assert rec.has("warn: 2 lost packet(s) for [calc] [1:4]")
+    for _ in range(40):
+        advance(world, 0.25)
+        membership.receive(calc.status(), "eth0")
+    requests = [m for m in sent(rec) if m.get("t") == "NS_rexmit"]
+    assert {(m.get("firstseq"), m.get("lastseq")) for m in requests} == {("2", "2"), ("3", "3")}
+    assert len(requests) == 2 * hb.MAX_REXMIT_REQUESTS
+    assert rec.has("Irretrievably lost packet: node calc seq 2")
+
+
+def test_late_packet_fills_the_gap(world):
+    membership, clock, timers, rec, config = world
+    calc = Calc(config)
+    membership.start()
+    packets = [calc.status() for _ in range(3)]
+    membership.receive(packets[0], "eth0")
+    membership.receive(packets[2], "eth0")
+    membership.receive(packets[1], "eth0")
+    assert rec.has("No pkts missing from calc!")
+
+
+def test_rexmit_request_gets_the_same_bytes_or_a_nak(world):
+    membership, clock, timers, rec, config = world
+    calc = Calc(config)
+    membership.start()
+    original = rec.sent[0]
+    membership.receive(calc.packet(("t", "NS_rexmit"), ("dest", "prime"), ("firstseq", "1"), ("lastseq", "1")),
+                       "eth0")
+    assert rec.sent[-1] == original
+    membership.receive(calc.packet(("t", "NS_rexmit"), ("dest", "prime"), ("firstseq", "900"),
+                                   ("lastseq", "900")), "eth0")
+    nak = sent(rec)[-1]
+    assert nak.get("t") == "NS_nak_rexmit" and nak.get("dest") == "calc" and nak.get("firstseq") == "384"
+
+
+def test_reqnodes_is_answered_with_repnodes_in_the_real_field_order(world):
+    membership, clock, timers, rec, config = world
+    calc = Calc(config)
+    membership.start()
+    membership.receive(calc.status(), "eth0")
+    membership.receive(calc.packet(("t", "reqnodes"), ("dest", "prime")), "eth0")
+    reply = sent(rec)[-1]
+    assert [f[0] for f in reply.fields] == ["dest", "t", "nodelist", "delnodelist", "destuuid", "src", "srcuuid",
+                                            "seq", "hg", "ts", "ld", "ttl", "auth"]
+    assert (reply.get("dest"), reply.get("nodelist"), reply.get("delnodelist")) == ("calc", "prime calc ", " ")
+    assert reply.get_bytes("destuuid") == b"C" * 16
+
+
+def test_messages_for_another_node_are_not_delivered(world):
+    membership, clock, timers, rec, config = world
+    calc = Calc(config)
+    membership.start()
+    membership.receive(calc.packet(("t", "custom"), ("dest", "other")), "eth0")
+    assert not [e for e in rec.events if e[0] == "message"]
+
+
+def test_shutdone_means_dead_at_once_and_later_status_does_not_revive(world):
+    membership, clock, timers, rec, config = world
+    calc = Calc(config)
+    membership.start()
+    membership.receive(calc.status(), "eth0")
+    membership.receive(calc.packet(("t", "shutdone"), ("st", "dead")), "eth0")
+    assert membership.peers["calc"].status == "dead" and rec.has("Received shutdown notice from 'calc'.")
+    membership.receive(calc.status(), "eth0")
+    assert membership.peers["calc"].status == "dead"
+    restarted = Calc(config, generation=0x300)
+    membership.receive(restarted.status(st="init"), "eth0")
+    assert membership.peers["calc"].status == "init"
+
+
+def test_return_after_silence_with_the_same_generation_is_a_partition(world):
+    membership, clock, timers, rec, config = world
+    calc = Calc(config)
+    membership.start()
+    membership.receive(calc.status(), "eth0")
+    advance(world, 6)
+    assert membership.peers["calc"].status == "dead"
+    membership.receive(calc.status(), "eth0")
+    assert rec.has("Cluster node calc returning after partition.")
+    assert membership.peers["calc"].partition_healed
+
+
+def test_ack_every_tenth_message_of_a_protocol_1_peer(world):
+    membership, clock, timers, rec, config = world
+    calc = Calc(config)
+    membership.start()
+    for _ in range(30):
+        membership.receive(calc.status(), "eth0")
+    acks = [m for m in sent(rec) if m.get("t") == "NS_ackmsg"]
+    assert len(acks) == 3 and all(m.get("dest") == "calc" for m in acks)
+    assert all(m.get("seq") is None and m.get("ld") is None for m in acks)
+
+
+@pytest.mark.parametrize("vector_file, peer", [("02-status-active-sha1.bin", "calc"),
+                                               ("30-status-active-md5.bin", "calc")])
+def test_real_heartbeat_packets_are_accepted(world, vector_file, peer):
+    from conftest import SAMPLES
+    membership, clock, timers, rec, config = world
+    config.authkeys.methods.update({2: ("sha1", "test-ha"), 3: ("md5", "Hello!")})
+    membership.start()
+    with open(os.path.join(SAMPLES, vector_file), "rb") as handle:
+        membership.receive(handle.read(), "eth0")
+    assert membership.peers[peer].status == "active"
+    assert membership.peers[peer].deadtime_ms == 10000      # the real node announced dt=2710
