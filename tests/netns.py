@@ -129,10 +129,12 @@ class Node:
         return [sys.executable, HEARTBEAT, *args, "-c", self.config_dir, "--node", self.name,
                 "--state-dir", self.state_dir, "--run-dir", self.run_dir]
 
-    def start(self):
+    def start(self, env_path=None):
+        """Run the daemon in the foreground; env_path replaces PATH (e.g. to hide arping)."""
         self.stderr = open(self.log_path, "ab")  # noqa: SIM115 - kept open for the daemon's life
+        env = dict(os.environ, PATH=env_path) if env_path else None
         self.proc = self.lab.popen(self.name, self.argv("daemon", "--foreground"),
-                                   stdout=subprocess.DEVNULL, stderr=self.stderr)
+                                   stdout=subprocess.DEVNULL, stderr=self.stderr, env=env)
         return self
 
     def stop(self, timeout=15):
