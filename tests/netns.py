@@ -4,6 +4,7 @@ Every name it creates starts with a prefix unique to this test run, and
 everything it creates is removed by name in close(), even after a failure.
 """
 import contextlib
+import itertools
 import os
 import shutil
 import signal
@@ -15,6 +16,7 @@ import time
 from conftest import HEARTBEAT
 
 SUBNET = "10.77.0"
+LAB_NUMBERS = itertools.count()      # one prefix per lab: names never collide with a lab being torn down
 
 
 def run(argv, check=True, timeout=20, **kw):
@@ -30,7 +32,7 @@ class Lab:
     """Namespaces NAME -> host index; each host gets eth0 = SUBNET.index/24 on one bridge."""
 
     def __init__(self, hosts, prefix=None):
-        self.prefix = prefix or f"hb{os.getpid() % 100000}"
+        self.prefix = prefix or f"h{os.getpid() % 10000:04d}{next(LAB_NUMBERS):03d}"
         self.bridge = f"{self.prefix}br"
         self.hosts = {}           # name -> index
         self.procs = []
@@ -90,11 +92,11 @@ class Lab:
                 proc.kill()
                 proc.wait(timeout=5)
         for name in list(self.hosts):
-            run(["ip", "netns", "pids", self.ns(name)], check=False)
             pids = run(["ip", "netns", "pids", self.ns(name)], check=False).stdout.split()
             for pid in pids:
                 with contextlib.suppress(ProcessLookupError, ValueError):
                     os.kill(int(pid), signal.SIGKILL)
+            run(["ip", "link", "del", self.veth(name)], check=False)
             run(["ip", "netns", "del", self.ns(name)], check=False)
         run(["ip", "link", "del", self.bridge], check=False)
         shutil.rmtree(self.tmp, ignore_errors=True)
