@@ -1824,8 +1824,8 @@ class Resources:
         self.log.info(f"Running {res.path} {' '.join(res.args)} {operation}")
         timeout_s = STATUS_TIMEOUT_S if operation == "status" else SCRIPT_TIMEOUT_S
         result = self.run(argv, timeout_s, self.environment(operation))
-        for line in result.output.splitlines():
-            self.log.debug(f"{res.name}: {line}")
+        for line in result.output.splitlines():     # start/stop output in the log, status chatter in debug
+            (self.log.debug if operation == "status" else self.log.info)(f"{res.name}[{operation}]: {line}")
         if result.returncode != 0 and operation != "status":
             self.log.error(f"Return code {result.returncode} from {res.path}")
         return result

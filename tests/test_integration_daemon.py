@@ -175,3 +175,20 @@ def test_missing_interface_is_named_and_nothing_runs(lab):
                             capture_output=True, text=True, timeout=15)
     assert result.returncode != 0 and "eth7" in result.stderr
     assert lab.exec("prime", prime.argv("status"), check=False).returncode == 3
+
+
+@pytest.mark.parametrize("media", [
+    ("mcast eth0 239.77.0.1 694 1 0", "mcast eth0 239.77.0.1 694 1 0"),
+    ("ucast eth0 10.77.0.2", "ucast eth0 10.77.0.1"),
+    ("bcast eth0\nucast eth0 10.77.0.2", "bcast eth0\nucast eth0 10.77.0.1"),
+])
+def test_mcast_ucast_and_two_media_at_once(lab, media):
+    prime = Node(lab, "prime", hacf(media=media[0], **FAST)).start()
+    Node(lab, "calc", hacf(media=media[1], **FAST)).start()
+    prime.wait_for(lambda s: s["nodes"]["calc"]["status"] == "active", 3)
+    time.sleep(2)
+    status = prime.status()
+    assert status["nodes"]["calc"]["status"] == "active"
+    assert status["counters"].get("dropped_bad_auth", 0) == 0 and status["counters"].get("dropped_malformed", 0) == 0
+    if "\n" in media[0]:                 # every heartbeat arrives twice: counted once
+        assert status["counters"].get("dropped_duplicate", 0) >= 10
