@@ -1,11 +1,15 @@
 # heartbeat.py - see README.md. Targets: test lint check demo bench install.
 PYTHON ?= python3
+PREFIX ?= /usr
+DESTDIR ?=
+SBINDIR = $(PREFIX)/sbin
+UNITDIR ?= $(PREFIX)/lib/systemd/system
 CONFIG_DIR ?= /etc/ha.d
 PYTEST_ARGS ?=
 TEST_DEPS = pytest hypothesis
 LINT_DEPS = ruff vermin
 
-.PHONY: test lint check demo deps lint-deps version
+.PHONY: test lint check demo deps lint-deps version install uninstall
 
 version:
 	@./heartbeat.py --version
@@ -36,3 +40,28 @@ check:
 # A real two-node cluster in network namespaces, failing over and back (root).
 demo:
 	$(PYTHON) tests/demo.py
+
+# Install the program, the init script, the systemd unit, the logrotate file and the
+# sample /etc/ha.d. An existing configuration file is never overwritten.
+install:
+	install -d $(DESTDIR)$(SBINDIR) $(DESTDIR)/etc/init.d $(DESTDIR)$(UNITDIR) $(DESTDIR)/etc/logrotate.d \
+	  $(DESTDIR)/etc/ha.d/resource.d
+	install -m 0755 heartbeat.py $(DESTDIR)$(SBINDIR)/heartbeat.py
+	sed 's|/usr/sbin/heartbeat.py|$(SBINDIR)/heartbeat.py|' init/heartbeat > $(DESTDIR)/etc/init.d/heartbeat
+	chmod 0755 $(DESTDIR)/etc/init.d/heartbeat
+	sed 's|/usr/sbin/heartbeat.py|$(SBINDIR)/heartbeat.py|' init/heartbeat.service \
+	  > $(DESTDIR)$(UNITDIR)/heartbeat.service
+	chmod 0644 $(DESTDIR)$(UNITDIR)/heartbeat.service
+	install -m 0644 init/heartbeat.logrotate $(DESTDIR)/etc/logrotate.d/heartbeat
+	@for f in ha.cf haresources resource.d/README; do \
+	  if [ -e $(DESTDIR)/etc/ha.d/$$f ]; then echo "keeping existing /etc/ha.d/$$f"; \
+	  else install -m 0644 ha.d/$$f $(DESTDIR)/etc/ha.d/$$f; fi; done
+	@if [ -e $(DESTDIR)/etc/ha.d/authkeys ]; then echo "keeping existing /etc/ha.d/authkeys"; \
+	  else install -m 0600 ha.d/authkeys $(DESTDIR)/etc/ha.d/authkeys; \
+	  echo "installed the sample authkeys: replace its public key with 'heartbeat.py keygen --force'"; fi
+
+# Remove what install put, except the configuration in /etc/ha.d.
+uninstall:
+	rm -f $(DESTDIR)$(SBINDIR)/heartbeat.py $(DESTDIR)/etc/init.d/heartbeat \
+	  $(DESTDIR)$(UNITDIR)/heartbeat.service $(DESTDIR)/etc/logrotate.d/heartbeat
+	@echo "kept /etc/ha.d (your configuration)"

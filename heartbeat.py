@@ -2790,8 +2790,8 @@ class Remote:
 
     def __init__(self, host: str, user: str, options: List[str], dry_run: bool, run=run_command):
         self.target = f"{user}@{host}"
-        self.options = ["-o", "BatchMode=no", "-o", "ConnectTimeout=10"]
-        for option in options:
+        self.options = []
+        for option in [*options, "ConnectTimeout=10"]:      # ssh keeps the first value given: the user's
             self.options += ["-o", option]
         self.dry_run, self.run = dry_run, run
 
