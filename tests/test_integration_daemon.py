@@ -192,3 +192,23 @@ def test_mcast_ucast_and_two_media_at_once(lab, media):
     assert status["counters"].get("dropped_bad_auth", 0) == 0 and status["counters"].get("dropped_malformed", 0) == 0
     if "\n" in media[0]:                 # every heartbeat arrives twice: counted once
         assert status["counters"].get("dropped_duplicate", 0) >= 10
+
+
+def test_cl_status_style_queries(lab):
+    prime = Node(lab, "prime", hacf(**FAST), haresources="prime 10.77.0.100/24/eth0\n").start()
+    Node(lab, "calc", hacf(**FAST)).start()
+    prime.wait_for(lambda s: s["nodes"]["calc"]["status"] == "active" and s["groups"][0]["state"] == "running", 5)
+
+    def query(*words):
+        result = lab.exec("prime", prime.argv("status", *words), check=False)
+        return result.returncode, result.stdout.strip()
+    assert query("hbstatus") == (0, "Heartbeat is running on this machine.")
+    assert query("listnodes") == (0, "calc\nprime")
+    assert query("nodestatus", "calc") == (0, "active")
+    assert query("nodetype", "calc") == (0, "normal")
+    assert query("listhblinks", "calc") == (0, "eth0")
+    assert query("hblinkstatus", "calc", "eth0") == (0, "up")
+    assert query("rscstatus") == (0, "local")
+    assert query("nodestatus", "nosuch")[0] == 11
+    assert query("hblinkstatus", "calc", "eth9")[0] == 11
+    assert query("frobnicate")[0] == 2
