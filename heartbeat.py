@@ -1943,6 +1943,7 @@ class Worker:
 # #### Cluster policy: who holds which group ##################################
 
 MAX_START_FAILURES = 3          # per group and node; then it stays down here and says so
+NEGOTIATION_ATTEMPTS = 3        # `starting` and failback requests, each a deadtime apart
 STANDBY_REPLY_TIMEOUT_S = 10.0
 HOLD_NAMES = {(True, True): "all", (True, False): "local", (False, True): "foreign", (False, False): "none"}
 MIRROR = {"local": "foreign", "foreign": "local", "all": "all", "none": "none"}
@@ -1968,6 +1969,7 @@ class ClusterPolicy:
         self.peer_holds: Dict[str, Tuple[str, bool]] = {}     # peer -> (rsc_hold, isstable), its view
         self.initial_pending: Optional[str] = None            # peer whose answer to `starting` we await
         self.initial_timer: Optional[list] = None
+        self.starting_attempts = self.failback_attempts = 0
         self.standby_request: Optional[Tuple[str, str, list]] = None   # (class we give, peer, timer)
         self.standby_offer: Optional[Tuple[str, str]] = None           # (class peer gives, peer)
         self.in_standby = False
@@ -2074,6 +2076,9 @@ class ClusterPolicy:
 
     # -- membership events ------------------------------------------------------------
 
+    def negotiation_delay_s(self) -> float:
+        return max(self.config.hacf.deadtime_ms / 1000, 2.0)
+
     def on_comm_up(self) -> None:
         peers = self.live_peers()
         if not peers:
@@ -2082,13 +2087,20 @@ class ClusterPolicy:
             self.acquire(["local", "foreign"], reason="mach_down")
             return
         self.initial_pending = peers[0].name
-        self.membership.send(Message(("t", "starting")))
-        self.initial_timer = self.timers.call_later(self.config.hacf.deadtime_ms / 1000, self.initial_timeout)
+        self.starting_attempts = 0
+        self.initial_timeout()
 
     def initial_timeout(self) -> None:
-        if self.initial_pending:
+        """Send `starting`; a peer busy with a takeover ignores it (3.0.6 does), so ask again."""
+        if not self.initial_pending:
+            return
+        if self.starting_attempts >= NEGOTIATION_ATTEMPTS:
             self.log.warn(f"No resource answer from {self.initial_pending}: deciding alone")
             self.decide_initial()
+            return
+        self.starting_attempts += 1
+        self.membership.send(Message(("t", "starting")))
+        self.initial_timer = self.timers.call_later(self.negotiation_delay_s(), self.initial_timeout)
 
     def decide_initial(self) -> None:
         """After `starting`: take our own groups unless the peer holds them."""
@@ -2099,8 +2111,31 @@ class ClusterPolicy:
             if self.config.hacf.auto_failback == "off":
                 self.log.info("Initial resource acquisition complete (T_RESOURCES(them)): "
                               f"{name} keeps our groups (auto_failback off)")
-            return                       # with auto_failback on, the holder gives them back
+                return
+            self.failback_attempts = 0       # the holder should give them back: see that it does
+            self.timers.call_later(self.negotiation_delay_s(), self.failback_watchdog)
+            return
         self.acquire(["local"], reason="T_RESOURCES(us)")
+
+    def failback_watchdog(self) -> None:
+        """auto_failback: our groups are still on the peer; ask for them (hb_takeover local)."""
+        if self.shutting_down or self.holds["local"] or self.in_standby:
+            return
+        peers = self.live_peers()
+        if not peers:
+            return
+        hold = self.peer_holds.get(peers[0].name, ("none", True))[0]
+        if self.busy():
+            self.timers.call_later(self.negotiation_delay_s(), self.failback_watchdog)
+        elif "foreign" not in classes_of(hold):
+            self.acquire(["local"], reason="auto_failback")
+        elif self.failback_attempts < NEGOTIATION_ATTEMPTS:
+            self.failback_attempts += 1
+            self.log.info(f"No failback from {peers[0].name} yet: asking for our resources (hb_takeover local)")
+            self.membership.send(Message(("t", "hb_takeover"), ("rsc_hold", "local")))
+            self.timers.call_later(self.negotiation_delay_s(), self.failback_watchdog)
+        else:
+            self.log.warn(f"{peers[0].name} keeps our resources; 'heartbeat.py takeover' moves them back")
 
     def on_node_status(self, peer: Peer, old: str, new: str) -> None:
         if new == "dead":
