@@ -2815,6 +2815,250 @@ def answer_query(report: dict, words: List[str]) -> Tuple[int, str]:
     return EXIT_OK, links[operands[1]]
 
 
+# #### Export to Pacemaker: pcs, crm and CIB XML #############################
+
+SYSTEMD_UNIT_DIRS = ("/etc/systemd/system", "/lib/systemd/system", "/usr/lib/systemd/system")
+STICKINESS = {"on": 50, "legacy": 50, "off": 200}    # location preference for the home node: 100
+HOME_SCORE = 100
+NOT_TRANSLATED = {
+    "ping": "ping nodes (ipfail): use ocf:pacemaker:ping with a location rule on its attribute",
+    "ping_group": "ping groups (ipfail): use ocf:pacemaker:ping with a location rule on its attribute",
+    "deadping": "ping nodes' deadtime: set the ping resource's timeouts instead",
+    "stonith": "STONITH devices: create fence devices with 'pcs stonith create' (fencing is off in this export)",
+    "stonith_host": "STONITH devices: create fence devices with 'pcs stonith create' (fencing is off in this export)",
+    "respawn": "respawned clients: make them systemd services or Pacemaker resources",
+    "apiauth": "API permissions have no Pacemaker equivalent",
+    "failfast": "failfast children have no Pacemaker equivalent",
+    "watchdog": "a watchdog device: configure sbd instead",
+    "udpport": "corosync's knet uses its own port (5405)",
+    "warntime": "corosync has no late-heartbeat warning",
+    "initdead": "corosync's wait_for_all (on with two_node) covers start-up",
+    "keepalive": "knet's heartbeat interval is derived from the token timeout",
+}
+
+
+@dataclasses.dataclass
+class ExportedResource:
+    """One Pacemaker primitive made from one haresources word."""
+    ident: str
+    agent: str                       # "ocf:heartbeat:IPaddr2", "lsb:apache2", "systemd:apache2"
+    params: List[Tuple[str, str]]
+    note: str = ""
+
+
+def pacemaker_id(text: str) -> str:
+    """A valid XML/Pacemaker id from free text."""
+    ident = re.sub(r"[^A-Za-z0-9_.-]", "_", text)
+    return ident if re.match(r"[A-Za-z_]", ident) else "r_" + ident
+
+
+def export_model(config: Config, unit_dirs=SYSTEMD_UNIT_DIRS):
+    """Groups of primitives, wrappers to write, and the warnings, shared by the three formats."""
+    warnings, wrappers, groups, used = [], {}, [], set()
+    hacf, haresources = config.hacf, os.path.join(config.config_dir, "haresources")
+    for name, reason in NOT_TRANSLATED.items():
+        if name in hacf.lines:
+            warnings.append(ConfigError(hacf.path, hacf.lines[name], f"warning: '{name}' is not exported: {reason}"))
+    if hacf.auto_failback == "legacy":
+        warnings.append(ConfigError(hacf.path, hacf.lines.get("auto_failback", 0),
+                                    "warning: auto_failback legacy is exported like 'on'"))
+    for medium in hacf.media:
+        if medium.kind != "bcast":
+            warnings.append(ConfigError(hacf.path, medium.lineno, f"warning: {medium.kind} specifics (group, "
+                                        "ttl, peers) are not needed by knet; only the link is exported"))
+
+    def unique(ident):
+        base, n = ident, 1
+        while ident in used:
+            n += 1
+            ident = f"{base}_{n}"
+        used.add(ident)
+        return ident
+
+    for number, group in enumerate(config.groups, 1):
+        primitives = []
+        for res in group.resources:
+            if isinstance(res, IPResource):
+                params = [("ip", res.ip)]
+                if res.prefix is not None:
+                    params.append(("cidr_netmask", str(res.prefix)))
+                if res.iface:
+                    params.append(("nic", res.iface))
+                if res.broadcast:
+                    params.append(("broadcast", res.broadcast))
+                primitives.append(ExportedResource(unique(pacemaker_id("ip_" + res.ip.replace(".", "_"))),
+                                                   "ocf:heartbeat:IPaddr2", params))
+            elif res.lsb and not res.args:
+                has_unit = any(os.path.exists(os.path.join(d, res.name + ".service")) for d in unit_dirs)
+                primitives.append(ExportedResource(unique(pacemaker_id("svc_" + res.name)),
+                                                   f"{'systemd' if has_unit else 'lsb'}:{res.name}", []))
+            else:
+                wrapper = unique(pacemaker_id("hb-" + res.name)).replace("_", "-")
+                wrappers[wrapper] = lsb_wrapper(wrapper, res)
+                primitives.append(ExportedResource(pacemaker_id(wrapper), f"lsb:{wrapper}", [],
+                                                   note=f"needs /etc/init.d/{wrapper} (written by this export)"))
+                warnings.append(ConfigError(haresources, group.lineno, f"warning: {res.spec} has no Pacemaker "
+                                            f"class: exported as lsb:{wrapper}, a wrapper this export writes; "
+                                            f"install it as /etc/init.d/{wrapper} on every node"))
+        ident = unique(f"grp_{pacemaker_id(group.home)}_{number}") if len(primitives) > 1 else None
+        groups.append((group, ident, primitives))
+    return groups, wrappers, warnings
+
+
+def lsb_wrapper(name: str, res: ScriptResource) -> str:
+    """An LSB init script that runs a Heartbeat resource.d script with its arguments."""
+    call = " ".join(shlex.quote(word) for word in [res.path, *res.args])
+    return f"""#!/bin/sh
+### BEGIN INIT INFO
+# Provides:          {name}
+# Required-Start:    $remote_fs
+# Required-Stop:     $remote_fs
+# Short-Description: {res.spec} (Heartbeat resource.d script) for Pacemaker
+### END INIT INFO
+# Written by heartbeat.py export-pacemaker: Pacemaker 2 has no class for Heartbeat's
+# resource.d scripts with arguments; this LSB wrapper runs {res.name} with them.
+case "$1" in
+    start|stop) {call} "$1" ;;
+    status)
+        out=$({call} status 2>&1)
+        case "$out" in
+            *"not running"*|*stopped*) exit 3 ;;
+            *running*|*OK*) exit 0 ;;
+            *) exit 3 ;;
+        esac ;;
+    *) echo "Usage: $0 {{start|stop|status}}"; exit 2 ;;
+esac
+"""
+
+
+def monitor_interval_s(config: Config) -> int:
+    return max(10, round(config.hacf.deadtime_ms / 1000))
+
+
+def export_pcs(config: Config, groups, wrappers) -> str:
+    hacf = config.hacf
+    lines = ["#!/bin/sh",
+             f"# Pacemaker/Corosync configuration made by heartbeat.py export-pacemaker from {config.config_dir}.",
+             "# Read it before you run it. It builds the cluster, then the resources in a CIB file that it",
+             "# pushes at the end.", "set -e", "",
+             "# 1. The cluster: corosync 3 with one knet link per heartbeat medium. Heartbeat names",
+             "#    interfaces, corosync needs addresses: replace every <...> with that node's address",
+             "#    on that link.",
+             f"#    deadtime {hacf.deadtime_ms} ms becomes the totem token timeout."]
+    setup = ["pcs", "cluster", "setup", hacf.cluster]
+    for node in hacf.nodes:
+        setup.append(node)
+        setup += [f"addr=<{node}-{m.iface}-address>" for m in hacf.media]
+    setup += ["transport", "knet", "totem", f"token={hacf.deadtime_ms}"]
+    lines.append(" ".join(setup))
+    if len(hacf.nodes) == 2:
+        lines.append("pcs quorum update two_node=1 wait_for_all=1      # quorum { two_node: 1 } in corosync.conf")
+    lines.append("pcs cluster start --all --wait")
+    lines += ["", "# 2. The resources, in a CIB file first.", 'CIB="${CIB:-heartbeat-export.cib.xml}"',
+              '[ -n "$EXPORT_SKIP_CLUSTER" ] || pcs cluster cib "$CIB"', "",
+              "# !!! Fencing is OFF, as it was under Heartbeat without STONITH. A production cluster",
+              "# !!! needs fencing: create fence devices ('pcs stonith create ...') and turn it on.",
+              'pcs -f "$CIB" property set stonith-enabled=false',
+              f'pcs -f "$CIB" resource defaults update resource-stickiness={STICKINESS[hacf.auto_failback]}'
+              f"   # auto_failback {hacf.auto_failback}: {'below' if hacf.auto_failback != 'off' else 'above'}"
+              f" the home preference ({HOME_SCORE})"]
+    interval = monitor_interval_s(config)
+    for group, ident, primitives in groups:
+        lines.append(f"# haresources line {group.lineno}: {group.home} {' '.join(r.spec for r in group.resources)}")
+        for prim in primitives:
+            if prim.note:
+                lines.append(f"# {prim.note}")
+            params = " ".join(f"{k}={shlex.quote(v)}" for k, v in prim.params)
+            force = "" if prim.agent.startswith("ocf:") else " --force"    # the script may live only on the nodes
+            lines.append(f'pcs -f "$CIB" resource create {prim.ident} {prim.agent}{" " + params if params else ""}'
+                         f" op monitor interval={interval}s timeout=20s{' --group ' + ident if ident else ''}{force}")
+        target = ident or primitives[0].ident
+        lines.append(f'pcs -f "$CIB" constraint location {target} prefers {group.home}={HOME_SCORE}')
+    lines += ["", '[ -n "$EXPORT_SKIP_CLUSTER" ] || pcs cluster cib-push "$CIB"']
+    if wrappers:
+        lines += ["", "# Before starting the cluster, install these LSB wrappers (written next to this file)",
+                  "# as /etc/init.d/NAME on every node: " + " ".join(sorted(wrappers))]
+    return "\n".join(lines) + "\n"
+
+
+def export_crm(config: Config, groups, wrappers) -> str:
+    hacf = config.hacf
+    lines = [f"# crmsh configuration made by heartbeat.py export-pacemaker from {config.config_dir}.",
+             "# Load it with: crm configure load update FILE",
+             "# !!! Fencing is OFF, as it was under Heartbeat without STONITH; production needs fencing."]
+    lines += [f"node {node}" for node in hacf.nodes]
+    interval = monitor_interval_s(config)
+    for group, ident, primitives in groups:
+        for prim in primitives:
+            params = (" params " + " ".join(f"{k}={shlex.quote(v)}" for k, v in prim.params)) if prim.params else ""
+            lines.append(f"primitive {prim.ident} {prim.agent}{params} op monitor interval={interval}s timeout=20s")
+        if ident:
+            lines.append(f"group {ident} {' '.join(p.ident for p in primitives)}")
+        target = ident or primitives[0].ident
+        lines.append(f"location loc_{target}_{pacemaker_id(group.home)} {target} {HOME_SCORE}: {group.home}")
+    lines += ["property stonith-enabled=false",
+              f"rsc_defaults resource-stickiness={STICKINESS[hacf.auto_failback]}"]
+    if wrappers:
+        lines.append("# install the LSB wrappers as /etc/init.d/NAME on every node: " + " ".join(sorted(wrappers)))
+    return "\n".join(lines) + "\n"
+
+
+def export_xml(config: Config, groups, wrappers) -> str:
+    import xml.etree.ElementTree as ET  # noqa: N817 - only the export needs XML
+    hacf = config.hacf
+    cib = ET.Element("cib", {"validate-with": "pacemaker-3.0", "epoch": "1", "num_updates": "0",
+                             "admin_epoch": "0"})
+    configuration = ET.SubElement(cib, "configuration")
+    crm_config = ET.SubElement(ET.SubElement(configuration, "crm_config"), "cluster_property_set",
+                               {"id": "cib-bootstrap-options"})
+    ET.SubElement(crm_config, "nvpair", {"id": "cib-bootstrap-options-stonith-enabled", "name": "stonith-enabled",
+                                         "value": "false"})
+    nodes = ET.SubElement(configuration, "nodes")
+    for number, node in enumerate(hacf.nodes, 1):
+        ET.SubElement(nodes, "node", {"id": str(number), "uname": node})
+    resources = ET.SubElement(configuration, "resources")
+    constraints = ET.SubElement(configuration, "constraints")
+    interval = monitor_interval_s(config)
+    for group, ident, primitives in groups:
+        parent = ET.SubElement(resources, "group", {"id": ident}) if ident else resources
+        for prim in primitives:
+            kind, _, rest = prim.agent.partition(":")
+            attrs = {"id": prim.ident, "class": kind}
+            if kind == "ocf":
+                provider, _, agent = rest.partition(":")
+                attrs.update(provider=provider, type=agent)
+            else:
+                attrs["type"] = rest
+            element = ET.SubElement(parent, "primitive", attrs)
+            if prim.params:
+                params = ET.SubElement(element, "instance_attributes", {"id": f"{prim.ident}-instance_attributes"})
+                for key, value in prim.params:
+                    ET.SubElement(params, "nvpair", {"id": f"{prim.ident}-instance_attributes-{key}", "name": key,
+                                                     "value": value})
+            ops = ET.SubElement(element, "operations")
+            ET.SubElement(ops, "op", {"id": f"{prim.ident}-monitor-interval-{interval}s", "name": "monitor",
+                                      "interval": f"{interval}s", "timeout": "20s"})
+        target = ident or primitives[0].ident
+        ET.SubElement(constraints, "rsc_location", {"id": f"loc_{target}_{pacemaker_id(group.home)}",
+                                                    "rsc": target, "node": group.home, "score": str(HOME_SCORE)})
+    defaults = ET.SubElement(ET.SubElement(configuration, "rsc_defaults"), "meta_attributes", {"id": "rsc-options"})
+    ET.SubElement(defaults, "nvpair", {"id": "rsc-options-resource-stickiness", "name": "resource-stickiness",
+                                       "value": str(STICKINESS[hacf.auto_failback])})
+    ET.SubElement(cib, "status")
+    ET.indent(cib)
+    comment = ("<!-- made by heartbeat.py export-pacemaker from " + config.config_dir + ". Fencing is OFF "
+               "(stonith-enabled=false), as under Heartbeat without STONITH: production needs fencing. -->\n")
+    return comment + ET.tostring(cib, encoding="unicode") + "\n"
+
+
+def export_pacemaker(config: Config, fmt: str, unit_dirs=SYSTEMD_UNIT_DIRS):
+    """(text, warnings, wrappers) for fmt in pcs, crm, xml."""
+    groups, wrappers, warnings = export_model(config, unit_dirs)
+    writer = {"pcs": export_pcs, "crm": export_crm, "xml": export_xml}[fmt]
+    warnings.sort(key=lambda w: (w.path, w.lineno))
+    return writer(config, groups, wrappers), warnings, wrappers
+
+
 # #### setup: copy /etc/ha.d to the peer and exchange ssh keys ################
 
 SSH_TIMEOUT_S = 60
@@ -3123,6 +3367,32 @@ def cmd_setup(args) -> int:
     return EXIT_OK
 
 
+def cmd_export_pacemaker(args) -> int:
+    """Translate the three files into a Pacemaker configuration (pcs, crm or CIB XML)."""
+    node = args.node
+    if not node:
+        try:
+            nodes = parse_hacf(os.path.join(args.config_dir, "ha.cf")).nodes
+        except ConfigErrors:
+            nodes = []
+        me = local_node_name(args.config_dir)
+        node = me if me in nodes or not nodes else nodes[0]    # export runs anywhere, not only on a node
+    config = load_config(args.config_dir, node)
+    text, warnings, wrappers = export_pacemaker(config, args.format)
+    for warning in warnings:
+        print(warning, file=sys.stderr)
+    directory = os.path.dirname(os.path.abspath(args.output)) if args.output else os.getcwd()
+    for name, script in sorted(wrappers.items()):
+        write_file_atomic(os.path.join(directory, name), script.encode(), 0o755)
+        print(f"wrote {os.path.join(directory, name)}: install it as /etc/init.d/{name} on every node",
+              file=sys.stderr)
+    if args.output:
+        write_file_atomic(args.output, text.encode(), 0o755 if args.format == "pcs" else 0o644)
+    else:
+        sys.stdout.write(text)
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("-c", "--config-dir", default=DEFAULT_CONFIG_DIR, metavar="DIR",
@@ -3164,6 +3434,11 @@ def build_parser() -> argparse.ArgumentParser:
     setup.add_argument("-o", "--ssh-option", action="append", default=[], metavar="OPTION",
                        help="passed to ssh and scp as -o OPTION (e.g. Port=2222); repeatable")
     setup.set_defaults(func=cmd_setup)
+    export = sub.add_parser("export-pacemaker", parents=[common],
+                            help="write the configuration for Pacemaker/Corosync (pcs, crm or CIB XML)")
+    export.add_argument("--format", choices=("pcs", "crm", "xml"), default="pcs", help="output format (pcs)")
+    export.add_argument("-o", "--output", metavar="FILE", help="write to FILE (default: standard output)")
+    export.set_defaults(func=cmd_export_pacemaker)
     sub.add_parser("directives", parents=[common], help="list the ha.cf directives and their defaults"
                    ).set_defaults(func=cmd_directives)
     for name, text in (("standby", "give all resource groups to the peer (hb_standby)"),
