@@ -195,9 +195,13 @@ def test_standby_requests_are_honoured_both_ways(lab):
     wait(lambda: holders(lab) == ["prime"] and page(lab) == "prime", 25)
     assert lab.exec("prime", py.argv("standby"), check=False).returncode == 0
     wait(lambda: holders(lab) == ["calc"] and page(lab) == "calc", 20)
+    # Both sides ignore a new request while a standby is in progress (as 3.0.6 does): let it finish.
+    wait(lambda: "Other node completed standby takeover" in py.log()
+         and "Standby resource acquisition done [all]" in real.log(), 10)
     result = real.nsenter(["/usr/share/heartbeat/hb_standby"])
     assert result.returncode == 0, result.stderr
     wait(lambda: holders(lab) == ["prime"] and page(lab) == "prime", 20)
+    wait(lambda: "Local standby process completed [all]" in real.log(), 10)
     result = real.nsenter(["/usr/share/heartbeat/hb_takeover"])
     assert result.returncode == 0, result.stderr
     wait(lambda: holders(lab) == ["calc"] and page(lab) == "calc", 20)
