@@ -14,7 +14,7 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from netns import Lab, Node, have_root_net  # noqa: E402
+from netns import WEBSERVER_SCRIPT, Lab, Node, have_root_net  # noqa: E402
 
 VIP = "10.77.0.100"
 PORT = 80
@@ -30,30 +30,7 @@ node prime
 node calc
 auto_failback on
 """
-HARESOURCES = f"prime {VIP}/24/eth0 webserver::{PORT}\n"
-
-# A resource.d script (Heartbeat style: arguments, then start|stop|status).
-WEBSERVER = """#!/bin/sh
-# webserver PORT start|stop|status - a tiny web server answering with this node's name
-PORT=$1; PIDFILE="$HA_DIR/../webserver.pid"
-case "$2" in
-start)
-    python3 -c 'import http.server, os, sys
-class Page(http.server.BaseHTTPRequestHandler):
-    def do_GET(self):
-        body = (os.environ["HA_CURHOST"] + "\\n").encode()
-        self.send_response(200); self.send_header("Content-Length", str(len(body))); self.end_headers()
-        self.wfile.write(body)
-    def log_message(self, *args): pass
-http.server.ThreadingHTTPServer(("0.0.0.0", int(sys.argv[1])), Page).serve_forever()' "$PORT" \\
-        </dev/null >/dev/null 2>&1 &
-    echo $! > "$PIDFILE"; sleep 0.2; echo "webserver started on port $PORT" ;;
-stop)
-    [ -f "$PIDFILE" ] && kill "$(cat "$PIDFILE")" 2>/dev/null; rm -f "$PIDFILE"; echo stopped ;;
-status)
-    if [ -f "$PIDFILE" ] && kill -0 "$(cat "$PIDFILE")" 2>/dev/null; then echo running; else echo stopped; fi ;;
-esac
-"""
+HARESOURCES = f"prime {VIP}/24/eth0 webserver::{PORT}::PIDDIR\n"
 
 POLLER = f"""
 import sys, time, urllib.request
@@ -117,8 +94,8 @@ def main():
     results = {}
     try:
         say(f"namespaces prime (10.77.0.1), calc (10.77.0.2), client (10.77.0.3); sigma = {VIP}")
-        nodes = {name: Node(lab, name, HACF, haresources=HARESOURCES,
-                            resource_scripts={"webserver": WEBSERVER}) for name in ("prime", "calc")}
+        nodes = {name: Node(lab, name, HACF, haresources=HARESOURCES.replace("PIDDIR", lab.tmp),
+                            resource_scripts={"webserver": WEBSERVER_SCRIPT}) for name in ("prime", "calc")}
         for node in nodes.values():
             node.start()
         prime = nodes["prime"]

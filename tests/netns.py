@@ -16,6 +16,29 @@ import time
 from conftest import HEARTBEAT
 
 SUBNET = "10.77.0"
+
+# A Heartbeat-style resource.d script (arguments, then start|stop|status) for a tiny web server
+# that answers GET / with its node's name ($HA_CURHOST), so a client can see who serves the VIP.
+WEBSERVER_SCRIPT = """#!/bin/sh
+# webserver PORT PIDDIR start|stop|status
+PIDFILE="$2/webserver-$HA_CURHOST.pid"
+case "$3" in
+start)
+    python3 -c 'import http.server, sys
+class Page(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = (sys.argv[2] + "\\n").encode()
+        self.send_response(200); self.send_header("Content-Length", str(len(body))); self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *args): pass
+http.server.ThreadingHTTPServer(("0.0.0.0", int(sys.argv[1])), Page).serve_forever()' "$1" "$HA_CURHOST" \\
+        </dev/null >/dev/null 2>&1 &
+    echo $! > "$PIDFILE"; sleep 0.2; echo "webserver started on port $1" ;;
+stop) [ -f "$PIDFILE" ] && kill "$(cat "$PIDFILE")" 2>/dev/null; rm -f "$PIDFILE"; echo stopped ;;
+status) if [ -f "$PIDFILE" ] && kill -0 "$(cat "$PIDFILE")" 2>/dev/null; then echo running; else echo stopped; fi ;;
+esac
+exit 0
+"""
 LAB_NUMBERS = itertools.count()      # one prefix per lab: names never collide with a lab being torn down
 
 

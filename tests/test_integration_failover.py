@@ -7,32 +7,13 @@ import time
 
 import pytest
 
-from netns import Lab, Node, hacf, have_root_net
+from netns import WEBSERVER_SCRIPT, Lab, Node, hacf, have_root_net
 
 pytestmark = pytest.mark.skipif(not have_root_net(), reason="needs root and ip(8) for network namespaces")
 
 VIP, PORT = "10.77.0.100", 8080
 TIMERS = dict(keepalive="200ms", deadtime="1", initdead="3")
 
-WEBSERVER = """#!/bin/sh
-# webserver PORT start|stop|status: answers GET / with this node's name
-PIDFILE="$HA_DIR/../webserver.pid"
-case "$2" in
-start)
-    python3 -c 'import http.server, os, sys
-class Page(http.server.BaseHTTPRequestHandler):
-    def do_GET(self):
-        body = (os.environ["HA_CURHOST"] + "\\n").encode()
-        self.send_response(200); self.send_header("Content-Length", str(len(body))); self.end_headers()
-        self.wfile.write(body)
-    def log_message(self, *args): pass
-http.server.ThreadingHTTPServer(("0.0.0.0", int(sys.argv[1])), Page).serve_forever()' "$1" \\
-        </dev/null >/dev/null 2>&1 &
-    echo $! > "$PIDFILE"; sleep 0.2; echo "webserver started" ;;
-stop) [ -f "$PIDFILE" ] && kill "$(cat "$PIDFILE")" 2>/dev/null; rm -f "$PIDFILE"; echo stopped ;;
-status) if [ -f "$PIDFILE" ] && kill -0 "$(cat "$PIDFILE")" 2>/dev/null; then echo running; else echo stopped; fi ;;
-esac
-"""
 FAILING = """#!/bin/sh
 # fails to start on prime only, and says why
 case "$1" in
@@ -60,9 +41,10 @@ def lab():
         lab.close()
 
 
-def cluster(lab, auto_failback="on", haresources=f"prime {VIP}/24/eth0 webserver::{PORT}\n", start=True):
+def cluster(lab, auto_failback="on", haresources=f"prime {VIP}/24/eth0 webserver::{PORT}::PIDDIR\n", start=True):
     text = hacf(**TIMERS).replace("auto_failback on", f"auto_failback {auto_failback}")
-    scripts = {"webserver": WEBSERVER, "failing": FAILING}
+    haresources = haresources.replace("PIDDIR", lab.tmp)
+    scripts = {"webserver": WEBSERVER_SCRIPT, "failing": FAILING}
     nodes = {n: Node(lab, n, text, haresources=haresources, resource_scripts=scripts) for n in ("prime", "calc")}
     if start:
         for node in nodes.values():
@@ -153,7 +135,7 @@ def test_standby_and_takeover_commands(lab):
 
 
 def test_failing_start_is_cleaned_up_offered_and_does_not_flap(lab):
-    prime, calc = cluster(lab, haresources=f"prime {VIP}/24/eth0 failing webserver::{PORT}\n")
+    prime, calc = cluster(lab, haresources=f"prime {VIP}/24/eth0 failing webserver::{PORT}::PIDDIR\n")
     wait(settled(lab, "calc"), 12)
     log = prime.log()
     assert "cannot start: disk missing on prime" in log

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from netns import Lab, Node, have_root_net
+from netns import WEBSERVER_SCRIPT, Lab, Node, have_root_net
 from realhb import RealNode, have_real_heartbeat
 
 pytestmark = pytest.mark.skipif(not (have_root_net() and have_real_heartbeat()),
@@ -19,26 +19,6 @@ HACF = ("keepalive 500ms\ndeadtime 3\ninitdead 6\nudpport 694\nbcast eth0\nnode 
         "auto_failback on\n")
 KEYS = {"sha1": "auth 2\n2 sha1 lab-secret\n", "md5": "auth 3\n3 md5 Hello!\n", "crc": "auth 1\n1 crc\n"}
 
-WEBSERVER = """#!/bin/sh
-# webserver PORT PIDDIR start|stop|status: answers GET / with this node's name ($HA_CURHOST)
-PIDFILE="$2/webserver-$HA_CURHOST.pid"
-case "$3" in
-start)
-    python3 -c 'import http.server, sys
-class Page(http.server.BaseHTTPRequestHandler):
-    def do_GET(self):
-        body = (sys.argv[2] + "\\n").encode()
-        self.send_response(200); self.send_header("Content-Length", str(len(body))); self.end_headers()
-        self.wfile.write(body)
-    def log_message(self, *args): pass
-http.server.ThreadingHTTPServer(("0.0.0.0", int(sys.argv[1])), Page).serve_forever()' "$1" "$HA_CURHOST" \\
-        </dev/null >/dev/null 2>&1 &
-    echo $! > "$PIDFILE"; sleep 0.3; echo "webserver started" ;;
-stop) [ -f "$PIDFILE" ] && kill "$(cat "$PIDFILE")" 2>/dev/null; rm -f "$PIDFILE"; echo stopped ;;
-status) if [ -f "$PIDFILE" ] && kill -0 "$(cat "$PIDFILE")" 2>/dev/null; then echo running; else echo stopped; fi ;;
-esac
-exit 0
-"""
 FETCH = f"""
 import urllib.request
 try:
@@ -64,7 +44,7 @@ def build(lab, real_name, keys="sha1", resources=True, py_keys=None):
     piddir = os.path.join(lab.tmp, "pids")
     os.makedirs(piddir, exist_ok=True)
     haresources = f"prime {VIP}/24/eth0 webserver::{PORT}::{piddir}\n" if resources else ""
-    scripts = {"webserver": WEBSERVER}
+    scripts = {"webserver": WEBSERVER_SCRIPT}
     py_name = "calc" if real_name == "prime" else "prime"
     real = RealNode(lab, real_name, HACF, KEYS[keys], haresources, scripts)
     py = Node(lab, py_name, HACF, authkeys=KEYS[py_keys or keys], haresources=haresources,
