@@ -9,7 +9,7 @@ PYTEST_ARGS ?=
 TEST_DEPS = pytest hypothesis
 LINT_DEPS = ruff vermin
 
-.PHONY: test lint check demo deps lint-deps version install uninstall
+.PHONY: test lint check demo bench deps lint-deps version install uninstall
 
 version:
 	@./heartbeat.py --version
@@ -40,6 +40,10 @@ check:
 # A real two-node cluster in network namespaces, failing over and back (root).
 demo:
 	$(PYTHON) tests/demo.py
+
+# Failover speed and idle cost against real Heartbeat 3.0.6 (root). QUICK=1: one run, fast profile.
+bench:
+	QUICK=$(QUICK) $(PYTHON) tests/bench.py
 
 # Install the program, the init script, the systemd unit, the logrotate file and the
 # sample /etc/ha.d. An existing configuration file is never overwritten.

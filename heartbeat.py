@@ -20,9 +20,8 @@ import base64
 import collections
 import dataclasses
 import fcntl
-import hashlib
 import heapq
-import hmac
+import importlib
 import ipaddress
 import itertools
 import json
@@ -31,7 +30,6 @@ import logging.handlers
 import os
 import queue
 import re
-import secrets
 import selectors
 import shlex
 import shutil
@@ -807,11 +805,43 @@ def crc_digest(data: bytes) -> str:
     return format(crc ^ 0xFFFFFFFF, "x")
 
 
+def hash_constructor(name: str):
+    """sha1/md5 from CPython's built-in modules: importing hashlib (or hmac, or secrets) loads
+    OpenSSL, which costs a resident daemon about 4 MB for two small hashes."""
+    try:
+        module = importlib.import_module("_" + name)
+        return getattr(module, name)
+    except (ImportError, AttributeError):
+        return getattr(importlib.import_module("hashlib"), name)
+
+
+HASHES = {"sha1": hash_constructor("sha1"), "md5": hash_constructor("md5")}
+HMAC_BLOCK = 64                  # both sha1 and md5 work on 64-byte blocks
+
+
+def hmac_hexdigest(method: str, key: bytes, data: bytes) -> str:
+    """HMAC (RFC 2104) with the built-in sha1/md5."""
+    new = HASHES[method]
+    if len(key) > HMAC_BLOCK:
+        key = new(key).digest()
+    key = key.ljust(HMAC_BLOCK, b"\0")
+    inner = new(bytes(k ^ 0x36 for k in key) + data).digest()
+    return new(bytes(k ^ 0x5C for k in key) + inner).hexdigest()
+
+
 def auth_digest(method: str, key: str, data: bytes) -> str:
     """The digest Heartbeat writes after the authkeys index."""
     if method == "crc":
         return crc_digest(data)
-    return hmac.new(key.encode(), data, method).hexdigest()
+    return hmac_hexdigest(method, key.encode(), data)
+
+
+# Constant-time comparison: hmac.compare_digest is this very function, without the hmac import.
+compare_digest = importlib.import_module("_operator")._compare_digest
+
+
+def random_below(limit: int) -> int:
+    return int.from_bytes(os.urandom(4), "big") % limit
 
 
 def sign(keys: AuthKeys, data: bytes) -> str:
@@ -826,7 +856,7 @@ def verify(keys: AuthKeys, token: str, data: bytes) -> bool:
     if not is_number(index) or int(index) not in keys.methods:
         return False
     method, key = keys.methods[int(index)]
-    return hmac.compare_digest(auth_digest(method, key, data).encode(), digest.encode())
+    return compare_digest(auth_digest(method, key, data).encode(), digest.encode())
 
 
 # #### Wire: Heartbeat's message format ######################################
@@ -981,7 +1011,7 @@ def load_identity(state_dir: str, node: str, hacf: HaCf, log=None) -> Identity:
     """Read or create hb_uuid, and bump hb_generation, as Heartbeat does at every start."""
     os.makedirs(state_dir, mode=0o755, exist_ok=True)
     if hacf.uuidfrom == "nodename":
-        uuid = hashlib.md5(node.encode(), usedforsecurity=False).digest()
+        uuid = hash_constructor("md5")(node.encode()).digest()
     else:
         uuid_path = os.path.join(state_dir, "hb_uuid")
         try:
@@ -992,7 +1022,7 @@ def load_identity(state_dir: str, node: str, hacf: HaCf, log=None) -> Identity:
         if len(uuid) != 16:
             if log:
                 log.info("No uuid found for current node - generating a new uuid.")
-            uuid = secrets.token_bytes(16)
+            uuid = os.urandom(16)
             write_file_atomic(uuid_path, uuid, 0o644)
     gen_path = os.path.join(state_dir, "hb_generation")
     try:
@@ -1235,7 +1265,7 @@ class Membership:
     # -- peers and timers --------------------------------------------------
 
     def add_peer(self, name: str) -> Peer:
-        peer = Peer(name, self.hacf.deadtime_ms, ack_trigger=secrets.randbelow(10))
+        peer = Peer(name, self.hacf.deadtime_ms, ack_trigger=random_below(10))
         self.peers[name] = peer
         return peer
 
@@ -1487,7 +1517,7 @@ class Membership:
             for lost in range(peer.max_seq + 1, seq):
                 peer.missing[lost] = 0
             if not peer.rexmit_timer:
-                peer.rexmit_timer = self.timers.call_later(0.05 + secrets.randbelow(200) / 1000,
+                peer.rexmit_timer = self.timers.call_later(0.05 + random_below(200) / 1000,
                                                            lambda: self.request_rexmit(peer))
         if seq in peer.missing:
             del peer.missing[seq]
@@ -1701,10 +1731,10 @@ class IPAddresses:
                 found.append((match.group(1), ipaddress.IPv4Interface(match.group(2)), label))
         return found
 
-    def plan(self, res: IPResource) -> AddressPlan:
+    def plan(self, res: IPResource, current=None) -> AddressPlan:
         """Fill in what haresources left out, from the addresses already configured."""
         vip = ipaddress.IPv4Address(res.ip)
-        for iface, address, _ in self.addresses():
+        for iface, address, _ in (current if current is not None else self.addresses()):
             if address.ip == vip or address.network.prefixlen == 32:
                 continue
             if res.iface and iface != res.iface:
@@ -1718,20 +1748,22 @@ class IPAddresses:
         raise ResourceError(f"no interface has a subnet containing {res.ip}: write {res.ip}/BITS/IFACE "
                             "in haresources")
 
-    def holder_iface(self, res: IPResource) -> Optional[str]:
+    def holder_iface(self, res: IPResource, current=None) -> Optional[str]:
         """The interface that carries res.ip now, or None."""
-        for iface, address, _ in self.addresses():
+        for iface, address, _ in (current if current is not None else self.addresses()):
             if str(address.ip) == res.ip:
                 return iface
         return None
 
     def add(self, res: IPResource) -> str:
-        """Add the address (once) and announce it; return the interface."""
-        present = self.holder_iface(res)
+        """Add the address (once) and announce it; return the interface. One `ip addr show`:
+        every millisecond here is a millisecond of failover."""
+        current = self.addresses()
+        present = self.holder_iface(res, current)
         if present:
             return present
-        plan = self.plan(res)
-        labels = {label for _, _, label in self.addresses()}
+        plan = self.plan(res, current)
+        labels = {label for _, _, label in current}
         label = next(f"{plan.iface}:{n}" for n in range(1000) if f"{plan.iface}:{n}" not in labels)
         argv = ["ip", "-4", "addr", "add", f"{res.ip}/{plan.prefix}"]
         if plan.broadcast:
@@ -1745,7 +1777,17 @@ class IPAddresses:
         if self.log:
             self.log.info(f"IPaddr: added {res.ip}/{plan.prefix} on {plan.iface} ({label})")
         self.announce(plan.iface, res.ip)
+        threading.Thread(target=self.announce_again, args=(res, plan.iface), daemon=True).start()
         return plan.iface
+
+    def announce_again(self, res: IPResource, iface: str) -> None:
+        """More rounds of gratuitous ARP over a few seconds (a lost frame must not strand clients),
+        as long as the address is still ours."""
+        for previous, due in zip(GARP_ROUNDS_S, GARP_ROUNDS_S[1:]):
+            time.sleep(due - previous)
+            if self.holder_iface(res) != iface:
+                return
+            self.announce(iface, res.ip)
 
     def announce(self, iface: str, ip: str) -> None:
         """One round of gratuitous ARP: arping when installed (not waited for), else our own frames."""
@@ -2517,6 +2559,16 @@ def control_request(run_dir: str, request: dict, timeout_s: float = 5.0) -> dict
         raise HAError(f"bad answer from the daemon on {path}") from None
 
 
+def release_freed_memory() -> None:
+    """Hand back to the system what compiling this file and starting up freed (glibc only):
+    several MB of a resident daemon's RSS."""
+    try:
+        import ctypes
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (ImportError, OSError, AttributeError):
+        pass
+
+
 class Daemon:
     """One process, one selectors loop: links, control socket, signals and timers."""
 
@@ -2612,6 +2664,7 @@ class Daemon:
         self.install_signals()
         self.running = True
         self.membership.start()
+        release_freed_memory()
         while self.running:
             timeout = self.timers.next_delay()
             for key, _ in self.selector.select(timeout):
@@ -3164,8 +3217,8 @@ def setup_peer(config: Config, peer: str, host: Optional[str], user: str, ssh_op
         raise HAError(f"{host or peer} says its name is '{reported}', but ha.cf calls it '{peer}': "
                       "Heartbeat would not recognise it (fix its hostname or the node line)")
     source = os.path.abspath(config.config_dir)
-    staging = f"{source}.new-{secrets.token_hex(4)}"
-    old = f"{source}.old-{secrets.token_hex(4)}"
+    staging = f"{source}.new-{os.urandom(4).hex()}"
+    old = f"{source}.old-{os.urandom(4).hex()}"
     remote.scp(source, staging)
     remote.ssh(["sh", "-c", REPLACE_DIR, "replace", staging, source, old], f"installing {source} on {peer}")
     done.append(f"copied {source} to {peer}:{source} (modes kept: authkeys stays 0600): "
@@ -3191,9 +3244,9 @@ def write_authkeys(path: str, method: str, force: bool) -> None:
         raise HAError(f"unknown method {method}: use sha1, md5 or crc")
     if os.path.lexists(path) and not force:
         raise HAError(f"{path} already exists; use --force to replace it (every node needs the new key)")
-    key = " " + secrets.token_hex(32) if AUTH_METHODS_NEEDING_KEY[method] else ""
+    key = " " + os.urandom(32).hex() if AUTH_METHODS_NEEDING_KEY[method] else ""
     directory = os.path.dirname(os.path.abspath(path))
-    temp = os.path.join(directory, f".authkeys.{os.getpid()}.{secrets.token_hex(4)}")
+    temp = os.path.join(directory, f".authkeys.{os.getpid()}.{os.urandom(4).hex()}")
     fd = -1
     try:
         fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)

@@ -1,0 +1,278 @@
+#!/usr/bin/env python3
+"""make bench: failover speed and idle cost of heartbeat.py and Heartbeat 3.0.6, side by side.
+
+Same namespaces, same ha.cf timers, same web server script; a client polls http://VIP/ every
+10 ms (30 ms timeout) from its own namespace. For each implementation and timer profile, one cluster life
+measures: graceful stop of the active node, failback when it returns, and a hard failure (its
+link cut), split into detection (cut -> peer logs "node prime: is dead") and takeover (-> the
+client gets the peer's page). Idle cost: CPU and RSS of one node's daemon processes at rest.
+QUICK=1: one run per row, fast profile only. Prints a Markdown table; asserts nothing.
+"""
+import os
+import statistics
+import subprocess
+import sys
+import threading
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from netns import WEBSERVER_SCRIPT, Lab, Node, have_root_net  # noqa: E402
+from realhb import RealNode, have_real_heartbeat  # noqa: E402
+
+VIP, PORT = "10.77.0.100", 8080
+PROFILES = {
+    "tutorial": dict(keepalive="2", deadtime="10", initdead="20"),
+    "fast": dict(keepalive="100ms", deadtime="500ms", initdead="2"),
+}
+POLLER = f"""
+import sys, time, urllib.request
+end = time.monotonic() + float(sys.argv[1])
+while time.monotonic() < end:
+    try:
+        answer = urllib.request.urlopen("http://{VIP}:{PORT}/", timeout=0.03).read().decode().strip()
+    except Exception:
+        answer = "-"
+    print(f"{{time.time():.4f}} {{answer}}", flush=True)
+    time.sleep(0.01)
+"""
+
+
+def hacf(profile):
+    timers = PROFILES[profile]
+    return (f"keepalive {timers['keepalive']}\ndeadtime {timers['deadtime']}\ninitdead {timers['initdead']}\n"
+            "udpport 694\nbcast eth0\nnode prime\nnode calc\nauto_failback on\n")
+
+
+class Client:
+    """Every answer of http://VIP/ with its time, from a poller in the client namespace."""
+
+    def __init__(self, lab, seconds):
+        self.samples = []
+        self.proc = lab.popen("client", [sys.executable, "-c", POLLER, str(seconds)], stdout=subprocess.PIPE,
+                              text=True)
+        threading.Thread(target=self.read, daemon=True).start()
+
+    def read(self):
+        for line in self.proc.stdout:
+            stamp, answer = line.split(" ", 1)
+            self.samples.append((float(stamp), answer.strip()))
+
+    def first(self, answer, since, timeout):
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            for stamp, seen in list(self.samples):
+                if stamp >= since and seen == answer:
+                    return stamp
+            time.sleep(0.01)
+        return None
+
+    def unanswered(self, since, until):
+        """The longest run of failed polls between since and until, in seconds."""
+        longest, start = 0.0, None
+        for stamp, seen in [s for s in self.samples if since <= s[0] <= until]:
+            if seen == "-":
+                start = stamp if start is None else start
+            elif start is not None:
+                longest, start = max(longest, stamp - start), None
+        return longest
+
+
+def log_size(path):
+    try:
+        return os.path.getsize(path)
+    except OSError:
+        return 0
+
+
+def log_line_time(path, text, offset, timeout):
+    """Wall time at which `text` shows up in the log after byte `offset` (polled every 5 ms)."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        try:
+            with open(path, "rb") as handle:
+                handle.seek(offset)
+                if text.encode() in handle.read():
+                    return time.time()
+        except OSError:
+            pass
+        time.sleep(0.005)
+    return None
+
+
+def build(lab, kind, profile):
+    """Both nodes, with the VIP as the only resource; the web servers run all the time on both
+    (like the tutorial's apache, started at boot), so the client sees the VIP move and nothing else."""
+    piddir = os.path.join(lab.tmp, "pids")
+    os.makedirs(piddir, exist_ok=True)
+    script = os.path.join(lab.tmp, "webserver")
+    with open(script, "w") as handle:
+        handle.write(WEBSERVER_SCRIPT)
+    os.chmod(script, 0o755)
+    keys = "auth 1\n1 sha1 bench-secret\n"
+    nodes = {}
+    for name in ("prime", "calc"):
+        lab.exec(name, ["env", f"HA_CURHOST={name}", "sh", script, str(PORT), piddir, "start"])
+        if kind == "heartbeat.py":
+            nodes[name] = Node(lab, name, hacf(profile), authkeys=keys, haresources=f"prime {VIP}/24/eth0\n")
+            nodes[name].logfile = nodes[name].log_path
+        else:
+            nodes[name] = RealNode(lab, name, hacf(profile), keys, f"prime {VIP}/24/eth0\n")
+            nodes[name].logfile = os.path.join(nodes[name].logdir, "ha-log")
+    return nodes
+
+
+def failover_run(kind, profile):
+    """One cluster life: graceful stop, failback, hard failure. Seconds per measurement."""
+    deadtime = float(PROFILES[profile]["deadtime"].replace("ms", "e-3"))
+    lab = Lab(["prime", "calc", "client"])
+    result = {}
+    try:
+        nodes = build(lab, kind, profile)
+        for node in nodes.values():
+            node.start()
+        client = Client(lab, 600)
+        if client.first("prime", 0, 90) is None:
+            raise RuntimeError(f"{kind}: prime never served")
+        time.sleep(max(6.0, 2 * deadtime))                     # past the start-up dt (+2 s for 5 s)
+        stop = time.time()
+        nodes["prime"].stop()
+        served = client.first("calc", stop, 30 + deadtime)
+        result["graceful stop"] = served - stop if served else None
+        time.sleep(1)
+        start = time.time()
+        nodes["prime"].start()
+        back = client.first("prime", start, 90)
+        result["failback: VIP unanswered"] = client.unanswered(start, back) if back else None
+        time.sleep(max(6.0, 2 * deadtime))
+        offset = log_size(nodes["calc"].logfile)
+        cut = time.time()
+        lab.cut("prime")
+        dead = log_line_time(nodes["calc"].logfile, "node prime: is dead", offset, 30 + deadtime)
+        served = client.first("calc", cut, 30 + deadtime)
+        result["hard failover (link cut)"] = served - cut if served else None
+        result["  detection (cut -> declared dead)"] = dead - cut if dead else None
+        result["  takeover (dead -> page served)"] = served - dead if served and dead else None
+    finally:
+        lab.close()
+    return result
+
+
+def daemon_pids(lab, name, kind):
+    pids = subprocess.run(["ip", "netns", "pids", lab.ns(name)], capture_output=True, text=True).stdout.split()
+    found = []
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as handle:
+                cmdline = handle.read()
+        except OSError:
+            continue
+        if (kind == "heartbeat.py" and b"heartbeat.py" in cmdline) or \
+                (kind != "heartbeat.py" and cmdline.startswith(b"heartbeat:")):
+            found.append(int(pid))
+    return found
+
+
+def cpu_and_rss(pids):
+    ticks, rss = 0, 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as handle:
+                fields = handle.read().rsplit(")", 1)[1].split()
+            ticks += int(fields[11]) + int(fields[12])
+            with open(f"/proc/{pid}/status") as handle:
+                rss += int(next(line for line in handle if line.startswith("VmRSS")).split()[1])
+        except (OSError, StopIteration):
+            pass
+    return ticks / os.sysconf("SC_CLK_TCK"), rss / 1024
+
+
+def idle_run(kind, keepalive, seconds):
+    """CPU seconds per minute and RSS (MB) of prime's daemon processes with both nodes up."""
+    timers = dict(keepalive=keepalive, deadtime="10" if keepalive == "2" else "1", initdead="20")
+    lab = Lab(["prime", "calc"])
+    try:
+        text = (f"keepalive {timers['keepalive']}\ndeadtime {timers['deadtime']}\ninitdead {timers['initdead']}\n"
+                "udpport 694\nbcast eth0\nnode prime\nnode calc\nauto_failback on\n")
+        keys = "auth 1\n1 sha1 bench-secret\n"
+        for name in ("prime", "calc"):
+            node = Node(lab, name, text, authkeys=keys) if kind == "heartbeat.py" else \
+                RealNode(lab, name, text, keys)
+            node.start()
+        time.sleep(8)
+        pids = daemon_pids(lab, "prime", kind)
+        cpu0, _ = cpu_and_rss(pids)
+        time.sleep(seconds)
+        cpu1, rss = cpu_and_rss(pids)
+        return {"cpu": (cpu1 - cpu0) * 60 / seconds, "rss": rss, "processes": len(pids)}
+    finally:
+        lab.close()
+
+
+def fmt(values, unit="s"):
+    values = [v for v in values if v is not None]
+    if not values:
+        return "n/a"
+    median = statistics.median(values)
+    if len(values) == 1:
+        return f"{median:.3f} {unit}"
+    return f"{median:.3f} {unit} ({min(values):.3f}-{max(values):.3f})"
+
+
+def ratio(ours, theirs):
+    ours, theirs = [v for v in ours if v is not None], [v for v in theirs if v is not None]
+    if not ours or not theirs or statistics.median(theirs) == 0:
+        return "n/a"
+    return f"{statistics.median(ours) / statistics.median(theirs):.2f}"
+
+
+def main():
+    if not have_root_net():
+        print("make bench needs root and ip(8): it builds network namespaces")
+        return 1
+    quick = os.environ.get("QUICK") not in (None, "", "0")
+    runs = 1 if quick else int(os.environ.get("RUNS", "5"))
+    profiles = ["fast"] if quick else ["fast", "tutorial"]
+    kinds = ["heartbeat.py"] + (["Heartbeat 3.0.6"] if have_real_heartbeat() else [])
+    idle_seconds = 20 if quick else 30
+    print(f"# heartbeat.py benchmark: {runs} run(s) per row, medians (min-max); "
+          f"client polls every 10 ms (30 ms timeout); kernel {os.uname().release}", flush=True)
+    rows = []
+    for profile in profiles:
+        results = {kind: [] for kind in kinds}
+        for number in range(runs):
+            for kind in kinds:
+                started = time.monotonic()
+                results[kind].append(failover_run(kind, profile))
+                print(f"  {profile} run {number + 1}/{runs} {kind}: {results[kind][-1]} "
+                      f"({time.monotonic() - started:.0f} s)", file=sys.stderr, flush=True)
+        timers = PROFILES[profile]
+        for row in results[kinds[0]][0]:
+            label = f"{row} [{profile}: keepalive {timers['keepalive']}, deadtime {timers['deadtime']}]"
+            values = {kind: [r[row] for r in results[kind]] for kind in kinds}
+            rows.append((label, values, "s"))
+    for keepalive in (["100ms"] if quick else ["2", "100ms"]):
+        values_cpu = {kind: [] for kind in kinds}
+        values_rss = {kind: [] for kind in kinds}
+        for _ in range(1 if quick else 3):
+            for kind in kinds:
+                measured = idle_run(kind, keepalive, idle_seconds)
+                values_cpu[kind].append(measured["cpu"])
+                values_rss[kind].append(measured["rss"])
+                print(f"  idle keepalive {keepalive} {kind}: {measured}", file=sys.stderr, flush=True)
+        rows.append((f"idle CPU, s per minute [keepalive {keepalive}]", values_cpu, "s"))
+        rows.append((f"idle RSS, all daemon processes [keepalive {keepalive}]", values_rss, "MB"))
+    header = "| measurement | " + " | ".join(kinds) + (" | heartbeat.py / 3.0.6 |" if len(kinds) > 1 else " |")
+    print()
+    print(header)
+    print("|---" * (len(kinds) + 1 + (len(kinds) > 1)) + "|")
+    for label, values, unit in rows:
+        cells = [fmt(values[kind], unit) for kind in kinds]
+        if len(kinds) > 1:
+            cells.append(ratio(values[kinds[0]], values[kinds[1]]))
+        print(f"| {label} | " + " | ".join(cells) + " |")
+    print("\nidle CPU as % of one core = s per minute / 60 x 100")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
