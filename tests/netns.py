@@ -42,6 +42,36 @@ exit 0
 LAB_NUMBERS = itertools.count()      # one prefix per lab: names never collide with a lab being torn down
 
 
+VIP, WEB_PORT = "10.77.0.100", 8080      # the virtual IP the tests move, and the web server's port
+FETCH = f"""
+import urllib.request
+try:
+    print(urllib.request.urlopen("http://{VIP}:{WEB_PORT}/", timeout=0.4).read().decode().strip())
+except Exception:
+    print("-")
+"""
+
+
+def page(lab):
+    """What the client namespace gets from http://VIP/ ("-" for nothing)."""
+    return lab.exec("client", ["python3", "-c", FETCH], check=False).stdout.strip()
+
+
+def holders(lab, names=("prime", "calc")):
+    """The nodes whose interfaces carry the VIP now."""
+    return [n for n in names if f"inet {VIP}/" in lab.exec(n, ["ip", "-4", "-o", "addr"]).stdout]
+
+
+def wait(what, timeout, interval=0.05):
+    """Seconds until what() is true; fails after timeout."""
+    start = time.monotonic()
+    while time.monotonic() - start < timeout:
+        if what():
+            return time.monotonic() - start
+        time.sleep(interval)
+    raise AssertionError(f"not true after {timeout} s")
+
+
 def run(argv, check=True, timeout=20, **kw):
     return subprocess.run(argv, check=check, timeout=timeout, capture_output=True, text=True, **kw)
 

@@ -7,11 +7,11 @@ import time
 
 import pytest
 
-from netns import WEBSERVER_SCRIPT, Lab, Node, hacf, have_root_net
+from netns import VIP, WEBSERVER_SCRIPT, Lab, Node, hacf, have_root_net, holders, page, wait
+from netns import WEB_PORT as PORT
 
 pytestmark = pytest.mark.skipif(not have_root_net(), reason="needs root and ip(8) for network namespaces")
 
-VIP, PORT = "10.77.0.100", 8080
 TIMERS = dict(keepalive="200ms", deadtime="1", initdead="3")
 
 FAILING = """#!/bin/sh
@@ -22,15 +22,6 @@ stop) echo stopped ;;
 status) echo stopped ;;
 esac
 """
-
-FETCH = f"""
-import urllib.request
-try:
-    print(urllib.request.urlopen("http://{VIP}:{PORT}/", timeout=0.4).read().decode().strip())
-except Exception:
-    print("-")
-"""
-
 
 @pytest.fixture()
 def lab():
@@ -52,22 +43,10 @@ def cluster(lab, auto_failback="on", haresources=f"prime {VIP}/24/eth0 webserver
     return nodes["prime"], nodes["calc"]
 
 
-def page(lab):
-    return lab.exec("client", ["python3", "-c", FETCH], check=False).stdout.strip()
 
 
-def holders(lab):
-    return [n for n in ("prime", "calc") if f"inet {VIP}/" in lab.exec(n, ["ip", "-4", "-o", "addr"]).stdout]
 
 
-def wait(what, timeout, interval=0.05):
-    """Seconds until what() is true; fails after timeout."""
-    start = time.monotonic()
-    while time.monotonic() - start < timeout:
-        if what():
-            return time.monotonic() - start
-        time.sleep(interval)
-    raise AssertionError(f"not true after {timeout} s")
 
 
 def settled(lab, node):

@@ -8,24 +8,17 @@ import time
 
 import pytest
 
-from netns import WEBSERVER_SCRIPT, Lab, Node, have_root_net
+from netns import VIP, WEBSERVER_SCRIPT, Lab, Node, have_root_net, holders, page, wait
+from netns import WEB_PORT as PORT
 from realhb import RealNode, have_real_heartbeat
 
 pytestmark = pytest.mark.skipif(not (have_root_net() and have_real_heartbeat()),
                                 reason="needs root, ip(8) and Debian's heartbeat package")
 
-VIP, PORT = "10.77.0.100", 8080
 HACF = ("keepalive 500ms\ndeadtime 3\ninitdead 6\nudpport 694\nbcast eth0\nnode prime\nnode calc\n"
         "auto_failback on\n")
 KEYS = {"sha1": "auth 2\n2 sha1 lab-secret\n", "md5": "auth 3\n3 md5 Hello!\n", "crc": "auth 1\n1 crc\n"}
 
-FETCH = f"""
-import urllib.request
-try:
-    print(urllib.request.urlopen("http://{VIP}:{PORT}/", timeout=0.4).read().decode().strip())
-except Exception:
-    print("-")
-"""
 ERRORS = ("authtoken does not match", "authentication failed", "peel_netstring", "bad node", "replay",
           "Invalid authentication", "missing", "dropped packet")
 
@@ -52,21 +45,10 @@ def build(lab, real_name, keys="sha1", resources=True, py_keys=None):
     return real, py
 
 
-def page(lab):
-    return lab.exec("client", ["python3", "-c", FETCH], check=False).stdout.strip()
 
 
-def holders(lab):
-    return [n for n in ("prime", "calc") if f"inet {VIP}/" in lab.exec(n, ["ip", "-4", "-o", "addr"]).stdout]
 
 
-def wait(what, timeout, interval=0.1):
-    start = time.monotonic()
-    while time.monotonic() - start < timeout:
-        if what():
-            return time.monotonic() - start
-        time.sleep(interval)
-    raise AssertionError(f"not true after {timeout} s")
 
 
 def both_active(real, py):
