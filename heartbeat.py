@@ -2150,6 +2150,7 @@ class ClusterPolicy:
         self.membership.timers.cancel(self.initial_timer)
         hold = self.peer_holds.get(name, ("none", True))[0] if name else "none"
         if "foreign" in classes_of(hold) and self.groups_of(["local"]):
+            self.announce(stable=True)       # "we hold nothing, and are stable": 3.0.6 waits for it
             if self.config.hacf.auto_failback == "off":
                 self.log.info("Initial resource acquisition complete (T_RESOURCES(them)): "
                               f"{name} keeps our groups (auto_failback off)")
