@@ -72,6 +72,18 @@ def wait(what, timeout, interval=0.05):
     raise AssertionError(f"not true after {timeout} s")
 
 
+def two_holders_during_failback(lab, timeout, interval=0.05):
+    """Poll until prime alone holds the VIP and serves it; True if both nodes held it at any sample."""
+    doubled, end = False, time.monotonic() + timeout
+    while time.monotonic() < end:
+        now = holders(lab)
+        doubled |= len(now) > 1
+        if now == ["prime"] and page(lab) == "prime":
+            break
+        time.sleep(interval)
+    return doubled
+
+
 def run(argv, check=True, timeout=20, **kw):
     return subprocess.run(argv, check=check, timeout=timeout, capture_output=True, text=True, **kw)
 

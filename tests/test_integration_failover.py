@@ -7,7 +7,8 @@ import time
 
 import pytest
 
-from netns import VIP, WEBSERVER_SCRIPT, Lab, Node, hacf, have_root_net, holders, page, wait
+from netns import (VIP, WEBSERVER_SCRIPT, Lab, Node, hacf, have_root_net, holders, page,
+                   two_holders_during_failback, wait)
 from netns import WEB_PORT as PORT
 
 pytestmark = pytest.mark.skipif(not have_root_net(), reason="needs root and ip(8) for network namespaces")
@@ -81,14 +82,7 @@ def test_graceful_stop_hands_over_at_once_and_failback_never_doubles(lab):
     print(f"\ngraceful stop -> calc serves after {time.monotonic() - stopped:.2f} s (deadtime 1 s)")
     assert holders(lab) == ["calc"]
     prime.start()
-    seen_double, end = False, time.monotonic() + 8
-    while time.monotonic() < end:
-        now = holders(lab)
-        seen_double |= len(now) > 1
-        if now == ["prime"] and page(lab) == "prime":
-            break
-        time.sleep(0.02)
-    assert not seen_double
+    assert not two_holders_during_failback(lab, 8, interval=0.02)
     assert holders(lab) == ["prime"] and page(lab) == "prime"
 
 

@@ -8,7 +8,8 @@ import time
 
 import pytest
 
-from netns import VIP, WEBSERVER_SCRIPT, Lab, Node, have_root_net, holders, page, wait
+from netns import (VIP, WEBSERVER_SCRIPT, Lab, Node, have_root_net, holders, page,
+                   two_holders_during_failback, wait)
 from netns import WEB_PORT as PORT
 from realhb import RealNode, have_real_heartbeat
 
@@ -138,14 +139,7 @@ def test_graceful_stop_hands_over_at_once_and_failback_never_doubles(lab, real_n
           "(deadtime 3 s)")
     assert time.monotonic() - stopped < 3
     prime.start()
-    doubled, end = False, time.monotonic() + 40
-    while time.monotonic() < end:
-        now = holders(lab)
-        doubled |= len(now) > 1
-        if now == ["prime"] and page(lab) == "prime":
-            break
-        time.sleep(0.05)
-    assert not doubled
+    assert not two_holders_during_failback(lab, 40)
     assert holders(lab) == ["prime"] and page(lab) == "prime"
 
 
