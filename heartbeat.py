@@ -1088,6 +1088,32 @@ def interface_ipv4(iface: str, request: int = SIOCGIFADDR) -> Optional[str]:
         probe.close()
 
 
+SO_ATTACH_FILTER = 26
+SKF_NET_OFF = 0xFFF00000         # classic BPF: offsets from the IP header
+
+
+def drop_own_broadcasts(sock: socket.socket, own_ip: str) -> bool:
+    """A kernel filter on the receive socket that drops datagrams sent from our own address:
+    our broadcasts come back to us, and each would wake the daemon for nothing."""
+    try:
+        import ctypes
+    except ImportError:
+        return False
+    program = b"".join([
+        struct.pack("HBBI", 0x20, 0, 0, SKF_NET_OFF + 12),                    # A = source address
+        struct.pack("HBBI", 0x15, 0, 1, int.from_bytes(socket.inet_aton(own_ip), "big")),
+        struct.pack("HBBI", 0x06, 0, 0, 0),                                   # ours: drop
+        struct.pack("HBBI", 0x06, 0, 0, 0x40000),                             # anyone else: keep
+    ])
+    buffer = ctypes.create_string_buffer(program)      # the kernel copies it during setsockopt
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER,
+                        struct.pack("HxxxxxxQ", len(program) // 8, ctypes.addressof(buffer)))
+    except OSError:
+        return False
+    return True
+
+
 class Link:
     """One medium's sockets: where we send, and where we listen."""
 
@@ -1119,6 +1145,7 @@ class Link:
                 send.setsockopt(socket.SOL_SOCKET, socket.SO_DONTROUTE, 1)
                 self.destinations = [(broadcast, self.port)]
                 recv.bind(("", self.port))
+                drop_own_broadcasts(recv, interface_ipv4(medium.iface))
             elif medium.kind == "ucast":
                 self.destinations = [(socket.gethostbyname(peer), self.port) for peer in medium.peers]
                 recv.bind(("", self.port))
