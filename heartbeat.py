@@ -3159,7 +3159,7 @@ class Remote:
         """The remote side gets one string: every word quoted, none taken from config values unquoted."""
         return ["ssh", *self.options, self.target, "--", " ".join(shlex.quote(word) for word in command)]
 
-    def execute(self, argv: List[str], what: str, input_check=None) -> str:
+    def execute(self, argv: List[str], what: str) -> str:
         if self.dry_run:
             print(shlex.join(argv))
             return ""
@@ -3170,10 +3170,6 @@ class Remote:
 
     def ssh(self, command: List[str], what: str) -> str:
         return self.execute(self.ssh_argv(command), what)
-
-    def ssh_shell(self, script: str, what: str) -> str:
-        """A fixed shell snippet run by `sh -c` on the peer; its operands are quoted by the caller."""
-        return self.execute(self.ssh_argv(["sh", "-c", script]), what)
 
     def scp(self, source: str, destination: str) -> None:
         self.execute(["scp", "-r", "-p", "-q", *self.options, source, f"{self.target}:{destination}"],
