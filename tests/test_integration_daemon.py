@@ -8,21 +8,12 @@ import time
 
 import pytest
 
-from netns import Lab, Node, hacf, have_root_net
+from netns import Node, hacf, have_root_net
 
 pytestmark = pytest.mark.skipif(not have_root_net(), reason="needs root and ip(8) for network namespaces")
 
 FAST = dict(keepalive="200ms", deadtime="1", initdead="3")
 
-
-@pytest.fixture()
-def lab(request):
-    hosts = getattr(request, "param", ("prime", "calc"))
-    lab = Lab(hosts)
-    try:
-        yield lab
-    finally:
-        lab.close()
 
 
 def node_status(node, name):

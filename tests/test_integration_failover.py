@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from netns import (VIP, WEBSERVER_SCRIPT, Lab, Node, hacf, have_root_net, holders, page,
+from netns import (VIP, WEBSERVER_SCRIPT, Node, hacf, have_root_net, holders, page,
                    two_holders_during_failback, wait)
 from netns import WEB_PORT as PORT
 
@@ -23,14 +23,6 @@ stop) echo stopped ;;
 status) echo stopped ;;
 esac
 """
-
-@pytest.fixture()
-def lab():
-    lab = Lab(["prime", "calc", "client"])
-    try:
-        yield lab
-    finally:
-        lab.close()
 
 
 def cluster(lab, auto_failback="on", haresources=f"prime {VIP}/24/eth0 webserver::{PORT}::PIDDIR\n", start=True):

@@ -24,14 +24,6 @@ ERRORS = ("authtoken does not match", "authentication failed", "peel_netstring",
           "Invalid authentication", "missing", "dropped packet")
 
 
-@pytest.fixture()
-def lab():
-    lab = Lab(["prime", "calc", "client"])
-    try:
-        yield lab
-    finally:
-        lab.close()
-
 
 def build(lab, real_name, keys="sha1", resources=True, py_keys=None):
     """The real node named real_name, heartbeat.py on the other; same files on both."""

@@ -9,7 +9,7 @@ import time
 import pytest
 
 from conftest import HEARTBEAT, ROOT
-from netns import Lab, Node, hacf, have_root_net
+from netns import Node, hacf, have_root_net
 
 root_only = pytest.mark.skipif(not have_root_net(), reason="needs root and ip(8) for network namespaces")
 INIT = os.path.join(ROOT, "init", "heartbeat")
@@ -82,14 +82,6 @@ def test_init_script_headers():
 
 
 # -- the init script against a real daemon ---------------------------------------------------
-
-@pytest.fixture()
-def lab():
-    lab = Lab(["prime", "calc"])
-    try:
-        yield lab
-    finally:
-        lab.close()
 
 
 def service(lab, node, action, timeout=60):
