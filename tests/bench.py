@@ -5,7 +5,8 @@ Same namespaces, same ha.cf timers, same web server script; a client polls http:
 10 ms (30 ms timeout) from its own namespace. For each implementation and timer profile, one cluster life
 measures: graceful stop of the active node, failback when it returns, and a hard failure (its
 link cut), split into detection (cut -> peer logs "node prime: is dead") and takeover (-> the
-client gets the peer's page). Idle cost: CPU and RSS of one node's daemon processes at rest.
+client gets the peer's page). Idle cost: CPU and RSS per node of the daemon processes at rest
+(both nodes measured), beside a bare Python socket loop doing the same sends as a calibration.
 QUICK=1: one run per row, fast profile only. Prints a Markdown table; asserts nothing.
 """
 import os
@@ -20,6 +21,7 @@ from netns import WEBSERVER_SCRIPT, Lab, Node, have_root_net  # noqa: E402
 from realhb import RealNode, have_real_heartbeat  # noqa: E402
 
 VIP, PORT = "10.77.0.100", 8080
+BARE = "a bare Python socket loop"
 PROFILES = {
     "tutorial": dict(keepalive="2", deadtime="10", initdead="20"),
     "fast": dict(keepalive="100ms", deadtime="500ms", initdead="2"),
@@ -173,38 +175,75 @@ def daemon_pids(lab, name, kind):
 
 
 def cpu_and_rss(pids):
-    ticks, rss = 0, 0
+    """CPU seconds of all threads (the scheduler's own count, in ns) and RSS in MB, summed."""
+    cpu_ns, rss = 0, 0
     for pid in pids:
         try:
-            with open(f"/proc/{pid}/stat") as handle:
-                fields = handle.read().rsplit(")", 1)[1].split()
-            ticks += int(fields[11]) + int(fields[12])
+            for task in os.listdir(f"/proc/{pid}/task"):
+                with open(f"/proc/{pid}/task/{task}/schedstat") as handle:
+                    cpu_ns += int(handle.read().split()[0])
             with open(f"/proc/{pid}/status") as handle:
                 rss += int(next(line for line in handle if line.startswith("VmRSS")).split()[1])
         except (OSError, StopIteration):
             pass
-    return ticks / os.sysconf("SC_CLK_TCK"), rss / 1024
+    return cpu_ns / 1e9, rss / 1024
+
+
+# Calibration: the least a Python process can do at the same rate here. It sends a heartbeat-sized
+# broadcast every keepalive and reads the peer's, nothing else (our own broadcasts filtered by the
+# kernel, as heartbeat.py does). What it costs is the interpreter waking up on this machine.
+BARE_LOOP = """
+import selectors, socket, sys, time
+sys.path.insert(0, sys.argv[3])
+from heartbeat import drop_own_broadcasts, interface_ipv4
+period, end = float(sys.argv[1]), time.monotonic() + float(sys.argv[2])
+send, recv = socket.socket(socket.AF_INET, socket.SOCK_DGRAM), socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+for sock in (send, recv):
+    sock.setsockopt(socket.SOL_SOCKET, 25, b"eth0")          # SO_BINDTODEVICE
+send.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
+recv.bind(("", 695))
+drop_own_broadcasts(recv, interface_ipv4("eth0"))
+selector = selectors.DefaultSelector()
+selector.register(recv, selectors.EVENT_READ)
+due = time.monotonic() + period
+while time.monotonic() < end:
+    for _ in selector.select(max(0.0, due - time.monotonic())):
+        recv.recvfrom(65536)
+    if time.monotonic() >= due:
+        send.sendto(b"x" * 300, ("10.77.0.255", 695))
+        due += period
+"""
 
 
 def idle_run(kind, keepalive, seconds):
-    """CPU seconds per minute and RSS (MB) of prime's daemon processes with both nodes up."""
+    """Per node: CPU seconds per minute and RSS (MB) of its daemon processes, both nodes up and
+    both measured (heartbeat.py nodes fall into step, one wakes once a keepalive, one twice)."""
     timers = dict(keepalive=keepalive, deadtime="10" if keepalive == "2" else "1", initdead="20")
-    lab = Lab(["prime", "calc"])
+    lab, procs = Lab(["prime", "calc"]), []
     try:
         text = (f"keepalive {timers['keepalive']}\ndeadtime {timers['deadtime']}\ninitdead {timers['initdead']}\n"
                 "udpport 694\nbcast eth0\nnode prime\nnode calc\nauto_failback on\n")
         keys = "auth 1\n1 sha1 bench-secret\n"
         for name in ("prime", "calc"):
+            if kind == BARE:
+                period = float(keepalive.replace("ms", "e-3"))
+                procs.append(lab.popen(name, [sys.executable, "-c", BARE_LOOP, str(period), str(seconds + 30),
+                                              os.path.dirname(os.path.dirname(os.path.abspath(__file__)))]))
+                continue
             node = Node(lab, name, text, authkeys=keys) if kind == "heartbeat.py" else \
                 RealNode(lab, name, text, keys)
             node.start()
         time.sleep(8)
-        pids = daemon_pids(lab, "prime", kind)
+        pids = [p.pid for p in procs] if kind == BARE else \
+            daemon_pids(lab, "prime", kind) + daemon_pids(lab, "calc", kind)
         cpu0, _ = cpu_and_rss(pids)
         time.sleep(seconds)
         cpu1, rss = cpu_and_rss(pids)
-        return {"cpu": (cpu1 - cpu0) * 60 / seconds, "rss": rss, "processes": len(pids)}
+        return {"cpu": (cpu1 - cpu0) * 60 / seconds / 2, "rss": rss / 2, "processes": len(pids) / 2}
     finally:
+        for proc in procs:
+            proc.kill()
+            proc.wait()
         lab.close()
 
 
@@ -233,7 +272,7 @@ def main():
     runs = 1 if quick else int(os.environ.get("RUNS", "5"))
     profiles = ["fast"] if quick else ["fast", "tutorial"]
     kinds = ["heartbeat.py"] + (["Heartbeat 3.0.6"] if have_real_heartbeat() else [])
-    idle_seconds = 20 if quick else 30
+    idle_seconds = 20
     print(f"# heartbeat.py benchmark: {runs} run(s) per row, medians (min-max); "
           f"client polls every 10 ms (30 ms timeout); kernel {os.uname().release}", flush=True)
     rows = []
@@ -250,17 +289,19 @@ def main():
             label = f"{row} [{profile}: keepalive {timers['keepalive']}, deadtime {timers['deadtime']}]"
             values = {kind: [r[row] for r in results[kind]] for kind in kinds}
             rows.append((label, values, "s"))
+    calibration = {}
     for keepalive in (["100ms"] if quick else ["2", "100ms"]):
-        values_cpu = {kind: [] for kind in kinds}
-        values_rss = {kind: [] for kind in kinds}
-        for _ in range(1 if quick else 3):
-            for kind in kinds:
+        values_cpu = {kind: [] for kind in kinds + [BARE]}
+        values_rss = {kind: [] for kind in kinds + [BARE]}
+        for _ in range(runs):
+            for kind in kinds + [BARE]:
                 measured = idle_run(kind, keepalive, idle_seconds)
                 values_cpu[kind].append(measured["cpu"])
                 values_rss[kind].append(measured["rss"])
                 print(f"  idle keepalive {keepalive} {kind}: {measured}", file=sys.stderr, flush=True)
-        rows.append((f"idle CPU, s per minute [keepalive {keepalive}]", values_cpu, "s"))
-        rows.append((f"idle RSS, all daemon processes [keepalive {keepalive}]", values_rss, "MB"))
+        rows.append((f"idle CPU per node, s per minute [keepalive {keepalive}]", values_cpu, "s"))
+        rows.append((f"idle RSS per node, all daemon processes [keepalive {keepalive}]", values_rss, "MB"))
+        calibration[keepalive] = fmt(values_cpu[BARE]), fmt(values_rss[BARE], "MB")
     header = "| measurement | " + " | ".join(kinds) + (" | heartbeat.py / 3.0.6 |" if len(kinds) > 1 else " |")
     print()
     print(header)
@@ -271,6 +312,8 @@ def main():
             cells.append(ratio(values[kinds[0]], values[kinds[1]]))
         print(f"| {label} | " + " | ".join(cells) + " |")
     print("\nidle CPU as % of one core = s per minute / 60 x 100")
+    for keepalive, (cpu, rss) in calibration.items():
+        print(f"calibration, keepalive {keepalive}: {BARE} costs {cpu} per minute per node, RSS {rss}")
     return 0
 
 

@@ -1,5 +1,7 @@
 """The command line, run as a real subprocess: check, keygen, --version and the common options."""
+import importlib.util
 import os
+import pathlib
 import re
 import subprocess
 import sys
@@ -348,3 +350,48 @@ def test_check_and_keygen_accept_all_common_options(confdir, tmp_path):
                  "--run-dir", str(tmp_path / "r"), "--method", "md5")
     assert result.returncode == 0, result.stderr
     assert parsed_key(fresh)[0] == "md5"
+
+
+RESTART = """
+import sys
+copy_dir, state = sys.argv[1], sys.argv[2]
+sys.path.insert(0, copy_dir)
+import heartbeat
+sys.argv = [copy_dir + "/heartbeat.py", "--version"]
+heartbeat.restart_from_bytecode(state)
+print("still running from source")
+"""
+
+
+def restart(copy_dir, state):
+    """restart_from_bytecode() in a process of its own, as the daemon command calls it."""
+    return subprocess.run([sys.executable, "-c", RESTART, str(copy_dir), str(state)], capture_output=True,
+                          text=True, timeout=30)
+
+
+def test_daemon_restarts_from_bytecode_kept_in_the_state_dir(tmp_path):
+    copy_dir, state = tmp_path / "sbin", tmp_path / "state"
+    copy_dir.mkdir()
+    source = pathlib.Path(HEARTBEAT).read_text()
+    (copy_dir / "heartbeat.py").write_text(source)
+    first = restart(copy_dir, state)
+    assert first.returncode == 0 and first.stdout.startswith("heartbeat.py "), first
+    assert "still running from source" not in first.stdout      # exec'd: same pid, new program
+    cached = state / hb.BYTECODE_NAME
+    assert cached.read_bytes()[:4] == importlib.util.MAGIC_NUMBER
+    # An upgraded heartbeat.py is compiled again, not served from the stale bytecode.
+    (copy_dir / "heartbeat.py").write_text(source.replace(f'__version__ = "{hb.__version__}"',
+                                                          '__version__ = "9.9.9-upgraded"'))
+    os.utime(copy_dir / "heartbeat.py", (1, 1))
+    second = restart(copy_dir, state)
+    assert second.stdout.startswith("heartbeat.py 9.9.9-upgraded"), second
+
+
+def test_daemon_runs_from_source_when_the_state_dir_cannot_hold_bytecode(tmp_path):
+    copy_dir = tmp_path / "sbin"
+    copy_dir.mkdir()
+    (copy_dir / "heartbeat.py").write_text(pathlib.Path(HEARTBEAT).read_text())
+    not_a_dir = tmp_path / "state"
+    not_a_dir.write_text("a file where the state dir should be\n")
+    result = restart(copy_dir, not_a_dir)
+    assert result.returncode == 0 and result.stdout.strip() == "still running from source", result

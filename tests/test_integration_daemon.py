@@ -109,6 +109,11 @@ def test_second_copy_refuses_and_status_exit_codes(lab):
     assert status["node"] == "prime"
     assert set(status["nodes"]["calc"]) >= {"status", "links", "last_heard_s"}
     assert lab.exec("prime", prime.argv("status"), check=False).returncode == 0
+    # The daemon the init system started is the one answering, now from its bytecode.
+    assert status["pid"] == prime.proc.pid
+    with open(f"/proc/{prime.proc.pid}/cmdline", "rb") as handle:
+        argv = handle.read().split(b"\0")
+    assert argv[1:3] == [b"-I", os.path.join(prime.state_dir, "heartbeat.pyc").encode()], argv
 
 
 def test_sighup_keeps_a_broken_config_out_and_applies_a_good_one(lab):

@@ -130,6 +130,62 @@ def test_a_late_wake_up_does_not_shift_the_following_heartbeats(world):
     assert len(rec.sent) == 4              # at 2.0 s after start, not 2.3 s
 
 
+def statuses_sent(rec):
+    return [m for m in sent(rec) if m.get("t") == "status"]
+
+
+def test_peer_heartbeat_pulls_ours_forward_when_due_within_half_a_keepalive(world):
+    membership, clock, timers, rec, config = world
+    calc = Calc(config)
+    membership.start()                     # heartbeats due at +1.0 s, +2.0 s, ...
+    membership.receive(calc.status(), "eth0")
+    assert [m.get("st") for m in statuses_sent(rec)] == ["init", "up", "active"]    # comm up
+    clock.now += 0.6                       # ours is due in 0.4 s (< half of 1 s): send it now
+    membership.receive(calc.status(), "eth0")
+    assert len(statuses_sent(rec)) == 4
+    clock.now += 0.45                      # the old due time passes: nothing more is sent
+    timers.run_due()
+    assert len(statuses_sent(rec)) == 4
+    clock.now += 0.55                      # a keepalive after the early one, at the beat it set
+    timers.run_due()
+    assert len(statuses_sent(rec)) == 5
+
+
+def test_peer_heartbeat_does_not_pull_ours_from_more_than_half_a_keepalive_away(world):
+    membership, clock, timers, rec, config = world
+    calc = Calc(config)
+    membership.start()
+    membership.receive(calc.status(), "eth0")
+    assert len(statuses_sent(rec)) == 3    # init, up, active (comm up)
+    clock.now += 0.3                       # ours is due in 0.7 s: keep the timer
+    membership.receive(calc.status(), "eth0")
+    assert len(statuses_sent(rec)) == 3
+    clock.now += 0.7
+    timers.run_due()
+    assert len(statuses_sent(rec)) == 4
+
+
+def test_in_step_with_a_peer_our_heartbeats_are_never_later_than_keepalive(world):
+    membership, clock, timers, rec, config = world
+    calc = Calc(config)
+    membership.start()
+    stamps, before = [], len(statuses_sent(rec))
+    peer_due = 0.37                        # calc beats every 1 s at another phase
+    for _ in range(1000):
+        clock.now = round(clock.now + 0.01, 2)
+        if clock.now - 1000.0 >= peer_due:
+            membership.receive(calc.status(), "eth0")
+            peer_due += 1.0
+        timers.run_due()
+        if len(statuses_sent(rec)) != before:
+            stamps.append(clock.now)
+            before = len(statuses_sent(rec))
+    intervals = [b - a for a, b in zip(stamps, stamps[1:])]
+    assert intervals and max(intervals) <= KEEPALIVE_MS / 1000 + 0.011, intervals
+    assert len(stamps) >= 9                # about one per keepalive: none skipped, none doubled
+    assert len(stamps) <= 11
+
+
 def test_peer_declared_dead_exactly_at_its_announced_deadtime(world):
     membership, clock, timers, rec, config = world
     calc = Calc(config)
