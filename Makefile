@@ -67,5 +67,6 @@ install:
 # Remove what install put, except the configuration in /etc/ha.d.
 uninstall:
 	rm -f $(DESTDIR)$(SBINDIR)/heartbeat.py $(DESTDIR)/etc/init.d/heartbeat \
-	  $(DESTDIR)$(UNITDIR)/heartbeat.service $(DESTDIR)/etc/logrotate.d/heartbeat
-	@echo "kept /etc/ha.d (your configuration)"
+	  $(DESTDIR)$(UNITDIR)/heartbeat.service $(DESTDIR)/etc/logrotate.d/heartbeat \
+	  $(DESTDIR)/var/lib/heartbeat/heartbeat.pyc
+	@echo "kept /etc/ha.d (your configuration) and /var/lib/heartbeat (the node's uuid and generation)"

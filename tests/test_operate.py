@@ -43,9 +43,16 @@ def test_make_install_into_destdir_keeps_existing_configuration(tmp_path):
     assert again.returncode == 0 and "keeping existing /etc/ha.d/ha.cf" in again.stdout
     with open(hacf_path) as handle:
         assert handle.read().endswith("# mine\n")
+    state = os.path.join(dest, "var/lib/heartbeat")
+    os.makedirs(state)
+    for name in ("heartbeat.pyc", "hb_uuid"):      # as a daemon that ran leaves them
+        with open(os.path.join(state, name), "wb") as handle:
+            handle.write(b"\0" * 16)
     gone = subprocess.run(["make", "-s", "-C", ROOT, "uninstall", f"DESTDIR={dest}"], capture_output=True,
                           text=True, timeout=60)
     assert gone.returncode == 0
+    assert not os.path.exists(os.path.join(state, "heartbeat.pyc"))      # program, not state
+    assert os.path.exists(os.path.join(state, "hb_uuid"))                # the node's identity stays
     for path in ("usr/sbin/heartbeat.py", "etc/init.d/heartbeat", "usr/lib/systemd/system/heartbeat.service",
                  "etc/logrotate.d/heartbeat"):
         assert not os.path.exists(os.path.join(dest, path)), path
