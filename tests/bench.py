@@ -10,6 +10,7 @@ client gets the peer's page). Idle cost: CPU and RSS per node of the daemon proc
 QUICK=1: one run per row, fast profile only. Prints a Markdown table; asserts nothing.
 """
 import os
+import random
 import statistics
 import subprocess
 import sys
@@ -123,9 +124,13 @@ def build(lab, kind, profile):
     return nodes
 
 
-def failover_run(kind, profile):
-    """One cluster life: graceful stop, failback, hard failure. Seconds per measurement."""
+def failover_run(kind, profile, number):
+    """One cluster life: graceful stop, failback, hard failure. Seconds per measurement.
+    The link is cut at a random point of the keepalive interval, the same for both
+    implementations in run `number` (otherwise the cut would fall at the same phase of the
+    heartbeats every time, and detection would always be deadtime minus the same amount)."""
     deadtime = float(PROFILES[profile]["deadtime"].replace("ms", "e-3"))
+    keepalive = float(PROFILES[profile]["keepalive"].replace("ms", "e-3"))
     lab = Lab(["prime", "calc", "client"])
     result = {}
     try:
@@ -146,6 +151,7 @@ def failover_run(kind, profile):
         back = client.first("prime", start, 90)
         result["failback: VIP unanswered"] = client.unanswered(start, back) if back else None
         time.sleep(max(6.0, 2 * deadtime))
+        time.sleep(random.Random(number).uniform(0, keepalive))
         offset = log_size(nodes["calc"].logfile)
         cut = time.time()
         lab.cut("prime")
@@ -281,7 +287,7 @@ def main():
         for number in range(runs):
             for kind in kinds:
                 started = time.monotonic()
-                results[kind].append(failover_run(kind, profile))
+                results[kind].append(failover_run(kind, profile, number))
                 print(f"  {profile} run {number + 1}/{runs} {kind}: {results[kind][-1]} "
                       f"({time.monotonic() - started:.0f} s)", file=sys.stderr, flush=True)
         timers = PROFILES[profile]
