@@ -21,6 +21,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from netns import WEBSERVER_SCRIPT, Lab, Node, have_root_net  # noqa: E402
 from realhb import RealNode, have_real_heartbeat  # noqa: E402
 
+from heartbeat import parse_time_ms  # noqa: E402 - on the path once netns (conftest) is imported
+
 VIP, PORT = "10.77.0.100", 8080
 BARE = "a bare Python socket loop"
 PROFILES = {
@@ -129,8 +131,8 @@ def failover_run(kind, profile, number):
     The link is cut at a random point of the keepalive interval, the same for both
     implementations in run `number` (otherwise the cut would fall at the same phase of the
     heartbeats every time, and detection would always be deadtime minus the same amount)."""
-    deadtime = float(PROFILES[profile]["deadtime"].replace("ms", "e-3"))
-    keepalive = float(PROFILES[profile]["keepalive"].replace("ms", "e-3"))
+    deadtime = parse_time_ms(PROFILES[profile]["deadtime"]) / 1000
+    keepalive = parse_time_ms(PROFILES[profile]["keepalive"]) / 1000
     lab = Lab(["prime", "calc", "client"])
     result = {}
     try:
@@ -232,7 +234,7 @@ def idle_run(kind, keepalive, seconds):
         keys = "auth 1\n1 sha1 bench-secret\n"
         for name in ("prime", "calc"):
             if kind == BARE:
-                period = float(keepalive.replace("ms", "e-3"))
+                period = parse_time_ms(keepalive) / 1000
                 procs.append(lab.popen(name, [sys.executable, "-c", BARE_LOOP, str(period), str(seconds + 30),
                                               os.path.dirname(os.path.dirname(os.path.abspath(__file__)))]))
                 continue

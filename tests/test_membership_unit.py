@@ -134,12 +134,20 @@ def statuses_sent(rec):
     return [m for m in sent(rec) if m.get("t") == "status"]
 
 
-def test_peer_heartbeat_pulls_ours_forward_when_due_within_half_a_keepalive(world):
-    membership, clock, timers, rec, config = world
+def started_with_calc_heard(world):
+    """Start prime and let calc's first heartbeat bring communication up: ours are then due
+    at +1.0 s, +2.0 s, ... after start, and init, up and active have been sent."""
+    membership, _, _, rec, config = world
     calc = Calc(config)
-    membership.start()                     # heartbeats due at +1.0 s, +2.0 s, ...
+    membership.start()
     membership.receive(calc.status(), "eth0")
-    assert [m.get("st") for m in statuses_sent(rec)] == ["init", "up", "active"]    # comm up
+    assert [m.get("st") for m in statuses_sent(rec)] == ["init", "up", "active"]
+    return calc
+
+
+def test_peer_heartbeat_pulls_ours_forward_when_due_within_half_a_keepalive(world):
+    membership, clock, timers, rec, _ = world
+    calc = started_with_calc_heard(world)
     clock.now += 0.6                       # ours is due in 0.4 s (< half of 1 s): send it now
     membership.receive(calc.status(), "eth0")
     assert len(statuses_sent(rec)) == 4
@@ -152,11 +160,8 @@ def test_peer_heartbeat_pulls_ours_forward_when_due_within_half_a_keepalive(worl
 
 
 def test_peer_heartbeat_does_not_pull_ours_from_more_than_half_a_keepalive_away(world):
-    membership, clock, timers, rec, config = world
-    calc = Calc(config)
-    membership.start()
-    membership.receive(calc.status(), "eth0")
-    assert len(statuses_sent(rec)) == 3    # init, up, active (comm up)
+    membership, clock, timers, rec, _ = world
+    calc = started_with_calc_heard(world)
     clock.now += 0.3                       # ours is due in 0.7 s: keep the timer
     membership.receive(calc.status(), "eth0")
     assert len(statuses_sent(rec)) == 3
