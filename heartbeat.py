@@ -871,6 +871,8 @@ FIELD_STRING, FIELD_BINARY = 0, 1
 NETSTRING_START, NETSTRING_END = b"###\n", b"%%%\n"
 CLASSIC_START, CLASSIC_END = b">>>\n", b"<<<\n"
 MAX_DATAGRAM = 256 * 1024
+FIELD_TYPES = (b"(0)", b"(1)")
+COMMA, ZERO = ord(","), ord("0")
 
 
 class BadPacket(HAError):
@@ -878,23 +880,25 @@ class BadPacket(HAError):
 
 
 class Message:
-    """An ordered list of (name, type, value) fields, as Heartbeat keeps them."""
+    """An ordered list of (name, type, value) fields, as Heartbeat keeps them, and the first
+    value of each string field by name (a packet is looked up a dozen times on its way in)."""
 
     def __init__(self, *pairs: Tuple[str, str]):
         self.fields: List[Tuple[str, int, bytes]] = []
+        self.strings: Dict[str, bytes] = {}
         for name, value in pairs:
             self.add(name, value)
 
     def add(self, name: str, value, ftype: int = FIELD_STRING) -> "Message":
         raw = value if isinstance(value, bytes) else str(value).encode()
         self.fields.append((name, ftype, raw))
+        if ftype == FIELD_STRING and name not in self.strings:
+            self.strings[name] = raw
         return self
 
     def get(self, name: str, default: Optional[str] = None) -> Optional[str]:
-        for fname, ftype, value in self.fields:
-            if fname == name and ftype == FIELD_STRING:
-                return value.decode("utf-8", "replace")
-        return default
+        value = self.strings.get(name)
+        return default if value is None else value.decode("utf-8", "replace")
 
     def get_bytes(self, name: str) -> Optional[bytes]:
         for fname, _, value in self.fields:
@@ -915,18 +919,27 @@ def classic_text(fields) -> bytes:
                     else b"%s=%s\n" % (name.encode(), value) for name, ftype, value in fields)
 
 
+def netstring_fields(fields) -> bytes:
+    """`LEN:(TYPE)NAME=VALUE,` for each field, as the netstring format carries them."""
+    return b"".join([b"%d:(%d)%s=%s," % (len(name) + len(value) + 4, ftype, name.encode(), value)
+                     for name, ftype, value in fields])
+
+
+def seal(classic: bytes, body: bytes, keys: AuthKeys, msgfmt: str = "classic") -> bytes:
+    """The datagram from its fields, both as classic text and as netstrings: the inner auth field
+    (msgfmt classic), the ###/%%% frame and the auth trailer over all of it."""
+    if msgfmt == "classic":
+        token = sign(keys, classic).encode()
+        body += b"%d:(0)auth=%s," % (len(token) + 8, token)
+    data = NETSTRING_START + body + NETSTRING_END
+    token = sign(keys, data).encode()
+    return data + b"%d:" % len(token) + token + b","
+
+
 def encode_message(msg: Message, keys: AuthKeys, msgfmt: str = "classic") -> bytes:
     """A datagram as 3.0.6 sends it: netstring fields, inner auth (classic), auth trailer."""
     fields = msg.without("auth")
-    if msgfmt == "classic":
-        fields.append(("auth", FIELD_STRING, sign(keys, classic_text(fields)).encode()))
-    body = []
-    for name, ftype, value in fields:            # LEN:(TYPE)NAME=VALUE,
-        name = name.encode()
-        body.append(b"%d:(%d)%s=%s," % (len(name) + len(value) + 4, ftype, name, value))
-    data = NETSTRING_START + b"".join(body) + NETSTRING_END
-    token = sign(keys, data).encode()
-    return data + b"%d:" % len(token) + token + b","
+    return seal(classic_text(fields) if msgfmt == "classic" else b"", netstring_fields(fields), keys, msgfmt)
 
 
 def _peel_netstring(data: bytes, pos: int) -> Tuple[bytes, int]:
@@ -953,19 +966,32 @@ def decode_message(data: bytes, keys: AuthKeys) -> Message:
 
 
 def _decode_netstring(data: bytes, keys: AuthKeys) -> Message:
-    msg, pos = Message(), len(NETSTRING_START)
-    while not data.startswith(NETSTRING_END, pos):
-        item, pos = _peel_netstring(data, pos)      # (TYPE)NAME=VALUE, TYPE 0 (string) or 1 (binary)
-        equals = item.find(b"=", 3)
-        if equals < 0 or not item.startswith((b"(0)", b"(1)")):
-            raise BadPacket("bad field in message")
-        msg.fields.append((item[3:equals].decode("ascii", "replace"), item[1] - ord("0"), item[equals + 1:]))
-    signed_end = pos + len(NETSTRING_END)
-    token, end = _peel_netstring(data, signed_end)
+    """Authenticate first (the trailer signs everything up to the last %%%), then read the
+    fields `LEN:(TYPE)NAME=VALUE,`, TYPE 0 (string) or 1 (binary). One loop, no calls per field:
+    this runs for every heartbeat, ten times a second at keepalive 100ms."""
+    stop = data.rfind(NETSTRING_END)
+    if stop < len(NETSTRING_START):
+        raise BadPacket("message without %%% end")
+    token, end = _peel_netstring(data, stop + len(NETSTRING_END))
     if end != len(data):
         raise BadPacket("trailing bytes after the auth trailer")
-    if not verify(keys, token.decode("ascii", "replace"), data[:signed_end]):
+    if not verify(keys, token.decode("ascii", "replace"), data[:stop + len(NETSTRING_END)]):
         raise BadPacket("authentication failed")
+    msg, pos = Message(), len(NETSTRING_START)
+    while pos < stop:
+        colon = data.find(b":", pos, pos + 11)
+        length = data[pos:colon]
+        if colon <= pos or not length.isdigit():
+            raise BadPacket(f"bad netstring length at byte {pos}")
+        start, pos = colon + 1, colon + 1 + int(length)
+        equals = data.find(b"=", start + 3, pos)
+        if pos >= stop or data[pos] != COMMA or equals < 0 or data[start:start + 3] not in FIELD_TYPES:
+            raise BadPacket(f"bad field at byte {start}")
+        name, value = data[start + 3:equals].decode("ascii", "replace"), data[equals + 1:pos]
+        msg.fields.append((name, data[start + 1] - ZERO, value))
+        if data[start + 1] == ZERO and name not in msg.strings:
+            msg.strings[name] = value
+        pos += 1
     return msg
 
 
@@ -981,12 +1007,11 @@ def _decode_classic(data: bytes, keys: AuthKeys) -> Message:
             raise BadPacket("classic line without '='")
         if name.startswith(b"(1)"):
             try:
-                msg.fields.append((name[3:].decode("ascii", "replace"), FIELD_BINARY,
-                                   base64.b64decode(value, validate=True)))
+                msg.add(name[3:].decode("ascii", "replace"), base64.b64decode(value, validate=True), FIELD_BINARY)
             except ValueError:
                 raise BadPacket("bad base64 in binary field") from None
         else:
-            msg.fields.append((name.decode("ascii", "replace"), FIELD_STRING, value))
+            msg.add(name.decode("ascii", "replace"), value)
     token = msg.get("auth")
     if token is None or not verify(keys, token, classic_text(msg.without("auth"))):
         raise BadPacket("authentication failed")
@@ -1054,10 +1079,10 @@ def write_file_atomic(path: str, data: bytes, mode: int) -> None:
     os.replace(temp, path)
 
 
-_loadavg = {"fd": -1, "read_at": -1e9, "text": ""}
+_loadavg = {"fd": -1, "read_at": -1e9, "text": b""}
 
 
-def load_average() -> str:
+def load_average() -> bytes:
     """The `ld` field: /proc/loadavg without its newline, read at most once a second from the
     file kept open (one call instead of nine)."""
     now = time.monotonic()
@@ -1065,9 +1090,9 @@ def load_average() -> str:
         try:
             if _loadavg["fd"] < 0:
                 _loadavg["fd"] = os.open("/proc/loadavg", os.O_RDONLY | os.O_CLOEXEC)
-            _loadavg["text"] = os.pread(_loadavg["fd"], 128, 0).decode("ascii", "replace").strip()
+            _loadavg["text"] = os.pread(_loadavg["fd"], 128, 0).strip()
         except OSError:
-            _loadavg["text"] = "0.00 0.00 0.00 1/1 1"
+            _loadavg["text"] = b"0.00 0.00 0.00 1/1 1"
         _loadavg["read_at"] = now
     return _loadavg["text"]
 
@@ -1284,7 +1309,11 @@ class Membership:
         self.peers: Dict[str, Peer] = {}
         self.counters: Dict[str, int] = collections.Counter()
         self.complain = RateLimitedLog(log, self.clock)
+        self.handlers = {"status": self.on_status, "shutdone": self.on_shutdone, "reqnodes": self.on_reqnodes,
+                         "repnodes": self.on_repnodes, "NS_ackmsg": self.on_NS_ackmsg,
+                         "NS_rexmit": self.on_NS_rexmit, "NS_nak_rexmit": self.on_NS_nak_rexmit}
         self.keepalive_timer: Optional[list] = None
+        self.status_fields: Tuple[tuple, bytes, bytes] = ((), b"", b"")
         self.comm_up = False
         self.startup_grace = True
         for name in self.hacf.nodes:
@@ -1383,9 +1412,23 @@ class Membership:
             self.log.info(f"Local status now set to: '{status}'")
         self.send_status(status)
 
-    def send_status(self, status: str) -> None:
-        self.send(Message(("t", "status"), ("st", status), ("dt", format(self.announced_deadtime_ms(), "x")),
-                          ("protocol", "1")))
+    def send_status(self, status: str) -> bytes:
+        """Status messages are the heartbeat, ten a second at keepalive 100ms and nearly all the
+        daemon does when idle. Their fixed fields (t, st, dt, protocol, src, srcuuid) are encoded
+        once per value; each packet only formats the control fields. The same bytes as send()."""
+        dt = format(self.announced_deadtime_ms(), "x")
+        if self.status_fields[0] != (status, dt):
+            fixed = Message(("t", "status"), ("st", status), ("dt", dt), ("protocol", "1"),
+                            ("src", self.identity.name)).add("srcuuid", self.identity.uuid, FIELD_BINARY)
+            self.status_fields = ((status, dt), classic_text(fixed.fields), netstring_fields(fixed.fields))
+        _, classic, body = self.status_fields
+        self.seq += 1
+        control = [("seq", FIELD_STRING, b"%x" % self.seq), ("hg", FIELD_STRING, b"%x" % self.identity.generation),
+                   ("ts", FIELD_STRING, b"%x" % int(time.time())), ("ld", FIELD_STRING, load_average()),
+                   ("ttl", FIELD_STRING, b"%d" % (self.hacf.hopfudge + len(self.hacf.nodes)))]
+        msgfmt = self.hacf.msgfmt
+        return self.sent(seal(classic + classic_text(control) if msgfmt == "classic" else b"",
+                              body + netstring_fields(control), self.config.authkeys, msgfmt), sequenced=True)
 
     def send_heartbeat(self) -> None:
         """Every keepalive, at a fixed rate: a late wake-up does not shift the following ones."""
@@ -1438,7 +1481,10 @@ class Membership:
         if sequenced:
             msg.add("ld", load_average())
         msg.add("ttl", str(self.hacf.hopfudge + len(self.hacf.nodes)))
-        datagram = encode_message(msg, self.config.authkeys, self.hacf.msgfmt)
+        return self.sent(encode_message(msg, self.config.authkeys, self.hacf.msgfmt), sequenced)
+
+    def sent(self, datagram: bytes, sequenced: bool) -> bytes:
+        """Transmit; keep sequenced datagrams for retransmission, and ours to know them looped back."""
         if sequenced:
             self.history[self.seq] = datagram
             self.history.pop(self.seq - HISTORY_SIZE, None)
@@ -1473,11 +1519,11 @@ class Membership:
 
     def accept(self, msg: Message, link: str, sender: str) -> None:
         mtype, src, ts = msg.get("t"), msg.get("src"), msg.get("ts")
-        if not mtype or not src or not ts or not _is_hex(ts) or int(ts, 16) == 0:
+        if not mtype or not src or hex_number(ts) <= 0:
             return self.drop("malformed", f"dropped packet from {sender}: missing t, src or ts")
         sequenced = mtype not in NS_TYPES
-        seq_text = msg.get("seq")
-        if sequenced and (not seq_text or not _is_hex(seq_text) or int(seq_text, 16) <= 0):
+        seq = hex_number(msg.get("seq"))
+        if sequenced and seq <= 0:
             return self.drop("malformed", f"dropped {mtype} from {src}: missing seq")
         if src == self.identity.name:
             return self.drop("own", log=False)
@@ -1488,8 +1534,7 @@ class Membership:
                                                  f"(from {sender}; not a node in ha.cf)")
             peer = self.add_peer(src)
             self.log.info(f"Node {src} joined (autojoin {self.hacf.autojoin})")
-        hg = msg.get("hg") or "0"
-        generation = int(hg, 16) if _is_hex(hg) else 0
+        generation = max(hex_number(msg.get("hg")), 0)
         restarted = False
         if generation < peer.generation:
             return self.drop("replay", f"should_drop_message: attempted replay attack [{src}]? "
@@ -1510,7 +1555,6 @@ class Membership:
         now = self.clock()
         self.heard_on_link(peer, link, now)
         if sequenced:
-            seq = int(seq_text, 16)
             if seq <= peer.max_seq - SEQ_WINDOW:
                 return self.drop("replay", f"dropped old packet seq {seq} from {src} (replayed?)")
             if seq in peer.seen:
@@ -1520,7 +1564,7 @@ class Membership:
         if dest and dest != self.identity.name:
             return self.drop("not_for_us", log=False)
         self.heard_from(peer, msg, now, restarted)
-        handler = getattr(self, "on_" + mtype.replace("-", "_"), None)
+        handler = self.handlers.get(mtype)
         if handler:
             handler(peer, msg)
         elif self.listener:
@@ -1546,8 +1590,8 @@ class Membership:
             self.schedule_check(peer)
             if self.listener:
                 self.listener.on_node_status(peer, "dead", peer.status)
-        elif peer.check_timer is None:
-            self.schedule_check(peer)
+        elif peer.check_timer is None or peer.check_timer[0] - now < 2 * self.hacf.keepalive_ms / 1000:
+            self.schedule_check(peer)    # the deadline moves ahead while heartbeats come: no wake-up
         self.check_comm_up()
 
     def track_seq(self, peer: Peer, seq: int) -> None:
@@ -1600,9 +1644,9 @@ class Membership:
                 self.log.warn(f"Late heartbeat: Node {peer.name}: interval {interval_ms} ms")
         peer.last_status = now
         peer.protocol = msg.get("protocol") == "1"
-        dt = msg.get("dt")
-        if dt and _is_hex(dt) and int(dt, 16) > 0 and int(dt, 16) != peer.deadtime_ms:
-            peer.deadtime_ms = int(dt, 16)      # the sender's deadtime counts, as in 3.0.6
+        deadtime_ms = hex_number(msg.get("dt"))
+        if deadtime_ms > 0 and deadtime_ms != peer.deadtime_ms:
+            peer.deadtime_ms = deadtime_ms      # the sender's deadtime counts, as in 3.0.6
             self.schedule_check(peer)
         self.send_heartbeat_early()
         status = msg.get("st", "")
@@ -1628,9 +1672,7 @@ class Membership:
         pass    # we keep a fixed-size history and never pause for acknowledgements
 
     def on_NS_nak_rexmit(self, peer: Peer, msg: Message) -> None:
-        first = msg.get("firstseq", "")
-        if _is_hex(first):
-            peer.missing.pop(int(first, 16), None)
+        peer.missing.pop(hex_number(msg.get("firstseq")), None)
 
     def on_NS_rexmit(self, peer: Peer, msg: Message) -> None:
         """Re-send the byte-identical datagram, or say it is gone."""
@@ -1671,11 +1713,14 @@ class Membership:
         return nodes
 
 
-HEX_RE = re.compile(r"[0-9a-fA-F]{1,16}")
-
-
-def _is_hex(text: str) -> bool:
-    return HEX_RE.fullmatch(text) is not None
+def hex_number(text: Optional[str]) -> int:
+    """A hex field (seq, hg, ts, dt): 1 to 16 hex digits and nothing else; -1 when it is not one."""
+    if not text or len(text) > 16 or not text.isalnum() or not text.isascii():
+        return -1
+    try:
+        return int(text, 16)
+    except ValueError:
+        return -1
 
 
 # #### Resources: commands, IP addresses, ARP, scripts ########################
@@ -2681,14 +2726,11 @@ class Daemon:
 
     def make_reader(self, link: Link):
         def read(sock: socket.socket) -> None:
-            for _ in range(64):          # bounded: timers must still run under a flood
-                try:
-                    data, addr = sock.recvfrom(MAX_DATAGRAM + 1)
-                except (BlockingIOError, InterruptedError):
-                    return
-                except OSError:
-                    return
-                self.membership.receive(data, link.name, f"{addr[0]}:{addr[1]}")
+            try:                # one datagram per wake-up: the selector reports the next at once
+                data, addr = sock.recvfrom(MAX_DATAGRAM + 1)
+            except OSError:
+                return
+            self.membership.receive(data, link.name, addr[0])
         return read
 
     def transmit(self, datagram: bytes) -> None:

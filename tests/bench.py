@@ -11,6 +11,7 @@ QUICK=1: one run per row, fast profile only. Prints a Markdown table; asserts no
 """
 import os
 import random
+import shutil
 import statistics
 import subprocess
 import sys
@@ -24,6 +25,10 @@ from realhb import RealNode, have_real_heartbeat  # noqa: E402
 from heartbeat import parse_time_ms  # noqa: E402 - on the path once netns (conftest) is imported
 
 VIP, PORT = "10.77.0.100", 8080
+# The daemon runs under the python3 that service(8) and systemd find on their PATH, as it does once
+# installed; the interpreter running this benchmark (and the tests) may be another build.
+SERVICE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+DAEMON_PYTHON = shutil.which("python3", path=SERVICE_PATH) or sys.executable
 BARE = "a bare Python socket loop"
 PROFILES = {
     "tutorial": dict(keepalive="2", deadtime="10", initdead="20"),
@@ -118,7 +123,8 @@ def build(lab, kind, profile):
     for name in ("prime", "calc"):
         lab.exec(name, ["env", f"HA_CURHOST={name}", "sh", script, str(PORT), piddir, "start"])
         if kind == "heartbeat.py":
-            nodes[name] = Node(lab, name, hacf(profile), authkeys=keys, haresources=f"prime {VIP}/24/eth0\n")
+            nodes[name] = Node(lab, name, hacf(profile), authkeys=keys, haresources=f"prime {VIP}/24/eth0\n",
+                               python=DAEMON_PYTHON)
             nodes[name].logfile = nodes[name].log_path
         else:
             nodes[name] = RealNode(lab, name, hacf(profile), keys, f"prime {VIP}/24/eth0\n")
@@ -235,10 +241,10 @@ def idle_run(kind, keepalive, seconds):
         for name in ("prime", "calc"):
             if kind == BARE:
                 period = parse_time_ms(keepalive) / 1000
-                procs.append(lab.popen(name, [sys.executable, "-c", BARE_LOOP, str(period), str(seconds + 30),
+                procs.append(lab.popen(name, [DAEMON_PYTHON, "-c", BARE_LOOP, str(period), str(seconds + 30),
                                               os.path.dirname(os.path.dirname(os.path.abspath(__file__)))]))
                 continue
-            node = Node(lab, name, text, authkeys=keys) if kind == "heartbeat.py" else \
+            node = Node(lab, name, text, authkeys=keys, python=DAEMON_PYTHON) if kind == "heartbeat.py" else \
                 RealNode(lab, name, text, keys)
             node.start()
         time.sleep(8)
@@ -253,6 +259,11 @@ def idle_run(kind, keepalive, seconds):
             proc.kill()
             proc.wait()
         lab.close()
+
+
+def python_version(python):
+    return subprocess.run([python, "-c", "import platform; print(platform.python_version())"],
+                          capture_output=True, text=True).stdout.strip()
 
 
 def fmt(values, unit="s"):
@@ -282,7 +293,8 @@ def main():
     kinds = ["heartbeat.py"] + (["Heartbeat 3.0.6"] if have_real_heartbeat() else [])
     idle_seconds = 20
     print(f"# heartbeat.py benchmark: {runs} run(s) per row, medians (min-max); "
-          f"client polls every 10 ms (30 ms timeout); kernel {os.uname().release}", flush=True)
+          f"client polls every 10 ms (30 ms timeout); kernel {os.uname().release}; "
+          f"daemon under {DAEMON_PYTHON} (Python {python_version(DAEMON_PYTHON)})", flush=True)
     rows = []
     for profile in profiles:
         results = {kind: [] for kind in kinds}

@@ -171,8 +171,8 @@ class Node:
     """A heartbeat.py daemon in one namespace, with its own config, state and run dirs."""
 
     def __init__(self, lab, name, hacf, authkeys="auth 1\n1 sha1 lab-secret\n", haresources="",
-                 resource_scripts=None):
-        self.lab, self.name = lab, name
+                 resource_scripts=None, python=sys.executable):
+        self.lab, self.name, self.python = lab, name, python
         self.root = os.path.join(lab.tmp, name)
         self.config_dir = os.path.join(self.root, "ha.d")
         self.state_dir = os.path.join(self.root, "state")
@@ -193,7 +193,7 @@ class Node:
         os.chmod(path, mode)
 
     def argv(self, *args):
-        return [sys.executable, HEARTBEAT, *args, "-c", self.config_dir, "--node", self.name,
+        return [self.python, HEARTBEAT, *args, "-c", self.config_dir, "--node", self.name,
                 "--state-dir", self.state_dir, "--run-dir", self.run_dir]
 
     def start(self, env_path=None):

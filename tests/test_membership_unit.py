@@ -100,6 +100,42 @@ def test_start_announces_init_then_up_with_deadtime_plus_2s_for_5s(world):
     assert sent(rec)[-1].get("dt") == format(DEADTIME_MS, "x")
 
 
+@pytest.mark.parametrize("msgfmt", ["classic", "netstring"])
+def test_status_messages_are_byte_for_byte_what_the_generic_encoder_makes(world, msgfmt):
+    """send_status keeps its fixed fields encoded; the result must not differ by one byte."""
+    membership, clock, timers, rec, config = world
+    config.hacf.msgfmt = msgfmt
+    membership.start()
+    for status in ("active", "up", "active", "dead"):
+        for _ in range(3):           # ts is in seconds: try again if one ticked in between
+            seq = membership.seq
+            fast = membership.send_status(status)
+            membership.seq = seq
+            generic = membership.send(hb.Message(("t", "status"), ("st", status),
+                                                 ("dt", format(membership.announced_deadtime_ms(), "x")),
+                                                 ("protocol", "1")))
+            if fast == generic:
+                break
+        assert fast == generic
+        assert hb.decode_message(fast, config.authkeys).get("st") == status
+
+
+def test_peer_checks_do_not_wake_us_while_heartbeats_come_and_still_fire_at_deadtime(world):
+    membership, clock, timers, rec, config = world
+    calc = Calc(config)
+    membership.start()
+    checks, check_peer = [], membership.check_peer
+    membership.check_peer = lambda peer: (checks.append(clock.now), check_peer(peer))
+    for _ in range(30):
+        membership.receive(calc.status(), "eth0")
+        advance(world, KEEPALIVE_MS / 1000)
+    assert checks == []
+    last_heard = membership.peers["calc"].last_heard
+    advance(world, DEADTIME_MS / 1000 + 1)
+    assert membership.peers["calc"].status == "dead"
+    assert abs(checks[-1] - (last_heard + DEADTIME_MS / 1000)) < 0.011     # the fake clock's step
+
+
 def test_keepalive_period_is_exact(world):
     membership, clock, timers, rec, _ = world
     membership.start()
