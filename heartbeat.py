@@ -871,6 +871,7 @@ FIELD_STRING, FIELD_BINARY = 0, 1
 NETSTRING_START, NETSTRING_END = b"###\n", b"%%%\n"
 CLASSIC_START, CLASSIC_END = b">>>\n", b"<<<\n"
 MAX_DATAGRAM = 256 * 1024
+UDP_MAX_DATAGRAM = 65536         # what one UDP read can return (IPv4 payload at most 65507 bytes)
 FIELD_TYPES = (b"(0)", b"(1)")
 COMMA, ZERO = ord(","), ord("0")
 
@@ -2725,12 +2726,17 @@ class Daemon:
             self.log.info(f"{link.medium.describe(hacf.udpport)}: heartbeat started")
 
     def make_reader(self, link: Link):
+        """One datagram per wake-up (the selector reports the next at once), read into a buffer
+        kept for the daemon's life: a fresh 64 KB one per packet would be malloc churn."""
+        buffer = bytearray(UDP_MAX_DATAGRAM)
+        view = memoryview(buffer)
+
         def read(sock: socket.socket) -> None:
-            try:                # one datagram per wake-up: the selector reports the next at once
-                data, addr = sock.recvfrom(MAX_DATAGRAM + 1)
+            try:
+                size, addr = sock.recvfrom_into(buffer)
             except OSError:
                 return
-            self.membership.receive(data, link.name, addr[0])
+            self.membership.receive(bytes(view[:size]), link.name, addr[0])
         return read
 
     def transmit(self, datagram: bytes) -> None:
