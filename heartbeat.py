@@ -2727,7 +2727,7 @@ class Daemon:
 
     def make_reader(self, link: Link):
         """One datagram per wake-up (the selector reports the next at once), read into a buffer
-        kept for the daemon's life: a fresh 64 KB one per packet would be malloc churn."""
+        kept for the daemon's life: a fresh 256 KB one per packet cost an mmap and a munmap."""
         buffer = bytearray(UDP_MAX_DATAGRAM)
         view = memoryview(buffer)
 
