@@ -872,8 +872,7 @@ NETSTRING_START, NETSTRING_END = b"###\n", b"%%%\n"
 CLASSIC_START, CLASSIC_END = b">>>\n", b"<<<\n"
 MAX_DATAGRAM = 256 * 1024
 UDP_MAX_DATAGRAM = 65536         # what one UDP read can return (IPv4 payload at most 65507 bytes)
-FIELD_TYPES = (b"(0)", b"(1)")
-COMMA, ZERO = ord(","), ord("0")
+FIELD_TYPES = (b"(0)", b"(1)")    # on the wire, by FIELD_STRING and FIELD_BINARY
 
 
 class BadPacket(HAError):
@@ -968,8 +967,7 @@ def decode_message(data: bytes, keys: AuthKeys) -> Message:
 
 def _decode_netstring(data: bytes, keys: AuthKeys) -> Message:
     """Authenticate first (the trailer signs everything up to the last %%%), then read the
-    fields `LEN:(TYPE)NAME=VALUE,`, TYPE 0 (string) or 1 (binary). One loop, no calls per field:
-    this runs for every heartbeat, ten times a second at keepalive 100ms."""
+    fields `LEN:(TYPE)NAME=VALUE,`, TYPE 0 (string) or 1 (binary)."""
     stop = data.rfind(NETSTRING_END)
     if stop < len(NETSTRING_START):
         raise BadPacket("message without %%% end")
@@ -980,19 +978,11 @@ def _decode_netstring(data: bytes, keys: AuthKeys) -> Message:
         raise BadPacket("authentication failed")
     msg, pos = Message(), len(NETSTRING_START)
     while pos < stop:
-        colon = data.find(b":", pos, pos + 11)
-        length = data[pos:colon]
-        if colon <= pos or not length.isdigit():
-            raise BadPacket(f"bad netstring length at byte {pos}")
-        start, pos = colon + 1, colon + 1 + int(length)
-        equals = data.find(b"=", start + 3, pos)
-        if pos >= stop or data[pos] != COMMA or equals < 0 or data[start:start + 3] not in FIELD_TYPES:
-            raise BadPacket(f"bad field at byte {start}")
-        name, value = data[start + 3:equals].decode("ascii", "replace"), data[equals + 1:pos]
-        msg.fields.append((name, data[start + 1] - ZERO, value))
-        if data[start + 1] == ZERO and name not in msg.strings:
-            msg.strings[name] = value
-        pos += 1
+        item, pos = _peel_netstring(data, pos)
+        equals = item.find(b"=", 3)
+        if pos > stop or equals < 0 or item[:3] not in FIELD_TYPES:
+            raise BadPacket("bad field in message")
+        msg.add(item[3:equals].decode("ascii", "replace"), item[equals + 1:], FIELD_TYPES.index(item[:3]))
     return msg
 
 
@@ -1424,9 +1414,7 @@ class Membership:
             self.status_fields = ((status, dt), classic_text(fixed.fields), netstring_fields(fixed.fields))
         _, classic, body = self.status_fields
         self.seq += 1
-        control = [("seq", FIELD_STRING, b"%x" % self.seq), ("hg", FIELD_STRING, b"%x" % self.identity.generation),
-                   ("ts", FIELD_STRING, b"%x" % int(time.time())), ("ld", FIELD_STRING, load_average()),
-                   ("ttl", FIELD_STRING, b"%d" % (self.hacf.hopfudge + len(self.hacf.nodes)))]
+        control = [(name, FIELD_STRING, value) for name, value in self.control_fields(sequenced=True)]
         msgfmt = self.hacf.msgfmt
         return self.sent(seal(classic + classic_text(control) if msgfmt == "classic" else b"",
                               body + netstring_fields(control), self.config.authkeys, msgfmt), sequenced=True)
@@ -1476,13 +1464,18 @@ class Membership:
         sequenced = mtype not in NS_TYPES
         if sequenced:
             self.seq += 1
-            msg.add("seq", format(self.seq, "x"))
-        msg.add("hg", format(self.identity.generation, "x"))
-        msg.add("ts", format(int(time.time()), "x"))
-        if sequenced:
-            msg.add("ld", load_average())
-        msg.add("ttl", str(self.hacf.hopfudge + len(self.hacf.nodes)))
+        for name, value in self.control_fields(sequenced):
+            msg.add(name, value)
         return self.sent(encode_message(msg, self.config.authkeys, self.hacf.msgfmt), sequenced)
+
+    def control_fields(self, sequenced: bool) -> List[Tuple[str, bytes]]:
+        """What every message ends with: seq, hg, ts, ld, ttl (NS_ messages: no seq, no ld)."""
+        fields = [("seq", b"%x" % self.seq)] if sequenced else []
+        fields += [("hg", b"%x" % self.identity.generation), ("ts", b"%x" % int(time.time()))]
+        if sequenced:
+            fields.append(("ld", load_average()))
+        fields.append(("ttl", b"%d" % (self.hacf.hopfudge + len(self.hacf.nodes))))
+        return fields
 
     def sent(self, datagram: bytes, sequenced: bool) -> bytes:
         """Transmit; keep sequenced datagrams for retransmission, and ours to know them looped back."""
