@@ -47,8 +47,7 @@ while time.monotonic() < end:
 """
 
 
-def hacf(profile):
-    timers = PROFILES[profile]
+def hacf(timers):
     return (f"keepalive {timers['keepalive']}\ndeadtime {timers['deadtime']}\ninitdead {timers['initdead']}\n"
             "udpport 694\nbcast eth0\nnode prime\nnode calc\nauto_failback on\n")
 
@@ -123,11 +122,11 @@ def build(lab, kind, profile):
     for name in ("prime", "calc"):
         lab.exec(name, ["env", f"HA_CURHOST={name}", "sh", script, str(PORT), piddir, "start"])
         if kind == "heartbeat.py":
-            nodes[name] = Node(lab, name, hacf(profile), authkeys=keys, haresources=f"prime {VIP}/24/eth0\n",
+            nodes[name] = Node(lab, name, hacf(PROFILES[profile]), authkeys=keys, haresources=f"prime {VIP}/24/eth0\n",
                                python=DAEMON_PYTHON)
             nodes[name].logfile = nodes[name].log_path
         else:
-            nodes[name] = RealNode(lab, name, hacf(profile), keys, f"prime {VIP}/24/eth0\n")
+            nodes[name] = RealNode(lab, name, hacf(PROFILES[profile]), keys, f"prime {VIP}/24/eth0\n")
             nodes[name].logfile = os.path.join(nodes[name].logdir, "ha-log")
     return nodes
 
@@ -209,11 +208,11 @@ def cpu_and_rss(pids):
 BARE_LOOP = """
 import selectors, socket, sys, time
 sys.path.insert(0, sys.argv[3])
-from heartbeat import drop_own_broadcasts, interface_ipv4
+from heartbeat import SO_BINDTODEVICE, drop_own_broadcasts, interface_ipv4
 period, end = float(sys.argv[1]), time.monotonic() + float(sys.argv[2])
 send, recv = socket.socket(socket.AF_INET, socket.SOCK_DGRAM), socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 for sock in (send, recv):
-    sock.setsockopt(socket.SOL_SOCKET, 25, b"eth0")          # SO_BINDTODEVICE
+    sock.setsockopt(socket.SOL_SOCKET, SO_BINDTODEVICE, b"eth0")
 send.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
 recv.bind(("", 695))
 drop_own_broadcasts(recv, interface_ipv4("eth0"))
@@ -235,8 +234,7 @@ def idle_run(kind, keepalive, seconds):
     timers = dict(keepalive=keepalive, deadtime="10" if keepalive == "2" else "1", initdead="20")
     lab, procs = Lab(["prime", "calc"]), []
     try:
-        text = (f"keepalive {timers['keepalive']}\ndeadtime {timers['deadtime']}\ninitdead {timers['initdead']}\n"
-                "udpport 694\nbcast eth0\nnode prime\nnode calc\nauto_failback on\n")
+        text = hacf(timers)
         keys = "auth 1\n1 sha1 bench-secret\n"
         for name in ("prime", "calc"):
             if kind == BARE:
