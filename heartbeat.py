@@ -817,16 +817,17 @@ def hash_constructor(name: str):
 
 HASHES = {"sha1": hash_constructor("sha1"), "md5": hash_constructor("md5")}
 HMAC_BLOCK = 64                  # both sha1 and md5 work on 64-byte blocks
-HMAC_PADS: Dict[Tuple[str, bytes], tuple] = {}    # (method, key) -> keyed inner and outer states
+HMAC_PADS: Dict[Tuple[str, str], tuple] = {}    # (method, key) -> keyed inner and outer states
 
 
-def hmac_hexdigest(method: str, key: bytes, data: bytes) -> str:
+def hmac_hexdigest(method: str, key: str, data: bytes) -> str:
     """HMAC (RFC 2104) with the built-in sha1/md5. The keyed inner and outer hash states are
     made once per authkeys key and copied for each packet: ten of them a second at 100 ms."""
     pads = HMAC_PADS.get((method, key))
     if pads is None:
         new = HASHES[method]
-        block = (new(key).digest() if len(key) > HMAC_BLOCK else key).ljust(HMAC_BLOCK, b"\0")
+        raw = key.encode()
+        block = (new(raw).digest() if len(raw) > HMAC_BLOCK else raw).ljust(HMAC_BLOCK, b"\0")
         pads = HMAC_PADS[(method, key)] = (new(bytes(k ^ 0x36 for k in block)),
                                            new(bytes(k ^ 0x5C for k in block)))
     inner, outer = pads[0].copy(), pads[1].copy()
@@ -839,7 +840,7 @@ def auth_digest(method: str, key: str, data: bytes) -> str:
     """The digest Heartbeat writes after the authkeys index."""
     if method == "crc":
         return crc_digest(data)
-    return hmac_hexdigest(method, key.encode(), data)
+    return hmac_hexdigest(method, key, data)
 
 
 # Constant-time comparison: hmac.compare_digest is this very function, without the hmac import.
@@ -1013,6 +1014,10 @@ def _decode_classic(data: bytes, keys: AuthKeys) -> Message:
 
 NS_TYPES = ("NS_ackmsg", "NS_rexmit", "NS_nak_rexmit")   # no seq, no ld
 HISTORY_SIZE = 500
+# The control fields a status message ends with (seq, hg, ts, ld, ttl), as classic_text() and
+# netstring_fields() write them: the netstring length is len("(0)NAME=") + len(value).
+STATUS_CONTROL_CLASSIC = b"seq=%s\nhg=%s\nts=%s\nld=%s\nttl=%s\n"
+STATUS_CONTROL_NETSTRING = b"%d:(0)seq=%s,%d:(0)hg=%s,%d:(0)ts=%s,%d:(0)ld=%s,%d:(0)ttl=%s,"
 
 
 @dataclasses.dataclass
@@ -1279,6 +1284,7 @@ class Peer:
 
 
 SEQ_WINDOW = 200           # sequence numbers remembered per peer, for duplicates and replays
+PULLED_BEAT_SLACK = 1.125  # after a beat pulled by a peer's, ours is due this many keepalives later
 MAX_MISSING = 50           # a gap larger than this is not chased by retransmission requests
 MAX_REXMIT_REQUESTS = 10   # then the packet is given up as lost
 
@@ -1304,7 +1310,7 @@ class Membership:
                          "repnodes": self.on_repnodes, "NS_ackmsg": self.on_NS_ackmsg,
                          "NS_rexmit": self.on_NS_rexmit, "NS_nak_rexmit": self.on_NS_nak_rexmit}
         self.keepalive_timer: Optional[list] = None
-        self.status_fields: Tuple[tuple, bytes, bytes] = ((), b"", b"")
+        self.status_fields: Tuple[tuple, bytes, bytes, bytes, bytes] = ((), b"", b"", b"", b"")
         self.comm_up = False
         self.startup_grace = True
         for name in self.hacf.nodes:
@@ -1321,6 +1327,7 @@ class Membership:
     def reconfigure(self, config: Config) -> None:
         """SIGHUP: take the new timers and node list, keep what we know of the peers."""
         self.config, self.hacf = config, config.hacf
+        self.status_fields = ((), b"", b"", b"", b"")     # ttl counts the nodes
         for name in config.hacf.nodes:
             if name != self.identity.name and name not in self.peers:
                 self.add_peer(name)
@@ -1405,37 +1412,43 @@ class Membership:
 
     def send_status(self, status: str) -> bytes:
         """Status messages are the heartbeat, ten a second at keepalive 100ms and nearly all the
-        daemon does when idle. Their fixed fields (t, st, dt, protocol, src, srcuuid) are encoded
-        once per value; each packet only formats the control fields. The same bytes as send()."""
-        dt = format(self.announced_deadtime_ms(), "x")
+        daemon does when idle. What stays the same from one to the next (t, st, dt, protocol, src,
+        srcuuid, then hg and ttl) is encoded once; each packet puts seq, ts and ld into the two
+        templates below. The same bytes as send() would make: a test holds it to that."""
+        dt = self.announced_deadtime_ms()
         if self.status_fields[0] != (status, dt):
-            fixed = Message(("t", "status"), ("st", status), ("dt", dt), ("protocol", "1"),
+            fixed = Message(("t", "status"), ("st", status), ("dt", format(dt, "x")), ("protocol", "1"),
                             ("src", self.identity.name)).add("srcuuid", self.identity.uuid, FIELD_BINARY)
-            self.status_fields = ((status, dt), classic_text(fixed.fields), netstring_fields(fixed.fields))
-        _, classic, body = self.status_fields
+            self.status_fields = ((status, dt), classic_text(fixed.fields), netstring_fields(fixed.fields),
+                                  b"%x" % self.identity.generation, b"%d" % self.ttl())
+        _, classic, body, hg, ttl = self.status_fields
         self.seq += 1
-        control = [(name, FIELD_STRING, value) for name, value in self.control_fields(sequenced=True)]
-        msgfmt = self.hacf.msgfmt
-        return self.sent(seal(classic + classic_text(control) if msgfmt == "classic" else b"",
-                              body + netstring_fields(control), self.config.authkeys, msgfmt), sequenced=True)
+        seq, ts, ld = b"%x" % self.seq, b"%x" % int(time.time()), load_average()
+        if self.hacf.msgfmt == "classic":
+            classic += STATUS_CONTROL_CLASSIC % (seq, hg, ts, ld, ttl)
+        body += STATUS_CONTROL_NETSTRING % (len(seq) + 7, seq, len(hg) + 6, hg, len(ts) + 6, ts,
+                                            len(ld) + 6, ld, len(ttl) + 7, ttl)
+        return self.sent(seal(classic, body, self.config.authkeys, self.hacf.msgfmt), sequenced=True)
 
     def send_heartbeat(self) -> None:
         """Every keepalive, at a fixed rate: a late wake-up does not shift the following ones."""
         self.send_status(self.status)
-        period = self.hacf.keepalive_ms / 1000
-        due = self.keepalive_timer[0] + period if self.keepalive_timer else self.clock() + period
+        due = self.keepalive_timer[0] + self.hacf.keepalive_ms / 1000
         self.keepalive_timer = self.timers.call_later(max(due - self.clock(), 0.0), self.send_heartbeat)
 
     def send_heartbeat_early(self) -> None:
         """Awake anyway for a peer's heartbeat: when ours is due within half a keepalive, send
-        it now and keep the beat from here. The nodes' heartbeats fall into step: the node whose
-        beat is pulled wakes once a keepalive instead of twice (1.5 times per node on average,
-        an idle cost); none is ever sent late."""
+        it now. The nodes' heartbeats fall into step: the node whose beat is pulled wakes once a
+        keepalive instead of twice (1.5 times per node on average, an idle cost). Our own timer
+        is then set an eighth of a keepalive past the peer's next beat, so that the peer's beat
+        keeps pulling ours although both clocks jitter; when it does not come, ours goes out
+        that eighth late, once."""
         timer = self.keepalive_timer
         if timer and timer[2] and timer[0] - self.clock() < self.hacf.keepalive_ms / 2000:
             self.timers.cancel(timer)
-            self.keepalive_timer = None
-            self.send_heartbeat()
+            self.send_status(self.status)
+            self.keepalive_timer = self.timers.call_later(self.hacf.keepalive_ms * PULLED_BEAT_SLACK / 1000,
+                                                          self.send_heartbeat)
 
     def check_comm_up(self, force: bool = False) -> None:
         """Communication is up once every peer was heard from, or initdead has passed."""
@@ -1474,8 +1487,11 @@ class Membership:
         fields += [("hg", b"%x" % self.identity.generation), ("ts", b"%x" % int(time.time()))]
         if sequenced:
             fields.append(("ld", load_average()))
-        fields.append(("ttl", b"%d" % (self.hacf.hopfudge + len(self.hacf.nodes))))
+        fields.append(("ttl", b"%d" % self.ttl()))
         return fields
+
+    def ttl(self) -> int:
+        return self.hacf.hopfudge + len(self.hacf.nodes)
 
     def sent(self, datagram: bytes, sequenced: bool) -> bytes:
         """Transmit; keep sequenced datagrams for retransmission, and ours to know them looped back."""

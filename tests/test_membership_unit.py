@@ -120,6 +120,17 @@ def test_status_messages_are_byte_for_byte_what_the_generic_encoder_makes(world,
         assert hb.decode_message(fast, config.authkeys).get("st") == status
 
 
+def test_status_messages_count_a_node_added_by_sighup_in_their_ttl(world, tmp_path):
+    membership, clock, timers, rec, config = world
+    membership.start()
+    membership.send_status("active")
+    assert sent(rec)[-1].get("ttl") == "3"
+    (tmp_path / "ha.cf").write_text((tmp_path / "ha.cf").read_text() + "node sigma\n")
+    membership.reconfigure(hb.load_config(str(tmp_path), "prime"))
+    membership.send_status("active")
+    assert sent(rec)[-1].get("ttl") == "4"
+
+
 def test_peer_checks_do_not_wake_us_while_heartbeats_come_and_still_fire_at_deadtime(world):
     membership, clock, timers, rec, config = world
     calc = Calc(config)
@@ -190,9 +201,32 @@ def test_peer_heartbeat_pulls_ours_forward_when_due_within_half_a_keepalive(worl
     clock.now += 0.45                      # the old due time passes: nothing more is sent
     timers.run_due()
     assert len(statuses_sent(rec)) == 4
-    clock.now += 0.55                      # a keepalive after the early one, at the beat it set
+    clock.now += 0.55                      # a keepalive after the early one: the peer's beat is due
+    timers.run_due()                       # now, ours waits an eighth more for it to pull ours
+    assert len(statuses_sent(rec)) == 4
+    clock.now += 0.125                     # it did not come: ours goes out by its own timer
     timers.run_due()
     assert len(statuses_sent(rec)) == 5
+
+
+def test_a_peer_beating_with_jitter_keeps_pulling_ours(world):
+    """Once in step, every one of our beats is pulled by the peer's (sent at the instant it
+    arrives), although the peer's interval wanders 2% either side of a keepalive. With our
+    timer at exactly a keepalive after the pulled beat, a late peer beat loses the race and the
+    nodes fall out of step: each then wakes twice a keepalive."""
+    membership, clock, timers, rec, config = world
+    calc = Calc(config)
+    membership.start()
+    pulled, peer_due = 0, 1000.7           # ours is due at 1001.0: the first peer beat pulls it
+    for beat in range(40):
+        while clock.now < peer_due:
+            clock.now = round(clock.now + 0.001, 3)
+            timers.run_due()
+        before = len(statuses_sent(rec))
+        membership.receive(calc.status(), "eth0")
+        pulled += len(statuses_sent(rec)) - before
+        peer_due = round(peer_due + (1.02 if beat % 2 else 0.98), 3)
+    assert pulled >= 39
 
 
 def test_peer_heartbeat_does_not_pull_ours_from_more_than_half_a_keepalive_away(world):
