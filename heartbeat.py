@@ -1310,7 +1310,7 @@ class Membership:
                          "repnodes": self.on_repnodes, "NS_ackmsg": self.on_NS_ackmsg,
                          "NS_rexmit": self.on_NS_rexmit, "NS_nak_rexmit": self.on_NS_nak_rexmit}
         self.keepalive_timer: Optional[list] = None
-        self.status_fields: Tuple[tuple, bytes, bytes, bytes, bytes] = ((), b"", b"", b"", b"")
+        self.status_fields: Tuple[tuple, bytes, bytes] = ((), b"", b"")
         self.comm_up = False
         self.startup_grace = True
         for name in self.hacf.nodes:
@@ -1327,7 +1327,6 @@ class Membership:
     def reconfigure(self, config: Config) -> None:
         """SIGHUP: take the new timers and node list, keep what we know of the peers."""
         self.config, self.hacf = config, config.hacf
-        self.status_fields = ((), b"", b"", b"", b"")     # ttl counts the nodes
         for name in config.hacf.nodes:
             if name != self.identity.name and name not in self.peers:
                 self.add_peer(name)
@@ -1412,18 +1411,17 @@ class Membership:
 
     def send_status(self, status: str) -> bytes:
         """Status messages are the heartbeat, ten a second at keepalive 100ms and nearly all the
-        daemon does when idle. What stays the same from one to the next (t, st, dt, protocol, src,
-        srcuuid, then hg and ttl) is encoded once; each packet puts seq, ts and ld into the two
-        templates below. The same bytes as send() would make: a test holds it to that."""
+        daemon does when idle. Their fixed fields (t, st, dt, protocol, src, srcuuid) are encoded
+        once per value; each packet puts the control fields into the two templates below. The
+        same bytes as send() would make: a test holds it to that."""
         dt = self.announced_deadtime_ms()
         if self.status_fields[0] != (status, dt):
             fixed = Message(("t", "status"), ("st", status), ("dt", format(dt, "x")), ("protocol", "1"),
                             ("src", self.identity.name)).add("srcuuid", self.identity.uuid, FIELD_BINARY)
-            self.status_fields = ((status, dt), classic_text(fixed.fields), netstring_fields(fixed.fields),
-                                  b"%x" % self.identity.generation, b"%d" % self.ttl())
-        _, classic, body, hg, ttl = self.status_fields
+            self.status_fields = ((status, dt), classic_text(fixed.fields), netstring_fields(fixed.fields))
+        _, classic, body = self.status_fields
         self.seq += 1
-        seq, ts, ld = b"%x" % self.seq, b"%x" % int(time.time()), load_average()
+        seq, hg, ts, ld, ttl = (value for _, value in self.control_fields(sequenced=True))
         if self.hacf.msgfmt == "classic":
             classic += STATUS_CONTROL_CLASSIC % (seq, hg, ts, ld, ttl)
         body += STATUS_CONTROL_NETSTRING % (len(seq) + 7, seq, len(hg) + 6, hg, len(ts) + 6, ts,
@@ -1487,11 +1485,8 @@ class Membership:
         fields += [("hg", b"%x" % self.identity.generation), ("ts", b"%x" % int(time.time()))]
         if sequenced:
             fields.append(("ld", load_average()))
-        fields.append(("ttl", b"%d" % self.ttl()))
+        fields.append(("ttl", b"%d" % (self.hacf.hopfudge + len(self.hacf.nodes))))
         return fields
-
-    def ttl(self) -> int:
-        return self.hacf.hopfudge + len(self.hacf.nodes)
 
     def sent(self, datagram: bytes, sequenced: bool) -> bytes:
         """Transmit; keep sequenced datagrams for retransmission, and ours to know them looped back."""
