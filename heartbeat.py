@@ -898,8 +898,13 @@ class Message:
         return self
 
     def get(self, name: str, default: Optional[str] = None) -> Optional[str]:
+        """A string field as text a log line can carry: a peer's newlines and control characters
+        come out escaped (no field Heartbeat sends has any)."""
         value = self.strings.get(name)
-        return default if value is None else value.decode("utf-8", "replace")
+        if value is None:
+            return default
+        text = value.decode("utf-8", "replace")
+        return text if text.isprintable() else text.encode("unicode_escape").decode("ascii")
 
     def get_bytes(self, name: str) -> Optional[bytes]:
         for fname, _, value in self.fields:
@@ -1249,14 +1254,14 @@ class RateLimitedLog:
         self.last: Dict[str, float] = {}
         self.held: Dict[str, int] = {}
 
-    def __call__(self, reason: str, message: str) -> None:
+    def __call__(self, reason: str, message: str, level: str = "error") -> None:
         now = self.clock()
         if reason in self.last and now - self.last[reason] < self.interval_s:
             self.held[reason] = self.held.get(reason, 0) + 1
             return
         held = self.held.pop(reason, 0)
         self.last[reason] = now
-        self.log.error(message + (f" ({held} more like it since the last report)" if held else ""))
+        getattr(self.log, level)(message + (f" ({held} more like it since the last report)" if held else ""))
 
 
 @dataclasses.dataclass
@@ -1274,16 +1279,23 @@ class Peer:
     last_status: Optional[float] = None
     links: Dict[str, float] = dataclasses.field(default_factory=dict)   # link -> last heard
     link_up: Dict[str, bool] = dataclasses.field(default_factory=dict)
+    link_seq: Dict[str, int] = dataclasses.field(default_factory=dict)  # link -> newest status seq on it
     protocol: bool = False
     ack_trigger: int = 0
     shutting_down: bool = False           # sent shutdone: ignore it until it restarts
     declared_dead_alive: bool = False     # declared dead by silence, not by a shutdown notice
     partition_healed: bool = False        # came back with the same generation: a partition
+    restarted: bool = False               # a new generation seen, not yet followed by a status
+    shutdone: Tuple[int, float] = (0, 0.0)   # seq and arrival of its shutdown notice
+    challenge: Optional[Tuple[str, float]] = None   # (nonce, sent at): asked to prove its generation
+    answered: str = ""                    # the last nonce of its we signed
     check_timer: Optional[list] = None
     rexmit_timer: Optional[list] = None
 
 
 SEQ_WINDOW = 200           # sequence numbers remembered per peer, for duplicates and replays
+LINK_SEQ_SLACK = 2         # a status is evidence for a link only when it is among the peer's newest
+CHALLENGE, CHALLENGE_REPLY = "hbpy-challenge", "hbpy-challenge-reply"   # proof of a generation
 PULLED_BEAT_SLACK = 1.125  # after a beat pulled by a peer's, ours is due this many keepalives later
 MAX_MISSING = 50           # a gap larger than this is not chased by retransmission requests
 MAX_REXMIT_REQUESTS = 10   # then the packet is given up as lost
@@ -1313,6 +1325,7 @@ class Membership:
         self.status_fields: Tuple[tuple, bytes, bytes] = ((), b"", b"")
         self.comm_up = False
         self.startup_grace = True
+        self.name_conflict: Optional[dict] = None       # another node that uses our name
         for name in self.hacf.nodes:
             if name != identity.name:
                 self.add_peer(name)
@@ -1332,8 +1345,11 @@ class Membership:
                 self.add_peer(name)
         for name in [n for n in self.peers if n not in config.hacf.nodes]:
             self.timers.cancel(self.peers.pop(name).check_timer)
-        self.timers.cancel(self.keepalive_timer)
-        self.keepalive_timer = self.timers.call_later(self.hacf.keepalive_ms / 1000, self.send_heartbeat)
+        timer = self.keepalive_timer      # the heartbeat schedule goes on: a reload never delays a beat
+        sooner = self.clock() + self.hacf.keepalive_ms / 1000
+        if timer and timer[2] and sooner < timer[0]:
+            self.timers.cancel(timer)
+            self.keepalive_timer = self.timers.call_later(sooner - self.clock(), self.send_heartbeat)
 
     def start(self) -> None:
         """Announce ourselves (st=init, then up) and start the clocks."""
@@ -1518,11 +1534,13 @@ class Membership:
         except Exception as err:    # a parser bug must cost one packet, not the daemon
             return self.drop("malformed", f"dropped packet from {sender} on {link}: {err!r}")
         try:
-            self.accept(msg, link, sender)
+            self.accept(msg, link, sender, datagram)
         except (ValueError, KeyError, TypeError) as err:
             self.drop("malformed", f"dropped packet from {sender} on {link}: bad field: {err}")
 
-    def accept(self, msg: Message, link: str, sender: str) -> None:
+    def accept(self, msg: Message, link: str, sender: str, datagram: bytes = b"") -> None:
+        """Checks in Heartbeat's order: fields, sender, generation, sequence, destination. Only a
+        status message that passed them all is a sign of life: anything else can be replayed."""
         mtype, src, ts = msg.get("t"), msg.get("src"), msg.get("ts")
         if not mtype or not src or hex_number(ts) <= 0:
             return self.drop("malformed", f"dropped packet from {sender}: missing t, src or ts")
@@ -1531,7 +1549,7 @@ class Membership:
         if sequenced and seq <= 0:
             return self.drop("malformed", f"dropped {mtype} from {src}: missing seq")
         if src == self.identity.name:
-            return self.drop("own", log=False)
+            return self.own_name_seen(msg, sender, seq, datagram)
         peer = self.peers.get(src)
         if peer is None:
             if self.hacf.autojoin == "none":
@@ -1540,40 +1558,53 @@ class Membership:
             peer = self.add_peer(src)
             self.log.info(f"Node {src} joined (autojoin {self.hacf.autojoin})")
         generation = max(hex_number(msg.get("hg")), 0)
-        restarted = False
+        if msg.get("dest") == self.identity.name:
+            if mtype == CHALLENGE:
+                self.answer_challenge(peer, msg)
+            elif mtype == CHALLENGE_REPLY and self.is_proof(peer, msg):
+                self.adopt_generation(peer, generation, seq)
         if generation < peer.generation:
+            self.challenge(peer)
             return self.drop("replay", f"should_drop_message: attempted replay attack [{src}]? "
                                        f"[gen = {generation}, curgen = {peer.generation}]")
         if generation > peer.generation:
             if peer.generation:
-                restarted = True
+                peer.restarted = True
                 if peer.status != "dead":
                     self.log.info(f"Heartbeat restart on node {src}")
-                peer.max_seq = 0
-                peer.seen.clear()
-                peer.missing.clear()
+                self.forget_sequence(peer)
             peer.generation = generation
             peer.shutting_down = False
         uuid = msg.get_bytes("srcuuid")
         if uuid and len(uuid) == 16:
             peer.uuid = uuid
         now = self.clock()
-        self.heard_on_link(peer, link, now)
         if sequenced:
             if seq <= peer.max_seq - SEQ_WINDOW:
+                self.challenge(peer)
                 return self.drop("replay", f"dropped old packet seq {seq} from {src} (replayed?)")
+            if mtype == "status" and peer.link_seq.get(link, 0) < seq and seq + LINK_SEQ_SLACK >= peer.max_seq:
+                peer.link_seq[link] = seq       # new on this link: a second medium's copy counts for it
+                self.heard_on_link(peer, link, now)
             if seq in peer.seen:
                 return self.drop("duplicate", log=False)
             self.track_seq(peer, seq)
         dest = msg.get("dest")
         if dest and dest != self.identity.name:
             return self.drop("not_for_us", log=False)
-        self.heard_from(peer, msg, now, restarted)
+        if mtype == "status":
+            self.heard_from(peer, msg, seq, now)
         handler = self.handlers.get(mtype)
         if handler:
             handler(peer, msg)
         elif self.listener:
             self.listener.on_message(peer, msg)
+
+    def forget_sequence(self, peer: Peer) -> None:
+        peer.max_seq = 0
+        peer.seen.clear()
+        peer.missing.clear()
+        peer.link_seq.clear()
 
     def heard_on_link(self, peer: Peer, link: str, now: float) -> None:
         peer.links[link] = now
@@ -1582,14 +1613,22 @@ class Membership:
             self.log.info(f"Link {peer.name}:{link} up.")
             self.schedule_check(peer)
 
-    def heard_from(self, peer: Peer, msg: Message, now: float, restarted: bool) -> None:
-        """An authenticated, new packet: the peer is alive (unless it told us it is stopping)."""
+    def heard_from(self, peer: Peer, msg: Message, seq: int, now: float) -> None:
+        """A new status message: the peer is alive (unless it told us it is stopping)."""
+        restarted, peer.restarted = peer.restarted, False
+        if peer.shutting_down and seq > peer.shutdone[0] and now - peer.shutdone[1] > peer.deadtime_ms / 1000 \
+                and msg.get("st") in ("init", "up", "active"):
+            # 3.0.6 sends a status or two after shutdone while it stops; one still beating a deadtime
+            # later did not stop (a forged or replayed shutdone): believe the heartbeats
+            self.log.warn(f"node {peer.name} still sends heartbeats a deadtime after its shutdown notice: "
+                          "it is alive")
+            peer.shutting_down = False
         peer.last_heard = now
         if peer.status == "dead" and not peer.shutting_down:
             peer.partition_healed = not restarted and peer.declared_dead_alive
             if peer.partition_healed:
                 self.log.crit(f"Cluster node {peer.name} returning after partition.")
-            new = msg.get("st") if msg.get("t") == "status" else "up"
+            new = msg.get("st")
             peer.status = new if new in ("init", "up", "active") else "up"
             self.log.info(f"Status update for node {peer.name}: status {peer.status}")
             self.schedule_check(peer)
@@ -1598,6 +1637,84 @@ class Membership:
         elif peer.check_timer is None or peer.check_timer[0] - now < 2 * self.hacf.keepalive_ms / 1000:
             self.schedule_check(peer)    # the deadline moves ahead while heartbeats come: no wake-up
         self.check_comm_up()
+
+    # -- a generation proved by a live peer -----------------------------------------
+
+    def challenge(self, peer: Peer) -> None:
+        """Packets from peer are dropped as replays (a lower generation, or a sequence number far
+        behind): it restarted with an older generation file, or someone sent a forged high one.
+        Ask it to sign a fresh nonce; only a live node holding the key can answer. Once per
+        keepalive at most: a flood of replays makes no flood of challenges."""
+        now = self.clock()
+        if peer.challenge and now - peer.challenge[1] < self.hacf.keepalive_ms / 1000:
+            return
+        nonce = os.urandom(16).hex()
+        peer.challenge = (nonce, now)
+        self.send(Message(("t", CHALLENGE), ("dest", peer.name), ("nonce", nonce)), dest=peer.name)
+
+    def answer_challenge(self, peer: Peer, msg: Message) -> None:
+        """Answered before any replay check: the challenger may be dropping our packets too."""
+        nonce = msg.get("nonce", "")
+        if re.fullmatch(r"[0-9a-f]{32}", nonce) and nonce != peer.answered:
+            peer.answered = nonce
+            self.send(Message(("t", CHALLENGE_REPLY), ("dest", peer.name), ("nonce", nonce)), dest=peer.name)
+
+    def is_proof(self, peer: Peer, msg: Message) -> bool:
+        return (peer.challenge is not None and msg.get("nonce") == peer.challenge[0]
+                and self.clock() - peer.challenge[1] < peer.deadtime_ms / 1000)
+
+    def adopt_generation(self, peer: Peer, generation: int, seq: int) -> None:
+        """The reply to our nonce is signed now by the peer: its generation and sequence number are
+        the live ones. Every earlier sequence number counts as seen, so no replay gets in."""
+        self.log.warn(f"Node {peer.name} proved generation {generation} at seq {seq} "
+                      f"(we had {peer.generation} at seq {peer.max_seq}): adopting it")
+        peer.challenge = None
+        if generation != peer.generation:
+            peer.restarted = True
+        peer.generation = generation
+        self.forget_sequence(peer)
+        peer.max_seq = seq
+        peer.seen = set(range(max(1, seq - SEQ_WINDOW + 1), seq + 1))
+
+    # -- another node with our name -------------------------------------------------
+
+    def own_name_seen(self, msg: Message, sender: str, seq: int, datagram: bytes) -> None:
+        """A signed packet with our name. Ours looped back, or a replay of ours: our uuid and a
+        generation and sequence number we have sent with these very bytes (or too old to tell).
+        Anything else comes from another node that uses our name (a cloned machine): while it
+        is there, this node takes no group it does not already hold."""
+        uuid = msg.get_bytes("srcuuid") or b""
+        generation = hex_number(msg.get("hg"))
+        ours = uuid == self.identity.uuid and (generation < self.identity.generation or (
+            generation == self.identity.generation and seq <= self.seq
+            and self.history.get(seq, datagram) == datagram))
+        if ours:
+            return self.drop("own", log=False)
+        self.counters["dropped_name_conflict"] += 1
+        first = self.name_conflict is None
+        self.name_conflict = {"uuid": uuid.hex(), "generation": generation, "sender": sender,
+                              "last_seen": self.clock()}
+        message = (f"Another node uses our name {self.identity.name}: uuid {uuid.hex() or '-'} generation "
+                   f"{generation} from {sender} (ours: uuid {self.identity.uuid.hex()} generation "
+                   f"{self.identity.generation}). Not taking over any resource group until it is gone")
+        if first:
+            self.log.crit(message)
+            self.timers.call_later(self.hacf.deadtime_ms / 1000, self.check_name_conflict)
+            if self.listener:
+                self.listener.on_name_conflict(True)
+        else:
+            self.complain("name_conflict", message, level="crit")
+
+    def check_name_conflict(self) -> None:
+        quiet_s = self.clock() - self.name_conflict["last_seen"]
+        if quiet_s < self.hacf.deadtime_ms / 1000:
+            self.timers.call_later(self.hacf.deadtime_ms / 1000 - quiet_s, self.check_name_conflict)
+            return
+        self.log.warn(f"No packet from another node named {self.identity.name} for {quiet_s:.1f} s: "
+                      "name conflict over")
+        self.name_conflict = None
+        if self.listener:
+            self.listener.on_name_conflict(False)
 
     def track_seq(self, peer: Peer, seq: int) -> None:
         """Remember seq; note gaps and ask for them again (NS_rexmit)."""
@@ -1651,8 +1768,14 @@ class Membership:
         peer.protocol = msg.get("protocol") == "1"
         deadtime_ms = hex_number(msg.get("dt"))
         if deadtime_ms > 0 and deadtime_ms != peer.deadtime_ms:
-            peer.deadtime_ms = deadtime_ms      # the sender's deadtime counts, as in 3.0.6
-            self.schedule_check(peer)
+            low, high = 2 * self.hacf.keepalive_ms, 10 * self.hacf.deadtime_ms
+            if low <= deadtime_ms <= high:
+                peer.deadtime_ms = deadtime_ms      # the sender's deadtime counts, as in 3.0.6
+                self.schedule_check(peer)
+            else:
+                self.complain("bad_deadtime", f"Node {peer.name} announces a deadtime of {deadtime_ms} ms, "
+                                              f"outside {low}-{high} ms: ignored, {peer.deadtime_ms} ms kept",
+                              level="warn")
         self.send_heartbeat_early()
         status = msg.get("st", "")
         if peer.shutting_down:
@@ -1699,6 +1822,7 @@ class Membership:
         """A graceful stop: the peer is gone now, no need to wait for deadtime."""
         self.log.info(f"Received shutdown notice from '{peer.name}'.")
         peer.shutting_down = True
+        peer.shutdone = (hex_number(msg.get("seq")), self.clock())
         self.declare_dead(peer, reason=f"node {peer.name}: is dead (shut down)")
 
     # -- reporting ----------------------------------------------------------------
@@ -2081,6 +2205,7 @@ class Worker:
 MAX_START_FAILURES = 3          # per group and node; then it stays down here and says so
 NEGOTIATION_ATTEMPTS = 3        # `starting` and failback requests, each a deadtime apart
 STANDBY_REPLY_TIMEOUT_S = 10.0
+STANDBY_DONE_TIMEOUT_S = 300.0  # a hand-over whose other side never says done is forgotten then
 HOLD_NAMES = {(True, True): "all", (True, False): "local", (False, True): "foreign", (False, False): "none"}
 MIRROR = {"local": "foreign", "foreign": "local", "all": "all", "none": "none"}
 
@@ -2107,7 +2232,7 @@ class ClusterPolicy:
         self.initial_timer: Optional[list] = None
         self.starting_attempts = self.failback_attempts = 0
         self.standby_request: Optional[Tuple[str, str, list]] = None   # (class we give, peer, timer)
-        self.standby_offer: Optional[Tuple[str, str]] = None           # (class peer gives, peer)
+        self.standby_offer: Optional[Tuple[str, str, list]] = None     # (class peer gives, peer, timer)
         self.in_standby = False
         self.shutting_down = False
 
@@ -2138,6 +2263,9 @@ class ClusterPolicy:
 
     def acquire(self, classes: List[str], reason: str, then=None) -> None:
         classes = [c for c in classes if not self.holds[c]]
+        if classes and self.membership.name_conflict:
+            self.log.crit(f"Not acquiring [{' '.join(classes)}] resources: another node uses our name")
+            return
         for cls in classes:
             self.holds[cls] = True
         groups = [g for g in self.groups_of(classes) if self.failures[g.key] < MAX_START_FAILURES]
@@ -2274,6 +2402,16 @@ class ClusterPolicy:
         else:
             self.log.warn(f"{peers[0].name} keeps our resources; 'heartbeat.py takeover' moves them back")
 
+    def on_name_conflict(self, active: bool) -> None:
+        """The other node with our name is gone: take what this node would have taken."""
+        if active or self.shutting_down or not self.membership.comm_up:
+            return
+        peers = self.live_peers()
+        if not peers:
+            self.acquire(["local", "foreign"], reason="name conflict over")
+        elif not self.in_standby and "foreign" not in classes_of(self.peer_holds.get(peers[0].name, ("none",))[0]):
+            self.acquire(["local"], reason="name conflict over")
+
     def on_node_status(self, peer: Peer, old: str, new: str) -> None:
         if new == "dead":
             self.peer_holds.pop(peer.name, None)
@@ -2281,6 +2419,7 @@ class ClusterPolicy:
                 self.timers.cancel(self.standby_request[2])
                 self.standby_request = None
             if self.standby_offer and self.standby_offer[1] == peer.name:
+                self.timers.cancel(self.standby_offer[2])
                 self.standby_offer = None
             if self.initial_pending == peer.name:
                 self.decide_initial()
@@ -2352,9 +2491,16 @@ class ClusterPolicy:
         return ""
 
     def standby_timeout(self) -> None:
-        if self.standby_request:
+        """No answer in time, at either step of the exchange: forget it, so that nothing stays
+        busy for good (a lost packet, a peer that died, a forged request)."""
+        now = self.timers.clock()
+        if self.standby_request and self.standby_request[2][0] <= now:
             self.log.warn("No reply to standby request.  Standby request cancelled.")
             self.standby_request = None
+        if self.standby_offer and self.standby_offer[2][0] <= now:
+            self.log.warn(f"{self.standby_offer[1]} did not complete its standby: standby offer cancelled")
+            self.standby_offer = None
+        self.after_change()
 
     def on_ask_resources(self, peer: Peer, msg: Message) -> None:
         cls, info = msg.get("rsc_hold", "all"), msg.get("info", "")
@@ -2363,11 +2509,13 @@ class ClusterPolicy:
                 self.log.warn(f"standby message [me] from {peer.name} ignored.  local resources in flux.")
                 return
             self.log.info(f"standby: acquire [{cls}] resources from {peer.name}")
-            self.standby_offer = (cls, peer.name)
+            self.standby_offer = (cls, peer.name, self.timers.call_later(STANDBY_DONE_TIMEOUT_S, self.standby_timeout))
             self.membership.send(Message(("t", "ask_resources"), ("rsc_hold", cls), ("info", "other")))
         elif info == "other" and self.standby_request and self.standby_request[1] == peer.name:
             mine = self.standby_request[0]
             self.timers.cancel(self.standby_request[2])
+            self.standby_request = (mine, peer.name, self.timers.call_later(STANDBY_DONE_TIMEOUT_S,
+                                                                           self.standby_timeout))
             self.log.info(f"standby: {peer.name} can take our {mine} resources")
             if mine in ("all", "local"):
                 self.in_standby = True
@@ -2380,6 +2528,8 @@ class ClusterPolicy:
             theirs = self.standby_offer[0]
 
             def acquired():
+                if self.standby_offer:
+                    self.timers.cancel(self.standby_offer[2])
                 self.standby_offer = None
                 self.log.info(f"Standby resource acquisition done [{theirs}].")
                 self.membership.send(Message(("t", "ask_resources"), ("rsc_hold", theirs), ("info", "done")))
@@ -2387,6 +2537,7 @@ class ClusterPolicy:
             self.acquire(classes_of(MIRROR[theirs]), reason="", then=acquired)
         elif info == "done" and self.standby_request and self.standby_request[1] == peer.name:
             self.log.info(f"Other node completed standby takeover of {self.standby_request[0]} resources.")
+            self.timers.cancel(self.standby_request[2])
             self.standby_request = None
             self.after_change()
 
@@ -2700,7 +2851,8 @@ class Daemon:
         self.membership: Optional[Membership] = None
         self.policy: Optional[ClusterPolicy] = None
         self.wake_r, self.wake_w = socket.socketpair()     # signals
-        self.post_r, self.post_w = socket.socketpair()     # results from the resource thread
+        self.post_r, self.post_w = socket.socketpair()     # results from the resource and reload threads
+        self.reloading = self.reload_again = False
         self.posted: collections.deque = collections.deque()
 
     # -- start and stop --------------------------------------------------------
@@ -2846,10 +2998,34 @@ class Daemon:
             self.pid_fd = -1
 
     def reload(self) -> None:
-        """SIGHUP: re-read the configuration; a broken one is refused and the old one kept."""
+        """SIGHUP: read the configuration in a thread (a host name in haresources may wait on a
+        dead DNS server, and heartbeats must keep flowing meanwhile), then apply it in the loop.
+        A storm of signals makes one reload at a time, and one more after the last signal."""
         self.log.info("Signalled to reread config files")
+        if self.reloading:
+            self.reload_again = True
+            return
+        self.reloading = True
+
+        def load():
+            try:
+                loaded = load_config(self.args.config_dir, self.args.node)
+            except (ConfigErrors, HAError) as err:
+                loaded = err
+            except Exception:             # a bug must not end reloads for good
+                loaded = HAError("internal error (please report): " + traceback.format_exc().replace("\n", " | "))
+            self.post(lambda: self.apply_config(loaded))
+        threading.Thread(target=load, name="reload", daemon=True).start()
+
+    def apply_config(self, config) -> None:
+        """The loaded configuration, or the error that refused it."""
+        self.reloading = False
+        if self.reload_again:
+            self.reload_again = False
+            self.reload()
         try:
-            config = load_config(self.args.config_dir, self.args.node)
+            if isinstance(config, Exception):
+                raise config
             if config.node != self.config.node:
                 raise HAError("the node name changed; restart instead")
             if config.hacf.media != self.config.hacf.media or config.hacf.udpport != self.config.hacf.udpport:
@@ -2899,6 +3075,7 @@ class Daemon:
             "rsc_hold": self.policy.rsc_hold(),
             "groups": self.policy.snapshot(),
             "counters": dict(membership.counters),
+            "name_conflict": membership.name_conflict,
         }
 
 
@@ -2940,6 +3117,10 @@ def format_status(report: dict) -> str:
             heard = f"{node['last_heard_s']:.1f} s ago"
         links = " ".join(f"{link} {state}" for link, state in node["links"].items()) or "-"
         lines.append(f"{name:<16} {node['status']:<8} {heard:<14} {links}")
+    conflict = report.get("name_conflict")
+    if conflict:
+        lines.append(f"NAME CONFLICT: another node calls itself {report['node']} (uuid {conflict['uuid']}, "
+                     f"from {conflict['sender']}): no group is taken over while it is there")
     for group in report.get("groups", []):
         owner = group["owner"] or "nobody"
         note = f" [{group['state']}, {group['failures']} start failures here]" if group["failures"] else ""

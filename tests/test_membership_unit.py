@@ -490,3 +490,204 @@ def test_real_heartbeat_packets_are_accepted(world, vector_file, peer):
         membership.receive(handle.read(), "eth0")
     assert membership.peers[peer].status == "active"
     assert membership.peers[peer].deadtime_ms == 10000      # the real node announced dt=2710
+
+
+# ---------------------------------------------------------------- hardening: what counts as life
+
+
+def test_replayed_packets_of_any_type_do_not_keep_a_silent_peer_alive(world):
+    membership, clock, timers, rec, config = world
+    calc = Calc(config)
+    membership.start()
+    captured = [calc.status(), calc.packet(("t", "resource"), ("rsc_hold", "all")),
+                calc.packet(("t", "NS_ackmsg"), ("dest", "prime"), ("ackseq", "1")),
+                calc.packet(("t", "NS_rexmit"), ("dest", "prime"), ("firstseq", "1"), ("lastseq", "1")),
+                calc.packet(("t", "NS_nak_rexmit"), ("dest", "prime"), ("firstseq", "1")), calc.status()]
+    for packet in captured:
+        membership.receive(packet, "eth0")
+    last_status = clock.now
+    assert membership.peers["calc"].status == "active"
+    while clock.now - last_status < DEADTIME_MS / 1000 + 0.5:     # replays at 10 x keepalive rate
+        for packet in captured:
+            membership.receive(packet, "eth0")
+            membership.receive(packet, "eth1")
+        advance(world, 0.1)
+    assert membership.peers["calc"].status == "dead"
+    assert ("status", "calc", "active", "dead") in rec.events
+    assert membership.snapshot()["calc"]["links"] == {"eth0": "dead", "eth1": "dead"}
+
+
+def test_a_status_replayed_on_another_link_does_not_bring_that_link_up(world):
+    membership, clock, timers, rec, config = world
+    calc = Calc(config)
+    membership.start()
+    old = calc.status()
+    membership.receive(old, "eth0")
+    for _ in range(5):
+        membership.receive(calc.status(), "eth0")
+    membership.receive(old, "eth1")                    # a copy of an old one: no evidence for eth1
+    assert not rec.has("Link calc:eth1 up.")
+
+
+def test_a_reload_keeps_the_heartbeat_schedule(world):
+    membership, clock, timers, rec, config = world
+    membership.start()
+    start, before = clock.now, len(rec.sent)
+    while clock.now - start < 9.5:                     # SIGHUP every 0.1 s, until just before initdead
+        membership.reconfigure(config)
+        advance(world, 0.1)
+    assert len(rec.sent) - before == 9                 # keepalive 1 s: not one beat lost
+
+
+def test_a_reload_with_a_shorter_keepalive_brings_the_next_beat_forward(world, tmp_path):
+    membership, clock, timers, rec, config = world
+    membership.start()
+    (tmp_path / "ha.cf").write_text((tmp_path / "ha.cf").read_text().replace(f"keepalive {KEEPALIVE_MS}ms",
+                                                                              "keepalive 300ms"))
+    membership.reconfigure(hb.load_config(str(tmp_path), "prime"))
+    before = len(rec.sent)
+    advance(world, 0.31)
+    assert len(rec.sent) == before + 1
+
+
+@pytest.mark.parametrize("dt_ms", [1, 2 * KEEPALIVE_MS - 1, 10 * DEADTIME_MS + 1, 0xFFFFFFFF])
+def test_a_peer_deadtime_outside_the_sane_range_is_ignored_and_logged(world, dt_ms):
+    membership, clock, timers, rec, config = world
+    calc = Calc(config)
+    membership.start()
+    membership.receive(calc.status(dt=DEADTIME_MS), "eth0")
+    membership.receive(calc.status(dt=dt_ms), "eth0")
+    assert membership.peers["calc"].deadtime_ms == DEADTIME_MS
+    assert rec.has(f"announces a deadtime of {dt_ms} ms")
+    membership.receive(calc.status(dt=2 * DEADTIME_MS), "eth0")
+    assert membership.peers["calc"].deadtime_ms == 2 * DEADTIME_MS
+
+
+def test_peer_strings_reach_log_lines_escaped():
+    msg = hb.Message(("info", "a\nFAKE: node calc: is dead\x1b[2J"))
+    assert msg.get("info") == "a\\nFAKE: node calc: is dead\\x1b[2J"
+    assert hb.Message(("ld", "0.00 0.01 0.05 1/123 4567")).get("ld") == "0.00 0.01 0.05 1/123 4567"
+
+
+# ---------------------------------------------------------------- hardening: generations
+
+
+def challenges(rec, keys=None):
+    return [m for m in sent(rec) if m.get("t") == hb.CHALLENGE]
+
+
+def reply_to(calc, challenge, generation=None):
+    return calc.packet(("t", hb.CHALLENGE_REPLY), ("dest", "prime"), ("nonce", challenge.get("nonce")),
+                       generation=generation)
+
+
+@pytest.mark.parametrize("forged", ["high generation", "high seq"])
+def test_a_forged_generation_or_seq_is_undone_by_a_signed_answer_to_a_fresh_nonce(world, forged):
+    membership, clock, timers, rec, config = world
+    calc = Calc(config, generation=0x200)
+    membership.start()
+    for _ in range(3):
+        membership.receive(calc.status(), "eth0")
+    if forged == "high generation":
+        membership.receive(calc.status(generation=0x7FFFFFFF), "eth0")
+    else:
+        membership.receive(Calc(config, generation=0x200).status(seq=0xFFFFFFF), "eth0")
+    real_seq = calc.seq
+    for _ in range(3):                                  # the real node's packets are now "replays"
+        membership.receive(calc.status(), "eth0")
+        advance(world, 0.3)
+    assert membership.counters["dropped_replay"] >= 3
+    asked = challenges(rec)
+    assert len(asked) == 1 and asked[0].get("dest") == "calc"     # once per keepalive, not per packet
+    membership.receive(calc.packet(("t", hb.CHALLENGE_REPLY), ("dest", "prime"), ("nonce", "0" * 32)), "eth0")
+    assert membership.peers["calc"].generation != 0x200 or forged == "high seq"
+    membership.receive(reply_to(calc, asked[0]), "eth0")
+    assert rec.has("Node calc proved generation 512")
+    assert membership.peers["calc"].generation == 0x200
+    heard = membership.peers["calc"].last_heard
+    advance(world, 0.5)
+    membership.receive(calc.status(), "eth0")
+    assert membership.peers["calc"].last_heard > heard
+    replay = Calc(config, generation=0x200).status(seq=real_seq + 1)       # one from before the proof
+    before = membership.counters["dropped_duplicate"]
+    membership.receive(replay, "eth0")
+    assert membership.counters["dropped_duplicate"] == before + 1
+
+
+def test_an_old_answer_to_another_nonce_proves_nothing(world):
+    membership, clock, timers, rec, config = world
+    calc = Calc(config, generation=0x200)
+    membership.start()
+    membership.receive(calc.status(), "eth0")
+    membership.receive(calc.status(generation=0x300), "eth0")
+    membership.receive(calc.status(), "eth0")
+    assert challenges(rec)
+    for nonce in ("f" * 32, "", "x"):
+        membership.receive(calc.packet(("t", hb.CHALLENGE_REPLY), ("dest", "prime"), ("nonce", nonce)), "eth0")
+    assert membership.peers["calc"].generation == 0x300 and not rec.has("proved generation")
+
+
+def test_a_challenge_is_answered_even_when_its_sender_looks_like_a_replay(world):
+    membership, clock, timers, rec, config = world
+    calc = Calc(config, generation=0x200)
+    membership.start()
+    membership.receive(calc.status(generation=0x900), "eth0")       # we now expect 0x900 from calc
+    challenge = calc.packet(("t", hb.CHALLENGE), ("dest", "prime"), ("nonce", "ab" * 16))
+    membership.receive(challenge, "eth0")
+    membership.receive(challenge, "eth0")                              # a replay: answered once
+    replies = [m for m in sent(rec) if m.get("t") == hb.CHALLENGE_REPLY]
+    assert len(replies) == 1 and replies[0].get("nonce") == "ab" * 16 and replies[0].get("dest") == "calc"
+    assert replies[0].get("hg") == "100"
+
+
+def test_a_forged_shutdone_does_not_blind_us_to_a_node_that_keeps_beating(world):
+    membership, clock, timers, rec, config = world
+    calc = Calc(config)
+    membership.start()
+    membership.receive(calc.status(), "eth0")
+    membership.receive(calc.packet(("t", "shutdone"), ("st", "dead")), "eth0")
+    assert membership.peers["calc"].status == "dead"
+    for _ in range(int(DEADTIME_MS / KEEPALIVE_MS) + 2):
+        advance(world, 1)
+        membership.receive(calc.status(), "eth0")
+    assert membership.peers["calc"].status == "active"
+    assert rec.has("still sends heartbeats a deadtime after its shutdown notice")
+
+
+# ---------------------------------------------------------------- hardening: our own name
+
+
+def prime_clone_packet(config, uuid=b"Q" * 16, generation=0x100, seq=1):
+    msg = hb.Message(("t", "status"), ("st", "active"), ("src", "prime"))
+    msg.add("srcuuid", uuid, hb.FIELD_BINARY)
+    msg.add("seq", format(seq, "x")).add("hg", format(generation, "x")).add("ts", "6b05d22a")
+    return hb.encode_message(msg, config.authkeys)
+
+
+@pytest.mark.parametrize("clone", [dict(uuid=b"Q" * 16), dict(uuid=b"P" * 16, generation=0x101),
+                                   dict(uuid=b"P" * 16, seq=999)])
+def test_a_signed_packet_with_our_name_from_elsewhere_is_a_name_conflict(world, clone):
+    membership, clock, timers, rec, config = world
+    membership.start()
+    membership.receive(prime_clone_packet(config, **clone), "eth0", "10.77.0.9")
+    assert rec.has("crit: Another node uses our name prime")
+    assert rec.has("from 10.77.0.9")
+    assert membership.name_conflict["sender"] == "10.77.0.9"
+    assert membership.counters["dropped_name_conflict"] == 1
+    advance(world, DEADTIME_MS / 1000 - 1)
+    membership.receive(prime_clone_packet(config, **clone), "eth0", "10.77.0.9")
+    advance(world, DEADTIME_MS / 1000 - 0.5)
+    assert membership.name_conflict is not None
+    advance(world, 1)
+    assert membership.name_conflict is None and rec.has("name conflict over")
+
+
+def test_our_own_packets_and_their_replays_are_no_name_conflict(world):
+    membership, clock, timers, rec, config = world
+    membership.start()
+    advance(world, 3)
+    for datagram in list(rec.sent):                    # looped back on a second medium, or replayed
+        membership.receive(datagram, "eth1")
+    old_run = prime_clone_packet(config, uuid=b"P" * 16, generation=0xFF, seq=7)
+    membership.receive(old_run, "eth0")
+    assert membership.name_conflict is None and not rec.has("Another node uses our name")
