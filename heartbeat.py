@@ -2806,34 +2806,81 @@ def control_request(run_dir: str, request: dict, timeout_s: float = 5.0) -> dict
         raise HAError(f"bad answer from the daemon on {path}") from None
 
 
+def written_only_by_us(info: os.stat_result) -> bool:
+    """Owned by our effective user (root, for the daemon) and not writable by group or others."""
+    return info.st_uid == os.geteuid() and not info.st_mode & 0o022
+
+
+def bytecode_matches(path: str, header: bytes) -> bool:
+    """path is a regular file that only we could have written, starts with header and holds code."""
+    import marshal
+    import types
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)     # a FIFO must not hang us
+    except OSError:
+        return False
+    with os.fdopen(fd, "rb") as handle:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode) or not written_only_by_us(info):
+            return False
+        data = handle.read()
+    if data[:len(header)] != header:
+        return False
+    try:
+        return isinstance(marshal.loads(data[len(header):]), types.CodeType)  # noqa: S302 - the file we are about to run
+    except (EOFError, ValueError, TypeError):
+        return False
+
+
+def usable_bytecode(source: str, state_dir: str) -> Optional[str]:
+    """state_dir/heartbeat.pyc, compiled again unless it holds this very source, or None: run
+    from source. Python runs a .pyc named on its command line without comparing it with any
+    source, and root runs this one, so the checks are ours: a hash-checked header (PEP 552)
+    with the hash of the source's bytes (size and mtime match after `cp -p` of another file),
+    a body that loads as code, and a file and directory that only we can write. A state dir
+    that others can write gets no bytecode at all."""
+    import importlib.util
+    import marshal
+    try:
+        with open(source, "rb") as handle:
+            source_bytes = handle.read()
+        header = (importlib.util.MAGIC_NUMBER + (0b11).to_bytes(4, "little")    # flags: hash, checked
+                  + importlib.util.source_hash(source_bytes))
+        os.makedirs(state_dir, mode=0o755, exist_ok=True)
+        if not written_only_by_us(os.stat(state_dir)):
+            return None
+        cached = os.path.join(state_dir, BYTECODE_NAME)
+        if bytecode_matches(cached, header):
+            return cached
+        code = compile(source_bytes, source, "exec", dont_inherit=True)
+        partial = f"{cached}.{os.getpid()}"
+        try:
+            with os.fdopen(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644), "wb") as handle:
+                handle.write(header + marshal.dumps(code))
+            os.replace(partial, cached)
+        finally:
+            if os.path.lexists(partial):
+                os.unlink(partial)
+        return cached
+    except (OSError, SyntaxError, ValueError):
+        return None
+
+
 def restart_from_bytecode(state_dir: str) -> None:
     """The daemon runs for months, and compiling this file as a script leaves ~9 MB of
     fragmented heap that it would carry all that time. So the daemon starts again, with the
-    same pid and arguments, from the bytecode kept in state_dir (rebuilt when this file
-    changes). Returns, and the daemon runs from source, when that cannot be done."""
+    same pid and arguments, from the bytecode kept in state_dir (see usable_bytecode).
+    Returns, and the daemon runs from source, when that cannot be done."""
     source = os.path.abspath(sys.argv[0])
     if not source.endswith(".py") or not os.path.isfile(source):
         return                           # running from the bytecode already
-    import importlib.util
-    import py_compile
-    try:
-        cached = os.path.join(state_dir, BYTECODE_NAME)
-        info = os.stat(source)
-        header = importlib.util.MAGIC_NUMBER + struct.pack("<III", 0, int(info.st_mtime) & 0xFFFFFFFF,
-                                                           info.st_size & 0xFFFFFFFF)
+    cached = usable_bytecode(source, state_dir)
+    if cached:
         try:
-            with open(cached, "rb") as handle:
-                fresh = handle.read(len(header)) == header
+            # -I: nothing from PYTHON* variables, user site-packages or state_dir gets imported
+            os.execv(sys.executable, [sys.executable, "-I", cached, *sys.argv[1:]])  # noqa: S606 - no shell
         except OSError:
-            fresh = False
-        if not fresh:
-            os.makedirs(state_dir, mode=0o755, exist_ok=True)
-            py_compile.compile(source, cfile=cached, doraise=True,
-                               invalidation_mode=py_compile.PycInvalidationMode.TIMESTAMP)
-        # -I: nothing from PYTHON* variables, user site-packages or state_dir gets imported
-        os.execv(sys.executable, [sys.executable, "-I", cached, *sys.argv[1:]])  # noqa: S606 - no shell
-    except (OSError, py_compile.PyCompileError):
-        return
+            return
 
 
 class Daemon:
