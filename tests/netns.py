@@ -168,12 +168,13 @@ class Lab:
 
 
 class Node:
-    """A heartbeat.py daemon in one namespace, with its own config, state and run dirs."""
+    """A heartbeat.py daemon in one namespace (host, by default its node name), with its own
+    config, state and run dirs."""
 
     def __init__(self, lab, name, hacf, authkeys="auth 1\n1 sha1 lab-secret\n", haresources="",
-                 resource_scripts=None, python=sys.executable):
-        self.lab, self.name, self.python = lab, name, python
-        self.root = os.path.join(lab.tmp, name)
+                 resource_scripts=None, python=sys.executable, host=None):
+        self.lab, self.name, self.python, self.host = lab, name, python, host or name
+        self.root = os.path.join(lab.tmp, self.host)
         self.config_dir = os.path.join(self.root, "ha.d")
         self.state_dir = os.path.join(self.root, "state")
         self.run_dir = os.path.join(self.root, "run")
@@ -200,7 +201,7 @@ class Node:
         """Run the daemon in the foreground; env_path replaces PATH (e.g. to hide arping)."""
         self.stderr = open(self.log_path, "ab")  # noqa: SIM115 - kept open for the daemon's life
         env = dict(os.environ, PATH=env_path) if env_path else None
-        self.proc = self.lab.popen(self.name, self.argv("daemon", "--foreground"),
+        self.proc = self.lab.popen(self.host, self.argv("daemon", "--foreground"),
                                    stdout=subprocess.DEVNULL, stderr=self.stderr, env=env)
         return self
 
@@ -217,7 +218,7 @@ class Node:
 
     def status(self):
         import json
-        out = self.lab.exec(self.name, self.argv("status", "--json"), check=False)
+        out = self.lab.exec(self.host, self.argv("status", "--json"), check=False)
         return json.loads(out.stdout) if out.stdout.strip() else {"running": False}
 
     def log(self):
