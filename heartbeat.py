@@ -1095,12 +1095,13 @@ def load_average() -> bytes:
 
 # #### Transport: bcast, mcast and ucast sockets #############################
 
-SIOCGIFADDR, SIOCGIFBRDADDR = 0x8915, 0x8919
+SIOCGIFADDR, SIOCGIFBRDADDR, SIOCGIFNETMASK = 0x8915, 0x8919, 0x891B
 SO_BINDTODEVICE = getattr(socket, "SO_BINDTODEVICE", 25)
 
 
 def interface_ipv4(iface: str, request: int = SIOCGIFADDR) -> Optional[str]:
-    """An interface's IPv4 address (or, with SIOCGIFBRDADDR, its broadcast), or None."""
+    """An interface's IPv4 address (or, with SIOCGIFBRDADDR or SIOCGIFNETMASK, its broadcast
+    address or netmask), or None."""
     probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     try:
         raw = fcntl.ioctl(probe.fileno(), request, struct.pack("256s", iface.encode()[:15]))
@@ -1109,6 +1110,23 @@ def interface_ipv4(iface: str, request: int = SIOCGIFADDR) -> Optional[str]:
         return None
     finally:
         probe.close()
+
+
+def broadcast_address(iface: str, local: str) -> Tuple[str, str]:
+    """(broadcast, warning): the interface's broadcast address, or when it has none (an
+    address added without `brd +`), the one computed from its address and prefix, with a
+    warning to log. A /31 or /32 has no broadcast address: HAError."""
+    broadcast = interface_ipv4(iface, SIOCGIFBRDADDR)
+    if broadcast and broadcast != "0.0.0.0":
+        return broadcast, ""
+    netmask = interface_ipv4(iface, SIOCGIFNETMASK) or "255.255.255.255"
+    network = ipaddress.IPv4Network(f"{local}/{netmask}", strict=False)
+    if network.prefixlen >= 31:
+        raise HAError(f"Get broadcast for interface {iface} failed: its address {local}/{network.prefixlen} "
+                      "has no broadcast address; give it a shorter prefix, or use ucast or mcast on it")
+    computed = str(network.broadcast_address)
+    return computed, (f"interface {iface} has no broadcast address set: sending bcast heartbeats to "
+                      f"{computed}, computed from {local}/{network.prefixlen}")
 
 
 SO_ATTACH_FILTER = 26
@@ -1147,11 +1165,13 @@ class Link:
         self.send_sock: Optional[socket.socket] = None
         self.recv_sock: Optional[socket.socket] = None
         self.send_errors = 0
+        self.warnings: List[str] = []            # from open(), for the daemon to log
 
     def open(self) -> None:
         """Create the sockets; raise HAError naming the interface when it cannot work."""
         medium = self.medium
-        if not interface_ipv4(medium.iface):
+        local = interface_ipv4(medium.iface)
+        if not local:
             raise HAError(f"IP interface [{medium.iface}] does not exist or has no IPv4 address "
                           f"(ha.cf line {medium.lineno}: {medium.kind} {medium.iface})")
         send = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -1161,19 +1181,18 @@ class Link:
                 sock.setsockopt(socket.SOL_SOCKET, SO_BINDTODEVICE, medium.iface.encode())
             recv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             if medium.kind == "bcast":
-                broadcast = interface_ipv4(medium.iface, SIOCGIFBRDADDR)
-                if not broadcast or broadcast == "0.0.0.0":
-                    raise HAError(f"Get broadcast for interface {medium.iface} failed")
+                broadcast, warning = broadcast_address(medium.iface, local)
+                if warning:
+                    self.warnings.append(warning)
                 send.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
                 send.setsockopt(socket.SOL_SOCKET, socket.SO_DONTROUTE, 1)
                 self.destinations = [(broadcast, self.port)]
                 recv.bind(("", self.port))
-                drop_own_broadcasts(recv, interface_ipv4(medium.iface))
+                drop_own_broadcasts(recv, local)
             elif medium.kind == "ucast":
                 self.destinations = [(socket.gethostbyname(peer), self.port) for peer in medium.peers]
                 recv.bind(("", self.port))
             else:
-                local = interface_ipv4(medium.iface)
                 send.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton(local))
                 send.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, medium.ttl)
                 send.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_LOOP, int(medium.loop))
@@ -2727,6 +2746,8 @@ class Daemon:
         self.links = links
         for link in links:
             self.selector.register(link.recv_sock, selectors.EVENT_READ, self.make_reader(link))
+            for warning in link.warnings:
+                self.log.warn(warning)
             self.log.info(f"{link.medium.describe(hacf.udpport)}: heartbeat started")
 
     def make_reader(self, link: Link):
