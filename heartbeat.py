@@ -3137,10 +3137,10 @@ def export_pcs(config: Config, groups, wrappers) -> str:
              "#    interfaces, corosync needs addresses: replace every <...> with that node's address",
              "#    on that link.",
              f"#    deadtime {hacf.deadtime_ms} ms becomes the totem token timeout."]
-    setup = ["pcs", "cluster", "setup", hacf.cluster]
-    for node in hacf.nodes:
-        setup.append(node)
-        setup += [f"addr=<{node}-{m.iface}-address>" for m in hacf.media]
+    setup = ["pcs", "cluster", "setup", shlex.quote(hacf.cluster)]
+    for node in hacf.nodes:              # names are words from ha.cf: quoted, as any config value
+        setup.append(shlex.quote(node))
+        setup += [f"addr=<{shlex.quote(node)}-{m.iface}-address>" for m in hacf.media]
     setup += ["transport", "knet", "totem", f"token={hacf.deadtime_ms}"]
     lines.append(" ".join(setup))
     if len(hacf.nodes) == 2:
@@ -3165,7 +3165,7 @@ def export_pcs(config: Config, groups, wrappers) -> str:
             lines.append(f'pcs -f "$CIB" resource create {prim.ident} {prim.agent}{" " + params if params else ""}'
                          f" op monitor interval={interval}s timeout=20s{' --group ' + ident if ident else ''}{force}")
         target = ident or primitives[0].ident
-        lines.append(f'pcs -f "$CIB" constraint location {target} prefers {group.home}={HOME_SCORE}')
+        lines.append(f'pcs -f "$CIB" constraint location {target} prefers {shlex.quote(group.home)}={HOME_SCORE}')
     lines += ["", '[ -n "$EXPORT_SKIP_CLUSTER" ] || pcs cluster cib-push "$CIB"']
     if wrappers:
         lines += ["", "# Before starting the cluster, install these LSB wrappers (written next to this file)",

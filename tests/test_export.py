@@ -1,5 +1,6 @@
 """export-pacemaker: golden files for the three formats, checked by Pacemaker's own tools."""
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -91,6 +92,34 @@ def test_tutorial_stickiness_is_below_the_home_preference(tmp_path):
     text, _, _ = hb.export_pacemaker(config, "pcs", unit_dirs=())
     assert "resource-stickiness=50" in text and "prefers prime=100" in text
     assert "totem token=10000" in text and "two_node=1" in text
+
+
+ODD_NAMES = dict(TUTORIAL, **{
+    "ha.cf": "keepalive 2\ndeadtime 10\nbcast eth0\ncluster $(touch${IFS}pwned)\nnode prime\nnode it's;calc\n",
+    "haresources": "it's;calc 192.168.1.100 apache2\n",
+})
+
+
+def test_pcs_quotes_node_and_cluster_names(tmp_path):
+    config, _ = make(tmp_path, ODD_NAMES)
+    assert (config.hacf.cluster, config.hacf.nodes) == ("$(touch${IFS}pwned)", ["prime", "it's;calc"])
+    text, _, _ = hb.export_pacemaker(config, "pcs", unit_dirs=())
+    script = tmp_path / "cluster.sh"
+    script.write_text(text)
+    assert subprocess.run(["bash", "-n", str(script)], timeout=10).returncode == 0
+    assert "pcs cluster setup '$(touch${IFS}pwned)' prime " in text
+    assert "prefers 'it'\"'\"'s;calc'=100" in text
+    # Run the pcs lines with the <...> placeholders filled in and pcs recording its arguments.
+    calls = tmp_path / "calls"
+    commands = "\n".join(re.sub(r"<[^>]*>", "ADDR", line) for line in text.splitlines() if line.startswith("pcs "))
+    stub = f'pcs() {{ printf "%s|" "$@" >> {calls}; echo >> {calls}; }}\n'
+    result = subprocess.run(["sh", "-e", "-c", stub + commands], cwd=tmp_path, capture_output=True, text=True,
+                            timeout=10, env=dict(os.environ, CIB="cib.xml"))
+    assert result.returncode == 0, result.stderr
+    recorded = calls.read_text().splitlines()
+    assert "cluster|setup|$(touch${IFS}pwned)|prime|addr=ADDR|it's;calc|addr=ADDR|transport|" in recorded[0]
+    assert recorded[-1].endswith("|prefers|it's;calc=100|")
+    assert not (tmp_path / "pwned").exists()
 
 
 def test_cli_writes_wrappers_next_to_the_output_and_keeps_config_errors(tmp_path):
