@@ -1064,15 +1064,23 @@ def load_identity(state_dir: str, node: str, hacf: HaCf, log=None) -> Identity:
 
 
 def write_file_atomic(path: str, data: bytes, mode: int) -> None:
-    """Write path through a temporary file and rename, so a crash never leaves half a file."""
-    temp = f"{path}.{os.getpid()}.tmp"
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    """Write path through a temporary file and rename, so a crash never leaves half a file.
+    The temporary name is random and created exclusively: nobody can plant a symlink there
+    in advance to make us write elsewhere (the directory may be /tmp or the current one)."""
+    temp = f"{path}.{os.urandom(8).hex()}.tmp"
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
     try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(temp, path)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temp, path)
+    except BaseException:
+        try:
+            os.unlink(temp)
+        except OSError:
+            pass
+        raise
 
 
 _loadavg = {"fd": -1, "read_at": -1e9, "text": b""}
@@ -3571,12 +3579,19 @@ def cmd_export_pacemaker(args) -> int:
     for warning in warnings:
         print(warning, file=sys.stderr)
     directory = os.path.dirname(os.path.abspath(args.output)) if args.output else os.getcwd()
+
+    def write(path, content, mode):
+        try:
+            write_file_atomic(path, content.encode(), mode)
+        except OSError as err:
+            raise HAError(f"cannot write {path}: {err.strerror or err}") from None
+
     for name, script in sorted(wrappers.items()):
-        write_file_atomic(os.path.join(directory, name), script.encode(), 0o755)
+        write(os.path.join(directory, name), script, 0o755)
         print(f"wrote {os.path.join(directory, name)}: install it as /etc/init.d/{name} on every node",
               file=sys.stderr)
     if args.output:
-        write_file_atomic(args.output, text.encode(), 0o755 if args.format == "pcs" else 0o644)
+        write(args.output, text, 0o755 if args.format == "pcs" else 0o644)
     else:
         sys.stdout.write(text)
     return EXIT_OK

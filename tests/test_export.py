@@ -140,6 +140,38 @@ def test_cli_writes_wrappers_next_to_the_output_and_keeps_config_errors(tmp_path
     assert broken.returncode == 6 and f"{config.config_dir}/ha.cf:11: " in broken.stderr
 
 
+def test_output_temporary_file_is_created_exclusively_never_through_a_planted_symlink(tmp_path, monkeypatch):
+    out, victim = tmp_path / "cluster.sh", tmp_path / "victim"
+    victim.write_text("precious\n")
+    monkeypatch.setattr(hb.os, "urandom", lambda n: b"\xab" * n)
+    planted = [tmp_path / f"cluster.sh.{os.getpid()}.tmp", tmp_path / f"cluster.sh.{'ab' * 8}.tmp"]
+    for link in planted:                          # the old predictable name, and the one urandom now gives
+        link.symlink_to(victim)
+    with pytest.raises(FileExistsError):
+        hb.write_file_atomic(str(out), b"new\n", 0o755)
+    assert victim.read_text() == "precious\n" and not out.exists() and all(p.is_symlink() for p in planted)
+    monkeypatch.undo()
+    hb.write_file_atomic(str(out), b"new\n", 0o755)
+    assert out.read_text() == "new\n" and victim.read_text() == "precious\n" and not out.is_symlink()
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["cluster.sh", "victim"] + [p.name for p in planted])
+
+
+def test_a_failed_write_leaves_no_temporary_file_and_export_names_the_path(tmp_path, monkeypatch, capsys):
+    def no_space(fd):
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(hb.os, "fsync", no_space)
+    with pytest.raises(OSError):
+        hb.write_file_atomic(str(tmp_path / "out"), b"data", 0o644)
+    assert list(tmp_path.iterdir()) == []
+    monkeypatch.undo()
+    config, _ = make(tmp_path, TUTORIAL)
+    shutil.copy(tmp_path / "init.d" / "apache2", tmp_path / "ha.d" / "resource.d" / "apache2")
+    missing = tmp_path / "no-such-dir" / "cluster.sh"
+    assert hb.main(["export-pacemaker", "-c", config.config_dir, "-o", str(missing)]) == 1
+    err = capsys.readouterr().err                # the first file it writes there: the wrapper hb-apache2
+    assert f"heartbeat.py: cannot write {missing.parent}/hb-apache2: No such file or directory" in err
+
+
 def test_lsb_wrapper_runs_the_script_with_its_arguments(tmp_path):
     script = tmp_path / "fs"
     log = tmp_path / "calls"
