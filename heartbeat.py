@@ -2724,6 +2724,7 @@ class Daemon:
         self.pid_fd = -1
         self.running = False
         self.started_wall = time.time()
+        self.identity: Optional[Identity] = None
         self.membership: Optional[Membership] = None
         self.policy: Optional[ClusterPolicy] = None
         self.wake_r, self.wake_w = socket.socketpair()     # signals
@@ -2733,8 +2734,16 @@ class Daemon:
     # -- start and stop --------------------------------------------------------
 
     def open(self) -> None:
-        """Everything that can fail at start, before we detach: pid lock, sockets, state."""
+        """Everything that can fail at start, before we report success: pid lock, state files
+        (hb_uuid, hb_generation), sockets."""
         self.pid_fd = acquire_pidfile(self.args.run_dir)
+        self.log.info(f"Configuration validated. Starting heartbeat.py {__version__} "
+                      f"(Heartbeat {HEARTBEAT_VERSION} protocol)")
+        try:
+            self.identity = load_identity(self.args.state_dir, self.config.node, self.config.hacf, self.log)
+        except OSError as err:
+            raise HAError(f"cannot keep hb_uuid and hb_generation in the state directory {self.args.state_dir} "
+                          f"(--state-dir): {err.strerror or err}") from None
         self.open_links(self.config.hacf)
         self.control = ControlServer(os.path.join(self.args.run_dir, SOCKET_NAME), self.selector,
                                      self.handle_request)
@@ -2796,15 +2805,12 @@ class Daemon:
 
     def run(self) -> int:
         """The event loop; returns the exit code after a graceful shutdown."""
-        identity = load_identity(self.args.state_dir, self.config.node, self.config.hacf, self.log)
-        self.log.info(f"Configuration validated. Starting heartbeat.py {__version__} "
-                      f"(Heartbeat {HEARTBEAT_VERSION} protocol)")
         resources = Resources(self.config, self.log)
         resources.release_stale_addresses()
         for sock in (self.post_r, self.post_w):
             sock.setblocking(False)
         self.selector.register(self.post_r, selectors.EVENT_READ, self.run_posted)
-        self.membership = Membership(self.config, identity, self.timers, self.log, self.transmit)
+        self.membership = Membership(self.config, self.identity, self.timers, self.log, self.transmit)
         self.policy = ClusterPolicy(self.config, self.membership, resources, Worker(self.post), self.log,
                                     on_released_all=self.finish_shutdown)
         self.membership.listener = self.policy
