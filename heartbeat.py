@@ -1069,15 +1069,23 @@ def load_identity(state_dir: str, node: str, hacf: HaCf, log=None) -> Identity:
 
 
 def write_file_atomic(path: str, data: bytes, mode: int) -> None:
-    """Write path through a temporary file and rename, so a crash never leaves half a file."""
-    temp = f"{path}.{os.getpid()}.tmp"
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    """Write path through a temporary file and rename, so a crash never leaves half a file.
+    The temporary name is random and created exclusively: nobody can plant a symlink there
+    in advance to make us write elsewhere (the directory may be /tmp or the current one)."""
+    temp = f"{path}.{os.urandom(8).hex()}.tmp"
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
     try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(temp, path)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temp, path)
+    except BaseException:
+        try:
+            os.unlink(temp)
+        except OSError:
+            pass
+        raise
 
 
 _loadavg = {"fd": -1, "read_at": -1e9, "text": b""}
@@ -1100,12 +1108,13 @@ def load_average() -> bytes:
 
 # #### Transport: bcast, mcast and ucast sockets #############################
 
-SIOCGIFADDR, SIOCGIFBRDADDR = 0x8915, 0x8919
+SIOCGIFADDR, SIOCGIFBRDADDR, SIOCGIFNETMASK = 0x8915, 0x8919, 0x891B
 SO_BINDTODEVICE = getattr(socket, "SO_BINDTODEVICE", 25)
 
 
 def interface_ipv4(iface: str, request: int = SIOCGIFADDR) -> Optional[str]:
-    """An interface's IPv4 address (or, with SIOCGIFBRDADDR, its broadcast), or None."""
+    """An interface's IPv4 address (or, with SIOCGIFBRDADDR or SIOCGIFNETMASK, its broadcast
+    address or netmask), or None."""
     probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     try:
         raw = fcntl.ioctl(probe.fileno(), request, struct.pack("256s", iface.encode()[:15]))
@@ -1114,6 +1123,23 @@ def interface_ipv4(iface: str, request: int = SIOCGIFADDR) -> Optional[str]:
         return None
     finally:
         probe.close()
+
+
+def broadcast_address(iface: str, local: str) -> Tuple[str, str]:
+    """(broadcast, warning): the interface's broadcast address, or when it has none (an
+    address added without `brd +`), the one computed from its address and prefix, with a
+    warning to log. A /31 or /32 has no broadcast address: HAError."""
+    broadcast = interface_ipv4(iface, SIOCGIFBRDADDR)
+    if broadcast and broadcast != "0.0.0.0":
+        return broadcast, ""
+    netmask = interface_ipv4(iface, SIOCGIFNETMASK) or "255.255.255.255"
+    network = ipaddress.IPv4Network(f"{local}/{netmask}", strict=False)
+    if network.prefixlen >= 31:
+        raise HAError(f"Get broadcast for interface {iface} failed: its address {local}/{network.prefixlen} "
+                      "has no broadcast address; give it a shorter prefix, or use ucast or mcast on it")
+    computed = str(network.broadcast_address)
+    return computed, (f"interface {iface} has no broadcast address set: sending bcast heartbeats to "
+                      f"{computed}, computed from {local}/{network.prefixlen}")
 
 
 SO_ATTACH_FILTER = 26
@@ -1152,11 +1178,13 @@ class Link:
         self.send_sock: Optional[socket.socket] = None
         self.recv_sock: Optional[socket.socket] = None
         self.send_errors = 0
+        self.warnings: List[str] = []            # from open(), for the daemon to log
 
     def open(self) -> None:
         """Create the sockets; raise HAError naming the interface when it cannot work."""
         medium = self.medium
-        if not interface_ipv4(medium.iface):
+        local = interface_ipv4(medium.iface)
+        if not local:
             raise HAError(f"IP interface [{medium.iface}] does not exist or has no IPv4 address "
                           f"(ha.cf line {medium.lineno}: {medium.kind} {medium.iface})")
         send = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -1166,19 +1194,18 @@ class Link:
                 sock.setsockopt(socket.SOL_SOCKET, SO_BINDTODEVICE, medium.iface.encode())
             recv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             if medium.kind == "bcast":
-                broadcast = interface_ipv4(medium.iface, SIOCGIFBRDADDR)
-                if not broadcast or broadcast == "0.0.0.0":
-                    raise HAError(f"Get broadcast for interface {medium.iface} failed")
+                broadcast, warning = broadcast_address(medium.iface, local)
+                if warning:
+                    self.warnings.append(warning)
                 send.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
                 send.setsockopt(socket.SOL_SOCKET, socket.SO_DONTROUTE, 1)
                 self.destinations = [(broadcast, self.port)]
                 recv.bind(("", self.port))
-                drop_own_broadcasts(recv, interface_ipv4(medium.iface))
+                drop_own_broadcasts(recv, local)
             elif medium.kind == "ucast":
                 self.destinations = [(socket.gethostbyname(peer), self.port) for peer in medium.peers]
                 recv.bind(("", self.port))
             else:
-                local = interface_ipv4(medium.iface)
                 send.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton(local))
                 send.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, medium.ttl)
                 send.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_LOOP, int(medium.loop))
@@ -2895,6 +2922,7 @@ class Daemon:
         self.pid_fd = -1
         self.running = False
         self.started_wall = time.time()
+        self.identity: Optional[Identity] = None
         self.membership: Optional[Membership] = None
         self.policy: Optional[ClusterPolicy] = None
         self.wake_r, self.wake_w = socket.socketpair()     # signals
@@ -2905,8 +2933,16 @@ class Daemon:
     # -- start and stop --------------------------------------------------------
 
     def open(self) -> None:
-        """Everything that can fail at start, before we detach: pid lock, sockets, state."""
+        """Everything that can fail at start, before we report success: pid lock, state files
+        (hb_uuid, hb_generation), sockets."""
         self.pid_fd = acquire_pidfile(self.args.run_dir)
+        self.log.info(f"Configuration validated. Starting heartbeat.py {__version__} "
+                      f"(Heartbeat {HEARTBEAT_VERSION} protocol)")
+        try:
+            self.identity = load_identity(self.args.state_dir, self.config.node, self.config.hacf, self.log)
+        except OSError as err:
+            raise HAError(f"cannot keep hb_uuid and hb_generation in the state directory {self.args.state_dir} "
+                          f"(--state-dir): {err.strerror or err}") from None
         self.open_links(self.config.hacf)
         self.control = ControlServer(os.path.join(self.args.run_dir, SOCKET_NAME), self.selector,
                                      self.handle_request)
@@ -2926,6 +2962,8 @@ class Daemon:
         self.links = links
         for link in links:
             self.selector.register(link.recv_sock, selectors.EVENT_READ, self.make_reader(link))
+            for warning in link.warnings:
+                self.log.warn(warning)
             self.log.info(f"{link.medium.describe(hacf.udpport)}: heartbeat started")
 
     def make_reader(self, link: Link):
@@ -2966,15 +3004,12 @@ class Daemon:
 
     def run(self) -> int:
         """The event loop; returns the exit code after a graceful shutdown."""
-        identity = load_identity(self.args.state_dir, self.config.node, self.config.hacf, self.log)
-        self.log.info(f"Configuration validated. Starting heartbeat.py {__version__} "
-                      f"(Heartbeat {HEARTBEAT_VERSION} protocol)")
         resources = Resources(self.config, self.log)
         resources.release_stale_addresses()
         for sock in (self.post_r, self.post_w):
             sock.setblocking(False)
         self.selector.register(self.post_r, selectors.EVENT_READ, self.run_posted)
-        self.membership = Membership(self.config, identity, self.timers, self.log, self.transmit)
+        self.membership = Membership(self.config, self.identity, self.timers, self.log, self.transmit)
         self.policy = ClusterPolicy(self.config, self.membership, resources, Worker(self.post), self.log,
                                     on_released_all=self.finish_shutdown)
         self.membership.listener = self.policy
@@ -3344,10 +3379,10 @@ def export_pcs(config: Config, groups, wrappers) -> str:
              "#    interfaces, corosync needs addresses: replace every <...> with that node's address",
              "#    on that link.",
              f"#    deadtime {hacf.deadtime_ms} ms becomes the totem token timeout."]
-    setup = ["pcs", "cluster", "setup", hacf.cluster]
-    for node in hacf.nodes:
-        setup.append(node)
-        setup += [f"addr=<{node}-{m.iface}-address>" for m in hacf.media]
+    setup = ["pcs", "cluster", "setup", shlex.quote(hacf.cluster)]
+    for node in hacf.nodes:              # names are words from ha.cf: quoted, as any config value
+        setup.append(shlex.quote(node))
+        setup += [f"addr=<{shlex.quote(node)}-{m.iface}-address>" for m in hacf.media]
     setup += ["transport", "knet", "totem", f"token={hacf.deadtime_ms}"]
     lines.append(" ".join(setup))
     if len(hacf.nodes) == 2:
@@ -3372,7 +3407,7 @@ def export_pcs(config: Config, groups, wrappers) -> str:
             lines.append(f'pcs -f "$CIB" resource create {prim.ident} {prim.agent}{" " + params if params else ""}'
                          f" op monitor interval={interval}s timeout=20s{' --group ' + ident if ident else ''}{force}")
         target = ident or primitives[0].ident
-        lines.append(f'pcs -f "$CIB" constraint location {target} prefers {group.home}={HOME_SCORE}')
+        lines.append(f'pcs -f "$CIB" constraint location {target} prefers {shlex.quote(group.home)}={HOME_SCORE}')
     lines += ["", '[ -n "$EXPORT_SKIP_CLUSTER" ] || pcs cluster cib-push "$CIB"']
     if wrappers:
         lines += ["", "# Before starting the cluster, install these LSB wrappers (written next to this file)",
@@ -3778,12 +3813,19 @@ def cmd_export_pacemaker(args) -> int:
     for warning in warnings:
         print(warning, file=sys.stderr)
     directory = os.path.dirname(os.path.abspath(args.output)) if args.output else os.getcwd()
+
+    def write(path, content, mode):
+        try:
+            write_file_atomic(path, content.encode(), mode)
+        except OSError as err:
+            raise HAError(f"cannot write {path}: {err.strerror or err}") from None
+
     for name, script in sorted(wrappers.items()):
-        write_file_atomic(os.path.join(directory, name), script.encode(), 0o755)
+        write(os.path.join(directory, name), script, 0o755)
         print(f"wrote {os.path.join(directory, name)}: install it as /etc/init.d/{name} on every node",
               file=sys.stderr)
     if args.output:
-        write_file_atomic(args.output, text.encode(), 0o755 if args.format == "pcs" else 0o644)
+        write(args.output, text, 0o755 if args.format == "pcs" else 0o644)
     else:
         sys.stdout.write(text)
     return EXIT_OK

@@ -1,5 +1,6 @@
 """export-pacemaker: golden files for the three formats, checked by Pacemaker's own tools."""
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -93,6 +94,34 @@ def test_tutorial_stickiness_is_below_the_home_preference(tmp_path):
     assert "totem token=10000" in text and "two_node=1" in text
 
 
+ODD_NAMES = dict(TUTORIAL, **{
+    "ha.cf": "keepalive 2\ndeadtime 10\nbcast eth0\ncluster $(touch${IFS}pwned)\nnode prime\nnode it's;calc\n",
+    "haresources": "it's;calc 192.168.1.100 apache2\n",
+})
+
+
+def test_pcs_quotes_node_and_cluster_names(tmp_path):
+    config, _ = make(tmp_path, ODD_NAMES)
+    assert (config.hacf.cluster, config.hacf.nodes) == ("$(touch${IFS}pwned)", ["prime", "it's;calc"])
+    text, _, _ = hb.export_pacemaker(config, "pcs", unit_dirs=())
+    script = tmp_path / "cluster.sh"
+    script.write_text(text)
+    assert subprocess.run(["bash", "-n", str(script)], timeout=10).returncode == 0
+    assert "pcs cluster setup '$(touch${IFS}pwned)' prime " in text
+    assert "prefers 'it'\"'\"'s;calc'=100" in text
+    # Run the pcs lines with the <...> placeholders filled in and pcs recording its arguments.
+    calls = tmp_path / "calls"
+    commands = "\n".join(re.sub(r"<[^>]*>", "ADDR", line) for line in text.splitlines() if line.startswith("pcs "))
+    stub = f'pcs() {{ printf "%s|" "$@" >> {calls}; echo >> {calls}; }}\n'
+    result = subprocess.run(["sh", "-e", "-c", stub + commands], cwd=tmp_path, capture_output=True, text=True,
+                            timeout=10, env=dict(os.environ, CIB="cib.xml"))
+    assert result.returncode == 0, result.stderr
+    recorded = calls.read_text().splitlines()
+    assert "cluster|setup|$(touch${IFS}pwned)|prime|addr=ADDR|it's;calc|addr=ADDR|transport|" in recorded[0]
+    assert recorded[-1].endswith("|prefers|it's;calc=100|")
+    assert not (tmp_path / "pwned").exists()
+
+
 def test_cli_writes_wrappers_next_to_the_output_and_keeps_config_errors(tmp_path):
     config, tmp = make(tmp_path, RICH)
     for name in RICH["init.d"]:                      # the CLI looks in /etc/init.d: use resource.d instead
@@ -109,6 +138,38 @@ def test_cli_writes_wrappers_next_to_the_output_and_keeps_config_errors(tmp_path
     broken = subprocess.run([sys.executable, HEARTBEAT, "export-pacemaker", "-c", config.config_dir],
                             capture_output=True, text=True, timeout=30)
     assert broken.returncode == 6 and f"{config.config_dir}/ha.cf:11: " in broken.stderr
+
+
+def test_output_temporary_file_is_created_exclusively_never_through_a_planted_symlink(tmp_path, monkeypatch):
+    out, victim = tmp_path / "cluster.sh", tmp_path / "victim"
+    victim.write_text("precious\n")
+    monkeypatch.setattr(hb.os, "urandom", lambda n: b"\xab" * n)
+    planted = [tmp_path / f"cluster.sh.{os.getpid()}.tmp", tmp_path / f"cluster.sh.{'ab' * 8}.tmp"]
+    for link in planted:                          # the old predictable name, and the one urandom now gives
+        link.symlink_to(victim)
+    with pytest.raises(FileExistsError):
+        hb.write_file_atomic(str(out), b"new\n", 0o755)
+    assert victim.read_text() == "precious\n" and not out.exists() and all(p.is_symlink() for p in planted)
+    monkeypatch.undo()
+    hb.write_file_atomic(str(out), b"new\n", 0o755)
+    assert out.read_text() == "new\n" and victim.read_text() == "precious\n" and not out.is_symlink()
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["cluster.sh", "victim"] + [p.name for p in planted])
+
+
+def test_a_failed_write_leaves_no_temporary_file_and_export_names_the_path(tmp_path, monkeypatch, capsys):
+    def no_space(fd):
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(hb.os, "fsync", no_space)
+    with pytest.raises(OSError):
+        hb.write_file_atomic(str(tmp_path / "out"), b"data", 0o644)
+    assert list(tmp_path.iterdir()) == []
+    monkeypatch.undo()
+    config, _ = make(tmp_path, TUTORIAL)
+    shutil.copy(tmp_path / "init.d" / "apache2", tmp_path / "ha.d" / "resource.d" / "apache2")
+    missing = tmp_path / "no-such-dir" / "cluster.sh"
+    assert hb.main(["export-pacemaker", "-c", config.config_dir, "-o", str(missing)]) == 1
+    err = capsys.readouterr().err                # the first file it writes there: the wrapper hb-apache2
+    assert f"heartbeat.py: cannot write {missing.parent}/hb-apache2: No such file or directory" in err
 
 
 def test_lsb_wrapper_runs_the_script_with_its_arguments(tmp_path):

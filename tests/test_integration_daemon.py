@@ -173,6 +173,45 @@ def test_missing_interface_is_named_and_nothing_runs(lab):
     assert lab.exec("prime", prime.argv("status"), check=False).returncode == 3
 
 
+def test_unwritable_state_dir_fails_the_start_and_nothing_runs(lab):
+    prime = Node(lab, "prime", hacf(**FAST))
+    blocker = os.path.join(prime.root, "not-a-dir")
+    with open(blocker, "w") as handle:
+        handle.write("a regular file where the state directory's parent should be\n")
+    prime.state_dir = os.path.join(blocker, "state")
+    result = lab.exec("prime", prime.argv("daemon"), check=False, timeout=15)
+    assert result.returncode != 0
+    assert f"cannot keep hb_uuid and hb_generation in the state directory {prime.state_dir}" in result.stderr
+    status = lab.exec("prime", prime.argv("status"), check=False)
+    assert status.returncode == 3 and "stopped" in status.stdout
+    time.sleep(0.2)
+    assert subprocess.run(["ip", "netns", "pids", lab.ns("prime")], capture_output=True, text=True,
+                          timeout=10).stdout.split() == []
+
+
+def test_bcast_without_a_broadcast_address_computes_it_and_warns(lab):
+    lab.exec("prime", ["ip", "addr", "flush", "dev", "eth0"])
+    lab.exec("prime", ["ip", "addr", "add", "10.77.0.1/24", "dev", "eth0"])      # no `brd +`: no broadcast
+    assert " brd " not in lab.exec("prime", ["ip", "-4", "-o", "addr", "show", "dev", "eth0"]).stdout
+    prime = Node(lab, "prime", hacf(**FAST)).start()
+    calc = Node(lab, "calc", hacf(**FAST)).start()
+    prime.wait_for(lambda s: s["nodes"]["calc"]["status"] == "active", 4)
+    calc.wait_for(lambda s: s["nodes"]["prime"]["status"] == "active", 4)
+    assert "interface eth0 has no broadcast address set: sending bcast heartbeats to 10.77.0.255, " \
+           "computed from 10.77.0.1/24" in prime.log()
+
+
+def test_bcast_on_a_host_address_is_refused_with_the_reason(lab):
+    lab.exec("prime", ["ip", "addr", "flush", "dev", "eth0"])
+    lab.exec("prime", ["ip", "addr", "add", "10.77.0.1/32", "dev", "eth0"])
+    prime = Node(lab, "prime", hacf(**FAST))
+    result = lab.exec("prime", prime.argv("daemon"), check=False, timeout=15)
+    assert result.returncode != 0
+    assert "Get broadcast for interface eth0 failed: its address 10.77.0.1/32 has no broadcast address" \
+        in result.stderr
+    assert lab.exec("prime", prime.argv("status"), check=False).returncode == 3
+
+
 @pytest.mark.parametrize("media", [
     ("mcast eth0 239.77.0.1 694 1 0", "mcast eth0 239.77.0.1 694 1 0"),
     ("ucast eth0 10.77.0.2", "ucast eth0 10.77.0.1"),
