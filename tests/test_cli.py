@@ -151,6 +151,15 @@ def test_check_tutorial_files(tmp_path):
     assert "keepalive 2000 ms, deadtime 10000 ms, warntime 5000 ms, initdead 20000 ms" in result.stdout
 
 
+def test_daemon_refuses_the_shipped_sample_key(confdir, tmp_path):
+    with open(os.path.join(os.path.dirname(HEARTBEAT), "ha.d", "authkeys"), encoding="utf-8") as handle:
+        write(confdir, "authkeys", handle.read(), 0o600)
+    result = run("daemon", "--foreground", *common(confdir, tmp_path))
+    assert result.returncode == 6
+    assert f"{confdir}/authkeys:15: key 2 is public" in result.stderr and "keygen --force" in result.stderr
+    assert "test-ha" not in result.stderr
+    assert not os.path.exists(tmp_path / "run")
+
 def test_check_warns_about_crc(confdir, tmp_path):
     write(confdir, "authkeys", "auth 1\n1 crc\n", 0o600)
     result = run("check", *common(confdir, tmp_path))
