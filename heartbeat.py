@@ -3437,7 +3437,7 @@ def describe_config(config: Config) -> str:
         f"warntime {cf.warntime_ms} ms, initdead {cf.initdead_ms} ms",
         f"  failback:  auto_failback {cf.auto_failback}",
         f"  auth:      index {config.authkeys.active}, {method}"
-        + ("" if method != "crc" else f" ({CRC_RISK})"),
+        + ("" if method != "crc" else f": {CRC_RISK}"),
         "  logging:   " + (", ".join(x for x in logs if x) or "none"),
         f"  groups:    {len(config.groups)}",
     ]

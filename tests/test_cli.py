@@ -165,7 +165,7 @@ def test_check_warns_about_crc(confdir, tmp_path):
     result = run("check", *common(confdir, tmp_path))
     assert result.returncode == 0, result.stderr
     assert f"{confdir}/authkeys:2: warning: key 1 uses crc: anyone on the network can forge" in result.stderr
-    assert "index 1, crc (anyone on the network can forge" in result.stdout
+    assert "index 1, crc: anyone on the network can forge" in result.stdout
 
 
 BROKEN_HACF = (
