@@ -18,6 +18,7 @@ import argparse
 import base64
 import collections
 import dataclasses
+import errno
 import fcntl
 import gc
 import heapq
@@ -272,16 +273,18 @@ class HaCf:
 
 
 def config_lines(path: str, comment_anywhere: bool = True):
-    """Yield (lineno, text) of a config file, comments and blank lines removed.
-
-    The file is read as bytes and decoded leniently so that any garbage gives a
-    config error at a line, never a UnicodeDecodeError.
-    """
+    """Yield (lineno, text) of a config file, comments and blank lines removed."""
     try:
         with open(path, "rb") as handle:
             data = handle.read()
     except OSError as err:
         raise ConfigErrors([ConfigError(path, 0, f"cannot open: {err.strerror}")]) from None
+    yield from text_lines(data, comment_anywhere)
+
+
+def text_lines(data: bytes, comment_anywhere: bool = True):
+    """Yield (lineno, text) of config data, decoded leniently so that any garbage gives a config
+    error at a line, never a UnicodeDecodeError."""
     for lineno, raw in enumerate(data.decode("utf-8", "replace").split("\n"), 1):
         text = raw.rstrip("\r")
         if comment_anywhere and "#" in text:
@@ -486,6 +489,11 @@ def local_node_name(config_dir: str, override: Optional[str] = None) -> str:
 
 # #### Config: authkeys ######################################################
 
+# The tutorial's keys, also in the shipped sample: anyone can forge packets signed with them.
+PUBLIC_KEYS = {("sha1", "test-ha"), ("md5", "Hello!")}
+CRC_RISK = "anyone on the network can forge heartbeat packets; use sha1 (heartbeat.py keygen --force)"
+
+
 @dataclasses.dataclass
 class AuthKeys:
     """authkeys: the index we sign with, and every configured index."""
@@ -493,45 +501,60 @@ class AuthKeys:
     active: int
     methods: Dict[int, Tuple[str, str]]     # index -> (method, key)
     warnings: List[ConfigError] = dataclasses.field(default_factory=list)
+    lines: Dict[int, int] = dataclasses.field(default_factory=dict)     # index -> its line
 
     @property
     def method(self) -> str:
         return self.methods[self.active][0]
 
 
-def parse_authkeys(path: str, check_mode: bool = True) -> AuthKeys:
-    """Read authkeys as Heartbeat does: `auth N`, then `N method [key]` lines."""
-    errors = []
+def read_keyfile(path: str) -> Tuple[bytes, os.stat_result]:
+    """authkeys' bytes and the status of the very file they came from: one descriptor, never
+    through a symlink, so nobody can swap the file between the check and the read."""
+    def opener(name, flags):
+        return os.open(name, flags | os.O_NOFOLLOW)
     try:
-        mode = os.stat(path).st_mode
+        with open(path, "rb", opener=opener) as handle:
+            return handle.read(), os.fstat(handle.fileno())
     except OSError as err:
-        raise ConfigErrors([ConfigError(path, 0, f"Cannot open keyfile: {err.strerror}. "
+        reason = "it is a symbolic link, give the file itself" if err.errno == errno.ELOOP else err.strerror
+        raise ConfigErrors([ConfigError(path, 0, f"Cannot open keyfile: {reason}. "
                                         "Create one with 'heartbeat.py keygen'")]) from None
-    if check_mode and mode & (stat.S_IRGRP | stat.S_IROTH):
-        errors.append(ConfigError(path, 0, f"Bad permissions on keyfile (mode {stat.S_IMODE(mode):03o}): "
-                                  f"group or others can read the key; fix with: chmod 600 {path}"))
+
+
+def parse_authkeys(path: str, check_mode: bool = True) -> AuthKeys:
+    """Read authkeys as Heartbeat does: `auth N`, then `N method [key]` lines. No message quotes a
+    line: it may hold a key, and messages go to logs and syslog."""
+    errors = []
+    data, info = read_keyfile(path)
+    mode = stat.S_IMODE(info.st_mode)
+    if check_mode and mode & (stat.S_IRGRP | stat.S_IROTH | stat.S_IWGRP | stat.S_IWOTH):
+        errors.append(ConfigError(path, 0, f"Bad permissions on keyfile (mode {mode:03o}): group or others "
+                                  f"can read or change the key; fix with: chmod 600 {path}"))
+    if check_mode and info.st_uid not in (0, os.geteuid()):
+        errors.append(ConfigError(path, 0, f"Bad owner of keyfile (uid {info.st_uid}, not root): that "
+                                  f"account can change the key; fix with: chown root {path}"))
     active, active_line = None, 0
     methods: Dict[int, Tuple[str, str]] = {}
     method_lines: Dict[int, int] = {}
-    for lineno, text in config_lines(path, comment_anywhere=False):
+    for lineno, text in text_lines(data, comment_anywhere=False):
         words = text.split()
         if text.startswith("a"):
             if len(words) < 2 or words[0] != "auth" or not is_number(words[1]):
-                errors.append(ConfigError(path, lineno, f"Invalid auth line [{text}]: write 'auth N'"))
+                errors.append(ConfigError(path, lineno, "Invalid auth line: write 'auth N'"))
             else:
                 active, active_line = int(words[1]), lineno
             continue
         if len(words) < 2 or not re.fullmatch(r"-?[0-9]+", words[0]):
-            errors.append(ConfigError(path, lineno, f"Auth line [{text}] is invalid: "
-                                      "write 'N method [key]', e.g. '1 sha1 SECRET'"))
+            errors.append(ConfigError(path, lineno, "Auth line is invalid: write 'N method [key]', "
+                                      "e.g. '1 sha1 SECRET'"))
             continue
         index, method = int(words[0]), words[1]
         key = words[2] if len(words) > 2 else ""
         if not 0 <= index <= MAX_AUTH_INDEX:
             errors.append(ConfigError(path, lineno, f"Invalid authnum [{index}]: use 0 to {MAX_AUTH_INDEX}"))
         elif method not in AUTH_METHODS_NEEDING_KEY:
-            errors.append(ConfigError(path, lineno, f"Invalid authtype [{method}]: "
-                                      "Heartbeat knows sha1, md5 and crc"))
+            errors.append(ConfigError(path, lineno, "Invalid authtype: Heartbeat knows sha1, md5 and crc"))
         elif AUTH_METHODS_NEEDING_KEY[method] and not key:
             errors.append(ConfigError(path, lineno, f"Auth method [{method}] requires a key"))
         elif key and not AUTH_METHODS_NEEDING_KEY[method]:
@@ -547,11 +570,25 @@ def parse_authkeys(path: str, check_mode: bool = True) -> AuthKeys:
         errors.append(ConfigError(path, active_line, f"Auth Key [{active}] not found in keyfile"))
     if errors:
         raise ConfigErrors(errors)
-    keys = AuthKeys(path, active, methods)
+    keys = AuthKeys(path, active, methods, lines=method_lines)
     if method_lines[active] < active_line:
         keys.warnings.append(ConfigError(path, active_line, "warning: Heartbeat 3.0.6 only honours "
                                          f"'auth {active}' when it comes before the line of key {active}"))
     return keys
+
+
+def public_key_errors(keys: AuthKeys) -> List[ConfigError]:
+    """A refusal at each line whose key is published (the tutorial's): it protects nothing."""
+    return [ConfigError(keys.path, keys.lines.get(index, 0), f"key {index} is public (the tutorial's "
+                        "sample): anyone can forge heartbeat packets with it; make a secret one "
+                        "with: heartbeat.py keygen --force")
+            for index, pair in sorted(keys.methods.items()) if pair in PUBLIC_KEYS]
+
+
+def crc_warnings(keys: AuthKeys) -> List[ConfigError]:
+    """A warning at each crc line: the daemon logs them at start and on every reload."""
+    return [ConfigError(keys.path, keys.lines.get(index, 0), f"warning: key {index} uses crc: {CRC_RISK}")
+            for index, (method, _) in sorted(keys.methods.items()) if method == "crc"]
 
 
 # #### Config: haresources ###################################################
@@ -764,6 +801,7 @@ def load_config(config_dir: str, node: Optional[str] = None,
         errors.extend(err.errors)
     try:
         authkeys = parse_authkeys(os.path.join(config_dir, "authkeys"))
+        errors.extend(public_key_errors(authkeys))
     except ConfigErrors as err:
         errors.extend(err.errors)
     nodes = hacf.nodes if hacf else []
@@ -779,7 +817,7 @@ def load_config(config_dir: str, node: Optional[str] = None,
                                   "(or give --node NAME)"))
     if errors:
         raise ConfigErrors(errors)
-    return Config(config_dir, me, hacf, authkeys, groups, hacf.warnings + authkeys.warnings)
+    return Config(config_dir, me, hacf, authkeys, groups, hacf.warnings + authkeys.warnings + crc_warnings(authkeys))
 
 
 # #### Auth: the digests of authkeys' methods ################################
@@ -3123,6 +3161,8 @@ class Daemon:
             config.groups = self.config.groups
         self.config = config
         self.log.configure(config.hacf, self.args.foreground)
+        for warning in config.warnings:
+            self.log.warn(str(warning))
         self.membership.reconfigure(config)
         self.policy.config = self.policy.resources.config = config
         self.log.info("Configuration reloaded.")
@@ -3660,7 +3700,7 @@ def describe_config(config: Config) -> str:
         f"warntime {cf.warntime_ms} ms, initdead {cf.initdead_ms} ms",
         f"  failback:  auto_failback {cf.auto_failback}",
         f"  auth:      index {config.authkeys.active}, {method}"
-        + ("" if method != "crc" else " (integrity only: anyone on the segment can forge packets)"),
+        + ("" if method != "crc" else f": {CRC_RISK}"),
         "  logging:   " + (", ".join(x for x in logs if x) or "none"),
         f"  groups:    {len(config.groups)}",
     ]

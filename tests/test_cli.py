@@ -24,7 +24,7 @@ HACF = (
     "node    calc\n"                      # 10
     "auto_failback on\n"                  # 11
 )
-AUTHKEYS = "auth 2\n#1 crc\n2 sha1 test-ha\n#3 md5 Hello!\n"
+AUTHKEYS = "auth 2\n#1 crc\n2 sha1 a-secret-of-ours\n"
 HARESOURCES = ("prime 192.168.77.100/24/eth0/192.168.77.255 apache2\n"
                "calc IPaddr::192.168.77.101/24 hbdummy::alpha::beta\n")
 SUBCOMMAND_OPTIONS = ["-c", "--config-dir", "--node", "--state-dir", "--run-dir"]
@@ -140,8 +140,32 @@ def test_check_tutorial_files(tmp_path):
     os.mkdir(os.path.join(directory, "resource.d"))
     write(os.path.join(directory, "resource.d"), "apache2", "#!/bin/sh\n", 0o755)
     result = run("check", "-c", directory, "--node", "prime")
+    assert result.returncode == 6                  # the tutorial's key is public: only authkeys is refused
+    assert result.stderr.splitlines()[:-1] == [
+        f"{directory}/authkeys:3: key 2 is public (the tutorial's sample): anyone can forge heartbeat packets "
+        "with it; make a secret one with: heartbeat.py keygen --force"]
+    assert "test-ha" not in result.stderr
+    assert keygen(directory, "--force").returncode == 0
+    result = run("check", "-c", directory, "--node", "prime")
     assert result.returncode == 0, result.stderr
     assert "keepalive 2000 ms, deadtime 10000 ms, warntime 5000 ms, initdead 20000 ms" in result.stdout
+
+
+def test_daemon_refuses_the_shipped_sample_key(confdir, tmp_path):
+    with open(os.path.join(os.path.dirname(HEARTBEAT), "ha.d", "authkeys"), encoding="utf-8") as handle:
+        write(confdir, "authkeys", handle.read(), 0o600)
+    result = run("daemon", "--foreground", *common(confdir, tmp_path))
+    assert result.returncode == 6
+    assert f"{confdir}/authkeys:15: key 2 is public" in result.stderr and "keygen --force" in result.stderr
+    assert "test-ha" not in result.stderr
+    assert not os.path.exists(tmp_path / "run")
+
+def test_check_warns_about_crc(confdir, tmp_path):
+    write(confdir, "authkeys", "auth 1\n1 crc\n", 0o600)
+    result = run("check", *common(confdir, tmp_path))
+    assert result.returncode == 0, result.stderr
+    assert f"{confdir}/authkeys:2: warning: key 1 uses crc: anyone on the network can forge" in result.stderr
+    assert "index 1, crc: anyone on the network can forge" in result.stdout
 
 
 BROKEN_HACF = (

@@ -679,8 +679,8 @@ def test_authkeys_owner_only_modes_accepted(tmp_path, mode):
     assert authkeys(tmp_path, "auth 1\n1 sha1 k\n", mode).active == 1
 
 
-@pytest.mark.parametrize("mode", [0o644, 0o640, 0o604, 0o660])
-def test_authkeys_readable_by_others_refused(tmp_path, mode):
+@pytest.mark.parametrize("mode", [0o644, 0o640, 0o604, 0o660, 0o620, 0o602])
+def test_authkeys_readable_or_writable_by_others_refused(tmp_path, mode):
     errors = authkeys_errors(tmp_path, "auth 1\n1 sha1 k\n", mode)
     assert len(errors) == 1 and errors[0][0] == 0
     assert "chmod 600" in errors[0][1] and "permission" in errors[0][1].lower()
@@ -689,6 +689,56 @@ def test_authkeys_readable_by_others_refused(tmp_path, mode):
 def test_authkeys_mode_check_can_be_skipped(tmp_path):
     path = write(tmp_path, "authkeys", "auth 1\n1 sha1 k\n", 0o644)
     assert hb.parse_authkeys(path, check_mode=False).active == 1
+
+
+def test_authkeys_read_from_one_descriptor(tmp_path, monkeypatch):
+    path = write(tmp_path, "authkeys", "auth 1\n1 sha1 k\n")
+
+    def by_path(*_args, **_kwargs):
+        raise AssertionError("authkeys looked up by path twice: check and read must share one descriptor")
+    monkeypatch.setattr(hb.os, "stat", by_path)
+    monkeypatch.setattr(hb.os, "lstat", by_path)
+    assert hb.parse_authkeys(path).active == 1
+
+
+def give_away(path, monkeypatch, uid=65534):
+    """Make PATH another user's: chown as root, else pretend we run as someone else."""
+    if os.geteuid() == 0:
+        os.chown(path, uid, -1)
+    else:
+        monkeypatch.setattr(hb.os, "geteuid", lambda: os.stat(path).st_uid + 1)
+
+
+def test_authkeys_owned_by_another_user_refused(tmp_path, monkeypatch):
+    path = write(tmp_path, "authkeys", "auth 1\n1 sha1 k\n")
+    give_away(path, monkeypatch)
+    with pytest.raises(hb.ConfigErrors) as info:
+        hb.parse_authkeys(path)
+    (err,) = info.value.errors
+    assert err.lineno == 0 and "Bad owner of keyfile" in err.message and f"chown root {path}" in err.message
+
+
+def test_authkeys_owned_by_the_user_running_us_accepted(tmp_path, monkeypatch):
+    path = write(tmp_path, "authkeys", "auth 1\n1 sha1 k\n")
+    if os.geteuid() == 0:
+        os.chown(path, 65534, -1)
+        monkeypatch.setattr(hb.os, "geteuid", lambda: 65534)
+    assert hb.parse_authkeys(path).active == 1
+
+
+def test_authkeys_owner_check_can_be_skipped(tmp_path, monkeypatch):
+    path = write(tmp_path, "authkeys", "auth 1\n1 sha1 k\n")
+    give_away(path, monkeypatch)
+    assert hb.parse_authkeys(path, check_mode=False).active == 1
+
+
+def test_authkeys_symlink_refused(tmp_path):
+    target = write(tmp_path, "real-authkeys", "auth 1\n1 sha1 k\n")
+    os.symlink(target, tmp_path / "authkeys")
+    with pytest.raises(hb.ConfigErrors) as info:
+        hb.parse_authkeys(str(tmp_path / "authkeys"))
+    (err,) = info.value.errors
+    assert err.lineno == 0 and "symbolic link" in err.message
 
 
 def test_authkeys_missing_file(tmp_path):
@@ -722,7 +772,7 @@ def test_authkeys_non_ascii_digit_auth_index(tmp_path):
 
 def test_authkeys_unknown_method(tmp_path):
     errors = authkeys_errors(tmp_path, "auth 2\n2 sha256 k\n")
-    assert errors[0] == (2, "Invalid authtype [sha256]: Heartbeat knows sha1, md5 and crc")
+    assert errors[0] == (2, "Invalid authtype: Heartbeat knows sha1, md5 and crc")
 
 
 @pytest.mark.parametrize("method", ["sha1", "md5"])
@@ -745,7 +795,24 @@ def test_authkeys_index_out_of_range(tmp_path, index):
 @pytest.mark.parametrize("line", ["hello world", "sha1 key", "1", "x1 sha1 k"])
 def test_authkeys_garbage_line(tmp_path, line):
     errors = authkeys_errors(tmp_path, f"auth 1\n1 sha1 k\n{line}\n")
-    assert errors[0][0] == 3 and f"Auth line [{line}] is invalid" in errors[0][1]
+    assert errors[0][0] == 3 and errors[0][1].startswith("Auth line is invalid: write 'N method [key]'")
+
+
+MARKER = "s3cr3t-M4RK"
+
+
+@pytest.mark.parametrize("line", [
+    f"auth {MARKER}", f"a{MARKER}", f"auth{MARKER} 1", f"{MARKER}", f"{MARKER} sha1 x", f"1 {MARKER}",
+    f"1 {MARKER} {MARKER}", f"1 crc {MARKER}", f"16 sha1 {MARKER}", f"-1 md5 {MARKER}", f"x1 sha1 {MARKER}",
+    f"1 sha256 {MARKER}", f"2 SHA1 {MARKER}", f"\u00b2 sha1 {MARKER}", f"1sha1 {MARKER}", f"1,sha1,{MARKER}",
+])
+def test_authkeys_no_message_quotes_a_key(tmp_path, line):
+    for text in (f"auth 1\n{line}\n", f"{line}\nauth 3\n"):
+        path = write(tmp_path, "authkeys", text, 0o644)
+        with pytest.raises(hb.ConfigErrors) as info:
+            hb.parse_authkeys(path)
+        assert MARKER not in str(info.value), text
+        assert all(MARKER not in str(e) and MARKER not in e.message for e in info.value.errors), text
 
 
 def test_authkeys_key_is_first_token_only(tmp_path):
@@ -975,7 +1042,7 @@ def test_all_haresources_errors_at_once(tmp_path, script_dirs):
 # ---------------------------------------------------------------- load_config
 
 HACF = "keepalive 2\ndeadtime 10\nbcast eth0\nnode prime\nnode calc\nauto_failback on\n"
-AUTHKEYS = "auth 2\n2 sha1 test-ha\n"
+AUTHKEYS = "auth 2\n2 sha1 my-own-secret\n"
 
 
 def make_config_dir(path, hacf_text=HACF, authkeys_text=AUTHKEYS, haresources_text="prime apache2\n",
@@ -996,7 +1063,7 @@ def test_load_config_valid(tmp_path):
     config = load(directory)
     assert config.node == "prime" and config.config_dir == directory
     assert config.hacf.nodes == ["prime", "calc"]
-    assert config.authkeys.methods == {2: ("sha1", "test-ha")}
+    assert config.authkeys.methods == {2: ("sha1", "my-own-secret")}
     assert [g.key for g in config.groups] == ["apache2"]
 
 
@@ -1057,6 +1124,39 @@ def test_load_config_collects_warnings(tmp_path):
     assert [(os.path.basename(w.path), w.lineno) for w in config.warnings] == [("ha.cf", 7), ("authkeys", 2)]
 
 
+@pytest.mark.parametrize("line", ["2 sha1 test-ha", "2 md5 Hello!"])
+def test_load_config_refuses_a_public_key_without_printing_it(tmp_path, line):
+    directory = make_config_dir(tmp_path, authkeys_text=f"auth 1\n1 sha1 mine\n{line}\n")
+    with pytest.raises(hb.ConfigErrors) as info:
+        load(directory)
+    (err,) = info.value.errors
+    assert (err.path, err.lineno) == (os.path.join(directory, "authkeys"), 3)
+    assert "key 2 is public" in err.message and "heartbeat.py keygen --force" in err.message
+    assert line.split()[2] not in str(info.value)
+
+
+def test_public_keys_are_the_tutorials_and_the_samples():
+    with open(os.path.join(os.path.dirname(hb.__file__), "ha.d", "authkeys"), encoding="utf-8") as handle:
+        sample = re.findall(r"^#?\d+ (sha1|md5) (\S+)$", handle.read(), re.M)
+    assert set(sample) == hb.PUBLIC_KEYS
+
+
+def test_crc_warnings_name_each_crc_line():
+    keys = hb.AuthKeys("/etc/ha.d/authkeys", 2, {1: ("crc", ""), 2: ("sha1", "k"), 4: ("crc", "")},
+                       lines={1: 3, 2: 5, 4: 7})
+    assert [str(w) for w in hb.crc_warnings(keys)] == [
+        f"/etc/ha.d/authkeys:{line}: warning: key {index} uses crc: anyone on the network can forge "
+        "heartbeat packets; use sha1 (heartbeat.py keygen --force)" for index, line in ((1, 3), (4, 7))]
+    assert hb.crc_warnings(hb.AuthKeys("k", 2, {2: ("sha1", "k")}, lines={2: 1})) == []
+
+
+def test_load_config_warns_about_crc(tmp_path):
+    directory = make_config_dir(tmp_path, authkeys_text="auth 2\n1 crc\n2 sha1 mine\n")
+    config = load(directory)
+    assert [(os.path.basename(w.path), w.lineno, "crc" in w.message) for w in config.warnings] == [
+        ("authkeys", 2, True)]
+
+
 # ---------------------------------------------------------------- the tutorial's files
 
 def _tutorial_block(lines, first, last):
@@ -1076,8 +1176,15 @@ def test_tutorial_files_parse(tmp_path):
     shutil.rmtree(os.path.join(directory, "resource.d"))
     make_script(os.path.join(directory, "resource.d"), "apache2")
 
-    config = hb.load_config(directory, "prime")           # default script dirs: DIR/resource.d first
-    cf = config.hacf
+    with pytest.raises(hb.ConfigErrors) as info:          # its key is public: refused, at its line
+        hb.load_config(directory, "prime")                 # default script dirs: DIR/resource.d first
+    (err,) = info.value.errors                             # the only error: node prime and the rest are fine
+    assert (os.path.basename(err.path), err.lineno) == ("authkeys", 3) and "keygen --force" in err.message
+
+    cf = hb.parse_hacf(os.path.join(directory, "ha.cf"))       # ha.cf and haresources: accepted unchanged
+    authkeys = hb.parse_authkeys(os.path.join(directory, "authkeys"))
+    groups = hb.parse_haresources(os.path.join(directory, "haresources"), cf.nodes,
+                                  hb.default_script_dirs(directory))
     assert (cf.keepalive_ms, cf.deadtime_ms, cf.warntime_ms, cf.initdead_ms) == (2000, 10000, 5000, 20000)
     assert cf.udpport == 694
     assert cf.nodes == ["prime", "calc"]
@@ -1085,10 +1192,9 @@ def test_tutorial_files_parse(tmp_path):
     assert [(m.kind, m.iface) for m in cf.media] == [("bcast", "eth0")]
     assert (cf.logfile, cf.debugfile, cf.logfacility) == ("/var/log/ha-log", "/var/log/ha-debug", "local0")
     assert cf.values["keepalive"] == "2" and cf.values["deadtime"] == "10"
-    assert config.authkeys.active == 2
-    assert config.authkeys.methods == {2: ("sha1", "test-ha")}
-    (group,) = config.groups
+    assert authkeys.active == 2
+    assert authkeys.methods == {2: ("sha1", "test-ha")}
+    (group,) = groups
     assert (group.home, group.key, group.lineno) == ("prime", "apache2", 1)
     (res,) = group.resources
     assert (res.path, res.lsb, res.args) == (os.path.join(directory, "resource.d", "apache2"), False, [])
-    assert config.node == "prime"

@@ -40,9 +40,10 @@ HACF_WORDS = st.one_of(
     st.sampled_from(ODD),
     st.text(max_size=6),
 )
+KEY_MARKER = "s3cr3t-M4RK"      # no authkeys message may quote it
 AUTH_WORDS = st.one_of(
     st.sampled_from(["auth", "a", "Auth", "authx", "0", "1", "2", "3", "15", "16", "-1", "007", "sha1", "md5", "crc",
-                     "sha256", "SHA1", "secret", "test-ha", "Hello!"]),
+                     "sha256", "SHA1", "secret", "test-ha", "Hello!", KEY_MARKER]),
     st.sampled_from(ODD),
     st.text(max_size=6),
 )
@@ -111,6 +112,7 @@ def _authkeys_property(data, mode=0o600):
             keys = hb.parse_authkeys(path)
         except hb.ConfigErrors as err:
             _check_errors(err, path)
+            assert KEY_MARKER not in str(err)
             return
         assert mode & 0o077 == 0
         assert keys.active in keys.methods

@@ -130,6 +130,24 @@ def test_sighup_keeps_a_broken_config_out_and_applies_a_good_one(lab):
     prime.wait_for(lambda s: s["timers_ms"]["keepalive"] == 300, 2)
 
 
+def test_crc_is_warned_at_start_and_on_every_reload(lab):
+    prime = Node(lab, "prime", hacf(**FAST), authkeys="auth 1\n1 crc\n").start()
+    prime.wait_for(lambda s: True, 3)
+    warning = "authkeys:2: warning: key 1 uses crc: anyone on the network can forge heartbeat packets"
+    assert prime.log().count(warning) == 1
+    for reloads in (1, 2):
+        prime.proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 3
+        while prime.log().count("Configuration reloaded.") < reloads:
+            assert time.monotonic() < deadline, "no reload"
+            time.sleep(0.05)
+        assert prime.log().count(warning) == 1 + reloads
+    prime.write("authkeys", "auth 1\n1 sha1 lab-secret\n", mode=0o600)
+    prime.proc.send_signal(signal.SIGHUP)
+    prime.wait_for(lambda s: prime.log().count("Configuration reloaded.") == 3, 3)
+    assert prime.log().count(warning) == 3
+
+
 @pytest.mark.parametrize("syslogmsgfmt, pattern", [
     ("true", r"^[A-Z][a-z]{2} [ 0-9]\d \d\d:\d\d:\d\d \S+ heartbeat: \[\d+\]: info: Local status now set to: 'up'$"),
     ("false", r"^heartbeat\[\d+\]: \d{4}/\d\d/\d\d_\d\d:\d\d:\d\d info: Local status now set to: 'up'$"),

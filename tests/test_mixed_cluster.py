@@ -18,7 +18,7 @@ pytestmark = pytest.mark.skipif(not (have_root_net() and have_real_heartbeat()),
 
 HACF = ("keepalive 500ms\ndeadtime 3\ninitdead 6\nudpport 694\nbcast eth0\nnode prime\nnode calc\n"
         "auto_failback on\n")
-KEYS = {"sha1": "auth 2\n2 sha1 lab-secret\n", "md5": "auth 3\n3 md5 Hello!\n", "crc": "auth 1\n1 crc\n"}
+KEYS = {"sha1": "auth 2\n2 sha1 lab-secret\n", "md5": "auth 3\n3 md5 lab-md5-secret\n", "crc": "auth 1\n1 crc\n"}
 
 ERRORS = ("authtoken does not match", "authentication failed", "peel_netstring", "bad node", "replay",
           "Invalid authentication", "missing", "dropped packet")

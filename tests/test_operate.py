@@ -146,6 +146,17 @@ def test_init_script_refuses_a_broken_configuration(lab):
     assert service(lab, prime, "status").returncode == 3
 
 
+@root_only
+def test_init_script_refuses_the_shipped_sample_key(lab):
+    with open(os.path.join(ROOT, "ha.d", "authkeys")) as handle:
+        prime = Node(lab, "prime", hacf(**FAST), authkeys=handle.read())
+    result = service(lab, prime, "start")
+    assert result.returncode == 6
+    assert f"{prime.config_dir}/authkeys:15: key 2 is public" in result.stderr
+    assert "heartbeat.py keygen --force" in result.stderr and "test-ha" not in result.stdout + result.stderr
+    assert service(lab, prime, "status").returncode == 3
+
+
 # -- setup PEER against a real OpenSSH server ------------------------------------------------
 
 SSHD = shutil.which("sshd") or ("/usr/sbin/sshd" if os.path.exists("/usr/sbin/sshd") else None)
