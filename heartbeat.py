@@ -39,6 +39,7 @@ import stat
 import struct
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import traceback
@@ -1733,6 +1734,7 @@ def hex_number(text: Optional[str]) -> int:
 SCRIPT_TIMEOUT_S = 120          # start/stop of one resource script
 STATUS_TIMEOUT_S = 30
 IP_TIMEOUT_S = 10
+OUTPUT_KEPT_BYTES = 64 * 1024   # of a command's output, the end
 STOP_RETRIES = 3                # then the stop failure is logged as critical
 GARP_ROUNDS_S = (0.0, 0.25, 1.0, 2.0, 4.0)   # when to announce a taken address again
 
@@ -1747,16 +1749,29 @@ class CommandResult:
     output: str
 
 
-def run_command(argv: List[str], timeout_s: float, env: Optional[dict] = None) -> CommandResult:
-    """Run argv (never through a shell); stdout and stderr together; 124 on timeout."""
-    try:
-        done = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                              timeout=timeout_s, env=env, check=False)
-        return CommandResult(done.returncode, done.stdout.decode(errors="replace"))
-    except subprocess.TimeoutExpired as err:
-        return CommandResult(124, (err.output or b"").decode(errors="replace") + f"\n(timed out after {timeout_s} s)")
-    except OSError as err:
-        return CommandResult(127, f"cannot run {argv[0]}: {err.strerror}")
+def run_command(argv: List[str], timeout_s: float, env: Optional[dict] = None,
+                own_session: bool = True) -> CommandResult:
+    """Run argv (never through a shell); stdout and stderr together. Done when the process itself
+    exits: the output goes to a file, so a child it left running (`daemon &`) holds nothing open.
+    On timeout 124, and its whole process group is killed (own_session=False keeps our terminal,
+    where ssh asks for a password, and kills only the process)."""
+    with tempfile.TemporaryFile() as out:
+        try:
+            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, env=env,
+                                    start_new_session=own_session)
+        except OSError as err:
+            return CommandResult(127, f"cannot run {argv[0]}: {err.strerror}")
+        try:
+            returncode, note = proc.wait(timeout_s), ""
+        except subprocess.TimeoutExpired:
+            if own_session:
+                os.killpg(proc.pid, signal.SIGKILL)     # not reaped yet, so the group id is still its own
+            else:
+                proc.kill()
+            proc.wait()
+            returncode, note = 124, f"\n(timed out after {timeout_s} s)"
+        out.seek(max(0, out.seek(0, os.SEEK_END) - OUTPUT_KEPT_BYTES))
+        return CommandResult(returncode, out.read().decode(errors="replace") + note)
 
 
 def arping_variant(run=run_command) -> Optional[str]:
@@ -3235,10 +3250,15 @@ def export_pacemaker(config: Config, fmt: str, unit_dirs=SYSTEMD_UNIT_DIRS):
 SSH_TIMEOUT_S = 60
 
 
+def run_at_terminal(argv: List[str], timeout_s: float) -> CommandResult:
+    """ssh and scp may ask for a password or about a host key on our terminal."""
+    return run_command(argv, timeout_s, own_session=False)
+
+
 class Remote:
     """ssh and scp to one peer, with argument lists; in dry-run mode it only prints the commands."""
 
-    def __init__(self, host: str, user: str, options: List[str], dry_run: bool, run=run_command):
+    def __init__(self, host: str, user: str, options: List[str], dry_run: bool, run=run_at_terminal):
         self.target = f"{user}@{host}"
         self.options = []
         for option in [*options, "ConnectTimeout=10"]:      # ssh keeps the first value given: the user's
@@ -3266,7 +3286,7 @@ class Remote:
                      f"copying {source} to {self.target}")
 
 
-def local_ssh_key(home: str, dry_run: bool, run=run_command) -> str:
+def local_ssh_key(home: str, dry_run: bool, run=run_at_terminal) -> str:
     """Our ed25519 public key, created if missing (DSA, as in the tutorial, is refused by OpenSSH now)."""
     private = os.path.join(home, ".ssh", "id_ed25519")
     if not os.path.exists(private):

@@ -1,6 +1,8 @@
 """Resources without root: the exact ip/arping argv, ARP frames, script calling conventions."""
 import os
+import signal
 import struct
+import time
 
 import pytest
 
@@ -190,3 +192,56 @@ def test_failed_start_stops_what_was_started_and_reports_the_output(config):
     assert calls[-1] == "second fail stop"
     assert any(line.startswith("error: Return code 1 from") for line in lines.lines)
     assert any("Giving up resources due to failure of second::fail" in line for line in lines.lines)
+
+
+def alive(pid):
+    """True while pid runs (a zombie has finished running)."""
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+
+def kill_if_alive(pid):
+    if alive(pid):
+        os.kill(pid, signal.SIGKILL)
+
+
+def test_a_command_is_done_when_it_exits_though_it_left_a_child_running(tmp_path):
+    pidfile = tmp_path / "child.pid"
+    started = time.monotonic()
+    result = hb.run_command(["sh", "-c", 'sleep 300 & echo $! > "$1"; echo started', "sh", str(pidfile)], 5)
+    took = time.monotonic() - started
+    child = int(pidfile.read_text())
+    try:
+        assert (result.returncode, result.output) == (0, "started\n")
+        assert took < 0.5
+        assert alive(child)                        # `daemon &` is what a start script is for
+    finally:
+        kill_if_alive(child)
+
+
+def test_a_command_past_its_timeout_is_killed_with_its_whole_process_group(tmp_path):
+    pidfile = tmp_path / "child.pid"
+    script = 'sleep 300 & echo $! > "$1"; echo waiting; sleep 300'
+    started = time.monotonic()
+    result = hb.run_command(["sh", "-c", script, "sh", str(pidfile)], 0.5)
+    took = time.monotonic() - started
+    child = int(pidfile.read_text())
+    try:
+        assert result.returncode == 124 and took < 2
+        assert result.output == "waiting\n\n(timed out after 0.5 s)"
+        deadline = time.monotonic() + 2
+        while alive(child) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert not alive(child)
+    finally:
+        kill_if_alive(child)
+
+
+def test_a_missing_command_is_127():
+    result = hb.run_command(["/nonexistent/command"], 5)
+    assert result.returncode == 127 and "cannot run /nonexistent/command" in result.output
+
