@@ -1734,6 +1734,7 @@ def hex_number(text: Optional[str]) -> int:
 SCRIPT_TIMEOUT_S = 120          # start/stop of one resource script
 STATUS_TIMEOUT_S = 30
 IP_TIMEOUT_S = 10
+ARPING_TIMEOUT_S = 5            # arping may run this long past the last round, then it is killed
 OUTPUT_KEPT_BYTES = 64 * 1024   # of a command's output, the end
 STOP_RETRIES = 3                # then the stop failure is logged as critical
 GARP_ROUNDS_S = (0.0, 0.25, 1.0, 2.0, 4.0)   # when to announce a taken address again
@@ -1827,7 +1828,6 @@ class IPAddresses:
     def __init__(self, run=run_command, log=None):
         self.run, self.log = run, log
         self.arping: Optional[str] = arping_variant(run) if run is run_command else None
-        self.children: List[subprocess.Popen] = []
 
     def addresses(self) -> List[Tuple[str, ipaddress.IPv4Interface, str]]:
         """(interface, address/prefix, label) of every IPv4 address on this machine."""
@@ -1885,26 +1885,37 @@ class IPAddresses:
             raise ResourceError(f"{' '.join(argv)} failed: {result.output.strip()}")
         if self.log:
             self.log.info(f"IPaddr: added {res.ip}/{plan.prefix} on {plan.iface} ({label})")
-        self.announce(plan.iface, res.ip)
-        threading.Thread(target=self.announce_again, args=(res, plan.iface), daemon=True).start()
+        self.announce(res, plan.iface)
         return plan.iface
 
-    def announce_again(self, res: IPResource, iface: str) -> None:
-        """More rounds of gratuitous ARP over a few seconds (a lost frame must not strand clients),
-        as long as the address is still ours."""
-        for previous, due in zip(GARP_ROUNDS_S, GARP_ROUNDS_S[1:]):
-            time.sleep(due - previous)
-            if self.holder_iface(res) != iface:
-                return
-            self.announce(iface, res.ip)
+    def announce(self, res: IPResource, iface: str, rounds=GARP_ROUNDS_S) -> None:
+        """Gratuitous ARP from a thread of its own: now, and again over a few seconds (a lost frame
+        must not strand clients) as long as the address is still ours."""
+        threading.Thread(target=self.announce_rounds, args=(res, iface, rounds), name="garp", daemon=True).start()
 
-    def announce(self, iface: str, ip: str) -> None:
-        """One round of gratuitous ARP: arping when installed (not waited for), else our own frames."""
-        self.reap()
+    def announce_rounds(self, res: IPResource, iface: str, rounds) -> None:
+        """Each round is due `rounds[n]` seconds after the first; every arping is waited for."""
+        started, children = time.monotonic(), []
+        for n, due in enumerate(rounds):
+            time.sleep(max(0.0, started + due - time.monotonic()))
+            children = [child for child in children if child.poll() is None]
+            if n and self.holder_iface(res) != iface:
+                break
+            self.send_garp(iface, res.ip, children)
+        deadline = time.monotonic() + ARPING_TIMEOUT_S
+        for child in children:
+            try:
+                child.wait(max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                child.kill()
+                child.wait()
+
+    def send_garp(self, iface: str, ip: str, children: List[subprocess.Popen]) -> None:
+        """One round: a request and a reply by arping when installed (added to children), else our own frames."""
         try:
             if self.arping:
                 for reply in (False, True):
-                    self.children.append(subprocess.Popen(
+                    children.append(subprocess.Popen(
                         arping_argv(self.arping, iface, ip, reply), stdin=subprocess.DEVNULL,
                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
             else:
@@ -1912,9 +1923,6 @@ class IPAddresses:
         except OSError as err:
             if self.log:
                 self.log.warn(f"gratuitous ARP for {ip} on {iface} failed: {err.strerror or err}")
-
-    def reap(self) -> None:
-        self.children = [child for child in self.children if child.poll() is None]
 
     def remove(self, res: IPResource) -> bool:
         """Delete the address if present; True when it was there."""
@@ -2046,7 +2054,7 @@ class Resources:
             if isinstance(res, IPResource):
                 iface = self.addresses.holder_iface(res)
                 if iface:
-                    self.addresses.announce(iface, res.ip)
+                    self.addresses.announce(res, iface, rounds=GARP_ROUNDS_S[:1])
 
     def release_stale_addresses(self) -> None:
         """At start: an address of ours left by a crash must not answer from two machines."""
@@ -3326,7 +3334,7 @@ REPLACE_DIR = ('set -e; rm -rf "$3"; if [ -e "$2" ]; then mv "$2" "$3"; fi; mv "
 
 
 def setup_peer(config: Config, peer: str, host: Optional[str], user: str, ssh_options: List[str],
-               keys: bool, dry_run: bool, run=run_command) -> List[str]:
+               keys: bool, dry_run: bool, run=run_at_terminal) -> List[str]:
     """The tutorial's steps 2-3: check, key exchange, copy ha.d; return what was done."""
     peer = peer.lower()
     if peer not in config.hacf.nodes:

@@ -36,7 +36,7 @@ def make(addresses):
     run = FakeRun(addresses)
     ips = hb.IPAddresses(run)
     ips.arping = None
-    ips.announce = lambda iface, ip: run.calls.append(["garp", iface, ip])
+    ips.announce = lambda res, iface: run.calls.append(["garp", iface, res.ip])
     return run, ips
 
 
@@ -203,6 +203,13 @@ def alive(pid):
         return False
 
 
+def gone(pid, timeout=3.0):
+    """True once /proc has no pid at all (reaped), within timeout."""
+    deadline = time.monotonic() + timeout
+    while os.path.exists(f"/proc/{pid}") and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return not os.path.exists(f"/proc/{pid}")
+
 
 def kill_if_alive(pid):
     if alive(pid):
@@ -245,3 +252,19 @@ def test_a_missing_command_is_127():
     result = hb.run_command(["/nonexistent/command"], 5)
     assert result.returncode == 127 and "cannot run /nonexistent/command" in result.output
 
+
+@pytest.mark.parametrize("arping_body", ["exit 0", "exec sleep 300"])
+def test_every_arping_is_waited_for_and_a_hung_one_killed(arping_body, tmp_path, monkeypatch):
+    pids = tmp_path / "arping.pids"
+    write_script(tmp_path / "arping", f'echo $$ >> "{pids}"\n{arping_body}\n')
+    monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
+    monkeypatch.setattr(hb, "ARPING_TIMEOUT_S", 0.3)
+    ips = hb.IPAddresses(FakeRun([("eth0", "10.0.0.1/24", "eth0")]))
+    ips.arping = "iputils"
+    ips.announce(hb.parse_ip_spec("10.0.0.100"), "eth0", rounds=(0.0,))
+    deadline = time.monotonic() + 3
+    while (not pids.exists() or len(pids.read_text().split()) < 2) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    started = [int(pid) for pid in pids.read_text().split()]
+    assert len(started) == 2                      # a request and a reply
+    assert all(gone(pid) for pid in started)      # no zombie left behind
