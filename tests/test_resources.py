@@ -232,7 +232,7 @@ def test_a_command_is_done_when_it_exits_though_it_left_a_child_running(tmp_path
 
 def test_a_command_past_its_timeout_is_killed_with_its_whole_process_group(tmp_path):
     pidfile = tmp_path / "child.pid"
-    script = 'sleep 300 & echo $! > "$1"; echo waiting; sleep 300'
+    script = 'sleep 300 & echo $! > "$1"; echo waiting; wait'
     started = time.monotonic()
     result = hb.run_command(["sh", "-c", script, "sh", str(pidfile)], 0.5)
     took = time.monotonic() - started
