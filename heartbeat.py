@@ -40,6 +40,7 @@ import stat
 import struct
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import traceback
@@ -1922,6 +1923,8 @@ def hex_number(text: Optional[str]) -> int:
 SCRIPT_TIMEOUT_S = 120          # start/stop of one resource script
 STATUS_TIMEOUT_S = 30
 IP_TIMEOUT_S = 10
+ARPING_TIMEOUT_S = 5            # arping may run this long past the last round, then it is killed
+OUTPUT_KEPT_BYTES = 64 * 1024   # of a command's output, the end
 STOP_RETRIES = 3                # then the stop failure is logged as critical
 GARP_ROUNDS_S = (0.0, 0.25, 1.0, 2.0, 4.0)   # when to announce a taken address again
 
@@ -1936,16 +1939,29 @@ class CommandResult:
     output: str
 
 
-def run_command(argv: List[str], timeout_s: float, env: Optional[dict] = None) -> CommandResult:
-    """Run argv (never through a shell); stdout and stderr together; 124 on timeout."""
-    try:
-        done = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                              timeout=timeout_s, env=env, check=False)
-        return CommandResult(done.returncode, done.stdout.decode(errors="replace"))
-    except subprocess.TimeoutExpired as err:
-        return CommandResult(124, (err.output or b"").decode(errors="replace") + f"\n(timed out after {timeout_s} s)")
-    except OSError as err:
-        return CommandResult(127, f"cannot run {argv[0]}: {err.strerror}")
+def run_command(argv: List[str], timeout_s: float, env: Optional[dict] = None,
+                own_session: bool = True) -> CommandResult:
+    """Run argv (never through a shell); stdout and stderr together. Done when the process itself
+    exits: the output goes to a file, so a child it left running (`daemon &`) holds nothing open.
+    On timeout 124, and its whole process group is killed (own_session=False keeps our terminal,
+    where ssh asks for a password, and kills only the process)."""
+    with tempfile.TemporaryFile() as out:
+        try:
+            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, env=env,
+                                    start_new_session=own_session)
+        except OSError as err:
+            return CommandResult(127, f"cannot run {argv[0]}: {err.strerror}")
+        try:
+            returncode, note = proc.wait(timeout_s), ""
+        except subprocess.TimeoutExpired:
+            if own_session:
+                os.killpg(proc.pid, signal.SIGKILL)     # not reaped yet, so the group id is still its own
+            else:
+                proc.kill()
+            proc.wait()
+            returncode, note = 124, f"\n(timed out after {timeout_s} s)"
+        out.seek(max(0, out.seek(0, os.SEEK_END) - OUTPUT_KEPT_BYTES))
+        return CommandResult(returncode, out.read().decode(errors="replace") + note)
 
 
 def arping_variant(run=run_command) -> Optional[str]:
@@ -2001,7 +2017,6 @@ class IPAddresses:
     def __init__(self, run=run_command, log=None):
         self.run, self.log = run, log
         self.arping: Optional[str] = arping_variant(run) if run is run_command else None
-        self.children: List[subprocess.Popen] = []
 
     def addresses(self) -> List[Tuple[str, ipaddress.IPv4Interface, str]]:
         """(interface, address/prefix, label) of every IPv4 address on this machine."""
@@ -2059,26 +2074,37 @@ class IPAddresses:
             raise ResourceError(f"{' '.join(argv)} failed: {result.output.strip()}")
         if self.log:
             self.log.info(f"IPaddr: added {res.ip}/{plan.prefix} on {plan.iface} ({label})")
-        self.announce(plan.iface, res.ip)
-        threading.Thread(target=self.announce_again, args=(res, plan.iface), daemon=True).start()
+        self.announce(res, plan.iface)
         return plan.iface
 
-    def announce_again(self, res: IPResource, iface: str) -> None:
-        """More rounds of gratuitous ARP over a few seconds (a lost frame must not strand clients),
-        as long as the address is still ours."""
-        for previous, due in zip(GARP_ROUNDS_S, GARP_ROUNDS_S[1:]):
-            time.sleep(due - previous)
-            if self.holder_iface(res) != iface:
-                return
-            self.announce(iface, res.ip)
+    def announce(self, res: IPResource, iface: str, rounds=GARP_ROUNDS_S) -> None:
+        """Gratuitous ARP from a thread of its own: now, and again over a few seconds (a lost frame
+        must not strand clients) as long as the address is still ours."""
+        threading.Thread(target=self.announce_rounds, args=(res, iface, rounds), name="garp", daemon=True).start()
 
-    def announce(self, iface: str, ip: str) -> None:
-        """One round of gratuitous ARP: arping when installed (not waited for), else our own frames."""
-        self.reap()
+    def announce_rounds(self, res: IPResource, iface: str, rounds) -> None:
+        """Each round is due `rounds[n]` seconds after the first; every arping is waited for."""
+        started, children = time.monotonic(), []
+        for n, due in enumerate(rounds):
+            time.sleep(max(0.0, started + due - time.monotonic()))
+            children = [child for child in children if child.poll() is None]
+            if n and self.holder_iface(res) != iface:
+                break
+            self.send_garp(iface, res.ip, children)
+        deadline = time.monotonic() + ARPING_TIMEOUT_S
+        for child in children:
+            try:
+                child.wait(max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                child.kill()
+                child.wait()
+
+    def send_garp(self, iface: str, ip: str, children: List[subprocess.Popen]) -> None:
+        """One round: a request and a reply by arping when installed (added to children), else our own frames."""
         try:
             if self.arping:
                 for reply in (False, True):
-                    self.children.append(subprocess.Popen(
+                    children.append(subprocess.Popen(
                         arping_argv(self.arping, iface, ip, reply), stdin=subprocess.DEVNULL,
                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
             else:
@@ -2086,9 +2112,6 @@ class IPAddresses:
         except OSError as err:
             if self.log:
                 self.log.warn(f"gratuitous ARP for {ip} on {iface} failed: {err.strerror or err}")
-
-    def reap(self) -> None:
-        self.children = [child for child in self.children if child.poll() is None]
 
     def remove(self, res: IPResource) -> bool:
         """Delete the address if present; True when it was there."""
@@ -2220,7 +2243,7 @@ class Resources:
             if isinstance(res, IPResource):
                 iface = self.addresses.holder_iface(res)
                 if iface:
-                    self.addresses.announce(iface, res.ip)
+                    self.addresses.announce(res, iface, rounds=GARP_ROUNDS_S[:1])
 
     def release_stale_addresses(self) -> None:
         """At start: an address of ours left by a crash must not answer from two machines."""
@@ -3538,10 +3561,15 @@ def export_pacemaker(config: Config, fmt: str, unit_dirs=SYSTEMD_UNIT_DIRS):
 SSH_TIMEOUT_S = 60
 
 
+def run_at_terminal(argv: List[str], timeout_s: float) -> CommandResult:
+    """ssh and scp may ask for a password or about a host key on our terminal."""
+    return run_command(argv, timeout_s, own_session=False)
+
+
 class Remote:
     """ssh and scp to one peer, with argument lists; in dry-run mode it only prints the commands."""
 
-    def __init__(self, host: str, user: str, options: List[str], dry_run: bool, run=run_command):
+    def __init__(self, host: str, user: str, options: List[str], dry_run: bool, run=run_at_terminal):
         self.target = f"{user}@{host}"
         self.options = []
         for option in [*options, "ConnectTimeout=10"]:      # ssh keeps the first value given: the user's
@@ -3569,7 +3597,7 @@ class Remote:
                      f"copying {source} to {self.target}")
 
 
-def local_ssh_key(home: str, dry_run: bool, run=run_command) -> str:
+def local_ssh_key(home: str, dry_run: bool, run=run_at_terminal) -> str:
     """Our ed25519 public key, created if missing (DSA, as in the tutorial, is refused by OpenSSH now)."""
     private = os.path.join(home, ".ssh", "id_ed25519")
     if not os.path.exists(private):
@@ -3609,7 +3637,7 @@ REPLACE_DIR = ('set -e; rm -rf "$3"; if [ -e "$2" ]; then mv "$2" "$3"; fi; mv "
 
 
 def setup_peer(config: Config, peer: str, host: Optional[str], user: str, ssh_options: List[str],
-               keys: bool, dry_run: bool, run=run_command) -> List[str]:
+               keys: bool, dry_run: bool, run=run_at_terminal) -> List[str]:
     """The tutorial's steps 2-3: check, key exchange, copy ha.d; return what was done."""
     peer = peer.lower()
     if peer not in config.hacf.nodes:

@@ -1,6 +1,8 @@
 """Resources without root: the exact ip/arping argv, ARP frames, script calling conventions."""
 import os
+import signal
 import struct
+import time
 
 import pytest
 
@@ -34,7 +36,7 @@ def make(addresses):
     run = FakeRun(addresses)
     ips = hb.IPAddresses(run)
     ips.arping = None
-    ips.announce = lambda iface, ip: run.calls.append(["garp", iface, ip])
+    ips.announce = lambda res, iface: run.calls.append(["garp", iface, res.ip])
     return run, ips
 
 
@@ -190,3 +192,79 @@ def test_failed_start_stops_what_was_started_and_reports_the_output(config):
     assert calls[-1] == "second fail stop"
     assert any(line.startswith("error: Return code 1 from") for line in lines.lines)
     assert any("Giving up resources due to failure of second::fail" in line for line in lines.lines)
+
+
+def alive(pid):
+    """True while pid runs (a zombie has finished running)."""
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def gone(pid, timeout=3.0):
+    """True once /proc has no pid at all (reaped), within timeout."""
+    deadline = time.monotonic() + timeout
+    while os.path.exists(f"/proc/{pid}") and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return not os.path.exists(f"/proc/{pid}")
+
+
+def kill_if_alive(pid):
+    if alive(pid):
+        os.kill(pid, signal.SIGKILL)
+
+
+def test_a_command_is_done_when_it_exits_though_it_left_a_child_running(tmp_path):
+    pidfile = tmp_path / "child.pid"
+    started = time.monotonic()
+    result = hb.run_command(["sh", "-c", 'sleep 300 & echo $! > "$1"; echo started', "sh", str(pidfile)], 5)
+    took = time.monotonic() - started
+    child = int(pidfile.read_text())
+    try:
+        assert (result.returncode, result.output) == (0, "started\n")
+        assert took < 0.5
+        assert alive(child)                        # `daemon &` is what a start script is for
+    finally:
+        kill_if_alive(child)
+
+
+def test_a_command_past_its_timeout_is_killed_with_its_whole_process_group(tmp_path):
+    pidfile = tmp_path / "child.pid"
+    script = 'sleep 300 & echo $! > "$1"; echo waiting; wait'
+    started = time.monotonic()
+    result = hb.run_command(["sh", "-c", script, "sh", str(pidfile)], 0.5)
+    took = time.monotonic() - started
+    child = int(pidfile.read_text())
+    try:
+        assert result.returncode == 124 and took < 2
+        assert result.output == "waiting\n\n(timed out after 0.5 s)"
+        deadline = time.monotonic() + 2
+        while alive(child) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert not alive(child)
+    finally:
+        kill_if_alive(child)
+
+
+def test_a_missing_command_is_127():
+    result = hb.run_command(["/nonexistent/command"], 5)
+    assert result.returncode == 127 and "cannot run /nonexistent/command" in result.output
+
+
+@pytest.mark.parametrize("arping_body", ["exit 0", "exec sleep 300"])
+def test_every_arping_is_waited_for_and_a_hung_one_killed(arping_body, tmp_path, monkeypatch):
+    pids = tmp_path / "arping.pids"
+    write_script(tmp_path / "arping", f'echo $$ >> "{pids}"\n{arping_body}\n')
+    monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
+    monkeypatch.setattr(hb, "ARPING_TIMEOUT_S", 0.3)
+    ips = hb.IPAddresses(FakeRun([("eth0", "10.0.0.1/24", "eth0")]))
+    ips.arping = "iputils"
+    ips.announce(hb.parse_ip_spec("10.0.0.100"), "eth0", rounds=(0.0,))
+    deadline = time.monotonic() + 3
+    while (not pids.exists() or len(pids.read_text().split()) < 2) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    started = [int(pid) for pid in pids.read_text().split()]
+    assert len(started) == 2                      # a request and a reply
+    assert all(gone(pid) for pid in started)      # no zombie left behind
