@@ -1925,7 +1925,11 @@ STATUS_TIMEOUT_S = 30
 IP_TIMEOUT_S = 10
 ARPING_TIMEOUT_S = 5            # arping may run this long past the last round, then it is killed
 OUTPUT_KEPT_BYTES = 64 * 1024   # of a command's output, the end
-STOP_RETRIES = 3                # then the stop failure is logged as critical
+STOP_RETRIES = 10               # Heartbeat's HA_STOPRETRYMAX: a failed stop is retried, 1 s apart
+STOP_BUDGET_S = 240             # one release, retries included; with the final status check and the
+                                # reboot it stays inside the service managers' stop timeout (300 s)
+REBOOT_ARGV = ["/sbin/reboot", "-nf"]   # what Heartbeat runs when a resource will not stop
+REBOOT_TIMEOUT_S = 10
 GARP_ROUNDS_S = (0.0, 0.25, 1.0, 2.0, 4.0)   # when to announce a taken address again
 
 
@@ -2150,6 +2154,7 @@ class Resources:
     def __init__(self, config: Config, log, run=run_command, addresses: Optional[IPAddresses] = None):
         self.config, self.log, self.run = config, log, run
         self.addresses = addresses or IPAddresses(run, log)
+        self.stuck: set = set()      # keys of groups with a resource that would not stop
 
     def environment(self, operation: str) -> dict:
         """What Heartbeat exports to scripts: HA_<directive>, HA_CURHOST, HA_DIR and friends."""
@@ -2167,10 +2172,11 @@ class Resources:
                     "HA_OPERATION": operation})
         return env
 
-    def run_script(self, res: ScriptResource, operation: str) -> CommandResult:
+    def run_script(self, res: ScriptResource, operation: str, timeout_s: float = SCRIPT_TIMEOUT_S) -> CommandResult:
         argv = script_argv(res, operation)
         self.log.info(f"Running {res.path} {' '.join(res.args)} {operation}")
-        timeout_s = STATUS_TIMEOUT_S if operation == "status" else SCRIPT_TIMEOUT_S
+        if operation == "status":
+            timeout_s = STATUS_TIMEOUT_S
         result = self.run(argv, timeout_s, self.environment(operation))
         for line in result.output.splitlines():     # start/stop output in the log, status chatter in debug
             (self.log.debug if operation == "status" else self.log.info)(f"{res.name}[{operation}]: {line}")
@@ -2198,26 +2204,60 @@ class Resources:
         if result.returncode != 0:
             raise ResourceError(f"{res.spec}: start returned {result.returncode}: {result.output.strip()[-500:]}")
 
-    def stop(self, res) -> bool:
-        """Stop one resource, retrying; False when it could not be stopped."""
-        for attempt in range(1, STOP_RETRIES + 1):
+    def stop(self, res, deadline: float) -> bool:
+        """Stop one resource as Heartbeat does: retried 1 s apart, STOP_RETRIES times, each try
+        within what is left before deadline. False when it still runs afterwards."""
+        for attempt in range(STOP_RETRIES + 1):
+            if attempt:
+                time.sleep(1)
+                self.log.info(f"Retrying failed stop operation [{res.spec}]")
+            left_s = deadline - time.monotonic()
+            if left_s <= 0:
+                self.log.error(f"No time left to stop {res.spec} ({STOP_BUDGET_S} s for a release)")
+                break
             try:
                 if isinstance(res, IPResource):
                     self.addresses.remove(res)
                     return True
-                if self.run_script(res, "stop").returncode == 0:
+                if self.run_script(res, "stop", timeout_s=min(SCRIPT_TIMEOUT_S, left_s)).returncode == 0:
                     return True
             except ResourceError as err:
                 self.log.error(str(err))
-            if attempt < STOP_RETRIES:
-                self.log.info(f"Retrying failed stop operation [{res.spec}]")
-                time.sleep(1)
-        if isinstance(res, ScriptResource) and not self.is_running(res):
-            self.log.error(f"Resource script for {res.spec} probably not LSB-compliant (stop failed, status says "
-                           "stopped)")
+        if self.is_stopped(res):
+            self.log.error(f"Resource script for {res.spec} probably not LSB-compliant.")
+            self.log.warn(f"it ({res.spec}) MUST succeed on a stop when already stopped")
+            self.log.warn("Machine reboot narrowly avoided!")
             return True
-        self.log.crit(f"Resource STOP failure: {res.spec} may still be running here")
         return False
+
+    def is_stopped(self, res) -> bool:
+        """Surely stopped: a status that hangs or cannot run says nothing, so it counts as running."""
+        if isinstance(res, IPResource):
+            return self.addresses.holder_iface(res) is None
+        result = self.run_script(res, "status")
+        return result.returncode not in (124, 126, 127) and not says_running(res, result)
+
+    def stop_all(self, resources: list) -> bool:
+        """Stop resources in reverse order. One that will not stop leaves the machine in a state
+        only a reboot cures (Heartbeat's RecoverFromFailedStop); the rest are left as they are."""
+        deadline = time.monotonic() + STOP_BUDGET_S
+        for res in reversed(resources):
+            if not self.stop(res, deadline):
+                self.recover_from_failed_stop(res)
+                return False
+        return True
+
+    def recover_from_failed_stop(self, res) -> None:
+        """Reboot now, as Heartbeat 3.0.6 does: the peer takes the group over after deadtime, from a
+        machine that surely runs nothing. When the reboot cannot be done, this node keeps the group
+        and says so: telling the peer it is released would start a second copy."""
+        self.log.crit("Resource STOP failure. Reboot required!")
+        result = self.run(REBOOT_ARGV, REBOOT_TIMEOUT_S)
+        if result.returncode == 0:
+            self.log.crit("Killing heartbeat ungracefully!")
+            os._exit(EXIT_GENERIC)          # as 3.0.6's kill -9: no release announced, no shutdone
+        self.log.crit(f"Unable to force reboot. ({' '.join(REBOOT_ARGV)}: {result.output.strip()[-200:]}) "
+                      f"{res.spec} may still run here: its group stays held by this node")
 
     def acquire_group(self, group: ResourceGroup) -> Optional[str]:
         """Start the group's resources in order; on a failure stop what was started. None = success."""
@@ -2227,15 +2267,20 @@ class Resources:
                 self.start(res)
             except ResourceError as err:
                 self.log.crit(f"Giving up resources due to failure of {res.spec}")
-                for started in reversed(group.resources[:index + 1]):
-                    self.stop(started)
+                if not self.stop_all(group.resources[:index + 1]):
+                    self.stuck.add(group.key)
                 return str(err)
+        self.stuck.discard(group.key)
         return None
 
     def release_group(self, group: ResourceGroup) -> bool:
         """Stop the group's resources in reverse order; False if one would not stop."""
         self.log.info(f"Releasing resource group: {group.home} {' '.join(r.spec for r in group.resources)}")
-        return all([self.stop(res) for res in reversed(group.resources)])
+        if self.stop_all(group.resources):
+            self.stuck.discard(group.key)
+            return True
+        self.stuck.add(group.key)
+        return False
 
     def announce_group(self, group: ResourceGroup) -> None:
         """Gratuitous ARP again for the group's addresses (clients may have the other MAC)."""
@@ -2373,6 +2418,10 @@ class ClusterPolicy:
                 if error is None:
                     self.state[key] = "running"
                     continue
+                if key in self.resources.stuck:     # half started and would not stop: it stays here
+                    self.state[key] = "stop failed"
+                    self.log.crit(f"Resource group {key} failed to start and to stop: it stays held here")
+                    continue
                 self.failures[key] += 1
                 self.state[key] = "failed"
                 failed.append(key)
@@ -2408,13 +2457,19 @@ class ClusterPolicy:
             return {group.key: self.resources.release_group(group) for group in groups}
 
         def done(results):
+            stuck = [g for g in groups if isinstance(results, Exception) or not results.get(g.key)]
             for group in groups:
-                ok = not isinstance(results, Exception) and results.get(group.key)
-                self.state[group.key] = "stopped" if ok else "stop failed"
-            for cls in classes:
-                self.holds[cls] = False
+                self.state[group.key] = "stop failed" if group in stuck else "stopped"
+            for cls in classes:      # a class with a group that would not stop is still held: never say otherwise
+                self.holds[cls] = any(g in stuck for g in self.groups_of([cls]))
             self.announce(stable=True, info=reason)
-            if then:
+            if stuck:
+                self.log.crit(f"Resource group(s) {', '.join(g.key for g in stuck)} could not be released: "
+                              f"held here still ({reason} not completed)")
+                if self.shutting_down:
+                    self.shutting_down = False
+                    self.log.crit("Heartbeat shutdown cancelled: stop it again once the resource is fixed")
+            elif then:
                 then()
             self.after_change()
 

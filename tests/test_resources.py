@@ -1,5 +1,6 @@
 """Resources without root: the exact ip/arping argv, ARP frames, script calling conventions."""
 import os
+import re
 import signal
 import struct
 import time
@@ -268,3 +269,113 @@ def test_every_arping_is_waited_for_and_a_hung_one_killed(arping_body, tmp_path,
     started = [int(pid) for pid in pids.read_text().split()]
     assert len(started) == 2                      # a request and a reply
     assert all(gone(pid) for pid in started)      # no zombie left behind
+
+
+# ---------------------------------------------------------------- a stop that fails
+
+STUCK = """#!/bin/sh
+# stuck ARG start|stop|status: starts, never stops, says it runs (or hangs in status with ARG=hang)
+echo "stuck $*" >> "$(dirname "$0")/stuck.log"
+case "$2" in
+start) exit 0 ;;
+stop) echo "cannot stop: device busy"; exit 1 ;;
+status) [ "$1" = hang ] && sleep 30; [ "$1" = gone ] && { echo stopped; exit 3; }; echo running ;;
+esac
+"""
+
+
+class Rebooter:
+    """Stands in for /sbin/reboot: records the call and answers with returncode."""
+
+    def __init__(self, returncode):
+        self.returncode, self.calls = returncode, []
+
+    def __call__(self, argv, timeout_s, env=None):
+        if argv[0] == "/sbin/reboot":
+            self.calls.append(argv)
+            return hb.CommandResult(self.returncode, "" if self.returncode == 0 else "reboot: Operation not permitted")
+        return hb.run_command(argv, timeout_s, env)
+
+
+class Exited(Exception):
+    pass
+
+
+@pytest.fixture()
+def stuck(config, monkeypatch):
+    cfg, _ = config
+    write_script(os.path.join(cfg.config_dir, "resource.d", "stuck"), STUCK.split("\n", 1)[1])
+    sleeps = []
+    monkeypatch.setattr(hb.time, "sleep", sleeps.append)
+
+    def exit_now(code):
+        raise Exited(code)
+    monkeypatch.setattr(hb.os, "_exit", exit_now)
+
+    def group(arg="x"):
+        return hb.ResourceGroup("prime", [hb.parse_resource("first::a", cfg.script_dirs()),
+                                          hb.parse_resource(f"stuck::{arg}", cfg.script_dirs())], 1)
+    return cfg, group, sleeps
+
+
+def test_a_stop_that_keeps_failing_is_retried_ten_times_then_the_machine_reboots(stuck):
+    cfg, group, sleeps = stuck
+    lines, reboot = Lines(), Rebooter(0)
+    resources = hb.Resources(cfg, lines, run=reboot, addresses=make([])[1])
+    with pytest.raises(Exited) as exited:
+        resources.release_group(group())
+    assert exited.value.args == (hb.EXIT_GENERIC,)
+    assert reboot.calls == [["/sbin/reboot", "-nf"]]
+    with open(os.path.join(cfg.config_dir, "resource.d", "stuck.log")) as handle:
+        assert handle.read().count("stuck x stop") == 11               # HA_STOPRETRYMAX 10: 1 + 10 retries
+    assert sleeps.count(1) == 10                                       # 1 s between tries
+    assert sum("Retrying failed stop operation [stuck::x]" in line for line in lines.lines) == 10
+    assert "crit: Resource STOP failure. Reboot required!" in lines.lines
+    assert "crit: Killing heartbeat ungracefully!" in lines.lines
+
+
+@pytest.mark.parametrize("arg", ["x", "hang"])
+def test_when_the_reboot_cannot_be_done_the_group_stays_held(stuck, arg, monkeypatch):
+    cfg, group, _ = stuck
+    monkeypatch.setattr(hb, "STATUS_TIMEOUT_S", 0.5)     # a status that hangs says nothing: still running
+    lines, reboot = Lines(), Rebooter(1)
+    resources = hb.Resources(cfg, lines, run=reboot, addresses=make([])[1])
+    stuck_group = group(arg)
+    assert resources.release_group(stuck_group) is False
+    assert resources.stuck == {stuck_group.key}
+    assert any(line.startswith("crit: Unable to force reboot.") for line in lines.lines)
+    assert not os.path.exists(os.path.join(cfg.config_dir, "calls.log"))   # first::a was left as it is
+
+
+def test_a_failed_stop_of_a_stopped_resource_is_only_a_warning(stuck):
+    cfg, group, _ = stuck
+    lines, reboot = Lines(), Rebooter(0)
+    resources = hb.Resources(cfg, lines, run=reboot, addresses=make([])[1])
+    assert resources.release_group(group("gone")) is True
+    assert reboot.calls == []
+    assert "error: Resource script for stuck::gone probably not LSB-compliant." in lines.lines
+    assert "warn: Machine reboot narrowly avoided!" in lines.lines
+
+
+def test_a_release_keeps_within_its_budget(stuck, monkeypatch):
+    cfg, group, _ = stuck
+    monkeypatch.setattr(hb, "STOP_BUDGET_S", 0.0)
+    lines, reboot = Lines(), Rebooter(1)
+    resources = hb.Resources(cfg, lines, run=reboot, addresses=make([])[1])
+    assert resources.release_group(group()) is False
+    assert any("No time left to stop stuck::x" in line for line in lines.lines)
+    with open(os.path.join(cfg.config_dir, "resource.d", "stuck.log")) as handle:
+        assert "stuck x stop" not in handle.read()
+
+
+def test_the_whole_stop_fits_in_the_service_managers_stop_timeouts():
+    """SIGKILL halfway through a release would leave half a group: the daemon's worst case (the
+    release budget, the final status check, the reboot) must end before systemd or the init
+    script give up."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    with open(os.path.join(root, "init", "heartbeat.service")) as handle:
+        systemd_s = int(re.search(r"^TimeoutStopSec=(\d+)$", handle.read(), re.M).group(1))
+    with open(os.path.join(root, "init", "heartbeat")) as handle:
+        init_s = int(re.search(r"STOP_TIMEOUT=\$\{STOP_TIMEOUT:-(\d+)\}", handle.read()).group(1))
+    worst_s = hb.STOP_BUDGET_S + hb.STATUS_TIMEOUT_S + hb.REBOOT_TIMEOUT_S + 1
+    assert worst_s < systemd_s and worst_s < init_s, (worst_s, systemd_s, init_s)
