@@ -197,12 +197,17 @@ class Node:
         return [self.python, HEARTBEAT, *args, "-c", self.config_dir, "--node", self.name,
                 "--state-dir", self.state_dir, "--run-dir", self.run_dir]
 
-    def start(self, env_path=None):
-        """Run the daemon in the foreground; env_path replaces PATH (e.g. to hide arping)."""
+    def start(self, env_path=None, fake_reboot=None):
+        """Run the daemon in the foreground; env_path replaces PATH (e.g. to hide arping).
+        fake_reboot: a script that the daemon finds at /sbin/reboot, bound over it in a mount
+        namespace of its own; the daemon is not started unless that bind mount succeeded."""
         self.stderr = open(self.log_path, "ab")  # noqa: SIM115 - kept open for the daemon's life
         env = dict(os.environ, PATH=env_path) if env_path else None
-        self.proc = self.lab.popen(self.host, self.argv("daemon", "--foreground"),
-                                   stdout=subprocess.DEVNULL, stderr=self.stderr, env=env)
+        argv = self.argv("daemon", "--foreground")
+        if fake_reboot:
+            argv = ["unshare", "--mount", "sh", "-c", 'mount --make-rprivate / && mount --bind "$0" /sbin/reboot '
+                    '&& exec "$@"', fake_reboot, *argv]
+        self.proc = self.lab.popen(self.host, argv, stdout=subprocess.DEVNULL, stderr=self.stderr, env=env)
         return self
 
     def stop(self, timeout=15):

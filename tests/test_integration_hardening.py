@@ -109,3 +109,54 @@ def test_garbage_and_signed_hostile_bursts_leave_the_pair_running_with_one_holde
     counters = prime.status()["counters"]
     assert counters.get("dropped_malformed", 0) + counters.get("dropped_bad_auth", 0) > 50000
     assert "internal error" not in prime.log() + calc.log(), (prime.log() + calc.log())[-3000:]
+
+
+STUCK = """#!/bin/sh
+# stuck start|stop|status: a service that starts and will not stop
+case "$1" in
+start) echo started ;;
+stop) echo "cannot stop: device busy"; exit 1 ;;
+status) echo running ;;
+esac
+"""
+RECORDER = """#!/bin/sh
+echo "$0 $*" >> {calls}
+exit {code}
+"""
+
+
+@pytest.mark.parametrize("reboot_works", [True, False])
+def test_a_group_that_will_not_stop_is_never_announced_released(lab, reboot_works):
+    calls = os.path.join(lab.tmp, "reboot-calls")
+    recorder = os.path.join(lab.tmp, "reboot")
+    with open(recorder, "w") as handle:
+        handle.write(RECORDER.format(calls=calls, code=0 if reboot_works else 1))
+    os.chmod(recorder, 0o755)
+    nodes = {}
+    for name in ("prime", "calc"):
+        nodes[name] = Node(lab, name, hacf(**TIMERS), haresources=f"prime {VIP}/24/eth0 stuck\n",
+                           resource_scripts={"stuck": STUCK}).start(fake_reboot=recorder)
+    prime, calc = nodes["prime"], nodes["calc"]
+    wait(lambda: holders(lab) == ["prime"], 10)
+    calc.wait_for(lambda s: s["groups"][0]["owner"] == "prime", 5)
+    prime.proc.send_signal(signal.SIGTERM)                    # the release fails: 11 tries, 1 s apart
+    time.sleep(9)
+    assert holders(lab) == ["prime"]                         # calc was never told it is free
+    if reboot_works:
+        prime.proc.wait(timeout=10)
+        with open(calls) as handle:
+            assert handle.read().split()[1:] == ["-nf"]
+        assert "CRIT: Resource STOP failure. Reboot required!" in prime.log()
+        assert "shutdone" not in prime.log() and "Heartbeat shutdown complete" not in prime.log()
+        took = wait(lambda: "calc" in holders(lab), 5, interval=0.02)
+        print(f"\nprime 'rebooted' after a failed stop: calc takes over {took:.2f} s later (deadtime 1 s)")
+        assert took >= 0.5                                   # by deadtime, not by a release message
+        assert "Received shutdown notice" not in calc.log()
+    else:
+        prime.wait_for(lambda s: s["groups"][0]["state"] == "stop failed", 10)
+        time.sleep(2)
+        assert prime.proc.poll() is None and holders(lab) == ["prime"]
+        assert "CRIT: Unable to force reboot." in prime.log()
+        assert "Heartbeat shutdown cancelled" in prime.log()
+        assert calc.status()["groups"][0]["owner"] == "prime"
+        prime.kill()
