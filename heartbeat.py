@@ -3688,7 +3688,12 @@ AUTHORIZE_ONCE = ('mkdir -p "$HOME/.ssh" && chmod 700 "$HOME/.ssh" && touch "$HO
                   '{ grep -qxF "$1" "$HOME/.ssh/authorized_keys" || echo "$1" >> "$HOME/.ssh/authorized_keys"; }')
 PEER_KEY = ('[ -f "$HOME/.ssh/id_ed25519" ] || { mkdir -p "$HOME/.ssh" && chmod 700 "$HOME/.ssh" && '
             'ssh-keygen -q -t ed25519 -N "" -f "$HOME/.ssh/id_ed25519"; } && cat "$HOME/.ssh/id_ed25519.pub"')
-REPLACE_DIR = ('set -e; rm -rf "$3"; if [ -e "$2" ]; then mv "$2" "$3"; fi; mv "$1" "$2"; rm -rf "$3"')
+# nodeinfo names one machine: ours is not copied, the peer's own is kept
+REPLACE_DIR = ('set -e; rm -rf "$3"; rm -f "$1/nodeinfo"; if [ -e "$2/nodeinfo" ]; then cp -p "$2/nodeinfo" "$1/"; fi; '
+               'if [ -e "$2" ]; then mv "$2" "$3"; fi; mv "$1" "$2"; rm -rf "$3"')
+# the name the peer's daemon will use: the first line of its nodeinfo, else uname -n (as local_node_name)
+PEER_NAME = ('name=$(head -n 1 "$1/nodeinfo" 2>/dev/null | tr -d "[:space:]"); '
+             'if [ -n "$name" ]; then echo "$name"; else uname -n; fi')
 
 
 def setup_peer(config: Config, peer: str, host: Optional[str], user: str, ssh_options: List[str],
@@ -3712,11 +3717,15 @@ def setup_peer(config: Config, peer: str, host: Optional[str], user: str, ssh_op
                 raise HAError(f"{peer} sent no usable public key: {theirs[:200]!r}")
             added = append_once(os.path.join(home, ".ssh", "authorized_keys"), theirs.splitlines()[-1])
             done.append(f"{peer}'s ssh key {'added to' if added else 'already in'} our authorized_keys")
-    reported = remote.ssh(["uname", "-n"], f"asking {peer} its name").strip().lower()
+    source = os.path.abspath(config.config_dir)
+    reported = remote.ssh(["sh", "-c", PEER_NAME, "name", source], f"asking {peer} its name").strip().lower()
+    if not dry_run and reported == config.node:
+        raise HAError(f"{host or peer} would run as '{reported}', the name of this node (a cloned machine, or a "
+                      f"copied {source}/nodeinfo?): two nodes with one name both take every group; "
+                      "give it its own hostname")
     if not dry_run and reported != peer:
         raise HAError(f"{host or peer} says its name is '{reported}', but ha.cf calls it '{peer}': "
                       "Heartbeat would not recognise it (fix its hostname or the node line)")
-    source = os.path.abspath(config.config_dir)
     staging = f"{source}.new-{os.urandom(4).hex()}"
     old = f"{source}.old-{os.urandom(4).hex()}"
     remote.scp(source, staging)

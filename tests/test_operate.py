@@ -259,6 +259,44 @@ def test_setup_refuses_a_peer_with_another_name_and_copies_nothing(ssh_lab, tmp_
 
 
 @root_only
+@pytest.mark.parametrize("peer_has_one", [True, False])
+def test_setup_never_copies_our_nodeinfo_and_keeps_the_peers(ssh_lab, tmp_path, peer_has_one):
+    lab, home = ssh_lab, str(tmp_path / "home")
+    prime = Node(lab, "prime", hacf(**FAST))
+    prime.write("nodeinfo", "prime\n")
+    peer = Peer(lab, "calc", home, os.path.dirname(prime.config_dir))
+    theirs = os.path.join(peer.store, "ha.d", "nodeinfo")
+    if peer_has_one:
+        os.makedirs(os.path.dirname(theirs))
+        with open(theirs, "w") as handle:
+            handle.write("calc\n")
+    result = setup_cmd(lab, prime, home, "calc")
+    assert result.returncode == 0, result.stderr
+    if peer_has_one:
+        with open(theirs) as handle:
+            assert handle.read() == "calc\n"
+    else:
+        assert not os.path.exists(theirs)
+    assert os.path.exists(os.path.join(peer.store, "ha.d", "ha.cf"))
+
+
+@root_only
+@pytest.mark.parametrize("how", ["hostname", "nodeinfo"])
+def test_setup_refuses_a_peer_that_would_run_with_our_name(ssh_lab, tmp_path, how):
+    lab, home = ssh_lab, str(tmp_path / "home")
+    prime = Node(lab, "prime", hacf(**FAST))
+    peer = Peer(lab, "prime" if how == "hostname" else "calc", home, os.path.dirname(prime.config_dir))
+    if how == "nodeinfo":
+        os.makedirs(os.path.join(peer.store, "ha.d"))
+        with open(os.path.join(peer.store, "ha.d", "nodeinfo"), "w") as handle:
+            handle.write("Prime\n")
+    before = sorted(os.listdir(peer.store))
+    result = setup_cmd(lab, prime, home, "calc")
+    assert result.returncode != 0 and "would run as 'prime', the name of this node" in result.stderr
+    assert sorted(os.listdir(peer.store)) == before
+
+
+@root_only
 def test_setup_unreachable_peer_fails_quickly_and_clearly(lab, tmp_path):
     home = str(tmp_path / "home")
     os.makedirs(os.path.join(home, ".ssh"))
