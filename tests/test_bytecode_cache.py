@@ -11,6 +11,7 @@ import pytest
 
 import heartbeat as hb
 from conftest import HEARTBEAT
+from test_cli import restart
 
 ONE, TWO = "print('one')\n", "print('two')\n"     # same size: `cp -p` keeps size and mtime alike
 HASH_CHECKED = (0b11).to_bytes(4, "little")
@@ -127,21 +128,9 @@ def test_restart_execs_the_bytecode_or_returns(source, state, monkeypatch):
     assert len(calls) == 1                                          # returned: runs from source
 
 
-RESTART = """
-import sys
-copy_dir, state = sys.argv[1], sys.argv[2]
-sys.path.insert(0, copy_dir)
-import heartbeat
-sys.argv = [copy_dir + "/heartbeat.py", "--version"]
-heartbeat.restart_from_bytecode(state)
-print("still running from source")
-"""
-
-
 def restarted_version(copy_dir, state) -> str:
     """The version heartbeat.py prints after restart_from_bytecode(), in a process of its own."""
-    result = subprocess.run([sys.executable, "-c", RESTART, str(copy_dir), str(state)], capture_output=True,
-                            text=True, timeout=60)
+    result = restart(copy_dir, state)
     assert result.returncode == 0 and "still running from source" not in result.stdout, result
     return result.stdout.split()[1]
 
