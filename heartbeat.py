@@ -1348,7 +1348,7 @@ class Peer:
     link_seq: Dict[str, int] = dataclasses.field(default_factory=dict)  # link -> newest status seq on it
     protocol: bool = False
     ack_trigger: int = 0
-    shutting_down: bool = False           # sent shutdone: ignore it until it restarts
+    shutting_down: bool = False           # sent shutdone: its status ignored until it restarts (or beats on)
     declared_dead_alive: bool = False     # declared dead by silence, not by a shutdown notice
     partition_healed: bool = False        # came back with the same generation: a partition
     restarted: bool = False               # a new generation seen, not yet followed by a status

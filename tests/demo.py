@@ -4,7 +4,8 @@
 prime and calc run heartbeat.py with ha.d-style files; sigma (10.77.0.100) and
 a web server that answers with its node's name form the resource group; a
 client polls http://sigma/ every 50 ms and this script prints a timeline while
-it cuts prime's link, restores it, stops prime gracefully and starts it again.
+it cuts prime's link (while the client replays prime's recorded heartbeats, as
+anyone on the LAN could), restores it, stops prime gracefully and starts it again.
 Everything it creates is removed at the end, also on Ctrl-C.
 """
 import os
@@ -16,6 +17,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from netns import WEBSERVER_SCRIPT, Lab, Node, have_root_net  # noqa: E402
 
+HOSTILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "hostile.py")
 VIP = "10.77.0.100"
 PORT = 80
 KEEPALIVE, DEADTIME, INITDEAD = "500ms", "3", "10"
@@ -106,11 +108,19 @@ def main():
         time.sleep(6)
         say(f"sigma is on: {', '.join(holders(lab))}")
 
-        say(">>> pulling prime's network cable")
+        say(">>> the client records prime's heartbeats for 2 s (anyone on the LAN can)")
+        recording = os.path.join(lab.tmp, "recorded")
+        lab.exec("client", [sys.executable, HOSTILE, "capture", "2", recording])
+        say(">>> pulling prime's network cable; the client replays the recording every 50 ms")
         cut = time.time()
         lab.cut("prime")
+        replayer = lab.popen("client", [sys.executable, HOSTILE, "replay", recording, "8", "0.05"])
         results["hard failover (link cut)"] = client.wait_for("calc", cut, 20)
         say(f"sigma is on: {', '.join(holders(lab))} (prime, cut off, still holds its copy)")
+        replayer.wait(timeout=20)
+        counters = nodes["calc"].status().get("counters", {})
+        ignored = counters.get("dropped_duplicate", 0) + counters.get("dropped_replay", 0)
+        say(f"calc was not fooled: it dropped {ignored} replayed or duplicate packets")
 
         time.sleep(2)
         say(">>> plugging prime's cable back in")
