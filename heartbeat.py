@@ -1709,10 +1709,13 @@ class Membership:
     def challenge(self, peer: Peer) -> None:
         """Packets from peer are dropped as replays (a lower generation, or a sequence number far
         behind): it restarted with an older generation file, or someone sent a forged high one.
-        Ask it to sign a fresh nonce; only a live node holding the key can answer. Once per
-        keepalive at most: a flood of replays makes no flood of challenges."""
-        now = self.clock()
-        if peer.challenge and now - peer.challenge[1] < self.hacf.keepalive_ms / 1000:
+        Ask it to sign a fresh nonce; only a live node holding the key can answer. Only while
+        its heartbeats have not come for two keepalives (replays beside a live node change
+        nothing), and once per keepalive at most: a flood of replays makes no flood of challenges."""
+        now, keepalive_s = self.clock(), self.hacf.keepalive_ms / 1000
+        if peer.last_heard is not None and now - peer.last_heard < 2 * keepalive_s:
+            return
+        if peer.challenge and now - peer.challenge[1] < keepalive_s:
             return
         nonce = os.urandom(16).hex()
         peer.challenge = (nonce, now)

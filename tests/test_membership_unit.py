@@ -593,10 +593,14 @@ def test_a_forged_generation_or_seq_is_undone_by_a_signed_answer_to_a_fresh_nonc
     else:
         membership.receive(Calc(config, generation=0x200).status(seq=0xFFFFFFF), "eth0")
     real_seq = calc.seq
-    for _ in range(3):                                  # the real node's packets are now "replays"
+    for _ in range(4):                                  # the real node's packets are now "replays"
         membership.receive(calc.status(), "eth0")
-        advance(world, 0.3)
-    assert membership.counters["dropped_replay"] >= 3
+        advance(world, 0.4)
+    assert membership.counters["dropped_replay"] >= 4
+    assert not challenges(rec)                          # heard 1.6 s ago: not yet
+    for _ in range(5):
+        membership.receive(calc.status(), "eth0")
+        advance(world, 0.2)
     asked = challenges(rec)
     assert len(asked) == 1 and asked[0].get("dest") == "calc"     # once per keepalive, not per packet
     membership.receive(calc.packet(("t", hb.CHALLENGE_REPLY), ("dest", "prime"), ("nonce", "0" * 32)), "eth0")
@@ -620,6 +624,7 @@ def test_an_old_answer_to_another_nonce_proves_nothing(world):
     membership.start()
     membership.receive(calc.status(), "eth0")
     membership.receive(calc.status(generation=0x300), "eth0")
+    advance(world, 2.5)
     membership.receive(calc.status(), "eth0")
     assert challenges(rec)
     for nonce in ("f" * 32, "", "x"):
@@ -691,3 +696,21 @@ def test_our_own_packets_and_their_replays_are_no_name_conflict(world):
     old_run = prime_clone_packet(config, uuid=b"P" * 16, generation=0xFF, seq=7)
     membership.receive(old_run, "eth0")
     assert membership.name_conflict is None and not rec.has("Another node uses our name")
+
+
+def test_replays_beside_a_live_node_are_dropped_without_a_challenge(world):
+    membership, clock, timers, rec, config = world
+    calc = Calc(config)
+    membership.start()
+    old = [calc.status() for _ in range(3)]
+    for _ in range(hb.SEQ_WINDOW + 10):
+        calc.status()
+    for packet in old + [calc.status()]:
+        membership.receive(packet, "eth0")
+    for _ in range(20):
+        membership.receive(calc.status(), "eth0")
+        for packet in old:
+            membership.receive(packet, "eth0")
+        advance(world, 0.5)
+    assert membership.counters["dropped_replay"] >= 40 and not challenges(rec)
+    assert membership.peers["calc"].status == "active"
