@@ -2999,14 +2999,7 @@ def usable_bytecode(source: str, state_dir: str) -> Optional[str]:
         if bytecode_matches(cached, header):
             return cached
         code = compile(source_bytes, source, "exec", dont_inherit=True)
-        partial = f"{cached}.{os.getpid()}"
-        try:
-            with os.fdopen(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644), "wb") as handle:
-                handle.write(header + marshal.dumps(code))
-            os.replace(partial, cached)
-        finally:
-            if os.path.lexists(partial):
-                os.unlink(partial)
+        write_file_atomic(cached, header + marshal.dumps(code), 0o644)
         return cached
     except (OSError, SyntaxError, ValueError):
         return None
