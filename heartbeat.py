@@ -182,7 +182,7 @@ DIRECTIVES = [
     Directive("max_rexmit_delay", "int", "250", "ms between retransmission requests",
               low=1, high=60000),
     Directive("env", "line", None, "NAME=VALUE exported to resource scripts"),
-    Directive("deadping", "time", None, "deadtime for ping nodes", support="ignored"),
+    Directive("deadping", "time", None, "silence after which a ping node is declared dead (deadtime)"),
     Directive("realtime", "bool", "true", "SCHED_FIFO scheduling", support="ignored"),
     Directive("rtprio", "int", None, "SCHED_FIFO priority", support="ignored", low=1, high=99),
     Directive("coredumps", "bool", "true", "enable core dumps", support="ignored"),
@@ -197,9 +197,9 @@ DIRECTIVES = [
               low=0, high=1 << 30),
     Directive("baud", "int", "19200", "serial line speed", support="ignored", low=1, high=1 << 30),
     Directive("watchdog", "text", None, "watchdog device", support="ignored"),
-    Directive("ping", "line", None, "ping pseudo-nodes for ipfail", support="ignored"),
-    Directive("ping_group", "line", None, "ping group pseudo-node for ipfail", support="ignored"),
-    Directive("respawn", "line", None, "child processes to keep running", support="ignored"),
+    Directive("ping", "line", None, "ping nodes: each address its own pseudo-node, pinged every keepalive"),
+    Directive("ping_group", "line", None, "ping group NAME ADDR...: one pseudo-node, up while any member answers"),
+    Directive("respawn", "line", None, "child processes to keep running (ipfail: built in; others ignored)"),
     Directive("apiauth", "line", None, "API client permissions", support="ignored"),
     Directive("failfast", "line", None, "failfast children", support="ignored"),
     Directive("stonith", "line", None, "STONITH device", support="ignored"),
@@ -243,6 +243,16 @@ class Medium:
 
 
 @dataclasses.dataclass
+class PingNode:
+    """A ping node (`ping ADDR`) or ping group (`ping_group NAME ADDR...`): a pseudo-node that is
+    up ("ping") while one of its addresses answers ICMP echo."""
+    name: str
+    addresses: Tuple[str, ...]
+    lineno: int
+    group: bool = False
+
+
+@dataclasses.dataclass
 class HaCf:
     """ha.cf as Heartbeat reads it, with its defaults and computed timers."""
     path: str
@@ -268,6 +278,9 @@ class HaCf:
     autojoin: str = "none"
     max_rexmit_delay: int = 250
     env: Dict[str, str] = dataclasses.field(default_factory=dict)
+    ping_nodes: List[PingNode] = dataclasses.field(default_factory=list)
+    deadping_ms: int = 0
+    ipfail: bool = False             # `respawn USER .../ipfail`: the ipfail rules, built in
     values: Dict[str, str] = dataclasses.field(default_factory=dict)   # raw, for HA_* variables
     lines: Dict[str, int] = dataclasses.field(default_factory=dict)    # where each was set
     warnings: List[ConfigError] = dataclasses.field(default_factory=list)
@@ -334,6 +347,36 @@ def _parse_media(cfg: HaCf, name: str, words: List[str], lineno: int) -> List[st
         if not problems:
             cfg.media.append(Medium("mcast", dev, lineno, group=group, port=int(port),
                                     ttl=int(ttl), loop=loop == "1"))
+    return problems
+
+
+def _parse_ping(cfg: HaCf, name: str, words: List[str], lineno: int) -> List[str]:
+    """Add the ping nodes of one `ping` or `ping_group` line; return the problems found."""
+    group = name == "ping_group"
+    if len(words) < (2 if group else 1):
+        return ["ping_group takes a name and one or more addresses: ping_group uplink 10.0.0.1 10.0.0.2"
+                if group else "ping takes one or more IPv4 addresses or host names"]
+    problems, addresses = [], []
+    for word in words[1:] if group else words:
+        try:
+            address = str(ipaddress.IPv4Address(word))
+        except ValueError:
+            address = resolve_host(word)
+        if address is None:
+            problems.append(f"{name}: '{word}' is not an IPv4 address nor a host name that resolves")
+        else:
+            addresses.append(address)
+    names = [words[0].lower()] if group else list(addresses)
+    taken = {p.name for p in cfg.ping_nodes}
+    for node in names:
+        if node in taken:
+            problems.append(f"{name}: '{node}' is already a ping node")
+        taken.add(node)
+    if not problems:
+        if group:
+            cfg.ping_nodes.append(PingNode(names[0], tuple(addresses), lineno, group=True))
+        else:
+            cfg.ping_nodes.extend(PingNode(a, (a,), lineno) for a in addresses)
     return problems
 
 
@@ -414,6 +457,17 @@ def parse_hacf(path: str) -> HaCf:
                     cfg.nodes.append(node)
         elif directive.kind == "media":
             errors.extend(ConfigError(path, lineno, p) for p in _parse_media(cfg, name, words, lineno))
+        elif name in ("ping", "ping_group"):
+            errors.extend(ConfigError(path, lineno, p) for p in _parse_ping(cfg, name, words, lineno))
+        elif name == "respawn":
+            if len(words) < 2:
+                errors.append(ConfigError(path, lineno, "respawn takes a user and a program: "
+                                                        "respawn hacluster /usr/lib/heartbeat/ipfail"))
+            elif os.path.basename(words[1]) == "ipfail":
+                cfg.ipfail = True
+            else:
+                _warn(cfg, lineno, f"respawn {words[1]}: heartbeat.py runs no other programs (only ipfail, "
+                                   "built in); make it a systemd service")
         elif name == "env":
             var, eq, val = rest.partition("=")
             if not eq or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", var):
@@ -453,6 +507,15 @@ def _check_hacf(cfg: HaCf, errors: List[ConfigError]):
     if cfg.warntime_ms >= cfg.deadtime_ms and "warntime" in cfg.lines:
         _warn(cfg, line("warntime"), f"warntime ({cfg.warntime_ms} ms) is not below deadtime "
                                      f"({cfg.deadtime_ms} ms): no 'Late heartbeat' warning will come first")
+    for ping in cfg.ping_nodes:
+        if ping.name in cfg.nodes:
+            errors.append(ConfigError(path, ping.lineno, f"ping node '{ping.name}' is also a cluster node"))
+    if not cfg.deadping_ms:
+        cfg.deadping_ms = cfg.deadtime_ms
+    elif cfg.deadping_ms <= 2 * cfg.keepalive_ms:
+        errors.append(ConfigError(path, line("deadping"), f"Ping dead time [{cfg.deadping_ms}] is too small "
+                                  f"compared to keepalive [{cfg.keepalive_ms}]: deadping must be more than "
+                                  "twice keepalive"))
     if not cfg.initdead_ms:
         if cfg.deadtime_ms > 10000:
             cfg.initdead_ms = cfg.deadtime_ms

@@ -159,7 +159,7 @@ ACCEPTED = {
     "max_rexmit_delay": ("500", lambda c: c.max_rexmit_delay == 500),
     "env": ("HA_SITE=north", lambda c: c.env == {"HA_SITE": "north"}),
     # accepted with a warning: no effect in heartbeat.py
-    "deadping": ("30", None),
+    "deadping": ("30", lambda c: c.deadping_ms == 30000),
     "realtime": ("off", None),
     "rtprio": ("5", None),
     "coredumps": ("off", None),
@@ -172,9 +172,11 @@ ACCEPTED = {
     "conn_logd_time": ("60", None),
     "baud": ("19200", None),
     "watchdog": ("/dev/watchdog", None),
-    "ping": ("10.10.10.254", None),
-    "ping_group": ("group1 10.10.10.254 10.10.10.253", None),
-    "respawn": ("hacluster /usr/lib/heartbeat/ipfail", None),
+    "ping": ("10.10.10.254", lambda c: [(p.name, p.addresses) for p in c.ping_nodes]
+             == [("10.10.10.254", ("10.10.10.254",))]),
+    "ping_group": ("group1 10.10.10.254 10.10.10.253", lambda c: [(p.name, p.addresses, p.group) for p in c.ping_nodes]
+                   == [("group1", ("10.10.10.254", "10.10.10.253"), True)]),
+    "respawn": ("hacluster /usr/lib/heartbeat/ipfail", lambda c: c.ipfail),
     "apiauth": ("ipfail gid=haclient uid=hacluster", None),
     "failfast": ("hacluster", None),
     "stonith": ("baytech /etc/ha.d/conf/stonith.baytech", None),
@@ -1198,3 +1200,31 @@ def test_tutorial_files_parse(tmp_path):
     assert (group.home, group.key, group.lineno) == ("prime", "apache2", 1)
     (res,) = group.resources
     assert (res.path, res.lsb, res.args) == (os.path.join(directory, "resource.d", "apache2"), False, [])
+
+
+# ---------------------------------------------------------------- ping nodes, ping groups, ipfail
+
+def test_ping_lines_make_pseudo_nodes_and_deadping_defaults_to_deadtime(tmp_path):
+    cfg = hacf(tmp_path, BASE + "ping 10.0.0.1 10.0.0.2\nping_group Uplink 10.0.1.1 10.0.1.2\n")
+    assert [(p.name, p.addresses, p.group, p.lineno) for p in cfg.ping_nodes] == [
+        ("10.0.0.1", ("10.0.0.1",), False, 6), ("10.0.0.2", ("10.0.0.2",), False, 6),
+        ("uplink", ("10.0.1.1", "10.0.1.2"), True, 7)]
+    assert cfg.deadping_ms == cfg.deadtime_ms == 10000
+    assert not cfg.ipfail and not warning_lines(cfg, "ping")
+
+
+@pytest.mark.parametrize("line, words", [
+    ("ping", "one or more"), ("ping 10.0.0.300", "'10.0.0.300'"), ("ping_group uplink", "name and one or more"),
+    ("ping 10.0.0.1 10.0.0.1", "already a ping node"), ("ping_group g 10.0.0.1\nping_group G 10.0.0.2", "'g'"),
+    ("ping_group calc 10.0.0.9", "also a cluster node"), ("deadping 4", "too small compared to keepalive"),
+    ("respawn hacluster", "a user and a program")])
+def test_bad_ping_lines_are_errors_at_their_line(tmp_path, line, words):
+    errors = hacf_errors(tmp_path, BASE + line + "\n")
+    assert errors and all(lineno >= 6 for lineno, _ in errors), errors
+    assert any(words in message for _, message in errors), errors
+
+
+def test_respawn_ipfail_turns_the_builtin_ipfail_on_and_other_programs_warn(tmp_path):
+    cfg = hacf(tmp_path, BASE + "respawn hacluster /usr/lib/heartbeat/ipfail\nrespawn root /usr/bin/mydaemon\n")
+    assert cfg.ipfail
+    assert warning_lines(cfg, "ipfail") == [7] and warning_lines(cfg, "mydaemon") == [7]
