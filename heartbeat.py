@@ -1425,6 +1425,7 @@ class Peer:
 SEQ_WINDOW = 200           # sequence numbers remembered per peer, for duplicates and replays
 LINK_SEQ_SLACK = 2         # a status is evidence for a link only when it is among the peer's newest
 CHALLENGE, CHALLENGE_REPLY = "hbpy-challenge", "hbpy-challenge-reply"   # proof of a generation
+API_CLIENT_STATUS = "hbapi-clstat"     # a client (ipfail) signed on or off at a node
 PULLED_BEAT_SLACK = 1.125  # after a beat pulled by a peer's, ours is due this many keepalives later
 MAX_MISSING = 50           # a gap larger than this is not chased by retransmission requests
 MAX_REXMIT_REQUESTS = 10   # then the packet is given up as lost
@@ -1455,6 +1456,7 @@ class Membership:
         self.comm_up = False
         self.startup_grace = True
         self.name_conflict: Optional[dict] = None       # another node that uses our name
+        self.on_link_change = None                      # (node, link, "up" or "dead"), for ipfail
         for name in self.hacf.nodes:
             if name != identity.name:
                 self.add_peer(name)
@@ -1526,8 +1528,7 @@ class Membership:
             self.declare_dead(peer)
         for link, heard in peer.links.items():
             if peer.link_up.get(link) and now - heard >= deadtime_s:
-                peer.link_up[link] = False
-                self.log.info(f"Link {peer.name}:{link} dead.")
+                self.link_changed(peer, link, False)
         self.schedule_check(peer)
 
     def declare_dead(self, peer: Peer, reason: str = "") -> None:
@@ -1541,8 +1542,7 @@ class Membership:
             self.log.warn(f"node {peer.name}: is dead")
         for link in peer.links:
             if peer.link_up.get(link):
-                peer.link_up[link] = False
-                self.log.info(f"Link {peer.name}:{link} dead.")
+                self.link_changed(peer, link, False)
         if old != "dead" and self.listener:
             self.listener.on_node_status(peer, old, "dead")
 
@@ -1738,9 +1738,15 @@ class Membership:
     def heard_on_link(self, peer: Peer, link: str, now: float) -> None:
         peer.links[link] = now
         if not peer.link_up.get(link):
-            peer.link_up[link] = True
-            self.log.info(f"Link {peer.name}:{link} up.")
+            self.link_changed(peer, link, True)
             self.schedule_check(peer)
+
+    def link_changed(self, peer: Peer, link: str, up: bool) -> None:
+        """Heartbeat's link status: logged, and told to whoever watches links (ipfail)."""
+        peer.link_up[link] = up
+        self.log.info(f"Link {peer.name}:{link} {'up' if up else 'dead'}.")
+        if self.on_link_change:
+            self.on_link_change(peer.name, link, "up" if up else "dead")
 
     def heard_from(self, peer: Peer, msg: Message, seq: int, now: float) -> None:
         """A new status message: the peer is alive (unless it told us it is stopping)."""
@@ -1982,6 +1988,194 @@ def hex_number(text: Optional[str]) -> int:
         return int(text, 16)
     except ValueError:
         return -1
+
+
+# #### Health: ping nodes (ICMP echo) ###########################################
+
+ICMP_ECHO_REQUEST, ICMP_ECHO_REPLY = 8, 0
+PING_PAYLOAD = b"heartbeat.py ping"
+PING_SEQ_WINDOW = 64       # a reply must answer one of our last echoes: an old capture replayed is not one
+
+
+def internet_checksum(data: bytes) -> int:
+    """RFC 1071: the one's complement sum of 16-bit words, as ICMP wants it."""
+    if len(data) % 2:
+        data += b"\0"
+    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    return ~total & 0xFFFF
+
+
+def echo_request(ident: int, seq: int, token: bytes) -> bytes:
+    header = struct.pack("!BBHHH", ICMP_ECHO_REQUEST, 0, 0, ident, seq)
+    body = token + PING_PAYLOAD
+    return struct.pack("!BBHHH", ICMP_ECHO_REQUEST, 0, internet_checksum(header + body), ident, seq) + body
+
+
+def parse_echo_reply(packet: bytes, ident: int, token: bytes) -> Optional[int]:
+    """The sequence number of a reply to one of our echoes (IP header included), else None."""
+    if len(packet) < 20:
+        return None
+    icmp = packet[(packet[0] & 0x0F) * 4:]
+    if len(icmp) < 8 + len(token) or internet_checksum(icmp) != 0:
+        return None
+    kind, _, _, reply_ident, seq = struct.unpack("!BBHHH", icmp[:8])
+    if kind != ICMP_ECHO_REPLY or reply_ident != ident or icmp[8:8 + len(token)] != token:
+        return None
+    return seq
+
+
+@dataclasses.dataclass
+class PingTarget:
+    """What we know of one ping node: "init" until it first answers, "ping" while it answers,
+    "dead" after deadping without an answer (Heartbeat's words)."""
+    node: PingNode
+    status: str = "init"
+    last_reply: Optional[float] = None
+    watched_since: float = 0.0
+    replies: int = 0
+    check_timer: Optional[list] = None
+
+
+class PingNodes:
+    """Heartbeat's ping medium: an ICMP echo to every ping node address every keepalive, from a raw
+    socket of our own (we run as root). A node is up while replies come; `listener(name, old, new)`
+    hears every change (ipfail counts them)."""
+
+    def __init__(self, hacf: HaCf, timers: Timers, log, listener=None):
+        self.hacf, self.timers, self.clock, self.log = hacf, timers, timers.clock, log
+        self.listener = listener
+        self.targets: Dict[str, PingTarget] = {p.name: PingTarget(p) for p in hacf.ping_nodes}
+        self.sock: Optional[socket.socket] = None
+        self.ident = random_below(0x10000)
+        self.token = os.urandom(8)
+        self.seq = 0
+        self.send_timer: Optional[list] = None
+        self.counters: Dict[str, int] = collections.Counter()
+        self.complain = RateLimitedLog(log, self.clock, interval_s=60.0)
+
+    def open(self) -> Optional[socket.socket]:
+        """The raw ICMP socket, or None (logged) when there are no ping nodes or it cannot be had."""
+        if not self.targets:
+            return None
+        try:
+            self.sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
+        except OSError as err:
+            self.log.error(f"Cannot open an ICMP socket for the ping nodes ({err.strerror or err}): "
+                           "they will be declared dead (heartbeat.py must run as root)")
+            return None
+        self.sock.setblocking(False)
+        return self.sock
+
+    def start(self) -> None:
+        for target in self.targets.values():
+            self.watch(target)
+        self.send_echoes()
+
+    def watch(self, target: PingTarget) -> None:
+        target.watched_since = self.clock()
+        self.schedule_check(target, target.watched_since)
+
+    def stop(self) -> None:
+        self.timers.cancel(self.send_timer)
+        for target in self.targets.values():
+            self.timers.cancel(target.check_timer)
+        if self.sock:
+            self.sock.close()
+            self.sock = None
+
+    def reconfigure(self, hacf: HaCf) -> None:
+        """SIGHUP: new ping nodes start as "init", removed ones are forgotten, the rest keep their state."""
+        self.hacf = hacf
+        wanted = {p.name: p for p in hacf.ping_nodes}
+        for name in [n for n in self.targets if n not in wanted]:
+            self.timers.cancel(self.targets.pop(name).check_timer)
+        for name, node in wanted.items():
+            if name in self.targets:
+                self.targets[name].node = node
+            else:
+                self.targets[name] = PingTarget(node)
+                self.watch(self.targets[name])
+
+    def send_echoes(self) -> None:
+        if not self.sock or not self.targets:
+            self.send_timer = None
+            return
+        self.send_timer = self.timers.call_later(self.hacf.keepalive_ms / 1000, self.send_echoes)
+        self.seq = (self.seq + 1) & 0xFFFF
+        packet = echo_request(self.ident, self.seq, self.token)
+        for target in self.targets.values():
+            for address in target.node.addresses:
+                try:
+                    self.sock.sendto(packet, (address, 0))
+                    self.counters["echo_sent"] += 1
+                except OSError as err:
+                    self.counters["echo_send_errors"] += 1
+                    self.complain(f"ping {address}", f"ping {address}: {err.strerror or err}", level="warn")
+
+    def read(self, sock: socket.socket) -> None:
+        """Every ICMP packet of this host comes here: only a fresh answer to our own echo counts."""
+        for _ in range(64):
+            try:
+                packet, (sender, _) = sock.recvfrom(2048)
+            except OSError:
+                return
+            seq = parse_echo_reply(packet, self.ident, self.token)
+            if seq is None:
+                continue
+            if (self.seq - seq) & 0xFFFF >= PING_SEQ_WINDOW:
+                self.counters["echo_replies_stale"] += 1
+                continue
+            for target in self.targets.values():
+                if sender in target.node.addresses:
+                    self.heard(target)
+
+    def heard(self, target: PingTarget) -> None:
+        now = self.clock()
+        target.last_reply = now
+        target.replies += 1
+        self.counters["echo_replies"] += 1
+        if target.status != "ping":
+            old, target.status = target.status, "ping"
+            name = target.node.name
+            self.log.info(f"Status update for node {name}: status ping")
+            self.log.info(f"Link {name}:{name} up.")
+            self.schedule_check(target, now)
+            if self.listener:
+                self.listener(name, old, "ping")
+
+    def schedule_check(self, target: PingTarget, since: float) -> None:
+        self.timers.cancel(target.check_timer)
+        delay = since + self.hacf.deadping_ms / 1000 - self.clock()
+        target.check_timer = self.timers.call_later(delay, lambda: self.check(target))
+
+    def check(self, target: PingTarget) -> None:
+        """deadping after the last reply (or the start): the ping node is dead."""
+        target.check_timer = None
+        if target.node.name not in self.targets or target.status == "dead":
+            return
+        since = max(target.last_reply or 0.0, target.watched_since)
+        if self.clock() - since < self.hacf.deadping_ms / 1000:
+            return self.schedule_check(target, since)
+        old, target.status = target.status, "dead"
+        name = target.node.name
+        self.log.warn(f"node {name}: is dead")
+        self.log.info(f"Link {name}:{name} dead.")
+        if self.listener:
+            self.listener(name, old, "dead")
+
+    def count_up(self) -> int:
+        """ipfail's count: ping nodes answering now (a group counts once)."""
+        return sum(1 for target in self.targets.values() if target.status == "ping")
+
+    def snapshot(self) -> dict:
+        now = self.clock()
+        return {name: {"type": "ping", "status": target.status, "addresses": list(target.node.addresses),
+                       "group": target.node.group,
+                       "links": {name: "up" if target.status == "ping" else "dead"},
+                       "last_heard_s": None if target.last_reply is None else round(now - target.last_reply, 3)}
+                for name, target in self.targets.items()}
 
 
 # #### Resources: commands, IP addresses, ARP, scripts ########################
@@ -2805,6 +2999,176 @@ class ClusterPolicy:
         return groups
 
 
+# #### Health: ipfail (the node that sees more ping nodes serves) ###############
+
+IPFAIL_RECHECK_S = 10.0    # ipfail's sleep(10) after the peer becomes stable, before counting again
+
+
+class IPFail:
+    """Heartbeat's ipfail, built in (`respawn hacluster .../ipfail` in ha.cf turns it on). When a link
+    or a ping node changes, the two nodes compare how many ping nodes each reaches, with 3.0.6's
+    messages: the one that sees fewer gives its groups to the other (`ask_resources`, as
+    hb_standby), after 2 x keepalive; equal counts abort a pending giveup. A real node's ipfail
+    and this one understand each other."""
+
+    def __init__(self, config: Config, membership: Membership, policy: "ClusterPolicy", pings: PingNodes, log):
+        self.config, self.membership, self.policy, self.pings, self.log = config, membership, policy, pings, log
+        self.timers = membership.timers
+        self.enabled = False
+        self.giveup_timer: Optional[list] = None
+        self.giveup_class = ""
+        self.need_standby = False
+        self.handlers = {"num_ping_nodes": self.on_num_ping_nodes, "you_are_dead": self.on_you_are_dead,
+                         "abort_giveup": self.on_abort_giveup, API_CLIENT_STATUS: self.on_client_status}
+
+    def start(self) -> None:
+        """ipfail's own start-up refusals, then its sign-on, which the peer's ipfail answers."""
+        self.enabled = self.refusal() is None
+        if self.config.hacf.ipfail and not self.enabled:
+            self.log.error(f"ipfail: {self.refusal()}: ipfail is off")
+        if self.enabled:
+            self.membership.send(Message(("t", API_CLIENT_STATUS), ("st", "join"), ("from_id", "ipfail"),
+                                         ("to_id", "ipfail")))
+
+    def refusal(self) -> Optional[str]:
+        if not self.config.hacf.ipfail:
+            return "not configured"
+        if not self.config.groups:
+            return "No managed resources"
+        if self.config.hacf.auto_failback == "legacy":
+            return "auto_failback set to incompatible legacy option."
+        return None
+
+    def reconfigure(self, config: Config) -> None:
+        self.config = config
+        was, self.enabled = self.enabled, self.refusal() is None
+        if was and not self.enabled:
+            self.abort_giveup()
+
+    def peer(self) -> Optional[str]:
+        return next(iter(self.membership.peers), None)
+
+    def stable(self) -> bool:
+        """3.0.6 asks heartbeat for its resource state: anything but "transition" is stable."""
+        return not self.policy.busy()
+
+    # -- what makes ipfail count ------------------------------------------------
+
+    def on_ping_status(self, name: str, old: str, new: str) -> None:
+        if not self.enabled:
+            return
+        self.log.info(f"ipfail: Status update: Node {name} now has status {new}")
+        if new == "ping":
+            self.log.info("ipfail: A ping node just came up.")
+            self.ask_ping_nodes()
+        elif new == "dead":
+            self.log.info("ipfail: NS: We are still alive!" if self.pings.count_up() else "ipfail: NS: We are dead. :<")
+            self.on_link_change(name, name, "dead")
+
+    def on_link_change(self, node: str, link: str, status: str) -> None:
+        if not self.enabled or status != "dead":
+            return
+        self.log.info(f"ipfail: Link Status update: Link {node}/{link} now has status {status}")
+        if self.pings.count_up():
+            self.log.info("ipfail: Checking remote count of ping nodes.")
+        else:
+            self.log.info("ipfail: We are dead. :<")
+        self.ask_ping_nodes()
+
+    def on_client_status(self, peer: Peer, msg: Message) -> None:
+        """The peer's ipfail signed on: compare counts with it."""
+        if self.enabled and msg.get("st") == "join" and msg.get("from_id") == "ipfail":
+            self.log.debug(f"ipfail: Got join message from another ipfail client. ({peer.name})")
+            self.ask_ping_nodes()
+
+    # -- the exchange --------------------------------------------------------------
+
+    def ask_ping_nodes(self) -> None:
+        peer = self.peer()
+        if peer is None or self.policy.shutting_down:
+            return
+        self.log.info("ipfail: Asking other side for ping node count.")
+        self.membership.send(Message(("t", "num_ping_nodes"), ("num_ping", str(self.pings.count_up()))), dest=peer)
+
+    def on_num_ping_nodes(self, peer: Peer, msg: Message) -> None:
+        theirs, mine = msg.get("num_ping", ""), self.pings.count_up()
+        if not self.enabled or self.policy.shutting_down or not is_number(theirs):
+            return
+        if mine > int(theirs):
+            self.log.info("ipfail: Telling other node that we have more visible ping nodes.")
+            self.membership.send(Message(("t", "you_are_dead")), dest=peer.name)
+        elif mine < int(theirs):
+            self.log.info("ipfail: Giving up because we have less visible ping nodes.")
+            self.delay_giveup("all")
+        else:
+            self.log.info("ipfail: Ping node count is balanced.")
+            self.membership.send(Message(("t", "abort_giveup")), dest=peer.name)
+            if self.giveup_timer:
+                self.abort_giveup()
+            elif self.config.hacf.auto_failback == "on" and self.stable():
+                self.log.info("ipfail: Giving up foreign resources (auto_failback).")
+                self.delay_giveup("foreign")
+
+    def on_you_are_dead(self, peer: Peer, msg: Message) -> None:
+        if self.enabled and not self.policy.shutting_down:
+            self.log.info("ipfail: Giving up because we were told that we have less ping nodes.")
+            self.delay_giveup("all")
+
+    def on_abort_giveup(self, peer: Peer, msg: Message) -> None:
+        if self.enabled:
+            self.abort_giveup()
+
+    def delay_giveup(self, cls: str) -> None:
+        """A newer giveup replaces an older one; it fires after 2 x keepalive."""
+        delay_s = 2 * self.config.hacf.keepalive_ms / 1000
+        self.log.info(f"ipfail: Delayed giveup in {int(delay_s)} seconds.")
+        self.timers.cancel(self.giveup_timer)
+        self.giveup_class = cls
+        self.giveup_timer = self.timers.call_later(delay_s, self.giveup)
+
+    def abort_giveup(self) -> None:
+        if self.giveup_timer:
+            self.log.info("ipfail: Aborted delayed giveup")
+            self.timers.cancel(self.giveup_timer)
+            self.giveup_timer = None
+        else:
+            self.log.info("ipfail: No giveup timer to abort.")
+
+    def giveup(self) -> None:
+        """Give our groups of that class to the peer (hb_standby's request), or, in a transition,
+        count again once things are stable."""
+        self.giveup_timer = None
+        self.log.info("ipfail: giveup() called (timeout worked)")
+        if self.policy.shutting_down:
+            return
+        if not self.stable():
+            self.need_standby = True
+            self.timers.call_later(IPFAIL_RECHECK_S, self.recheck)
+            return
+        self.need_standby = False
+        if not any(self.policy.holds[cls] for cls in classes_of(self.giveup_class)):
+            self.log.info(f"ipfail: no [{self.giveup_class}] resources held here: nothing to give up")
+            return
+        error = self.policy.give_away(self.giveup_class, reason="ipfail")
+        if error:
+            self.log.warn(f"ipfail: giving up [{self.giveup_class}] resources not possible: {error}")
+
+    def recheck(self) -> None:
+        """After a giveup met a transition: once stable, count again (3.0.6 waits 10 s more)."""
+        if not self.need_standby or not self.enabled:
+            return
+        if not self.stable():
+            self.timers.call_later(IPFAIL_RECHECK_S, self.recheck)
+            return
+        self.need_standby = False
+        self.ask_ping_nodes()
+
+    def snapshot(self) -> dict:
+        return {"enabled": self.enabled, "refusal": None if self.enabled else self.refusal(),
+                "ping_nodes_up": self.pings.count_up(),
+                "pending_giveup": self.giveup_class if self.giveup_timer else None}
+
+
 # #### Daemon: logging #######################################################
 
 NOTICE = 25
@@ -3100,6 +3464,8 @@ class Daemon:
         self.identity: Optional[Identity] = None
         self.membership: Optional[Membership] = None
         self.policy: Optional[ClusterPolicy] = None
+        self.pings: Optional[PingNodes] = None
+        self.ipfail: Optional[IPFail] = None
         self.wake_r, self.wake_w = socket.socketpair()     # signals
         self.post_r, self.post_w = socket.socketpair()     # results from the resource and reload threads
         self.reloading = self.reload_again = False
@@ -3188,9 +3554,19 @@ class Daemon:
         self.policy = ClusterPolicy(self.config, self.membership, resources, Worker(self.post), self.log,
                                     on_released_all=self.finish_shutdown)
         self.membership.listener = self.policy
+        self.pings = PingNodes(self.config.hacf, self.timers, self.log)
+        self.ipfail = IPFail(self.config, self.membership, self.policy, self.pings, self.log)
+        self.pings.listener = self.ipfail.on_ping_status
+        self.membership.on_link_change = self.ipfail.on_link_change
+        self.membership.handlers.update(self.ipfail.handlers)
+        ping_sock = self.pings.open()
+        if ping_sock:
+            self.selector.register(ping_sock, selectors.EVENT_READ, self.pings.read)
         self.install_signals()
         self.running = True
         self.membership.start()
+        self.pings.start()
+        self.ipfail.start()
         gc.freeze()      # what start-up built lives as long as we do: no collection need scan it again
         while self.running:
             timeout = self.timers.next_delay()
@@ -3240,6 +3616,9 @@ class Daemon:
         for _ in range(2):               # the same datagram again: a lost one would cost deadtime
             self.transmit(notice)
         self.membership.stop()
+        if self.pings.sock:
+            self.selector.unregister(self.pings.sock)
+        self.pings.stop()
         self.log.info(f"{self.config.node} Heartbeat shutdown complete.")
         self.running = False
 
@@ -3302,7 +3681,17 @@ class Daemon:
             self.log.warn(str(warning))
         self.membership.reconfigure(config)
         self.policy.config = self.policy.resources.config = config
+        self.reconfigure_pings(config.hacf)
+        self.ipfail.reconfigure(config)
         self.log.info("Configuration reloaded.")
+
+    def reconfigure_pings(self, hacf: HaCf) -> None:
+        """Ping nodes added by a reload need the ICMP socket, which the daemon may not have yet."""
+        self.pings.reconfigure(hacf)
+        if self.pings.targets and not self.pings.sock and self.pings.open():
+            self.selector.register(self.pings.sock, selectors.EVENT_READ, self.pings.read)
+        if self.pings.sock and self.pings.send_timer is None:
+            self.pings.send_echoes()
 
     # -- control requests ---------------------------------------------------
 
@@ -3330,7 +3719,8 @@ class Daemon:
                           "warntime": self.config.hacf.warntime_ms, "initdead": self.config.hacf.initdead_ms},
             "links": [{"name": link.name, "kind": link.medium.kind, "send_errors": link.send_errors}
                       for link in self.links],
-            "nodes": membership.snapshot(),
+            "nodes": {**membership.snapshot(), **self.pings.snapshot()},
+            "ipfail": self.ipfail.snapshot(),
             "rsc_hold": self.policy.rsc_hold(),
             "groups": self.policy.snapshot(),
             "counters": dict(membership.counters),
@@ -3417,7 +3807,7 @@ def answer_query(report: dict, words: List[str]) -> Tuple[int, str]:
     if query == "nodestatus":
         return EXIT_OK, nodes[node]["status"]
     if query == "nodetype":
-        return EXIT_OK, "normal"
+        return EXIT_OK, nodes[node].get("type", "normal")
     links = nodes[node]["links"]
     if query == "listhblinks":
         return EXIT_OK, "\n".join(f"\t{link}" for link in links)
