@@ -3765,7 +3765,15 @@ def format_status(report: dict) -> str:
         else:
             heard = f"{node['last_heard_s']:.1f} s ago"
         links = " ".join(f"{link} {state}" for link, state in node["links"].items()) or "-"
+        if node.get("type") == "ping":
+            links = f"ping node: {' '.join(node['addresses'])}" + (" (group)" if node["group"] else "")
         lines.append(f"{name:<16} {node['status']:<8} {heard:<14} {links}")
+    ipfail = report.get("ipfail") or {}
+    if ipfail.get("enabled"):
+        pending = f"; giving up [{ipfail['pending_giveup']}] soon" if ipfail["pending_giveup"] else ""
+        lines.append(f"ipfail: on, {ipfail['ping_nodes_up']} ping node(s) answering here{pending}")
+    elif ipfail.get("refusal") not in (None, "not configured"):
+        lines.append(f"ipfail: off ({ipfail['refusal']})")
     conflict = report.get("name_conflict")
     if conflict:
         lines.append(f"NAME CONFLICT: another node calls itself {report['node']} (uuid {conflict['uuid']}, "

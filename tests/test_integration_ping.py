@@ -53,6 +53,8 @@ def test_node_that_loses_its_ping_node_gives_its_groups_to_the_peer_and_gets_the
     for node in (prime, calc):
         node.wait_for(lambda s: s["nodes"][lab.addr("router")]["status"] == "ping", 5)
     time.sleep(1)
+    text = lab.exec("prime", prime.argv("status")).stdout
+    assert f"ping node: {lab.addr('router')}" in text and "ipfail: on, 1 ping node(s) answering here" in text
     cut_uplink(lab, "prime")
     cut = time.monotonic()
     moved = wait(settled_on(lab, "calc"), 10, interval=0.02)

@@ -1,0 +1,245 @@
+"""Ping nodes and ipfail with a fake clock: ICMP packets, ping node states, and ipfail's rules as
+3.0.6's contrib/ipfail/ipfail.c has them (who gives up, after how long, with which message)."""
+import os
+
+import pytest
+
+import heartbeat as hb
+from test_membership_unit import Calc, Clock, Recorder, sent
+from test_policy_unit import InlineWorker, NoResources
+
+KEEPALIVE_MS, DEADPING_MS = 1000, 3000
+ROUTER, UPLINK2 = "10.0.0.254", "10.0.1.254"
+
+
+def load(tmp_path, extra="respawn hacluster /usr/lib/heartbeat/ipfail\n", auto_failback="on", groups=True):
+    (tmp_path / "ha.cf").write_text(f"keepalive {KEEPALIVE_MS}ms\ndeadtime 5\ninitdead 10\ndeadping {DEADPING_MS}ms\n"
+                                    f"bcast eth0\nnode prime calc\nauto_failback {auto_failback}\n"
+                                    f"ping {ROUTER}\nping_group uplink2 {UPLINK2} 10.0.1.253\n{extra}")
+    (tmp_path / "authkeys").write_text("auth 2\n2 sha1 secret\n")
+    os.chmod(tmp_path / "authkeys", 0o600)
+    (tmp_path / "haresources").write_text("prime 10.0.0.100\ncalc 10.0.0.101\n" if groups else "")
+    return hb.load_config(str(tmp_path), "prime")
+
+
+class Cluster:
+    """prime's membership, policy, ping nodes and ipfail on a fake clock; calc is a packet builder."""
+
+    def __init__(self, config):
+        self.config, self.clock, self.rec = config, Clock(), Recorder()
+        self.timers = hb.Timers(self.clock)
+        self.membership = hb.Membership(config, hb.Identity("prime", b"P" * 16, 0x100), self.timers, self.rec,
+                                        self.rec.sent.append, None)
+        self.policy = hb.ClusterPolicy(config, self.membership, NoResources(), InlineWorker(), self.rec)
+        self.membership.listener = self.policy
+        self.pings = hb.PingNodes(config.hacf, self.timers, self.rec)
+        self.ipfail = hb.IPFail(config, self.membership, self.policy, self.pings, self.rec)
+        self.pings.listener = self.ipfail.on_ping_status
+        self.membership.on_link_change = self.ipfail.on_link_change
+        self.membership.handlers.update(self.ipfail.handlers)
+        self.calc = Calc(config)
+        self.membership.start()
+        self.pings.start()
+        self.ipfail.start()
+        self.receive(self.calc.status())
+
+    def advance(self, seconds, step=0.05):
+        """Time passes; calc beats every keepalive all along."""
+        end = self.clock.now + seconds
+        while self.clock.now < end - 1e-9:
+            self.clock.now = min(end, self.clock.now + step)
+            if self.clock.now - self.membership.peers["calc"].last_heard >= KEEPALIVE_MS / 1000:
+                self.receive(self.calc.status())
+            self.timers.run_due()
+
+    def hold(self, *classes):
+        for cls in classes:
+            self.policy.holds[cls] = True
+
+    def receive(self, datagram):
+        self.membership.receive(datagram, "eth0", "10.0.0.2")
+
+    def from_calc(self, mtype, *fields):
+        self.receive(self.calc.packet(("t", mtype), *fields, ("dest", "prime")))
+
+    def answer(self, *names):
+        for name in names:
+            self.pings.heard(self.pings.targets[name])
+
+    def sent(self, mtype):
+        return [m for m in sent(self.rec) if m.get("t") == mtype]
+
+
+@pytest.fixture()
+def cluster(tmp_path):
+    return Cluster(load(tmp_path))
+
+
+# ---------------------------------------------------------------- ICMP echo
+
+def reply_to(request, source_header=b"\x45" + bytes(19)):
+    """What a host sends back: the same ICMP message as type 0, checksum redone, behind an IP header."""
+    body = bytes([0, 0, 0, 0]) + request[4:]
+    return source_header + body[:2] + hb.internet_checksum(body).to_bytes(2, "big") + body[4:]
+
+
+def test_echo_reply_to_our_request_gives_its_sequence_number():
+    request = hb.echo_request(0x1234, 77, b"T" * 8)
+    assert hb.internet_checksum(request) == 0
+    assert hb.parse_echo_reply(reply_to(request), 0x1234, b"T" * 8) == 77
+
+
+@pytest.mark.parametrize("damage", ["ident", "token", "checksum", "request", "short"])
+def test_echo_replies_that_are_not_answers_to_us_are_ignored(damage):
+    request = hb.echo_request(0x1234, 77, b"T" * 8)
+    packet = reply_to(request)
+    ident, token = 0x1234, b"T" * 8
+    if damage == "ident":
+        ident = 0x4321
+    elif damage == "token":
+        token = b"U" * 8                 # another daemon's echo, or a forged reply
+    elif damage == "checksum":
+        packet = packet[:-1] + bytes([packet[-1] ^ 1])
+    elif damage == "request":
+        packet = b"\x45" + bytes(19) + request       # our own echo request, looped back
+    else:
+        packet = packet[:24]
+    assert hb.parse_echo_reply(packet, ident, token) is None
+
+
+# ---------------------------------------------------------------- ping node states
+
+def test_ping_nodes_are_init_then_ping_then_dead_after_deadping(cluster):
+    states = lambda: {n: t.status for n, t in cluster.pings.targets.items()}   # noqa: E731
+    assert states() == {ROUTER: "init", "uplink2": "init"}
+    cluster.answer(ROUTER)
+    cluster.advance(DEADPING_MS / 1000 - 0.1)
+    assert states() == {ROUTER: "ping", "uplink2": "init"}
+    cluster.answer(ROUTER)
+    cluster.advance(0.2)
+    assert states() == {ROUTER: "ping", "uplink2": "dead"}      # never answered in deadping
+    for _ in range(10):                                         # answers every keepalive keep it up
+        cluster.answer(ROUTER)
+        cluster.advance(KEEPALIVE_MS / 1000)
+    assert states()[ROUTER] == "ping"
+    cluster.advance(DEADPING_MS / 1000)
+    assert states()[ROUTER] == "dead"
+    assert cluster.rec.has(f"node {ROUTER}: is dead") and cluster.rec.has(f"Link {ROUTER}:{ROUTER} dead.")
+    assert cluster.pings.count_up() == 0
+
+
+def test_a_replayed_old_reply_does_not_keep_a_ping_node_alive(cluster):
+    class Socket:
+        def __init__(self, packets):
+            self.packets = packets
+
+        def recvfrom(self, size):
+            if not self.packets:
+                raise BlockingIOError
+            return self.packets.pop(0), (ROUTER, 0)
+    pings = cluster.pings
+    pings.seq = 5
+    old = reply_to(hb.echo_request(pings.ident, 5, pings.token))
+    pings.read(Socket([old]))
+    assert pings.targets[ROUTER].status == "ping"
+    pings.seq += hb.PING_SEQ_WINDOW                    # a minute later at keepalive 1 s, the capture replayed
+    cluster.advance(DEADPING_MS / 1000 + 0.1)
+    for _ in range(20):
+        pings.read(Socket([old]))
+        cluster.advance(0.2)
+    assert pings.targets[ROUTER].status == "dead"
+    assert pings.counters["echo_replies_stale"] == 20
+
+
+def test_a_group_counts_once_and_is_up_while_any_member_answers(cluster):
+    cluster.answer(ROUTER, "uplink2")
+    assert cluster.pings.count_up() == 2
+
+
+# ---------------------------------------------------------------- ipfail's rules
+
+def test_ipfail_signs_on_so_that_the_peers_ipfail_compares_counts(cluster):
+    join = cluster.sent(hb.API_CLIENT_STATUS)
+    assert [(m.get("st"), m.get("from_id"), m.get("src")) for m in join] == [("join", "ipfail", "prime")]
+    cluster.from_calc(hb.API_CLIENT_STATUS, ("st", "join"), ("from_id", "ipfail"))
+    assert [m.get("dest") for m in cluster.sent("num_ping_nodes")] == ["calc"]
+
+
+def test_a_dead_link_or_ping_node_makes_us_ask_the_peer_for_its_count(cluster):
+    cluster.answer(ROUTER)
+    asked = len(cluster.sent("num_ping_nodes"))         # a ping node coming up asks too
+    assert asked == 1
+    cluster.advance(DEADPING_MS / 1000 + 0.1)           # the router and the group die
+    counts = [m.get("num_ping") for m in cluster.sent("num_ping_nodes")]
+    assert counts[asked:] == ["1", "0"]
+
+
+def test_we_see_more_so_the_peer_is_told_it_is_dead(cluster):
+    cluster.answer(ROUTER)
+    cluster.from_calc("num_ping_nodes", ("num_ping", "0"))
+    assert [m.get("dest") for m in cluster.sent("you_are_dead")] == ["calc"]
+
+
+@pytest.mark.parametrize("how", ["told", "counted"])
+def test_we_see_fewer_so_we_give_up_all_after_twice_keepalive(cluster, how):
+    cluster.hold("local")
+    if how == "told":
+        cluster.from_calc("you_are_dead")
+    else:
+        cluster.from_calc("num_ping_nodes", ("num_ping", "1"))
+    cluster.advance(2 * KEEPALIVE_MS / 1000 - 0.1)
+    assert cluster.sent("ask_resources") == []
+    cluster.advance(0.2)
+    asks = cluster.sent("ask_resources")
+    assert [(m.get("rsc_hold"), m.get("info")) for m in asks] == [("all", "me")]
+
+
+def test_equal_counts_abort_a_pending_giveup_here_and_there(cluster):
+    cluster.hold("local")
+    cluster.from_calc("you_are_dead")
+    cluster.from_calc("num_ping_nodes", ("num_ping", "0"))
+    assert [m.get("dest") for m in cluster.sent("abort_giveup")] == ["calc"]
+    cluster.advance(5)
+    assert cluster.sent("ask_resources") == []
+    assert cluster.rec.has("Aborted delayed giveup")
+
+
+def test_the_peers_abort_cancels_our_giveup(cluster):
+    cluster.hold("local")
+    cluster.from_calc("you_are_dead")
+    cluster.from_calc("abort_giveup")
+    cluster.advance(5)
+    assert cluster.sent("ask_resources") == []
+
+
+def test_balanced_with_auto_failback_gives_foreign_groups_back(cluster):
+    cluster.hold("local", "foreign")
+    cluster.from_calc("num_ping_nodes", ("num_ping", "0"))
+    cluster.advance(2 * KEEPALIVE_MS / 1000 + 0.1)
+    assert [(m.get("rsc_hold"), m.get("info")) for m in cluster.sent("ask_resources")] == [("foreign", "me")]
+
+
+def test_giving_up_what_we_do_not_hold_sends_nothing(cluster):
+    cluster.from_calc("you_are_dead")                   # nothing held
+    cluster.advance(3)
+    assert cluster.sent("ask_resources") == []
+    assert cluster.rec.has("nothing to give up")
+
+
+@pytest.mark.parametrize("case", ["legacy", "no groups", "not configured"])
+def test_ipfail_refuses_as_3_0_6_does(tmp_path, case):
+    if case == "legacy":
+        config = load(tmp_path, auto_failback="legacy")
+    elif case == "no groups":
+        config = load(tmp_path, groups=False)
+    else:
+        config = load(tmp_path, extra="")
+    world = Cluster(config)
+    assert not world.ipfail.enabled
+    assert world.sent(hb.API_CLIENT_STATUS) == []
+    world.from_calc("you_are_dead")
+    world.from_calc(hb.API_CLIENT_STATUS, ("st", "join"), ("from_id", "ipfail"))
+    world.advance(12)
+    assert world.sent("num_ping_nodes") == [] and world.sent("ask_resources") == []
+    if case != "not configured":
+        assert world.rec.has("ipfail is off")
