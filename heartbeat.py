@@ -3829,10 +3829,11 @@ def answer_query(report: dict, words: List[str]) -> Tuple[int, str]:
 SYSTEMD_UNIT_DIRS = ("/etc/systemd/system", "/lib/systemd/system", "/usr/lib/systemd/system")
 STICKINESS = {"on": 50, "legacy": 50, "off": 200}    # location preference for the home node: 100
 HOME_SCORE = 100
+PING_SCORE = 1000      # per ping node answering: more than home preference and stickiness together
 NOT_TRANSLATED = {
-    "ping": "ping nodes (ipfail): use ocf:pacemaker:ping with a location rule on its attribute",
-    "ping_group": "ping groups (ipfail): use ocf:pacemaker:ping with a location rule on its attribute",
-    "deadping": "ping nodes' deadtime: set the ping resource's timeouts instead",
+    "ping": "ping nodes move nothing without ipfail (respawn ... ipfail)",
+    "ping_group": "ping groups move nothing without ipfail (respawn ... ipfail)",
+    "deadping": "ping nodes move nothing without ipfail (respawn ... ipfail)",
     "stonith": "STONITH devices: create fence devices with 'pcs stonith create' (fencing is off in this export)",
     "stonith_host": "STONITH devices: create fence devices with 'pcs stonith create' (fencing is off in this export)",
     "respawn": "respawned clients: make them systemd services or Pacemaker resources",
@@ -3855,6 +3856,40 @@ class ExportedResource:
     note: str = ""
 
 
+@dataclasses.dataclass
+class ExportedPing:
+    """ipfail's rule in Pacemaker's words: an ocf:pacemaker:ping clone sets a node attribute from the
+    ping nodes it reaches, and a location rule scores each group by it, so the node that reaches
+    more ping nodes serves and equal counts move nothing."""
+    ident: str
+    attribute: str
+    hosts: Tuple[str, ...]
+    group: bool                      # a ping_group: counts once when any member answers
+
+
+def export_pings(config: Config) -> List[ExportedPing]:
+    hacf = config.hacf
+    if not hacf.ipfail:
+        return []
+    plain = tuple(a for p in hacf.ping_nodes if not p.group for a in p.addresses)
+    pings = [ExportedPing("ping_nodes", "pingd", plain, False)] if plain else []
+    pings += [ExportedPing(pacemaker_id(f"ping_{p.name}"), pacemaker_id(f"ping_{p.name}"), p.addresses, True)
+              for p in hacf.ping_nodes if p.group]
+    return pings
+
+
+def ping_params(config: Config, ping: ExportedPing) -> List[Tuple[str, str]]:
+    """dampen: ipfail waits 2 x keepalive before it gives up; the monitor looks twice per deadping."""
+    hacf = config.hacf
+    return [("host_list", " ".join(ping.hosts)), ("name", ping.attribute),
+            ("multiplier", "1" if ping.group else str(PING_SCORE)),
+            ("dampen", f"{max(1, -(-2 * hacf.keepalive_ms // 1000))}s")]
+
+
+def ping_monitor_interval_s(config: Config) -> int:
+    return max(1, config.hacf.deadping_ms // 2000)
+
+
 def pacemaker_id(text: str) -> str:
     """A valid XML/Pacemaker id from free text."""
     ident = re.sub(r"[^A-Za-z0-9_.-]", "_", text)
@@ -3866,7 +3901,7 @@ def export_model(config: Config, unit_dirs=SYSTEMD_UNIT_DIRS):
     warnings, wrappers, groups, used = [], {}, [], set()
     hacf, haresources = config.hacf, os.path.join(config.config_dir, "haresources")
     for name, reason in NOT_TRANSLATED.items():
-        if name in hacf.lines:
+        if name in hacf.lines and not (hacf.ipfail and name in ("ping", "ping_group", "deadping", "respawn")):
             warnings.append(ConfigError(hacf.path, hacf.lines[name], f"warning: '{name}' is not exported: {reason}"))
     if hacf.auto_failback == "legacy":
         warnings.append(ConfigError(hacf.path, hacf.lines.get("auto_failback", 0),
@@ -3971,6 +4006,11 @@ def export_pcs(config: Config, groups, wrappers) -> str:
               f'pcs -f "$CIB" resource defaults update resource-stickiness={STICKINESS[hacf.auto_failback]}'
               f"   # auto_failback {hacf.auto_failback}: {'below' if hacf.auto_failback != 'off' else 'above'}"
               f" the home preference ({HOME_SCORE})"]
+    for ping in export_pings(config):
+        params = " ".join(f"{k}={shlex.quote(v)}" for k, v in ping_params(config, ping))
+        lines.append(f"# ipfail: every node pings {', '.join(ping.hosts)}; groups prefer the node that reaches more")
+        lines.append(f'pcs -f "$CIB" resource create {ping.ident} ocf:pacemaker:ping {params} '
+                     f"op monitor interval={ping_monitor_interval_s(config)}s timeout=60s clone")
     interval = monitor_interval_s(config)
     for group, ident, primitives in groups:
         lines.append(f"# haresources line {group.lineno}: {group.home} {' '.join(r.spec for r in group.resources)}")
@@ -3983,6 +4023,10 @@ def export_pcs(config: Config, groups, wrappers) -> str:
                          f" op monitor interval={interval}s timeout=20s{' --group ' + ident if ident else ''}{force}")
         target = ident or primitives[0].ident
         lines.append(f'pcs -f "$CIB" constraint location {target} prefers {shlex.quote(group.home)}={HOME_SCORE}')
+        for ping in export_pings(config):
+            rule = (f"score={PING_SCORE} {ping.attribute} gt 0" if ping.group else
+                    f"score-attribute={ping.attribute} defined {ping.attribute}")
+            lines.append(f'pcs -f "$CIB" constraint location {target} rule {rule}')
     lines += ["", '[ -n "$EXPORT_SKIP_CLUSTER" ] || pcs cluster cib-push "$CIB"']
     if wrappers:
         lines += ["", "# Before starting the cluster, install these LSB wrappers (written next to this file)",
@@ -4005,6 +4049,15 @@ def export_crm(config: Config, groups, wrappers) -> str:
             lines.append(f"group {ident} {' '.join(p.ident for p in primitives)}")
         target = ident or primitives[0].ident
         lines.append(f"location loc_{target}_{pacemaker_id(group.home)} {target} {HOME_SCORE}: {group.home}")
+        for ping in export_pings(config):
+            rule = (f"{PING_SCORE}: {ping.attribute} gt 0" if ping.group else
+                    f"{ping.attribute}: defined {ping.attribute}")
+            lines.append(f"location loc_{target}_{ping.attribute} {target} rule {rule}")
+    for ping in export_pings(config):
+        params = " ".join(f"{k}={shlex.quote(v)}" for k, v in ping_params(config, ping))
+        lines.append(f"primitive {ping.ident} ocf:pacemaker:ping params {params} "
+                     f"op monitor interval={ping_monitor_interval_s(config)}s timeout=60s")
+        lines.append(f"clone {ping.ident}-clone {ping.ident}")
     lines += ["property stonith-enabled=false",
               f"rsc_defaults resource-stickiness={STICKINESS[hacf.auto_failback]}"]
     if wrappers:
@@ -4050,6 +4103,30 @@ def export_xml(config: Config, groups, wrappers) -> str:
         target = ident or primitives[0].ident
         ET.SubElement(constraints, "rsc_location", {"id": f"loc_{target}_{pacemaker_id(group.home)}",
                                                     "rsc": target, "node": group.home, "score": str(HOME_SCORE)})
+        for ping in export_pings(config):
+            location = ET.SubElement(constraints, "rsc_location", {"id": f"loc_{target}_{ping.attribute}",
+                                                                   "rsc": target})
+            rule_id = f"loc_{target}_{ping.attribute}-rule"
+            if ping.group:
+                rule = ET.SubElement(location, "rule", {"id": rule_id, "score": str(PING_SCORE)})
+                ET.SubElement(rule, "expression", {"id": f"{rule_id}-expr", "attribute": ping.attribute,
+                                                   "operation": "gt", "value": "0", "type": "number"})
+            else:
+                rule = ET.SubElement(location, "rule", {"id": rule_id, "score-attribute": ping.attribute})
+                ET.SubElement(rule, "expression", {"id": f"{rule_id}-expr", "attribute": ping.attribute,
+                                                   "operation": "defined"})
+    for ping in export_pings(config):
+        clone = ET.SubElement(resources, "clone", {"id": f"{ping.ident}-clone"})
+        element = ET.SubElement(clone, "primitive", {"id": ping.ident, "class": "ocf", "provider": "pacemaker",
+                                                     "type": "ping"})
+        params = ET.SubElement(element, "instance_attributes", {"id": f"{ping.ident}-instance_attributes"})
+        for key, value in ping_params(config, ping):
+            ET.SubElement(params, "nvpair", {"id": f"{ping.ident}-instance_attributes-{key}", "name": key,
+                                             "value": value})
+        interval_s = ping_monitor_interval_s(config)
+        ET.SubElement(ET.SubElement(element, "operations"), "op", {
+            "id": f"{ping.ident}-monitor-interval-{interval_s}s", "name": "monitor", "interval": f"{interval_s}s",
+            "timeout": "60s"})
     defaults = ET.SubElement(ET.SubElement(configuration, "rsc_defaults"), "meta_attributes", {"id": "rsc-options"})
     ET.SubElement(defaults, "nvpair", {"id": "rsc-options-resource-stickiness", "name": "resource-stickiness",
                                        "value": str(STICKINESS[hacf.auto_failback])})

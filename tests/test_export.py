@@ -29,6 +29,11 @@ RICH = {
     "resource.d": ["Filesystem"],
 }
 
+IPFAIL = dict(TUTORIAL, **{
+    "ha.cf": TUTORIAL["ha.cf"] + "ping 10.0.0.254 10.0.0.253\nping_group uplink 10.0.1.1 10.0.1.2\n"
+                                 "deadping 20\nrespawn hacluster /usr/lib/heartbeat/ipfail\n",
+})
+
 
 def make(tmp_path, files):
     conf, initd = tmp_path / "ha.d", tmp_path / "init.d"
@@ -49,7 +54,7 @@ def normalised(text, tmp):
     return text.replace(os.path.join(tmp, "ha.d"), FIXED_DIR).replace(os.path.join(tmp, "init.d"), "/etc/init.d")
 
 
-@pytest.mark.parametrize("name, files", [("tutorial", TUTORIAL), ("rich", RICH)])
+@pytest.mark.parametrize("name, files", [("tutorial", TUTORIAL), ("rich", RICH), ("ipfail", IPFAIL)])
 @pytest.mark.parametrize("fmt", ["pcs", "crm", "xml"])
 def test_golden(tmp_path, name, files, fmt):
     config, tmp = make(tmp_path, files)
@@ -187,7 +192,7 @@ def test_lsb_wrapper_runs_the_script_with_its_arguments(tmp_path):
 
 
 @pytest.mark.skipif(not shutil.which("crm_verify"), reason="crm_verify (pacemaker-cli-utils) is not installed")
-@pytest.mark.parametrize("files", [TUTORIAL, RICH])
+@pytest.mark.parametrize("files", [TUTORIAL, RICH, IPFAIL])
 def test_crm_verify_accepts_the_xml(tmp_path, files):
     config, _ = make(tmp_path, files)
     text, _, _ = hb.export_pacemaker(config, "xml", unit_dirs=())
@@ -200,7 +205,7 @@ def test_crm_verify_accepts_the_xml(tmp_path, files):
 
 @pytest.mark.skipif(not (shutil.which("pcs") and shutil.which("cibadmin") and shutil.which("crm_verify")),
                     reason="pcs and pacemaker-cli-utils are not installed")
-@pytest.mark.parametrize("files", [TUTORIAL, RICH])
+@pytest.mark.parametrize("files", [TUTORIAL, RICH, IPFAIL])
 def test_pcs_applies_the_script_to_a_cib_file(tmp_path, files):
     config, _ = make(tmp_path, files)
     text, _, _ = hb.export_pacemaker(config, "pcs", unit_dirs=())
@@ -220,3 +225,18 @@ def test_pcs_applies_the_script_to_a_cib_file(tmp_path, files):
             if isinstance(res, hb.IPResource):
                 assert f'value="{res.ip}"' in configured
     assert 'name="stonith-enabled" value="false"' in configured
+
+
+def test_ipfail_is_exported_as_ping_clones_and_location_rules(tmp_path):
+    config, _ = make(tmp_path, IPFAIL)
+    text, warnings, _ = hb.export_pacemaker(config, "crm", unit_dirs=())
+    assert "primitive ping_nodes ocf:pacemaker:ping params host_list='10.0.0.254 10.0.0.253' name=pingd " \
+           "multiplier=1000 dampen=4s op monitor interval=10s" in text
+    assert "clone ping_nodes-clone ping_nodes" in text and "clone ping_uplink-clone ping_uplink" in text
+    assert "location loc_grp_prime_1_pingd grp_prime_1 rule pingd: defined pingd" in text
+    assert "location loc_grp_prime_1_ping_uplink grp_prime_1 rule 1000: ping_uplink gt 0" in text
+    assert not [w for w in warnings if "ping" in w.message or "respawn" in w.message]
+    without, warnings, _ = hb.export_pacemaker(make(tmp_path / "plain", RICH)[0], "crm", unit_dirs=())
+    assert "ocf:pacemaker:ping" not in without
+    assert [w.message for w in warnings if "'ping'" in w.message] == [
+        "warning: 'ping' is not exported: ping nodes move nothing without ipfail (respawn ... ipfail)"]
