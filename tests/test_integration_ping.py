@@ -109,3 +109,21 @@ def test_without_ipfail_a_dead_ping_node_is_shown_and_moves_nothing(lab):
     assert holders(lab) == ["prime"]
     heal_uplink(lab, "prime")
     prime.wait_for(lambda s: s["nodes"][lab.addr("router")]["status"] == "ping", 3)
+
+
+@pytest.mark.parametrize("lab", [HOSTS], indirect=True)
+def test_ping_nodes_added_by_sighup_are_pinged(lab):
+    import signal
+    prime, calc = cluster(lab, extra="")
+    hacf_path = f"{prime.config_dir}/ha.cf"
+    with open(hacf_path) as handle:
+        text = handle.read()
+    prime.write("ha.cf", text.replace(f"ping {lab.addr('router')}\n", ""))
+    prime.stop()
+    prime.start()
+    prime.wait_for(lambda s: lab.addr("router") not in s["nodes"], 5)
+    prime.write("ha.cf", text + IPFAIL)
+    prime.proc.send_signal(signal.SIGHUP)
+    took = prime.wait_for(lambda s: s["nodes"].get(lab.addr("router"), {}).get("status") == "ping", 5)
+    print(f"\nping node added by SIGHUP answers after {took:.2f} s")
+    assert prime.status()["ipfail"]["enabled"]
