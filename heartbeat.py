@@ -1615,7 +1615,8 @@ class Membership:
             peer = self.peers.get(dest)
             if peer and peer.uuid:
                 msg.add("destuuid", peer.uuid, FIELD_BINARY)
-        msg.add("src", self.identity.name)
+        if msg.get("src") is None:       # an API client's message (ipfail) names its sender earlier
+            msg.add("src", self.identity.name)
         msg.add("srcuuid", self.identity.uuid, FIELD_BINARY)
         sequenced = mtype not in NS_TYPES
         if sequenced:
@@ -2879,8 +2880,9 @@ class ClusterPolicy:
                 self.resources.announce_group(group)
             self.announce(stable=True, info="split brain")
 
-    def give_away(self, cls: str, reason: str) -> str:
-        """Start Heartbeat's standby exchange: ask_resources info=me/other/done."""
+    def give_away(self, cls: str, reason: str, request: Optional[Message] = None) -> str:
+        """Start Heartbeat's standby exchange: ask_resources info=me/other/done. `request` is the
+        first message when a client (ipfail) sends it in its own words."""
         peers = self.live_peers()
         if not peers:
             return "no live peer to take the resources"
@@ -2890,7 +2892,7 @@ class ClusterPolicy:
         self.log.info(f"{self.me} wants to go standby [{cls}] ({reason})")
         timer = self.timers.call_later(STANDBY_REPLY_TIMEOUT_S, self.standby_timeout)
         self.standby_request = (cls, peer, timer)
-        self.membership.send(Message(("t", "ask_resources"), ("rsc_hold", cls), ("info", "me")))
+        self.membership.send(request or Message(("t", "ask_resources"), ("rsc_hold", cls), ("info", "me")))
         return ""
 
     def standby_timeout(self) -> None:
@@ -3002,6 +3004,7 @@ class ClusterPolicy:
 # #### Health: ipfail (the node that sees more ping nodes serves) ###############
 
 IPFAIL_RECHECK_S = 10.0    # ipfail's sleep(10) after the peer becomes stable, before counting again
+IPFAIL_CLIENT = (("from_id", "ipfail"), ("to_id", "ipfail"), ("client_gen", "0"))   # what 3.0.6 adds
 
 
 class IPFail:
@@ -3019,7 +3022,8 @@ class IPFail:
         self.giveup_class = ""
         self.need_standby = False
         self.handlers = {"num_ping_nodes": self.on_num_ping_nodes, "you_are_dead": self.on_you_are_dead,
-                         "abort_giveup": self.on_abort_giveup, API_CLIENT_STATUS: self.on_client_status}
+                         "abort_giveup": self.on_abort_giveup, API_CLIENT_STATUS: self.on_client_status,
+                         "query-cstatus": self.on_query_client_status}
 
     def start(self) -> None:
         """ipfail's own start-up refusals, then its sign-on, which the peer's ipfail answers."""
@@ -3027,8 +3031,21 @@ class IPFail:
         if self.config.hacf.ipfail and not self.enabled:
             self.log.error(f"ipfail: {self.refusal()}: ipfail is off")
         if self.enabled:
-            self.membership.send(Message(("t", API_CLIENT_STATUS), ("st", "join"), ("from_id", "ipfail"),
-                                         ("to_id", "ipfail")))
+            self.send_client_status("join", "signon")
+
+    def stop(self) -> None:
+        if self.enabled:
+            self.send_client_status("leave", "signoff")
+
+    def send_client_status(self, status: str, info: str) -> None:
+        """What 3.0.6 broadcasts when ipfail signs on (the peer's ipfail then compares) or off."""
+        self.membership.send(Message(("t", API_CLIENT_STATUS), ("st", status), ("from_id", "ipfail"),
+                                     ("to_id", "ipfail"), ("src", self.config.node), ("info", info),
+                                     ("client_gen", "0")))
+
+    def send_to_peer(self, peer: str, *fields: Tuple[str, str]) -> None:
+        """A node message from ipfail, fields in 3.0.6's order: ipfail's own, dest, then the API's."""
+        self.membership.send(Message(*fields, ("dest", peer), *IPFAIL_CLIENT), dest=peer)
 
     def refusal(self) -> Optional[str]:
         if not self.config.hacf.ipfail:
@@ -3081,6 +3098,13 @@ class IPFail:
             self.log.debug(f"ipfail: Got join message from another ipfail client. ({peer.name})")
             self.ask_ping_nodes()
 
+    def on_query_client_status(self, peer: Peer, msg: Message) -> None:
+        """`cl_status clientstatus NODE ipfail` on the peer: is our ipfail online?"""
+        online = self.enabled and msg.get("cn") == "ipfail"
+        self.membership.send(Message(("t", "respond-cstatus"), ("dest", peer.name), ("result", "OK"),
+                                     ("cn", msg.get("cn", "")), ("to_id", msg.get("from_id", "")),
+                                     ("cs", "online" if online else "offline")), dest=peer.name)
+
     # -- the exchange --------------------------------------------------------------
 
     def ask_ping_nodes(self) -> None:
@@ -3088,7 +3112,8 @@ class IPFail:
         if peer is None or self.policy.shutting_down:
             return
         self.log.info("ipfail: Asking other side for ping node count.")
-        self.membership.send(Message(("t", "num_ping_nodes"), ("num_ping", str(self.pings.count_up()))), dest=peer)
+        self.send_to_peer(peer, ("t", "num_ping_nodes"), ("src", self.config.node),
+                          ("num_ping", str(self.pings.count_up())))
 
     def on_num_ping_nodes(self, peer: Peer, msg: Message) -> None:
         theirs, mine = msg.get("num_ping", ""), self.pings.count_up()
@@ -3096,13 +3121,13 @@ class IPFail:
             return
         if mine > int(theirs):
             self.log.info("ipfail: Telling other node that we have more visible ping nodes.")
-            self.membership.send(Message(("t", "you_are_dead")), dest=peer.name)
+            self.send_to_peer(peer.name, ("t", "you_are_dead"))
         elif mine < int(theirs):
             self.log.info("ipfail: Giving up because we have less visible ping nodes.")
             self.delay_giveup("all")
         else:
             self.log.info("ipfail: Ping node count is balanced.")
-            self.membership.send(Message(("t", "abort_giveup")), dest=peer.name)
+            self.send_to_peer(peer.name, ("t", "abort_giveup"), ("src", self.config.node))
             if self.giveup_timer:
                 self.abort_giveup()
             elif self.config.hacf.auto_failback == "on" and self.stable():
@@ -3149,7 +3174,9 @@ class IPFail:
         if not any(self.policy.holds[cls] for cls in classes_of(self.giveup_class)):
             self.log.info(f"ipfail: no [{self.giveup_class}] resources held here: nothing to give up")
             return
-        error = self.policy.give_away(self.giveup_class, reason="ipfail")
+        request = Message(("t", "ask_resources"), ("rsc_hold", self.giveup_class), ("src", self.config.node),
+                          ("info", "me"), *IPFAIL_CLIENT)
+        error = self.policy.give_away(self.giveup_class, reason="ipfail", request=request)
         if error:
             self.log.warn(f"ipfail: giving up [{self.giveup_class}] resources not possible: {error}")
 
@@ -3612,6 +3639,7 @@ class Daemon:
         self.policy.shutdown()
 
     def finish_shutdown(self) -> None:
+        self.ipfail.stop()
         notice = self.membership.send(Message(("t", "shutdone"), ("st", "dead")))
         for _ in range(2):               # the same datagram again: a lost one would cost deadtime
             self.transmit(notice)

@@ -5,7 +5,8 @@ prime and calc run heartbeat.py with ha.d-style files; sigma (10.77.0.100) and
 a web server that answers with its node's name form the resource group; a
 client polls http://sigma/ every 50 ms and this script prints a timeline while
 it cuts prime's link (while the client replays prime's recorded heartbeats, as
-anyone on the LAN could), restores it, stops prime gracefully and starts it again.
+anyone on the LAN could), restores it, cuts prime's way to the ping node (router) so
+that ipfail moves the group, restores it, stops prime gracefully and starts it again.
 Everything it creates is removed at the end, also on Ctrl-C.
 """
 import os
@@ -31,6 +32,8 @@ bcast eth0
 node prime
 node calc
 auto_failback on
+ping 10.77.0.4
+respawn hacluster /usr/lib/heartbeat/ipfail
 """
 HARESOURCES = f"prime {VIP}/24/eth0 webserver::{PORT}::PIDDIR\n"
 
@@ -92,10 +95,11 @@ def main():
     if not have_root_net():
         print("make demo needs root and ip(8): it builds network namespaces (try: sudo make demo)")
         return 1
-    lab = Lab(["prime", "calc", "client"], prefix="hbdemo")
+    lab = Lab(["prime", "calc", "client", "router"], prefix="hbdemo")
     results = {}
     try:
-        say(f"namespaces prime (10.77.0.1), calc (10.77.0.2), client (10.77.0.3); sigma = {VIP}")
+        say(f"namespaces prime (10.77.0.1), calc (10.77.0.2), client (10.77.0.3), router (10.77.0.4, "
+            f"the ping node); sigma = {VIP}")
         nodes = {name: Node(lab, name, HACF, haresources=HARESOURCES.replace("PIDDIR", lab.tmp),
                             resource_scripts={"webserver": WEBSERVER_SCRIPT}) for name in ("prime", "calc")}
         for node in nodes.values():
@@ -130,6 +134,23 @@ def main():
         time.sleep(1)
         say(f"sigma is on: {', '.join(holders(lab))}")
 
+        say(">>> prime loses its uplink: nftables in prime drops everything to the router (the ping node)")
+        uplink = time.time()
+        nft = [["nft", "add", "table", "inet", "demo"],
+               ["nft", "add", "chain", "inet", "demo", "out", "{ type filter hook output priority 0 ; }"],
+               ["nft", "add", "rule", "inet", "demo", "out", "ip", "daddr", "10.77.0.4", "drop"]]
+        for argv in nft:
+            lab.exec("prime", argv)
+        results["uplink lost on prime (ipfail)"] = client.wait_for("calc", uplink, 20)
+        say(f"sigma is on: {', '.join(holders(lab))} (calc still reaches the router: ipfail gave it the group)")
+        time.sleep(1)
+        say(">>> prime's uplink is back")
+        uplink = time.time()
+        lab.exec("prime", ["nft", "delete", "table", "inet", "demo"])
+        results["failback when the uplink returns"] = client.wait_for("prime", uplink, 20)
+        time.sleep(1)
+        say(f"sigma is on: {', '.join(holders(lab))}")
+
         say(">>> service heartbeat stop on prime (SIGTERM)")
         stop = time.time()
         prime.stop()
@@ -146,7 +167,7 @@ def main():
         print("\nmeasured (client's view, polling every 50 ms):")
         for what, seconds in results.items():
             print(f"  {what:<38} {'never' if seconds is None else f'{seconds:.2f} s'}")
-        print(f"  (deadtime {DEADTIME} s, keepalive {KEEPALIVE})")
+        print(f"  (deadtime {DEADTIME} s, keepalive {KEEPALIVE}, deadping = deadtime)")
         return 0 if all(v is not None for v in results.values()) else 1
     except KeyboardInterrupt:
         say("interrupted: cleaning up")

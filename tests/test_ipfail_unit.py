@@ -243,3 +243,39 @@ def test_ipfail_refuses_as_3_0_6_does(tmp_path, case):
     assert world.sent("num_ping_nodes") == [] and world.sent("ask_resources") == []
     if case != "not configured":
         assert world.rec.has("ipfail is off")
+
+
+# ---------------------------------------------------------------- the same packets as 3.0.6's ipfail
+
+CONTROL = ["seq", "hg", "ts", "ld", "ttl", "auth"]
+WIRE_3_0_6 = {    # field order captured from real 3.0.6 nodes running ipfail (see the README)
+    "num_ping_nodes": ["t", "src", "num_ping", "dest", "from_id", "to_id", "client_gen", "destuuid", "srcuuid"],
+    "you_are_dead": ["t", "dest", "from_id", "to_id", "client_gen", "destuuid", "src", "srcuuid"],
+    "abort_giveup": ["t", "src", "dest", "from_id", "to_id", "client_gen", "destuuid", "srcuuid"],
+    "ask_resources": ["t", "rsc_hold", "src", "info", "from_id", "to_id", "client_gen", "srcuuid"],
+    hb.API_CLIENT_STATUS: ["t", "st", "from_id", "to_id", "src", "info", "client_gen", "srcuuid"],
+}
+
+
+def test_ipfail_messages_have_3_0_6s_fields_in_3_0_6s_order(cluster):
+    cluster.hold("local")
+    cluster.answer(ROUTER)                                  # a ping node came up: num_ping_nodes
+    cluster.from_calc("num_ping_nodes", ("num_ping", "0"))  # we see more: you_are_dead
+    cluster.from_calc("num_ping_nodes", ("num_ping", "1"))  # balanced: abort_giveup
+    cluster.from_calc("num_ping_nodes", ("num_ping", "2"))  # fewer: ask_resources after 2 x keepalive
+    cluster.advance(2.1)
+    seen = {}
+    for msg in sent(cluster.rec):
+        seen.setdefault(msg.get("t"), [name for name, _, _ in msg.fields])
+    for mtype, names in WIRE_3_0_6.items():
+        assert seen[mtype] == names + CONTROL, mtype
+    ask = [m for m in cluster.sent("ask_resources")][0]
+    assert (ask.get("from_id"), ask.get("to_id"), ask.get("client_gen"), ask.get("info")) == \
+        ("ipfail", "ipfail", "0", "me")
+
+
+def test_the_peers_cl_status_clientstatus_query_is_answered(cluster):
+    cluster.from_calc("query-cstatus", ("cn", "ipfail"), ("from_id", "4242"))
+    answer = cluster.sent("respond-cstatus")[-1]
+    assert (answer.get("dest"), answer.get("cn"), answer.get("to_id"), answer.get("cs"), answer.get("result")) == \
+        ("calc", "ipfail", "4242", "online", "OK")
