@@ -1410,6 +1410,7 @@ class Peer:
     link_up: Dict[str, bool] = dataclasses.field(default_factory=dict)
     link_seq: Dict[str, int] = dataclasses.field(default_factory=dict)  # link -> newest status seq on it
     protocol: bool = False
+    newest_ts: int = 0                    # the sender's clock (ts) on its newest status
     ack_trigger: int = 0
     shutting_down: bool = False           # sent shutdone: its status ignored until it restarts (or beats on)
     declared_dead_alive: bool = False     # declared dead by silence, not by a shutdown notice
@@ -1752,6 +1753,7 @@ class Membership:
     def heard_from(self, peer: Peer, msg: Message, seq: int, now: float) -> None:
         """A new status message: the peer is alive (unless it told us it is stopping)."""
         restarted, peer.restarted = peer.restarted, False
+        peer.newest_ts = max(peer.newest_ts, hex_number(msg.get("ts")))
         if peer.shutting_down and seq > peer.shutdone[0] and now - peer.shutdone[1] > peer.deadtime_ms / 1000 \
                 and msg.get("st") in ("init", "up", "active"):
             # 3.0.6 sends a status or two after shutdone while it stops; one still beating a deadtime
@@ -3005,6 +3007,7 @@ class ClusterPolicy:
 
 IPFAIL_RECHECK_S = 10.0    # ipfail's sleep(10) after the peer becomes stable, before counting again
 IPFAIL_CLIENT = (("from_id", "ipfail"), ("to_id", "ipfail"), ("client_gen", "0"))   # what 3.0.6 adds
+IPFAIL_LATE_S = 2          # a count sent this long before the sender's newest heartbeat is out of date
 
 
 class IPFail:
@@ -3115,9 +3118,20 @@ class IPFail:
         self.send_to_peer(peer, ("t", "num_ping_nodes"), ("src", self.config.node),
                           ("num_ping", str(self.pings.count_up())))
 
+    def is_late(self, peer: Peer, msg: Message) -> bool:
+        """Sent during a partition and delivered after it by retransmission: the count it carries
+        is history. 3.0.6 acts on it and can move groups from a node that sees its ping nodes again;
+        the sender's own clock (ts) against its newest heartbeat tells, whatever our clock says."""
+        age_s = peer.newest_ts - hex_number(msg.get("ts"))
+        if age_s > IPFAIL_LATE_S:
+            self.log.info(f"ipfail: {msg.get('t')} from {peer.name} was sent {age_s} s before its newest "
+                          "heartbeat (delivered late, after a partition): ignored")
+            return True
+        return False
+
     def on_num_ping_nodes(self, peer: Peer, msg: Message) -> None:
         theirs, mine = msg.get("num_ping", ""), self.pings.count_up()
-        if not self.enabled or self.policy.shutting_down or not is_number(theirs):
+        if not self.enabled or self.policy.shutting_down or not is_number(theirs) or self.is_late(peer, msg):
             return
         if mine > int(theirs):
             self.log.info("ipfail: Telling other node that we have more visible ping nodes.")
@@ -3135,7 +3149,7 @@ class IPFail:
                 self.delay_giveup("foreign")
 
     def on_you_are_dead(self, peer: Peer, msg: Message) -> None:
-        if self.enabled and not self.policy.shutting_down:
+        if self.enabled and not self.policy.shutting_down and not self.is_late(peer, msg):
             self.log.info("ipfail: Giving up because we were told that we have less ping nodes.")
             self.delay_giveup("all")
 

@@ -69,7 +69,7 @@ class Calc:
         self.keys = config.authkeys if key is None else hb.AuthKeys("k", 2, {2: ("sha1", key)})
         self.seq, self.generation = 0, generation
 
-    def packet(self, *fields, seq=None, name="calc", generation=None):
+    def packet(self, *fields, seq=None, name="calc", generation=None, ts="6b05d22a"):
         msg = hb.Message(*fields)
         msg.add("src", name)
         msg.add("srcuuid", b"C" * 16, hb.FIELD_BINARY)
@@ -77,7 +77,7 @@ class Calc:
             self.seq = self.seq + 1 if seq is None else seq
             msg.add("seq", format(self.seq, "x"))
         msg.add("hg", format(self.generation if generation is None else generation, "x"))
-        msg.add("ts", "6b05d22a")
+        msg.add("ts", ts)
         return hb.encode_message(msg, self.keys)
 
     def status(self, st="active", dt=DEADTIME_MS, **kw):
