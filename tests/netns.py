@@ -102,8 +102,10 @@ class Lab:
         self.hosts = {}           # name -> index
         self.procs = []
         self.tmp = tempfile.mkdtemp(prefix=self.prefix + "-")
-        try:
+        self.bridge_made = False          # close() removes only what this lab made: a second demo
+        try:                              # that finds the name taken must not tear the first one down
             run(["ip", "link", "add", self.bridge, "type", "bridge"])
+            self.bridge_made = True
             run(["ip", "link", "set", self.bridge, "up"])
             for index, name in enumerate(hosts, 1):
                 self.add_host(name, index)
@@ -121,9 +123,9 @@ class Lab:
         return f"{SUBNET}.{self.hosts[name]}"
 
     def add_host(self, name, index):
-        self.hosts[name] = index
-        ns, veth = self.ns(name), self.veth(name)
+        ns, veth = f"{self.prefix}-{name}", f"{self.prefix}{index}"
         run(["ip", "netns", "add", ns])
+        self.hosts[name] = index
         run(["ip", "link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", ns])
         run(["ip", "link", "set", veth, "master", self.bridge, "up"])
         self.exec(name, ["ip", "link", "set", "lo", "up"])
@@ -163,7 +165,8 @@ class Lab:
                     os.kill(int(pid), signal.SIGKILL)
             run(["ip", "link", "del", self.veth(name)], check=False)
             run(["ip", "netns", "del", self.ns(name)], check=False)
-        run(["ip", "link", "del", self.bridge], check=False)
+        if self.bridge_made:
+            run(["ip", "link", "del", self.bridge], check=False)
         shutil.rmtree(self.tmp, ignore_errors=True)
 
 
