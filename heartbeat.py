@@ -4370,8 +4370,11 @@ def describe_config(config: Config) -> str:
         f"  auth:      index {config.authkeys.active}, {method}"
         + ("" if method != "crc" else f": {CRC_RISK}"),
         "  logging:   " + (", ".join(x for x in logs if x) or "none"),
-        f"  groups:    {len(config.groups)}",
     ]
+    if cf.ping_nodes:
+        pings = "; ".join(f"{p.name} ({' '.join(p.addresses)})" if p.group else p.name for p in cf.ping_nodes)
+        lines.append(f"  ping:      {pings}, deadping {cf.deadping_ms} ms, ipfail {'on' if cf.ipfail else 'off'}")
+    lines.append(f"  groups:    {len(config.groups)}")
     for group in config.groups:
         lines.append(f"    {group.home} (line {group.lineno}):")
         lines.extend(f"      {r.spec}: {r.describe()}" for r in group.resources)

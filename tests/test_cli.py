@@ -93,6 +93,16 @@ def test_check_valid_config(confdir, tmp_path):
     assert re.search(r"prime \(line 1\):", out) and re.search(r"calc \(line 2\):", out)
 
 
+def test_check_shows_ping_nodes_and_ipfail(confdir, tmp_path):
+    with open(os.path.join(confdir, "ha.cf"), "a") as handle:
+        handle.write("ping 10.9.9.1\nping_group uplink 10.9.8.1 10.9.8.2\ndeadping 20\n"
+                     "respawn hacluster /usr/lib/heartbeat/ipfail\n")
+    result = run("check", *common(confdir, tmp_path))
+    assert result.returncode == 0, result.stderr
+    assert re.search(r"ping:\s+10.9.9.1; uplink \(10.9.8.1 10.9.8.2\), deadping 20000 ms, ipfail on$",
+                     result.stdout, re.M)
+
+
 def test_check_reports_lsb_script_in_init_d(confdir, tmp_path):
     initd = hb.INITD_DIR
     scripts = sorted(n for n in os.listdir(initd) if os.access(os.path.join(initd, n), os.X_OK)
