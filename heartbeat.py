@@ -3854,8 +3854,9 @@ def answer_query(report: dict, words: List[str]) -> Tuple[int, str]:
     node = operands[0].lower()
     if node not in nodes:
         return 11, "Error. May be due to incorrect node name"
-    if query == "nodestatus":
-        return EXIT_OK, nodes[node]["status"]
+    if query == "nodestatus":          # cl_status: 1 for a node that is not active, up or ping
+        status = nodes[node]["status"]
+        return (EXIT_OK if status in ("active", "up", "ping") else EXIT_GENERIC), status
     if query == "nodetype":
         return EXIT_OK, nodes[node].get("type", "normal")
     links = nodes[node]["links"]
@@ -3863,7 +3864,7 @@ def answer_query(report: dict, words: List[str]) -> Tuple[int, str]:
         return EXIT_OK, "\n".join(f"\t{link}" for link in links)
     if operands[1] not in links:
         return 11, "Error. May be due to incorrect link name"
-    return EXIT_OK, links[operands[1]]
+    return (EXIT_OK if links[operands[1]] == "up" else EXIT_GENERIC), links[operands[1]]
 
 
 # #### Export to Pacemaker: pcs, crm and CIB XML #############################

@@ -102,7 +102,10 @@ def test_without_ipfail_a_dead_ping_node_is_shown_and_moves_nothing(lab):
     print(f"\nping node dead on prime after {took:.2f} s (deadping {DEADPING_S} s)")
     assert took > DEADPING_S - 0.3
     query = lab.exec("prime", prime.argv("status", "nodestatus", lab.addr("router")), check=False)
-    assert query.stdout.strip() == "dead"
+    assert (query.returncode, query.stdout.strip()) == (1, "dead")        # as cl_status answers
+    query = lab.exec("prime", prime.argv("status", "hblinkstatus", lab.addr("router"), lab.addr("router")),
+                     check=False)
+    assert (query.returncode, query.stdout.strip()) == (1, "dead")
     query = lab.exec("prime", prime.argv("status", "nodetype", lab.addr("router")), check=False)
     assert query.stdout.strip() == "ping"
     time.sleep(1)
