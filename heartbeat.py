@@ -4466,7 +4466,7 @@ def cmd_status(args) -> int:
     report["running"] = True
     if args.query:
         code, text = answer_query(report, args.query)
-        print(text, file=sys.stdout if code == EXIT_OK else sys.stderr)
+        print(text, file=sys.stdout if code in (EXIT_OK, EXIT_GENERIC) else sys.stderr)  # 1: an answer, "dead"
         return code
     print(json.dumps(report, indent=2, sort_keys=True) if args.json else format_status(report))
     return EXIT_OK
