@@ -129,6 +129,7 @@ def route_loss_and_return(lab, nodes):
     cut_uplink(lab, "prime")
     cut = time.monotonic()
     moved = wait(settled_on(lab, "calc"), 25, interval=0.05)
+    assert moved < 15, moved             # 3.0.6 alone: about 5-6 s (deadping 2 s, 2 x keepalive, ipfail's polling)
     assert ping_seen(prime, lab) == "dead" and ping_seen(calc, lab) == "ping"
     assert "Giving up because we were told that we have less ping nodes." in log_of(prime)
     assert "Telling other node that we have more visible ping nodes." in log_of(calc)
@@ -137,6 +138,7 @@ def route_loss_and_return(lab, nodes):
     heal_uplink(lab, "prime")
     healed = time.monotonic()
     back = wait(settled_on(lab, "prime"), 25, interval=0.05)
+    assert back < 15, back               # 3.0.6 alone: about 3-4 s
     assert "Giving up foreign resources (auto_failback)." in log_of(calc)
     time.sleep(3)
     assert holders(lab) == ["prime"] and page(lab) == "prime"
@@ -190,3 +192,36 @@ def test_mixed_equal_reachability_moves_nothing(lab, real_name):
         time.sleep(0.1)
     assert page(lab) == "prime"
     no_foreign_errors(nodes)
+
+
+def answers(node, lab):
+    """cl_status's answers about the ping node: {query: (exit code, output)}."""
+    router = lab.addr("router")
+    result = {}
+    for query in (["listnodes"], ["nodestatus", router], ["nodetype", router], ["listhblinks", router],
+                  ["hblinkstatus", router, router]):
+        if isinstance(node, RealNode):
+            done = node.nsenter(["cl_status", *query])
+        else:
+            done = lab.exec(node.name, node.argv("status", *query), check=False)
+        result[" ".join(query)] = (done.returncode, done.stdout.strip("\n"))
+    return result
+
+
+@pytest.mark.parametrize("lab", [HOSTS], indirect=True)
+def test_mixed_cl_status_answers_about_the_ping_node_agree(lab):
+    """`heartbeat.py status QUERY` answers as 3.0.6's cl_status does, while the ping node answers
+    and after both nodes lost it (3.0.6: nodestatus and hblinkstatus of a dead one exit 1)."""
+    nodes = build(lab, {"prime": "py", "calc": "real"})
+    real, py = nodes["calc"], nodes["prime"]
+    up = answers(real, lab)
+    assert up["nodestatus " + lab.addr("router")] == (0, "ping")
+    assert up["listnodes"] == (0, f"{lab.addr('router')}\ncalc\nprime")
+    assert answers(py, lab) == up
+    for name in ("prime", "calc"):
+        cut_uplink(lab, name)
+    for node in nodes.values():
+        wait(lambda node=node: ping_seen(node, lab) == "dead", 10, interval=0.1)
+    down = answers(real, lab)
+    assert down["nodestatus " + lab.addr("router")] == (1, "dead")
+    assert answers(py, lab) == down
