@@ -832,6 +832,202 @@ def parse_haresources(path: str, nodes: List[str], script_dirs: List[str]) -> Li
     return groups
 
 
+# #### Config: heartbeat.py.cf, the settings Heartbeat never had ############
+
+SETTINGS_FILE = "heartbeat.py.cf"      # beside ha.cf; Heartbeat 3.0.6 never reads it
+DURATION_RE = re.compile(r"^(\d+(?:\.\d*)?|\.\d+)\s*(ms|msec|us|usec|s|sec|m|min|h|hr)?$", re.ASCII)
+DURATION_UNITS_MS = {"ms": 1.0, "msec": 1.0, "us": 0.001, "usec": 0.001, "s": 1000.0, "sec": 1000.0,
+                     "m": 60000.0, "min": 60000.0, "h": 3600000.0, "hr": 3600000.0}
+INFINITY_WORDS = ("infinity", "inf")
+
+
+def parse_duration_ms(text: str) -> int:
+    """Heartbeat's times (2, 0.5, 1500ms) and Pacemaker's suffixes (10s, 5min, 1h)."""
+    match = DURATION_RE.match(text.strip())
+    if not match:
+        raise ValueError(f"'{text}' is not a time (write e.g. 10s, 1500ms, 5min or 1h)")
+    return int(round(float(match.group(1)) * DURATION_UNITS_MS[match.group(2) or "s"]))
+
+
+def format_duration(ms: int) -> str:
+    """The shortest exact way to write ms back in heartbeat.py.cf's syntax."""
+    for unit, scale in (("h", 3600000), ("min", 60000), ("s", 1000)):
+        if ms and ms % scale == 0:
+            return f"{ms // scale}{unit}"
+    return f"{ms}ms"
+
+
+@dataclasses.dataclass(frozen=True)
+class Setting:
+    """One heartbeat.py.cf directive: `name OPERAND [option=value]...`. Each option is a
+    Directive (kind time or int; low/high bound the value, in ms for times; an int option with
+    choices=INFINITY_WORDS also takes INFINITY, read as 0)."""
+    name: str
+    operand: str
+    meaning: str
+    options: Tuple[Directive, ...] = ()
+
+
+MONITOR_OPTIONS = (
+    Directive("interval", "time", "10s", "time between two status checks", low=100, high=86400000),
+    Directive("timeout", "time", "20s", "a status check still running then is killed and counts as failed",
+              low=100, high=86400000),
+    Directive("fall", "int", "1", "consecutive failed checks that make one failure", low=1, high=100),
+    Directive("migration-threshold", "int", "3", "failures here that move the group to the peer (below it: "
+              "restarted in place; INFINITY: never moved)", low=1, high=1000000, choices=INFINITY_WORDS),
+    Directive("failure-timeout", "time", "10min", "quiet time after which the failure count clears "
+              "(0: never)", low=0, high=86400000 * 365),
+)
+SETTINGS = [
+    Setting("monitor", "RESOURCE", "watch a script resource of haresources (its name, the word before `::`): "
+            "its `status` every interval, restarted in place on failure, its group moved to the peer "
+            "after migration-threshold failures", MONITOR_OPTIONS),
+]
+SETTING_BY_NAME = {s.name: s for s in SETTINGS}
+
+
+def option_value(option: Directive, text: str) -> int:
+    """One option=value of a heartbeat.py.cf line as a number (ms for times); ValueError why not."""
+    if option.kind == "time":
+        try:
+            ms = parse_duration_ms(text)
+        except ValueError as err:
+            raise ValueError(f"{option.name}: {err}") from None
+        if not option.low <= ms <= option.high:
+            raise ValueError(f"{option.name} must be from {format_duration(option.low) if option.low else 0} "
+                             f"to {format_duration(option.high)}")
+        return ms
+    if text.lower() in option.choices:
+        return 0
+    if not is_number(text) or not option.low <= int(text) <= option.high:
+        also = " or INFINITY" if option.choices else ""
+        raise ValueError(f"{option.name} must be a whole number from {option.low} to {option.high}{also}")
+    return int(text)
+
+
+def option_field(option: Directive) -> str:
+    """The attribute an option fills: `failure-timeout` -> failure_timeout_ms."""
+    return option.name.replace("-", "_") + ("_ms" if option.kind == "time" else "")
+
+
+@dataclasses.dataclass(frozen=True)
+class MonitorSettings:
+    """A `monitor` line: which resource, in which group, and its MONITOR_OPTIONS."""
+    name: str                 # as written in heartbeat.py.cf
+    resource: str             # the resource as written in haresources (e.g. webserver::8080)
+    group: str                # its group's key
+    lineno: int
+    interval_ms: int
+    timeout_ms: int
+    fall: int
+    migration_threshold: int  # 0: INFINITY, never moved
+    failure_timeout_ms: int   # 0: failures never clear by themselves
+
+    def describe(self) -> str:
+        threshold = self.migration_threshold or "INFINITY"
+        clears = format_duration(self.failure_timeout_ms) if self.failure_timeout_ms else "0 (never)"
+        return (f"monitor {self.name} interval={format_duration(self.interval_ms)} "
+                f"timeout={format_duration(self.timeout_ms)} fall={self.fall} "
+                f"migration-threshold={threshold} failure-timeout={clears}")
+
+
+@dataclasses.dataclass
+class Settings:
+    """heartbeat.py.cf: absent means every default (and no monitor)."""
+    path: str = ""
+    present: bool = False
+    monitors: List[MonitorSettings] = dataclasses.field(default_factory=list)
+
+
+def find_monitored(name: str, groups: List[ResourceGroup]) -> Tuple[ResourceGroup, ScriptResource]:
+    """The script resource a `monitor` line names: its script name, or the whole word of haresources."""
+    found = []
+    for group in groups:
+        for res in group.resources:
+            word = res.spec.partition("::")[0]
+            if name not in (res.spec, word) and not (isinstance(res, IPResource) and name == res.ip):
+                continue
+            if isinstance(res, IPResource):
+                raise ValueError(f"{name} is an IP address resource (haresources line {group.lineno}): heartbeat.py "
+                                 "watches its addresses itself; monitor a script resource")
+            found.append((group, res))
+    if len(found) > 1 and not any(res.spec == name for _, res in found):
+        raise ValueError(f"{name} is several resources in haresources ({', '.join(r.spec for _, r in found)}): "
+                         "write the one to watch as it stands there")
+    if found:
+        return next(((g, r) for g, r in found if r.spec == name), found[0])
+    scripts = sorted({r.spec.partition("::")[0] for g in groups for r in g.resources if isinstance(r, ScriptResource)})
+    raise ValueError(f"haresources has no resource {name} (its script resources: {', '.join(scripts) or 'none'})")
+
+
+def parse_setting_words(setting: Setting, words: List[str]) -> Tuple[str, Dict[str, int], List[str]]:
+    """`OPERAND option=value...` by the table: (operand, {field: value} with defaults, problems)."""
+    problems: List[str] = []
+    operand = words[0] if words and "=" not in words[0] else ""
+    if not operand:
+        problems.append(f"{setting.name} needs a {setting.operand} first "
+                        f"(e.g. {setting.name} apache {setting.options[0].name}={setting.options[0].default})")
+    options = {o.name: o for o in setting.options}
+    values = {option_field(o): option_value(o, o.default) for o in setting.options}
+    given = set()
+    for word in words[1:] if operand else words:
+        key, eq, text = word.partition("=")
+        option = options.get(key)
+        if not eq or option is None:
+            problems.append(f"'{word}' is not one of {setting.name}'s options: "
+                            + ", ".join(f"{o.name}={o.default}" for o in setting.options))
+            continue
+        if key in given:
+            problems.append(f"{key} is given twice")
+        given.add(key)
+        try:
+            values[option_field(option)] = option_value(option, text)
+        except ValueError as err:
+            problems.append(str(err))
+    return operand, values, problems
+
+
+def parse_settings(path: str, groups: Optional[List[ResourceGroup]]) -> Settings:
+    """Read heartbeat.py.cf (absent: defaults); groups None (haresources is broken) skips the checks
+    against haresources. Raise ConfigErrors listing every problem."""
+    settings = Settings(path=path)
+    if not os.path.lexists(path):
+        return settings
+    settings.present = True
+    errors: List[ConfigError] = []
+    watched: Dict[str, int] = {}
+    for lineno, text in config_lines(path):
+        name, *words = text.split()
+        setting = SETTING_BY_NAME.get(name)
+        if setting is None:
+            if name in DIRECTIVE_BY_NAME:
+                message = (f"'{name}' is a ha.cf directive: it belongs in ha.cf, where Heartbeat reads it "
+                           f"(this file holds heartbeat.py's own settings: {', '.join(SETTING_BY_NAME)})")
+            else:
+                message = (f"Unknown directive [{name}]: heartbeat.py.cf knows {', '.join(SETTING_BY_NAME)} "
+                           "(see 'heartbeat.py directives')")
+            errors.append(ConfigError(path, lineno, message))
+            continue
+        operand, values, problems = parse_setting_words(setting, words)
+        errors.extend(ConfigError(path, lineno, f"{name} {operand}: {p}" if operand else p) for p in problems)
+        if problems or groups is None:
+            continue
+        try:
+            group, res = find_monitored(operand, groups)
+        except ValueError as err:
+            errors.append(ConfigError(path, lineno, f"monitor {operand}: {err}"))
+            continue
+        if res.spec in watched:
+            errors.append(ConfigError(path, lineno, f"monitor {operand}: {res.spec} is monitored already "
+                                      f"at line {watched[res.spec]}"))
+            continue
+        watched[res.spec] = lineno
+        settings.monitors.append(MonitorSettings(operand, res.spec, group.key, lineno, **values))
+    if errors:
+        raise ConfigErrors(errors)
+    return settings
+
+
 # #### Config: the three files together ######################################
 
 @dataclasses.dataclass
@@ -843,6 +1039,7 @@ class Config:
     authkeys: AuthKeys
     groups: List[ResourceGroup]
     warnings: List[ConfigError]
+    settings: Settings = dataclasses.field(default_factory=Settings)
 
     def script_dirs(self) -> List[str]:
         return default_script_dirs(self.config_dir)
@@ -854,7 +1051,8 @@ def default_script_dirs(config_dir: str) -> List[str]:
 
 def load_config(config_dir: str, node: Optional[str] = None,
                 script_dirs: Optional[List[str]] = None) -> Config:
-    """Parse ha.cf, authkeys and haresources; raise ConfigErrors with every problem in all three."""
+    """Parse ha.cf, authkeys, haresources and heartbeat.py.cf; raise ConfigErrors with every problem
+    in all four."""
     errors: List[ConfigError] = []
     hacf = authkeys = None
     groups: List[ResourceGroup] = []
@@ -869,9 +1067,16 @@ def load_config(config_dir: str, node: Optional[str] = None,
     except ConfigErrors as err:
         errors.extend(err.errors)
     nodes = hacf.nodes if hacf else []
+    haresources_ok = False
     try:
         groups = parse_haresources(os.path.join(config_dir, "haresources"), nodes,
                                    script_dirs or default_script_dirs(config_dir))
+        haresources_ok = True
+    except ConfigErrors as err:
+        errors.extend(err.errors)
+    settings = Settings()
+    try:
+        settings = parse_settings(os.path.join(config_dir, SETTINGS_FILE), groups if haresources_ok else None)
     except ConfigErrors as err:
         errors.extend(err.errors)
     me = local_node_name(config_dir, node)
@@ -881,7 +1086,8 @@ def load_config(config_dir: str, node: Optional[str] = None,
                                   "(or give --node NAME)"))
     if errors:
         raise ConfigErrors(errors)
-    return Config(config_dir, me, hacf, authkeys, groups, hacf.warnings + authkeys.warnings + crc_warnings(authkeys))
+    return Config(config_dir, me, hacf, authkeys, groups, hacf.warnings + authkeys.warnings + crc_warnings(authkeys),
+                  settings)
 
 
 # #### Auth: the digests of authkeys' methods ################################
@@ -2435,11 +2641,14 @@ class Resources:
                     "HA_OPERATION": operation})
         return env
 
-    def run_script(self, res: ScriptResource, operation: str, timeout_s: float = SCRIPT_TIMEOUT_S) -> CommandResult:
+    def run_script(self, res: ScriptResource, operation: str, timeout_s: Optional[float] = None,
+                   quiet: bool = False) -> CommandResult:
+        """One operation of a script, within timeout_s (default 120 s, status 30 s); quiet: the
+        "Running" line in debug only (a monitor's status checks)."""
         argv = script_argv(res, operation)
-        self.log.info(f"Running {res.path} {' '.join(res.args)} {operation}")
-        if operation == "status":
-            timeout_s = STATUS_TIMEOUT_S
+        (self.log.debug if quiet else self.log.info)(f"Running {res.path} {' '.join(res.args)} {operation}")
+        if timeout_s is None:
+            timeout_s = STATUS_TIMEOUT_S if operation == "status" else SCRIPT_TIMEOUT_S
         result = self.run(argv, timeout_s, self.environment(operation))
         for line in result.output.splitlines():     # start/stop output in the log, status chatter in debug
             (self.log.debug if operation == "status" else self.log.info)(f"{res.name}[{operation}]: {line}")
@@ -2596,6 +2805,208 @@ class Worker:
         return self.pending > 0
 
 
+# #### Health: service monitoring ###########################################
+
+def check_result_word(res: ScriptResource, result: CommandResult) -> str:
+    """A status check in one word or two, as the log and `status` show it."""
+    if result.returncode == 124:
+        return "timed out"
+    if says_running(res, result):
+        return "running"
+    if result.returncode in (126, 127):
+        return "cannot run"
+    if res.lsb and result.returncode not in (0, 3):
+        return f"failed (exit {result.returncode})"
+    return "stopped"
+
+
+@dataclasses.dataclass
+class Watch:
+    """One monitored resource: its settings and what its checks found."""
+    settings: MonitorSettings
+    res: ScriptResource
+    timer: Optional[list] = None
+    checking: bool = False          # a status check is running in its thread
+    restarting: bool = False
+    last_result: str = "not checked yet"
+    last_checked: Optional[float] = None     # monotonic
+    consecutive: int = 0            # failed checks in a row, towards `fall`
+    failures: int = 0               # towards migration-threshold
+    last_failure: Optional[float] = None
+    restarts: int = 0
+    moved_away: bool = False        # the group was handed to the peer: not started here
+
+
+class ServiceMonitor:
+    """heartbeat.py.cf's `monitor` lines: each resource's `status` every interval, in a thread of its
+    own (a status that hangs is killed at its timeout and delays nothing else), while its group runs
+    here and the policy is not busy. `fall` failed checks in a row are one failure; below
+    migration-threshold the resource is restarted in place, at it the group goes to the peer.
+
+    policy: may_check(key), restart_resource(key, res, done), move_group(key, reason) -> error,
+    allow_here(key), live_peers() (ClusterPolicy, below)."""
+
+    def __init__(self, config: Config, policy, resources: Resources, timers: Timers, post, log):
+        self.policy, self.resources, self.timers, self.post, self.log = policy, resources, timers, post, log
+        self.watches: Dict[str, Watch] = {}
+        self.reconfigure(config)
+
+    def reconfigure(self, config: Config) -> None:
+        """Start, change or stop watches for the new settings; counts of a resource still watched stay."""
+        wanted = {}
+        for monitor in config.settings.monitors:
+            found = [r for g in config.groups if g.key == monitor.group for r in g.resources
+                     if r.spec == monitor.resource]
+            if found:
+                wanted[monitor.resource] = (monitor, found[0])
+            else:
+                self.log.warn(f"monitor {monitor.name}: not in the running haresources; not watched until a restart")
+        for spec in list(self.watches):
+            if spec not in wanted:
+                watch = self.watches.pop(spec)
+                self.timers.cancel(watch.timer)
+                self.policy.allow_here(watch.settings.group)
+                self.log.info(f"Monitor of {spec} stopped")
+        for spec, (monitor, res) in wanted.items():
+            watch = self.watches.get(spec)
+            if watch is None:
+                watch = self.watches[spec] = Watch(monitor, res)
+                self.log.info(f"Monitoring {spec}: {monitor.describe()}")
+            elif watch.settings != monitor:
+                self.log.info(f"Monitor of {spec} changed: {monitor.describe()}")
+            changed = watch.settings.interval_ms != monitor.interval_ms
+            watch.settings, watch.res = monitor, res
+            if watch.timer is None or changed:
+                self.schedule(watch)
+
+    def schedule(self, watch: Watch) -> None:
+        self.timers.cancel(watch.timer)
+        watch.timer = self.timers.call_later(watch.settings.interval_ms / 1000, lambda: self.tick(watch))
+
+    def tick(self, watch: Watch) -> None:
+        """Every interval: clear old failures, then check when allowed."""
+        self.schedule(watch)
+        self.expire(watch)
+        key = watch.settings.group
+        if watch.checking or watch.restarting:
+            return
+        if not self.policy.may_check(key):
+            watch.consecutive = 0
+            return
+        watch.checking = True
+        timeout_s = watch.settings.timeout_ms / 1000
+
+        def check():
+            try:
+                result = self.resources.run_script(watch.res, "status", timeout_s=timeout_s, quiet=True)
+            except Exception as err:      # a bug must not leave the watch checking for good
+                result = CommandResult(127, f"internal error: {err!r}")
+            self.post(lambda: self.checked(watch, result))
+        threading.Thread(target=check, name=f"monitor {watch.settings.name}", daemon=True).start()
+
+    def expire(self, watch: Watch) -> None:
+        """failure-timeout: no failure for that long clears the count, and the group may run here again."""
+        timeout_ms = watch.settings.failure_timeout_ms
+        if not watch.failures or not timeout_ms or self.timers.clock() - watch.last_failure < timeout_ms / 1000:
+            return
+        self.log.info(f"Resource {watch.settings.name}: no monitor failure for {format_duration(timeout_ms)} "
+                      f"(failure-timeout): failure count {watch.failures} cleared")
+        self.clear(watch)
+
+    def clear(self, watch: Watch) -> None:
+        watch.failures = watch.consecutive = 0
+        watch.last_failure = None
+        watch.moved_away = False
+        self.policy.allow_here(watch.settings.group)
+
+    def clear_all(self) -> None:
+        """`takeover`: every failure count starts again from 0."""
+        for watch in self.watches.values():
+            self.clear(watch)
+
+    def checked(self, watch: Watch, result: CommandResult) -> None:
+        """A status check's result, in the loop."""
+        watch.checking = False
+        if self.watches.get(watch.settings.resource) is not watch:
+            return                        # no longer watched (reload)
+        watch.last_checked = self.timers.clock()
+        watch.last_result = check_result_word(watch.res, result)
+        if not self.policy.may_check(watch.settings.group):
+            return                        # the group moved or stopped meanwhile: this says nothing
+        if watch.last_result == "running":
+            watch.consecutive = 0
+            return
+        watch.consecutive += 1
+        name, fall = watch.settings.name, watch.settings.fall
+        if watch.consecutive < fall:
+            self.log.warn(f"Resource {name} failed its monitor (status: {watch.last_result}): "
+                          f"{watch.consecutive}/{fall} checks in a row (fall {fall})")
+            return
+        watch.consecutive = 0
+        self.failed(watch, f"its monitor (status: {watch.last_result})")
+
+    def failed(self, watch: Watch, why: str, restart: bool = True) -> None:
+        """One failure: at migration-threshold the group moves to the peer; otherwise (or with no
+        peer to take it) the resource is restarted in place, or, after a failed restart, again
+        after the next check finds it down."""
+        watch.failures += 1
+        watch.last_failure = self.timers.clock()
+        monitor = watch.settings
+        threshold = monitor.migration_threshold
+        head = f"Resource {monitor.name} failed {why}"
+        count = f"failure {watch.failures}/{threshold or 'INFINITY'}"
+        then = "restarting it in place" if restart else "trying again after the next check"
+        if threshold and watch.failures >= threshold:
+            error = self.policy.move_group(monitor.group, reason=f"monitor failure of {monitor.name}")
+            if not error:
+                watch.moved_away = True
+                clears = (f" for {format_duration(monitor.failure_timeout_ms)} (failure-timeout)"
+                          if monitor.failure_timeout_ms else "")
+                self.log.error(f"{head}; {count}: migration-threshold reached, handing group {monitor.group} to "
+                               f"the peer. It will not be started here{clears} or until 'heartbeat.py takeover'")
+                return
+            self.log.warn(f"{head}; {count}: migration-threshold reached, but the group cannot move ({error}): {then}")
+        else:
+            self.log.warn(f"{head}; {then} ({count})")
+        if restart:
+            self.restart(watch)
+
+    def restart(self, watch: Watch) -> None:
+        watch.restarting = True
+        watch.restarts += 1
+
+        def done(error: Optional[str]) -> None:
+            watch.restarting = False
+            if self.watches.get(watch.settings.resource) is not watch:
+                return
+            if error is None:
+                self.log.info(f"Resource {watch.settings.name} restarted in place")
+                return
+            watch.last_result = "restart failed"
+            self.failed(watch, f"to restart ({error.splitlines()[0][:200]})", restart=False)
+        self.policy.restart_resource(watch.settings.group, watch.res, done)
+
+    def snapshot(self) -> List[dict]:
+        now = self.timers.clock()
+        found = []
+        for watch in self.watches.values():
+            monitor = watch.settings
+            clears_in = None
+            if watch.failures and monitor.failure_timeout_ms:
+                clears_in = round(max(0.0, watch.last_failure + monitor.failure_timeout_ms / 1000 - now), 1)
+            found.append({
+                "resource": monitor.name, "spec": monitor.resource, "group": monitor.group,
+                "interval_ms": monitor.interval_ms, "timeout_ms": monitor.timeout_ms, "fall": monitor.fall,
+                "migration_threshold": monitor.migration_threshold or None,
+                "failure_timeout_ms": monitor.failure_timeout_ms,
+                "last_result": watch.last_result,
+                "last_checked_s": None if watch.last_checked is None else round(now - watch.last_checked, 1),
+                "consecutive_failures": watch.consecutive, "failures": watch.failures, "restarts": watch.restarts,
+                "failures_clear_in_s": clears_in, "moved_away": watch.moved_away,
+            })
+        return found
+
+
 # #### Cluster policy: who holds which group ##################################
 
 MAX_START_FAILURES = 3          # per group and node; then it stays down here and says so
@@ -2623,6 +3034,7 @@ class ClusterPolicy:
         self.holds = {"local": False, "foreign": False}
         self.state = {group.key: "stopped" for group in config.groups}
         self.failures: Dict[str, int] = collections.Counter()
+        self.failed_here: set = set()      # keys of groups the monitor moved away: not started here
         self.peer_holds: Dict[str, Tuple[str, bool]] = {}     # peer -> (rsc_hold, isstable), its view
         self.initial_pending: Optional[str] = None            # peer whose answer to `starting` we await
         self.initial_timer: Optional[list] = None
@@ -2664,7 +3076,8 @@ class ClusterPolicy:
             return
         for cls in classes:
             self.holds[cls] = True
-        groups = [g for g in self.groups_of(classes) if self.failures[g.key] < MAX_START_FAILURES]
+        groups = [g for g in self.groups_of(classes)
+                  if self.failures[g.key] < MAX_START_FAILURES and g.key not in self.failed_here]
         for group in groups:
             self.state[group.key] = "starting"
         if groups:
@@ -2955,12 +3368,60 @@ class ClusterPolicy:
         if error:
             self.log.warn(f"hb_takeover from {peer.name} not honoured: {error}")
 
+    # -- service monitoring (the Health section's requests) -------------------------------------
+
+    def may_check(self, key: str) -> bool:
+        """A group's resources may be checked: it runs here and nothing is being done to it."""
+        return self.state.get(key) == "running" and not self.busy() and not self.shutting_down
+
+    def restart_resource(self, key: str, res, done) -> None:
+        """Stop and start one resource of a running group in the worker, in line with every other
+        action on resources; done(error or None) in the loop. A stop that fails is a stop failure."""
+        group = next(g for g in self.config.groups if g.key == key)
+
+        def job():
+            if not self.resources.stop_all([res]):
+                self.resources.stuck.add(key)
+                return f"{res.spec} would not stop"
+            try:
+                self.resources.start(res)
+            except ResourceError as err:
+                return str(err)
+            return None
+
+        def finished(error):
+            if isinstance(error, Exception):
+                error = f"internal error: {error!r}"
+            if key in self.resources.stuck and self.state[key] == "running":
+                self.state[key] = "stop failed"
+                self.log.crit(f"Resource group {group.key} could not be restarted and will not stop: "
+                              "it stays held here")
+            done(error)
+            self.after_change()
+
+        self.worker.submit(job, finished)
+
+    def move_group(self, key: str, reason: str) -> str:
+        """Hand a group (with its class, as hb_standby does) to the live peer, and start it here no
+        more until allow_here(key); an error when no peer can take it."""
+        group = next(g for g in self.config.groups if g.key == key)
+        if not self.live_peers():
+            return "no live peer can take it"
+        error = self.give_away("local" if group.home == self.me else "foreign", reason=reason)
+        if not error:
+            self.failed_here.add(key)
+        return error
+
+    def allow_here(self, key: str) -> None:
+        self.failed_here.discard(key)
+
     # -- commands and shutdown ---------------------------------------------------------------
 
     def standby(self) -> str:
         return self.give_away("all", reason="standby requested")
 
     def takeover(self) -> str:
+        self.failed_here.clear()
         if not self.live_peers():
             self.in_standby = False
             self.failures.clear()
@@ -3507,6 +3968,7 @@ class Daemon:
         self.policy: Optional[ClusterPolicy] = None
         self.pings: Optional[PingNodes] = None
         self.ipfail: Optional[IPFail] = None
+        self.monitor: Optional[ServiceMonitor] = None
         self.wake_r, self.wake_w = socket.socketpair()     # signals
         self.post_r, self.post_w = socket.socketpair()     # results from the resource and reload threads
         self.reloading = self.reload_again = False
@@ -3603,6 +4065,7 @@ class Daemon:
         ping_sock = self.pings.open()
         if ping_sock:
             self.selector.register(ping_sock, selectors.EVENT_READ, self.pings.read)
+        self.monitor = ServiceMonitor(self.config, self.policy, resources, self.timers, self.post, self.log)
         self.install_signals()
         self.running = True
         self.membership.start()
@@ -3725,6 +4188,7 @@ class Daemon:
         self.policy.config = self.policy.resources.config = config
         self.reconfigure_pings(config.hacf)
         self.ipfail.reconfigure(config)
+        self.monitor.reconfigure(config)
         self.log.info("Configuration reloaded.")
 
     def reconfigure_pings(self, hacf: HaCf) -> None:
@@ -3742,6 +4206,8 @@ class Daemon:
         if command == "status":
             return self.status()
         if command in ("standby", "takeover"):
+            if command == "takeover":
+                self.monitor.clear_all()
             error = getattr(self.policy, command)()
             return {"ok": not error, "error": error, "node": self.config.node}
         return {"ok": False, "error": f"unknown command {command!r}"}
@@ -3765,6 +4231,7 @@ class Daemon:
             "ipfail": self.ipfail.snapshot(),
             "rsc_hold": self.policy.rsc_hold(),
             "groups": self.policy.snapshot(),
+            "monitors": self.monitor.snapshot(),
             "counters": dict(membership.counters),
             "name_conflict": membership.name_conflict,
         }
@@ -3824,6 +4291,18 @@ def format_status(report: dict) -> str:
         owner = group["owner"] or "nobody"
         note = f" [{group['state']}, {group['failures']} start failures here]" if group["failures"] else ""
         lines.append(f"group {group['key']} (home {group['home']}): held by {owner}{note}")
+    for monitor in report.get("monitors", []):
+        checked = "never checked" if monitor["last_checked_s"] is None else \
+            f"{monitor['last_result']} {monitor['last_checked_s']:.1f} s ago"
+        threshold = monitor["migration_threshold"] or "INFINITY"
+        line = (f"monitor {monitor['resource']}: {checked}; failures {monitor['failures']}/{threshold}, "
+                f"restarts {monitor['restarts']}")
+        clears = monitor["failures_clear_in_s"]
+        if monitor["moved_away"]:
+            line += ", group moved to the peer: not started here" + (f" for {clears:.0f} s more" if clears else "")
+        elif clears is not None:
+            line += f" (count clears in {clears:.0f} s)"
+        lines.append(line)
     dropped = {k[len("dropped_"):]: v for k, v in report["counters"].items()
                if k.startswith("dropped_") and k not in ("dropped_own", "dropped_duplicate", "dropped_not_for_us")}
     if dropped:
@@ -4379,6 +4858,10 @@ def describe_config(config: Config) -> str:
     for group in config.groups:
         lines.append(f"    {group.home} (line {group.lineno}):")
         lines.extend(f"      {r.spec}: {r.describe()}" for r in group.resources)
+    settings = config.settings
+    lines.append(f"  settings:  {settings.path}" if settings.present else
+                 f"  settings:  no {SETTINGS_FILE}: defaults, no service monitoring")
+    lines.extend(f"    {m.describe()} (line {m.lineno}; {m.resource} of group {m.group})" for m in settings.monitors)
     return "\n".join(lines)
 
 
@@ -4395,7 +4878,7 @@ def missing_interfaces(config: Config) -> List[Tuple[Medium, str]]:
 # #### CLI and main() ########################################################
 
 def cmd_check(args) -> int:
-    """Validate the three files together and print what they describe."""
+    """Validate ha.cf, authkeys, haresources and heartbeat.py.cf together and print what they describe."""
     config = load_config(args.config_dir, args.node)
     for warning in config.warnings:
         print(warning, file=sys.stderr)
@@ -4496,9 +4979,20 @@ def directives_table() -> str:
     return "\n".join(rows)
 
 
+def settings_table() -> str:
+    """The heartbeat.py.cf table (Markdown), from SETTINGS: the README carries the same."""
+    rows = ["| setting | option | default | meaning |", "|---|---|---|---|"]
+    for setting in SETTINGS:
+        rows.append(f"| `{setting.name} {setting.operand}` | | | {setting.meaning} |")
+        rows.extend(f"| | `{o.name}=` | {o.default} | {o.meaning} |" for o in setting.options)
+    return "\n".join(rows)
+
+
 def cmd_directives(args) -> int:
-    """Print every ha.cf directive with its default (Heartbeat's `heartbeat -D`)."""
+    """Print every ha.cf directive with its default (Heartbeat's `heartbeat -D`), then heartbeat.py.cf's."""
     print(directives_table())
+    print(f"\n{SETTINGS_FILE} (heartbeat.py's own settings; Heartbeat 3.0.6 never reads this file):\n")
+    print(settings_table())
     return EXIT_OK
 
 
@@ -4558,7 +5052,7 @@ def build_parser() -> argparse.ArgumentParser:
                         version=f"heartbeat.py {__version__} (Heartbeat {HEARTBEAT_VERSION} compatible)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    check = sub.add_parser("check", parents=[common], help="validate ha.cf, authkeys and haresources")
+    check = sub.add_parser("check", parents=[common], help="validate ha.cf, authkeys, haresources and heartbeat.py.cf")
     check.set_defaults(func=cmd_check)
     keygen = sub.add_parser("keygen", parents=[common], help="write authkeys with a fresh random key")
     keygen.add_argument("--method", default="sha1", choices=sorted(AUTH_METHODS_NEEDING_KEY),
@@ -4589,7 +5083,7 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--format", choices=("pcs", "crm", "xml"), default="pcs", help="output format (pcs)")
     export.add_argument("-o", "--output", metavar="FILE", help="write to FILE (default: standard output)")
     export.set_defaults(func=cmd_export_pacemaker)
-    sub.add_parser("directives", parents=[common], help="list the ha.cf directives and their defaults"
+    sub.add_parser("directives", parents=[common], help="list the ha.cf directives and heartbeat.py.cf settings"
                    ).set_defaults(func=cmd_directives)
     for name, text in (("standby", "give all resource groups to the peer (hb_standby)"),
                        ("takeover", "take all resource groups from the peer (hb_takeover)")):
