@@ -18,8 +18,8 @@ pytestmark = pytest.mark.skipif(not have_root_net(), reason="needs root and ip(8
 TIMERS = dict(keepalive="200ms", deadtime="1", initdead="3")
 MONITOR = "monitor webserver interval=1s timeout=2s\n"
 # The netns web server, except that it will not start while DIR/broken-NODE exists.
-SCRIPT = WEBSERVER_SCRIPT.replace(
-    "start)\n", 'start)\n    if [ -e "$2/broken-$HA_CURHOST" ]; then echo "cannot start: $2/broken-$HA_CURHOST"; exit 1; fi\n', 1)
+BROKEN = 'if [ -e "$2/broken-$HA_CURHOST" ]; then echo "cannot start: $2/broken-$HA_CURHOST"; exit 1; fi'
+SCRIPT = WEBSERVER_SCRIPT.replace("start)\n", f"start)\n    {BROKEN}\n", 1)
 POLLER = f"""
 import sys, time, urllib.request
 end, last = time.monotonic() + float(sys.argv[1]), None
