@@ -10,8 +10,9 @@ import time
 
 import pytest
 
-from netns import VIP, WEBSERVER_SCRIPT, Node, hacf, have_root_net, holders, page, wait
+from netns import VIP, WEBSERVER_SCRIPT, Lab, Node, hacf, have_root_net, holders, page, wait
 from netns import WEB_PORT as PORT
+from realhb import RealNode, have_real_heartbeat
 
 pytestmark = pytest.mark.skipif(not have_root_net(), reason="needs root and ip(8) for network namespaces")
 
@@ -150,3 +151,42 @@ def test_sighup_starts_changes_and_keeps_monitors(lab):
     prime.proc.send_signal(signal.SIGHUP)
     prime.wait_for(lambda s: s["monitors"] == [], 5)
     assert "Monitor of webserver::8080" in prime.log()
+
+
+@pytest.mark.skipif(not have_real_heartbeat(), reason="needs Debian's heartbeat package")
+def test_a_real_heartbeat_starts_from_the_same_ha_d_and_takes_a_group_the_monitor_moves():
+    """heartbeat.py.cf sits in /etc/ha.d beside the files 3.0.6 reads; 3.0.6 ignores it (and would
+    refuse `monitor` in ha.cf). prime (heartbeat.py) hands the group to the real calc by hb_standby's
+    exchange when its web server cannot start any more."""
+    lab = Lab(["prime", "calc", "client"])
+    try:
+        haresources = f"prime {VIP}/24/eth0 webserver::{PORT}::{lab.tmp}\n"
+        text = hacf(keepalive="500ms", deadtime="3", initdead="6")
+        prime = Node(lab, "prime", text, haresources=haresources, resource_scripts={"webserver": SCRIPT})
+        real = RealNode(lab, "calc", text, "auth 1\n1 sha1 lab-secret\n", haresources, {"webserver": SCRIPT})
+        for node in (prime, real):
+            node.write("heartbeat.py.cf", MONITOR)
+        real.start()
+        prime.start()
+        wait(lambda: real.cl_status("nodestatus", "prime") == "active" and page(lab) == "prime", 30)
+        assert "Illegal directive" not in real.log()
+        open(os.path.join(lab.tmp, "broken-prime"), "w").close()
+        kill_webserver(lab, "prime")
+        took = wait(lambda: page(lab) == "calc", 30)
+        print(f"\nweb server unable to start on prime -> the real Heartbeat on calc serves after {took:.2f} s")
+        assert holders(lab) == ["calc"] and monitor_of(prime)["moved_away"]
+        assert "standby" in real.log()
+    finally:
+        lab.close()
+
+
+@pytest.mark.skipif(not have_real_heartbeat(), reason="needs Debian's heartbeat package")
+@pytest.mark.parametrize("lab", [("calc",)], indirect=True)
+def test_a_real_heartbeat_refuses_monitor_in_ha_cf(lab):
+    """Why the settings have a file of their own: 3.0.6 stops at a directive it does not know."""
+    real = RealNode(lab, "calc", hacf() + MONITOR, "auth 1\n1 sha1 lab-secret\n")
+    real.start()
+    real.proc.wait(timeout=30)
+    assert real.proc.returncode != 0
+    with open(os.path.join(real.logdir, "console"), errors="replace") as console:
+        assert "Illegal directive [monitor]" in real.log() + console.read()
