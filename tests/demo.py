@@ -2,9 +2,10 @@
 """make demo: the tutorial's cluster, for real, in network namespaces on this machine.
 
 prime and calc run heartbeat.py with ha.d-style files; sigma (10.77.0.100) and
-a web server that answers with its node's name form the resource group; a
-client polls http://sigma/ every 50 ms and this script prints a timeline while
-it cuts prime's link (while the client replays prime's recorded heartbeats, as
+a web server that answers with its node's name form the resource group, watched
+by heartbeat.py.cf's `monitor` line; a client polls http://sigma/ every 50 ms and
+this script prints a timeline while it kills the web server (restarted in place),
+cuts prime's link (while the client replays prime's recorded heartbeats, as
 anyone on the LAN could), restores it, cuts prime's way to the ping node (router) so
 that ipfail moves the group, restores it, stops prime gracefully and starts it again.
 Everything it creates is removed at the end, also on Ctrl-C.
@@ -36,6 +37,7 @@ ping 10.77.0.4
 respawn hacluster /usr/lib/heartbeat/ipfail
 """
 HARESOURCES = f"prime {VIP}/24/eth0 webserver::{PORT}::PIDDIR\n"
+SETTINGS = "# heartbeat.py's own settings (Heartbeat 3.0.6 never reads this file)\nmonitor webserver interval=1s\n"
 
 POLLER = f"""
 import sys, time, urllib.request
@@ -68,6 +70,17 @@ class Client:
             stamp, answer = line.split(" ", 1)
             self.changes.append((float(stamp), answer.strip()))
             say(f"client: http://sigma/ -> {answer.strip() if answer.strip() != '-' else 'no answer'}")
+
+    def outage(self, since, timeout):
+        """Seconds the client went unanswered after `since` (first '-' to the next answer), or None."""
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            changes = [(stamp, seen) for stamp, seen in self.changes if stamp >= since]
+            down = next((i for i, (_, seen) in enumerate(changes) if seen == "-"), None)
+            if down is not None and down + 1 < len(changes):
+                return changes[down + 1][0] - changes[down][0]
+            time.sleep(0.02)
+        return None
 
     def wait_for(self, answer, since, timeout):
         """Seconds from `since` until the client got `answer`, or None."""
@@ -103,6 +116,7 @@ def main():
         nodes = {name: Node(lab, name, HACF, haresources=HARESOURCES.replace("PIDDIR", lab.tmp),
                             resource_scripts={"webserver": WEBSERVER_SCRIPT}) for name in ("prime", "calc")}
         for node in nodes.values():
+            node.write("heartbeat.py.cf", SETTINGS)
             node.start()
         prime = nodes["prime"]
         say("started heartbeat.py on prime and calc (keepalive 500ms, deadtime 3, auto_failback on)")
@@ -111,6 +125,20 @@ def main():
             raise SystemExit("sigma never answered from prime; logs:\n" + prime.log()[-3000:])
         time.sleep(6)
         say(f"sigma is on: {', '.join(holders(lab))}")
+
+        say(">>> killing prime's web server (kill -9 PID); heartbeat.py.cf says: monitor webserver interval=1s")
+        kill = time.time()
+        with open(os.path.join(lab.tmp, "webserver-prime.pid")) as handle:
+            os.kill(int(handle.read()), 9)
+        results["web server killed: client outage"] = client.outage(kill, 15)
+        end = time.monotonic() + 5
+        while "restarted in place" not in prime.log() and time.monotonic() < end:
+            time.sleep(0.1)
+        for line in prime.log().splitlines():
+            if "failed its monitor" in line or "restarted in place" in line:
+                say("prime's log: " + line.split("]: ", 1)[-1])
+        say(f"sigma is on: {', '.join(holders(lab))} (restarted in place, no failover)")
+        time.sleep(1)
 
         say(">>> the client records prime's heartbeats for 2 s (anyone on the LAN can)")
         recording = os.path.join(lab.tmp, "recorded")

@@ -35,7 +35,9 @@ http.server.ThreadingHTTPServer(("0.0.0.0", int(sys.argv[1])), Page).serve_forev
         </dev/null >/dev/null 2>&1 &
     echo $! > "$PIDFILE"; sleep 0.2; echo "webserver started on port $1" ;;
 stop) [ -f "$PIDFILE" ] && kill "$(cat "$PIDFILE")" 2>/dev/null; rm -f "$PIDFILE"; echo stopped ;;
-status) if [ -f "$PIDFILE" ] && kill -0 "$(cat "$PIDFILE")" 2>/dev/null; then echo running; else echo stopped; fi ;;
+status) PID=$(cat "$PIDFILE" 2>/dev/null)     # a killed server not reaped yet (a zombie) is stopped too
+    if [ -n "$PID" ] && kill -0 "$PID" 2>/dev/null && [ "$(cut -d' ' -f3 "/proc/$PID/stat")" != Z ]; then
+        echo running; else echo stopped; fi ;;
 esac
 exit 0
 """
