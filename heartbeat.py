@@ -2893,6 +2893,7 @@ class ServiceMonitor:
         if not self.policy.may_check(key):
             watch.consecutive = 0
             return
+        watch.moved_away = False            # it runs here again (the peer that took it is gone)
         watch.checking = True
         timeout_s = watch.settings.timeout_ms / 1000
 
@@ -3034,7 +3035,7 @@ class ClusterPolicy:
         self.holds = {"local": False, "foreign": False}
         self.state = {group.key: "stopped" for group in config.groups}
         self.failures: Dict[str, int] = collections.Counter()
-        self.failed_here: set = set()      # keys of groups the monitor moved away: not started here
+        self.failed_here: set = set()      # groups the monitor moved away: not started here while a peer lives
         self.peer_holds: Dict[str, Tuple[str, bool]] = {}     # peer -> (rsc_hold, isstable), its view
         self.initial_pending: Optional[str] = None            # peer whose answer to `starting` we await
         self.initial_timer: Optional[list] = None
@@ -3076,8 +3077,9 @@ class ClusterPolicy:
             return
         for cls in classes:
             self.holds[cls] = True
+        alone = not self.live_peers()       # a group the monitor moved away beats no group at all
         groups = [g for g in self.groups_of(classes)
-                  if self.failures[g.key] < MAX_START_FAILURES and g.key not in self.failed_here]
+                  if self.failures[g.key] < MAX_START_FAILURES and (alone or g.key not in self.failed_here)]
         for group in groups:
             self.state[group.key] = "starting"
         if groups:

@@ -264,11 +264,18 @@ def cluster(tmp_path):
     membership.listener = policy
     membership.start()
     membership.receive(Calc(config).status(), "eth0")
-    return policy, rec, config
+    return policy, rec, config, clock
+
+
+def run_for(policy, clock, seconds):
+    end = clock.now + seconds
+    while clock.now < end:
+        clock.now += 0.1
+        policy.timers.run_due()
 
 
 def test_move_group_asks_the_peer_to_take_it_and_it_is_not_started_here_again(cluster):
-    policy, rec, config = cluster
+    policy, rec, config, _ = cluster
     key = config.groups[0].key
     policy.acquire(["local"], reason="test")
     assert policy.state[key] == "running" and policy.may_check(key)
@@ -295,8 +302,22 @@ def test_move_group_without_a_live_peer_is_refused(tmp_path):
     assert not policy.failed_here
 
 
+def test_a_moved_group_comes_back_when_the_peer_that_took_it_dies(cluster):
+    policy, rec, config, clock = cluster
+    key = config.groups[0].key
+    run_for(policy, clock, 1)
+    policy.acquire(["local"], reason="test")
+    assert policy.move_group(key, reason="monitor failure of webserver") == ""
+    policy.standby_request = None
+    policy.release(["local"], reason="standby")
+    assert policy.state[key] == "stopped"
+    run_for(policy, clock, 15)                    # calc falls silent: dead after deadtime
+    assert not policy.live_peers()
+    assert policy.state[key] == "running" and rec.has("Resources being acquired from calc.")
+
+
 def test_restart_resource_stops_then_starts_in_the_worker(cluster):
-    policy, rec, config = cluster
+    policy, rec, config, _ = cluster
     done = []
 
     class Steps:
