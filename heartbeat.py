@@ -1028,7 +1028,7 @@ def parse_settings(path: str, groups: Optional[List[ResourceGroup]]) -> Settings
     return settings
 
 
-# #### Config: the three files together ######################################
+# #### Config: the four files together #######################################
 
 @dataclasses.dataclass
 class Config:
