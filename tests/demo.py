@@ -4,10 +4,11 @@
 prime and calc run heartbeat.py with ha.d-style files; sigma (10.77.0.100) and
 a web server that answers with its node's name form the resource group, watched
 by heartbeat.py.cf's `monitor` line; a client polls http://sigma/ every 50 ms and
-this script prints a timeline while it kills the web server (restarted in place),
-cuts prime's link (while the client replays prime's recorded heartbeats, as
-anyone on the LAN could), restores it, cuts prime's way to the ping node (router) so
-that ipfail moves the group, restores it, stops prime gracefully and starts it again.
+this script prints a timeline while it cuts prime's link (while the client
+replays prime's recorded heartbeats, as anyone on the LAN could), restores it,
+cuts prime's way to the ping node (router) so that ipfail moves the group,
+restores it, stops prime gracefully, starts it again, and kills its web server
+(restarted in place).
 Everything it creates is removed at the end, also on Ctrl-C.
 """
 import os
@@ -126,20 +127,6 @@ def main():
         time.sleep(6)
         say(f"sigma is on: {', '.join(holders(lab))}")
 
-        say(">>> killing prime's web server (kill -9 PID); heartbeat.py.cf says: monitor webserver interval=1s")
-        kill = time.time()
-        with open(os.path.join(lab.tmp, "webserver-prime.pid")) as handle:
-            os.kill(int(handle.read()), 9)
-        results["web server killed: client outage"] = client.outage(kill, 15)
-        end = time.monotonic() + 5
-        while "restarted in place" not in prime.log() and time.monotonic() < end:
-            time.sleep(0.1)
-        for line in prime.log().splitlines():
-            if "failed its monitor" in line or "restarted in place" in line:
-                say("prime's log: " + line.split("]: ", 1)[-1])
-        say(f"sigma is on: {', '.join(holders(lab))} (restarted in place, no failover)")
-        time.sleep(1)
-
         say(">>> the client records prime's heartbeats for 2 s (anyone on the LAN can)")
         recording = os.path.join(lab.tmp, "recorded")
         lab.exec("client", [sys.executable, HOSTILE, "capture", "2", recording])
@@ -191,6 +178,19 @@ def main():
         results["failback when prime returns"] = client.wait_for("prime", start, 30)
         time.sleep(1)
         say(f"sigma is on: {', '.join(holders(lab))}")
+
+        say(">>> killing prime's web server (kill -9 PID); heartbeat.py.cf says: monitor webserver interval=1s")
+        kill = time.time()
+        with open(os.path.join(lab.tmp, "webserver-prime.pid")) as handle:
+            os.kill(int(handle.read()), 9)
+        results["web server killed: client outage"] = client.outage(kill, 15)
+        end = time.monotonic() + 5
+        while "restarted in place" not in prime.log() and time.monotonic() < end:
+            time.sleep(0.1)
+        for line in prime.log().splitlines():
+            if "failed its monitor" in line or "restarted in place" in line:
+                say("prime's log: " + line.split("]: ", 1)[-1])
+        say(f"sigma is on: {', '.join(holders(lab))} (restarted in place, no failover)")
 
         print("\nmeasured (client's view, polling every 50 ms):")
         for what, seconds in results.items():
