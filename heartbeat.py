@@ -2843,8 +2843,8 @@ class ServiceMonitor:
     here and the policy is not busy. `fall` failed checks in a row are one failure; below
     migration-threshold the resource is restarted in place, at it the group goes to the peer.
 
-    policy: may_check(key), restart_resource(key, res, done), move_group(key, reason) -> error,
-    allow_here(key), live_peers() (ClusterPolicy, below)."""
+    policy: may_check(key), restart_resource(key, res, done), move_group(key, reason) -> error and
+    allow_here(key), the requests ClusterPolicy (below) answers."""
 
     def __init__(self, config: Config, policy, resources: Resources, timers: Timers, post, log):
         self.policy, self.resources, self.timers, self.post, self.log = policy, resources, timers, post, log
