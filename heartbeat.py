@@ -4378,6 +4378,21 @@ class ExportedResource:
     agent: str                       # "ocf:heartbeat:IPaddr2", "lsb:apache2", "systemd:apache2"
     params: List[Tuple[str, str]]
     note: str = ""
+    monitor: Optional[MonitorSettings] = None     # heartbeat.py.cf's monitor line for it
+
+    def monitor_op(self, interval_s: int) -> Tuple[str, str]:
+        """(interval, timeout) of its `op monitor`: heartbeat.py.cf's, or the export's default."""
+        if self.monitor:
+            return format_duration(self.monitor.interval_ms), format_duration(self.monitor.timeout_ms)
+        return f"{interval_s}s", "20s"
+
+    def meta(self) -> List[Tuple[str, str]]:
+        """What heartbeat.py.cf's monitor line means to Pacemaker beyond the op itself."""
+        if not self.monitor:
+            return []
+        return [("migration-threshold", str(self.monitor.migration_threshold or "INFINITY")),
+                ("failure-timeout", format_duration(self.monitor.failure_timeout_ms)
+                 if self.monitor.failure_timeout_ms else "0")]
 
 
 @dataclasses.dataclass
@@ -4443,6 +4458,7 @@ def export_model(config: Config, unit_dirs=SYSTEMD_UNIT_DIRS):
         used.add(ident)
         return ident
 
+    monitors = {m.resource: m for m in config.settings.monitors}
     for number, group in enumerate(config.groups, 1):
         primitives = []
         for res in group.resources:
@@ -4468,6 +4484,13 @@ def export_model(config: Config, unit_dirs=SYSTEMD_UNIT_DIRS):
                 warnings.append(ConfigError(haresources, group.lineno, f"warning: {res.spec} has no Pacemaker "
                                             f"class: exported as lsb:{wrapper}, a wrapper this export writes; "
                                             f"install it as /etc/init.d/{wrapper} on every node"))
+            monitor = monitors.get(res.spec)
+            if monitor:
+                primitives[-1].monitor = monitor
+                if monitor.fall > 1:
+                    warnings.append(ConfigError(config.settings.path, monitor.lineno, f"warning: monitor "
+                                                f"{monitor.name} fall={monitor.fall} is not exported: in "
+                                                "Pacemaker one failed monitor is a failure"))
         ident = unique(f"grp_{pacemaker_id(group.home)}_{number}") if len(primitives) > 1 else None
         groups.append((group, ident, primitives))
     return groups, wrappers, warnings
@@ -4543,8 +4566,11 @@ def export_pcs(config: Config, groups, wrappers) -> str:
                 lines.append(f"# {prim.note}")
             params = " ".join(f"{k}={shlex.quote(v)}" for k, v in prim.params)
             force = "" if prim.agent.startswith("ocf:") else " --force"    # the script may live only on the nodes
+            every, timeout = prim.monitor_op(interval)
+            meta = " meta " + " ".join(f"{k}={v}" for k, v in prim.meta()) if prim.meta() else ""
             lines.append(f'pcs -f "$CIB" resource create {prim.ident} {prim.agent}{" " + params if params else ""}'
-                         f" op monitor interval={interval}s timeout=20s{' --group ' + ident if ident else ''}{force}")
+                         f" op monitor interval={every} timeout={timeout}{meta}"
+                         f"{' --group ' + ident if ident else ''}{force}")
         target = ident or primitives[0].ident
         lines.append(f'pcs -f "$CIB" constraint location {target} prefers {shlex.quote(group.home)}={HOME_SCORE}')
         for ping in export_pings(config):
@@ -4568,7 +4594,10 @@ def export_crm(config: Config, groups, wrappers) -> str:
     for group, ident, primitives in groups:
         for prim in primitives:
             params = (" params " + " ".join(f"{k}={shlex.quote(v)}" for k, v in prim.params)) if prim.params else ""
-            lines.append(f"primitive {prim.ident} {prim.agent}{params} op monitor interval={interval}s timeout=20s")
+            every, timeout = prim.monitor_op(interval)
+            meta = " meta " + " ".join(f"{k}={v}" for k, v in prim.meta()) if prim.meta() else ""
+            lines.append(f"primitive {prim.ident} {prim.agent}{params} op monitor interval={every} "
+                         f"timeout={timeout}{meta}")
         if ident:
             lines.append(f"group {ident} {' '.join(p.ident for p in primitives)}")
         target = ident or primitives[0].ident
@@ -4621,9 +4650,15 @@ def export_xml(config: Config, groups, wrappers) -> str:
                 for key, value in prim.params:
                     ET.SubElement(params, "nvpair", {"id": f"{prim.ident}-instance_attributes-{key}", "name": key,
                                                      "value": value})
+            if prim.meta():
+                meta = ET.SubElement(element, "meta_attributes", {"id": f"{prim.ident}-meta_attributes"})
+                for key, value in prim.meta():
+                    ET.SubElement(meta, "nvpair", {"id": f"{prim.ident}-meta_attributes-{key}", "name": key,
+                                                   "value": value})
+            every, timeout = prim.monitor_op(interval)
             ops = ET.SubElement(element, "operations")
-            ET.SubElement(ops, "op", {"id": f"{prim.ident}-monitor-interval-{interval}s", "name": "monitor",
-                                      "interval": f"{interval}s", "timeout": "20s"})
+            ET.SubElement(ops, "op", {"id": f"{prim.ident}-monitor-interval-{every}", "name": "monitor",
+                                      "interval": every, "timeout": timeout})
         target = ident or primitives[0].ident
         ET.SubElement(constraints, "rsc_location", {"id": f"loc_{target}_{pacemaker_id(group.home)}",
                                                     "rsc": target, "node": group.home, "score": str(HOME_SCORE)})

@@ -34,6 +34,10 @@ IPFAIL = dict(TUTORIAL, **{
                                  "deadping 20\nrespawn hacluster /usr/lib/heartbeat/ipfail\n",
 })
 
+MONITORED = dict(IPFAIL, **{
+    "heartbeat.py.cf": "monitor apache2 interval=5s timeout=30s fall=2 migration-threshold=2 failure-timeout=2min\n",
+})
+
 
 def make(tmp_path, files):
     conf, initd = tmp_path / "ha.d", tmp_path / "init.d"
@@ -43,6 +47,8 @@ def make(tmp_path, files):
     (conf / "authkeys").write_text("auth 1\n1 sha1 secret\n")
     os.chmod(conf / "authkeys", 0o600)
     (conf / "haresources").write_text(files["haresources"])
+    if "heartbeat.py.cf" in files:
+        (conf / "heartbeat.py.cf").write_text(files["heartbeat.py.cf"])
     for directory, names in ((initd, files["init.d"]), (conf / "resource.d", files["resource.d"])):
         for name in names:
             (directory / name).write_text("#!/bin/sh\necho running\n")
@@ -192,7 +198,7 @@ def test_lsb_wrapper_runs_the_script_with_its_arguments(tmp_path):
 
 
 @pytest.mark.skipif(not shutil.which("crm_verify"), reason="crm_verify (pacemaker-cli-utils) is not installed")
-@pytest.mark.parametrize("files", [TUTORIAL, RICH, IPFAIL])
+@pytest.mark.parametrize("files", [TUTORIAL, RICH, IPFAIL, MONITORED])
 def test_crm_verify_accepts_the_xml(tmp_path, files):
     config, _ = make(tmp_path, files)
     text, _, _ = hb.export_pacemaker(config, "xml", unit_dirs=())
@@ -205,7 +211,7 @@ def test_crm_verify_accepts_the_xml(tmp_path, files):
 
 @pytest.mark.skipif(not (shutil.which("pcs") and shutil.which("cibadmin") and shutil.which("crm_verify")),
                     reason="pcs and pacemaker-cli-utils are not installed")
-@pytest.mark.parametrize("files", [TUTORIAL, RICH, IPFAIL])
+@pytest.mark.parametrize("files", [TUTORIAL, RICH, IPFAIL, MONITORED])
 def test_pcs_applies_the_script_to_a_cib_file(tmp_path, files):
     config, _ = make(tmp_path, files)
     text, _, _ = hb.export_pacemaker(config, "pcs", unit_dirs=())
@@ -240,3 +246,19 @@ def test_ipfail_is_exported_as_ping_clones_and_location_rules(tmp_path):
     assert "ocf:pacemaker:ping" not in without
     assert [w.message for w in warnings if "'ping'" in w.message] == [
         "warning: 'ping' is not exported: ping nodes move nothing without ipfail (respawn ... ipfail)"]
+
+
+def test_monitor_settings_become_the_op_monitor_and_its_meta_attributes(tmp_path):
+    config, _ = make(tmp_path, MONITORED)
+    text, warnings, _ = hb.export_pacemaker(config, "crm", unit_dirs=())
+    assert "primitive svc_apache2 lsb:apache2 op monitor interval=5s timeout=30s " \
+           "meta migration-threshold=2 failure-timeout=2min" in text
+    assert "primitive ip_192_168_1_100 ocf:heartbeat:IPaddr2 params ip=192.168.1.100 op monitor interval=10s " \
+           "timeout=20s\n" in text                        # not monitored: the export's default, no meta
+    assert [(os.path.basename(w.path), w.lineno) for w in warnings if "fall=2" in w.message] == \
+        [("heartbeat.py.cf", 1)]
+    xml, _, _ = hb.export_pacemaker(config, "xml", unit_dirs=())
+    assert '<nvpair id="svc_apache2-meta_attributes-migration-threshold" name="migration-threshold" ' \
+           'value="2" />' in xml
+    pcs, _, _ = hb.export_pacemaker(config, "pcs", unit_dirs=())
+    assert "op monitor interval=5s timeout=30s meta migration-threshold=2 failure-timeout=2min --group" in pcs
