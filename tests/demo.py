@@ -12,13 +12,12 @@ restores it, stops prime gracefully, starts it again, and kills its web server
 Everything it creates is removed at the end, also on Ctrl-C.
 """
 import os
-import subprocess
 import sys
 import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from netns import WEBSERVER_SCRIPT, Lab, Node, have_root_net  # noqa: E402
+from netns import WEBSERVER_SCRIPT, Lab, Node, cut_route, have_root_net, heal_route, poller  # noqa: E402
 
 HOSTILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "hostile.py")
 VIP = "10.77.0.100"
@@ -40,20 +39,6 @@ respawn hacluster /usr/lib/heartbeat/ipfail
 HARESOURCES = f"prime {VIP}/24/eth0 webserver::{PORT}::PIDDIR\n"
 SETTINGS = "# heartbeat.py's own settings (Heartbeat 3.0.6 never reads this file)\nmonitor webserver interval=1s\n"
 
-POLLER = f"""
-import sys, time, urllib.request
-end = time.monotonic() + float(sys.argv[1])
-last = None
-while time.monotonic() < end:
-    try:
-        answer = urllib.request.urlopen("http://{VIP}:{PORT}/", timeout=0.3).read().decode().strip()
-    except Exception:
-        answer = "-"
-    if answer != last:
-        print(f"{{time.time():.3f}} {{answer}}", flush=True)
-        last = answer
-    time.sleep(0.05)
-"""
 
 
 class Client:
@@ -62,8 +47,7 @@ class Client:
     def __init__(self, lab, seconds):
         self.start = time.time()
         self.changes = []           # (wall time, answer)
-        self.proc = lab.popen("client", [sys.executable, "-c", POLLER, str(seconds)],
-                              stdout=subprocess.PIPE, text=True)
+        self.proc = poller(lab, seconds, port=PORT)
         threading.Thread(target=self.read, daemon=True).start()
 
     def read(self):
@@ -151,17 +135,13 @@ def main():
 
         say(">>> prime loses its uplink: nftables in prime drops everything to the router (the ping node)")
         uplink = time.time()
-        nft = [["nft", "add", "table", "inet", "demo"],
-               ["nft", "add", "chain", "inet", "demo", "out", "{ type filter hook output priority 0 ; }"],
-               ["nft", "add", "rule", "inet", "demo", "out", "ip", "daddr", "10.77.0.4", "drop"]]
-        for argv in nft:
-            lab.exec("prime", argv)
+        cut_route(lab, "prime", "10.77.0.4")
         results["uplink lost on prime (ipfail)"] = client.wait_for("calc", uplink, 20)
         say(f"sigma is on: {', '.join(holders(lab))} (calc still reaches the router: ipfail gave it the group)")
         time.sleep(1)
         say(">>> prime's uplink is back")
         uplink = time.time()
-        lab.exec("prime", ["nft", "delete", "table", "inet", "demo"])
+        heal_route(lab, "prime")
         results["failback when the uplink returns"] = client.wait_for("prime", uplink, 20)
         time.sleep(1)
         say(f"sigma is on: {', '.join(holders(lab))}")

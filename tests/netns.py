@@ -54,6 +54,40 @@ except Exception:
 """
 
 
+POLLER = """
+import sys, time, urllib.request
+end, last = time.monotonic() + float(sys.argv[1]), None
+while time.monotonic() < end:
+    try:
+        answer = urllib.request.urlopen(sys.argv[2], timeout=0.3).read().decode().strip()
+    except Exception:
+        answer = "-"
+    if answer != last:
+        print(f"{time.time():.3f} {answer}", flush=True)
+        last = answer
+    time.sleep(0.05)
+"""
+
+
+def poller(lab, seconds, port=WEB_PORT, host="client"):
+    """A client in `host` polling http://VIP:port/ every 50 ms for `seconds`; it prints a line
+    "WALLTIME ANSWER" ("-" for none) each time the answer changes."""
+    return lab.popen(host, [sys.executable, "-c", POLLER, str(seconds), f"http://{VIP}:{port}/"],
+                     stdout=subprocess.PIPE, text=True)
+
+
+def cut_route(lab, name, address, table="hbtest"):
+    """nftables in `name`'s namespace drops everything it sends to address (a dead uplink)."""
+    for argv in (["nft", "add", "table", "inet", table],
+                 ["nft", "add", "chain", "inet", table, "out", "{ type filter hook output priority 0 ; }"],
+                 ["nft", "add", "rule", "inet", table, "out", "ip", "daddr", address, "drop"]):
+        lab.exec(name, argv)
+
+
+def heal_route(lab, name, table="hbtest"):
+    lab.exec(name, ["nft", "delete", "table", "inet", table])
+
+
 def page(lab):
     """What the client namespace gets from http://VIP/ ("-" for nothing)."""
     return lab.exec("client", ["python3", "-c", FETCH], check=False).stdout.strip()

@@ -4,13 +4,11 @@ server killed on prime is restarted in place; unable to start there, its group m
 client polls http://VIP/ every 50 ms throughout, and each test prints the outage it saw."""
 import os
 import signal
-import subprocess
-import sys
 import time
 
 import pytest
 
-from netns import VIP, WEBSERVER_SCRIPT, Lab, Node, hacf, have_root_net, holders, page, wait
+from netns import VIP, WEBSERVER_SCRIPT, Lab, Node, hacf, have_root_net, holders, page, poller, wait
 from netns import WEB_PORT as PORT
 from realhb import RealNode, have_real_heartbeat
 
@@ -21,19 +19,6 @@ MONITOR = "monitor webserver interval=1s timeout=2s\n"
 # The netns web server, except that it will not start while DIR/broken-NODE exists.
 BROKEN = 'if [ -e "$2/broken-$HA_CURHOST" ]; then echo "cannot start: $2/broken-$HA_CURHOST"; exit 1; fi'
 SCRIPT = WEBSERVER_SCRIPT.replace("start)\n", f"start)\n    {BROKEN}\n", 1)
-POLLER = f"""
-import sys, time, urllib.request
-end, last = time.monotonic() + float(sys.argv[1]), None
-while time.monotonic() < end:
-    try:
-        answer = urllib.request.urlopen("http://{VIP}:{PORT}/", timeout=0.3).read().decode().strip()
-    except Exception:
-        answer = "-"
-    if answer != last:
-        print(f"{{time.monotonic():.3f}} {{answer}}", flush=True)
-        last = answer
-    time.sleep(0.05)
-"""
 
 
 def cluster(lab, settings=MONITOR):
@@ -52,7 +37,7 @@ class Client:
     """The client polling http://VIP/ for `seconds`; outage() is the longest run without an answer."""
 
     def __init__(self, lab, seconds):
-        self.proc = lab.popen("client", [sys.executable, "-c", POLLER, str(seconds)], stdout=subprocess.PIPE, text=True)
+        self.proc = poller(lab, seconds)
 
     def outage(self):
         time.sleep(1)                    # its next polls see what the test saw

@@ -4,7 +4,7 @@ import time
 
 import pytest
 
-from netns import VIP, WEBSERVER_SCRIPT, Node, hacf, have_root_net, holders, page, wait
+from netns import VIP, WEBSERVER_SCRIPT, Node, cut_route, hacf, have_root_net, heal_route, holders, page, wait
 from netns import WEB_PORT as PORT
 
 pytestmark = pytest.mark.skipif(not have_root_net(), reason="needs root and ip(8) for network namespaces")
@@ -31,28 +31,26 @@ def ping_status(node, lab):
 
 
 def cut_uplink(lab, name):
-    """Drop everything the node sends to the ping node (its route there is gone)."""
-    for argv in (["nft", "add", "table", "inet", "hbtest"],
-                 ["nft", "add", "chain", "inet", "hbtest", "out", "{ type filter hook output priority 0 ; }"],
-                 ["nft", "add", "rule", "inet", "hbtest", "out", "ip", "daddr", lab.addr("router"), "drop"]):
-        lab.exec(name, argv)
-
-
-def heal_uplink(lab, name):
-    lab.exec(name, ["nft", "delete", "table", "inet", "hbtest"])
+    cut_route(lab, name, lab.addr("router"))
 
 
 def settled_on(lab, name):
     return lambda: holders(lab) == [name] and page(lab) == name
 
 
-@pytest.mark.parametrize("lab", [HOSTS], indirect=True)
-def test_node_that_loses_its_ping_node_gives_its_groups_to_the_peer_and_gets_them_back(lab):
+def serving_with_ping_nodes(lab):
+    """The cluster with ipfail, prime serving and both nodes seeing the ping node."""
     prime, calc = cluster(lab)
     wait(settled_on(lab, "prime"), 10)
     for node in (prime, calc):
         node.wait_for(lambda s: s["nodes"][lab.addr("router")]["status"] == "ping", 5)
     time.sleep(1)
+    return prime, calc
+
+
+@pytest.mark.parametrize("lab", [HOSTS], indirect=True)
+def test_node_that_loses_its_ping_node_gives_its_groups_to_the_peer_and_gets_them_back(lab):
+    prime, calc = serving_with_ping_nodes(lab)
     text = lab.exec("prime", prime.argv("status")).stdout
     assert f"ping node: {lab.addr('router')}" in text and "ipfail: on, 1 ping node(s) answering here" in text
     cut_uplink(lab, "prime")
@@ -67,7 +65,7 @@ def test_node_that_loses_its_ping_node_gives_its_groups_to_the_peer_and_gets_the
     assert "Delayed giveup in 0 seconds." in log
     time.sleep(2)
     assert holders(lab) == ["calc"], "the groups must stay with the node that reaches the ping node"
-    heal_uplink(lab, "prime")
+    heal_route(lab, "prime")
     back = wait(settled_on(lab, "prime"), 10, interval=0.02)
     print(f"uplink back -> prime serves again after {back:.2f} s (auto_failback on)")
     assert "Giving up foreign resources (auto_failback)." in calc.log()
@@ -76,11 +74,7 @@ def test_node_that_loses_its_ping_node_gives_its_groups_to_the_peer_and_gets_the
 
 @pytest.mark.parametrize("lab", [HOSTS], indirect=True)
 def test_equal_reachability_moves_nothing(lab):
-    prime, calc = cluster(lab)
-    wait(settled_on(lab, "prime"), 10)
-    for node in (prime, calc):
-        node.wait_for(lambda s: s["nodes"][lab.addr("router")]["status"] == "ping", 5)
-    time.sleep(1)
+    prime, calc = serving_with_ping_nodes(lab)
     for name in ("prime", "calc"):
         cut_uplink(lab, name)
     for node in (prime, calc):
@@ -110,7 +104,7 @@ def test_without_ipfail_a_dead_ping_node_is_shown_and_moves_nothing(lab):
     assert query.stdout.strip() == "ping"
     time.sleep(1)
     assert holders(lab) == ["prime"]
-    heal_uplink(lab, "prime")
+    heal_route(lab, "prime")
     prime.wait_for(lambda s: s["nodes"][lab.addr("router")]["status"] == "ping", 3)
 
 

@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from netns import VIP, WEBSERVER_SCRIPT, Node, have_root_net, holders, page, wait
+from netns import VIP, WEBSERVER_SCRIPT, Node, cut_route, have_root_net, heal_route, holders, page, wait
 from netns import WEB_PORT as PORT
 from realhb import RealNode, have_real_heartbeat
 
@@ -80,15 +80,7 @@ def log_of(node):
 
 
 def cut_uplink(lab, name):
-    """Drop everything the node sends to the ping node (its route there is gone)."""
-    for argv in (["nft", "add", "table", "inet", "hbtest"],
-                 ["nft", "add", "chain", "inet", "hbtest", "out", "{ type filter hook output priority 0 ; }"],
-                 ["nft", "add", "rule", "inet", "hbtest", "out", "ip", "daddr", lab.addr("router"), "drop"]):
-        lab.exec(name, argv)
-
-
-def heal_uplink(lab, name):
-    lab.exec(name, ["nft", "delete", "table", "inet", "hbtest"])
+    cut_route(lab, name, lab.addr("router"))
 
 
 def settled_on(lab, name):
@@ -135,7 +127,7 @@ def route_loss_and_return(lab, nodes):
     assert "Telling other node that we have more visible ping nodes." in log_of(calc)
     time.sleep(3)
     assert holders(lab) == ["calc"], "the group must stay with the node that reaches the ping node"
-    heal_uplink(lab, "prime")
+    heal_route(lab, "prime")
     healed = time.monotonic()
     back = wait(settled_on(lab, "prime"), 25, interval=0.05)
     assert back < 15, back               # 3.0.6 alone: about 3-4 s
@@ -183,7 +175,7 @@ def test_mixed_equal_reachability_moves_nothing(lab, real_name):
         time.sleep(0.1)
     assert "Ping node count is balanced." in log_of(nodes["prime"]) + log_of(nodes["calc"])
     for name in ("prime", "calc"):
-        heal_uplink(lab, name)
+        heal_route(lab, name)
     for node in nodes.values():
         wait(lambda node=node: ping_seen(node, lab) == "ping", 10, interval=0.1)
     end = time.monotonic() + 6

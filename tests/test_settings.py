@@ -9,6 +9,7 @@ import pytest
 
 import heartbeat as hb
 from conftest import HEARTBEAT, ROOT
+from test_cli import write
 
 HACF = "keepalive 1\ndeadtime 5\nbcast eth0\nnode prime calc\nauto_failback on\n"
 HARESOURCES = ("prime 10.9.0.1/24/eth0 webserver::8080::/tmp apache\n"
@@ -16,12 +17,6 @@ HARESOURCES = ("prime 10.9.0.1/24/eth0 webserver::8080::/tmp apache\n"
 DEFAULTS = dict(interval_ms=10000, timeout_ms=20000, fall=1, migration_threshold=3, failure_timeout_ms=600000)
 
 
-def write(directory, name, text, mode=0o644):
-    path = os.path.join(directory, name)
-    with open(path, "w", encoding="utf-8") as handle:
-        handle.write(text)
-    os.chmod(path, mode)
-    return path
 
 
 @pytest.fixture()
