@@ -2981,7 +2981,7 @@ class ClusterPolicy:
     def vip_iface(self, res: IPResource) -> Optional[str]:
         """The interface res.ip is on, or would go on; None when unknown."""
         if res.iface or not self.linkwatch:
-            return res.iface
+            return res.iface and res.iface.split(":")[0]        # eth0:1 is a label on eth0
         current = self.linkwatch.current()
         for name, address, _ in current:
             if str(address.ip) == res.ip:

@@ -68,6 +68,7 @@ def test_carrier_lost_hands_the_group_over_at_once_when_heartbeats_flow_elsewher
     log = prime.log()
     assert "Link eth0: no carrier: taking 10.77.0.100 down" in log and "wants to go standby [local]" in log
     assert prime.status()["links_watched"]["eth0"] == "no carrier"
+    assert "carrier: eth0 no carrier, eth1 up" in lab.exec("prime", prime.argv("status")).stdout
     assert calc.status()["nodes"]["prime"]["status"] == "active"     # not the deadtime path
     lab.heal("prime")
     prime.wait_for(lambda s: s["links_watched"]["eth0"] == "up", 5)
@@ -113,7 +114,13 @@ def test_flapping_cable_leaves_no_two_holders(lab):
     print(f"\nprime's cable flapped (0.7 s down / 0.8 s up) for {time.monotonic() - started:.1f} s: "
           f"{doubled:.2f} s with two holders ({samples} samples)")
     assert doubled < 0.2
-    took = wait(lambda: len(holders(lab)) == 1 and page(lab) in ("prime", "calc"), 10)
-    print(f"one holder serving {took:.2f} s after the last flap")
+    took = wait(settled(lab, "prime"), 10)
+    print(f"prime (home) alone serves {took:.2f} s after the last flap")
+    lab.cut("prime")                               # one more, held long enough to read the status
+    prime.wait_for(lambda s: s["groups"][0]["state"] == "fault (eth0 no carrier)", 2, interval=0.05)
+    assert "held by prime [fault (eth0 no carrier)]" in lab.exec("prime", prime.argv("status")).stdout
+    assert "prime" not in holders(lab)
+    lab.heal("prime")
+    wait(settled(lab, "prime"), 10)
     time.sleep(2)
-    assert len(holders(lab)) == 1
+    assert holders(lab) == ["prime"]
