@@ -2590,7 +2590,7 @@ class LinkWatch:
 class Fault:
     """A held group whose address is down because its interface lost carrier (keepalived's FAULT)."""
     iface: str
-    peers_alive: List[str]                  # who could have taken the group over meanwhile
+    peers: List[str]                        # who could take the group over meanwhile: alive or never heard
     carrier_back: Optional[float] = None    # when the carrier returned (monotonic)
     readd_failed: bool = False
 
@@ -3040,11 +3040,11 @@ class ClusterPolicy:
         self.worker.submit(job, done)
 
     def on_carrier(self, iface: str, up: bool) -> None:
+        if iface in self.watched_links():
+            self.log.info(f"Link {iface}: carrier {'back' if up else 'lost'}")
         for fault in self.faults.values():
             if fault.iface == iface:
                 fault.carrier_back, fault.readd_failed = (self.timers.clock() if up else None), False
-                if up:
-                    self.log.info(f"Link {iface}: carrier back")
         self.review_faults()
 
     def review_faults(self) -> None:
@@ -3085,7 +3085,8 @@ class ClusterPolicy:
 
     def enter_fault(self, group: ResourceGroup, iface: str) -> None:
         self.state[group.key] = f"fault ({iface} no carrier)"
-        self.faults[group.key] = Fault(iface, [peer.name for peer in self.live_peers()])
+        self.faults[group.key] = Fault(iface, [peer.name for peer in self.membership.peers.values()
+                                               if peer.status != "dead" or peer.last_heard is None])
         gone = [res for res, name in self.addresses_of(group) if name == iface]
         self.log.crit(f"Link {iface}: no carrier: taking {' '.join(res.ip for res in gone)} down "
                       f"(resource group {group.key} cannot be served here)")
@@ -3106,12 +3107,13 @@ class ClusterPolicy:
         return None
 
     def may_serve_again(self, fault: Fault, cls: str, now: float) -> bool:
-        """The carrier is back. A peer that was alive when it went may have declared us dead and
-        taken the group: it says so (partition healed) as soon as our next heartbeat reaches it.
-        So wait until that heartbeat and the answer had time to come, and the peer was heard."""
+        """The carrier is back. A peer that was alive when it went (or never heard from) may have
+        declared us dead and taken the group: it says so (partition healed) as soon as our next
+        heartbeat reaches it. So wait until that heartbeat and the answer had time to come and the
+        peer was heard again; a peer not heard within its deadtime is taken for dead."""
         waited = now - fault.carrier_back
         settle_s = self.config.hacf.keepalive_ms / 1000 + FAULT_SETTLE_S
-        for name in fault.peers_alive:
+        for name in fault.peers:
             peer = self.membership.peers.get(name)
             if peer is None:
                 continue
