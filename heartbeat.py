@@ -2864,8 +2864,8 @@ class ClusterPolicy:
 
     def on_resource(self, peer: Peer, msg: Message) -> None:
         stamp = (max(hex_number(msg.get("hg")), 0), hex_number(msg.get("seq")))
-        if stamp < self.peer_holds_stamp.get(peer.name, (-1, -1)):
-            return          # retransmitted after a newer one: what the peer held then, not now
+        if stamp < self.peer_holds_stamp.get(peer.name, (-1, -1)) <= (peer.generation, peer.max_seq):
+            return      # retransmitted after a newer one: what the peer held then, not now
         self.peer_holds_stamp[peer.name] = stamp
         hold = msg.get("rsc_hold", "none")
         stable = msg.get("isstable", "1") == "1"
@@ -3593,7 +3593,9 @@ class Daemon:
         return EXIT_OK
 
     def open_linkwatch(self) -> None:
-        """The address and link watch: its socket in our loop, its events to the cluster policy."""
+        """The address and link watch: its socket in our loop, its events to the cluster policy.
+        Without it (no rtnetlink here; a setting could skip this call) policy.linkwatch stays None
+        and the policy's watch methods do nothing."""
         watch = LinkWatch(self.log)
         if watch.open():
             watch.listener = self.policy

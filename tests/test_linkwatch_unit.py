@@ -402,3 +402,14 @@ def test_status_shows_the_carrier_of_media_and_address_interfaces(cluster):
     assert "group g (home prime): held by prime [fault (eth0 no carrier)]" in text
     assert "carrier: eth0 no carrier" in text
     assert "address and link watch: off" in hb.format_status(dict(report, links_watched=None))
+
+
+def test_a_restarted_peer_announcements_count_again_from_seq_1(cluster):
+    policy, watch, calc, world = cluster
+    membership = world[0]
+    heartbeats(world, calc, 1)
+    restarted = Calc(world[4], generation=calc.generation + 1)
+    membership.receive(restarted.status(), "eth0")
+    membership.receive(restarted.packet(("t", "resource"), ("rsc_hold", "local"), ("rtype", "full"),
+                                        ("isstable", "1")), "eth0")
+    assert policy.peer_holds["calc"] == ("local", True)
