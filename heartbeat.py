@@ -2601,6 +2601,7 @@ MAX_START_FAILURES = 3          # per group and node; then it stays down here an
 NEGOTIATION_ATTEMPTS = 3        # `starting` and failback requests, each a deadtime apart
 STANDBY_REPLY_TIMEOUT_S = 10.0
 STANDBY_DONE_TIMEOUT_S = 300.0  # a hand-over whose other side never says done is forgotten then
+ADDRESS_CHECK_DELAY_S = 0.2    # a group just started: its addresses are in the watch's table by then
 FAULT_SETTLE_S = 0.25          # carrier back: after our next heartbeat, this long for the peer's word
 HOLD_NAMES = {(True, True): "all", (True, False): "local", (False, True): "foreign", (False, False): "none"}
 MIRROR = {"local": "foreign", "foreign": "local", "all": "all", "none": "none"}
@@ -2635,6 +2636,7 @@ class ClusterPolicy:
         self.linkwatch: Optional[LinkWatch] = None      # set by the daemon when rtnetlink is there
         self.faults: Dict[str, Fault] = {}              # group key -> its fault (address and link watch)
         self.fault_timer: Optional[list] = None
+        self.address_check: Optional[list] = None
         self.readding: set = set()                      # addresses being added back
 
     # -- helpers -----------------------------------------------------------------
@@ -3059,10 +3061,9 @@ class ClusterPolicy:
                         if iface and self.linkwatch.has_carrier(iface) is False]
                 if down:
                     self.enter_fault(group, down[0])
-                    continue
-                for res, iface in self.addresses_of(group):      # gone while the group was starting
-                    if res.ip not in self.linkwatch.addresses and res.ip not in self.readding:
-                        self.add_back(res, iface or "its interface")
+                elif not self.address_check and any(res.ip not in self.linkwatch.addresses
+                                                    for res, _ in self.addresses_of(group)):
+                    self.address_check = self.timers.call_later(ADDRESS_CHECK_DELAY_S, self.check_addresses)
         now = self.timers.clock()
         for group in [g for g in self.config.groups if g.key in self.faults]:
             fault, cls = self.faults[group.key], self.class_of(group)
@@ -3078,6 +3079,16 @@ class ClusterPolicy:
                 self.serve_again(group, fault)
         if self.faults and not self.fault_timer:
             self.fault_timer = self.timers.call_later(self.config.hacf.keepalive_ms / 1000, self.fault_tick)
+
+    def check_addresses(self) -> None:
+        """An address gone while its group was starting (no event then), or one just added whose
+        event the watch had not read yet: by now it would have."""
+        self.address_check = None
+        for group in self.config.groups:
+            if self.state[group.key] == "running" and self.holds[self.class_of(group)]:
+                for res, iface in self.addresses_of(group):
+                    if res.ip not in self.linkwatch.addresses and res.ip not in self.readding:
+                        self.add_back(res, iface or "its interface")
 
     def fault_tick(self) -> None:
         self.fault_timer = None

@@ -413,3 +413,14 @@ def test_a_restarted_peer_announcements_count_again_from_seq_1(cluster):
     membership.receive(restarted.packet(("t", "resource"), ("rsc_hold", "local"), ("rtype", "full"),
                                         ("isstable", "1")), "eth0")
     assert policy.peer_holds["calc"] == ("local", True)
+
+
+def test_a_vip_gone_while_its_group_was_starting_is_added_back_once_started(cluster):
+    policy, watch, calc, world = cluster
+    rec = world[3]
+    adds = rec.events.count(("add", VIP))
+    del watch.addresses[VIP]                              # deleted before the group was "running": no event then
+    policy.after_change()
+    assert rec.events.count(("add", VIP)) == adds         # the watch's table may lag behind: not at once
+    advance(world, hb.ADDRESS_CHECK_DELAY_S + 0.05)
+    assert rec.events.count(("add", VIP)) == adds + 1 and VIP in watch.addresses and rec.has(f"IPaddr {VIP} disappeared from eth0 while held: added back")
