@@ -423,4 +423,5 @@ def test_a_vip_gone_while_its_group_was_starting_is_added_back_once_started(clus
     policy.after_change()
     assert rec.events.count(("add", VIP)) == adds         # the watch's table may lag behind: not at once
     advance(world, hb.ADDRESS_CHECK_DELAY_S + 0.05)
-    assert rec.events.count(("add", VIP)) == adds + 1 and VIP in watch.addresses and rec.has(f"IPaddr {VIP} disappeared from eth0 while held: added back")
+    assert rec.events.count(("add", VIP)) == adds + 1 and VIP in watch.addresses
+    assert rec.has(f"IPaddr {VIP} disappeared from eth0 while held: added back")
