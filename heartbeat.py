@@ -2452,7 +2452,9 @@ class LinkWatch:
         self.seq = 0
         self.dumping = ""               # "link" or "address" while a dump of ours is answered
         self.dumped: Dict[str, Tuple[str, int]] = {}
+        self.dump_again = False         # events lost during a dump: one more once it ends
         self.overruns = 0
+        self.complain = RateLimitedLog(log, time.monotonic)
 
     def open(self) -> bool:
         """Subscribe and read the links and addresses there are now; False (logged once) when
@@ -2468,7 +2470,7 @@ class LinkWatch:
                 except OSError as err:
                     if err.errno != errno.ENOBUFS:
                         raise
-                    self.request_dump("link")
+                    self.overrun()
         except OSError as err:
             self.log.warn(f"address and link watch off: rtnetlink: {err.strerror or err} (a VIP removed by "
                           "hand is not added back; a lost carrier waits for deadtime)")
@@ -2499,14 +2501,22 @@ class LinkWatch:
             except OSError as err:
                 if err.errno != errno.ENOBUFS:
                     return
-                self.overruns += 1
-                self.log.warn("rtnetlink overrun: events lost; reading links and addresses again")
+                self.complain("overrun", "rtnetlink overrun: events lost; reading links and addresses again", "warn")
                 try:
-                    self.request_dump("link")
+                    self.overrun()
                 except OSError:
                     self.dumping = ""
                 continue
             self.handle(data)
+
+    def overrun(self) -> None:
+        """The kernel dropped broadcasts for us: dump again (after the dump under way, if any:
+        the kernel answers one at a time)."""
+        self.overruns += 1
+        if self.dumping:
+            self.dump_again = True
+        else:
+            self.request_dump("link")
 
     def handle(self, data: bytes) -> None:
         for event in parse_netlink(data):
@@ -2541,11 +2551,17 @@ class LinkWatch:
                 self.addresses.pop(event.ip, None)
                 self.tell("on_address", name, event.ip, False)
         elif ours and event.kind == "done":
-            if self.dumping == "link":
+            if self.dumping == "link" and not self.dump_again:
                 self.request_dump("address")
+            elif self.dumping == "link":
+                self.dump_again = False
+                self.request_dump("link")
             else:
                 self.dumping = ""
                 self.resync(self.dumped)
+                if self.dump_again:
+                    self.dump_again = False
+                    self.request_dump("link")
         elif ours and event.kind == "error":
             self.log.warn(f"rtnetlink: dump of {self.dumping}s refused: {os.strerror(event.ifindex)}")
             self.dumping = ""

@@ -425,3 +425,17 @@ def test_a_vip_gone_while_its_group_was_starting_is_added_back_once_started(clus
     advance(world, hb.ADDRESS_CHECK_DELAY_S + 0.05)
     assert rec.events.count(("add", VIP)) == adds + 1 and VIP in watch.addresses
     assert rec.has(f"IPaddr {VIP} disappeared from eth0 while held: added back")
+
+
+def test_an_overrun_during_a_dump_dumps_again_once_it_ends():
+    enobufs = OSError(errno.ENOBUFS, "No buffer space available")
+    watch, sock, rec = opened([enobufs, enobufs])
+    watch.read()                                   # two overruns: one dump now, one more after it
+    assert watch.overruns == 2 and watch.dump_again and [s[1] for s in sock.sent[2:]] == [hb.RTM_GETLINK]
+    sock.replies = [done_for(hb.RTM_GETLINK)]
+    watch.read()
+    assert [s[1] for s in sock.sent[2:]] == [hb.RTM_GETLINK, hb.RTM_GETLINK] and not watch.dump_again
+    sock.replies = [done_for(hb.RTM_GETLINK), done_for(hb.RTM_GETADDR)]
+    watch.read()
+    assert [s[1] for s in sock.sent[2:]] == [hb.RTM_GETLINK, hb.RTM_GETLINK, hb.RTM_GETADDR]
+    assert not watch.dumping and len([line for line in rec.lines if "overrun" in line]) == 1
