@@ -3033,6 +3033,9 @@ class ClusterPolicy:
             if self.linkwatch.has_carrier(iface) is False:
                 self.review_faults()
             return
+        if self.busy():
+            return          # perhaps our own release (queued while the group was starting): once quiet,
+                            # after_change has review_faults look at the addresses again
         for group in self.config.groups:
             if self.state[group.key] != "running" or not self.holds[self.class_of(group)]:
                 continue
@@ -3055,6 +3058,7 @@ class ClusterPolicy:
                 self.log.error(f"IPaddr {res.ip} disappeared from {iface} while held: not added back: {result}")
             elif result:
                 self.log.warn(f"IPaddr {res.ip} disappeared from {iface} while held: added back")
+            self.after_change()
         self.worker.submit(job, done)
 
     def on_carrier(self, iface: str, up: bool) -> None:
@@ -3100,6 +3104,8 @@ class ClusterPolicy:
         """An address gone while its group was starting (no event then), or one just added whose
         event the watch had not read yet: by now it would have."""
         self.address_check = None
+        if self.busy() or self.shutting_down:
+            return          # after_change looks again once quiet
         for group in self.config.groups:
             if self.state[group.key] == "running" and self.holds[self.class_of(group)]:
                 for res, iface in self.addresses_of(group):
@@ -3121,6 +3127,7 @@ class ClusterPolicy:
         def done(result):
             if isinstance(result, Exception):
                 self.log.error(f"{iface} has no carrier and its addresses could not be removed: {result}")
+            self.after_change()
         self.worker.submit(lambda: [self.resources.addresses.remove(res) for res in gone], done)
 
     def heard_elsewhere(self, iface: str) -> Optional[str]:
@@ -3170,7 +3177,7 @@ class ClusterPolicy:
                 self.faults.pop(group.key, None)
                 self.log.info(f"Link {fault.iface}: carrier back and resource group {group.key} still ours: "
                               f"{' '.join(res.ip for res in addresses)} added again")
-            self.review_faults()
+            self.after_change()
         self.worker.submit(job, done)
 
     # -- commands and shutdown ---------------------------------------------------------------

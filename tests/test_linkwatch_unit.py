@@ -439,3 +439,43 @@ def test_an_overrun_during_a_dump_dumps_again_once_it_ends():
     watch.read()
     assert [s[1] for s in sock.sent[2:]] == [hb.RTM_GETLINK, hb.RTM_GETLINK, hb.RTM_GETADDR]
     assert not watch.dumping and len([line for line in rec.lines if "overrun" in line]) == 1
+
+
+class QueueWorker:
+    """Jobs wait until run_one(): the daemon's worker, one step at a time."""
+
+    def __init__(self):
+        self.jobs = []
+
+    @property
+    def busy(self):
+        return bool(self.jobs)
+
+    def submit(self, job, done=None):
+        self.jobs.append((job, done))
+
+    def run_one(self):
+        job, done = self.jobs[0]
+        result = job()
+        self.jobs.pop(0)
+        if done:
+            done(result)
+
+
+def test_our_release_queued_while_the_group_was_starting_is_not_undone(cluster):
+    policy, watch, calc, world = cluster
+    rec = world[3]
+    policy.worker = QueueWorker()
+    key = f"{VIP}/24/eth0"
+    policy.state[key] = "starting"                # standby asked while the acquisition still ran
+    policy.release(["local"], reason="standby")
+    assert policy.state[key] == "starting"
+    policy.state[key] = "running"                 # the acquisition's result comes in after that
+    adds = rec.events.count(("add", VIP))
+    release, done = policy.worker.jobs[0]         # the kernel tells of the removal while the job runs
+    policy.worker.jobs[0] = (lambda: (release(), policy.on_address("eth0", VIP, False))[0], done)
+    for _ in range(10):
+        if policy.worker.busy:
+            policy.worker.run_one()
+        advance(world, 0.1)
+    assert rec.events.count(("add", VIP)) == adds and policy.state[key] == "stopped" and VIP not in watch.addresses
