@@ -3033,7 +3033,7 @@ class ClusterPolicy:
             if self.linkwatch.has_carrier(iface) is False:
                 self.review_faults()
             return
-        if self.busy():
+        if self.busy() or self.shutting_down:
             return          # perhaps our own release (queued while the group was starting): once quiet,
                             # after_change has review_faults look at the addresses again
         for group in self.config.groups:
