@@ -43,6 +43,7 @@ def direct_link(lab, subnet="10.78.0"):
 def test_vip_removed_by_hand_is_added_back_and_announced(lab):
     prime, calc = cluster(lab)
     wait(settled(lab, "prime"), 10)
+    prime.wait_for(lambda s: s["groups"][0]["state"] == "running", 5)
     lab.exec("prime", ["ip", "addr", "del", f"{VIP}/24", "dev", "eth0"])
     back = wait(lambda: holders(lab) == ["prime"], 1.0, interval=0.01)
     print(f"\nVIP deleted by hand on prime -> back on prime's eth0 after {back:.3f} s")
