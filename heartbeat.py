@@ -44,7 +44,7 @@ import tempfile
 import threading
 import time
 import traceback
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, NamedTuple, Optional, Tuple
 
 __version__ = "0.1.0"
 HEARTBEAT_VERSION = "3.0.6"     # the version whose wire protocol we speak
@@ -3008,12 +3008,289 @@ class ServiceMonitor:
         return found
 
 
+# #### Health: addresses and links (rtnetlink) ###############################
+
+NETLINK_ROUTE = 0
+RTMGRP_LINK, RTMGRP_IPV4_IFADDR = 0x1, 0x10     # the kernel's broadcasts we listen to
+NLMSG_ERROR, NLMSG_DONE = 2, 3
+RTM_NEWLINK, RTM_DELLINK, RTM_GETLINK = 16, 17, 18
+RTM_NEWADDR, RTM_DELADDR, RTM_GETADDR = 20, 21, 22
+NLM_F_REQUEST, NLM_F_DUMP = 0x1, 0x300
+IFF_LOWER_UP = 0x10000          # the carrier: a cable in, the switch port up
+IFLA_IFNAME = 3
+IFA_ADDRESS, IFA_LOCAL = 1, 2
+NLMSGHDR = struct.Struct("=IHHII")      # length, type, flags, seq, pid
+IFINFOMSG = struct.Struct("=BxHiII")    # family, type, index, flags, change
+IFADDRMSG = struct.Struct("=BBBBI")     # family, prefixlen, flags, scope, index
+RTATTR = struct.Struct("=HH")           # length, type
+NETLINK_RCVBUF = 1024 * 1024
+NETLINK_READS_PER_WAKEUP = 64           # then the loop serves heartbeats before reading on
+NETLINK_START_S = 2.0                   # for the first dump of links and addresses
+
+
+class NetlinkEvent(NamedTuple):
+    """One rtnetlink message that matters to us. kind: "link" (carrier up or not), "link gone",
+    "address", "address gone", "done" (end of a dump), "error" (an answer to a request)."""
+    kind: str
+    seq: int = 0
+    ifindex: int = 0
+    ifname: str = ""
+    carrier: bool = False
+    ip: str = ""
+    prefixlen: int = 0
+
+
+def netlink_attributes(data: bytes, offset: int) -> Dict[int, bytes]:
+    """rtattr type -> value from offset to the end; a malformed one ends the list."""
+    attrs: Dict[int, bytes] = {}
+    while offset + RTATTR.size <= len(data):
+        length, kind = RTATTR.unpack_from(data, offset)
+        if length < RTATTR.size or offset + length > len(data):
+            break
+        attrs.setdefault(kind, data[offset + RTATTR.size:offset + length])
+        offset += (length + 3) & ~3
+    return attrs
+
+
+def parse_netlink_message(kind: int, seq: int, body: bytes) -> Optional[NetlinkEvent]:
+    """One message's body -> an event, or None for what we do not follow (or cannot read)."""
+    if kind in (RTM_NEWLINK, RTM_DELLINK) and len(body) >= IFINFOMSG.size:
+        _, _, index, flags, _ = IFINFOMSG.unpack_from(body)
+        name = netlink_attributes(body, IFINFOMSG.size).get(IFLA_IFNAME, b"").split(b"\0", 1)[0]
+        return NetlinkEvent("link" if kind == RTM_NEWLINK else "link gone", seq, index,
+                            name.decode(errors="replace"), bool(flags & IFF_LOWER_UP))
+    if kind in (RTM_NEWADDR, RTM_DELADDR) and len(body) >= IFADDRMSG.size:
+        family, prefixlen, _, _, index = IFADDRMSG.unpack_from(body)
+        attrs = netlink_attributes(body, IFADDRMSG.size)
+        address = attrs.get(IFA_LOCAL, attrs.get(IFA_ADDRESS, b""))
+        if family != socket.AF_INET or len(address) != 4 or prefixlen > 32:
+            return None
+        return NetlinkEvent("address" if kind == RTM_NEWADDR else "address gone", seq, index,
+                            ip=socket.inet_ntoa(address), prefixlen=prefixlen)
+    if kind == NLMSG_DONE:
+        return NetlinkEvent("done", seq)
+    if kind == NLMSG_ERROR and len(body) >= 4:
+        return NetlinkEvent("error", seq, -struct.unpack_from("=i", body)[0])   # ifindex: the errno
+    return None
+
+
+def parse_netlink(data: bytes) -> List[NetlinkEvent]:
+    """The messages in one datagram, as events; a truncated message ends it, one we cannot
+    read is skipped. Never raises."""
+    events, offset = [], 0
+    while offset + NLMSGHDR.size <= len(data):
+        length, kind, _, seq, _ = NLMSGHDR.unpack_from(data, offset)
+        if length < NLMSGHDR.size or offset + length > len(data):
+            break
+        event = parse_netlink_message(kind, seq, data[offset + NLMSGHDR.size:offset + length])
+        if event:
+            events.append(event)
+        offset += (length + 3) & ~3
+    return events
+
+
+def netlink_dump_request(kind: int, seq: int) -> bytes:
+    """RTM_GETLINK (every interface) or RTM_GETADDR (every IPv4 address) as a dump."""
+    body = IFINFOMSG.pack(socket.AF_UNSPEC, 0, 0, 0, 0) if kind == RTM_GETLINK else \
+        IFADDRMSG.pack(socket.AF_INET, 0, 0, 0, 0)
+    return NLMSGHDR.pack(NLMSGHDR.size + len(body), kind, NLM_F_REQUEST | NLM_F_DUMP, seq, 0) + body
+
+
+def open_rtnetlink() -> socket.socket:
+    sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_ROUTE)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, NETLINK_RCVBUF)
+        sock.bind((0, RTMGRP_LINK | RTMGRP_IPV4_IFADDR))
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+class LinkWatch:
+    """The carrier of every interface and the IPv4 addresses on them, kept from the kernel's
+    rtnetlink broadcasts: no polling, one socket in the daemon's loop. Tells `listener` (the
+    cluster policy) what changed: on_carrier(ifname, up) and on_address(ifname, ip, added).
+    A lost broadcast (ENOBUFS: we read too slowly) makes it dump links and addresses again
+    and report what differs."""
+
+    def __init__(self, log, opener=open_rtnetlink):
+        self.log, self.opener = log, opener
+        self.sock: Optional[socket.socket] = None
+        self.listener = None
+        self.carrier: Dict[str, bool] = {}
+        self.names: Dict[int, str] = {}
+        self.addresses: Dict[str, Tuple[str, int]] = {}     # ip -> (ifname, prefixlen)
+        self.seq = 0
+        self.dumping = ""               # "link" or "address" while a dump of ours is answered
+        self.dumped: Dict[str, Tuple[str, int]] = {}
+        self.dump_again = False         # events lost during a dump: one more once it ends
+        self.overruns = 0
+        self.complain = RateLimitedLog(log, time.monotonic)
+
+    def open(self) -> bool:
+        """Subscribe and read the links and addresses there are now; False (logged once) when
+        rtnetlink cannot be had: the daemon then runs without the watch."""
+        try:
+            self.sock = self.opener()
+            self.sock.settimeout(NETLINK_START_S)
+            self.request_dump("link")
+            deadline = time.monotonic() + NETLINK_START_S
+            while self.dumping and time.monotonic() < deadline:
+                try:
+                    self.handle(self.sock.recv(65536))
+                except OSError as err:
+                    if err.errno != errno.ENOBUFS:
+                        raise
+                    self.overrun()
+        except OSError as err:
+            self.log.warn(f"address and link watch off: rtnetlink: {err.strerror or err} (a VIP removed by "
+                          "hand is not added back; a lost carrier waits for deadtime)")
+            self.close()
+            return False
+        self.sock.setblocking(False)
+        return True
+
+    def close(self) -> None:
+        if self.sock:
+            self.sock.close()
+            self.sock = None
+
+    def request_dump(self, what: str) -> None:
+        self.seq += 1
+        self.dumping = what
+        if what == "address":
+            self.dumped = {}
+        self.sock.send(netlink_dump_request(RTM_GETLINK if what == "link" else RTM_GETADDR, self.seq))
+
+    def read(self, _sock=None) -> None:
+        """What the kernel sent since the last wake-up (a bounded number of datagrams)."""
+        for _ in range(NETLINK_READS_PER_WAKEUP):
+            try:
+                data = self.sock.recv(65536)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as err:
+                if err.errno != errno.ENOBUFS:
+                    return
+                self.complain("overrun", "rtnetlink overrun: events lost; reading links and addresses again", "warn")
+                try:
+                    self.overrun()
+                except OSError:
+                    self.dumping = ""
+                continue
+            self.handle(data)
+
+    def overrun(self) -> None:
+        """The kernel dropped broadcasts for us: dump again (after the dump under way, if any:
+        the kernel answers one at a time)."""
+        self.overruns += 1
+        if self.dumping:
+            self.dump_again = True
+        else:
+            self.request_dump("link")
+
+    def handle(self, data: bytes) -> None:
+        for event in parse_netlink(data):
+            self.apply(event)
+
+    def apply(self, event: NetlinkEvent) -> None:
+        ours = self.dumping and event.seq == self.seq
+        if event.kind in ("link", "link gone"):
+            name = event.ifname or self.names.get(event.ifindex, "")
+            if not name:
+                return
+            up = event.carrier and event.kind == "link"
+            if event.kind == "link":
+                self.names[event.ifindex] = name
+            else:
+                self.names.pop(event.ifindex, None)
+            old = self.carrier.get(name)
+            if event.kind == "link gone":
+                self.carrier.pop(name, None)
+            else:
+                self.carrier[name] = up
+            if old is not None and old != up:
+                self.tell("on_carrier", name, up)
+        elif event.kind in ("address", "address gone"):
+            name = self.ifname(event.ifindex)
+            if ours:
+                self.dumped[event.ip] = (name, event.prefixlen)
+            elif event.kind == "address":
+                self.addresses[event.ip] = (name, event.prefixlen)
+                self.tell("on_address", name, event.ip, True)
+            else:
+                self.addresses.pop(event.ip, None)
+                self.tell("on_address", name, event.ip, False)
+        elif ours and event.kind == "done":
+            if self.dumping == "link" and not self.dump_again:
+                self.request_dump("address")
+            elif self.dumping == "link":
+                self.dump_again = False
+                self.request_dump("link")
+            else:
+                self.dumping = ""
+                self.resync(self.dumped)
+                if self.dump_again:
+                    self.dump_again = False
+                    self.request_dump("link")
+        elif ours and event.kind == "error":
+            self.log.warn(f"rtnetlink: dump of {self.dumping}s refused: {os.strerror(event.ifindex)}")
+            self.dumping = ""
+
+    def resync(self, now: Dict[str, Tuple[str, int]]) -> None:
+        """After a dump: the addresses there are now; report those that came or went unseen."""
+        before, self.addresses = self.addresses, dict(now)
+        for ip, (name, _) in before.items():
+            if ip not in now:
+                self.tell("on_address", name, ip, False)
+        for ip, (name, _) in now.items():
+            if ip not in before:
+                self.tell("on_address", name, ip, True)
+
+    def ifname(self, index: int) -> str:
+        if index not in self.names:
+            try:
+                self.names[index] = socket.if_indextoname(index)
+            except OSError:
+                return ""
+        return self.names[index]
+
+    def tell(self, what: str, *args) -> None:
+        if self.listener:
+            getattr(self.listener, what)(*args)
+
+    def has_carrier(self, ifname: str) -> Optional[bool]:
+        """True or False as the kernel last said; None for an interface we know nothing of."""
+        return self.carrier.get(ifname)
+
+    def current(self) -> List[Tuple[str, ipaddress.IPv4Interface, str]]:
+        """The addresses in IPAddresses.addresses()'s shape, from what the kernel told us."""
+        return [(name, ipaddress.IPv4Interface(f"{ip}/{prefixlen}"), name)
+                for ip, (name, prefixlen) in self.addresses.items()]
+
+    def view(self, names: List[str]) -> Dict[str, str]:
+        """For status: each interface named, "up", "no carrier" or "unknown"."""
+        return {name: {True: "up", False: "no carrier"}.get(self.carrier.get(name), "unknown") for name in names}
+
+
+@dataclasses.dataclass
+class Fault:
+    """A held group whose address is down because its interface lost carrier (keepalived's FAULT)."""
+    iface: str
+    peers: List[str]                        # who could take the group over meanwhile: alive or never heard
+    carrier_back: Optional[float] = None    # when the carrier returned (monotonic)
+    readd_failed: bool = False
+
+
 # #### Cluster policy: who holds which group ##################################
 
 MAX_START_FAILURES = 3          # per group and node; then it stays down here and says so
 NEGOTIATION_ATTEMPTS = 3        # `starting` and failback requests, each a deadtime apart
 STANDBY_REPLY_TIMEOUT_S = 10.0
 STANDBY_DONE_TIMEOUT_S = 300.0  # a hand-over whose other side never says done is forgotten then
+ADDRESS_CHECK_DELAY_S = 0.2    # a group just started: its addresses are in the watch's table by then
+FAULT_SETTLE_S = 0.25          # carrier back: after our next heartbeat, this long for the peer's word
 HOLD_NAMES = {(True, True): "all", (True, False): "local", (False, True): "foreign", (False, False): "none"}
 MIRROR = {"local": "foreign", "foreign": "local", "all": "all", "none": "none"}
 
@@ -3037,6 +3314,7 @@ class ClusterPolicy:
         self.failures: Dict[str, int] = collections.Counter()
         self.failed_here: set = set()      # groups the monitor moved away: not started here while a peer lives
         self.peer_holds: Dict[str, Tuple[str, bool]] = {}     # peer -> (rsc_hold, isstable), its view
+        self.peer_holds_stamp: Dict[str, Tuple[int, int]] = {}  # peer -> (hg, seq) of that announcement
         self.initial_pending: Optional[str] = None            # peer whose answer to `starting` we await
         self.initial_timer: Optional[list] = None
         self.starting_attempts = self.failback_attempts = 0
@@ -3044,6 +3322,11 @@ class ClusterPolicy:
         self.standby_offer: Optional[Tuple[str, str, list]] = None     # (class peer gives, peer, timer)
         self.in_standby = False
         self.shutting_down = False
+        self.linkwatch: Optional[LinkWatch] = None      # set by the daemon when rtnetlink is there
+        self.faults: Dict[str, Fault] = {}              # group key -> its fault (address and link watch)
+        self.fault_timer: Optional[list] = None
+        self.address_check: Optional[list] = None
+        self.readding: set = set()                      # addresses being added back
 
     # -- helpers -----------------------------------------------------------------
 
@@ -3158,6 +3441,7 @@ class ClusterPolicy:
         if not self.busy():
             for name in list(self.peer_holds):
                 self.resolve_conflicts(name)
+            self.review_faults()
 
     # -- membership events ------------------------------------------------------------
 
@@ -3272,6 +3556,10 @@ class ClusterPolicy:
             self.give_away("foreign", reason="auto_failback")
 
     def on_resource(self, peer: Peer, msg: Message) -> None:
+        stamp = (max(hex_number(msg.get("hg")), 0), hex_number(msg.get("seq")))
+        if stamp < self.peer_holds_stamp.get(peer.name, (-1, -1)) <= (peer.generation, peer.max_seq):
+            return      # retransmitted after a newer one: what the peer held then, not now
+        self.peer_holds_stamp[peer.name] = stamp
         hold = msg.get("rsc_hold", "none")
         stable = msg.get("isstable", "1") == "1"
         self.peer_holds[peer.name] = (hold, stable)
@@ -3329,6 +3617,10 @@ class ClusterPolicy:
         if info == "me":
             if self.worker.busy or self.standby_request or self.standby_offer:
                 self.log.warn(f"standby message [me] from {peer.name} ignored.  local resources in flux.")
+                return
+            unable = self.cannot_serve(classes_of(MIRROR.get(cls, "all")))
+            if unable:
+                self.log.warn(f"standby message [me] from {peer.name} ignored: {unable}")
                 return
             self.log.info(f"standby: acquire [{cls}] resources from {peer.name}")
             self.standby_offer = (cls, peer.name, self.timers.call_later(STANDBY_DONE_TIMEOUT_S, self.standby_timeout))
@@ -3417,6 +3709,200 @@ class ClusterPolicy:
     def allow_here(self, key: str) -> None:
         self.failed_here.discard(key)
 
+    # -- address and link watch: events from LinkWatch, in the loop ------------------------------
+    # A held address that disappears is added back. An interface without carrier cannot serve:
+    # its held addresses go down at once (a fault, as keepalived's FAULT state) and, when the
+    # peer is heard on another medium, the group's class goes to it by the standby exchange.
+    # When the carrier returns, the address comes back only if the group is still ours once the
+    # peer has had time to say that it took it over meanwhile (then the split-brain rule decides).
+
+    def class_of(self, group: ResourceGroup) -> str:
+        return "local" if group.home == self.me else "foreign"
+
+    def vip_iface(self, res: IPResource) -> Optional[str]:
+        """The interface res.ip is on, or would go on; None when unknown."""
+        if res.iface or not self.linkwatch:
+            return res.iface and res.iface.split(":")[0]        # eth0:1 is a label on eth0
+        current = self.linkwatch.current()
+        for name, address, _ in current:
+            if str(address.ip) == res.ip:
+                return name
+        try:
+            return self.resources.addresses.plan(res, current).iface
+        except (ResourceError, ValueError):
+            return None
+
+    def addresses_of(self, group: ResourceGroup) -> List[Tuple[IPResource, Optional[str]]]:
+        return [(res, self.vip_iface(res)) for res in group.resources if isinstance(res, IPResource)]
+
+    def watched_links(self) -> Optional[Dict[str, str]]:
+        """For status: the carrier of the heartbeat media and of the addresses' interfaces."""
+        if not self.linkwatch:
+            return None
+        names = [medium.iface for medium in self.config.hacf.media]
+        names += [iface for group in self.config.groups for _, iface in self.addresses_of(group) if iface]
+        return self.linkwatch.view(sorted(set(names)))
+
+    def cannot_serve(self, classes: List[str]) -> str:
+        """Why the groups of these classes cannot be served here now ('' when they can)."""
+        for group in self.groups_of(classes) if self.linkwatch else []:
+            for _, iface in self.addresses_of(group):
+                if iface and self.linkwatch.has_carrier(iface) is False:
+                    return f"{iface} has no carrier here"
+        return ""
+
+    def on_address(self, iface: str, ip: str, added: bool) -> None:
+        if added:
+            if self.linkwatch.has_carrier(iface) is False:
+                self.review_faults()
+            return
+        if self.busy() or self.shutting_down:
+            return          # perhaps our own release (queued while the group was starting): once quiet,
+                            # after_change has review_faults look at the addresses again
+        for group in self.config.groups:
+            if self.state[group.key] != "running" or not self.holds[self.class_of(group)]:
+                continue
+            for res in group.resources:
+                if isinstance(res, IPResource) and res.ip == ip and ip not in self.readding:
+                    self.add_back(res, iface)
+
+    def add_back(self, res: IPResource, iface: str) -> None:
+        self.readding.add(res.ip)
+
+        def job():
+            if self.resources.addresses.holder_iface(res):
+                return False
+            self.resources.start(res)
+            return True
+
+        def done(result):
+            self.readding.discard(res.ip)
+            if isinstance(result, Exception):
+                self.log.error(f"IPaddr {res.ip} disappeared from {iface} while held: not added back: {result}")
+            elif result:
+                self.log.warn(f"IPaddr {res.ip} disappeared from {iface} while held: added back")
+            self.after_change()
+        self.worker.submit(job, done)
+
+    def on_carrier(self, iface: str, up: bool) -> None:
+        if iface in self.watched_links():
+            self.log.info(f"Link {iface}: carrier {'back' if up else 'lost'}")
+        for fault in self.faults.values():
+            if fault.iface == iface:
+                fault.carrier_back, fault.readd_failed = (self.timers.clock() if up else None), False
+        self.review_faults()
+
+    def review_faults(self) -> None:
+        """Groups held on an interface without carrier go to fault; faults move on or end."""
+        if not self.linkwatch or self.shutting_down:
+            return
+        for key in [key for key in self.faults if not self.state[key].startswith("fault")]:
+            del self.faults[key]
+        for group in self.config.groups:
+            if self.state[group.key] == "running" and self.holds[self.class_of(group)]:
+                down = [iface for _, iface in self.addresses_of(group)
+                        if iface and self.linkwatch.has_carrier(iface) is False]
+                if down:
+                    self.enter_fault(group, down[0])
+                elif not self.address_check and any(res.ip not in self.linkwatch.addresses
+                                                    for res, _ in self.addresses_of(group)):
+                    self.address_check = self.timers.call_later(ADDRESS_CHECK_DELAY_S, self.check_addresses)
+        now = self.timers.clock()
+        for group in [g for g in self.config.groups if g.key in self.faults]:
+            fault, cls = self.faults[group.key], self.class_of(group)
+            if self.busy() or not self.holds[cls]:
+                continue
+            if self.linkwatch.has_carrier(fault.iface) is False:
+                fault.carrier_back = None
+                if self.heard_elsewhere(fault.iface):
+                    self.give_away(cls, reason=f"{fault.iface} no carrier")
+            elif fault.carrier_back is None:
+                fault.carrier_back = now
+            elif not fault.readd_failed and self.may_serve_again(fault, cls, now):
+                self.serve_again(group, fault)
+        if self.faults and not self.fault_timer:
+            self.fault_timer = self.timers.call_later(self.config.hacf.keepalive_ms / 1000, self.fault_tick)
+
+    def check_addresses(self) -> None:
+        """An address gone while its group was starting (no event then), or one just added whose
+        event the watch had not read yet: by now it would have."""
+        self.address_check = None
+        if self.busy() or self.shutting_down:
+            return          # after_change looks again once quiet
+        for group in self.config.groups:
+            if self.state[group.key] == "running" and self.holds[self.class_of(group)]:
+                for res, iface in self.addresses_of(group):
+                    if res.ip not in self.linkwatch.addresses and res.ip not in self.readding:
+                        self.add_back(res, iface or "its interface")
+
+    def fault_tick(self) -> None:
+        self.fault_timer = None
+        self.review_faults()
+
+    def enter_fault(self, group: ResourceGroup, iface: str) -> None:
+        self.state[group.key] = f"fault ({iface} no carrier)"
+        self.faults[group.key] = Fault(iface, [peer.name for peer in self.membership.peers.values()
+                                               if peer.status != "dead" or peer.last_heard is None])
+        gone = [res for res, name in self.addresses_of(group) if name == iface]
+        self.log.crit(f"Link {iface}: no carrier: taking {' '.join(res.ip for res in gone)} down "
+                      f"(resource group {group.key} cannot be served here)")
+
+        def done(result):
+            if isinstance(result, Exception):
+                self.log.error(f"{iface} has no carrier and its addresses could not be removed: {result}")
+            self.after_change()
+        self.worker.submit(lambda: [self.resources.addresses.remove(res) for res in gone], done)
+
+    def heard_elsewhere(self, iface: str) -> Optional[str]:
+        """A live peer whose heartbeats come on a medium other than iface, on a link with carrier."""
+        now = self.timers.clock()
+        for peer in self.live_peers():
+            for link, heard in peer.links.items():
+                if link != iface and peer.link_up.get(link) and self.linkwatch.has_carrier(link) is not False \
+                        and now - heard < peer.deadtime_ms / 1000:
+                    return peer.name
+        return None
+
+    def may_serve_again(self, fault: Fault, cls: str, now: float) -> bool:
+        """The carrier is back. A peer that was alive when it went (or never heard from) may have
+        declared us dead and taken the group: it says so (partition healed) as soon as our next
+        heartbeat reaches it. So wait until that heartbeat and the answer had time to come and the
+        peer was heard again; a peer not heard within its deadtime is taken for dead."""
+        waited = now - fault.carrier_back
+        settle_s = self.config.hacf.keepalive_ms / 1000 + FAULT_SETTLE_S
+        for name in fault.peers:
+            peer = self.membership.peers.get(name)
+            if peer is None:
+                continue
+            if peer.status != "dead" and MIRROR[cls] in classes_of(self.peer_holds.get(name, ("none", True))[0]):
+                return False
+            heard = peer.status != "dead" and peer.last_heard is not None and peer.last_heard > fault.carrier_back
+            if not heard and waited < peer.deadtime_ms / 1000 + settle_s:
+                return False
+            if waited < settle_s:
+                return False
+        return True
+
+    def serve_again(self, group: ResourceGroup, fault: Fault) -> None:
+        addresses = [res for res, _ in self.addresses_of(group)]
+
+        def job():
+            for res in addresses:
+                self.resources.start(res)
+
+        def done(result):
+            if isinstance(result, Exception):
+                fault.readd_failed = True
+                self.log.error(f"Link {fault.iface}: carrier back, but resource group {group.key}'s addresses "
+                               f"could not be added again: {result}")
+            elif self.state[group.key].startswith("fault"):
+                self.state[group.key] = "running"
+                self.faults.pop(group.key, None)
+                self.log.info(f"Link {fault.iface}: carrier back and resource group {group.key} still ours: "
+                              f"{' '.join(res.ip for res in addresses)} added again")
+            self.after_change()
+        self.worker.submit(job, done)
+
     # -- commands and shutdown ---------------------------------------------------------------
 
     def standby(self) -> str:
@@ -3453,7 +3939,8 @@ class ClusterPolicy:
         for group in self.config.groups:
             cls = "local" if group.home == self.me else "foreign"
             owner = None
-            if self.holds[cls] and self.state[group.key] in ("running", "starting", "stopping"):
+            if self.holds[cls] and (self.state[group.key] in ("running", "starting", "stopping")
+                                    or self.state[group.key].startswith("fault")):
                 owner = self.me
             else:
                 for name, (hold, _) in self.peer_holds.items():
@@ -3971,6 +4458,7 @@ class Daemon:
         self.pings: Optional[PingNodes] = None
         self.ipfail: Optional[IPFail] = None
         self.monitor: Optional[ServiceMonitor] = None
+        self.linkwatch: Optional[LinkWatch] = None
         self.wake_r, self.wake_w = socket.socketpair()     # signals
         self.post_r, self.post_w = socket.socketpair()     # results from the resource and reload threads
         self.reloading = self.reload_again = False
@@ -4068,6 +4556,7 @@ class Daemon:
         if ping_sock:
             self.selector.register(ping_sock, selectors.EVENT_READ, self.pings.read)
         self.monitor = ServiceMonitor(self.config, self.policy, resources, self.timers, self.post, self.log)
+        self.open_linkwatch()
         self.install_signals()
         self.running = True
         self.membership.start()
@@ -4081,6 +4570,16 @@ class Daemon:
             self.guarded(self.timers.run_due)
         self.close()
         return EXIT_OK
+
+    def open_linkwatch(self) -> None:
+        """The address and link watch: its socket in our loop, its events to the cluster policy.
+        Without it (no rtnetlink here; a setting could skip this call) policy.linkwatch stays None
+        and the policy's watch methods do nothing."""
+        watch = LinkWatch(self.log)
+        if watch.open():
+            watch.listener = self.policy
+            self.policy.linkwatch = self.linkwatch = watch
+            self.selector.register(watch.sock, selectors.EVENT_READ, watch.read)
 
     def guarded(self, callback, *args) -> None:
         """A bug in one handler costs that event, not the node: heartbeats must keep flowing."""
@@ -4136,6 +4635,10 @@ class Daemon:
         for link in self.links:
             link.close()
         self.links = []
+        if self.linkwatch:
+            self.selector.unregister(self.linkwatch.sock)
+            self.linkwatch.close()
+            self.linkwatch = None
         if self.pid_fd >= 0:
             os.close(self.pid_fd)
             self.pid_fd = -1
@@ -4234,6 +4737,7 @@ class Daemon:
             "rsc_hold": self.policy.rsc_hold(),
             "groups": self.policy.snapshot(),
             "monitors": self.monitor.snapshot(),
+            "links_watched": self.policy.watched_links(),
             "counters": dict(membership.counters),
             "name_conflict": membership.name_conflict,
         }
@@ -4292,6 +4796,8 @@ def format_status(report: dict) -> str:
     for group in report.get("groups", []):
         owner = group["owner"] or "nobody"
         note = f" [{group['state']}, {group['failures']} start failures here]" if group["failures"] else ""
+        if group["state"].startswith("fault") and not note:
+            note = f" [{group['state']}]"
         lines.append(f"group {group['key']} (home {group['home']}): held by {owner}{note}")
     for monitor in report.get("monitors", []):
         checked = "never checked" if monitor["last_checked_s"] is None else \
@@ -4305,6 +4811,10 @@ def format_status(report: dict) -> str:
         elif clears is not None:
             line += f" (count clears in {clears:.0f} s)"
         lines.append(line)
+    if "links_watched" in report:
+        watched = report["links_watched"]
+        lines.append("carrier: " + (", ".join(f"{name} {state}" for name, state in watched.items()) or "-")
+                     if watched is not None else "address and link watch: off (no rtnetlink)")
     dropped = {k[len("dropped_"):]: v for k, v in report["counters"].items()
                if k.startswith("dropped_") and k not in ("dropped_own", "dropped_duplicate", "dropped_not_for_us")}
     if dropped:
