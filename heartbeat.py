@@ -879,6 +879,8 @@ MONITOR_OPTIONS = (
               "(0: never)", low=0, high=86400000 * 365),
 )
 SETTINGS = [
+    Setting("link_watch", "on|off", "watch this node's links and addresses through rtnetlink (default on): "
+            "a held address that disappears is added back, one whose interface loses carrier goes to the peer"),
     Setting("monitor", "RESOURCE", "watch a script resource of haresources (its name, the word before `::`): "
             "its `status` every interval, restarted in place on failure, its group moved to the peer "
             "after migration-threshold failures", MONITOR_OPTIONS),
@@ -936,6 +938,7 @@ class Settings:
     """heartbeat.py.cf: absent means every default (and no monitor)."""
     path: str = ""
     present: bool = False
+    link_watch: bool = True
     monitors: List[MonitorSettings] = dataclasses.field(default_factory=list)
 
 
@@ -965,8 +968,9 @@ def parse_setting_words(setting: Setting, words: List[str]) -> Tuple[str, Dict[s
     problems: List[str] = []
     operand = words[0] if words and "=" not in words[0] else ""
     if not operand:
-        problems.append(f"{setting.name} needs a {setting.operand} first "
-                        f"(e.g. {setting.name} apache {setting.options[0].name}={setting.options[0].default})")
+        example = f"{setting.name} apache {setting.options[0].name}={setting.options[0].default}" \
+            if setting.options else f"{setting.name} {setting.operand.split('|')[0]}"
+        problems.append(f"{setting.name} needs a {setting.operand} first (e.g. {example})")
     options = {o.name: o for o in setting.options}
     values = {option_field(o): option_value(o, o.default) for o in setting.options}
     given = set()
@@ -975,7 +979,8 @@ def parse_setting_words(setting: Setting, words: List[str]) -> Tuple[str, Dict[s
         option = options.get(key)
         if not eq or option is None:
             problems.append(f"'{word}' is not one of {setting.name}'s options: "
-                            + ", ".join(f"{o.name}={o.default}" for o in setting.options))
+                            + ", ".join(f"{o.name}={o.default}" for o in setting.options) if setting.options
+                            else f"{setting.name} takes one value, {setting.operand}; '{word}' is one too many")
             continue
         if key in given:
             problems.append(f"{key} is given twice")
@@ -1010,6 +1015,12 @@ def parse_settings(path: str, groups: Optional[List[ResourceGroup]]) -> Settings
             continue
         operand, values, problems = parse_setting_words(setting, words)
         errors.extend(ConfigError(path, lineno, f"{name} {operand}: {p}" if operand else p) for p in problems)
+        if name == "link_watch" and not problems:
+            try:
+                settings.link_watch = parse_bool(operand)
+            except ValueError as err:
+                errors.append(ConfigError(path, lineno, f"link_watch: {err}"))
+            continue
         if problems or groups is None:
             continue
         try:
@@ -4556,7 +4567,8 @@ class Daemon:
         if ping_sock:
             self.selector.register(ping_sock, selectors.EVENT_READ, self.pings.read)
         self.monitor = ServiceMonitor(self.config, self.policy, resources, self.timers, self.post, self.log)
-        self.open_linkwatch()
+        if self.config.settings.link_watch:
+            self.open_linkwatch()
         self.install_signals()
         self.running = True
         self.membership.start()
@@ -4573,13 +4585,19 @@ class Daemon:
 
     def open_linkwatch(self) -> None:
         """The address and link watch: its socket in our loop, its events to the cluster policy.
-        Without it (no rtnetlink here; a setting could skip this call) policy.linkwatch stays None
+        Without it (no rtnetlink here, or `link_watch off` in heartbeat.py.cf) policy.linkwatch stays None
         and the policy's watch methods do nothing."""
         watch = LinkWatch(self.log)
         if watch.open():
             watch.listener = self.policy
             self.policy.linkwatch = self.linkwatch = watch
             self.selector.register(watch.sock, selectors.EVENT_READ, watch.read)
+
+    def close_linkwatch(self) -> None:
+        if self.linkwatch:
+            self.selector.unregister(self.linkwatch.sock)
+            self.linkwatch.close()
+            self.linkwatch = self.policy.linkwatch = None
 
     def guarded(self, callback, *args) -> None:
         """A bug in one handler costs that event, not the node: heartbeats must keep flowing."""
@@ -4635,10 +4653,7 @@ class Daemon:
         for link in self.links:
             link.close()
         self.links = []
-        if self.linkwatch:
-            self.selector.unregister(self.linkwatch.sock)
-            self.linkwatch.close()
-            self.linkwatch = None
+        self.close_linkwatch()
         if self.pid_fd >= 0:
             os.close(self.pid_fd)
             self.pid_fd = -1
@@ -4694,6 +4709,15 @@ class Daemon:
         self.reconfigure_pings(config.hacf)
         self.ipfail.reconfigure(config)
         self.monitor.reconfigure(config)
+        if config.settings.link_watch and not self.linkwatch:
+            self.open_linkwatch()
+        elif not config.settings.link_watch and self.linkwatch:
+            if self.policy.faults:          # only the watch would see their carrier come back
+                self.log.warn(f"link_watch off: the watch stays on while group(s) {', '.join(self.policy.faults)} "
+                              "wait for their carrier; reload again once they are back")
+            else:
+                self.close_linkwatch()
+                self.log.info("Address and link watch turned off (link_watch off)")
         self.log.info("Configuration reloaded.")
 
     def reconfigure_pings(self, hacf: HaCf) -> None:
@@ -4814,7 +4838,7 @@ def format_status(report: dict) -> str:
     if "links_watched" in report:
         watched = report["links_watched"]
         lines.append("carrier: " + (", ".join(f"{name} {state}" for name, state in watched.items()) or "-")
-                     if watched is not None else "address and link watch: off (no rtnetlink)")
+                     if watched is not None else "address and link watch: off")
     dropped = {k[len("dropped_"):]: v for k, v in report["counters"].items()
                if k.startswith("dropped_") and k not in ("dropped_own", "dropped_duplicate", "dropped_not_for_us")}
     if dropped:
@@ -5408,6 +5432,7 @@ def describe_config(config: Config) -> str:
     settings = config.settings
     lines.append(f"  settings:  {settings.path}" if settings.present else
                  f"  settings:  no {SETTINGS_FILE}: defaults, no service monitoring")
+    lines.append(f"    link_watch {'on' if settings.link_watch else 'off'}")
     lines.extend(f"    {m.describe()} (line {m.lineno}; {m.resource} of group {m.group})" for m in settings.monitors)
     return "\n".join(lines)
 
@@ -5530,7 +5555,8 @@ def settings_table() -> str:
     """The heartbeat.py.cf table (Markdown), from SETTINGS: the README carries the same."""
     rows = ["| setting | option | default | meaning |", "|---|---|---|---|"]
     for setting in SETTINGS:
-        rows.append(f"| `{setting.name} {setting.operand}` | | | {setting.meaning} |")
+        operand = setting.operand.replace("|", "\\|")          # a bar would end the Markdown cell
+        rows.append(f"| `{setting.name} {operand}` | | | {setting.meaning} |")
         rows.extend(f"| | `{o.name}=` | {o.default} | {o.meaning} |" for o in setting.options)
     return "\n".join(rows)
 

@@ -16,12 +16,12 @@ pytestmark = pytest.mark.skipif(not have_root_net(), reason="needs root and ip(8
 HARESOURCES = f"prime {VIP}/24/eth0 webserver::{PORT}::PIDDIR\n"
 
 
-def cluster(lab, media="bcast eth0", deadtime="1", initdead="3"):
+def cluster(lab, media="bcast eth0", deadtime="1", initdead="3", start=True):
     text = hacf(media=media, keepalive="200ms", deadtime=deadtime, initdead=initdead)
     haresources = HARESOURCES.replace("PIDDIR", lab.tmp)
     nodes = [Node(lab, n, text, haresources=haresources, resource_scripts={"webserver": WEBSERVER_SCRIPT})
              for n in ("prime", "calc")]
-    for node in nodes:
+    for node in nodes if start else ():
         node.start()
     return nodes
 
@@ -51,6 +51,27 @@ def test_vip_removed_by_hand_is_added_back_and_announced(lab):
     wait(lambda: page(lab) == "prime", 2)
     assert holders(lab) == ["prime"]
     assert prime.status()["groups"][0]["state"] == "running"
+
+
+def test_link_watch_off_in_heartbeat_py_cf_leaves_addresses_alone_and_sighup_turns_it_on(lab):
+    import signal
+    prime, calc = cluster(lab, start=False)
+    prime.write("heartbeat.py.cf", "link_watch off   # NetworkManager owns the addresses here\n")
+    for node in (prime, calc):
+        node.start()
+    wait(settled(lab, "prime"), 10)
+    prime.wait_for(lambda s: s["groups"][0]["state"] == "running", 5)
+    assert prime.status()["links_watched"] is None
+    assert "address and link watch: off" in lab.exec("prime", prime.argv("status")).stdout
+    lab.exec("prime", ["ip", "addr", "del", f"{VIP}/24", "dev", "eth0"])
+    time.sleep(1.5)
+    assert holders(lab) == [], "with the watch off, nobody puts the address back"
+    prime.write("heartbeat.py.cf", "link_watch on\n")
+    prime.proc.send_signal(signal.SIGHUP)
+    prime.wait_for(lambda s: s["links_watched"] == {"eth0": "up"}, 5)
+    lab.exec("prime", ["ip", "addr", "add", f"{VIP}/24", "dev", "eth0"])
+    lab.exec("prime", ["ip", "addr", "del", f"{VIP}/24", "dev", "eth0"])
+    wait(lambda: holders(lab) == ["prime"], 1.0, interval=0.01)
 
 
 def test_carrier_lost_hands_the_group_over_at_once_when_heartbeats_flow_elsewhere(lab):

@@ -17,8 +17,6 @@ HARESOURCES = ("prime 10.9.0.1/24/eth0 webserver::8080::/tmp apache\n"
 DEFAULTS = dict(interval_ms=10000, timeout_ms=20000, fall=1, migration_threshold=3, failure_timeout_ms=600000)
 
 
-
-
 @pytest.fixture()
 def confdir(tmp_path):
     directory = str(tmp_path / "ha.d")
@@ -108,7 +106,7 @@ def test_the_whole_resource_word_picks_one_of_two_scripts_of_one_name(confdir):
 # ---------------------------------------------------------------- errors at PATH:LINE:
 
 @pytest.mark.parametrize("line, message", [
-    ("bogus 1", "Unknown directive [bogus]: heartbeat.py.cf knows monitor"),
+    ("bogus 1", "Unknown directive [bogus]: heartbeat.py.cf knows link_watch, monitor"),
     ("deadtime 10", "'deadtime' is a ha.cf directive: it belongs in ha.cf"),
     ("node calc", "'node' is a ha.cf directive: it belongs in ha.cf"),
     ("monitor", "monitor needs a RESOURCE first"),
@@ -242,3 +240,19 @@ def test_setup_copies_the_settings_file_with_the_rest(confdir):
     scp = [argv for argv in calls if argv[0] == "scp"]
     assert len(scp) == 1 and scp[0][-2] == os.path.abspath(confdir) and "-r" in scp[0]
     assert "heartbeat.py.cf" in done[-1]
+
+
+# ---------------------------------------------------------------- link_watch
+
+def test_link_watch_is_on_by_default_and_can_be_turned_off(confdir):
+    assert load(confdir).link_watch
+    assert not load(confdir, "link_watch off\n").link_watch
+    assert load(confdir, "link_watch no\nlink_watch yes\n").link_watch
+
+
+@pytest.mark.parametrize("line, words", [("link_watch", "needs a on|off first"),
+                                         ("link_watch maybe", "'maybe' is not a boolean"),
+                                         ("link_watch off now", "takes one value")])
+def test_bad_link_watch_lines_are_errors_at_their_line(confdir, line, words):
+    (error,) = errors(confdir, "monitor webserver\n" + line + "\n")
+    assert error.startswith(f"{confdir}/heartbeat.py.cf:2: ") and words in error, error
