@@ -202,8 +202,8 @@ DIRECTIVES = [
     Directive("respawn", "line", None, "child processes to keep running (ipfail: built in; others ignored)"),
     Directive("apiauth", "line", None, "API client permissions", support="ignored"),
     Directive("failfast", "line", None, "failfast children", support="ignored"),
-    Directive("stonith", "line", None, "STONITH device", support="ignored"),
-    Directive("stonith_host", "line", None, "STONITH device per host", support="ignored"),
+    Directive("stonith", "line", None, "STONITH device: stonith TYPE CONFIGFILE"),
+    Directive("stonith_host", "line", None, "STONITH device: stonith_host NODE-or-* TYPE PARAMS..."),
     Directive("crm", "text", "false", "run Pacemaker's CRM (must stay off)", support="crm"),
     Directive("pacemaker", "text", "false", "run Pacemaker (must stay off)", support="crm"),
     Directive("use_apphbd", "bool", None, "register with apphbd", support="crm"),
@@ -253,6 +253,16 @@ class PingNode:
 
 
 @dataclasses.dataclass
+class StonithLine:
+    """A `stonith TYPE CONFIGFILE` or `stonith_host FROM|* TYPE PARAMS...` line of ha.cf."""
+    lineno: int
+    host: str                        # the node that uses it, or "*" (a `stonith` line: "*")
+    plugin: str
+    params: str                      # positional, in the order of the plugin's getconfignames
+    config_file: Optional[str] = None
+
+
+@dataclasses.dataclass
 class HaCf:
     """ha.cf as Heartbeat reads it, with its defaults and computed timers."""
     path: str
@@ -281,6 +291,7 @@ class HaCf:
     ping_nodes: List[PingNode] = dataclasses.field(default_factory=list)
     deadping_ms: int = 0
     ipfail: bool = False             # `respawn USER .../ipfail`: the ipfail rules, built in
+    stonith_lines: List[StonithLine] = dataclasses.field(default_factory=list)
     values: Dict[str, str] = dataclasses.field(default_factory=dict)   # raw, for HA_* variables
     lines: Dict[str, int] = dataclasses.field(default_factory=dict)    # where each was set
     warnings: List[ConfigError] = dataclasses.field(default_factory=list)
@@ -348,6 +359,22 @@ def _parse_media(cfg: HaCf, name: str, words: List[str], lineno: int) -> List[st
             cfg.media.append(Medium("mcast", dev, lineno, group=group, port=int(port),
                                     ttl=int(ttl), loop=loop == "1"))
     return problems
+
+
+def _parse_stonith(cfg: HaCf, name: str, rest: str, lineno: int) -> Optional[str]:
+    """Keep a stonith/stonith_host line (the device is chosen per node by load_config)."""
+    words = rest.split()
+    if name == "stonith":
+        if len(words) < 2:
+            return "stonith takes a device type and its config file: stonith baytech /etc/ha.d/conf/stonith.baytech"
+        cfg.stonith_lines.append(StonithLine(lineno, "*", words[0], "", config_file=rest.split(None, 1)[1]))
+    else:
+        if len(words) < 2:
+            return ("stonith_host takes the node using the device (or *), its type and its parameters: "
+                    "stonith_host * external/ipmi calc 10.0.0.12 623 admin secret lan")
+        cfg.stonith_lines.append(StonithLine(lineno, words[0].lower(), words[1],
+                                             rest.split(None, 2)[2] if len(words) > 2 else ""))
+    return None
 
 
 def _parse_ping(cfg: HaCf, name: str, words: List[str], lineno: int) -> List[str]:
@@ -431,7 +458,8 @@ def parse_hacf(path: str) -> HaCf:
         rest = rest.strip()
         words = [w for w in re.split(r"[\s,]+", rest) if w]
         cfg.lines[name] = lineno
-        cfg.values[name] = rest
+        if name not in ("stonith", "stonith_host"):      # HA_* for scripts: no device password there
+            cfg.values[name] = rest
         if directive.support == "refused":
             errors.append(ConfigError(path, lineno, f"'{name}' ({directive.meaning}) is not implemented "
                                       "by heartbeat.py; remove the line or use bcast, mcast or ucast"))
@@ -457,6 +485,10 @@ def parse_hacf(path: str) -> HaCf:
                     cfg.nodes.append(node)
         elif directive.kind == "media":
             errors.extend(ConfigError(path, lineno, p) for p in _parse_media(cfg, name, words, lineno))
+        elif name in ("stonith", "stonith_host"):
+            problem = _parse_stonith(cfg, name, rest, lineno)
+            if problem:
+                errors.append(ConfigError(path, lineno, problem))
         elif name in ("ping", "ping_group"):
             errors.extend(ConfigError(path, lineno, p) for p in _parse_ping(cfg, name, words, lineno))
         elif name == "respawn":
@@ -881,6 +913,8 @@ MONITOR_OPTIONS = (
 SETTINGS = [
     Setting("link_watch", "on|off", "watch this node's links and addresses through rtnetlink (default on): "
             "a held address that disappears is added back, one whose interface loses carrier goes to the peer"),
+    Setting("fence_delay", "TIME", "with a STONITH device: how long a node that holds no group waits before it "
+            "resets its peer (default 0), so that in a partition the active node wins the race and keeps serving"),
     Setting("monitor", "RESOURCE", "watch a script resource of haresources (its name, the word before `::`): "
             "its `status` every interval, restarted in place on failure, its group moved to the peer "
             "after migration-threshold failures", MONITOR_OPTIONS),
@@ -939,6 +973,7 @@ class Settings:
     path: str = ""
     present: bool = False
     link_watch: bool = True
+    fence_delay_ms: int = 0
     monitors: List[MonitorSettings] = dataclasses.field(default_factory=list)
 
 
@@ -1015,6 +1050,12 @@ def parse_settings(path: str, groups: Optional[List[ResourceGroup]]) -> Settings
             continue
         operand, values, problems = parse_setting_words(setting, words)
         errors.extend(ConfigError(path, lineno, f"{name} {operand}: {p}" if operand else p) for p in problems)
+        if name == "fence_delay" and not problems:
+            try:
+                settings.fence_delay_ms = parse_duration_ms(operand)
+            except ValueError as err:
+                errors.append(ConfigError(path, lineno, f"fence_delay: {err}"))
+            continue
         if name == "link_watch" and not problems:
             try:
                 settings.link_watch = parse_bool(operand)
@@ -1039,6 +1080,91 @@ def parse_settings(path: str, groups: Optional[List[ResourceGroup]]) -> Settings
     return settings
 
 
+# #### Config: STONITH devices ###############################################
+
+STONITH_COMMAND = "stonith"                       # cluster-glue's: runs every plugin it has
+STONITH_EXTERNAL_DIR = "/usr/lib/stonith/plugins/external"
+BUILTIN_STONITH = {"null": ("hostlist",)}         # without cluster-glue: a device that resets nothing
+STONITH_QUERY_TIMEOUT_S = 10
+
+
+@dataclasses.dataclass
+class StonithDevice:
+    """The device this node fences its peer with: the last stonith/stonith_host line for it or *.
+    `how` says what runs it: "cluster-glue" (its stonith command), "external" (the plugin script
+    with cluster-glue's calling convention) or "builtin"."""
+    plugin: str
+    params: Dict[str, str]
+    lineno: int
+    how: str
+    path: str = ""                   # the external plugin script
+
+    def describe(self) -> str:
+        names = ", ".join(self.params) or "no parameters"
+        return f"{self.plugin} ({names}; run by {self.how})"
+
+
+def stonith_config_names(plugin: str) -> Tuple[Tuple[str, ...], str, str]:
+    """(parameter names in getconfignames order, how it runs, script path); ValueError when
+    nothing here can run that type."""
+    script = os.path.join(STONITH_EXTERNAL_DIR, plugin.partition("/")[2]) if plugin.startswith("external/") else ""
+    if shutil.which(STONITH_COMMAND):
+        argv, how = [STONITH_COMMAND, "-t", plugin, "-n"], "cluster-glue"
+    elif script and os.access(script, os.X_OK):
+        argv, how = [script, "getconfignames"], "external"
+    elif plugin in BUILTIN_STONITH:
+        return BUILTIN_STONITH[plugin], "builtin", ""
+    else:
+        raise ValueError(f"Invalid Stonith type [{plugin}]: cluster-glue's {STONITH_COMMAND} command is not "
+                         f"installed and no {STONITH_EXTERNAL_DIR}/{plugin.partition('/')[2] or plugin} script "
+                         f"exists (built in: {', '.join(BUILTIN_STONITH)})")
+    try:
+        result = subprocess.run(argv, capture_output=True, text=True, timeout=STONITH_QUERY_TIMEOUT_S,
+                                stdin=subprocess.DEVNULL, check=False)
+    except (OSError, subprocess.TimeoutExpired) as err:
+        raise ValueError(f"Invalid Stonith type [{plugin}]: {' '.join(argv)}: {err}") from None
+    names = tuple(result.stdout.split())
+    if result.returncode != 0 or not names:
+        raise ValueError(f"Invalid Stonith type [{plugin}] ({' '.join(argv)}: "
+                         f"{(result.stderr or result.stdout).strip()[-200:] or 'no parameter names'})")
+    return names, how, script
+
+
+def stonith_params(names: Tuple[str, ...], text: str) -> Dict[str, str]:
+    """cluster-glue's positional reading: a word per name, the last name takes the rest."""
+    values, rest = {}, text.strip()
+    for index, name in enumerate(names):
+        if not rest:
+            raise ValueError(f"missing {', '.join(names[index:])} (parameters, in order: {' '.join(names)})")
+        if index == len(names) - 1:
+            values[name], rest = rest, ""
+        else:
+            word, _, rest = rest.partition(" ")
+            values[name], rest = word, rest.strip()
+    return values
+
+
+def stonith_device(hacf: HaCf, node: str) -> Optional[StonithDevice]:
+    """The device in effect for `node` (3.0.6 keeps the last line for it or *), validated;
+    ConfigError at its line when the type is unknown or parameters are missing."""
+    lines = [line for line in hacf.stonith_lines if line.host in ("*", node)]
+    if not lines:
+        return None
+    line = lines[-1]
+    try:
+        names, how, script = stonith_config_names(line.plugin)
+        text = line.params
+        if line.config_file is not None:
+            with open(line.config_file, encoding="utf-8", errors="replace") as handle:
+                text = next((raw.strip() for raw in handle if raw.strip() and not raw.startswith("#")), "")
+        return StonithDevice(line.plugin, stonith_params(names, text), line.lineno, how, script)
+    except OSError as err:
+        raise ConfigError(hacf.path, line.lineno, f"Invalid Stonith config file [{line.config_file}]: "
+                                                  f"{err.strerror or err}") from None
+    except ValueError as err:
+        raise ConfigError(hacf.path, line.lineno, f"{line.plugin}: {err}") from None
+
+
 # #### Config: the four files together #######################################
 
 @dataclasses.dataclass
@@ -1051,6 +1177,7 @@ class Config:
     groups: List[ResourceGroup]
     warnings: List[ConfigError]
     settings: Settings = dataclasses.field(default_factory=Settings)
+    stonith: Optional[StonithDevice] = None
 
     def script_dirs(self) -> List[str]:
         return default_script_dirs(self.config_dir)
@@ -1095,10 +1222,16 @@ def load_config(config_dir: str, node: Optional[str] = None,
         errors.append(ConfigError(hacf_path, 0, f"Current node [{me}] not in configuration! Cluster nodes "
                                   "are named by `uname -n` and must be declared with a 'node' directive "
                                   "(or give --node NAME)"))
+    device = None
+    if hacf:
+        try:
+            device = stonith_device(hacf, me)
+        except ConfigError as err:
+            errors.append(err)
     if errors:
         raise ConfigErrors(errors)
     return Config(config_dir, me, hacf, authkeys, groups, hacf.warnings + authkeys.warnings + crc_warnings(authkeys),
-                  settings)
+                  settings, device)
 
 
 # #### Auth: the digests of authkeys' methods ################################
@@ -2816,6 +2949,124 @@ class Worker:
         return self.pending > 0
 
 
+# #### Fencing: STONITH before takeover ######################################
+
+STONITH_RETRY_S = 5.0           # 3.0.6 retries a failed reset every 5 s, and takes nothing over meanwhile
+STONITH_RESET_TIMEOUT_S = 120.0
+STONITH_STATUS_INTERVAL_S = 3600.0   # while holding groups, the device is checked every hour
+STONITH_BADHOST = 100           # a plugin's "this device cannot reset that host"
+
+
+def stonith_argv(device: StonithDevice, operation: str, host: str = "") -> Tuple[List[str], Optional[dict]]:
+    """How to run one operation (reset, status) on the device: argv and extra environment.
+    Parameters go to cluster-glue's -p in getconfignames order; an external plugin run directly
+    gets them in its environment, as cluster-glue would give them."""
+    if device.how == "cluster-glue":
+        argv = [STONITH_COMMAND, "-t", device.plugin, "-p", " ".join(device.params.values())]
+        return argv + (["-T", operation, host] if operation == "reset" else ["-S"]), None
+    if device.how == "external":
+        return [device.path, operation] + ([host] if host else []), dict(os.environ, **device.params)
+    return [], None
+
+
+class Fencer:
+    """Resets a node through the configured device before its groups are taken over. Each attempt
+    runs in a thread (a reset can take tens of seconds); the result comes back to the loop, which
+    retries every STONITH_RETRY_S until it succeeds, as Heartbeat 3.0.6 does."""
+
+    def __init__(self, device: StonithDevice, timers: Timers, post, log, send, alive=None, run=run_command):
+        self.device, self.timers, self.post, self.log, self.send, self.run = device, timers, post, log, send, run
+        self.alive = alive or (lambda node: False)        # heard again: not to be reset
+        self.pending: Dict[str, object] = {}          # node -> what to do once it is reset
+        self.retry_timers: Dict[str, list] = {}
+        self.resets: Dict[str, int] = collections.Counter()
+        self.last_status: Optional[bool] = None
+
+    def fence(self, node: str, then, delay_s: float = 0.0) -> None:
+        """Reset `node` (after delay_s: see fence_delay), then call then(); nothing else happens to
+        it meanwhile."""
+        first = node not in self.pending
+        self.pending[node] = then
+        if first and delay_s > 0:
+            self.log.info(f"STONITH of {node} in {delay_s:g} s (fence_delay: this node holds no group)")
+            self.retry_timers[node] = self.timers.call_later(delay_s, lambda: self.attempt(node))
+        elif first:
+            self.attempt(node)
+
+    def cancel(self, node: str) -> None:
+        """The node is heard again: it was not dead, and a reset now would take down a live peer."""
+        if self.pending.pop(node, None) is not None:
+            self.timers.cancel(self.retry_timers.pop(node, None))
+            self.log.warn(f"STONITH of {node} cancelled: it is alive again")
+
+    def attempt(self, node: str) -> None:
+        self.retry_timers.pop(node, None)
+        if node not in self.pending:
+            return
+        if self.alive(node):
+            self.cancel(node)
+            return
+        self.log.info(f"Resetting node {node} with [{self.device.plugin}]")
+
+        def reset():
+            result = self.reset(node)
+            self.post(lambda: self.finished(node, result))
+        threading.Thread(target=reset, name="stonith", daemon=True).start()
+
+    def reset(self, node: str) -> CommandResult:
+        argv, env = stonith_argv(self.device, "reset", node)
+        if not argv:                                    # the built-in null device
+            return CommandResult(0, f"{self.device.plugin}: {node} reset (a null device touches nothing)")
+        return self.run(argv, STONITH_RESET_TIMEOUT_S, env)
+
+    def finished(self, node: str, result: CommandResult) -> None:
+        then = self.pending.get(node)
+        if then is None:
+            return                                      # cancelled meanwhile
+        for line in result.output.strip().splitlines()[-5:]:
+            self.log.info(f"stonith: {line}")
+        if result.returncode == 0:
+            self.log.info(f"node {node} now reset.")
+            self.send_result(node, "OK")
+            self.resets[node] += 1
+            del self.pending[node]
+            then()
+            return
+        if result.returncode == STONITH_BADHOST:
+            self.log.error(f"Device {self.device.plugin} cannot reset host {node}.")
+            self.send_result(node, "badhost")
+        else:
+            self.log.error(f"Host {node} not reset!")
+            self.send_result(node, "bad")
+        self.log.error(f"STONITH of {node} failed.  Retrying...")
+        self.retry_timers[node] = self.timers.call_later(STONITH_RETRY_S, lambda: self.attempt(node))
+
+    def send_result(self, node: str, result: str) -> None:
+        """3.0.6's T_STONITH message: every node learns what became of the reset."""
+        self.send(Message(("t", "stonith"), ("node", node), ("result", result)))
+
+    def check_status(self) -> None:
+        """The device's own status, in a thread; logged when it is not operational."""
+        argv, env = stonith_argv(self.device, "status")
+        if not argv:
+            return
+
+        def status():
+            result = self.run(argv, STONITH_RESET_TIMEOUT_S, env)
+            self.post(lambda: self.status_known(result))
+        self.log.info(f"Checking status of STONITH device [{self.device.plugin}]")
+        threading.Thread(target=status, name="stonith-status", daemon=True).start()
+
+    def status_known(self, result: CommandResult) -> None:
+        self.last_status = result.returncode == 0
+        if not self.last_status:
+            self.log.error(f"STONITH device {self.device.plugin} not operational!")
+
+    def snapshot(self) -> dict:
+        return {"device": self.device.plugin, "run_by": self.device.how, "fencing": sorted(self.pending),
+                "resets": dict(self.resets), "device_ok": self.last_status}
+
+
 # #### Health: service monitoring ###########################################
 
 def check_result_word(res: ScriptResource, result: CommandResult) -> str:
@@ -3333,6 +3584,8 @@ class ClusterPolicy:
         self.standby_offer: Optional[Tuple[str, str, list]] = None     # (class peer gives, peer, timer)
         self.in_standby = False
         self.shutting_down = False
+        self.fencer: Optional[Fencer] = None          # set by the daemon when a STONITH device is configured
+        self.stonith_warned = False
         self.linkwatch: Optional[LinkWatch] = None      # set by the daemon when rtnetlink is there
         self.faults: Dict[str, Fault] = {}              # group key -> its fault (address and link watch)
         self.fault_timer: Optional[list] = None
@@ -3464,7 +3717,9 @@ class ClusterPolicy:
         if not peers:
             for peer in self.membership.peers.values():
                 self.log.info(f"Resources being acquired from {peer.name}.")
-            self.acquire(["local", "foreign"], reason="mach_down")
+            silent = list(self.membership.peers.values())[:1]     # never heard: it may hold anything
+            self.take_over_from(silent[0] if silent else None, None,
+                                lambda: self.acquire(["local", "foreign"], reason="mach_down"))
             return
         self.initial_pending = peers[0].name
         self.starting_attempts = 0
@@ -3530,7 +3785,7 @@ class ClusterPolicy:
 
     def on_node_status(self, peer: Peer, old: str, new: str) -> None:
         if new == "dead":
-            self.peer_holds.pop(peer.name, None)
+            held = self.peer_holds.pop(peer.name, None)
             if self.standby_request and self.standby_request[1] == peer.name:
                 self.timers.cancel(self.standby_request[2])
                 self.standby_request = None
@@ -3544,11 +3799,41 @@ class ClusterPolicy:
             self.in_standby = False
             if not (self.holds["local"] and self.holds["foreign"]):
                 self.log.info(f"Resources being acquired from {peer.name}.")
-                self.acquire(["local", "foreign"], reason="",
-                             then=lambda: self.log.info(f"mach_down takeover complete for node {peer.name}."))
-        elif old == "dead" and peer.partition_healed:
+                self.take_over_from(peer, held, lambda: self.acquire(
+                    ["local", "foreign"], reason="",
+                    then=lambda: self.log.info(f"mach_down takeover complete for node {peer.name}.")))
+        elif old == "dead" and self.fencer:
+            self.fencer.cancel(peer.name)
+        if old == "dead" and new != "dead" and peer.partition_healed:
             self.log.info(f"Announcing our resources to {peer.name} after the partition")
             self.announce(stable=not self.worker.busy)
+
+    # -- fencing: a dead peer is reset before its groups are taken (Heartbeat's rule) ----------
+
+    def fencing_needed(self, peer: Optional[Peer], held: Optional[Tuple[str, bool]]) -> bool:
+        """Not for a peer that stopped gracefully (shutdone), nor for one heard saying it holds
+        nothing; a peer never heard, or one that held something, may still hold it."""
+        if peer is None or peer.shutting_down:
+            return False
+        return not (peer.last_heard is not None and held is not None and held[0] == "none")
+
+    def take_over_from(self, peer: Optional[Peer], held: Optional[Tuple[str, bool]], take) -> None:
+        """take() now, or once the peer is reset; with no device, now, and say that disks are not safe."""
+        if not self.fencing_needed(peer, held):
+            if peer is not None and not peer.shutting_down:
+                self.log.info(f"Dead node {peer.name} gave up resources.")
+                self.membership.send(Message(("t", "stonith"), ("node", peer.name), ("result", "unneeded")))
+            take()
+        elif self.fencer:
+            holding = self.holds["local"] or self.holds["foreign"]     # in a race, the active node resets first
+            self.fencer.fence(peer.name, take, 0.0 if holding else self.config.settings.fence_delay_ms / 1000)
+        else:
+            self.membership.send(Message(("t", "stonith"), ("node", peer.name), ("result", "n_stnth")))
+            if not self.stonith_warned:
+                self.stonith_warned = True
+                self.log.warn("No STONITH device configured.")
+                self.log.warn("Shared disks are not protected.")
+            take()
 
     # -- messages from the peer ---------------------------------------------------------
 
@@ -4468,6 +4753,7 @@ class Daemon:
         self.policy: Optional[ClusterPolicy] = None
         self.pings: Optional[PingNodes] = None
         self.ipfail: Optional[IPFail] = None
+        self.stonith_timer: Optional[list] = None
         self.monitor: Optional[ServiceMonitor] = None
         self.linkwatch: Optional[LinkWatch] = None
         self.wake_r, self.wake_w = socket.socketpair()     # signals
@@ -4558,6 +4844,7 @@ class Daemon:
         self.policy = ClusterPolicy(self.config, self.membership, resources, Worker(self.post), self.log,
                                     on_released_all=self.finish_shutdown)
         self.membership.listener = self.policy
+        self.set_stonith(self.config.stonith)
         self.pings = PingNodes(self.config.hacf, self.timers, self.log)
         self.ipfail = IPFail(self.config, self.membership, self.policy, self.pings, self.log)
         self.pings.listener = self.ipfail.on_ping_status
@@ -4592,6 +4879,31 @@ class Daemon:
             watch.listener = self.policy
             self.policy.linkwatch = self.linkwatch = watch
             self.selector.register(watch.sock, selectors.EVENT_READ, watch.read)
+
+    def set_stonith(self, device: Optional[StonithDevice]) -> None:
+        """The fencing device, at start and on reload (a reset under way goes on with the old one)."""
+        fencer = self.policy.fencer
+        if fencer and fencer.pending:
+            if device != fencer.device:
+                self.log.warn("STONITH device changed during a reset: the new one is used from the next reset")
+            fencer.device = device or fencer.device
+            return
+        alive = lambda node: node in self.membership.peers and self.membership.peers[node].status != "dead"  # noqa: E731
+        self.policy.fencer = Fencer(device, self.timers, self.post, self.log, self.membership.send, alive) \
+            if device else None
+        if device and (not fencer or fencer.device != device):
+            self.log.info(f"STONITH device: {device.describe()}")
+            self.timers.cancel(self.stonith_timer)
+            self.stonith_timer = self.timers.call_later(0, self.check_stonith)
+
+    def check_stonith(self) -> None:
+        """At start, then hourly while this node holds groups (3.0.6's schedule)."""
+        fencer = self.policy.fencer
+        if not fencer or not self.running:
+            return
+        if fencer.last_status is None or self.policy.rsc_hold() != "none":
+            fencer.check_status()
+        self.stonith_timer = self.timers.call_later(STONITH_STATUS_INTERVAL_S, self.check_stonith)
 
     def close_linkwatch(self) -> None:
         if self.linkwatch:
@@ -4709,6 +5021,7 @@ class Daemon:
         self.reconfigure_pings(config.hacf)
         self.ipfail.reconfigure(config)
         self.monitor.reconfigure(config)
+        self.set_stonith(config.stonith)
         if config.settings.link_watch and not self.linkwatch:
             self.open_linkwatch()
         elif not config.settings.link_watch and self.linkwatch:
@@ -4758,6 +5071,7 @@ class Daemon:
                       for link in self.links],
             "nodes": {**membership.snapshot(), **self.pings.snapshot()},
             "ipfail": self.ipfail.snapshot(),
+            "stonith": self.policy.fencer.snapshot() if self.policy.fencer else None,
             "rsc_hold": self.policy.rsc_hold(),
             "groups": self.policy.snapshot(),
             "monitors": self.monitor.snapshot(),

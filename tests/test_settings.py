@@ -106,7 +106,7 @@ def test_the_whole_resource_word_picks_one_of_two_scripts_of_one_name(confdir):
 # ---------------------------------------------------------------- errors at PATH:LINE:
 
 @pytest.mark.parametrize("line, message", [
-    ("bogus 1", "Unknown directive [bogus]: heartbeat.py.cf knows link_watch, monitor"),
+    ("bogus 1", "Unknown directive [bogus]: heartbeat.py.cf knows link_watch, fence_delay, monitor"),
     ("deadtime 10", "'deadtime' is a ha.cf directive: it belongs in ha.cf"),
     ("node calc", "'node' is a ha.cf directive: it belongs in ha.cf"),
     ("monitor", "monitor needs a RESOURCE first"),

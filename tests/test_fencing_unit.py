@@ -1,0 +1,148 @@
+"""STONITH with a fake clock and a recording device: when a dead peer is reset before takeover,
+when not, the retries every 5 s, the T_STONITH messages, fence_delay, and the device's argv."""
+import time
+
+import pytest
+
+import heartbeat as hb
+from test_ipfail_unit import Cluster, load
+
+
+class Device:
+    """run_command's stand-in for the device: answers from a script of results, records argv."""
+
+    def __init__(self, *codes):
+        self.codes, self.calls = list(codes), []
+
+    def __call__(self, argv, timeout_s, env=None):
+        self.calls.append(argv)
+        return hb.CommandResult(self.codes.pop(0) if self.codes else 0, "")
+
+
+class Fenced(Cluster):
+    """prime, its policy and a Fencer whose resets are answered by `device`."""
+
+    def __init__(self, config, device):
+        super().__init__(config)
+        self.posted, self.device = [], device
+        if config.stonith:
+            self.policy.fencer = hb.Fencer(config.stonith, self.timers, self.posted.append, self.rec,
+                                           self.membership.send, self.alive, run=device)
+
+    def alive(self, node):
+        return self.membership.peers[node].status != "dead"
+
+    def settle(self):
+        """Let the device's thread answer, then run what it posted, as the loop would."""
+        for _ in range(200):
+            if self.posted:
+                self.posted.pop(0)()
+                return
+            time.sleep(0.01)
+        raise AssertionError("the device never answered")
+
+    def silence(self, seconds=6):
+        """calc stops beating: declared dead after deadtime (5 s)."""
+        end = self.clock.now + seconds
+        while self.clock.now < end - 1e-9:
+            self.clock.now = min(end, self.clock.now + 0.05)
+            self.timers.run_due()
+
+    def results(self):
+        return [(m.get("node"), m.get("result")) for m in self.sent("stonith")]
+
+
+def fenced(tmp_path, device, extra="stonith_host * null prime calc\n", settings=""):
+    if settings:
+        (tmp_path / "heartbeat.py.cf").write_text(settings)
+    return Fenced(load(tmp_path, extra=extra), device)
+
+
+def calc_holds(world, hold):
+    world.receive(world.calc.packet(("t", "resource"), ("rsc_hold", hold), ("rtype", "full"), ("isstable", "1")))
+
+
+def test_stonith_host_lines_for_other_nodes_are_skipped_and_the_last_one_counts(tmp_path):
+    config = load(tmp_path, extra="stonith_host calc null a b\nstonith_host prime null calc\n"
+                                  "stonith_host * null prime calc\n")
+    assert config.stonith.params == {"hostlist": "prime calc"} and config.stonith.lineno == 12
+    assert hb.stonith_argv(config.stonith, "reset", "calc")[0] in (
+        ["stonith", "-t", "null", "-p", "prime calc", "-T", "reset", "calc"], [])
+
+
+@pytest.mark.parametrize("line, words", [("stonith_host * no-such-type x", "Invalid Stonith type [no-such-type]"),
+                                         ("stonith_host prime", "takes the node using the device"),
+                                         ("stonith null /nonexistent/file", "Invalid Stonith config file")])
+def test_bad_stonith_lines_are_errors_at_their_line(tmp_path, line, words):
+    with pytest.raises(hb.ConfigErrors) as caught:
+        load(tmp_path, extra=line + "\n")
+    (error,) = caught.value.errors
+    assert error.lineno == 10 and words in error.message, error
+
+
+def test_a_peer_dead_by_silence_is_reset_before_its_groups_are_taken_and_retried_every_5_s(tmp_path):
+    device = Device(1, 1, 0)
+    world = fenced(tmp_path, device)
+    calc_holds(world, "local")
+    world.silence()
+    assert world.membership.peers["calc"].status == "dead"
+    for attempt in range(3):
+        world.settle()
+        if attempt < 2:
+            assert not world.policy.holds["foreign"], "nothing is taken over before the reset succeeds"
+            assert world.rec.has("STONITH of calc failed.  Retrying...")
+            world.silence(hb.STONITH_RETRY_S - 0.1)
+            assert len(device.calls) == attempt + 1
+            world.silence(0.2)
+    assert len(device.calls) == 3 and world.rec.has("node calc now reset.")
+    assert world.policy.rsc_hold() == "all"
+    assert world.results() == [("calc", "bad"), ("calc", "bad"), ("calc", "OK")]
+
+
+def test_a_peer_known_to_hold_nothing_is_not_reset(tmp_path):
+    device = Device()
+    world = fenced(tmp_path, device)
+    calc_holds(world, "none")
+    world.silence()
+    assert device.calls == [] and world.policy.rsc_hold() == "all"
+    assert world.rec.has("Dead node calc gave up resources.") and world.results() == [("calc", "unneeded")]
+
+
+def test_a_graceful_shutdown_needs_no_reset(tmp_path):
+    device = Device()
+    world = fenced(tmp_path, device)
+    calc_holds(world, "local")
+    world.receive(world.calc.packet(("t", "shutdone"), ("st", "dead")))
+    assert device.calls == [] and world.policy.rsc_hold() == "all"
+
+
+def test_without_a_device_it_says_so_once_and_takes_over(tmp_path):
+    world = fenced(tmp_path, Device(), extra="")
+    calc_holds(world, "local")
+    world.silence()
+    assert world.policy.rsc_hold() == "all"
+    assert world.rec.has("No STONITH device configured.") and world.rec.has("Shared disks are not protected.")
+    assert world.results() == [("calc", "n_stnth")]
+
+
+def test_a_peer_heard_again_is_not_reset(tmp_path):
+    device = Device(1)
+    world = fenced(tmp_path, device)
+    calc_holds(world, "local")
+    world.silence()
+    world.settle()
+    world.receive(world.calc.status())
+    world.advance(hb.STONITH_RETRY_S + 1)                   # calc beats all along
+    assert len(device.calls) == 1 and world.rec.has("STONITH of calc cancelled: it is alive again")
+
+
+def test_fence_delay_holds_back_the_reset_of_a_node_that_holds_nothing(tmp_path):
+    device = Device()
+    world = fenced(tmp_path, device, settings="fence_delay 3s\n")
+    calc_holds(world, "all")                                # calc serves both groups: prime holds nothing
+    assert world.policy.rsc_hold() == "none"
+    world.silence()
+    assert device.calls == [] and world.rec.has("STONITH of calc in 3 s (fence_delay")
+    world.silence(3.1)
+    world.settle()
+    assert len(device.calls) == 1 and world.policy.rsc_hold() == "all"
