@@ -196,7 +196,7 @@ DIRECTIVES = [
     Directive("conn_logd_time", "int", "60", "logd reconnect interval", support="ignored",
               low=0, high=1 << 30),
     Directive("baud", "int", "19200", "serial line speed", support="ignored", low=1, high=1 << 30),
-    Directive("watchdog", "text", None, "watchdog device", support="ignored"),
+    Directive("watchdog", "text", None, "watchdog device, fed every keepalive; 'V' on a clean stop"),
     Directive("ping", "line", None, "ping nodes: each address its own pseudo-node, pinged every keepalive"),
     Directive("ping_group", "line", None, "ping group NAME ADDR...: one pseudo-node, up while any member answers"),
     Directive("respawn", "line", None, "child processes to keep running (ipfail: built in; others ignored)"),
@@ -292,6 +292,7 @@ class HaCf:
     deadping_ms: int = 0
     ipfail: bool = False             # `respawn USER .../ipfail`: the ipfail rules, built in
     stonith_lines: List[StonithLine] = dataclasses.field(default_factory=list)
+    watchdog: Optional[str] = None   # the watchdog device (opened by the daemon, not here)
     values: Dict[str, str] = dataclasses.field(default_factory=dict)   # raw, for HA_* variables
     lines: Dict[str, int] = dataclasses.field(default_factory=dict)    # where each was set
     warnings: List[ConfigError] = dataclasses.field(default_factory=list)
@@ -457,6 +458,10 @@ def parse_hacf(path: str) -> HaCf:
             continue
         rest = rest.strip()
         words = [w for w in re.split(r"[\s,]+", rest) if w]
+        if name == "watchdog" and name in cfg.lines:
+            errors.append(ConfigError(path, lineno, f"Watchdog device multiply specified (first at line "
+                                                    f"{cfg.lines[name]}); keep one watchdog line"))
+            continue
         cfg.lines[name] = lineno
         if name not in ("stonith", "stonith_host"):      # HA_* for scripts: no device password there
             cfg.values[name] = rest
@@ -2529,6 +2534,104 @@ class PingNodes:
                        "links": {name: "up" if target.status == "ping" else "dead"},
                        "last_heard_s": None if target.last_reply is None else round(now - target.last_reply, 3)}
                 for name, target in self.targets.items()}
+
+
+# #### Health: the watchdog ##################################################
+
+WDIOC_SETTIMEOUT = 0xC0045706      # _IOWR('W', 6, int) of linux/watchdog.h
+WATCHDOG_FEED = b"\0"              # 3.0.6 writes "" with a length of 1: its terminating NUL
+WATCHDOG_MAGIC_CLOSE = b"V"        # before close(2): the driver stops its timer instead of resetting
+
+
+class WatchdogError(HAError):
+    """The watchdog device of ha.cf cannot be opened: the daemon does not start."""
+
+
+class Watchdog:
+    """`watchdog DEVICE` in ha.cf, driven as Heartbeat 3.0.6 drives it: opened at start, its
+    timer set to deadtime + 10 ms in whole seconds (when it is a character device), a byte
+    written every keepalive by the event loop (a loop that hangs stops feeding it, and the
+    kernel resets the node), 'V' written before close on a clean stop so that the machine is
+    not reset. A crash closes it without 'V'. A FIFO or a plain file can stand in for it."""
+
+    def __init__(self, path: str, log, clock=time.monotonic, ioctl=fcntl.ioctl):
+        self.path, self.log, self.clock, self.ioctl = path, log, clock, ioctl
+        self.fd = -1
+        self.timeout_s: Optional[int] = None
+        self.last_fed: Optional[float] = None
+        self.feeds = 0
+
+    def open(self, deadtime_ms: int) -> None:
+        """Open (never create) the device and feed it once; WatchdogError if it cannot be opened.
+        O_NONBLOCK: a fake device that is full must not block the loop (a real one never blocks)."""
+        try:
+            self.fd = os.open(self.path, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError as err:
+            raise WatchdogError(f"Cannot open watchdog device: {self.path} ({err.strerror}); heartbeat not "
+                                "started: load its driver (e.g. modprobe softdog) or remove the watchdog "
+                                "line from ha.cf") from None
+        self.log.notice(f"Using watchdog device: {self.path}")
+        if stat.S_ISCHR(os.fstat(self.fd).st_mode):
+            self.set_timeout((deadtime_ms + 10 + 999) // 1000)
+        self.feed()
+
+    def set_timeout(self, seconds: int) -> None:
+        self.log.debug(f"Set watchdog timer to {seconds} seconds.")
+        try:
+            answer = self.ioctl(self.fd, WDIOC_SETTIMEOUT, struct.pack("i", seconds))
+            self.timeout_s = struct.unpack("i", answer)[0]       # what the driver chose
+        except OSError as err:
+            self.log.error(f"WDIOC_SETTIMEOUT: Failed to set watchdog timer to {seconds} seconds.: "
+                           f"{err.strerror}")
+
+    def feed(self) -> None:
+        """One byte; on a write failure 3.0.6 gives the device up (with 'V') and runs on."""
+        if self.fd < 0:
+            return
+        try:
+            written, reason = os.write(self.fd, WATCHDOG_FEED), ""
+        except OSError as err:
+            written, reason = 0, f": {err.strerror}"
+        if written != 1:
+            self.log.error(f"Watchdog write failure: closing {self.path}!{reason}")
+            self.close()
+            return
+        self.last_fed = self.clock()
+        self.feeds += 1
+
+    def close(self) -> None:
+        """The magic close: 'V', then close(2). Only for a clean stop."""
+        if self.fd < 0:
+            return
+        try:
+            if os.write(self.fd, WATCHDOG_MAGIC_CLOSE) != 1:
+                raise OSError(0, "short write")
+            self.log.debug("Successful watchdog 'V' write")
+        except OSError as err:
+            self.log.error(f"Watchdog write magic character failure: closing {self.path}!: {err.strerror}")
+        try:
+            os.close(self.fd)
+            self.log.debug("Successful watchdog close")
+        except OSError as err:
+            self.log.error(f"Watchdog close(2) failed.: {err.strerror}")
+        self.fd = -1
+
+    def snapshot(self) -> dict:
+        return {"device": self.path, "open": self.fd >= 0, "timeout_s": self.timeout_s, "feeds": self.feeds,
+                "last_fed_s": None if self.last_fed is None else round(self.clock() - self.last_fed, 3)}
+
+
+def watchdog_problem(path: str) -> Optional[str]:
+    """What `check` says of the watchdog device: the daemon refuses a path it cannot open, and
+    writes to anything else that is not a character device without effect."""
+    try:
+        info = os.stat(path)
+    except OSError as err:
+        return (f"watchdog device {path}: {err.strerror}; the daemon will not start "
+                "(load the watchdog driver, e.g. modprobe softdog)")
+    if not stat.S_ISCHR(info.st_mode):
+        return f"watchdog device {path} is not a character device: feeding it resets nothing"
+    return None
 
 
 # #### Resources: commands, IP addresses, ARP, scripts ########################
@@ -4756,6 +4859,7 @@ class Daemon:
         self.stonith_timer: Optional[list] = None
         self.monitor: Optional[ServiceMonitor] = None
         self.linkwatch: Optional[LinkWatch] = None
+        self.watchdog: Optional[Watchdog] = None
         self.wake_r, self.wake_w = socket.socketpair()     # signals
         self.post_r, self.post_w = socket.socketpair()     # results from the resource and reload threads
         self.reloading = self.reload_again = False
@@ -4765,7 +4869,8 @@ class Daemon:
 
     def open(self) -> None:
         """Everything that can fail at start, before we report success: pid lock, state files
-        (hb_uuid, hb_generation), sockets."""
+        (hb_uuid, hb_generation), sockets, and last the watchdog (once it is open, only a clean
+        stop may close it)."""
         self.pid_fd = acquire_pidfile(self.args.run_dir)
         self.log.info(f"Configuration validated. Starting heartbeat.py {__version__} "
                       f"(Heartbeat {HEARTBEAT_VERSION} protocol)")
@@ -4777,6 +4882,9 @@ class Daemon:
         self.open_links(self.config.hacf)
         self.control = ControlServer(os.path.join(self.args.run_dir, SOCKET_NAME), self.selector,
                                      self.handle_request)
+        if self.config.hacf.watchdog:
+            self.watchdog = Watchdog(self.config.hacf.watchdog, self.log)
+            self.watchdog.open(self.config.hacf.deadtime_ms)
 
     def open_links(self, hacf: HaCf) -> None:
         links = [Link(medium, hacf.udpport) for medium in hacf.media]
@@ -4861,6 +4969,8 @@ class Daemon:
         self.membership.start()
         self.pings.start()
         self.ipfail.start()
+        if self.watchdog:
+            self.feed_watchdog()
         gc.freeze()      # what start-up built lives as long as we do: no collection need scan it again
         while self.running:
             timeout = self.timers.next_delay()
@@ -4869,6 +4979,12 @@ class Daemon:
             self.guarded(self.timers.run_due)
         self.close()
         return EXIT_OK
+
+    def feed_watchdog(self) -> None:
+        """Every keepalive, from the loop: a loop that hangs stops feeding the watchdog."""
+        self.watchdog.feed()
+        if self.watchdog.fd >= 0:
+            self.timers.call_later(self.config.hacf.keepalive_ms / 1000, self.feed_watchdog)
 
     def open_linkwatch(self) -> None:
         """The address and link watch: its socket in our loop, its events to the cluster policy.
@@ -4969,6 +5085,8 @@ class Daemon:
         if self.pid_fd >= 0:
             os.close(self.pid_fd)
             self.pid_fd = -1
+        if self.watchdog:                # the loop ended: a clean stop, so the magic close
+            self.watchdog.close()
 
     def reload(self) -> None:
         """SIGHUP: read the configuration in a thread (a host name in haresources may wait on a
@@ -5008,6 +5126,10 @@ class Daemon:
                 self.log.error(f"Config error: {line}")
             self.log.error("New configuration refused; keeping the running one.")
             return
+        running_watchdog = self.watchdog.path if self.watchdog else None
+        if config.hacf.watchdog != running_watchdog:
+            self.log.warn(f"watchdog changed: restart heartbeat.py to apply it; keeping "
+                           f"{running_watchdog or 'no watchdog'}")
         if [(g.home, [r.spec for r in g.resources]) for g in config.groups] != \
                 [(g.home, [r.spec for r in g.resources]) for g in self.config.groups]:
             self.log.error("haresources changed: restart heartbeat.py to apply it; keeping the running groups")
@@ -5078,6 +5200,7 @@ class Daemon:
             "links_watched": self.policy.watched_links(),
             "counters": dict(membership.counters),
             "name_conflict": membership.name_conflict,
+            "watchdog": self.watchdog.snapshot() if self.watchdog else None,
         }
 
 
@@ -5127,6 +5250,12 @@ def format_status(report: dict) -> str:
         lines.append(f"ipfail: on, {ipfail['ping_nodes_up']} ping node(s) answering here{pending}")
     elif ipfail.get("refusal") not in (None, "not configured"):
         lines.append(f"ipfail: off ({ipfail['refusal']})")
+    watchdog = report.get("watchdog")
+    if watchdog:
+        fed = "never fed" if watchdog["last_fed_s"] is None else f"fed {watchdog['last_fed_s']:.1f} s ago"
+        timeout = f", timeout {watchdog['timeout_s']} s" if watchdog["timeout_s"] else ""
+        lines.append(f"watchdog {watchdog['device']}: " + (f"{fed}{timeout}" if watchdog["open"] else
+                                                           f"closed after a write failure ({fed})"))
     conflict = report.get("name_conflict")
     if conflict:
         lines.append(f"NAME CONFLICT: another node calls itself {report['node']} (uuid {conflict['uuid']}, "
@@ -5736,6 +5865,8 @@ def describe_config(config: Config) -> str:
         + ("" if method != "crc" else f": {CRC_RISK}"),
         "  logging:   " + (", ".join(x for x in logs if x) or "none"),
     ]
+    if cf.watchdog:
+        lines.append(f"  watchdog:  {cf.watchdog}, fed every keepalive")
     if cf.ping_nodes:
         pings = "; ".join(f"{p.name} ({' '.join(p.addresses)})" if p.group else p.name for p in cf.ping_nodes)
         lines.append(f"  ping:      {pings}, deadping {cf.deadping_ms} ms, ipfail {'on' if cf.ipfail else 'off'}")
@@ -5773,6 +5904,9 @@ def cmd_check(args) -> int:
                         else (os.path.join(config.config_dir, "haresources"), where.lineno))
         print(f"{path}:{lineno}: warning: this machine has no interface {iface}; "
               "the daemon will not start here as configured", file=sys.stderr)
+    problem = watchdog_problem(config.hacf.watchdog) if config.hacf.watchdog else None
+    if problem:
+        print(f"{config.hacf.path}:{config.hacf.lines['watchdog']}: warning: {problem}", file=sys.stderr)
     print(describe_config(config))
     return EXIT_OK
 
