@@ -158,6 +158,7 @@ ACCEPTED = {
     "autojoin": ("other", lambda c: c.autojoin == "other"),
     "max_rexmit_delay": ("500", lambda c: c.max_rexmit_delay == 500),
     "env": ("HA_SITE=north", lambda c: c.env == {"HA_SITE": "north"}),
+    "watchdog": ("/dev/watchdog", lambda c: c.watchdog == "/dev/watchdog"),    # parsed, not opened
     # accepted with a warning: no effect in heartbeat.py
     "deadping": ("30", lambda c: c.deadping_ms == 30000),
     "realtime": ("off", None),
@@ -171,7 +172,6 @@ ACCEPTED = {
     "use_logd": ("yes", None),
     "conn_logd_time": ("60", None),
     "baud": ("19200", None),
-    "watchdog": ("/dev/watchdog", None),
     "ping": ("10.10.10.254", lambda c: [(p.name, p.addresses) for p in c.ping_nodes]
              == [("10.10.10.254", ("10.10.10.254",))]),
     "ping_group": ("group1 10.10.10.254 10.10.10.253", lambda c: [(p.name, p.addresses, p.group) for p in c.ping_nodes]
