@@ -10,14 +10,16 @@ import select
 import signal
 import stat
 import struct
+import threading
 import time
+import types
 
 import pytest
 
 import heartbeat as hb
 from netns import Node, hacf, have_root_net
 from test_cli import common, confdir, run, write  # noqa: F401 - confdir is a fixture
-from test_membership_unit import Recorder
+from test_membership_unit import Clock, Recorder
 
 root_only = pytest.mark.skipif(not have_root_net(), reason="needs root and ip(8) for network namespaces")
 
@@ -113,6 +115,33 @@ def test_a_full_fifo_never_blocks_the_loop_and_the_device_is_given_up(tmp_path):
         assert any("Watchdog write magic character failure" in line for line in log.lines)
     finally:
         os.close(reader)
+
+
+def test_the_daemon_feeds_from_its_loop_timers_only(tmp_path):
+    """No thread and no sleep: each feed is a Timers entry one keepalive after the last, so only a
+    loop that runs its timers feeds the device, and a keepalive changed by SIGHUP applies."""
+    path = write(str(tmp_path), "fake-watchdog", "")
+    clock, threads = Clock(), threading.active_count()
+    daemon = types.SimpleNamespace(timers=hb.Timers(clock), watchdog=hb.Watchdog(path, Recorder(), clock=clock),
+                                   config=types.SimpleNamespace(hacf=types.SimpleNamespace(keepalive_ms=200)))
+    daemon.feed_watchdog = lambda: hb.Daemon.feed_watchdog(daemon)
+    daemon.watchdog.open(1000)
+    daemon.feed_watchdog()
+    assert contents(path) == b"\0\0" and daemon.timers.next_delay() == pytest.approx(0.2)
+    clock.now += 0.19
+    daemon.timers.run_due()
+    assert contents(path) == b"\0\0"          # not before keepalive
+    clock.now += 0.01
+    daemon.timers.run_due()
+    assert contents(path) == b"\0\0\0"
+    daemon.config.hacf.keepalive_ms = 500
+    clock.now += 0.2
+    daemon.timers.run_due()
+    assert daemon.timers.next_delay() == pytest.approx(0.5) and threading.active_count() == threads
+    daemon.watchdog.close()
+    clock.now += 1
+    daemon.timers.run_due()
+    assert contents(path) == b"\0\0\0\0V" and daemon.timers.next_delay() is None   # closed: no more feeds
 
 
 # -- ha.cf and check -------------------------------------------------------------------------------
