@@ -3057,7 +3057,7 @@ class Worker:
 STONITH_RETRY_S = 5.0           # 3.0.6 retries a failed reset every 5 s, and takes nothing over meanwhile
 STONITH_RESET_TIMEOUT_S = 120.0
 STONITH_STATUS_INTERVAL_S = 3600.0   # while holding groups, the device is checked every hour
-STONITH_BADHOST = 100           # a plugin's "this device cannot reset that host"
+STONITH_BADHOST = 4             # cluster-glue's S_BADHOST: "this device cannot reset that host"
 
 
 def stonith_argv(device: StonithDevice, operation: str, host: str = "") -> Tuple[List[str], Optional[dict]]:
@@ -3135,7 +3135,7 @@ class Fencer:
             del self.pending[node]
             then()
             return
-        if result.returncode == STONITH_BADHOST:
+        if result.returncode == STONITH_BADHOST and self.device.how == "cluster-glue":
             self.log.error(f"Device {self.device.plugin} cannot reset host {node}.")
             self.send_result(node, "badhost")
         else:
@@ -3164,6 +3164,8 @@ class Fencer:
         self.last_status = result.returncode == 0
         if not self.last_status:
             self.log.error(f"STONITH device {self.device.plugin} not operational!")
+            self.log.error("STONITH status operation failed.")
+            self.log.info("This may mean that the STONITH device has failed!")
 
     def snapshot(self) -> dict:
         return {"device": self.device.plugin, "run_by": self.device.how, "fencing": sorted(self.pending),
