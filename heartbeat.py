@@ -2975,8 +2975,16 @@ class Resources:
         if result.returncode == 0:
             self.log.crit("Killing heartbeat ungracefully!")
             os._exit(EXIT_GENERIC)          # as 3.0.6's kill -9: no release announced, no shutdone
-        self.log.crit(f"Unable to force reboot. ({' '.join(REBOOT_ARGV)}: {result.output.strip()[-200:]}) "
-                      f"{res.spec} may still run here: its group stays held by this node")
+        self.log.crit(f"Unable to force reboot. ({' '.join(REBOOT_ARGV)}: {result.output.strip()[-200:]})")
+        if self.peer_can_fence():
+            self.log.crit("Killing heartbeat ungracefully! The peer resets this node (STONITH) before it takes "
+                          f"the group: {res.spec} cannot run on two nodes")
+            os._exit(EXIT_GENERIC)
+        self.log.crit(f"{res.spec} may still run here: its group stays held by this node")
+
+    def peer_can_fence(self) -> bool:
+        """A stonith line for the peer (or *): it resets a node that went silent holding groups."""
+        return any(line.host != self.config.node for line in self.config.hacf.stonith_lines)
 
     def acquire_group(self, group: ResourceGroup) -> Optional[str]:
         """Start the group's resources in order; on a failure stop what was started. None = success."""

@@ -1,6 +1,8 @@
 """STONITH for real (root only): heartbeat.py nodes in namespaces with the lab's fence plugin
 (tests/fencing.py), which powers a node's namespace off (every process killed, links down) and
 records when. cluster-glue's `stonith` command runs it, as it would run external/ipmi."""
+import os
+import signal
 import time
 
 import pytest
@@ -82,3 +84,25 @@ def test_in_a_partition_the_node_without_groups_waits_and_the_active_node_keeps_
     assert plugin.resets("prime") == []
     assert fencing.gone(lab, "calc") and not fencing.gone(lab, "prime")
     assert holders(lab) == ["prime"] and page(lab) == "prime"
+
+
+def test_a_node_whose_stop_failed_is_reset_by_its_peer_before_the_peer_starts_the_group(lab):
+    from test_integration_hardening import RECORDER, STUCK
+    plugin = fencing.make_plugin(lab)
+    recorder = f"{lab.tmp}/reboot"
+    with open(recorder, "w") as handle:
+        handle.write(RECORDER.format(calls=f"{lab.tmp}/reboot-calls", code=1))     # the reboot fails
+    os.chmod(recorder, 0o755)
+    text = hacf(keepalive="200ms", deadtime="1", initdead="3", extra=f"stonith_host * {plugin.type} prime calc\n")
+    nodes = [fencing.start_node(Node(lab, name, text, haresources=f"prime {VIP}/24/eth0 stuck\n",
+                                     resource_scripts={"stuck": STUCK}), plugin, fake_reboot=recorder)
+             for name in ("prime", "calc")]
+    prime, calc = nodes
+    wait(lambda: holders(lab) == ["prime"], 15)
+    calc.wait_for(lambda s: s["groups"][0]["owner"] == "prime", 5)
+    prime.proc.send_signal(signal.SIGTERM)          # the stop fails 11 times, the reboot fails
+    reset = fencing.wait_reset(plugin, "prime", 30)
+    took = first_seen_on_calc(lab, 10)
+    print(f"\nstop failed on prime: reset by calc, which holds the VIP {took - reset['mono_end']:.2f} s later")
+    assert took > reset["mono_end"] and fencing.gone(lab, "prime")
+    assert "The peer resets this node (STONITH) before it takes the group" in prime.log()
