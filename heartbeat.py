@@ -1089,7 +1089,8 @@ def parse_settings(path: str, groups: Optional[List[ResourceGroup]]) -> Settings
 
 STONITH_COMMAND = "stonith"                       # cluster-glue's: runs every plugin it has
 STONITH_EXTERNAL_DIR = "/usr/lib/stonith/plugins/external"
-BUILTIN_STONITH = {"null": ("hostlist",)}         # without cluster-glue: a device that resets nothing
+BUILTIN_STONITH = {"null": ("hostlist",),         # without cluster-glue: a device that resets nothing,
+                   "meatware": ("hostlist",)}     # and an operator who power-cycles the node by hand
 STONITH_QUERY_TIMEOUT_S = 10
 
 
@@ -3064,6 +3065,7 @@ class Worker:
 
 STONITH_RETRY_S = 5.0           # 3.0.6 retries a failed reset every 5 s, and takes nothing over meanwhile
 STONITH_RESET_TIMEOUT_S = 120.0
+MEATWARE_TIMEOUT_S = 600.0      # cluster-glue's meatware waits this long for `meatclient -c HOST`
 STONITH_STATUS_INTERVAL_S = 3600.0   # while holding groups, the device is checked every hour
 STONITH_BADHOST = 4             # cluster-glue's S_BADHOST: "this device cannot reset that host"
 
@@ -3092,6 +3094,7 @@ class Fencer:
         self.retry_timers: Dict[str, list] = {}
         self.resets: Dict[str, int] = collections.Counter()
         self.last_status: Optional[bool] = None
+        self.confirmations: Dict[str, threading.Event] = {}     # built-in meatware: node -> operator said so
 
     def fence(self, node: str, then, delay_s: float = 0.0) -> None:
         """Reset `node` (after delay_s: see fence_delay), then call then(); nothing else happens to
@@ -3125,10 +3128,35 @@ class Fencer:
         threading.Thread(target=reset, name="stonith", daemon=True).start()
 
     def reset(self, node: str) -> CommandResult:
+        """In the device's thread: one reset, and its result."""
         argv, env = stonith_argv(self.device, "reset", node)
+        if self.device.plugin == "meatware" and not argv:
+            return self.wait_for_operator(node)
         if not argv:                                    # the built-in null device
             return CommandResult(0, f"{self.device.plugin}: {node} reset (a null device touches nothing)")
-        return self.run(argv, STONITH_RESET_TIMEOUT_S, env)
+        timeout_s = MEATWARE_TIMEOUT_S + 60 if self.device.plugin == "meatware" else STONITH_RESET_TIMEOUT_S
+        return self.run(argv, timeout_s, env)
+
+    def wait_for_operator(self, node: str) -> CommandResult:
+        """meatware, built in: a person power-cycles the node and says so (`heartbeat.py meatclient
+        NODE`, as cluster-glue's `meatclient -c NODE`)."""
+        event = self.confirmations.setdefault(node, threading.Event())
+        event.clear()
+        self.post(lambda: self.log.crit(f"OPERATOR INTERVENTION REQUIRED to reset {node}."))
+        self.post(lambda: self.log.crit(f"Run \"heartbeat.py meatclient {node}\" AFTER power-cycling "
+                                        "the machine."))
+        if event.wait(MEATWARE_TIMEOUT_S):
+            return CommandResult(0, f"node {node} Met.")
+        return CommandResult(1, f"no confirmation that {node} was power-cycled in {MEATWARE_TIMEOUT_S:g} s")
+
+    def confirm(self, node: str) -> str:
+        """The operator's word that `node` was power-cycled; an error when nothing waits for it."""
+        event = self.confirmations.get(node)
+        if node not in self.pending or event is None:
+            return f"no reset of {node} is waiting for a confirmation"
+        self.log.info(f"meatclient: the operator confirms that {node} was power-cycled")
+        event.set()
+        return ""
 
     def finished(self, node: str, result: CommandResult) -> None:
         then = self.pending.get(node)
@@ -5179,6 +5207,10 @@ class Daemon:
         command = request.get("cmd")
         if command == "status":
             return self.status()
+        if command == "meatclient":
+            fencer = self.policy.fencer
+            error = fencer.confirm(str(request.get("host", "")).lower()) if fencer else "no STONITH device configured"
+            return {"ok": not error, "error": error, "node": self.config.node}
         if command in ("standby", "takeover"):
             if command == "takeover":
                 self.monitor.clear_all()
@@ -5999,6 +6031,20 @@ def cmd_standby_takeover(args) -> int:
     return EXIT_OK
 
 
+def cmd_meatclient(args) -> int:
+    """The operator confirms a manual reset (meatware), as cluster-glue's `meatclient -c HOST`."""
+    try:
+        reply = control_request(args.run_dir, {"cmd": "meatclient", "host": args.confirm})
+    except HAError as err:
+        print(f"heartbeat.py: {err}", file=sys.stderr)
+        return EXIT_NOT_RUNNING
+    if not reply.get("ok"):
+        print(f"heartbeat.py: meatclient: {reply.get('error')}", file=sys.stderr)
+        return EXIT_GENERIC
+    print(f"Meatware_client: reset confirmed for {args.confirm}.")
+    return EXIT_OK
+
+
 def directives_table() -> str:
     """The ha.cf directive table (Markdown), from DIRECTIVES: the README carries the same."""
     support = {"yes": "yes", "ignored": "accepted, no effect (warning)", "crm": "CRM only (warning; on = error)",
@@ -6116,6 +6162,10 @@ def build_parser() -> argparse.ArgumentParser:
     export.set_defaults(func=cmd_export_pacemaker)
     sub.add_parser("directives", parents=[common], help="list the ha.cf directives and heartbeat.py.cf settings"
                    ).set_defaults(func=cmd_directives)
+    meat = sub.add_parser("meatclient", parents=[common],
+                          help="confirm that a node was power-cycled by hand (the built-in meatware device)")
+    meat.add_argument("confirm", metavar="HOST", help="the node that was power-cycled (meatclient -c HOST)")
+    meat.set_defaults(func=cmd_meatclient)
     for name, text in (("standby", "give all resource groups to the peer (hb_standby)"),
                        ("takeover", "take all resource groups from the peer (hb_takeover)")):
         sub.add_parser(name, parents=[common], help=text).set_defaults(func=cmd_standby_takeover)

@@ -146,3 +146,21 @@ def test_fence_delay_holds_back_the_reset_of_a_node_that_holds_nothing(tmp_path)
     world.silence(3.1)
     world.settle()
     assert len(device.calls) == 1 and world.policy.rsc_hold() == "all"
+
+
+def test_builtin_meatware_waits_for_the_operators_word(tmp_path):
+    world = fenced(tmp_path, Device())
+    device = hb.StonithDevice("meatware", {"hostlist": "prime calc"}, 11, "builtin")
+    world.policy.fencer = hb.Fencer(device, world.timers, world.posted.append, world.rec, world.membership.send,
+                                    world.alive)
+    calc_holds(world, "local")
+    assert world.policy.fencer.confirm("calc") == "no reset of calc is waiting for a confirmation"
+    world.silence()
+    for _ in range(2):                              # the two CRIT lines, posted from the device's thread
+        world.settle()
+    assert world.rec.has("OPERATOR INTERVENTION REQUIRED to reset calc.")
+    time.sleep(0.2)
+    assert world.posted == [] and not world.policy.holds["foreign"], "nothing happens without the operator"
+    assert world.policy.fencer.confirm("calc") == ""
+    world.settle()
+    assert world.policy.holds["foreign"] and world.results() == [("calc", "OK")]
