@@ -3071,12 +3071,12 @@ STONITH_BADHOST = 4             # cluster-glue's S_BADHOST: "this device cannot 
 
 
 def stonith_argv(device: StonithDevice, operation: str, host: str = "") -> Tuple[List[str], Optional[dict]]:
-    """How to run one operation (reset, status) on the device: argv and extra environment.
-    Parameters go to cluster-glue's -p in getconfignames order; an external plugin run directly
-    gets them in its environment, as cluster-glue would give them."""
+    """How to run one operation (reset, status) on the device: argv and environment. The
+    parameters travel in the environment (cluster-glue's -E, and its convention for external
+    plugins), never in argv, where every user of ps would read the device's password."""
     if device.how == "cluster-glue":
-        argv = [STONITH_COMMAND, "-t", device.plugin, "-p", " ".join(device.params.values())]
-        return argv + (["-T", operation, host] if operation == "reset" else ["-S"]), None
+        argv = [STONITH_COMMAND, "-t", device.plugin, "-E"]
+        return argv + (["-T", operation, host] if operation == "reset" else ["-S"]), dict(os.environ, **device.params)
     if device.how == "external":
         return [device.path, operation] + ([host] if host else []), dict(os.environ, **device.params)
     return [], None
@@ -3163,7 +3163,7 @@ class Fencer:
         if then is None:
             return                                      # cancelled meanwhile
         for line in result.output.strip().splitlines()[-5:]:
-            self.log.info(f"stonith: {line}")
+            self.log.info(f"stonith: {self.redacted(line)}")
         if result.returncode == 0:
             self.log.info(f"node {node} now reset.")
             self.send_result(node, "OK")
@@ -3179,6 +3179,13 @@ class Fencer:
             self.send_result(node, "bad")
         self.log.error(f"STONITH of {node} failed.  Retrying...")
         self.retry_timers[node] = self.timers.call_later(STONITH_RETRY_S, lambda: self.attempt(node))
+
+    def redacted(self, text: str) -> str:
+        """A plugin's output without the device's parameter values (a password may be among them)."""
+        for value in sorted(self.device.params.values(), key=len, reverse=True):
+            if len(value) >= 4:
+                text = text.replace(value, "***")
+        return text
 
     def send_result(self, node: str, result: str) -> None:
         """3.0.6's T_STONITH message: every node learns what became of the reset."""
@@ -3966,7 +3973,7 @@ class ClusterPolicy:
                 self.membership.send(Message(("t", "stonith"), ("node", peer.name), ("result", "unneeded")))
             take()
         elif self.fencer:
-            holding = self.holds["local"] or self.holds["foreign"]     # in a race, the active node resets first
+            holding = bool(self.groups_of([c for c in ("local", "foreign") if self.holds[c]]))  # it resets first
             self.fencer.fence(peer.name, take, 0.0 if holding else self.config.settings.fence_delay_ms / 1000)
         else:
             self.membership.send(Message(("t", "stonith"), ("node", peer.name), ("result", "n_stnth")))

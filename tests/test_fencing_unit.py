@@ -66,8 +66,23 @@ def test_stonith_host_lines_for_other_nodes_are_skipped_and_the_last_one_counts(
     config = load(tmp_path, extra="stonith_host calc null a b\nstonith_host prime null calc\n"
                                   "stonith_host * null prime calc\n")
     assert config.stonith.params == {"hostlist": "prime calc"} and config.stonith.lineno == 12
-    assert hb.stonith_argv(config.stonith, "reset", "calc")[0] in (
-        ["stonith", "-t", "null", "-p", "prime calc", "-T", "reset", "calc"], [])
+    argv, env = hb.stonith_argv(config.stonith, "reset", "calc")
+    assert argv == ["stonith", "-t", "null", "-E", "-T", "reset", "calc"] and env["hostlist"] == "prime calc"
+
+
+def test_the_devices_password_is_in_no_argv_and_no_log_line(tmp_path):
+    device = hb.StonithDevice("external/ipmi", {"hostname": "calc", "passwd": "s3cret-pw"}, 11,  # noqa: S106
+                              "cluster-glue")
+    argv, env = hb.stonith_argv(device, "reset", "calc")
+    assert "s3cret-pw" not in " ".join(argv) and env["passwd"] == "s3cret-pw"  # noqa: S105
+    assert hb.stonith_argv(device, "status")[0] == ["stonith", "-t", "external/ipmi", "-E", "-S"]
+    world = fenced(tmp_path, Device())
+    fencer = hb.Fencer(device, world.timers, world.posted.append, world.rec, world.membership.send,
+                       run=lambda argv, timeout_s, env=None: hb.CommandResult(1, "ipmitool -P s3cret-pw: refused"))
+    fencer.fence("calc", lambda: None)
+    world.settle()
+    assert world.rec.has("stonith: ipmitool -P ***: refused")
+    assert not any("s3cret-pw" in line for line in world.rec.lines)
 
 
 @pytest.mark.parametrize("line, words", [("stonith_host * no-such-type x", "Invalid Stonith type [no-such-type]"),
