@@ -5919,6 +5919,9 @@ def describe_config(config: Config) -> str:
     if cf.ping_nodes:
         pings = "; ".join(f"{p.name} ({' '.join(p.addresses)})" if p.group else p.name for p in cf.ping_nodes)
         lines.append(f"  ping:      {pings}, deadping {cf.deadping_ms} ms, ipfail {'on' if cf.ipfail else 'off'}")
+    device = config.stonith
+    lines.append(f"  stonith:   {device.describe()}, ha.cf line {device.lineno}" if device else
+                 "  stonith:   no STONITH device: shared disks are not protected")
     lines.append(f"  groups:    {len(config.groups)}")
     for group in config.groups:
         lines.append(f"    {group.home} (line {group.lineno}):")

@@ -103,6 +103,17 @@ def test_check_shows_ping_nodes_and_ipfail(confdir, tmp_path):
                      result.stdout, re.M)
 
 
+def test_check_shows_the_stonith_device_and_its_parameter_names_not_values(confdir, tmp_path):
+    result = run("check", *common(confdir, tmp_path))
+    assert "stonith:   no STONITH device: shared disks are not protected" in result.stdout
+    with open(os.path.join(confdir, "ha.cf"), "a") as handle:
+        handle.write("stonith_host * null prime calc\n")
+    result = run("check", *common(confdir, tmp_path))
+    assert result.returncode == 0, result.stderr
+    assert re.search(r"stonith:\s+null \(hostlist; run by (cluster-glue|builtin)\), ha.cf line \d+$",
+                     result.stdout, re.M), result.stdout
+
+
 def test_check_reports_lsb_script_in_init_d(confdir, tmp_path):
     initd = hb.INITD_DIR
     scripts = sorted(n for n in os.listdir(initd) if os.access(os.path.join(initd, n), os.X_OK)
