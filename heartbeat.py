@@ -5455,6 +5455,83 @@ def ping_monitor_interval_s(config: Config) -> int:
     return max(1, config.hacf.deadping_ms // 2000)
 
 
+@dataclasses.dataclass
+class ExportedFence:
+    """A STONITH line of ha.cf as a Pacemaker fence device. `targets`: the nodes it fences
+    (pcmk_host_list; empty: Pacemaker asks the device); `banned`: the nodes it must not run on
+    (-INFINITY), those it fences, so that the node that used it under Heartbeat is the one that runs it."""
+    ident: str
+    agent: str                       # "stonith:fence_ipmilan", "stonith:external/ssh", "stonith:null"
+    params: List[Tuple[str, str]]
+    targets: Tuple[str, ...]
+    banned: Tuple[str, ...]
+    line: StonithLine
+
+
+FENCE_MONITOR = ("60s", "20s")
+STONITH_HOST_PARAMS = ("hostname", "hostlist")    # the cluster-glue parameters naming the nodes a device resets
+IPMI_TO_FENCE_IPMILAN = {"ipaddr": "ip", "ipport": "ipport", "userid": "username", "passwd": "password"}
+
+
+def fence_agent_params(plugin: str, values: Dict[str, str]) -> Tuple[str, List[Tuple[str, str]]]:
+    """external/ipmi becomes fence-agents' fence_ipmilan (its parameter names); every other
+    cluster-glue plugin stays itself (Pacemaker's stonith class runs them through fence_legacy)."""
+    if plugin != "external/ipmi":
+        return f"stonith:{plugin}", list(values.items())
+    params = [(IPMI_TO_FENCE_IPMILAN[k], v) for k, v in values.items() if k in IPMI_TO_FENCE_IPMILAN and v]
+    if values.get("interface"):
+        params.append(("lanplus", "1" if values["interface"].lower() == "lanplus" else "0"))
+    return "stonith:fence_ipmilan", params
+
+
+def export_fences(config: Config) -> Tuple[List[ExportedFence], List[ConfigError]]:
+    """The device lines in effect (3.0.6: the last line for a node or *, per node) as fence devices;
+    a warning (never with the parameters: they hold passwords) for every line left out."""
+    hacf, fences, warnings, used = config.hacf, [], [], set()
+    effective = {}                   # line -> the nodes that use it
+    for node in hacf.nodes:
+        lines = [line for line in hacf.stonith_lines if line.host in ("*", node)]
+        if lines:
+            effective.setdefault(id(lines[-1]), []).append(node)
+    for line in hacf.stonith_lines:
+        users = effective.get(id(line))
+        if not users:
+            warnings.append(ConfigError(hacf.path, line.lineno, f"warning: this {line.plugin} device is not "
+                                        "exported: no node of ha.cf uses it (a later line for the same node wins)"))
+            continue
+        try:
+            names, _, _ = stonith_config_names(line.plugin)
+            text = line.params
+            if line.config_file is not None:
+                with open(line.config_file, encoding="utf-8", errors="replace") as handle:
+                    text = next((raw.strip() for raw in handle if raw.strip() and not raw.startswith("#")), "")
+            values = stonith_params(names, text)
+        except OSError as err:
+            warnings.append(ConfigError(hacf.path, line.lineno, f"warning: this {line.plugin} device is not "
+                                        f"exported: {line.config_file}: {err.strerror or err}"))
+            continue
+        except ValueError as err:
+            warnings.append(ConfigError(hacf.path, line.lineno, f"warning: this {line.plugin} device is not "
+                                        f"exported: {err}"))
+            continue
+        named = [w for k in STONITH_HOST_PARAMS if k in values for w in values[k].replace(",", " ").split()]
+        peers = [n for n in hacf.nodes if n not in users]
+        targets = tuple(named or peers)                    # a device all nodes use: ask it (dynamic list)
+        allowed = [n for n in users if n not in targets] or users
+        banned = tuple(n for n in hacf.nodes if n not in allowed)
+        agent, params = fence_agent_params(line.plugin, values)
+        if targets and not any(k == "pcmk_host_list" for k, _ in params):
+            params.append(("pcmk_host_list", " ".join(targets)))
+        base = pacemaker_id(f"fence_{line.plugin.rpartition('/')[2]}_{'_'.join(targets) or 'all'}")
+        ident, n = base, 1
+        while ident in used:
+            n += 1
+            ident = f"{base}_{n}"
+        used.add(ident)
+        fences.append(ExportedFence(ident, agent, params, targets, banned, line))
+    return fences, warnings
+
+
 def pacemaker_id(text: str) -> str:
     """A valid XML/Pacemaker id from free text."""
     ident = re.sub(r"[^A-Za-z0-9_.-]", "_", text)
@@ -5465,8 +5542,11 @@ def export_model(config: Config, unit_dirs=SYSTEMD_UNIT_DIRS):
     """Groups of primitives, wrappers to write, and the warnings, shared by the three formats."""
     warnings, wrappers, groups, used = [], {}, [], set()
     hacf, haresources = config.hacf, os.path.join(config.config_dir, "haresources")
+    fences, fence_warnings = export_fences(config)
+    warnings += fence_warnings
     for name, reason in NOT_TRANSLATED.items():
-        if name in hacf.lines and not (hacf.ipfail and name in ("ping", "ping_group", "deadping", "respawn")):
+        if name in hacf.lines and not (hacf.ipfail and name in ("ping", "ping_group", "deadping", "respawn")) \
+                and not (fences and name in ("stonith", "stonith_host")):
             warnings.append(ConfigError(hacf.path, hacf.lines[name], f"warning: '{name}' is not exported: {reason}"))
     if hacf.auto_failback == "legacy":
         warnings.append(ConfigError(hacf.path, hacf.lines.get("auto_failback", 0),
@@ -5572,13 +5652,34 @@ def export_pcs(config: Config, groups, wrappers) -> str:
         lines.append("pcs quorum update two_node=1 wait_for_all=1      # quorum { two_node: 1 } in corosync.conf")
     lines.append("pcs cluster start --all --wait")
     lines += ["", "# 2. The resources, in a CIB file first.", 'CIB="${CIB:-heartbeat-export.cib.xml}"',
-              '[ -n "$EXPORT_SKIP_CLUSTER" ] || pcs cluster cib "$CIB"', "",
-              "# !!! Fencing is OFF, as it was under Heartbeat without STONITH. A production cluster",
-              "# !!! needs fencing: create fence devices ('pcs stonith create ...') and turn it on.",
-              'pcs -f "$CIB" property set stonith-enabled=false',
-              f'pcs -f "$CIB" resource defaults update resource-stickiness={STICKINESS[hacf.auto_failback]}'
+              '[ -n "$EXPORT_SKIP_CLUSTER" ] || pcs cluster cib "$CIB"', ""]
+    fences, _ = export_fences(config)
+    if not fences:
+        lines += ["# !!! Fencing is OFF, as it was under Heartbeat without STONITH. A production cluster",
+                  "# !!! needs fencing: create fence devices ('pcs stonith create ...') and turn it on.",
+                  'pcs -f "$CIB" property set stonith-enabled=false']
+    else:
+        lines += ["# Fencing: ha.cf's STONITH devices. This file holds their passwords: keep it private.",
+                  "# Test each device (pcs stonith fence NODE) before the cluster serves.",
+                  'pcs -f "$CIB" property set stonith-enabled=true']
+        if config.settings.fence_delay_ms:
+            lines.append(f'pcs -f "$CIB" property set priority-fencing-delay='
+                         f"{format_duration(config.settings.fence_delay_ms)}   # fence_delay: the node that "
+                         "holds resources wins")
+        for fence in fences:
+            lines.append(f"# ha.cf line {fence.line.lineno}: {fence.line.plugin}"
+                         f"{', fences ' + ' '.join(fence.targets) if fence.targets else ''}")
+            params = " ".join(f"{k}={shlex.quote(v)}" for k, v in fence.params)
+            lines.append(f'pcs -f "$CIB" stonith create {fence.ident} {fence.agent.partition(":")[2]}'
+                         f'{" " + params if params else ""} op monitor interval={FENCE_MONITOR[0]} '
+                         f"timeout={FENCE_MONITOR[1]} --force")       # the agent may live only on the nodes
+            lines += [f'pcs -f "$CIB" constraint location {fence.ident} avoids {shlex.quote(node)}'
+                      for node in fence.banned]
+    lines += [f'pcs -f "$CIB" resource defaults update resource-stickiness={STICKINESS[hacf.auto_failback]}'
               f"   # auto_failback {hacf.auto_failback}: {'below' if hacf.auto_failback != 'off' else 'above'}"
               f" the home preference ({HOME_SCORE})"]
+    if fences and config.settings.fence_delay_ms:
+        lines.append('pcs -f "$CIB" resource defaults update priority=1   # for priority-fencing-delay')
     for ping in export_pings(config):
         params = " ".join(f"{k}={shlex.quote(v)}" for k, v in ping_params(config, ping))
         lines.append(f"# ipfail: every node pings {', '.join(ping.hosts)}; groups prefer the node that reaches more")
@@ -5613,8 +5714,10 @@ def export_pcs(config: Config, groups, wrappers) -> str:
 def export_crm(config: Config, groups, wrappers) -> str:
     hacf = config.hacf
     lines = [f"# crmsh configuration made by heartbeat.py export-pacemaker from {config.config_dir}.",
-             "# Load it with: crm configure load update FILE",
-             "# !!! Fencing is OFF, as it was under Heartbeat without STONITH; production needs fencing."]
+             "# Load it with: crm configure load update FILE"]
+    fences, _ = export_fences(config)
+    lines.append("# Fencing: ha.cf's STONITH devices. This file holds their passwords: keep it private." if fences
+                 else "# !!! Fencing is OFF, as it was under Heartbeat without STONITH; production needs fencing.")
     lines += [f"node {node}" for node in hacf.nodes]
     interval = monitor_interval_s(config)
     for group, ident, primitives in groups:
@@ -5637,8 +5740,16 @@ def export_crm(config: Config, groups, wrappers) -> str:
         lines.append(f"primitive {ping.ident} ocf:pacemaker:ping params {params} "
                      f"op monitor interval={ping_monitor_interval_s(config)}s timeout=60s")
         lines.append(f"clone {ping.ident}-clone {ping.ident}")
-    lines += ["property stonith-enabled=false",
-              f"rsc_defaults resource-stickiness={STICKINESS[hacf.auto_failback]}"]
+    for fence in fences:
+        params = " ".join(f"{k}={shlex.quote(v)}" for k, v in fence.params)
+        lines.append(f"primitive {fence.ident} {fence.agent}{' params ' + params if params else ''} "
+                     f"op monitor interval={FENCE_MONITOR[0]} timeout={FENCE_MONITOR[1]}")
+        lines += [f"location loc_{fence.ident}_{pacemaker_id(node)} {fence.ident} -inf: {node}"
+                  for node in fence.banned]
+    delay = config.settings.fence_delay_ms if fences else 0
+    lines += [f"property stonith-enabled={'true' if fences else 'false'}"
+              + (f" priority-fencing-delay={format_duration(delay)}" if delay else ""),
+              f"rsc_defaults resource-stickiness={STICKINESS[hacf.auto_failback]}" + (" priority=1" if delay else "")]
     if wrappers:
         lines.append("# install the LSB wrappers as /etc/init.d/NAME on every node: " + " ".join(sorted(wrappers)))
     return "\n".join(lines) + "\n"
@@ -5652,8 +5763,13 @@ def export_xml(config: Config, groups, wrappers) -> str:
     configuration = ET.SubElement(cib, "configuration")
     crm_config = ET.SubElement(ET.SubElement(configuration, "crm_config"), "cluster_property_set",
                                {"id": "cib-bootstrap-options"})
+    fences, _ = export_fences(config)
+    delay = config.settings.fence_delay_ms if fences else 0
     ET.SubElement(crm_config, "nvpair", {"id": "cib-bootstrap-options-stonith-enabled", "name": "stonith-enabled",
-                                         "value": "false"})
+                                         "value": "true" if fences else "false"})
+    if delay:
+        ET.SubElement(crm_config, "nvpair", {"id": "cib-bootstrap-options-priority-fencing-delay",
+                                             "name": "priority-fencing-delay", "value": format_duration(delay)})
     nodes = ET.SubElement(configuration, "nodes")
     for number, node in enumerate(hacf.nodes, 1):
         ET.SubElement(nodes, "node", {"id": str(number), "uname": node})
@@ -5700,6 +5816,20 @@ def export_xml(config: Config, groups, wrappers) -> str:
                 rule = ET.SubElement(location, "rule", {"id": rule_id, "score-attribute": ping.attribute})
                 ET.SubElement(rule, "expression", {"id": f"{rule_id}-expr", "attribute": ping.attribute,
                                                    "operation": "defined"})
+    for fence in fences:
+        element = ET.SubElement(resources, "primitive", {"id": fence.ident, "class": "stonith",
+                                                         "type": fence.agent.partition(":")[2]})
+        if fence.params:
+            params = ET.SubElement(element, "instance_attributes", {"id": f"{fence.ident}-instance_attributes"})
+            for key, value in fence.params:
+                ET.SubElement(params, "nvpair", {"id": f"{fence.ident}-instance_attributes-{key}", "name": key,
+                                                 "value": value})
+        ET.SubElement(ET.SubElement(element, "operations"), "op", {
+            "id": f"{fence.ident}-monitor-interval-{FENCE_MONITOR[0]}", "name": "monitor",
+            "interval": FENCE_MONITOR[0], "timeout": FENCE_MONITOR[1]})
+        for node in fence.banned:
+            ET.SubElement(constraints, "rsc_location", {"id": f"loc_{fence.ident}_{pacemaker_id(node)}",
+                                                        "rsc": fence.ident, "node": node, "score": "-INFINITY"})
     for ping in export_pings(config):
         clone = ET.SubElement(resources, "clone", {"id": f"{ping.ident}-clone"})
         element = ET.SubElement(clone, "primitive", {"id": ping.ident, "class": "ocf", "provider": "pacemaker",
@@ -5715,10 +5845,14 @@ def export_xml(config: Config, groups, wrappers) -> str:
     defaults = ET.SubElement(ET.SubElement(configuration, "rsc_defaults"), "meta_attributes", {"id": "rsc-options"})
     ET.SubElement(defaults, "nvpair", {"id": "rsc-options-resource-stickiness", "name": "resource-stickiness",
                                        "value": str(STICKINESS[hacf.auto_failback])})
+    if delay:
+        ET.SubElement(defaults, "nvpair", {"id": "rsc-options-priority", "name": "priority", "value": "1"})
     ET.SubElement(cib, "status")
     ET.indent(cib)
-    comment = ("<!-- made by heartbeat.py export-pacemaker from " + config.config_dir + ". Fencing is OFF "
-               "(stonith-enabled=false), as under Heartbeat without STONITH: production needs fencing. -->\n")
+    comment = ("<!-- made by heartbeat.py export-pacemaker from " + config.config_dir + (
+        ". Fencing: ha.cf's STONITH devices (stonith-enabled=true); this file holds their passwords: keep it "
+        "private. -->\n" if fences else ". Fencing is OFF (stonith-enabled=false), as under Heartbeat without "
+        "STONITH: production needs fencing. -->\n"))
     return comment + ET.tostring(cib, encoding="unicode") + "\n"
 
 
@@ -6117,8 +6251,9 @@ def cmd_export_pacemaker(args) -> int:
         write(os.path.join(directory, name), script, 0o755)
         print(f"wrote {os.path.join(directory, name)}: install it as /etc/init.d/{name} on every node",
               file=sys.stderr)
-    if args.output:
-        write(args.output, text, 0o755 if args.format == "pcs" else 0o644)
+    if args.output:                  # STONITH devices' passwords: for root's eyes only
+        mode = 0o755 if args.format == "pcs" else 0o644
+        write(args.output, text, mode & 0o700 if config.hacf.stonith_lines else mode)
     else:
         sys.stdout.write(text)
     return EXIT_OK

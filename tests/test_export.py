@@ -38,6 +38,18 @@ MONITORED = dict(IPFAIL, **{
     "heartbeat.py.cf": "monitor apache2 interval=5s timeout=30s fall=2 migration-threshold=2 failure-timeout=2min\n",
 })
 
+IPMI_PASSWORD = "S3cr$t;pw'x"      # noqa: S105 - a test device's, with shell characters
+FENCED_IPMI = dict(TUTORIAL, **{        # external/ipmi: hostname ipaddr userid passwd interface
+    "ha.cf": TUTORIAL["ha.cf"] + f"stonith_host * external/ipmi calc 10.0.0.12 admin {IPMI_PASSWORD} lanplus\n",
+    "heartbeat.py.cf": "fence_delay 5s\n",
+})
+FENCED_PEERS = dict(TUTORIAL, **{
+    "ha.cf": TUTORIAL["ha.cf"] + "stonith_host prime null calc\nstonith_host calc null prime\n",
+})
+needs_ipmi_plugin = pytest.mark.skipif(
+    not (shutil.which("stonith") or os.access("/usr/lib/stonith/plugins/external/ipmi", os.X_OK)),
+    reason="cluster-glue's external/ipmi is not installed")
+
 
 def make(tmp_path, files):
     conf, initd = tmp_path / "ha.d", tmp_path / "init.d"
@@ -60,7 +72,9 @@ def normalised(text, tmp):
     return text.replace(os.path.join(tmp, "ha.d"), FIXED_DIR).replace(os.path.join(tmp, "init.d"), "/etc/init.d")
 
 
-@pytest.mark.parametrize("name, files", [("tutorial", TUTORIAL), ("rich", RICH), ("ipfail", IPFAIL)])
+@pytest.mark.parametrize("name, files", [("tutorial", TUTORIAL), ("rich", RICH), ("ipfail", IPFAIL),
+                                         pytest.param("fenced_ipmi", FENCED_IPMI, marks=needs_ipmi_plugin),
+                                         ("fenced_peers", FENCED_PEERS)])
 @pytest.mark.parametrize("fmt", ["pcs", "crm", "xml"])
 def test_golden(tmp_path, name, files, fmt):
     config, tmp = make(tmp_path, files)
@@ -85,12 +99,12 @@ def test_mapping_rules(tmp_path):
     assert "group grp_prime_1 ip_192_168_1_100 ip_10_0_0_5 hb-Filesystem svc_apache2" in text
     assert "location loc_grp_prime_1_prime grp_prime_1 100: prime" in text
     assert "rsc_defaults resource-stickiness=200" in text          # auto_failback off: above the home score
-    assert "lsb:apache2" in text and "stonith-enabled=false" in text
+    assert "lsb:apache2" in text and "stonith-enabled=true" in text            # stonith_host: a fence device
     assert list(wrappers) == ["hb-Filesystem"]
     assert "'/dev/sdb1' '/data' 'ext4'" in wrappers["hb-Filesystem"] or "/dev/sdb1 /data ext4" in \
         wrappers["hb-Filesystem"]
     lines = {(os.path.basename(w.path), w.lineno) for w in warnings}
-    assert ("ha.cf", 9) in lines and ("ha.cf", 10) in lines and ("haresources", 1) in lines
+    assert ("ha.cf", 9) in lines and ("haresources", 1) in lines and ("ha.cf", 10) not in lines
     units = tmp_path / "units"
     units.mkdir()
     (units / "apache2.service").write_text("[Service]\n")
@@ -143,6 +157,7 @@ def test_cli_writes_wrappers_next_to_the_output_and_keeps_config_errors(tmp_path
                             capture_output=True, text=True, timeout=30)
     assert result.returncode == 0, result.stderr
     assert os.access(out, os.X_OK) and os.access(out.parent / "hb-Filesystem", os.X_OK)
+    assert os.stat(out).st_mode & 0o777 == 0o700            # stonith_host: the device's password is in it
     assert f"{config.config_dir}/ha.cf:9: warning: 'ping' is not exported" in result.stderr
     assert subprocess.run(["sh", "-n", str(out)], timeout=10).returncode == 0
     (tmp_path / "ha.d" / "ha.cf").write_text(RICH["ha.cf"] + "deadtime 1s\n")
@@ -198,10 +213,19 @@ def test_lsb_wrapper_runs_the_script_with_its_arguments(tmp_path):
 
 
 @pytest.mark.skipif(not shutil.which("crm_verify"), reason="crm_verify (pacemaker-cli-utils) is not installed")
-@pytest.mark.parametrize("files", [TUTORIAL, RICH, IPFAIL, MONITORED])
+@pytest.mark.parametrize("files", [TUTORIAL, RICH, IPFAIL, MONITORED,
+                                   pytest.param(FENCED_IPMI, marks=needs_ipmi_plugin), FENCED_PEERS])
 def test_crm_verify_accepts_the_xml(tmp_path, files):
     config, _ = make(tmp_path, files)
     text, _, _ = hb.export_pacemaker(config, "xml", unit_dirs=())
+    if 'name="stonith-enabled" value="true"' in text:
+        # With fencing on, nodes that have never been seen (an empty status) are to be fenced at start-up,
+        # which crm_verify warns about: check the configuration as the cluster sees it once both are up.
+        members = "".join(f'<node_state id="{n}" uname="{name}" in_ccm="true" crmd="online" join="member" '
+                          f'expected="member"/>' for n, name in enumerate(config.hacf.nodes, 1))
+        text = text.replace("<cib ", '<cib have-quorum="1" dc-uuid="1" ').replace("<status />",
+                                                                                f"<status>{members}</status>")
+        assert text.count("<node_state ") == len(config.hacf.nodes)
     path = tmp_path / "cib.xml"
     path.write_text(text)
     result = subprocess.run(["crm_verify", "--xml-file", str(path)], capture_output=True, text=True, timeout=60)
@@ -211,7 +235,8 @@ def test_crm_verify_accepts_the_xml(tmp_path, files):
 
 @pytest.mark.skipif(not (shutil.which("pcs") and shutil.which("cibadmin") and shutil.which("crm_verify")),
                     reason="pcs and pacemaker-cli-utils are not installed")
-@pytest.mark.parametrize("files", [TUTORIAL, RICH, IPFAIL, MONITORED])
+@pytest.mark.parametrize("files", [TUTORIAL, RICH, IPFAIL, MONITORED,
+                                   pytest.param(FENCED_IPMI, marks=needs_ipmi_plugin), FENCED_PEERS])
 def test_pcs_applies_the_script_to_a_cib_file(tmp_path, files):
     config, _ = make(tmp_path, files)
     text, _, _ = hb.export_pacemaker(config, "pcs", unit_dirs=())
@@ -230,7 +255,8 @@ def test_pcs_applies_the_script_to_a_cib_file(tmp_path, files):
         for res in group.resources:
             if isinstance(res, hb.IPResource):
                 assert f'value="{res.ip}"' in configured
-    assert 'name="stonith-enabled" value="false"' in configured
+    fenced = "true" if config.hacf.stonith_lines else "false"
+    assert f'name="stonith-enabled" value="{fenced}"' in configured
 
 
 def test_ipfail_is_exported_as_ping_clones_and_location_rules(tmp_path):
@@ -262,3 +288,70 @@ def test_monitor_settings_become_the_op_monitor_and_its_meta_attributes(tmp_path
            'value="2" />' in xml
     pcs, _, _ = hb.export_pacemaker(config, "pcs", unit_dirs=())
     assert "op monitor interval=5s timeout=30s meta migration-threshold=2 failure-timeout=2min --group" in pcs
+
+
+@needs_ipmi_plugin
+def test_external_ipmi_becomes_fence_ipmilan_that_avoids_the_node_it_fences(tmp_path):
+    config, _ = make(tmp_path, FENCED_IPMI)
+    crm, warnings, _ = hb.export_pacemaker(config, "crm", unit_dirs=())
+    quoted = "'S3cr$t;pw'\"'\"'x'"
+    assert (f"primitive fence_ipmi_calc stonith:fence_ipmilan params ip=10.0.0.12 username=admin "
+            f"password={quoted} lanplus=1 pcmk_host_list=calc op monitor interval=60s timeout=20s") in crm
+    assert "location loc_fence_ipmi_calc_calc fence_ipmi_calc -inf: calc" in crm
+    assert "property stonith-enabled=true priority-fencing-delay=5s" in crm      # fence_delay 5s
+    assert "rsc_defaults resource-stickiness=50 priority=1" in crm
+    assert "Fencing is OFF" not in crm and "stonith-enabled=false" not in crm
+    pcs, pcs_warnings, _ = hb.export_pacemaker(config, "pcs", unit_dirs=())
+    assert (f'pcs -f "$CIB" stonith create fence_ipmi_calc fence_ipmilan ip=10.0.0.12 username=admin '
+            f"password={quoted} lanplus=1 pcmk_host_list=calc op monitor") in pcs
+    assert 'pcs -f "$CIB" constraint location fence_ipmi_calc avoids calc' in pcs
+    assert 'pcs -f "$CIB" property set stonith-enabled=true' in pcs and "stonith-enabled=false" not in pcs
+    xml, xml_warnings, _ = hb.export_pacemaker(config, "xml", unit_dirs=())
+    assert '<primitive id="fence_ipmi_calc" class="stonith" type="fence_ipmilan">' in xml
+    assert 'name="password" value="S3cr$t;pw\'x"' in xml.replace("&apos;", "\'")
+    assert '<rsc_location id="loc_fence_ipmi_calc_calc" rsc="fence_ipmi_calc" node="calc" score="-INFINITY" />' in xml
+    for listed in (warnings, pcs_warnings, xml_warnings):
+        assert not [w for w in listed if "stonith" in w.message]
+        assert not [w for w in listed if "S3cr" in str(w) or "admin" in str(w)]
+    # The script runs the password through the shell unchanged.
+    calls = tmp_path / "calls"
+    line = next(x for x in pcs.splitlines() if "stonith create" in x)
+    stub = f'pcs() {{ printf "%s|" "$@" >> {calls}; }}\n'
+    assert subprocess.run(["sh", "-e", "-c", stub + line], timeout=10, env=dict(os.environ, CIB="c")).returncode == 0
+    assert f"|password={IPMI_PASSWORD}|" in calls.read_text()
+
+
+def test_stonith_host_per_node_devices_fence_the_peer_and_run_on_the_node_that_used_them(tmp_path):
+    config, _ = make(tmp_path, FENCED_PEERS)
+    crm, warnings, _ = hb.export_pacemaker(config, "crm", unit_dirs=())
+    assert "primitive fence_null_calc stonith:null params hostlist=calc pcmk_host_list=calc op monitor" in crm
+    assert "primitive fence_null_prime stonith:null params hostlist=prime pcmk_host_list=prime op monitor" in crm
+    assert "location loc_fence_null_calc_calc fence_null_calc -inf: calc" in crm          # prime fences calc
+    assert "location loc_fence_null_prime_prime fence_null_prime -inf: prime" in crm      # calc fences prime
+    assert "property stonith-enabled=true\n" in crm and "priority-fencing-delay" not in crm
+    assert not [w for w in warnings if "stonith" in w.message]
+
+
+def test_devices_no_node_uses_are_warned_and_none_left_keeps_fencing_off(tmp_path, monkeypatch):
+    files = dict(TUTORIAL, **{"ha.cf": TUTORIAL["ha.cf"] + "stonith_host prime null calc\n"
+                                                           "stonith_host * null prime calc\n"
+                                                           "stonith_host nosuchnode null calc\n"})
+    config, _ = make(tmp_path, files)
+    crm, warnings, _ = hb.export_pacemaker(config, "crm", unit_dirs=())
+    assert "primitive fence_null_prime_calc stonith:null params hostlist='prime calc' " \
+           "pcmk_host_list='prime calc'" in crm
+    assert "fence_null_calc " not in crm and " -inf: " not in crm     # fences both: runs anywhere
+    assert [(w.lineno, w.message) for w in warnings if "device" in w.message] == [
+        (11, "warning: this null device is not exported: no node of ha.cf uses it "
+             "(a later line for the same node wins)"),
+        (13, "warning: this null device is not exported: no node of ha.cf uses it "
+             "(a later line for the same node wins)")]
+    # Without an exportable device the export stays as without STONITH lines, warnings included.
+    def unknown(plugin):
+        raise ValueError(f"Invalid Stonith type [{plugin}]")
+    monkeypatch.setattr(hb, "stonith_config_names", unknown)
+    pcs, warnings, _ = hb.export_pacemaker(config, "pcs", unit_dirs=())
+    assert "stonith-enabled=false" in pcs and "Fencing is OFF" in pcs and "stonith create fence_" not in pcs
+    messages = "\n".join(w.message for w in warnings)
+    assert "warning: 'stonith_host' is not exported" in messages
+    assert "warning: this null device is not exported: Invalid Stonith type [null]" in messages
