@@ -372,7 +372,7 @@ def _parse_stonith(cfg: HaCf, name: str, rest: str, lineno: int) -> Optional[str
     else:
         if len(words) < 2:
             return ("stonith_host takes the node using the device (or *), its type and its parameters: "
-                    "stonith_host * external/ipmi calc 10.0.0.12 623 admin secret lan")
+                    "stonith_host * external/ipmi calc 10.0.0.12 admin secret lanplus")
         cfg.stonith_lines.append(StonithLine(lineno, words[0].lower(), words[1],
                                              rest.split(None, 2)[2] if len(words) > 2 else ""))
     return None
