@@ -925,6 +925,8 @@ SETTINGS = [
             "after migration-threshold failures", MONITOR_OPTIONS),
 ]
 SETTING_BY_NAME = {s.name: s for s in SETTINGS}
+SINGLE_VALUE_SETTINGS = {"link_watch": ("link_watch", parse_bool),          # name -> (Settings field, parser)
+                         "fence_delay": ("fence_delay_ms", parse_duration_ms)}
 
 
 def option_value(option: Directive, text: str) -> int:
@@ -1055,17 +1057,13 @@ def parse_settings(path: str, groups: Optional[List[ResourceGroup]]) -> Settings
             continue
         operand, values, problems = parse_setting_words(setting, words)
         errors.extend(ConfigError(path, lineno, f"{name} {operand}: {p}" if operand else p) for p in problems)
-        if name == "fence_delay" and not problems:
+        if name in SINGLE_VALUE_SETTINGS:
+            field, parse = SINGLE_VALUE_SETTINGS[name]
             try:
-                settings.fence_delay_ms = parse_duration_ms(operand)
+                if not problems:
+                    setattr(settings, field, parse(operand))
             except ValueError as err:
-                errors.append(ConfigError(path, lineno, f"fence_delay: {err}"))
-            continue
-        if name == "link_watch" and not problems:
-            try:
-                settings.link_watch = parse_bool(operand)
-            except ValueError as err:
-                errors.append(ConfigError(path, lineno, f"link_watch: {err}"))
+                errors.append(ConfigError(path, lineno, f"{name}: {err}"))
             continue
         if problems or groups is None:
             continue

@@ -256,3 +256,10 @@ def test_link_watch_is_on_by_default_and_can_be_turned_off(confdir):
 def test_bad_link_watch_lines_are_errors_at_their_line(confdir, line, words):
     (error,) = errors(confdir, "monitor webserver\n" + line + "\n")
     assert error.startswith(f"{confdir}/heartbeat.py.cf:2: ") and words in error, error
+
+
+def test_fence_delay_takes_a_time(confdir):
+    assert load(confdir).fence_delay_ms == 0
+    assert load(confdir, "fence_delay 5s\n").fence_delay_ms == 5000
+    (error,) = errors(confdir, "fence_delay soon\n")
+    assert error.startswith(f"{confdir}/heartbeat.py.cf:1: fence_delay: 'soon' is not a time"), error
