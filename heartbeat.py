@@ -3074,7 +3074,8 @@ def stonith_argv(device: StonithDevice, operation: str, host: str = "") -> Tuple
     plugins), never in argv, where every user of ps would read the device's password."""
     if device.how == "cluster-glue":
         argv = [STONITH_COMMAND, "-t", device.plugin, "-E"]
-        return argv + (["-T", operation, host] if operation == "reset" else ["-S"]), dict(os.environ, **device.params)
+        env = dict(os.environ, HA_logfacility="none", HA_logfile="/dev/stderr", **device.params)  # its log: to us
+        return argv + (["-T", operation, host] if operation == "reset" else ["-S"]), env
     if device.how == "external":
         return [device.path, operation] + ([host] if host else []), dict(os.environ, **device.params)
     return [], None
@@ -3119,6 +3120,7 @@ class Fencer:
             self.cancel(node)
             return
         self.log.info(f"Resetting node {node} with [{self.device.plugin}]")
+        self.confirmations[node] = threading.Event()      # meatware: the operator's word, for this attempt
 
         def reset():
             result = self.reset(node)
@@ -3128,6 +3130,10 @@ class Fencer:
     def reset(self, node: str) -> CommandResult:
         """In the device's thread: one reset, and its result."""
         argv, env = stonith_argv(self.device, "reset", node)
+        if self.device.plugin == "meatware":
+            command = f"meatclient -c {node}" if argv else f"heartbeat.py meatclient {node}"
+            self.post(lambda: self.log.crit(f"OPERATOR INTERVENTION REQUIRED to reset {node}."))
+            self.post(lambda: self.log.crit(f"Run \"{command}\" AFTER power-cycling the machine."))
         if self.device.plugin == "meatware" and not argv:
             return self.wait_for_operator(node)
         if not argv:                                    # the built-in null device
@@ -3138,12 +3144,7 @@ class Fencer:
     def wait_for_operator(self, node: str) -> CommandResult:
         """meatware, built in: a person power-cycles the node and says so (`heartbeat.py meatclient
         NODE`, as cluster-glue's `meatclient -c NODE`)."""
-        event = self.confirmations.setdefault(node, threading.Event())
-        event.clear()
-        self.post(lambda: self.log.crit(f"OPERATOR INTERVENTION REQUIRED to reset {node}."))
-        self.post(lambda: self.log.crit(f"Run \"heartbeat.py meatclient {node}\" AFTER power-cycling "
-                                        "the machine."))
-        if event.wait(MEATWARE_TIMEOUT_S):
+        if self.confirmations[node].wait(MEATWARE_TIMEOUT_S):
             return CommandResult(0, f"node {node} Met.")
         return CommandResult(1, f"no confirmation that {node} was power-cycled in {MEATWARE_TIMEOUT_S:g} s")
 

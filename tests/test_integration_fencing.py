@@ -3,6 +3,7 @@
 records when. cluster-glue's `stonith` command runs it, as it would run external/ipmi."""
 import os
 import signal
+import subprocess
 import time
 
 import pytest
@@ -106,3 +107,39 @@ def test_a_node_whose_stop_failed_is_reset_by_its_peer_before_the_peer_starts_th
     print(f"\nstop failed on prime: reset by calc, which holds the VIP {took - reset['mono_end']:.2f} s later")
     assert took > reset["mono_end"] and fencing.gone(lab, "prime")
     assert "The peer resets this node (STONITH) before it takes the group" in prime.log()
+
+
+def test_meatware_waits_for_the_operator_and_then_takes_over(lab):
+    """cluster-glue's meatware: the takeover waits until an operator runs meatclient -c prime. The
+    nodes get a private /run (meatware's FIFO lives there), so nothing is made on the host."""
+    runs = {name: os.path.join(lab.tmp, f"run-{name}") for name in ("prime", "calc")}
+    nodes = []
+    for name in ("prime", "calc"):
+        os.makedirs(runs[name])
+        node = Node(lab, name, hacf(keepalive="200ms", deadtime="1", initdead="3",
+                                    extra="stonith_host * meatware prime calc\n"),
+                    haresources=f"prime {VIP}/24/eth0 webserver::{PORT}::{lab.tmp}\n",
+                    resource_scripts={"webserver": WEBSERVER_SCRIPT})
+        node.stderr = open(node.log_path, "ab")  # noqa: SIM115 - kept open for the daemon's life
+        argv = ["unshare", "--mount", "sh", "-c", 'mount --make-rprivate / && mount --bind "$0" /run && exec "$@"',
+                runs[name], *node.argv("daemon", "--foreground")]
+        node.proc = lab.popen(name, argv, stdout=subprocess.DEVNULL, stderr=node.stderr)
+        nodes.append(node)
+    prime, calc = nodes
+    wait(lambda: holders(lab) == ["prime"] and page(lab) == "prime", 15)
+    time.sleep(1)
+    prime.kill()
+    lab.exec("prime", ["ip", "addr", "del", f"{VIP}/24", "dev", "eth0"])      # the operator pulls its plug
+    try:
+        wait(lambda: "OPERATOR INTERVENTION REQUIRED to reset prime" in calc.log(), 10)
+    except AssertionError:
+        raise AssertionError(calc.log()[-3000:]) from None
+    time.sleep(2)
+    assert "calc" not in holders(lab), "no takeover before the operator's word"
+    confirmed = time.monotonic()
+    confirm = subprocess.run(["nsenter", "--target", str(calc.proc.pid), "--mount", "--net", "meatclient", "-c",
+                              "prime"], input="y\n", capture_output=True, text=True, timeout=20)
+    assert confirm.returncode == 0, confirm.stdout + confirm.stderr
+    took = first_seen_on_calc(lab, 10)
+    print(f"\nmeatware: calc holds the VIP {took - confirmed:.2f} s after the operator's meatclient -c prime")
+    assert "node prime now reset." in calc.log()
