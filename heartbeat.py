@@ -3862,11 +3862,12 @@ class ClusterPolicy:
     def on_comm_up(self) -> None:
         peers = self.live_peers()
         if not peers:
-            for peer in self.membership.peers.values():
-                self.log.info(f"Resources being acquired from {peer.name}.")
+            def take():
+                for peer in self.membership.peers.values():
+                    self.log.info(f"Resources being acquired from {peer.name}.")
+                self.acquire(["local", "foreign"], reason="mach_down")
             silent = list(self.membership.peers.values())[:1]     # never heard: it may hold anything
-            self.take_over_from(silent[0] if silent else None, None,
-                                lambda: self.acquire(["local", "foreign"], reason="mach_down"))
+            self.take_over_from(silent[0] if silent else None, None, take)
             return
         self.initial_pending = peers[0].name
         self.starting_attempts = 0
@@ -3945,10 +3946,11 @@ class ClusterPolicy:
                 return
             self.in_standby = False
             if not (self.holds["local"] and self.holds["foreign"]):
-                self.log.info(f"Resources being acquired from {peer.name}.")
-                self.take_over_from(peer, held, lambda: self.acquire(
-                    ["local", "foreign"], reason="",
-                    then=lambda: self.log.info(f"mach_down takeover complete for node {peer.name}.")))
+                def take():                  # after the reset, when there is one: 3.0.6's order
+                    self.log.info(f"Resources being acquired from {peer.name}.")
+                    self.acquire(["local", "foreign"], reason="",
+                                 then=lambda: self.log.info(f"mach_down takeover complete for node {peer.name}."))
+                self.take_over_from(peer, held, take)
         elif old == "dead" and self.fencer:
             self.fencer.cancel(peer.name)
         if old == "dead" and new != "dead" and peer.partition_healed:

@@ -111,6 +111,8 @@ def test_a_peer_dead_by_silence_is_reset_before_its_groups_are_taken_and_retried
             world.silence(0.2)
     assert len(device.calls) == 3 and world.rec.has("node calc now reset.")
     assert world.policy.rsc_hold() == "all"
+    order = [line for line in world.rec.lines if "now reset." in line or "Resources being acquired" in line]
+    assert order == ["info: node calc now reset.", "info: Resources being acquired from calc."]   # 3.0.6's order
     assert world.results() == [("calc", "bad"), ("calc", "bad"), ("calc", "OK")]
 
 
@@ -179,3 +181,16 @@ def test_builtin_meatware_waits_for_the_operators_word(tmp_path):
     assert world.policy.fencer.confirm("calc") == ""
     world.settle()
     assert world.policy.holds["foreign"] and world.results() == [("calc", "OK")]
+
+
+def test_without_cluster_glue_an_external_plugin_runs_directly_with_its_calling_convention(tmp_path):
+    """PLUGIN reset HOST, the parameters in its environment, exit 0 = success (README.external)."""
+    record = tmp_path / "calls"
+    plugin = tmp_path / "recorder"
+    plugin.write_text(f'#!/bin/sh\necho "$1 $2 hostlist=$hostlist" >> {record}\n[ "$2" = calc ]\n')
+    plugin.chmod(0o755)
+    device = hb.StonithDevice("external/recorder", {"hostlist": "prime calc"}, 11, "external", str(plugin))
+    world = fenced(tmp_path, Device())
+    fencer = hb.Fencer(device, world.timers, world.posted.append, world.rec, world.membership.send)
+    assert fencer.reset("calc").returncode == 0 and fencer.reset("sigma").returncode != 0
+    assert record.read_text().splitlines() == ["reset calc hostlist=prime calc", "reset sigma hostlist=prime calc"]
