@@ -379,7 +379,7 @@ def test_every_subcommand_takes_the_common_options(command):
 
 @pytest.mark.parametrize("command", _subcommands())
 def test_every_subcommand_parses_the_common_options(command, tmp_path):
-    positionals = {"setup": ["calc"]}.get(command, [])     # subcommands with a required operand
+    positionals = {"setup": ["calc"], "meatclient": ["calc"]}.get(command, [])     # a required operand
     args = hb.build_parser().parse_known_args(
         [command, *positionals, "-c", str(tmp_path), "--node", "Prime", "--state-dir", str(tmp_path / "s"),
          "--run-dir", str(tmp_path / "r")])[0]
@@ -440,3 +440,8 @@ def test_daemon_runs_from_source_when_the_state_dir_cannot_hold_bytecode(tmp_pat
     not_a_dir.write_text("a file where the state dir should be\n")
     result = restart(copy_dir, not_a_dir)
     assert result.returncode == 0 and result.stdout.strip() == "still running from source", result
+
+
+def test_meatclient_without_a_daemon_says_so(tmp_path):
+    result = run("meatclient", "calc", "--run-dir", str(tmp_path / "run"))
+    assert result.returncode == 3 and "heartbeat.py:" in result.stderr
