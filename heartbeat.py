@@ -1148,20 +1148,32 @@ def stonith_params(names: Tuple[str, ...], text: str) -> Dict[str, str]:
     return values
 
 
-def stonith_device(hacf: HaCf, node: str) -> Optional[StonithDevice]:
-    """The device in effect for `node` (3.0.6 keeps the last line for it or *), validated;
-    ConfigError at its line when the type is unknown or parameters are missing."""
+def stonith_line_for(hacf: HaCf, node: str) -> Optional[StonithLine]:
+    """The line in effect for `node`: 3.0.6 keeps the last one for it or *."""
     lines = [line for line in hacf.stonith_lines if line.host in ("*", node)]
-    if not lines:
+    return lines[-1] if lines else None
+
+
+def stonith_line_params(line: StonithLine) -> Tuple[Dict[str, str], str, str]:
+    """(parameters by name, how it runs, script path) of a line, from its words or the first line
+    of its config file; OSError (the file) or ValueError (type, parameters) when it cannot be."""
+    names, how, script = stonith_config_names(line.plugin)
+    text = line.params
+    if line.config_file is not None:
+        with open(line.config_file, encoding="utf-8", errors="replace") as handle:
+            text = next((raw.strip() for raw in handle if raw.strip() and not raw.startswith("#")), "")
+    return stonith_params(names, text), how, script
+
+
+def stonith_device(hacf: HaCf, node: str) -> Optional[StonithDevice]:
+    """The device in effect for `node`, validated; ConfigError at its line when the type is
+    unknown, parameters are missing or its config file cannot be read."""
+    line = stonith_line_for(hacf, node)
+    if line is None:
         return None
-    line = lines[-1]
     try:
-        names, how, script = stonith_config_names(line.plugin)
-        text = line.params
-        if line.config_file is not None:
-            with open(line.config_file, encoding="utf-8", errors="replace") as handle:
-                text = next((raw.strip() for raw in handle if raw.strip() and not raw.startswith("#")), "")
-        return StonithDevice(line.plugin, stonith_params(names, text), line.lineno, how, script)
+        params, how, script = stonith_line_params(line)
+        return StonithDevice(line.plugin, params, line.lineno, how, script)
     except OSError as err:
         raise ConfigError(hacf.path, line.lineno, f"Invalid Stonith config file [{line.config_file}]: "
                                                   f"{err.strerror or err}") from None
@@ -5491,9 +5503,9 @@ def export_fences(config: Config) -> Tuple[List[ExportedFence], List[ConfigError
     hacf, fences, warnings, used = config.hacf, [], [], set()
     effective = {}                   # line -> the nodes that use it
     for node in hacf.nodes:
-        lines = [line for line in hacf.stonith_lines if line.host in ("*", node)]
-        if lines:
-            effective.setdefault(id(lines[-1]), []).append(node)
+        line = stonith_line_for(hacf, node)
+        if line:
+            effective.setdefault(id(line), []).append(node)
     for line in hacf.stonith_lines:
         users = effective.get(id(line))
         if not users:
@@ -5501,12 +5513,7 @@ def export_fences(config: Config) -> Tuple[List[ExportedFence], List[ConfigError
                                         "exported: no node of ha.cf uses it (a later line for the same node wins)"))
             continue
         try:
-            names, _, _ = stonith_config_names(line.plugin)
-            text = line.params
-            if line.config_file is not None:
-                with open(line.config_file, encoding="utf-8", errors="replace") as handle:
-                    text = next((raw.strip() for raw in handle if raw.strip() and not raw.startswith("#")), "")
-            values = stonith_params(names, text)
+            values, _, _ = stonith_line_params(line)
         except OSError as err:
             warnings.append(ConfigError(hacf.path, line.lineno, f"warning: this {line.plugin} device is not "
                                         f"exported: {line.config_file}: {err.strerror or err}"))
