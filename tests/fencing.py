@@ -20,10 +20,11 @@ directory is never touched (see /work/notes/stonith-facts.md §5).
 """
 import json
 import os
-import shlex
 import subprocess
 import sys
 import time
+
+from netns import with_binds
 
 EXTERNAL_DIR = "/usr/lib/stonith/plugins/external"
 
@@ -204,12 +205,9 @@ def can_install():
 
 def wrap(argv, plugin_dir, binds=()):
     """argv run in a private mount namespace where plugin_dir is bound over cluster-glue's external
-    plugin dir (plus any (source, target) pairs in binds, e.g. a fake /sbin/reboot); the command
-    is not run unless every bind mount succeeded. Children (the stonith command) inherit it."""
-    mounts = [(plugin_dir, EXTERNAL_DIR), *binds]
-    script = "mount --make-rprivate / && " + " && ".join(
-        f"mount --bind {shlex.quote(src)} {shlex.quote(dst)}" for src, dst in mounts) + ' && exec "$@"'
-    return ["unshare", "--mount", "sh", "-c", script, "fencing-wrap", *argv]
+    plugin dir (plus any (source, target) pairs in binds); the command is not run unless every bind
+    mount succeeded. Children (the stonith command) inherit it."""
+    return with_binds(argv, [(plugin_dir, EXTERNAL_DIR), *binds])
 
 
 def stonith(lab, host, plugin, *args, timeout=30):
@@ -223,25 +221,12 @@ def stonith(lab, host, plugin, *args, timeout=30):
 
 def start_node(node, plugin, env_path=None, fake_reboot=None):
     """Node.start(), with the plugin dir bound over cluster-glue's (and optionally a fake reboot)."""
-    node.stderr = open(node.log_path, "ab")  # noqa: SIM115 - kept open for the daemon's life
-    env = dict(os.environ, PATH=env_path) if env_path else None
-    binds = [(fake_reboot, "/sbin/reboot")] if fake_reboot else []
-    argv = wrap(node.argv("daemon", "--foreground"), plugin.dir, binds)
-    node.proc = node.lab.popen(node.host, argv, stdout=subprocess.DEVNULL, stderr=node.stderr, env=env)
-    return node
+    return node.start(env_path=env_path, fake_reboot=fake_reboot, binds=[(plugin.dir, EXTERNAL_DIR)])
 
 
 def start_real(real, plugin):
     """RealNode.start(), with the plugin dir bound over cluster-glue's inside its mount namespace."""
-    from realhb import HEARTBEAT_BIN
-    script = (f"mount --make-rprivate / && mount --bind {shlex.quote(plugin.dir)} {EXTERNAL_DIR} && "
-              f"hostname {real.name} && mount --bind {real.ha_d} /etc/ha.d && "
-              f"mount --bind {real.lib} /var/lib/heartbeat && mount --bind {real.run} /run && "
-              f"exec {HEARTBEAT_BIN} -f")
-    real.console = open(os.path.join(real.logdir, "console"), "ab")  # noqa: SIM115 - the daemon's life
-    real.proc = real.lab.popen(real.name, ["unshare", "--mount", "--uts", "sh", "-c", script],
-                               stdout=real.console, stderr=real.console)
-    return real
+    return real.start(binds=[(plugin.dir, EXTERNAL_DIR)])
 
 
 def meatclient_confirm(real, host):

@@ -6,6 +6,7 @@ everything it creates is removed by name in close(), even after a failure.
 import contextlib
 import itertools
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -206,6 +207,16 @@ class Lab:
         shutil.rmtree(self.tmp, ignore_errors=True)
 
 
+def with_binds(argv, binds):
+    """argv in a private mount namespace with each (source, target) bound over target, run only
+    when every bind mount succeeded; argv itself when there is nothing to bind."""
+    if not binds:
+        return list(argv)
+    script = "mount --make-rprivate / && " + " && ".join(
+        f"mount --bind {shlex.quote(src)} {shlex.quote(dst)}" for src, dst in binds) + ' && exec "$@"'
+    return ["unshare", "--mount", "sh", "-c", script, "with-binds", *argv]
+
+
 class Node:
     """A heartbeat.py daemon in one namespace (host, by default its node name), with its own
     config, state and run dirs."""
@@ -236,16 +247,15 @@ class Node:
         return [self.python, HEARTBEAT, *args, "-c", self.config_dir, "--node", self.name,
                 "--state-dir", self.state_dir, "--run-dir", self.run_dir]
 
-    def start(self, env_path=None, fake_reboot=None):
+    def start(self, env_path=None, fake_reboot=None, binds=()):
         """Run the daemon in the foreground; env_path replaces PATH (e.g. to hide arping).
-        fake_reboot: a script that the daemon finds at /sbin/reboot, bound over it in a mount
-        namespace of its own; the daemon is not started unless that bind mount succeeded."""
+        fake_reboot: a script that the daemon finds at /sbin/reboot; binds: more (source, target)
+        pairs (a lab's STONITH plugins, a private /run). They are bound in a mount namespace of the
+        daemon's own, which is not started unless every bind mount succeeded."""
         self.stderr = open(self.log_path, "ab")  # noqa: SIM115 - kept open for the daemon's life
         env = dict(os.environ, PATH=env_path) if env_path else None
-        argv = self.argv("daemon", "--foreground")
-        if fake_reboot:
-            argv = ["unshare", "--mount", "sh", "-c", 'mount --make-rprivate / && mount --bind "$0" /sbin/reboot '
-                    '&& exec "$@"', fake_reboot, *argv]
+        binds = [*binds, *([(fake_reboot, "/sbin/reboot")] if fake_reboot else [])]
+        argv = with_binds(self.argv("daemon", "--foreground"), binds)
         self.proc = self.lab.popen(self.host, argv, stdout=subprocess.DEVNULL, stderr=self.stderr, env=env)
         return self
 

@@ -6,6 +6,7 @@ Each real node gets its own hostname (unshare --uts) and, in its own mount names
 (cl_status, hb_standby, hb_takeover) run in the same namespaces through nsenter.
 """
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -52,8 +53,10 @@ class RealNode:
             handle.write(text)
         os.chmod(path, mode)
 
-    def start(self):
-        script = (f"mount --make-rprivate / && hostname {self.name} && "
+    def start(self, binds=()):
+        """binds: more (source, target) pairs bound in its mount namespace (a lab's STONITH plugins)."""
+        extra = "".join(f"mount --bind {shlex.quote(src)} {shlex.quote(dst)} && " for src, dst in binds)
+        script = (f"mount --make-rprivate / && {extra}hostname {self.name} && "
                   f"mount --bind {self.ha_d} /etc/ha.d && mount --bind {self.lib} /var/lib/heartbeat && "
                   f"mount --bind {self.run} /run && exec {HEARTBEAT_BIN} -f")
         self.console = open(os.path.join(self.logdir, "console"), "ab")  # noqa: SIM115 - the daemon's life

@@ -120,11 +120,7 @@ def test_meatware_waits_for_the_operator_and_then_takes_over(lab):
                                     extra="stonith_host * meatware prime calc\n"),
                     haresources=f"prime {VIP}/24/eth0 webserver::{PORT}::{lab.tmp}\n",
                     resource_scripts={"webserver": WEBSERVER_SCRIPT})
-        node.stderr = open(node.log_path, "ab")  # noqa: SIM115 - kept open for the daemon's life
-        argv = ["unshare", "--mount", "sh", "-c", 'mount --make-rprivate / && mount --bind "$0" /run && exec "$@"',
-                runs[name], *node.argv("daemon", "--foreground")]
-        node.proc = lab.popen(name, argv, stdout=subprocess.DEVNULL, stderr=node.stderr)
-        nodes.append(node)
+        nodes.append(node.start(binds=[(runs[name], "/run")]))
     prime, calc = nodes
     wait(lambda: holders(lab) == ["prime"] and page(lab) == "prime", 15)
     time.sleep(1)
