@@ -17,6 +17,7 @@ import time
 from conftest import HEARTBEAT
 
 SUBNET = "10.77.0"
+SUBNET6 = "fd77::"       # the IPv6 lab (Lab(..., family="ipv6" or "dual")): eth0 = fd77::INDEX/64
 
 # A Heartbeat-style resource.d script (arguments, then start|stop|status) for a tiny web server
 # that answers GET / with its node's name ($HA_CURHOST), so a client can see who serves the VIP.
@@ -25,14 +26,19 @@ WEBSERVER_SCRIPT = """#!/bin/sh
 PIDFILE="$2/webserver-$HA_CURHOST.pid"
 case "$3" in
 start)
-    python3 -c 'import http.server, sys
+    python3 -c 'import http.server, socket, sys
 class Page(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
         body = (sys.argv[2] + "\\n").encode()
         self.send_response(200); self.send_header("Content-Length", str(len(body))); self.end_headers()
         self.wfile.write(body)
     def log_message(self, *args): pass
-http.server.ThreadingHTTPServer(("0.0.0.0", int(sys.argv[1])), Page).serve_forever()' "$1" "$HA_CURHOST" \\
+class Server(http.server.ThreadingHTTPServer):
+    address_family = socket.AF_INET6       # on :: it answers IPv4 (mapped) and IPv6 clients alike
+    def server_bind(self):
+        self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        super().server_bind()
+Server(("::", int(sys.argv[1])), Page).serve_forever()' "$1" "$HA_CURHOST" \\
         </dev/null >/dev/null 2>&1 &
     echo $! > "$PIDFILE"; sleep 0.2; echo "webserver started on port $1" ;;
 stop) [ -f "$PIDFILE" ] && kill "$(cat "$PIDFILE")" 2>/dev/null; rm -f "$PIDFILE"; echo stopped ;;
@@ -46,13 +52,19 @@ LAB_NUMBERS = itertools.count()      # one prefix per lab: names never collide w
 
 
 VIP, WEB_PORT = "10.77.0.100", 8080      # the virtual IP the tests move, and the web server's port
-FETCH = f"""
-import urllib.request
+VIP6 = "fd77::100"                       # the IPv6 one
+FETCH = """
+import sys, urllib.request
 try:
-    print(urllib.request.urlopen("http://{VIP}:{WEB_PORT}/", timeout=0.4).read().decode().strip())
+    print(urllib.request.urlopen(sys.argv[1], timeout=0.4).read().decode().strip())
 except Exception:
     print("-")
 """
+
+
+def url(address, port=WEB_PORT):
+    """http://ADDRESS:PORT/, with IPv6 addresses in brackets."""
+    return f"http://[{address}]:{port}/" if ":" in address else f"http://{address}:{port}/"
 
 
 POLLER = """
@@ -70,10 +82,10 @@ while time.monotonic() < end:
 """
 
 
-def poller(lab, seconds, port=WEB_PORT, host="client"):
-    """A client in `host` polling http://VIP:port/ every 50 ms for `seconds`; it prints a line
+def poller(lab, seconds, port=WEB_PORT, host="client", address=VIP):
+    """A client in `host` polling http://address:port/ every 50 ms for `seconds`; it prints a line
     "WALLTIME ANSWER" ("-" for none) each time the answer changes."""
-    return lab.popen(host, [sys.executable, "-c", POLLER, str(seconds), f"http://{VIP}:{port}/"],
+    return lab.popen(host, [sys.executable, "-c", POLLER, str(seconds), url(address, port)],
                      stdout=subprocess.PIPE, text=True)
 
 
@@ -89,14 +101,15 @@ def heal_route(lab, name, table="hbtest"):
     lab.exec(name, ["nft", "delete", "table", "inet", table])
 
 
-def page(lab):
-    """What the client namespace gets from http://VIP/ ("-" for nothing)."""
-    return lab.exec("client", ["python3", "-c", FETCH], check=False).stdout.strip()
+def page(lab, address=VIP):
+    """What the client namespace gets from http://address/ ("-" for nothing)."""
+    return lab.exec("client", ["python3", "-c", FETCH, url(address)], check=False).stdout.strip()
 
 
-def holders(lab, names=("prime", "calc")):
-    """The nodes whose interfaces carry the VIP now."""
-    return [n for n in names if f"inet {VIP}/" in lab.exec(n, ["ip", "-4", "-o", "addr"]).stdout]
+def holders(lab, names=("prime", "calc"), address=VIP):
+    """The nodes whose interfaces carry the address now."""
+    family, word = ("-6", "inet6") if ":" in address else ("-4", "inet")
+    return [n for n in names if f"{word} {address}/" in lab.exec(n, ["ip", family, "-o", "addr"]).stdout]
 
 
 def wait(what, timeout, interval=0.05):
@@ -131,9 +144,12 @@ def have_root_net():
 
 
 class Lab:
-    """Namespaces NAME -> host index; each host gets eth0 = SUBNET.index/24 on one bridge."""
+    """Namespaces NAME -> host index; each host gets eth0 = SUBNET.index/24 on one bridge, or with
+    family "ipv6" only SUBNET6index/64 (no IPv4 at all on the link), or with "dual" both."""
 
-    def __init__(self, hosts, prefix=None):
+    def __init__(self, hosts, prefix=None, family="ipv4"):
+        assert family in ("ipv4", "ipv6", "dual")
+        self.family = family
         self.prefix = prefix or f"h{os.getpid() % 10000:04d}{next(LAB_NUMBERS):03d}"
         self.bridge = f"{self.prefix}br"
         self.hosts = {}           # name -> index
@@ -159,6 +175,9 @@ class Lab:
     def addr(self, name):
         return f"{SUBNET}.{self.hosts[name]}"
 
+    def addr6(self, name):
+        return f"{SUBNET6}{self.hosts[name]}"
+
     def add_host(self, name, index):
         ns, veth = f"{self.prefix}-{name}", f"{self.prefix}{index}"
         run(["ip", "netns", "add", ns])
@@ -166,7 +185,11 @@ class Lab:
         run(["ip", "link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", ns])
         run(["ip", "link", "set", veth, "master", self.bridge, "up"])
         self.exec(name, ["ip", "link", "set", "lo", "up"])
-        self.exec(name, ["ip", "addr", "add", f"{SUBNET}.{index}/24", "brd", "+", "dev", "eth0"])
+        if self.family != "ipv6":
+            self.exec(name, ["ip", "addr", "add", f"{SUBNET}.{index}/24", "brd", "+", "dev", "eth0"])
+        if self.family != "ipv4":        # no DAD: usable at once, as a configured address on a real host
+            self.exec(name, ["sysctl", "-qw", "net.ipv6.conf.eth0.accept_dad=0"])
+            self.exec(name, ["ip", "-6", "addr", "add", f"{SUBNET6}{index}/64", "dev", "eth0", "nodad"])
         self.exec(name, ["ip", "link", "set", "eth0", "up"])
 
     def exec(self, name, argv, check=True, timeout=20):
