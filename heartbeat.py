@@ -153,6 +153,8 @@ DIRECTIVES = [
     Directive("bcast", "media", None, "UDP broadcast heartbeats on each named interface"),
     Directive("mcast", "media", None, "UDP multicast: mcast DEV GROUP PORT TTL LOOP"),
     Directive("ucast", "media", None, "UDP unicast: ucast DEV PEER [PEER...]"),
+    Directive("mcast6", "media", None, "UDP/IPv6 multicast: mcast6 DEV GROUP PORT HOPS LOOP"),
+    Directive("ucast6", "media", None, "UDP/IPv6 unicast: ucast6 DEV PEER (udpport)"),
     Directive("keepalive", "time", "1000ms", "interval between heartbeats"),
     Directive("deadtime", "time", "30000ms", "silence after which a node is declared dead"),
     Directive("warntime", "time", None, "lateness that logs a 'Late heartbeat' warning (deadtime/2)"),
@@ -214,8 +216,6 @@ DIRECTIVES = [
     Directive("record_pengine_inputs", "bool", "on", "pengine input recording", support="crm"),
     Directive("enable_config_writes", "bool", "on", "CIB writes", support="crm"),
     Directive("serial", "line", None, "serial-line heartbeats", support="refused"),
-    Directive("mcast6", "line", None, "IPv6 multicast heartbeats", support="refused"),
-    Directive("ucast6", "line", None, "IPv6 unicast heartbeats", support="refused"),
     Directive("hbaping", "line", None, "fibre-channel ping", support="refused"),
     Directive("openais", "line", None, "openais messaging", support="refused"),
 ]
@@ -225,20 +225,22 @@ DIRECTIVE_BY_NAME = {d.name: d for d in DIRECTIVES}
 @dataclasses.dataclass
 class Medium:
     """One heartbeat path: a socket pair on one interface."""
-    kind: str                        # bcast, mcast or ucast
+    kind: str                        # bcast, mcast, ucast, mcast6 or ucast6
     iface: str
     lineno: int
     group: str = ""                  # mcast group
     port: int = 0                    # mcast port (bcast and ucast use udpport)
-    ttl: int = 1
+    ttl: int = 1                     # mcast6: hops
     loop: bool = False
     peers: Tuple[str, ...] = ()      # ucast destinations
 
     def describe(self, udpport: int) -> str:
+        if self.kind == "mcast6":
+            return f"mcast6 {self.iface} [{self.group}]:{self.port} hops {self.ttl} loop {int(self.loop)}"
         if self.kind == "mcast":
             return f"mcast {self.iface} {self.group}:{self.port} ttl {self.ttl} loop {int(self.loop)}"
-        if self.kind == "ucast":
-            return f"ucast {self.iface} to {', '.join(self.peers)} port {udpport}"
+        if self.kind in ("ucast", "ucast6"):
+            return f"{self.kind} {self.iface} to {', '.join(self.peers)} port {udpport}"
         return f"bcast {self.iface} port {udpport}"
 
 
@@ -336,6 +338,8 @@ def _parse_media(cfg: HaCf, name: str, words: List[str], lineno: int) -> List[st
         return problems
     if name == "bcast":
         cfg.media.extend(Medium("bcast", iface, lineno) for iface in words)
+    elif name in ("ucast6", "mcast6"):
+        return _parse_media6(cfg, name, words, lineno)
     elif name == "ucast":
         if len(words) < 2:
             return [f"ucast {words[0]} is missing the peer's IP address or host name"]
@@ -359,6 +363,60 @@ def _parse_media(cfg: HaCf, name: str, words: List[str], lineno: int) -> List[st
         if not problems:
             cfg.media.append(Medium("mcast", dev, lineno, group=group, port=int(port),
                                     ttl=int(ttl), loop=loop == "1"))
+    return problems
+
+
+def ipv6_heartbeat_group_problem(group: str) -> str:
+    """Why 3.0.6's mcast6 refuses a group ('' when it takes it): a multicast address, no flag but
+    transient, of link-, admin-, site- or organization-local scope, not all zeros after the scope."""
+    try:
+        packed = ipaddress.IPv6Address(group).packed
+    except ValueError:
+        return f"mcast6 group '{group}' is not an IPv6 address"
+    if packed[0] != 0xFF or packed[1] & 0xE0 or packed[1] & 0x0F not in (0x2, 0x4, 0x5, 0x8) or not any(packed[2:]):
+        return (f"mcast6 group {group} is not a multicast address of link-, admin-, site- or "
+                "organization-local scope (ff12::1:2:3:4, ff15::...)")
+    return ""
+
+
+def _parse_media6(cfg: HaCf, name: str, words: List[str], lineno: int) -> List[str]:
+    """ucast6 DEV PEER and mcast6 DEV GROUP PORT HOPS LOOP, as 3.0.6's ucast6.c and mcast6.c read them."""
+    dev = words[0]
+    if name == "ucast6":
+        if len(words) < 2:
+            return [f"ucast6 [{dev}] missing ucast6 address"]
+        if len(words) > 2:
+            _warn(cfg, lineno, f"ucast6 takes one peer; {' '.join(words[2:])} ignored (as 3.0.6 does)")
+        address, _, scope = words[1].partition("%")
+        try:
+            peer = ipaddress.IPv6Address(address)
+        except ValueError:
+            return [f"ucast6 [{dev}] bad addr [{words[1]}]: not an IPv6 address"]
+        if peer.is_multicast or peer.is_unspecified or peer.is_loopback:
+            return [f"ucast6 [{dev}] bad addr [{words[1]}]: multicast, unspecified and loopback cannot be peers"]
+        if scope and scope != dev:
+            return [f"ucast6 [{dev}] bad addr [{words[1]}]: the scope must be the device ({dev})"]
+        cfg.media.append(Medium("ucast6", dev, lineno, peers=(str(peer),)))
+        return []
+    if len(words) != 5:
+        return ["mcast6 takes five values: mcast6 DEV GROUP PORT HOPS LOOP (e.g. mcast6 eth0 ff12::1:2:3:4 694 1 0)"]
+    _, group, port, hops, loop = words
+    problems = [ipv6_heartbeat_group_problem(group)]
+    if not is_number(port):
+        try:
+            port = str(socket.getservbyname(port, "udp"))
+        except OSError:
+            problems.append(f"mcast6 port '{port}' is neither a number nor a UDP service name")
+    if is_number(port) and not 0 < int(port) < 65536:
+        problems.append(f"mcast6 port '{port}' must be a number from 1 to 65535")
+    if not is_number(hops) or int(hops) > 4:
+        problems.append(f"mcast6 [{dev}] bad hops [{hops}]: a number from 0 to 4")
+    if loop not in ("0", "1"):
+        problems.append(f"mcast6 loop '{loop}' must be 0 or 1")
+    problems = [p for p in problems if p]
+    if not problems:
+        cfg.media.append(Medium("mcast6", dev, lineno, group=str(ipaddress.IPv6Address(group)), port=int(port),
+                                ttl=int(hops), loop=loop == "1"))
     return problems
 
 
@@ -1625,7 +1683,7 @@ def load_average() -> bytes:
     return _loadavg["text"]
 
 
-# #### Transport: bcast, mcast and ucast sockets #############################
+# #### Transport: bcast, mcast, ucast, mcast6 and ucast6 sockets ############
 
 SIOCGIFADDR, SIOCGIFBRDADDR, SIOCGIFNETMASK = 0x8915, 0x8919, 0x891B
 SO_BINDTODEVICE = getattr(socket, "SO_BINDTODEVICE", 25)
@@ -1692,8 +1750,8 @@ class Link:
 
     def __init__(self, medium: Medium, udpport: int):
         self.medium, self.name = medium, medium.iface
-        self.port = medium.port if medium.kind == "mcast" else udpport
-        self.destinations: List[Tuple[str, int]] = []
+        self.port = medium.port if medium.kind in ("mcast", "mcast6") else udpport
+        self.destinations: List[tuple] = []        # (host, port), or (host, port, flowinfo, scope) for IPv6
         self.send_sock: Optional[socket.socket] = None
         self.recv_sock: Optional[socket.socket] = None
         self.send_errors = 0
@@ -1701,6 +1759,9 @@ class Link:
 
     def open(self) -> None:
         """Create the sockets; raise HAError naming the interface when it cannot work."""
+        if self.medium.kind in ("ucast6", "mcast6"):
+            self.open6()
+            return
         medium = self.medium
         local = interface_ipv4(medium.iface)
         if not local:
@@ -1738,6 +1799,45 @@ class Link:
             recv.close()
             if isinstance(err, HAError):
                 raise
+            raise HAError(f"cannot open {medium.kind} on {medium.iface} port {self.port}: "
+                          f"{err.strerror or err}") from None
+        send.setblocking(False)
+        recv.setblocking(False)
+        self.send_sock, self.recv_sock = send, recv
+
+    def open6(self) -> None:
+        """ucast6 and mcast6 as 3.0.6 opens them: the receiving socket on [::]:port (ucast6 bound to
+        the device, mcast6 joined to the group on it), the sending one bound to the device (ucast6)
+        or sending its multicast out of it with the hop limit and loop of the line. Ours take IPv6
+        only, so that a ucast on the same port and device keeps its IPv4 datagrams to itself."""
+        medium = self.medium
+        try:
+            index = socket.if_nametoindex(medium.iface)
+        except OSError:
+            raise HAError(f"{medium.kind} device [{medium.iface}] is invalid or not set up properly "
+                          f"(ha.cf line {medium.lineno}: {medium.kind} {medium.iface})") from None
+        send = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+        recv = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+        try:
+            recv.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            recv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if medium.kind == "ucast6":
+                for sock in (send, recv):
+                    sock.setsockopt(socket.SOL_SOCKET, SO_BINDTODEVICE, medium.iface.encode())
+                peer = ipaddress.IPv6Address(medium.peers[0])
+                self.destinations = [(str(peer), self.port, 0, index if peer.is_link_local else 0)]
+                recv.bind(("::", self.port))
+            else:
+                send.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_IF, index)
+                send.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, medium.ttl)
+                send.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_LOOP, int(medium.loop))
+                recv.bind(("::", self.port))
+                recv.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_JOIN_GROUP,
+                                socket.inet_pton(socket.AF_INET6, medium.group) + struct.pack("=I", index))
+                self.destinations = [(medium.group, self.port, 0, index)]
+        except OSError as err:
+            send.close()
+            recv.close()
             raise HAError(f"cannot open {medium.kind} on {medium.iface} port {self.port}: "
                           f"{err.strerror or err}") from None
         send.setblocking(False)

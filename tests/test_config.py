@@ -137,6 +137,10 @@ ACCEPTED = {
               lambda c: [(m.group, m.port, m.ttl, m.loop) for m in _medium(c, "mcast", "eth1")]
               == [("225.0.0.1", 694, 1, False)]),
     "ucast": ("eth1 10.0.0.2", lambda c: [m.peers for m in _medium(c, "ucast", "eth1")] == [("10.0.0.2",)]),
+    "ucast6": ("eth1 FE80:0::2", lambda c: [m.peers for m in _medium(c, "ucast6", "eth1")] == [("fe80::2",)]),
+    "mcast6": ("eth1 ff12::1:2:3:4 694 1 0",
+               lambda c: [(m.group, m.port, m.ttl, m.loop) for m in _medium(c, "mcast6", "eth1")]
+               == [("ff12::1:2:3:4", 694, 1, False)]),
     "keepalive": ("1500ms", lambda c: c.keepalive_ms == 1500),
     "deadtime": ("20", lambda c: c.deadtime_ms == 20000),
     "warntime": ("6", lambda c: c.warntime_ms == 6000),
@@ -195,8 +199,6 @@ ACCEPTED = {
     "enable_config_writes": ("on", None),
     # refused media / features: an error at their line
     "serial": ("/dev/ttyS0", None),
-    "mcast6": ("eth0 ff02::1:2 694 1 0", None),
-    "ucast6": ("eth0 fe80::2", None),
     "hbaping": ("fc-card-name", None),
     "openais": ("/etc/ais/openais.conf", None),
 }
@@ -258,9 +260,36 @@ def test_refused_directive_is_an_error(tmp_path, directive):
     assert directive.name in errors[0][1]
 
 
-@pytest.mark.parametrize("name", ["serial", "mcast6", "ucast6"])
+@pytest.mark.parametrize("name", ["serial", "hbaping"])
 def test_refused_media_are_refused(name):
     assert hb.DIRECTIVE_BY_NAME[name].support == "refused"
+
+
+@pytest.mark.parametrize("line, message", [
+    ("ucast6 eth0", "ucast6 [eth0] missing ucast6 address"),
+    ("ucast6 eth0 10.0.0.2", "not an IPv6 address"),
+    ("ucast6 eth0 ff02::1", "multicast, unspecified and loopback cannot be peers"),
+    ("ucast6 eth0 ::1", "multicast, unspecified and loopback cannot be peers"),
+    ("ucast6 eth0 fe80::2%eth1", "the scope must be the device (eth0)"),
+    ("mcast6 eth0 ff12::1:2:3:4 694 1", "mcast6 takes five values"),
+    ("mcast6 eth0 ff0e::1:2 694 1 0", "is not a multicast address of link-, admin-, site- or organization-local"),
+    ("mcast6 eth0 ff11::1:2 694 1 0", "is not a multicast address of link-"),          # interface-local
+    ("mcast6 eth0 ff32::1:2 694 1 0", "is not a multicast address of link-"),          # flags 3.0.6 refuses
+    ("mcast6 eth0 ff12:: 694 1 0", "is not a multicast address of link-"),             # all zeros after scope
+    ("mcast6 eth0 fd00::1 694 1 0", "is not a multicast address"),
+    ("mcast6 eth0 ff12::1:2 694 5 0", "bad hops [5]: a number from 0 to 4"),
+    ("mcast6 eth0 ff12::1:2 nosuchservice 1 0", "neither a number nor a UDP service name"),
+    ("mcast6 eth0 ff12::1:2 694 1 2", "mcast6 loop '2' must be 0 or 1"),
+])
+def test_ipv6_media_refused_as_3_0_6_refuses_them(tmp_path, line, message):
+    errors = hacf_errors(tmp_path, BASE + line + "\n")
+    assert len(errors) == 1 and errors[0][0] == 6 and message in errors[0][1], errors
+
+
+def test_ucast6_takes_one_peer_and_ignores_the_rest_with_a_warning(tmp_path):
+    cfg = hacf(tmp_path, BASE + "ucast6 eth0 fd00::2 fd00::3\n")
+    assert [m.peers for m in cfg.media if m.kind == "ucast6"] == [("fd00::2",)]
+    assert any("fd00::3 ignored" in w.message for w in cfg.warnings)
 
 
 def test_refused_medium_does_not_count_as_a_medium(tmp_path):
