@@ -5980,8 +5980,8 @@ def export_model(config: Config, unit_dirs=SYSTEMD_UNIT_DIRS):
                     params.append(("nic", res.iface))
                 if res.broadcast:
                     params.append(("broadcast", res.broadcast))
-                primitives.append(ExportedResource(unique(pacemaker_id("ip_" + res.ip.replace(".", "_"))),
-                                                   "ocf:heartbeat:IPaddr2", params))
+                primitives.append(ExportedResource(unique(pacemaker_id("ip_" + re.sub(r"[.:]", "_", res.ip))),
+                                                   "ocf:heartbeat:IPaddr2", params))     # IPv6 too, nodad
             elif res.lsb and not res.args:
                 has_unit = any(os.path.exists(os.path.join(d, res.name + ".service")) for d in unit_dirs)
                 primitives.append(ExportedResource(unique(pacemaker_id("svc_" + res.name)),

@@ -29,6 +29,11 @@ RICH = {
     "resource.d": ["Filesystem"],
 }
 
+DUAL_STACK = dict(TUTORIAL, **{
+    "ha.cf": TUTORIAL["ha.cf"].replace("bcast     eth0", "ucast6 eth0 fd00::2\nmcast6 eth1 ff12::1:2:3:4 694 1 0"),
+    "haresources": "prime 192.168.1.100 IPv6addr::2001:db8:0:0:0:0:0:100/64/eth0 IPv6addr::2001:db8::101 apache2\n",
+})
+
 IPFAIL = dict(TUTORIAL, **{
     "ha.cf": TUTORIAL["ha.cf"] + "ping 10.0.0.254 10.0.0.253\nping_group uplink 10.0.1.1 10.0.1.2\n"
                                  "deadping 20\nrespawn hacluster /usr/lib/heartbeat/ipfail\n",
@@ -89,6 +94,17 @@ def test_golden(tmp_path, name, files, fmt):
             handle.write(rendered)
     with open(path) as handle:
         assert rendered == handle.read()
+
+
+def test_ipv6_addresses_are_exported_as_ipaddr2(tmp_path):
+    config, _ = make(tmp_path, DUAL_STACK)
+    text, warnings, _ = hb.export_pacemaker(config, "crm", unit_dirs=())
+    assert "primitive ip_2001_db8__100 ocf:heartbeat:IPaddr2 params ip=2001:db8::100 cidr_netmask=64 nic=eth0" in text
+    assert "primitive ip_2001_db8__101 ocf:heartbeat:IPaddr2 params ip=2001:db8::101 op" in text
+    assert "group grp_prime_1 ip_192_168_1_100 ip_2001_db8__100 ip_2001_db8__101 svc_apache2" in text
+    assert [w.message for w in warnings if "ucast6" in w.message or "mcast6" in w.message] == [
+        "warning: ucast6 specifics (group, ttl, peers) are not needed by knet; only the link is exported",
+        "warning: mcast6 specifics (group, ttl, peers) are not needed by knet; only the link is exported"]
 
 
 def test_mapping_rules(tmp_path):
@@ -213,7 +229,7 @@ def test_lsb_wrapper_runs_the_script_with_its_arguments(tmp_path):
 
 
 @pytest.mark.skipif(not shutil.which("crm_verify"), reason="crm_verify (pacemaker-cli-utils) is not installed")
-@pytest.mark.parametrize("files", [TUTORIAL, RICH, IPFAIL, MONITORED,
+@pytest.mark.parametrize("files", [TUTORIAL, RICH, IPFAIL, MONITORED, DUAL_STACK,
                                    pytest.param(FENCED_IPMI, marks=needs_ipmi_plugin), FENCED_PEERS])
 def test_crm_verify_accepts_the_xml(tmp_path, files):
     config, _ = make(tmp_path, files)
@@ -235,7 +251,7 @@ def test_crm_verify_accepts_the_xml(tmp_path, files):
 
 @pytest.mark.skipif(not (shutil.which("pcs") and shutil.which("cibadmin") and shutil.which("crm_verify")),
                     reason="pcs and pacemaker-cli-utils are not installed")
-@pytest.mark.parametrize("files", [TUTORIAL, RICH, IPFAIL, MONITORED,
+@pytest.mark.parametrize("files", [TUTORIAL, RICH, IPFAIL, MONITORED, DUAL_STACK,
                                    pytest.param(FENCED_IPMI, marks=needs_ipmi_plugin), FENCED_PEERS])
 def test_pcs_applies_the_script_to_a_cib_file(tmp_path, files):
     config, _ = make(tmp_path, files)
