@@ -2873,10 +2873,12 @@ NETLINK_BATCH_BYTES = 32 * 1024         # requests per send(); the kernel reads 
 SIOCGIFHWADDR = 0x8927
 ETH_P_ARP = 0x0806
 ICMP6_FILTER = 1
-ND_NEIGHBOR_ADVERT, ND_NA_FLAG_OVERRIDE, ND_OPT_TARGET_LINKADDR = 136, 0x20000000, 2
+ND_NEIGHBOR_SOLICIT, ND_NEIGHBOR_ADVERT, ND_NA_FLAG_OVERRIDE = 135, 136, 0x20000000
+ND_OPT_SOURCE_LINKADDR, ND_OPT_TARGET_LINKADDR = 1, 2
 IPV6_PKTINFO = getattr(socket, "IPV6_PKTINFO", 50)
 ALL_NODES = "ff02::1"
 GARP_ROUNDS_S = (0.0, 0.25, 1.0, 2.0, 4.0)   # when to announce a taken address again
+CONFLICT_WAIT_S = 0.3           # for another host's answer to our probes: milliseconds on a LAN
 
 
 class NetlinkEvent(NamedTuple):
@@ -3173,6 +3175,112 @@ def announce_addresses(held: List[Tuple[str, str]]) -> List[str]:
     return failures
 
 
+def arp_probe(mac: bytes, ip: str) -> bytes:
+    """An ARP probe (RFC 5227): 'who-has IP' from sender 0.0.0.0. A host that has IP answers it,
+    and neither proxy ARP nor a host's own defence gets in the way."""
+    return (b"\xff" * 6 + mac + b"\x08\x06" + struct.pack("!HHBBH", 1, 0x0800, 6, 4, 1) + mac + b"\0" * 4
+            + b"\0" * 6 + socket.inet_aton(ip))
+
+
+def neighbour_solicitation(mac: bytes, ip: str) -> bytes:
+    """'Who has IP?' with our link-layer address; the kernel fills in the checksum."""
+    return (struct.pack("!BBHI", ND_NEIGHBOR_SOLICIT, 0, 0, 0) + socket.inet_pton(socket.AF_INET6, ip)
+            + struct.pack("!BB", ND_OPT_SOURCE_LINKADDR, 1) + mac)
+
+
+def solicited_node(ip: str) -> str:
+    """The solicited-node multicast group of an IPv6 address (ff02::1:ffXX:XXXX)."""
+    return str(ipaddress.IPv6Address(b"\xff\x02" + b"\0" * 9 + b"\x01\xff" + ipaddress.IPv6Address(ip).packed[13:]))
+
+
+def answer_from_elsewhere(packet: bytes, ours: Dict[str, bytes]) -> Optional[Tuple[str, bytes]]:
+    """(address, MAC) when packet says another machine has one of our addresses: an ARP frame whose
+    sender is that address, or a neighbour advertisement for it, from a MAC not ours; else None."""
+    if len(packet) >= 32 and packet[12:14] == b"\x08\x06":
+        ip, mac = socket.inet_ntoa(packet[28:32]), packet[22:28]
+    elif len(packet) >= 32 and packet[0] == ND_NEIGHBOR_ADVERT:
+        ip, mac = str(ipaddress.IPv6Address(packet[8:24])), b""
+        offset = 24
+        while offset + 8 <= len(packet) and packet[offset + 1]:
+            if packet[offset] == ND_OPT_TARGET_LINKADDR:
+                mac = packet[offset + 2:offset + 8]
+            offset += 8 * packet[offset + 1]
+    else:
+        return None
+    if ip in ours and mac != ours[ip]:
+        return ip, mac
+    return None
+
+
+class ConflictProbe:
+    """Asks the LAN, right after the addresses were added, whether another host has them too:
+    an ARP probe per IPv4 address, a neighbour solicitation per IPv6 one, then the answers are
+    read until CONFLICT_WAIT_S after the start. The addresses serve meanwhile; the caller waits
+    for the verdict only once the rest of the group has started."""
+
+    def __init__(self, held: List[Tuple[str, str]], current: List[AddressEntry]):
+        self.deadline = time.monotonic() + CONFLICT_WAIT_S
+        self.ours: Dict[str, bytes] = {}
+        self.sockets: List[socket.socket] = []
+        self.problems: List[str] = []
+        link_local = {entry.iface: str(entry.address.ip) for entry in current
+                      if entry.address.version == 6 and entry.address.ip.is_link_local}
+        try:
+            arp = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ARP))
+            self.sockets.append(arp)
+            icmp6 = socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6)
+            self.sockets.append(icmp6)
+            icmp6.setsockopt(socket.IPPROTO_ICMPV6, ICMP6_FILTER, icmp6_filter_passing(ND_NEIGHBOR_ADVERT))
+            icmp6.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, 255)
+            icmp6.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_LOOP, 0)
+            for sock in self.sockets:
+                sock.setblocking(False)
+            for iface, ip in held:
+                device = iface.split(":")[0]
+                mac = self.ours[ip] = interface_mac(device)
+                if ":" not in ip:
+                    arp.sendto(arp_probe(mac, ip), (device, ETH_P_ARP))
+                elif device in link_local:       # from our link-local address: the answer comes back to it
+                    index = socket.if_nametoindex(device)
+                    pktinfo = socket.inet_pton(socket.AF_INET6, link_local[device]) + struct.pack("=I", index)
+                    icmp6.sendmsg([neighbour_solicitation(mac, ip)], [(socket.IPPROTO_IPV6, IPV6_PKTINFO, pktinfo)],
+                                  0, (solicited_node(ip), 0, 0, index))
+        except OSError as err:
+            self.problems.append(f"cannot ask whether another host has these addresses: {err.strerror or err}")
+
+    def conflicts(self) -> Dict[str, bytes]:
+        """Wait out the window; the addresses another host answered for, with its MAC."""
+        found: Dict[str, bytes] = {}
+        try:
+            with selectors.DefaultSelector() as selector:
+                for sock in self.sockets:
+                    selector.register(sock, selectors.EVENT_READ)
+                while time.monotonic() < self.deadline:
+                    for key, _ in selector.select(max(0.0, self.deadline - time.monotonic())):
+                        for _ in range(64):
+                            try:
+                                answer = answer_from_elsewhere(key.fileobj.recv(2048), self.ours)
+                            except (BlockingIOError, InterruptedError):
+                                break
+                            if answer:
+                                found.setdefault(*answer)
+        finally:
+            self.close()
+        return found
+
+    def close(self) -> None:
+        for sock in self.sockets:
+            sock.close()
+        self.sockets = []
+
+
+def icmp6_filter_passing(kind: int) -> bytes:
+    """An ICMP6_FILTER that blocks every ICMPv6 type but kind (a set bit blocks its type)."""
+    words = [0xFFFFFFFF] * 8
+    words[kind >> 5] &= ~(1 << (kind & 31))
+    return struct.pack("=8I", *words)
+
+
 @dataclasses.dataclass
 class AddressPlan:
     """Where an IPResource goes: interface, prefix, broadcast."""
@@ -3185,8 +3293,8 @@ class IPAddresses:
     """Virtual IPs of both families: planned from the addresses there are, added and deleted in
     batches, announced by gratuitous ARP (IPv4) and unsolicited neighbour advertisements (IPv6)."""
 
-    def __init__(self, run=run_command, log=None, kernel=None):
-        self.log = log
+    def __init__(self, run=run_command, log=None, kernel=None, prober=ConflictProbe):
+        self.log, self.prober = log, prober
         self.kernel = kernel or self.open_kernel(run)
 
     def open_kernel(self, run):
@@ -3238,10 +3346,11 @@ class IPAddresses:
         """The interface that carries res.ip now, or None."""
         return self.holder_iface(res, self.addresses())
 
-    def add(self, resources: List[IPResource]) -> List[Tuple[IPResource, str]]:
-        """Add the addresses not there yet in one batch and announce them all; return those that
-        could not be added, each with the reason (the others stay, for the caller to release with
-        the group). Every millisecond here is a millisecond of failover: one dump, one batch."""
+    def add(self, resources: List[IPResource]) -> Tuple[List[Tuple[IPResource, str]], Optional[ConflictProbe]]:
+        """Add the addresses not there yet in one batch, ask whether another host has them and
+        announce them all. Returns those that could not be added, each with the reason (the others
+        stay, for the caller to release with the group), and the probe whose verdict is awaited
+        later. Every millisecond here is a millisecond of failover: one dump, one batch."""
         current = self.addresses()
         labels = {entry.label for entry in current}
         changes, wanted, failed = [], [], []
@@ -3270,9 +3379,10 @@ class IPAddresses:
             if self.log:
                 self.log.info(f"{res.agent}: added {change.address} on {change.iface}"
                               + (f" ({change.label})" if change.label else ""))
+        probe = self.prober(added, current) if added else None
         if added:
             self.announce(added)
-        return failed
+        return failed, probe
 
     def announce(self, held: List[Tuple[str, str]], rounds=GARP_ROUNDS_S) -> None:
         """Announce from a thread of its own: now, and again over a few seconds (a lost frame must
@@ -3384,18 +3494,37 @@ class Resources:
             return self.addresses.held(res) is not None
         return says_running(res, self.run_script(res, "status"))
 
-    def start_addresses(self, resources: List[IPResource]) -> None:
-        """Add addresses in one batch; ResourceError naming those that failed."""
-        failed = self.addresses.add(resources)
+    def start_addresses(self, resources: List[IPResource]) -> Optional[ConflictProbe]:
+        """Add addresses in one batch; ResourceError naming those that failed. Returns the probe
+        for addresses another host may have too (see conflicts)."""
+        failed, probe = self.addresses.add(resources)
         for res, reason in failed:
             self.log.error(f"{res.agent} {res.spec}: {reason}")
         if failed:
+            if probe:
+                probe.close()
             raise ResourceError("; ".join(f"{res.spec}: {reason}" for res, reason in failed),
                                 [res.spec for res, _ in failed])
+        return probe
+
+    def conflicts(self, resources: List[IPResource], probe: Optional[ConflictProbe]) -> None:
+        """The probe's verdict: ResourceError naming each address another host answered for."""
+        if not probe:
+            return
+        for problem in probe.problems:
+            self.log.warn(problem)
+        taken = probe.conflicts()
+        failed = [res for res in resources if res.ip in taken]
+        for res in failed:
+            mac = ":".join(f"{octet:02x}" for octet in taken[res.ip])
+            self.log.error(f"{res.agent} {res.spec}: {res.ip} is in use by another host ({mac} answered for it)")
+        if failed:
+            raise ResourceError("; ".join(f"{res.spec}: {res.ip} is in use by another host" for res in failed),
+                                [res.spec for res in failed])
 
     def start(self, res) -> None:
         if isinstance(res, IPResource):
-            self.start_addresses([res])
+            self.conflicts([res], self.start_addresses([res]))
             return
         if self.is_running(res):
             self.log.info(f"Resource {res.spec} is already running")
@@ -3477,19 +3606,25 @@ class Resources:
     def acquire_group(self, group: ResourceGroup) -> Optional[str]:
         """Start the group's resources in order; on a failure stop what was started. None = success."""
         self.log.info(f"Acquiring resource group: {group.home} {' '.join(r.spec for r in group.resources)}")
-        started = 0
-        for step in in_steps(group.resources):
-            started += len(step)
-            try:
+        started, probes = 0, []
+        try:
+            for step in in_steps(group.resources):
+                started += len(step)
                 if isinstance(step[0], IPResource):
-                    self.start_addresses(step)
+                    probes.append((step, self.start_addresses(step)))
                 else:
                     self.start(step[0])
-            except ResourceError as err:
-                self.log.crit(f"Giving up resources due to failure of {' '.join(err.specs or [step[0].spec])}")
-                if not self.stop_all(group.resources[:started]):
-                    self.stuck.add(group.key)
-                return str(err)
+            for addresses, probe in probes:      # the services started meanwhile: no time lost
+                self.conflicts(addresses, probe)
+        except ResourceError as err:
+            for _, probe in probes:
+                if probe:
+                    probe.close()
+            failed = err.specs or [group.resources[started - 1].spec]
+            self.log.crit(f"Giving up resources due to failure of {' '.join(failed)}")
+            if not self.stop_all(group.resources[:started]):
+                self.stuck.add(group.key)
+            return str(err)
         self.stuck.discard(group.key)
         return None
 

@@ -151,3 +151,28 @@ def test_check_reads_ipv6_media_and_addresses_and_warns_for_3_0_6(tmp_path):
     assert "write fd77:0:0:0:0:0:0:100 (no '::')" in text
     assert text.count("Heartbeat 3.0.6 splits") == 1                # the full form is fine
     assert "ucast6 lo to fd77::2 port 694" in text
+
+
+@pytest.mark.parametrize("family", ["ipv4", "ipv6"])
+def test_an_address_another_host_has_fails_the_group_on_both_nodes(family):
+    """The client already has the VIP: prime's probe gets its answer, prime gives the group up and
+    calc, trying it next, finds the same; after their start attempts nobody keeps the address of
+    the host that has it."""
+    lab = Lab(("prime", "calc", "client"), family="dual")
+    try:
+        address, spec = (VIP, f"{VIP}/24/eth0") if family == "ipv4" else (VIP6, f"IPv6addr::{VIP6}/64/eth0")
+        prefix = "24" if family == "ipv4" else "64"
+        lab.exec("client", ["ip", "addr", "add", f"{address}/{prefix}", "dev", "eth0"]
+                 + (["nodad"] if family == "ipv6" else []))
+        mac = lab.exec("client", ["cat", "/sys/class/net/eth0/address"]).stdout.strip()
+        prime, calc = cluster(lab, spec, media="bcast eth0")
+        wanted = f"{address} is in use by another host ({mac} answered for it)"
+        wait(lambda: wanted in prime.log() and wanted in calc.log(), 20)
+        assert f"Giving up resources due to failure of {spec}" in prime.log()
+        given_up = "will not be started here again"            # after 3 failed starts on each node
+        wait(lambda: given_up in prime.log() and given_up in calc.log(), 30)
+        time.sleep(0.5)
+        assert holders(lab, address=address) == []
+        assert address in lab.exec("client", ["ip", "-o", "addr"]).stdout
+    finally:
+        lab.close()

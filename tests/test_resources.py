@@ -39,9 +39,22 @@ class FakeRun:
         return hb.CommandResult(0, "")
 
 
+class NoProbe:
+    """Stands in for ConflictProbe: no frame leaves this machine from a test without namespaces."""
+
+    def __init__(self, held, current):
+        self.held, self.problems = held, []
+
+    def conflicts(self):
+        return {}
+
+    def close(self):
+        pass
+
+
 def make(addresses):
     run = FakeRun(addresses)
-    ips = hb.IPAddresses(run, kernel=hb.IpCommand(run))
+    ips = hb.IPAddresses(run, kernel=hb.IpCommand(run), prober=NoProbe)
     ips.announce = lambda held, rounds=None: run.calls.append(["announce", *held])
     return run, ips
 
@@ -53,7 +66,7 @@ def adds(run):
 def test_interface_found_by_subnet_and_label_is_next_alias():
     run, ips = make([("eth0", "10.0.0.1/24", "eth0"), ("eth0", "10.0.0.50/24", "eth0:0"),
                      ("eth1", "192.168.5.1/24", "eth1")])
-    assert ips.add([hb.parse_ip_spec("10.0.0.100")]) == []
+    assert ips.add([hb.parse_ip_spec("10.0.0.100")])[0] == []
     assert adds(run) == [["ip", "-4", "addr", "add", "10.0.0.100/24", "dev", "eth0", "label", "eth0:1"]]
     assert ["announce", ("eth0", "10.0.0.100")] in run.calls
 
@@ -69,7 +82,7 @@ def test_ipv6_interface_found_by_prefix_and_added_without_dad():
     run, ips = make([("eth0", "10.0.0.1/24", "eth0"), ("eth0", "fe80::1/64", "eth0"),
                      ("eth1", "2001:db8:5::1/64", "eth1")])
     res = hb.parse_resource("IPv6addr::2001:db8:5::10", [])
-    assert ips.add([res]) == []
+    assert ips.add([res])[0] == []
     assert adds(run) == [["ip", "-6", "addr", "add", "2001:db8:5::10/64", "dev", "eth1", "nodad"]]
     assert ["announce", ("eth1", "2001:db8:5::10")] in run.calls
     assert ips.held(res) == "eth1"
@@ -79,7 +92,7 @@ def test_a_batch_adds_each_label_once_and_reports_each_failure():
     run, ips = make([("eth0", "10.0.0.1/24", "eth0"), ("eth0", "2001:db8::1/64", "eth0")])
     batch = [hb.parse_ip_spec("10.0.0.100"), hb.parse_resource("IPv6addr::2001:db8::100/64", []),
              hb.parse_ip_spec("172.16.0.5"), hb.parse_ip_spec("10.0.0.101")]
-    failed = ips.add(batch)
+    failed, probe = ips.add(batch)
     assert [(res.ip, "no interface has a subnet containing 172.16.0.5" in why) for res, why in failed] == \
         [("172.16.0.5", True)]
     assert [argv[4] for argv in adds(run)] == ["10.0.0.100/24", "2001:db8::100/64", "10.0.0.101/24"]
@@ -90,7 +103,7 @@ def test_a_batch_adds_each_label_once_and_reports_each_failure():
 
 def test_address_already_present_is_not_added_twice():
     run, ips = make([("eth0", "10.0.0.1/24", "eth0"), ("eth0", "10.0.0.100/24", "eth0:0")])
-    assert ips.add([hb.parse_ip_spec("10.0.0.100/24")]) == []
+    assert ips.add([hb.parse_ip_spec("10.0.0.100/24")]) == ([], None)
     assert not adds(run)
 
 
@@ -110,7 +123,8 @@ def test_release_deletes_with_the_configured_prefix():
 
 def test_no_matching_subnet_is_a_clear_error():
     run, ips = make([("eth0", "10.0.0.1/24", "eth0")])
-    [(_, why)] = ips.add([hb.parse_ip_spec("172.16.0.5")])
+    [(_, why)], probe = ips.add([hb.parse_ip_spec("172.16.0.5")])
+    assert probe is None
     assert "no interface has a subnet containing 172.16.0.5" in why
 
 
@@ -417,3 +431,38 @@ def test_the_whole_stop_fits_in_the_service_managers_stop_timeouts():
         init_s = int(re.search(r"STOP_TIMEOUT=\$\{STOP_TIMEOUT:-(\d+)\}", handle.read()).group(1))
     worst_s = hb.STOP_BUDGET_S + hb.STATUS_TIMEOUT_S + hb.REBOOT_TIMEOUT_S + 1
     assert worst_s < systemd_s and worst_s < init_s, (worst_s, systemd_s, init_s)
+
+
+# ---------------------------------------------------------------- another host has the address
+
+def test_arp_probe_and_neighbour_solicitation_frames():
+    mac = bytes.fromhex("020000aabbcc")
+    probe = hb.arp_probe(mac, "10.0.0.100")
+    assert len(probe) == 42 and probe[:6] == b"\xff" * 6 and probe[6:12] == mac
+    assert struct.unpack("!H", probe[20:22])[0] == 1                   # a request
+    assert probe[28:32] == b"\0" * 4 and probe[38:42] == bytes([10, 0, 0, 100])   # RFC 5227: sender 0.0.0.0
+    ns = hb.neighbour_solicitation(mac, "2001:db8::100")
+    assert ns[0] == 135 and ns[8:24] == socket.inet_pton(socket.AF_INET6, "2001:db8::100")
+    assert ns[24:26] == bytes([1, 1]) and ns[26:32] == mac
+    assert hb.solicited_node("2001:db8::12:3456") == "ff02::1:ff12:3456"
+
+
+def test_an_answer_from_another_mac_is_a_conflict_and_ours_is_not():
+    ours, theirs = bytes.fromhex("020000aabbcc"), bytes.fromhex("0200001122dd")
+    held = {"10.0.0.100": ours, "2001:db8::100": ours}
+    reply = hb.arp_frame(theirs, "10.0.0.100", reply=True)
+    assert hb.answer_from_elsewhere(reply, held) == ("10.0.0.100", theirs)
+    assert hb.answer_from_elsewhere(hb.arp_frame(ours, "10.0.0.100", reply=True), held) is None
+    assert hb.answer_from_elsewhere(hb.arp_frame(theirs, "10.0.0.101", reply=True), held) is None
+    assert hb.answer_from_elsewhere(hb.neighbour_advertisement(theirs, "2001:db8::100"), held) == \
+        ("2001:db8::100", theirs)
+    assert hb.answer_from_elsewhere(hb.neighbour_advertisement(ours, "2001:db8::100"), held) is None
+    assert hb.answer_from_elsewhere(hb.neighbour_solicitation(theirs, "2001:db8::100"), held) is None
+    for cut in range(len(reply)):                                     # short or garbage: never raises
+        hb.answer_from_elsewhere(reply[:cut], held)
+
+
+def test_icmp6_filter_passes_one_type_only():
+    words = struct.unpack("=8I", hb.icmp6_filter_passing(136))
+    blocked = [kind for kind in range(256) if words[kind >> 5] & (1 << (kind & 31))]
+    assert 136 not in blocked and len(blocked) == 255
