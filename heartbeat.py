@@ -201,6 +201,7 @@ DIRECTIVES = [
     Directive("watchdog", "text", None, "watchdog device, fed every keepalive; 'V' on a clean stop"),
     Directive("ping", "line", None, "ping nodes: each address its own pseudo-node, pinged every keepalive"),
     Directive("ping_group", "line", None, "ping group NAME ADDR...: one pseudo-node, up while any member answers"),
+    Directive("ping6", "line", None, "IPv6 ping nodes: each address its own pseudo-node, ICMPv6 echo every keepalive"),
     Directive("respawn", "line", None, "child processes to keep running (ipfail: built in; others ignored)"),
     Directive("apiauth", "line", None, "API client permissions", support="ignored"),
     Directive("failfast", "line", None, "failfast children", support="ignored"),
@@ -437,19 +438,22 @@ def _parse_stonith(cfg: HaCf, name: str, rest: str, lineno: int) -> Optional[str
 
 
 def _parse_ping(cfg: HaCf, name: str, words: List[str], lineno: int) -> List[str]:
-    """Add the ping nodes of one `ping` or `ping_group` line; return the problems found."""
-    group = name == "ping_group"
+    """Add the ping nodes of one `ping`, `ping6` or `ping_group` line; return the problems found."""
+    group, family = name == "ping_group", socket.AF_INET6 if name == "ping6" else socket.AF_INET
+    kind = "IPv6" if name == "ping6" else "IPv4"
     if len(words) < (2 if group else 1):
         return ["ping_group takes a name and one or more addresses: ping_group uplink 10.0.0.1 10.0.0.2"
-                if group else "ping takes one or more IPv4 addresses or host names"]
+                if group else f"{name} takes one or more {kind} addresses or host names"]
     problems, addresses = [], []
     for word in words[1:] if group else words:
         try:
-            address = str(ipaddress.IPv4Address(word))
+            address = str(ipaddress.IPv6Address(word) if name == "ping6" else ipaddress.IPv4Address(word))
         except ValueError:
-            address = resolve_host(word)
+            address = resolve_host(word, family)
         if address is None:
-            problems.append(f"{name}: '{word}' is not an IPv4 address nor a host name that resolves")
+            problems.append(f"{name}: '{word}' is not an {kind} address nor a host name that resolves")
+        elif ipaddress.ip_address(address).is_link_local:
+            problems.append(f"{name}: {word} is link-local; give the ping node a global or unique local address")
         else:
             addresses.append(address)
     names = [words[0].lower()] if group else list(addresses)
@@ -552,7 +556,7 @@ def parse_hacf(path: str) -> HaCf:
             problem = _parse_stonith(cfg, name, rest, lineno)
             if problem:
                 errors.append(ConfigError(path, lineno, problem))
-        elif name in ("ping", "ping_group"):
+        elif name in ("ping", "ping_group", "ping6"):
             errors.extend(ConfigError(path, lineno, p) for p in _parse_ping(cfg, name, words, lineno))
         elif name == "respawn":
             if len(words) < 2:
@@ -848,9 +852,9 @@ def parse_ipv6_spec(spec: str) -> IPResource:
     if address.is_multicast or address.is_unspecified or address.is_loopback or address.is_link_local:
         raise ValueError(f"{address} cannot be a virtual address (multicast, unspecified, loopback or link-local)")
     res = IPResource(spec=spec, ip=str(address), agent="IPv6addr")
-    if len(parts) > 1 and parts[1]:
+    if len(parts) > 1 and parts[1] and parts[1] != "0":     # 0: the OCF agent's "from the matching address"
         if not is_number(parts[1]) or not 1 <= int(parts[1]) <= 128:
-            raise ValueError(f"prefix length '{parts[1]}' in '{spec}' must be a number from 1 to 128")
+            raise ValueError(f"prefix length '{parts[1]}' in '{spec}' must be a number from 0 to 128")
         res.prefix = int(parts[1])
     if len(parts) > 2 and parts[2]:
         if not IFACE_RE.match(parts[2]):
@@ -868,16 +872,17 @@ def find_script(name: str, script_dirs: List[str]) -> Optional[str]:
     return None
 
 
-def resolve_host(name: str) -> Optional[str]:
-    """The IPv4 address of a host name (e.g. the tutorial's `sigma`), or None."""
+def resolve_host(name: str, family: int = socket.AF_INET) -> Optional[str]:
+    """The IPv4 (or with family AF_INET6, IPv6) address of a host name (e.g. the tutorial's
+    `sigma`), or None."""
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9.-]{0,252}", name):
         return None
     answer: List[Optional[str]] = [None]
 
     def lookup():
         try:
-            answer[0] = socket.gethostbyname(name)
-        except (OSError, UnicodeError):
+            answer[0] = str(ipaddress.ip_address(socket.getaddrinfo(name, None, family)[0][4][0]))
+        except (OSError, UnicodeError, IndexError, ValueError):
             pass
     thread = threading.Thread(target=lookup, daemon=True)
     thread.start()
@@ -2513,8 +2518,17 @@ def hex_number(text: Optional[str]) -> int:
 # #### Health: ping nodes (ICMP echo) ###########################################
 
 ICMP_ECHO_REQUEST, ICMP_ECHO_REPLY = 8, 0
+ICMP6_ECHO_REQUEST, ICMP6_ECHO_REPLY = 128, 129
+ICMP6_FILTER = 1                 # the socket option: which ICMPv6 types a raw socket receives
 PING_PAYLOAD = b"heartbeat.py ping"
 PING_SEQ_WINDOW = 64       # a reply must answer one of our last echoes: an old capture replayed is not one
+
+
+def icmp6_filter_passing(kind: int) -> bytes:
+    """An ICMP6_FILTER that blocks every ICMPv6 type but kind (a set bit blocks its type)."""
+    words = [0xFFFFFFFF] * 8
+    words[kind >> 5] &= ~(1 << (kind & 31))
+    return struct.pack("=8I", *words)
 
 
 def internet_checksum(data: bytes) -> int:
@@ -2527,21 +2541,30 @@ def internet_checksum(data: bytes) -> int:
     return ~total & 0xFFFF
 
 
-def echo_request(ident: int, seq: int, token: bytes) -> bytes:
-    header = struct.pack("!BBHHH", ICMP_ECHO_REQUEST, 0, 0, ident, seq)
+def echo_request(ident: int, seq: int, token: bytes, version: int = 4) -> bytes:
+    """An ICMP echo request, or with version 6 an ICMPv6 one (its checksum is the kernel's: it
+    covers the IPv6 addresses)."""
+    kind = ICMP6_ECHO_REQUEST if version == 6 else ICMP_ECHO_REQUEST
+    header = struct.pack("!BBHHH", kind, 0, 0, ident, seq)
     body = token + PING_PAYLOAD
-    return struct.pack("!BBHHH", ICMP_ECHO_REQUEST, 0, internet_checksum(header + body), ident, seq) + body
+    checksum = 0 if version == 6 else internet_checksum(header + body)
+    return struct.pack("!BBHHH", kind, 0, checksum, ident, seq) + body
 
 
-def parse_echo_reply(packet: bytes, ident: int, token: bytes) -> Optional[int]:
-    """The sequence number of a reply to one of our echoes (IP header included), else None."""
-    if len(packet) < 20:
+def parse_echo_reply(packet: bytes, ident: int, token: bytes, version: int = 4) -> Optional[int]:
+    """The sequence number of a reply to one of our echoes, else None. IPv4: IP header included,
+    our checksum check; IPv6: the ICMPv6 message alone, its checksum checked by the kernel."""
+    if version == 4:
+        if len(packet) < 20:
+            return None
+        packet = packet[(packet[0] & 0x0F) * 4:]
+        if len(packet) >= 8 and internet_checksum(packet) != 0:
+            return None
+    if len(packet) < 8 + len(token):
         return None
-    icmp = packet[(packet[0] & 0x0F) * 4:]
-    if len(icmp) < 8 + len(token) or internet_checksum(icmp) != 0:
-        return None
-    kind, _, _, reply_ident, seq = struct.unpack("!BBHHH", icmp[:8])
-    if kind != ICMP_ECHO_REPLY or reply_ident != ident or icmp[8:8 + len(token)] != token:
+    kind, _, _, reply_ident, seq = struct.unpack("!BBHHH", packet[:8])
+    wanted = ICMP6_ECHO_REPLY if version == 6 else ICMP_ECHO_REPLY
+    if kind != wanted or reply_ident != ident or packet[8:8 + len(token)] != token:
         return None
     return seq
 
@@ -2559,15 +2582,15 @@ class PingTarget:
 
 
 class PingNodes:
-    """Heartbeat's ping medium: an ICMP echo to every ping node address every keepalive, from a raw
-    socket of our own (we run as root). A node is up while replies come; `listener(name, old, new)`
-    hears every change (ipfail counts them)."""
+    """Heartbeat's ping and ping6 media: an ICMP echo to every ping node address every keepalive,
+    from a raw socket per family of our own (we run as root). A node is up while replies come;
+    `listener(name, old, new)` hears every change (ipfail counts them)."""
 
     def __init__(self, hacf: HaCf, timers: Timers, log, listener=None):
         self.hacf, self.timers, self.clock, self.log = hacf, timers, timers.clock, log
         self.listener = listener
         self.targets: Dict[str, PingTarget] = {p.name: PingTarget(p) for p in hacf.ping_nodes}
-        self.sock: Optional[socket.socket] = None
+        self.sockets: Dict[int, socket.socket] = {}       # IP version -> raw ICMP or ICMPv6 socket
         self.ident = random_below(0x10000)
         self.token = os.urandom(8)
         self.seq = 0
@@ -2575,18 +2598,27 @@ class PingNodes:
         self.counters: Dict[str, int] = collections.Counter()
         self.complain = RateLimitedLog(log, self.clock, interval_s=60.0)
 
-    def open(self) -> Optional[socket.socket]:
-        """The raw ICMP socket, or None (logged) when there are no ping nodes or it cannot be had."""
-        if not self.targets:
-            return None
-        try:
-            self.sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
-        except OSError as err:
-            self.log.error(f"Cannot open an ICMP socket for the ping nodes ({err.strerror or err}): "
-                           "they will be declared dead (heartbeat.py must run as root)")
-            return None
-        self.sock.setblocking(False)
-        return self.sock
+    def open(self) -> List[socket.socket]:
+        """The raw sockets the ping nodes need that are not open yet (an error is logged for one
+        that cannot be had: its ping nodes will be declared dead)."""
+        versions = {ipaddress.ip_address(address).version for target in self.targets.values()
+                    for address in target.node.addresses}
+        opened = []
+        for version in sorted(versions - set(self.sockets)):
+            try:
+                if version == 6:
+                    sock = socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6)
+                    sock.setsockopt(socket.IPPROTO_ICMPV6, ICMP6_FILTER, icmp6_filter_passing(ICMP6_ECHO_REPLY))
+                else:
+                    sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
+            except OSError as err:
+                self.log.error(f"Cannot open an {'ICMPv6' if version == 6 else 'ICMP'} socket for the ping nodes "
+                               f"({err.strerror or err}): they will be declared dead (heartbeat.py must run as root)")
+                continue
+            sock.setblocking(False)
+            self.sockets[version] = sock
+            opened.append(sock)
+        return opened
 
     def start(self) -> None:
         for target in self.targets.values():
@@ -2601,9 +2633,9 @@ class PingNodes:
         self.timers.cancel(self.send_timer)
         for target in self.targets.values():
             self.timers.cancel(target.check_timer)
-        if self.sock:
-            self.sock.close()
-            self.sock = None
+        for sock in self.sockets.values():
+            sock.close()
+        self.sockets = {}
 
     def reconfigure(self, hacf: HaCf) -> None:
         """SIGHUP: new ping nodes start as "init", removed ones are forgotten, the rest keep their state."""
@@ -2619,16 +2651,19 @@ class PingNodes:
                 self.watch(self.targets[name])
 
     def send_echoes(self) -> None:
-        if not self.sock or not self.targets:
+        if not self.sockets or not self.targets:
             self.send_timer = None
             return
         self.send_timer = self.timers.call_later(self.hacf.keepalive_ms / 1000, self.send_echoes)
         self.seq = (self.seq + 1) & 0xFFFF
-        packet = echo_request(self.ident, self.seq, self.token)
+        packets = {version: echo_request(self.ident, self.seq, self.token, version) for version in self.sockets}
         for target in self.targets.values():
             for address in target.node.addresses:
+                version = 6 if ":" in address else 4
+                if version not in self.sockets:
+                    continue
                 try:
-                    self.sock.sendto(packet, (address, 0))
+                    self.sockets[version].sendto(packets[version], (address, 0))
                     self.counters["echo_sent"] += 1
                 except OSError as err:
                     self.counters["echo_send_errors"] += 1
@@ -2636,12 +2671,14 @@ class PingNodes:
 
     def read(self, sock: socket.socket) -> None:
         """Every ICMP packet of this host comes here: only a fresh answer to our own echo counts."""
+        version = 6 if sock.family == socket.AF_INET6 else 4
         for _ in range(64):
             try:
-                packet, (sender, _) = sock.recvfrom(2048)
+                packet, address = sock.recvfrom(2048)
             except OSError:
                 return
-            seq = parse_echo_reply(packet, self.ident, self.token)
+            sender = address[0] if version == 4 else str(ipaddress.IPv6Address(address[0].split("%")[0]))
+            seq = parse_echo_reply(packet, self.ident, self.token, version)
             if seq is None:
                 continue
             if (self.seq - seq) & 0xFFFF >= PING_SEQ_WINDOW:
@@ -2872,7 +2909,6 @@ NETLINK_RCVBUF = 1024 * 1024
 NETLINK_BATCH_BYTES = 32 * 1024         # requests per send(); the kernel reads a batch in one go
 SIOCGIFHWADDR = 0x8927
 ETH_P_ARP = 0x0806
-ICMP6_FILTER = 1
 ND_NEIGHBOR_SOLICIT, ND_NEIGHBOR_ADVERT, ND_NA_FLAG_OVERRIDE = 135, 136, 0x20000000
 ND_OPT_SOURCE_LINKADDR, ND_OPT_TARGET_LINKADDR = 1, 2
 IPV6_PKTINFO = getattr(socket, "IPV6_PKTINFO", 50)
@@ -3272,13 +3308,6 @@ class ConflictProbe:
         for sock in self.sockets:
             sock.close()
         self.sockets = []
-
-
-def icmp6_filter_passing(kind: int) -> bytes:
-    """An ICMP6_FILTER that blocks every ICMPv6 type but kind (a set bit blocks its type)."""
-    words = [0xFFFFFFFF] * 8
-    words[kind >> 5] &= ~(1 << (kind & 31))
-    return struct.pack("=8I", *words)
 
 
 @dataclasses.dataclass
@@ -5547,9 +5576,8 @@ class Daemon:
         self.pings.listener = self.ipfail.on_ping_status
         self.membership.on_link_change = self.ipfail.on_link_change
         self.membership.handlers.update(self.ipfail.handlers)
-        ping_sock = self.pings.open()
-        if ping_sock:
-            self.selector.register(ping_sock, selectors.EVENT_READ, self.pings.read)
+        for sock in self.pings.open():
+            self.selector.register(sock, selectors.EVENT_READ, self.pings.read)
         self.monitor = ServiceMonitor(self.config, self.policy, resources, self.timers, self.post, self.log)
         if self.config.settings.link_watch:
             self.open_linkwatch()
@@ -5657,8 +5685,8 @@ class Daemon:
         for _ in range(2):               # the same datagram again: a lost one would cost deadtime
             self.transmit(notice)
         self.membership.stop()
-        if self.pings.sock:
-            self.selector.unregister(self.pings.sock)
+        for sock in self.pings.sockets.values():
+            self.selector.unregister(sock)
         self.pings.stop()
         self.log.info(f"{self.config.node} Heartbeat shutdown complete.")
         self.running = False
@@ -5745,11 +5773,11 @@ class Daemon:
         self.log.info("Configuration reloaded.")
 
     def reconfigure_pings(self, hacf: HaCf) -> None:
-        """Ping nodes added by a reload need the ICMP socket, which the daemon may not have yet."""
+        """Ping nodes added by a reload may need an ICMP socket the daemon does not have yet."""
         self.pings.reconfigure(hacf)
-        if self.pings.targets and not self.pings.sock and self.pings.open():
-            self.selector.register(self.pings.sock, selectors.EVENT_READ, self.pings.read)
-        if self.pings.sock and self.pings.send_timer is None:
+        for sock in self.pings.open():
+            self.selector.register(sock, selectors.EVENT_READ, self.pings.read)
+        if self.pings.sockets and self.pings.send_timer is None:
             self.pings.send_echoes()
 
     # -- control requests ---------------------------------------------------

@@ -94,7 +94,8 @@ def cut_route(lab, name, address, table="hbtest"):
     """nftables in `name`'s namespace drops everything it sends to address (a dead uplink)."""
     for argv in (["nft", "add", "table", "inet", table],
                  ["nft", "add", "chain", "inet", table, "out", "{ type filter hook output priority 0 ; }"],
-                 ["nft", "add", "rule", "inet", table, "out", "ip", "daddr", address, "drop"]):
+                 ["nft", "add", "rule", "inet", table, "out", "ip6" if ":" in address else "ip", "daddr", address,
+                  "drop"]):
         lab.exec(name, argv)
 
 

@@ -178,6 +178,8 @@ ACCEPTED = {
     "baud": ("19200", None),
     "ping": ("10.10.10.254", lambda c: [(p.name, p.addresses) for p in c.ping_nodes]
              == [("10.10.10.254", ("10.10.10.254",))]),
+    "ping6": ("2001:db8::fe", lambda c: [(p.name, p.addresses) for p in c.ping_nodes]
+              == [("2001:db8::fe", ("2001:db8::fe",))]),
     "ping_group": ("group1 10.10.10.254 10.10.10.253", lambda c: [(p.name, p.addresses, p.group) for p in c.ping_nodes]
                    == [("group1", ("10.10.10.254", "10.10.10.253"), True)]),
     "respawn": ("hacluster /usr/lib/heartbeat/ipfail", lambda c: c.ipfail),
@@ -1262,3 +1264,13 @@ def test_respawn_ipfail_turns_the_builtin_ipfail_on_and_other_programs_warn(tmp_
     cfg = hacf(tmp_path, BASE + "respawn hacluster /usr/lib/heartbeat/ipfail\nrespawn root /usr/bin/mydaemon\n")
     assert cfg.ipfail
     assert warning_lines(cfg, "ipfail") == [7] and warning_lines(cfg, "mydaemon") == [7]
+
+
+def test_ping6_nodes_are_ipv6_addresses(tmp_path):
+    cfg = hacf(tmp_path, BASE + "ping6 2001:DB8::1 fd00::fe\n")
+    assert [(p.name, p.addresses) for p in cfg.ping_nodes] == [("2001:db8::1", ("2001:db8::1",)),
+                                                               ("fd00::fe", ("fd00::fe",))]
+    errors = hacf_errors(tmp_path, BASE + "ping6 10.0.0.1\nping6 fe80::1\nping 2001:db8::1\n")
+    assert [line for line, _ in errors] == [6, 7, 8]
+    assert "not an IPv6 address" in errors[0][1] and "link-local" in errors[1][1]
+    assert "not an IPv4 address" in errors[2][1]

@@ -176,3 +176,34 @@ def test_an_address_another_host_has_fails_the_group_on_both_nodes(family):
         assert address in lab.exec("client", ["ip", "-o", "addr"]).stdout
     finally:
         lab.close()
+
+
+def test_ping6_node_and_ipfail_move_the_ipv6_group_when_prime_loses_its_uplink():
+    """A fourth namespace, router, is an IPv6 ping node (ping6, as in 3.0.6); nftables in prime
+    drops what prime sends it."""
+    from netns import cut_route, heal_route
+    lab = Lab(("prime", "calc", "client", "router"), family="ipv6")
+    try:
+        router = lab.addr6("router")
+        extra = f"ping6 {router}\ndeadping 1\nrespawn hacluster /usr/lib/heartbeat/ipfail\n"
+        nodes = {}
+        for name, peer in (("prime", "calc"), ("calc", "prime")):
+            text = hacf(media=f"ucast6 eth0 {lab.addr6(peer)}", keepalive="200ms", deadtime="1", initdead="3",
+                        extra=extra)
+            nodes[name] = Node(lab, name, text, haresources=f"prime IPv6addr::{VIP6}/64/eth0 "
+                               f"webserver::{PORT}::{lab.tmp}\n", resource_scripts={"webserver": WEBSERVER_SCRIPT})
+            nodes[name].start()
+        prime, calc = nodes["prime"], nodes["calc"]
+        wait(settled(lab, "prime"), 15)
+        for node in (prime, calc):
+            node.wait_for(lambda s: s["nodes"][router]["status"] == "ping", 5)
+        time.sleep(1)
+        cut_route(lab, "prime", router)
+        moved = wait(settled(lab, "calc"), 10, interval=0.02)
+        print(f"\nIPv6 only: prime's way to the ping6 node cut -> calc serves [{VIP6}] after {moved:.2f} s")
+        assert prime.status()["nodes"][router]["status"] == "dead"
+        assert "Giving up because we were told that we have less ping nodes." in prime.log()
+        heal_route(lab, "prime")
+        wait(settled(lab, "prime"), 10, interval=0.02)
+    finally:
+        lab.close()

@@ -1,6 +1,7 @@
 """Ping nodes and ipfail with a fake clock: ICMP packets, ping node states, and ipfail's rules as
 3.0.6's contrib/ipfail/ipfail.c has them (who gives up, after how long, with which message)."""
 import os
+import socket
 
 import pytest
 
@@ -130,6 +131,8 @@ def test_ping_nodes_are_init_then_ping_then_dead_after_deadping(cluster):
 
 def test_a_replayed_old_reply_does_not_keep_a_ping_node_alive(cluster):
     class Socket:
+        family = socket.AF_INET
+
         def __init__(self, packets):
             self.packets = packets
 
@@ -296,3 +299,16 @@ def test_counts_delivered_late_after_a_partition_are_history(cluster, mtype, fie
     cluster.from_calc(mtype, *fields)                       # the same, fresh: acted on
     cluster.advance(3)
     assert cluster.sent("you_are_dead" if mtype == "num_ping_nodes" else "ask_resources")
+
+
+def test_icmpv6_echo_request_and_reply():
+    token = b"\x01" * 8
+    request = hb.echo_request(0x1234, 7, token, version=6)
+    assert request[0] == hb.ICMP6_ECHO_REQUEST and request[2:4] == b"\0\0"      # the kernel's checksum
+    reply = bytes([hb.ICMP6_ECHO_REPLY]) + request[1:]
+    assert hb.parse_echo_reply(reply, 0x1234, token, version=6) == 7
+    assert hb.parse_echo_reply(reply, 0x1235, token, version=6) is None            # not our ident
+    assert hb.parse_echo_reply(reply[:-len(hb.PING_PAYLOAD) - 1], 0x1234, token, version=6) is None
+    assert hb.parse_echo_reply(request, 0x1234, token, version=6) is None          # a request, not a reply
+    forged = reply[:8] + b"\x02" * 8 + reply[16:]
+    assert hb.parse_echo_reply(forged, 0x1234, token, version=6) is None           # without our token
