@@ -37,9 +37,10 @@ lint: lint-deps
 check:
 	./heartbeat.py check -c $(CONFIG_DIR)
 
-# A real two-node cluster in network namespaces, failing over and back (root).
+# A real two-node cluster in network namespaces, failing over and back (root). IPV6=1: on an
+# IPv6-only LAN (sigma fd77::100, mcast6 heartbeats, a ping6 node).
 demo:
-	$(PYTHON) tests/demo.py
+	IPV6=$(IPV6) $(PYTHON) tests/demo.py
 
 # Failover speed and idle cost against real Heartbeat 3.0.6 (root). QUICK=1: one run, fast profile.
 bench:

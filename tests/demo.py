@@ -9,6 +9,8 @@ replays prime's recorded heartbeats, as anyone on the LAN could), restores it,
 cuts prime's way to the ping node (router) so that ipfail moves the group,
 restores it, stops prime gracefully, starts it again, and kills its web server
 (restarted in place).
+IPV6=1 (make demo IPV6=1): the same on a LAN without IPv4 at all: sigma is fd77::100
+(IPv6addr), heartbeats go over mcast6, the router is a ping6 node.
 Everything it creates is removed at the end, also on Ctrl-C.
 """
 import os
@@ -17,26 +19,34 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from netns import WEBSERVER_SCRIPT, Lab, Node, cut_route, have_root_net, heal_route, poller  # noqa: E402
+from netns import WEBSERVER_SCRIPT, Lab, Node, cut_route, have_root_net, heal_route, poller, url  # noqa: E402
+from netns import holders as lab_holders  # noqa: E402
 
 HOSTILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "hostile.py")
-VIP = "10.77.0.100"
+IPV6 = os.environ.get("IPV6") not in (None, "", "0")
 PORT = 80
 KEEPALIVE, DEADTIME, INITDEAD = "500ms", "3", "10"
+if IPV6:
+    VIP, ROUTER, MCAST6 = "fd77::100", "fd77::4", "ff12::1:2:3:4"
+    MEDIA, PING = f"mcast6 eth0 {MCAST6} 694 1 0", f"ping6 {ROUTER}"
+    SIGMA = "IPv6addr::fd77:0:0:0:0:0:0:100/64/eth0"     # no '::' inside: a 3.0.6 node can read it too
+else:
+    VIP, ROUTER, MCAST6 = "10.77.0.100", "10.77.0.4", ""
+    MEDIA, PING, SIGMA = "bcast eth0", f"ping {ROUTER}", f"{VIP}/24/eth0"
 
 HACF = f"""# the tutorial's ha.cf, with timers short enough for a demo
 keepalive {KEEPALIVE}
 deadtime {DEADTIME}
 initdead {INITDEAD}
 udpport 694
-bcast eth0
+{MEDIA}
 node prime
 node calc
 auto_failback on
-ping 10.77.0.4
+{PING}
 respawn hacluster /usr/lib/heartbeat/ipfail
 """
-HARESOURCES = f"prime {VIP}/24/eth0 webserver::{PORT}::PIDDIR\n"
+HARESOURCES = f"prime {SIGMA} webserver::{PORT}::PIDDIR\n"
 SETTINGS = "# heartbeat.py's own settings (Heartbeat 3.0.6 never reads this file)\nmonitor webserver interval=1s\n"
 
 
@@ -47,14 +57,14 @@ class Client:
     def __init__(self, lab, seconds):
         self.start = time.time()
         self.changes = []           # (wall time, answer)
-        self.proc = poller(lab, seconds, port=PORT)
+        self.proc = poller(lab, seconds, port=PORT, address=VIP)
         threading.Thread(target=self.read, daemon=True).start()
 
     def read(self):
         for line in self.proc.stdout:
             stamp, answer = line.split(" ", 1)
             self.changes.append((float(stamp), answer.strip()))
-            say(f"client: http://sigma/ -> {answer.strip() if answer.strip() != '-' else 'no answer'}")
+            say(f"client: {url(VIP, PORT)} -> {answer.strip() if answer.strip() != '-' else 'no answer'}")
 
     def outage(self, since, timeout):
         """Seconds the client went unanswered after `since` (first '-' to the next answer), or None."""
@@ -86,18 +96,19 @@ def say(text):
 
 
 def holders(lab):
-    return [n for n in ("prime", "calc") if f"inet {VIP}/" in lab.exec(n, ["ip", "-4", "-o", "addr"]).stdout]
+    return lab_holders(lab, address=VIP)
 
 
 def main():
     if not have_root_net():
         print("make demo needs root and ip(8): it builds network namespaces (try: sudo make demo)")
         return 1
-    lab = Lab(["prime", "calc", "client", "router"], prefix="hbdemo")
+    lab = Lab(["prime", "calc", "client", "router"], prefix="hbdemo", family="ipv6" if IPV6 else "ipv4")
     results = {}
     try:
-        say(f"namespaces prime (10.77.0.1), calc (10.77.0.2), client (10.77.0.3), router (10.77.0.4, "
-            f"the ping node); sigma = {VIP}")
+        address = lab.addr6 if IPV6 else lab.addr
+        say(f"namespaces prime ({address('prime')}), calc ({address('calc')}), client ({address('client')}), "
+            f"router ({ROUTER}, the ping node){', no IPv4 on their LAN' if IPV6 else ''}; sigma = {VIP}")
         nodes = {name: Node(lab, name, HACF, haresources=HARESOURCES.replace("PIDDIR", lab.tmp),
                             resource_scripts={"webserver": WEBSERVER_SCRIPT}) for name in ("prime", "calc")}
         for node in nodes.values():
@@ -113,11 +124,12 @@ def main():
 
         say(">>> the client records prime's heartbeats for 2 s (anyone on the LAN can)")
         recording = os.path.join(lab.tmp, "recorded")
-        lab.exec("client", [sys.executable, HOSTILE, "capture", "2", recording])
+        hostile = ["env", f"HB_MCAST6={MCAST6}"] if IPV6 else []
+        lab.exec("client", [*hostile, sys.executable, HOSTILE, "capture", "2", recording])
         say(">>> pulling prime's network cable; the client replays the recording every 50 ms")
         cut = time.time()
         lab.cut("prime")
-        replayer = lab.popen("client", [sys.executable, HOSTILE, "replay", recording, "8", "0.05"])
+        replayer = lab.popen("client", [*hostile, sys.executable, HOSTILE, "replay", recording, "8", "0.05"])
         results["hard failover (link cut)"] = client.wait_for("calc", cut, 20)
         say(f"sigma is on: {', '.join(holders(lab))} (prime, cut off, still holds its copy)")
         replayer.wait(timeout=20)
@@ -135,7 +147,7 @@ def main():
 
         say(">>> prime loses its uplink: nftables in prime drops everything to the router (the ping node)")
         uplink = time.time()
-        cut_route(lab, "prime", "10.77.0.4")
+        cut_route(lab, "prime", ROUTER)
         results["uplink lost on prime (ipfail)"] = client.wait_for("calc", uplink, 20)
         say(f"sigma is on: {', '.join(holders(lab))} (calc still reaches the router: ipfail gave it the group)")
         time.sleep(1)

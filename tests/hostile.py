@@ -7,7 +7,8 @@
     python3 hostile.py signed KEY COUNT           COUNT correctly signed (sha1 KEY) but hostile
                                                   messages: random types, generations, seqs, fields
 
-Everything goes to the lab's broadcast address, port 694, and stops by itself.
+Everything goes to the lab's broadcast address, port 694 (with HB_MCAST6=GROUP in the environment:
+to that IPv6 multicast group on eth0, as for an mcast6 cluster), and stops by itself.
 """
 import os
 import random
@@ -19,6 +20,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import heartbeat as hb  # noqa: E402
 
 BROADCAST = ("10.77.0.255", 694)
+MCAST6 = os.environ.get("HB_MCAST6")
 TYPES = ["status", "resource", "starting", "ask_resources", "hb_takeover", "shutdone", "reqnodes", "repnodes",
          "NS_ackmsg", "NS_rexmit", "NS_nak_rexmit", "ip-request", "ip-request-resp", hb.CHALLENGE,
          hb.CHALLENGE_REPLY, "query-cstatus", "stonith", "", "x" * 300, "status\n"]
@@ -30,6 +32,10 @@ VALUES = ["", "0", "-1", "1", "ffffffffffffffff", "1" * 40, "all", "local", "for
 
 
 def sender():
+    if MCAST6:
+        sock = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_IF, socket.if_nametoindex("eth0"))
+        return sock
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
     return sock
@@ -37,15 +43,18 @@ def sender():
 
 def send(sock, datagram):
     try:
-        sock.sendto(datagram, BROADCAST)
+        sock.sendto(datagram, (MCAST6, 694, 0, socket.if_nametoindex("eth0")) if MCAST6 else BROADCAST)
     except OSError:
         time.sleep(0.001)        # a full send buffer: a moment, and on
 
 
 def capture(seconds, path):
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock = socket.socket(socket.AF_INET6 if MCAST6 else socket.AF_INET, socket.SOCK_DGRAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("", 694))
+    sock.bind(("::" if MCAST6 else "", 694))
+    if MCAST6:
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_JOIN_GROUP, socket.inet_pton(socket.AF_INET6, MCAST6)
+                        + socket.if_nametoindex("eth0").to_bytes(4, sys.byteorder))
     sock.settimeout(0.2)
     end, kept = time.monotonic() + seconds, []
     while time.monotonic() < end:
