@@ -207,3 +207,11 @@ def test_ping6_node_and_ipfail_move_the_ipv6_group_when_prime_loses_its_uplink()
         wait(settled(lab, "prime"), 10, interval=0.02)
     finally:
         lab.close()
+
+
+def test_a_stale_ipv6_address_left_by_a_crash_is_removed_before_joining(lab6):
+    lab6.exec("calc", ["ip", "-6", "addr", "add", f"{VIP6}/64", "dev", "eth0", "nodad"])
+    prime, calc = cluster(lab6, f"IPv6addr::{VIP6}/64/eth0")
+    wait(settled(lab6, "prime"), 15)
+    assert "Address fd77::100 was already configured here (left by a crash?)" in calc.log()
+    assert holders(lab6, address=VIP6) == ["prime"]
