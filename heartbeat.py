@@ -2899,8 +2899,8 @@ RTM_NEWADDR, RTM_DELADDR, RTM_GETADDR = 20, 21, 22
 NLM_F_REQUEST, NLM_F_ACK, NLM_F_DUMP, NLM_F_EXCL, NLM_F_CREATE = 0x1, 0x4, 0x300, 0x200, 0x400
 IFF_LOWER_UP = 0x10000          # the carrier: a cable in, the switch port up
 IFLA_IFNAME = 3
-IFA_ADDRESS, IFA_LOCAL, IFA_LABEL, IFA_BROADCAST, IFA_FLAGS = 1, 2, 3, 4, 8
-IFA_F_NODAD, IFA_F_DADFAILED, IFA_F_TENTATIVE = 0x02, 0x08, 0x40
+IFA_ADDRESS, IFA_LOCAL, IFA_LABEL, IFA_BROADCAST = 1, 2, 3, 4
+IFA_F_NODAD = 0x02
 NLMSGHDR = struct.Struct("=IHHII")      # length, type, flags, seq, pid
 IFINFOMSG = struct.Struct("=BxHiII")    # family, type, index, flags, change
 IFADDRMSG = struct.Struct("=BBBBI")     # family, prefixlen, flags, scope, index
@@ -2929,7 +2929,6 @@ class NetlinkEvent(NamedTuple):
     ip: str = ""
     prefixlen: int = 0
     label: str = ""
-    flags: int = 0
 
 
 def netlink_attributes(data: bytes, offset: int) -> Dict[int, bytes]:
@@ -2956,17 +2955,15 @@ def parse_netlink_message(kind: int, seq: int, body: bytes) -> Optional[NetlinkE
         return NetlinkEvent("link" if kind == RTM_NEWLINK else "link gone", seq, index,
                             name.decode(errors="replace"), bool(flags & IFF_LOWER_UP))
     if kind in (RTM_NEWADDR, RTM_DELADDR) and len(body) >= IFADDRMSG.size:
-        family, prefixlen, flags, _, index = IFADDRMSG.unpack_from(body)
+        family, prefixlen, _, _, index = IFADDRMSG.unpack_from(body)
         attrs = netlink_attributes(body, IFADDRMSG.size)
         address = attrs.get(IFA_LOCAL, attrs.get(IFA_ADDRESS, b""))
         if (family, len(address)) not in ((socket.AF_INET, 4), (socket.AF_INET6, 16)) or \
                 prefixlen > 8 * len(address):
             return None
-        if len(attrs.get(IFA_FLAGS, b"")) == 4:
-            flags = struct.unpack("=I", attrs[IFA_FLAGS])[0]
         label = attrs.get(IFA_LABEL, b"").split(b"\0", 1)[0].decode(errors="replace")
         return NetlinkEvent("address" if kind == RTM_NEWADDR else "address gone", seq, index,
-                            ip=str(ipaddress.ip_address(address)), prefixlen=prefixlen, label=label, flags=flags)
+                            ip=str(ipaddress.ip_address(address)), prefixlen=prefixlen, label=label)
     if kind == NLMSG_DONE:
         return NetlinkEvent("done", seq)
     if kind == NLMSG_ERROR and len(body) >= 4:
@@ -3031,7 +3028,6 @@ class AddressEntry(NamedTuple):
     iface: str
     address: Union[ipaddress.IPv4Interface, ipaddress.IPv6Interface]
     label: str
-    flags: int = 0
 
 
 class AddressChange(NamedTuple):
@@ -3063,18 +3059,18 @@ class Rtnetlink:
                     if event.kind == "address" and event.seq == 1:
                         iface = interface_name(event.ifindex)
                         found.append(AddressEntry(iface, ipaddress.ip_interface(f"{event.ip}/{event.prefixlen}"),
-                                                  event.label or iface, event.flags))
+                                                  event.label or iface))
         finally:
             sock.close()
 
     def change(self, kind: int, changes: List[AddressChange]) -> List[str]:
         """Send every change (RTM_NEWADDR or RTM_DELADDR) in as few datagrams as fit, then collect
         one acknowledgement each: the error of each change, "" for success, in order."""
+        results = [""] * len(changes)
         sock = self.opener()
         try:
             sock.settimeout(IP_TIMEOUT_S)
-            results = ["no answer from the kernel"] * len(changes)
-            batch = b""
+            batch, waiting = b"", set()
             for seq, change in enumerate(changes, 1):
                 try:
                     index = socket.if_nametoindex(change.iface.split(":")[0])
@@ -3086,11 +3082,17 @@ class Rtnetlink:
                     sock.send(batch)
                     batch = b""
                 batch += request
+                waiting.add(seq)
             if batch:
                 sock.send(batch)
-            waiting = {seq for seq in range(1, len(changes) + 1) if results[seq - 1] == "no answer from the kernel"}
             while waiting:
-                for event in parse_netlink(sock.recv(65536)):
+                try:
+                    data = sock.recv(65536)
+                except socket.timeout:
+                    for seq in waiting:
+                        results[seq - 1] = f"no answer from the kernel in {IP_TIMEOUT_S} s"
+                    break
+                for event in parse_netlink(data):
                     if event.kind == "error" and event.seq in waiting:
                         waiting.discard(event.seq)
                         results[event.seq - 1] = os.strerror(event.ifindex) if event.ifindex else ""
@@ -3120,9 +3122,7 @@ class IpCommand:
             if match:
                 rest = match.group(3).split("\\")[0].split()
                 label = rest[-1] if rest and " inet " in line else match.group(1)    # IPv4 labels end the line
-                flags = IFA_F_TENTATIVE if "tentative" in rest else 0
-                flags |= IFA_F_DADFAILED if "dadfailed" in rest else 0
-                found.append(AddressEntry(match.group(1), ipaddress.ip_interface(match.group(2)), label, flags))
+                found.append(AddressEntry(match.group(1), ipaddress.ip_interface(match.group(2)), label))
         return found
 
     def change(self, kind: int, changes: List[AddressChange]) -> List[str]:
@@ -3191,15 +3191,17 @@ def announce_addresses(held: List[Tuple[str, str]]) -> List[str]:
             try:
                 if device not in macs:
                     macs[device] = interface_mac(device)
-                if ":" in ip:
-                    sock = sockets.get(6) or sockets.setdefault(6, open_advertiser())
+                version = 6 if ":" in ip else 4
+                if version not in sockets:
+                    sockets[version] = open_advertiser() if version == 6 else \
+                        socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ARP))
+                sock = sockets[version]
+                if version == 6:
                     index = socket.if_nametoindex(device)
                     pktinfo = socket.inet_pton(socket.AF_INET6, ip) + struct.pack("=I", index)
                     sock.sendmsg([neighbour_advertisement(macs[device], ip)],
                                  [(socket.IPPROTO_IPV6, IPV6_PKTINFO, pktinfo)], 0, (ALL_NODES, 0, 0, index))
                 else:
-                    sock = sockets.get(4) or sockets.setdefault(
-                        4, socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ARP)))
                     for reply in (False, True):
                         sock.sendto(arp_frame(macs[device], ip, reply), (device, ETH_P_ARP))
             except OSError as err:
@@ -3271,9 +3273,12 @@ class ConflictProbe:
             icmp6.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_LOOP, 0)
             for sock in self.sockets:
                 sock.setblocking(False)
+            macs: Dict[str, bytes] = {}
             for iface, ip in held:
                 device = iface.split(":")[0]
-                mac = self.ours[ip] = interface_mac(device)
+                if device not in macs:
+                    macs[device] = interface_mac(device)
+                mac = self.ours[ip] = macs[device]
                 if ":" not in ip:
                     arp.sendto(arp_probe(mac, ip), (device, ETH_P_ARP))
                 elif device in link_local:       # from our link-local address: the answer comes back to it
@@ -3287,6 +3292,8 @@ class ConflictProbe:
     def conflicts(self) -> Dict[str, bytes]:
         """Wait out the window; the addresses another host answered for, with its MAC."""
         found: Dict[str, bytes] = {}
+        if not self.sockets:
+            return found
         try:
             with selectors.DefaultSelector() as selector:
                 for sock in self.sockets:
@@ -3336,6 +3343,13 @@ class IPAddresses:
                 self.log.warn(f"rtnetlink: {err.strerror or err}: addresses are changed with ip(8), one process each")
             return IpCommand(run)
 
+    def change(self, kind: int, changes: List[AddressChange]) -> List[str]:
+        """The kernel's answer to each change; when it cannot be asked at all, that for each."""
+        try:
+            return self.kernel.change(kind, changes) if changes else []
+        except OSError as err:
+            return [f"rtnetlink: {err.strerror or err}"] * len(changes)
+
     def addresses(self) -> List[AddressEntry]:
         """Every address of both families on this machine."""
         try:
@@ -3347,7 +3361,7 @@ class IPAddresses:
         """Fill in what haresources left out, from the addresses already configured: the interface
         with an address whose subnet holds the VIP (as IPaddr and IPv6addr look for it)."""
         vip = ipaddress.ip_address(res.ip)
-        for iface, address, _, _ in (current if current is not None else self.addresses()):
+        for iface, address, _ in (current if current is not None else self.addresses()):
             if address.version != vip.version or address.ip == vip or \
                     address.network.prefixlen == address.max_prefixlen or address.ip.is_link_local:
                 continue
@@ -3398,7 +3412,7 @@ class IPAddresses:
             address = ipaddress.ip_interface(f"{res.ip}/{plan.prefix}")
             changes.append(AddressChange(plan.iface, address, label if len(label) <= 15 else "", plan.broadcast))
             wanted.append(res)
-        results = self.kernel.change(RTM_NEWADDR, changes) if changes else []
+        results = self.change(RTM_NEWADDR, changes)
         added = []
         for res, change, error in zip(wanted, changes, results):
             if error:
@@ -3438,7 +3452,7 @@ class IPAddresses:
         current = self.addresses()
         changes = [AddressChange(entry.iface, entry.address) for res in resources for entry in current
                    if str(entry.address.ip) == res.ip]
-        results = self.kernel.change(RTM_DELADDR, changes) if changes else []
+        results = self.change(RTM_DELADDR, changes)
         problems = []
         for change, error in zip(changes, results):
             name = "IPv6addr" if change.address.version == 6 else "IPaddr"
@@ -4741,7 +4755,7 @@ class ClusterPolicy:
         if res.iface or not self.linkwatch:
             return res.iface and res.iface.split(":")[0]        # eth0:1 is a label on eth0
         current = self.linkwatch.current()
-        for name, address, _, _ in current:
+        for name, address, _ in current:
             if str(address.ip) == res.ip:
                 return name
         try:

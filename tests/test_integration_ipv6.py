@@ -1,6 +1,7 @@
 """IPv6 for real (root only): IPv6addr virtual addresses and the ucast6/mcast6 media, in
 namespaces whose link carries no IPv4 at all, and a dual-stack group whose two families move
 together. What counts is what the client sees: its neighbour entry and its HTTP answers."""
+import contextlib
 import os
 import time
 
@@ -15,22 +16,25 @@ pytestmark = pytest.mark.skipif(not have_root_net(), reason="needs root and ip(8
 DEADTIME_S = 1.0
 
 
-@pytest.fixture()
-def lab6():
-    lab = Lab(("prime", "calc", "client"), family="ipv6")
+@contextlib.contextmanager
+def lab_of(family, hosts=("prime", "calc", "client")):
+    lab = Lab(hosts, family=family)
     try:
         yield lab
     finally:
         lab.close()
+
+
+@pytest.fixture()
+def lab6():
+    with lab_of("ipv6") as lab:
+        yield lab
 
 
 @pytest.fixture()
 def dual():
-    lab = Lab(("prime", "calc", "client"), family="dual")
-    try:
+    with lab_of("dual") as lab:
         yield lab
-    finally:
-        lab.close()
 
 
 def cluster(lab, resources, media=None, start=True):
@@ -158,8 +162,7 @@ def test_an_address_another_host_has_fails_the_group_on_both_nodes(family):
     """The client already has the VIP: prime's probe gets its answer, prime gives the group up and
     calc, trying it next, finds the same; after their start attempts nobody keeps the address of
     the host that has it."""
-    lab = Lab(("prime", "calc", "client"), family="dual")
-    try:
+    with lab_of("dual") as lab:
         address, spec = (VIP, f"{VIP}/24/eth0") if family == "ipv4" else (VIP6, f"IPv6addr::{VIP6}/64/eth0")
         prefix = "24" if family == "ipv4" else "64"
         lab.exec("client", ["ip", "addr", "add", f"{address}/{prefix}", "dev", "eth0"]
@@ -174,16 +177,13 @@ def test_an_address_another_host_has_fails_the_group_on_both_nodes(family):
         time.sleep(0.5)
         assert holders(lab, address=address) == []
         assert address in lab.exec("client", ["ip", "-o", "addr"]).stdout
-    finally:
-        lab.close()
 
 
 def test_ping6_node_and_ipfail_move_the_ipv6_group_when_prime_loses_its_uplink():
     """A fourth namespace, router, is an IPv6 ping node (ping6, as in 3.0.6); nftables in prime
     drops what prime sends it."""
     from netns import cut_route, heal_route
-    lab = Lab(("prime", "calc", "client", "router"), family="ipv6")
-    try:
+    with lab_of("ipv6", ("prime", "calc", "client", "router")) as lab:
         router = lab.addr6("router")
         extra = f"ping6 {router}\ndeadping 1\nrespawn hacluster /usr/lib/heartbeat/ipfail\n"
         nodes = {}
@@ -205,8 +205,6 @@ def test_ping6_node_and_ipfail_move_the_ipv6_group_when_prime_loses_its_uplink()
         assert "Giving up because we were told that we have less ping nodes." in prime.log()
         heal_route(lab, "prime")
         wait(settled(lab, "prime"), 10, interval=0.02)
-    finally:
-        lab.close()
 
 
 def test_a_stale_ipv6_address_left_by_a_crash_is_removed_before_joining(lab6):

@@ -50,14 +50,14 @@ def test_address_messages_and_several_in_one_datagram():
     data = address(2, "10.77.0.100") + address(2, "10.77.0.100", kind=hb.RTM_DELADDR) + \
         address(4, "192.168.1.7", prefixlen=16, local=False)
     assert hb.parse_netlink(data) == [
-        hb.NetlinkEvent("address", 0, 2, ip="10.77.0.100", prefixlen=24, label="eth0:0", flags=0x80),
-        hb.NetlinkEvent("address gone", 0, 2, ip="10.77.0.100", prefixlen=24, label="eth0:0", flags=0x80),
-        hb.NetlinkEvent("address", 0, 4, ip="192.168.1.7", prefixlen=16, label="eth0:0", flags=0x80)]
+        hb.NetlinkEvent("address", 0, 2, ip="10.77.0.100", prefixlen=24, label="eth0:0"),
+        hb.NetlinkEvent("address gone", 0, 2, ip="10.77.0.100", prefixlen=24, label="eth0:0"),
+        hb.NetlinkEvent("address", 0, 4, ip="192.168.1.7", prefixlen=16, label="eth0:0")]
 
 
 def test_ipv6_done_error_and_unknown_messages():
     assert hb.parse_netlink(address(2, "2001:DB8:0::10", 64, family=socket.AF_INET6)) == [
-        hb.NetlinkEvent("address", 0, 2, ip="2001:db8::10", prefixlen=64, label="eth0:0", flags=0x80)]
+        hb.NetlinkEvent("address", 0, 2, ip="2001:db8::10", prefixlen=64, label="eth0:0")]
     assert hb.parse_netlink(address(2, "2001:db8::10", 129, family=socket.AF_INET6)) == []
     four_bytes = nlmsg(hb.RTM_NEWADDR, struct.pack("=BBBBI", socket.AF_INET6, 24, 0, 0, 2)
                        + rtattr(hb.IFA_LOCAL, socket.inet_aton("10.0.0.1")))
