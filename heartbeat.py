@@ -22,6 +22,7 @@ import errno
 import fcntl
 import gc
 import heapq
+import html
 import importlib
 import ipaddress
 import itertools
@@ -1036,10 +1037,34 @@ SETTINGS = [
     Setting("monitor", "RESOURCE", "watch a script resource of haresources (its name, the word before `::`): "
             "its `status` every interval, restarted in place on failure, its group moved to the peer "
             "after migration-threshold failures", MONITOR_OPTIONS),
+    Setting("http_listen", "[ADDRESS:]PORT|off", "serve /metrics (Prometheus) and a read-only status page on "
+            "this address (default off; a bare port listens on 127.0.0.1 only; [::1]:PORT for IPv6)"),
+    Setting("notify_timeout", "TIME", "how long a notify.d hook may run before it is killed (default 30s); "
+            "hooks are the executables in DIR/notify.d, called on every event"),
 ]
 SETTING_BY_NAME = {s.name: s for s in SETTINGS}
+
+
+def parse_listen(text: str) -> Optional[Tuple[str, int]]:
+    """`off`, `PORT` (127.0.0.1), `ADDRESS:PORT` or `[IPv6]:PORT` -> (address, port) or None."""
+    if text.lower() in FALSE_WORDS:
+        return None
+    host, _, port = text.rpartition(":")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if not is_number(port) or not 0 < int(port) < 65536:
+        raise ValueError(f"'{text}' is not [ADDRESS:]PORT with a port from 1 to 65535 (e.g. 127.0.0.1:9694)")
+    try:
+        address = str(ipaddress.ip_address(host or "127.0.0.1"))
+    except ValueError:
+        raise ValueError(f"'{host}' is not an IP address (write 0.0.0.0:{port} for every IPv4 address, "
+                         f"[::]:{port} for every address)") from None
+    return address, int(port)
+
+
 SINGLE_VALUE_SETTINGS = {"link_watch": ("link_watch", parse_bool),          # name -> (Settings field, parser)
-                         "fence_delay": ("fence_delay_ms", parse_duration_ms)}
+                         "fence_delay": ("fence_delay_ms", parse_duration_ms),
+                         "http_listen": ("http_listen", parse_listen),
+                         "notify_timeout": ("notify_timeout_ms", parse_duration_ms)}
 
 
 def option_value(option: Directive, text: str) -> int:
@@ -1095,6 +1120,8 @@ class Settings:
     link_watch: bool = True
     fence_delay_ms: int = 0
     monitors: List[MonitorSettings] = dataclasses.field(default_factory=list)
+    http_listen: Optional[Tuple[str, int]] = None
+    notify_timeout_ms: int = 30000
 
 
 def find_monitored(name: str, groups: List[ResourceGroup]) -> Tuple[ResourceGroup, ScriptResource]:
@@ -1866,6 +1893,75 @@ class Link:
         self.send_sock = self.recv_sock = None
 
 
+# #### Events: what happened, kept for `status --events` and told to hooks ###
+# Every transition the log reports is also an Event: kept in memory (the last EVENTS_KEPT), shown
+# by `status --events` and `status --json`, and handed to the notify.d hooks (see Notify hooks).
+
+EVENTS_KEPT = 500
+DROP_EVENT_INTERVAL_S = 10.0     # a burst of dropped packets: one event per reason this often at most
+EVENT_KINDS = {
+    "node-up": "a peer or ping node is heard (again)",
+    "node-dead": "a peer or ping node was silent for deadtime (deadping); detail: when it went silent",
+    "link-up": "a heartbeat link from a peer carries heartbeats (again)",
+    "link-dead": "a heartbeat link from a peer was silent for deadtime",
+    "group-starting": "this node begins to take a group; detail: why",
+    "group-acquired": "a group runs here; duration: its start; detail: the outage seen here when a peer died",
+    "group-failed": "a group failed to start here; detail: the error",
+    "group-stopping": "this node begins to give a group up; detail: why",
+    "group-released": "a group is stopped here; duration: its stop",
+    "group-stop-failed": "a group would not stop here",
+    "active": "this node holds a group (it held none)",
+    "standby": "this node holds no group any more",
+    "split-brain": "both nodes held a group; detail: which one keeps it",
+    "packets-dropped": "packets dropped as bad, replayed or unknown; detail: how many since the last such event",
+}
+
+
+@dataclasses.dataclass
+class Event:
+    """One transition: when (wall clock and monotonic), what, about what, and how long it took."""
+    kind: str
+    wall: float
+    mono: float
+    subjects: Dict[str, str]         # node, link, group, reason: what it is about
+    detail: str = ""
+    duration_ms: Optional[int] = None
+
+    def as_dict(self) -> dict:
+        return {"kind": self.kind, "time": round(self.wall, 3), "monotonic": round(self.mono, 3), **self.subjects,
+                "detail": self.detail, "duration_ms": self.duration_ms}
+
+
+def wall_time(moment: float, now: float) -> str:
+    """A moment of a monotonic clock whose reading now is `now`, as wall-clock HH:MM:SS.mmm."""
+    wall = time.time() - (now - moment)
+    return time.strftime("%H:%M:%S", time.localtime(wall)) + f".{int(wall % 1 * 1000):03d}"
+
+
+class EventLog:
+    """The last EVENTS_KEPT events, oldest first. Each listener hears every event as it is
+    recorded, in order, from the loop or the resource thread alike (a lock)."""
+
+    def __init__(self, kept: int = EVENTS_KEPT):
+        self.events: collections.deque = collections.deque(maxlen=kept)
+        self.counts: Dict[str, int] = collections.Counter()     # since the start, by kind
+        self.listeners: list = []
+        self.lock = threading.Lock()
+
+    def record(self, kind: str, detail: str = "", duration_ms: Optional[float] = None, **subjects: str) -> None:
+        event = Event(kind, time.time(), time.monotonic(), {k: v for k, v in subjects.items() if v}, detail,
+                      None if duration_ms is None else int(round(duration_ms)))
+        with self.lock:
+            self.events.append(event)
+            self.counts[kind] += 1
+            for listener in self.listeners:
+                listener(event)
+
+    def snapshot(self) -> List[dict]:
+        with self.lock:
+            return [event.as_dict() for event in self.events]
+
+
 # #### Membership: heartbeats, sequence numbers, deadtime ####################
 
 class Timers:
@@ -1980,6 +2076,8 @@ class Membership:
         self.startup_grace = True
         self.name_conflict: Optional[dict] = None       # another node that uses our name
         self.on_link_change = None                      # (node, link, "up" or "dead"), for ipfail
+        self.events = EventLog()                        # the daemon's, once it runs
+        self.drops_told: Dict[str, Tuple[float, int]] = {}
         for name in self.hacf.nodes:
             if name != identity.name:
                 self.add_peer(name)
@@ -2063,6 +2161,9 @@ class Membership:
             self.log.info(reason)
         else:
             self.log.warn(f"node {peer.name}: is dead")
+        silent = "" if peer.last_heard is None else \
+            f"last heard {self.clock() - peer.last_heard:.3f} s ago, at {wall_time(peer.last_heard, self.clock())}"
+        self.events.record("node-dead", reason or silent, node=peer.name)
         for link in peer.links:
             if peer.link_up.get(link):
                 self.link_changed(peer, link, False)
@@ -2173,6 +2274,18 @@ class Membership:
         self.counters["dropped_" + reason] += 1
         if message and log and self.hacf.log_badpack:
             self.complain(reason, message)
+        if reason not in ("own", "duplicate", "not_for_us"):       # those are normal traffic
+            self.note_drops(reason)
+
+    def note_drops(self, reason: str) -> None:
+        """A burst of drops is one event per reason per DROP_EVENT_INTERVAL_S, saying how many."""
+        now, total = self.clock(), self.counters["dropped_" + reason]
+        last = self.drops_told.get(reason)
+        if last is None or now - last[0] >= DROP_EVENT_INTERVAL_S:
+            self.drops_told[reason] = (now, total)
+            self.events.record("packets-dropped", f"{total - (last[1] if last else 0)} dropped ({reason}) "
+                               f"since {'the start' if last is None else f'{now - last[0]:.0f} s ago'}",
+                               reason=reason)
 
     def receive(self, datagram: bytes, link: str, sender: str = "?") -> None:
         """Handle one datagram; a bad one is dropped and counted, never raised."""
@@ -2269,6 +2382,7 @@ class Membership:
         """Heartbeat's link status: logged, and told to whoever watches links (ipfail)."""
         peer.link_up[link] = up
         self.log.info(f"Link {peer.name}:{link} {'up' if up else 'dead'}.")
+        self.events.record("link-up" if up else "link-dead", node=peer.name, link=link)
         if self.on_link_change:
             self.on_link_change(peer.name, link, "up" if up else "dead")
 
@@ -2291,6 +2405,7 @@ class Membership:
             new = msg.get("st")
             peer.status = new if new in ("init", "up", "active") else "up"
             self.log.info(f"Status update for node {peer.name}: status {peer.status}")
+            self.events.record("node-up", f"status {peer.status}", node=peer.name)
             self.schedule_check(peer)
             if self.listener:
                 self.listener.on_node_status(peer, "dead", peer.status)
@@ -2447,6 +2562,8 @@ class Membership:
             old, peer.status = peer.status, status
             peer.shutting_down = False
             self.log.info(f"Status update for node {peer.name}: status {status}")
+            if old == "init":
+                self.events.record("node-up", f"status {status}", node=peer.name)
             if self.listener:
                 self.listener.on_node_status(peer, old, status)
 
@@ -2597,6 +2714,7 @@ class PingNodes:
         self.send_timer: Optional[list] = None
         self.counters: Dict[str, int] = collections.Counter()
         self.complain = RateLimitedLog(log, self.clock, interval_s=60.0)
+        self.events = EventLog()                        # the daemon's, once it runs
 
     def open(self) -> List[socket.socket]:
         """The raw sockets the ping nodes need that are not open yet (an error is logged for one
@@ -2698,6 +2816,7 @@ class PingNodes:
             name = target.node.name
             self.log.info(f"Status update for node {name}: status ping")
             self.log.info(f"Link {name}:{name} up.")
+            self.events.record("node-up", "ping node answers", node=name)
             self.schedule_check(target, now)
             if self.listener:
                 self.listener(name, old, "ping")
@@ -2719,6 +2838,8 @@ class PingNodes:
         name = target.node.name
         self.log.warn(f"node {name}: is dead")
         self.log.info(f"Link {name}:{name} dead.")
+        self.events.record("node-dead", "ping node silent for deadping" + (
+            f", last answer at {wall_time(target.last_reply, self.clock())}" if target.last_reply else ""), node=name)
         if self.listener:
             self.listener(name, old, "dead")
 
@@ -4295,6 +4416,17 @@ def classes_of(hold: str) -> List[str]:
     return {"all": ["local", "foreign"], "local": ["local"], "foreign": ["foreign"]}.get(hold, [])
 
 
+@dataclasses.dataclass
+class GroupStats:
+    """Counts and last durations of one group on this node, for metrics."""
+    takeovers: int = 0
+    releases: int = 0
+    start_failures: int = 0
+    stop_failures: int = 0
+    last_takeover_s: Optional[float] = None
+    last_release_s: Optional[float] = None
+
+
 class ClusterPolicy:
     """Heartbeat's haresources rules, by resource class as on the wire: "local" groups have
     this node as home, "foreign" ones the peer. Hand-overs always release before acquiring."""
@@ -4324,6 +4456,9 @@ class ClusterPolicy:
         self.fault_timer: Optional[list] = None
         self.address_check: Optional[list] = None
         self.readding: set = set()                      # addresses being added back
+        self.events = EventLog()                        # the daemon's, once it runs
+        self.stats = {group.key: GroupStats() for group in config.groups}
+        self.active = False                             # holding a group (for the active/standby events)
 
     # -- helpers -----------------------------------------------------------------
 
@@ -4350,7 +4485,9 @@ class ClusterPolicy:
 
     # -- acquire and release (in the worker thread) ----------------------------------
 
-    def acquire(self, classes: List[str], reason: str, then=None) -> None:
+    def acquire(self, classes: List[str], reason: str, then=None, dead_peer: Optional[Peer] = None) -> None:
+        """Take the groups of these classes (dead_peer: the node whose death this is, for the
+        outage the events report)."""
         classes = [c for c in classes if not self.holds[c]]
         if classes and self.membership.name_conflict:
             self.log.crit(f"Not acquiring [{' '.join(classes)}] resources: another node uses our name")
@@ -4360,10 +4497,13 @@ class ClusterPolicy:
         alone = not self.live_peers()       # a group the monitor moved away beats no group at all
         groups = [g for g in self.groups_of(classes)
                   if self.failures[g.key] < MAX_START_FAILURES and (alone or g.key not in self.failed_here)]
+        why = f"{dead_peer.name} is dead" if dead_peer else (reason or "the peer gave them up")
         for group in groups:
             self.state[group.key] = "starting"
+            self.events.record("group-starting", why, group=group.key, node=self.me)
         if groups:
             self.announce(stable=False)
+        started = self.timers.clock()
 
         def job():
             return {group.key: self.resources.acquire_group(group) for group in groups}
@@ -4371,11 +4511,22 @@ class ClusterPolicy:
         def done(results):
             if isinstance(results, Exception):
                 results = {group.key: f"internal error: {results!r}" for group in groups}
-            failed = []
+            failed, took = [], self.timers.clock() - started
             for key, error in results.items():
                 if error is None:
                     self.state[key] = "running"
+                    self.stats[key].takeovers += 1
+                    self.stats[key].last_takeover_s = took
+                    outage = ""
+                    if dead_peer and dead_peer.last_heard is not None:
+                        outage = (f"down here {self.timers.clock() - dead_peer.last_heard:.3f} s: {dead_peer.name} "
+                                  f"last heard at {wall_time(dead_peer.last_heard, self.timers.clock())}")
+                    self.events.record("group-acquired", outage, duration_ms=took * 1000, group=key,
+                                       node=self.me)
                     continue
+                self.stats[key].start_failures += 1
+                self.events.record("group-failed", error.splitlines()[0][:300] if error else "", group=key,
+                                   node=self.me)
                 if key in self.resources.stuck:     # half started and would not stop: it stays here
                     self.state[key] = "stop failed"
                     self.log.crit(f"Resource group {key} failed to start and to stop: it stays held here")
@@ -4390,6 +4541,7 @@ class ClusterPolicy:
                                    "(fix it, then 'heartbeat.py takeover' or a restart retries)")
             self.log.info(f"Initial resource acquisition complete ({reason})" if reason else
                           "Resource acquisition complete")
+            self.note_activity()
             self.announce(stable=True, info=reason)
             if then:
                 then()
@@ -4408,18 +4560,31 @@ class ClusterPolicy:
         for group in groups:
             if self.state[group.key] == "running":
                 self.state[group.key] = "stopping"
+            self.events.record("group-stopping", reason, group=group.key, node=self.me)
         if groups:
             self.announce(stable=False, info=reason)
+        started = self.timers.clock()
 
         def job():
             return {group.key: self.resources.release_group(group) for group in groups}
 
         def done(results):
             stuck = [g for g in groups if isinstance(results, Exception) or not results.get(g.key)]
+            took = self.timers.clock() - started
             for group in groups:
                 self.state[group.key] = "stop failed" if group in stuck else "stopped"
+                stats = self.stats[group.key]
+                if group in stuck:
+                    stats.stop_failures += 1
+                    self.events.record("group-stop-failed", reason, group=group.key, node=self.me)
+                else:
+                    stats.releases += 1
+                    stats.last_release_s = took
+                    self.events.record("group-released", reason, duration_ms=took * 1000, group=group.key,
+                                       node=self.me)
             for cls in classes:      # a class with a group that would not stop is still held: never say otherwise
                 self.holds[cls] = any(g in stuck for g in self.groups_of([cls]))
+            self.note_activity()
             self.announce(stable=True, info=reason)
             if stuck:
                 self.log.crit(f"Resource group(s) {', '.join(g.key for g in stuck)} could not be released: "
@@ -4432,6 +4597,14 @@ class ClusterPolicy:
             self.after_change()
 
         self.worker.submit(job, done)
+
+    def note_activity(self) -> None:
+        """The `active` and `standby` events: this node came to hold a group, or holds none now."""
+        active = any(self.state[g.key] not in ("stopped", "failed") for g in self.groups_of(["local", "foreign"])
+                     if self.holds["local" if g.home == self.me else "foreign"])
+        if active != self.active:
+            self.active = active
+            self.events.record("active" if active else "standby", node=self.me)
 
     def after_change(self) -> None:
         """Once quiet, look again at what the peers announced: two holders must become one."""
@@ -4534,7 +4707,7 @@ class ClusterPolicy:
             if not (self.holds["local"] and self.holds["foreign"]):
                 def take():                  # after the reset, when there is one: 3.0.6's order
                     self.log.info(f"Resources being acquired from {peer.name}.")
-                    self.acquire(["local", "foreign"], reason="",
+                    self.acquire(["local", "foreign"], reason="", dead_peer=peer,
                                  then=lambda: self.log.info(f"mach_down takeover complete for node {peer.name}."))
                 self.take_over_from(peer, held, take)
         elif old == "dead" and self.fencer:
@@ -4608,11 +4781,16 @@ class ClusterPolicy:
             return
         if self.holds["foreign"] and "local" in theirs and self.groups_of(["foreign"]):
             self.log.error(f"Both machines own foreign resources! {name} is their home node: releasing them here")
+            for group in self.groups_of(["foreign"]):
+                self.events.record("split-brain", f"{name} is its home node and keeps it: released here",
+                                   group=group.key, node=name)
             self.release(["foreign"], reason="split brain")
         if self.holds["local"] and "foreign" in theirs and self.groups_of(["local"]):
             self.log.error("Both machines own our resources! We are their home node: keeping them, "
                            "sending gratuitous ARP again")
             for group in self.groups_of(["local"]):
+                self.events.record("split-brain", f"this node is its home node and keeps it; {name} releases it",
+                                   group=group.key, node=name)
                 self.resources.announce_group(group)
             self.announce(stable=True, info="split brain")
 
@@ -4980,7 +5158,8 @@ class ClusterPolicy:
                     if peer and peer.status != "dead" and peer_cls in classes_of(hold):
                         owner = name
             groups.append({"key": group.key, "home": group.home, "resources": [r.spec for r in group.resources],
-                           "owner": owner, "state": self.state[group.key], "failures": self.failures[group.key]})
+                           "owner": owner, "state": self.state[group.key], "failures": self.failures[group.key],
+                           **dataclasses.asdict(self.stats[group.key])})
         return groups
 
 
@@ -5191,6 +5370,227 @@ class IPFail:
                 "pending_giveup": self.giveup_class if self.giveup_timer else None}
 
 
+# #### Metrics and the status page: Prometheus text, HTML ####################
+# Both are drawn from the same report as `status --json`, so they never disagree with it. Names
+# follow ha_cluster_exporter and keepalived-exporter: snake_case, one series per state with the
+# value 1 or 0, `_total` for counters, `_seconds` for times.
+
+NODE_STATES = ("init", "up", "active", "dead", "ping")
+GROUP_STATES = ("stopped", "starting", "running", "stopping", "failed", "stop failed", "fault")
+DROP_REASONS_HIDDEN = ("dropped_own", "dropped_duplicate", "dropped_not_for_us")    # normal traffic
+EVENTS_ON_PAGE = 50
+
+
+def prometheus_label(value) -> str:
+    return str(value).replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+class MetricsText:
+    """The text exposition format: a HELP and TYPE line per metric family, then its samples."""
+
+    def __init__(self):
+        self.lines: List[str] = []
+
+    def family(self, name: str, kind: str, meaning: str, samples) -> None:
+        """samples: (labels dict, value) pairs; a family without samples is left out."""
+        samples = [(labels, value) for labels, value in samples if value is not None]
+        if not samples:
+            return
+        self.lines += [f"# HELP {name} {meaning}", f"# TYPE {name} {kind}"]
+        for labels, value in samples:
+            text = ",".join(f'{key}="{prometheus_label(val)}"' for key, val in labels.items())
+            number = f"{value:.6g}" if isinstance(value, float) else str(int(value))
+            self.lines.append(f"{name}{{{text}}} {number}" if text else f"{name} {number}")
+
+    def text(self) -> str:
+        return "\n".join(self.lines) + "\n"
+
+
+def prometheus_text(report: dict) -> str:
+    """A status report as Prometheus metrics (`status --format prometheus`, and /metrics)."""
+    out, me = MetricsText(), report["node"]
+    out.family("heartbeat_up", "gauge", "1: heartbeat.py runs and answered", [({}, 1)])
+    out.family("heartbeat_info", "gauge", "this node, its version and generation",
+               [({"node": me, "version": report["version"], "generation": report["generation"]}, 1)])
+    out.family("heartbeat_uptime_seconds", "gauge", "seconds since the daemon started",
+               [({}, float(report["uptime_s"]))])
+    nodes = report["nodes"]
+    out.family("heartbeat_node_status", "gauge", "1 for the state each node (and ping node) is in, 0 for the others",
+               [({"node": name, "type": node.get("type", "normal"), "status": state}, int(node["status"] == state))
+                for name, node in nodes.items() for state in NODE_STATES
+                if state != "ping" or node.get("type") == "ping"])
+    out.family("heartbeat_node_last_heard_seconds", "gauge", "seconds since a peer (or ping node) was last heard",
+               [({"node": name}, float(node["last_heard_s"])) for name, node in nodes.items()
+                if not node.get("self") and node.get("last_heard_s") is not None])
+    out.family("heartbeat_link_status", "gauge", "1 for the state of each node's heartbeat link",
+               [({"node": name, "link": link, "status": state}, int(seen == state))
+                for name, node in nodes.items() if node.get("type") != "ping"
+                for link, seen in node["links"].items() for state in ("up", "dead")])
+    out.family("heartbeat_link_send_errors_total", "counter", "datagrams this node could not send on a link",
+               [({"link": link["name"], "kind": link["kind"]}, link["send_errors"]) for link in report["links"]])
+    groups = report.get("groups", [])
+    out.family("heartbeat_group_owner", "gauge", "1 for the node holding each resource group (node=\"\": nobody)",
+               [({"group": g["key"], "home": g["home"], "node": g["owner"] or ""}, 1) for g in groups])
+    out.family("heartbeat_group_state", "gauge", "1 for the state of each resource group on this node",
+               [({"group": g["key"], "state": state}, int(g["state"].split(" (")[0] == state))
+                for g in groups for state in GROUP_STATES])
+    for field, name, meaning in (
+            ("takeovers", "heartbeat_group_takeovers_total", "resource group starts completed on this node"),
+            ("releases", "heartbeat_group_releases_total", "resource group stops completed on this node"),
+            ("start_failures", "heartbeat_group_start_failures_total", "failed starts of a group on this node"),
+            ("stop_failures", "heartbeat_group_stop_failures_total", "failed stops of a group on this node")):
+        out.family(name, "counter", meaning, [({"group": g["key"]}, g[field]) for g in groups])
+    for field, name, meaning in (
+            ("last_takeover_s", "heartbeat_group_last_takeover_duration_seconds", "how long the last start took"),
+            ("last_release_s", "heartbeat_group_last_release_duration_seconds", "how long the last stop took")):
+        out.family(name, "gauge", meaning, [({"group": g["key"]}, None if g[field] is None else float(g[field]))
+                                            for g in groups])
+    counters = report["counters"]
+    out.family("heartbeat_packets_sent_total", "counter", "datagrams sent", [({}, counters.get("sent", 0))])
+    out.family("heartbeat_packets_received_total", "counter", "datagrams received",
+               [({}, counters.get("received", 0))])
+    out.family("heartbeat_packets_dropped_total", "counter", "datagrams dropped, by reason",
+               [({"reason": key[len("dropped_"):]}, value) for key, value in sorted(counters.items())
+                if key.startswith("dropped_") and key not in DROP_REASONS_HIDDEN])
+    monitors = report.get("monitors", [])
+    out.family("heartbeat_monitor_failures", "gauge", "failures counted towards migration-threshold",
+               [({"resource": m["resource"], "group": m["group"]}, m["failures"]) for m in monitors])
+    out.family("heartbeat_monitor_restarts_total", "counter", "restarts in place by the monitor",
+               [({"resource": m["resource"], "group": m["group"]}, m["restarts"]) for m in monitors])
+    out.family("heartbeat_monitor_last_check_ok", "gauge", "1 when the last status check found it running",
+               [({"resource": m["resource"], "group": m["group"]}, int(m["last_result"] == "running"))
+                for m in monitors if m["last_result"] is not None])
+    ipfail = report.get("ipfail") or {}
+    if ipfail.get("enabled"):
+        out.family("heartbeat_ping_nodes_up", "gauge", "ping nodes answering this node (ipfail's count)",
+                   [({}, ipfail["ping_nodes_up"])])
+    counts = report.get("event_counts", {})
+    out.family("heartbeat_events_total", "counter", "events since the daemon started, by kind (see status --events)",
+               [({"kind": kind}, counts.get(kind, 0)) for kind in EVENT_KINDS])
+    return out.text()
+
+
+def html_page(report: dict) -> str:
+    """The read-only status page: nodes, links, groups and the last events; no script, no form."""
+    def row(cells, tag="td"):
+        return "<tr>" + "".join(f"<{tag}>{html.escape(str(cell))}</{tag}>" for cell in cells) + "</tr>"
+
+    def table(caption, head, rows):
+        return (f"<h2>{html.escape(caption)}</h2>\n<table border=\"1\">" + row(head, "th")
+                + "".join(row(r) for r in rows) + "</table>\n")
+    nodes = report["nodes"]
+    heard = {name: "this node" if node.get("self") else "never" if node.get("last_heard_s") is None
+             else f"{node['last_heard_s']:.1f} s ago" for name, node in nodes.items()}
+    events = report.get("events", [])[-EVENTS_ON_PAGE:]
+    body = [
+        f"<h1>heartbeat.py on {html.escape(report['node'])}: {html.escape(report['status'])}</h1>",
+        f"<p>version {html.escape(report['version'])}, up {report['uptime_s']} s, auto_failback "
+        f"{html.escape(report['auto_failback'])}; page made at {time.strftime('%Y-%m-%d %H:%M:%S')}</p>",
+        table("Nodes", ["node", "type", "status", "last heard"],
+              [[name, node.get("type", "normal"), node["status"], heard[name]] for name, node in nodes.items()]),
+        table("Links", ["node", "link", "status"],
+              [[name, link, state] for name, node in nodes.items() if node.get("type") != "ping"
+               for link, state in node["links"].items()]),
+        table("Resource groups", ["group", "home", "held by", "state", "takeovers here"],
+              [[g["key"], g["home"], g["owner"] or "nobody", g["state"], g["takeovers"]]
+               for g in report.get("groups", [])]),
+        table(f"Last {len(events)} events", ["time", "event", "about", "duration", "detail"],
+              [[event_time(e), e["kind"], event_subjects(e),
+                "" if e["duration_ms"] is None else f"{e['duration_ms']} ms", e["detail"]] for e in events]),
+    ]
+    return ("<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>heartbeat.py on "
+            f"{html.escape(report['node'])}</title></head>\n<body>\n" + "\n".join(body) + "</body></html>\n")
+
+
+def event_time(event: dict) -> str:
+    wall = event["time"]
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(wall)) + f".{int(wall % 1 * 1000):03d}"
+
+
+def event_subjects(event: dict) -> str:
+    return " ".join(f"{key}={event[key]}" for key in ("node", "group", "link", "reason") if key in event)
+
+
+def format_events(report: dict) -> str:
+    """`status --events`: one line per event, oldest first, durations in ms."""
+    lines = []
+    for event in report.get("events", []):
+        took = "" if event["duration_ms"] is None else f" ({event['duration_ms']} ms)"
+        detail = f": {event['detail']}" if event["detail"] else ""
+        lines.append(f"{event_time(event)} {event['kind']:<17} {event_subjects(event)}{took}{detail}")
+    return "\n".join(lines) if lines else "no events yet"
+
+
+# #### Events: notify.d hooks ################################################
+
+NOTIFY_DIR = "notify.d"
+NOTIFY_QUEUE_MAX = 1000
+NOTIFY_DRAIN_S = 5.0             # at a clean stop, for the hooks of the last events
+HOOK_NAME_RE = re.compile(r"^[A-Za-z0-9_-]+$")     # run-parts' rule: no .sample, ~ or .dpkg-old copies
+
+
+def notify_hooks(directory: str) -> List[str]:
+    """The hooks in a notify.d directory, in name order."""
+    try:
+        names = sorted(os.listdir(directory))
+    except OSError:
+        return []
+    paths = [os.path.join(directory, name) for name in names if HOOK_NAME_RE.match(name)]
+    return [path for path in paths if os.path.isfile(path) and os.access(path, os.X_OK)]
+
+
+class Notifier:
+    """Calls every executable in DIR/notify.d (run-parts' names: letters, digits, _ and -) for every
+    event, in the events' order, one at a time, from a thread of its own: a hook never delays a
+    takeover. Each gets `EVENT NODE GROUP LINK DETAIL` as arguments (empty when not about one) and
+    the same in HA_EVENT* variables; past the timeout it is killed. Failures are logged."""
+
+    def __init__(self, config_dir: str, node: str, timeout_s: float, log):
+        self.directory, self.node, self.timeout_s, self.log = os.path.join(config_dir, NOTIFY_DIR), node, timeout_s, log
+        self.queue: queue.Queue = queue.Queue(NOTIFY_QUEUE_MAX)
+        self.lost = 0
+        self.thread = threading.Thread(target=self.serve, name="notify", daemon=True)
+        self.thread.start()
+
+    def __call__(self, event: Event) -> None:
+        """An EventLog listener: queue the event (never waits)."""
+        try:
+            self.queue.put_nowait(event)
+        except queue.Full:
+            self.lost += 1
+            if self.lost in (1, 10, 100, 1000):
+                self.log.error(f"notify.d hooks are {NOTIFY_QUEUE_MAX} events behind: {self.lost} event(s) not told")
+
+    def serve(self) -> None:
+        while True:
+            event = self.queue.get()
+            try:
+                for hook in notify_hooks(self.directory):
+                    self.run(hook, event)
+            finally:
+                self.queue.task_done()
+
+    def run(self, hook: str, event: Event) -> None:
+        subjects = [event.subjects.get(key, "") for key in ("node", "group", "link")]
+        env = {"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"), "HA_CURHOST": self.node,
+               "HA_EVENT": event.kind, "HA_EVENT_NODE": subjects[0], "HA_EVENT_GROUP": subjects[1],
+               "HA_EVENT_LINK": subjects[2], "HA_EVENT_REASON": event.subjects.get("reason", ""),
+               "HA_EVENT_DETAIL": event.detail,
+               "HA_EVENT_DURATION_MS": "" if event.duration_ms is None else str(event.duration_ms),
+               "HA_EVENT_TIME": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(event.wall)),
+               "HA_EVENT_TIMESTAMP": f"{event.wall:.3f}"}
+        result = run_command([hook, event.kind, *subjects, event.detail], self.timeout_s, env)
+        if result.returncode != 0:
+            self.log.warn(f"notify hook {hook} {event.kind}: exit {result.returncode}: "
+                          f"{result.output.strip()[-300:]}")
+
+    def drain(self, timeout_s: float = NOTIFY_DRAIN_S) -> None:
+        """Wait (bounded) until the hooks have been told every event so far: at a clean stop."""
+        deadline = time.monotonic() + timeout_s
+        while self.queue.unfinished_tasks and time.monotonic() < deadline:
+            time.sleep(0.02)
+
+
 # #### Daemon: logging #######################################################
 
 NOTICE = 25
@@ -5279,6 +5679,126 @@ class Log:
     def debug(self, message: str, level: int = 1) -> None:
         if self.debug_level >= level:
             self.logger.debug(message)
+
+
+# #### Daemon: the HTTP listener (/metrics and the status page) ##############
+
+HTTP_MAX_CLIENTS = 16
+HTTP_MAX_REQUEST = 8 * 1024
+HTTP_CLIENT_TIMEOUT_S = 5.0
+HTTP_REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed"}
+
+
+class HTTPListener:
+    """The read-only HTTP listener of `http_listen`: GET /metrics (Prometheus) and GET / (the
+    status page), served from the loop without ever blocking it: at most HTTP_MAX_CLIENTS
+    connections, HTTP_MAX_REQUEST bytes of request, HTTP_CLIENT_TIMEOUT_S for the whole exchange;
+    the answer is written as fast as the client takes it, then the connection is closed."""
+
+    def __init__(self, address: Tuple[str, int], selector, timers, report):
+        self.address, self.selector, self.timers, self.report = address, selector, timers, report
+        self.clients: Dict[socket.socket, list] = {}       # socket -> [data in, data out, deadline timer]
+        self.served = 0
+        host, port = address
+        self.sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            self.sock.bind((host, port))
+            self.sock.listen(HTTP_MAX_CLIENTS)
+        except OSError:
+            self.sock.close()
+            raise
+        self.sock.setblocking(False)
+        selector.register(self.sock, selectors.EVENT_READ, self.accept)
+
+    def accept(self, _sock) -> None:
+        try:
+            client, _ = self.sock.accept()
+        except OSError:
+            return
+        if len(self.clients) >= HTTP_MAX_CLIENTS:
+            client.close()
+            return
+        client.setblocking(False)
+        self.clients[client] = [b"", b"", self.timers.call_later(HTTP_CLIENT_TIMEOUT_S, lambda: self.drop(client))]
+        self.selector.register(client, selectors.EVENT_READ, self.read)
+
+    def read(self, client: socket.socket) -> None:
+        try:
+            chunk = client.recv(4096)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            chunk = b""
+        if not chunk:
+            self.drop(client)
+            return
+        state = self.clients[client]
+        state[0] += chunk
+        if b"\r\n\r\n" not in state[0] and b"\n\n" not in state[0] and len(state[0]) < HTTP_MAX_REQUEST:
+            return
+        state[1] = self.answer(state[0])
+        self.selector.modify(client, selectors.EVENT_WRITE, self.write)
+        self.write(client)
+
+    def write(self, client: socket.socket) -> None:
+        state = self.clients.get(client)
+        if state is None:
+            return
+        try:
+            sent = client.send(state[1])
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            sent = len(state[1])
+        state[1] = state[1][sent:]
+        if not state[1]:
+            self.served += 1
+            self.drop(client)
+
+    def answer(self, request: bytes) -> bytes:
+        """The whole response to one request (only its first line counts)."""
+        words = request.split(b"\r\n" if b"\r\n" in request else b"\n", 1)[0].decode("latin-1").split()
+        if len(words) != 3 or not words[2].startswith("HTTP/"):
+            return http_response(400, "text/plain", "one GET request line, then headers\n")
+        method, path = words[0], words[1].split("?", 1)[0]
+        if method not in ("GET", "HEAD"):
+            return http_response(405, "text/plain", "read-only: GET or HEAD\n", head=False,
+                                 extra="Allow: GET, HEAD\r\n")
+        if path == "/metrics":
+            body, kind = prometheus_text(self.report()), "text/plain; version=0.0.4; charset=utf-8"
+        elif path == "/":
+            body, kind = html_page(self.report()), "text/html; charset=utf-8"
+        else:
+            body, kind = "not found: try / or /metrics\n", "text/plain"
+            return http_response(404, kind, body, head=method == "HEAD")
+        return http_response(200, kind, body, head=method == "HEAD")
+
+    def drop(self, client: socket.socket) -> None:
+        state = self.clients.pop(client, None)
+        if state is None:
+            return
+        self.timers.cancel(state[2])
+        self.selector.unregister(client)
+        client.close()
+
+    def close(self) -> None:
+        for client in list(self.clients):
+            self.drop(client)
+        self.selector.unregister(self.sock)
+        self.sock.close()
+
+
+def url_host(address: Tuple[str, int]) -> str:
+    """(address, port) as it is written in a URL: 127.0.0.1:9694, [::1]:9694."""
+    return f"[{address[0]}]:{address[1]}" if ":" in address[0] else f"{address[0]}:{address[1]}"
+
+
+def http_response(code: int, kind: str, body: str, head: bool = False, extra: str = "") -> bytes:
+    data = body.encode()
+    header = (f"HTTP/1.1 {code} {HTTP_REASONS[code]}\r\nContent-Type: {kind}\r\nContent-Length: {len(data)}\r\n"
+              f"Cache-Control: no-store\r\nConnection: close\r\nServer: heartbeat.py/{__version__}\r\n{extra}\r\n")
+    return header.encode() + (b"" if head else data)
 
 
 # #### Daemon: pid file, control socket, event loop, signals #################
@@ -5492,6 +6012,9 @@ class Daemon:
         self.monitor: Optional[ServiceMonitor] = None
         self.linkwatch: Optional[LinkWatch] = None
         self.watchdog: Optional[Watchdog] = None
+        self.events = EventLog()
+        self.notifier: Optional[Notifier] = None
+        self.http: Optional[HTTPListener] = None
         self.wake_r, self.wake_w = socket.socketpair()     # signals
         self.post_r, self.post_w = socket.socketpair()     # results from the resource and reload threads
         self.reloading = self.reload_again = False
@@ -5586,6 +6109,11 @@ class Daemon:
         self.membership.listener = self.policy
         self.set_stonith(self.config.stonith)
         self.pings = PingNodes(self.config.hacf, self.timers, self.log)
+        self.membership.events = self.policy.events = self.pings.events = self.events
+        settings = self.config.settings
+        self.notifier = Notifier(self.config.config_dir, self.config.node, settings.notify_timeout_ms / 1000, self.log)
+        self.events.listeners.append(self.notifier)
+        self.open_http(self.config.settings.http_listen)
         self.ipfail = IPFail(self.config, self.membership, self.policy, self.pings, self.log)
         self.pings.listener = self.ipfail.on_ping_status
         self.membership.on_link_change = self.ipfail.on_link_change
@@ -5616,6 +6144,21 @@ class Daemon:
         self.watchdog.feed()
         if self.watchdog.fd >= 0:
             self.timers.call_later(self.config.hacf.keepalive_ms / 1000, self.feed_watchdog)
+
+    def open_http(self, address: Optional[Tuple[str, int]]) -> None:
+        """The HTTP listener of http_listen, at start and on reload; a port that cannot be had is
+        logged and the daemon goes on without it (serving the cluster comes first)."""
+        if self.http and self.http.address == address:
+            return
+        if self.http:
+            self.http.close()
+            self.http = None
+        if address:
+            try:
+                self.http = HTTPListener(address, self.selector, self.timers, self.status)
+                self.log.info(f"HTTP listener on {url_host(address)}: /metrics and the status page")
+            except OSError as err:
+                self.log.error(f"http_listen {url_host(address)}: {err.strerror or err}: no /metrics, no status page")
 
     def open_linkwatch(self) -> None:
         """The address and link watch: its socket in our loop, its events to the cluster policy.
@@ -5703,6 +6246,7 @@ class Daemon:
             self.selector.unregister(sock)
         self.pings.stop()
         self.log.info(f"{self.config.node} Heartbeat shutdown complete.")
+        self.notifier.drain()
         self.running = False
 
     def close(self) -> None:
@@ -5713,6 +6257,8 @@ class Daemon:
             link.close()
         self.links = []
         self.close_linkwatch()
+        if self.http:
+            self.http.close()
         if self.pid_fd >= 0:
             os.close(self.pid_fd)
             self.pid_fd = -1
@@ -5775,6 +6321,8 @@ class Daemon:
         self.ipfail.reconfigure(config)
         self.monitor.reconfigure(config)
         self.set_stonith(config.stonith)
+        self.notifier.timeout_s = config.settings.notify_timeout_ms / 1000
+        self.open_http(config.settings.http_listen)
         if config.settings.link_watch and not self.linkwatch:
             self.open_linkwatch()
         elif not config.settings.link_watch and self.linkwatch:
@@ -5836,6 +6384,9 @@ class Daemon:
             "counters": dict(membership.counters),
             "name_conflict": membership.name_conflict,
             "watchdog": self.watchdog.snapshot() if self.watchdog else None,
+            "http_listen": url_host(self.http.address) if self.http else None,
+            "events": self.events.snapshot(),
+            "event_counts": dict(self.events.counts),
         }
 
 
@@ -6644,7 +7195,12 @@ def describe_config(config: Config) -> str:
     settings = config.settings
     lines.append(f"  settings:  {settings.path}" if settings.present else
                  f"  settings:  no {SETTINGS_FILE}: defaults, no service monitoring")
-    lines.append(f"    link_watch {'on' if settings.link_watch else 'off'}")
+    lines.append(f"    link_watch {'on' if settings.link_watch else 'off'}, "
+                 f"http_listen {url_host(settings.http_listen) if settings.http_listen else 'off'}, "
+                 f"notify_timeout {format_duration(settings.notify_timeout_ms)}")
+    hooks = notify_hooks(os.path.join(config.config_dir, NOTIFY_DIR))
+    lines.append(f"  notify:    {', '.join(os.path.basename(h) for h in hooks)} (in {NOTIFY_DIR})" if hooks else
+                 f"  notify:    no hooks in {os.path.join(config.config_dir, NOTIFY_DIR)}")
     lines.extend(f"    {m.describe()} (line {m.lineno}; {m.resource} of group {m.group})" for m in settings.monitors)
     return "\n".join(lines)
 
@@ -6725,11 +7281,14 @@ def cmd_daemon(args) -> int:
 
 def cmd_status(args) -> int:
     """Ask the running daemon; exit 0 when it runs, 3 (LSB) when it does not."""
+    fmt = "json" if args.json else args.format
     try:
         report = control_request(args.run_dir, {"cmd": "status"})
     except HAError as err:
-        if args.json:
+        if fmt == "json":
             print(json.dumps({"running": False, "error": str(err)}))
+        elif fmt == "prometheus":                   # a scrape of a stopped daemon: heartbeat_up 0
+            print("# HELP heartbeat_up 1: heartbeat.py runs and answered\n# TYPE heartbeat_up gauge\nheartbeat_up 0")
         else:
             print(f"heartbeat.py is stopped on this machine. ({err})")
         return EXIT_NOT_RUNNING
@@ -6738,7 +7297,12 @@ def cmd_status(args) -> int:
         code, text = answer_query(report, args.query)
         print(text, file=sys.stdout if code in (EXIT_OK, EXIT_GENERIC) else sys.stderr)  # 1: an answer, "dead"
         return code
-    print(json.dumps(report, indent=2, sort_keys=True) if args.json else format_status(report))
+    if args.events:
+        print(json.dumps(report["events"], indent=2) if fmt == "json" else format_events(report))
+    elif fmt == "prometheus":
+        sys.stdout.write(prometheus_text(report))
+    else:
+        print(json.dumps(report, indent=2, sort_keys=True) if fmt == "json" else format_status(report))
     return EXIT_OK
 
 
@@ -6867,7 +7431,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="stay in the foreground and log to stderr too (systemd, tests)")
     daemon.set_defaults(func=cmd_daemon)
     status = sub.add_parser("status", parents=[common], help="ask the running daemon who is up")
-    status.add_argument("--json", action="store_true", help="one JSON object, for scripts")
+    status.add_argument("--json", action="store_true", help="one JSON object, for scripts (= --format json)")
+    status.add_argument("--format", choices=("text", "json", "prometheus"), default="text",
+                        help="prometheus: the metrics of /metrics, e.g. for node_exporter's textfile collector")
+    status.add_argument("--events", action="store_true",
+                        help="the event history (newest last): deaths, takeovers with their durations, failures")
     status.add_argument("query", nargs="*", metavar="QUERY",
                         help="a cl_status question: hbstatus, listnodes, rscstatus, nodestatus NODE, "
                              "nodetype NODE, listhblinks NODE, hblinkstatus NODE LINK")
