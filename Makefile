@@ -6,7 +6,7 @@ SBINDIR = $(PREFIX)/sbin
 UNITDIR ?= $(PREFIX)/lib/systemd/system
 CONFIG_DIR ?= /etc/ha.d
 PYTEST_ARGS ?=
-TEST_DEPS = pytest hypothesis
+TEST_DEPS = pytest hypothesis prometheus_client
 LINT_DEPS = ruff vermin
 
 .PHONY: test lint check demo bench deps lint-deps version install uninstall
@@ -20,7 +20,7 @@ test: deps
 	$(PYTHON) -m pytest -q $(PYTEST_ARGS) tests
 
 deps:
-	@$(PYTHON) -c 'import pytest, hypothesis' 2>/dev/null || \
+	@$(PYTHON) -c 'import pytest, hypothesis, prometheus_client' 2>/dev/null || \
 	  $(PYTHON) -m pip install -q $(TEST_DEPS) 2>/dev/null || \
 	  $(PYTHON) -m pip install -q --break-system-packages $(TEST_DEPS)
 
@@ -47,10 +47,11 @@ bench:
 	QUICK=$(QUICK) $(PYTHON) tests/bench.py
 
 # Install the program, the init script, the systemd unit, the logrotate file and the
-# sample /etc/ha.d. An existing configuration file is never overwritten.
+# sample /etc/ha.d (the notify.d hooks not executable: off). An existing configuration file is never
+# overwritten.
 install:
 	install -d $(DESTDIR)$(SBINDIR) $(DESTDIR)/etc/init.d $(DESTDIR)$(UNITDIR) $(DESTDIR)/etc/logrotate.d \
-	  $(DESTDIR)/etc/ha.d/resource.d
+	  $(DESTDIR)/etc/ha.d/resource.d $(DESTDIR)/etc/ha.d/notify.d
 	install -m 0755 heartbeat.py $(DESTDIR)$(SBINDIR)/heartbeat.py
 	sed 's|/usr/sbin/heartbeat.py|$(SBINDIR)/heartbeat.py|' init/heartbeat > $(DESTDIR)/etc/init.d/heartbeat
 	chmod 0755 $(DESTDIR)/etc/init.d/heartbeat
@@ -58,7 +59,7 @@ install:
 	  > $(DESTDIR)$(UNITDIR)/heartbeat.service
 	chmod 0644 $(DESTDIR)$(UNITDIR)/heartbeat.service
 	install -m 0644 init/heartbeat.logrotate $(DESTDIR)/etc/logrotate.d/heartbeat
-	@for f in ha.cf haresources resource.d/README; do \
+	@for f in ha.cf haresources resource.d/README notify.d/syslog notify.d/mail; do \
 	  if [ -e $(DESTDIR)/etc/ha.d/$$f ]; then echo "keeping existing /etc/ha.d/$$f"; \
 	  else install -m 0644 ha.d/$$f $(DESTDIR)/etc/ha.d/$$f; fi; done
 	@if [ -e $(DESTDIR)/etc/ha.d/authkeys ]; then echo "keeping existing /etc/ha.d/authkeys"; \

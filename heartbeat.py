@@ -2397,6 +2397,8 @@ class Membership:
             self.log.warn(f"node {peer.name} still sends heartbeats a deadtime after its shutdown notice: "
                           "it is alive")
             peer.shutting_down = False
+        if peer.last_heard is None:
+            self.events.record("node-up", f"first heard, status {msg.get('st')}", node=peer.name)
         peer.last_heard = now
         if peer.status == "dead" and not peer.shutting_down:
             peer.partition_healed = not restarted and peer.declared_dead_alive
@@ -2562,8 +2564,6 @@ class Membership:
             old, peer.status = peer.status, status
             peer.shutting_down = False
             self.log.info(f"Status update for node {peer.name}: status {status}")
-            if old == "init":
-                self.events.record("node-up", f"status {status}", node=peer.name)
             if self.listener:
                 self.listener.on_node_status(peer, old, status)
 
@@ -6464,6 +6464,8 @@ def format_status(report: dict) -> str:
         elif clears is not None:
             line += f" (count clears in {clears:.0f} s)"
         lines.append(line)
+    if report.get("http_listen"):
+        lines.append(f"http: {report['http_listen']} (/metrics, status page)")
     if "links_watched" in report:
         watched = report["links_watched"]
         lines.append("carrier: " + (", ".join(f"{name} {state}" for name, state in watched.items()) or "-")

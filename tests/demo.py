@@ -47,7 +47,15 @@ auto_failback on
 respawn hacluster /usr/lib/heartbeat/ipfail
 """
 HARESOURCES = f"prime {SIGMA} webserver::{PORT}::PIDDIR\n"
-SETTINGS = "# heartbeat.py's own settings (Heartbeat 3.0.6 never reads this file)\nmonitor webserver interval=1s\n"
+SETTINGS = ("# heartbeat.py's own settings (Heartbeat 3.0.6 never reads this file)\nmonitor webserver interval=1s\n"
+            "http_listen 9694      # /metrics and a status page, on 127.0.0.1\n")
+METRICS = """
+import urllib.request
+text = urllib.request.urlopen("http://127.0.0.1:9694/metrics", timeout=5).read().decode()
+wanted = ("heartbeat_group_takeovers_total", "heartbeat_group_last_takeover_duration",
+          "heartbeat_events_total{kind=\\"node-dead")
+print("\\n".join(line for line in text.splitlines() if line.startswith(wanted)))
+"""
 
 
 
@@ -184,6 +192,11 @@ def main():
                 say("prime's log: " + line.split("]: ", 1)[-1])
         say(f"sigma is on: {', '.join(holders(lab))} (restarted in place, no failover)")
 
+        calc = nodes["calc"]
+        print("\ncalc's event history (heartbeat.py status --events; calc ran through the whole demo):")
+        print(lab.exec("calc", calc.argv("status", "--events")).stdout.rstrip())
+        print("\nsome of calc's metrics (http://127.0.0.1:9694/metrics in calc's namespace):")
+        print(lab.exec("calc", [sys.executable, "-c", METRICS]).stdout.rstrip())
         print("\nmeasured (client's view, polling every 50 ms):")
         for what, seconds in results.items():
             print(f"  {what:<38} {'never' if seconds is None else f'{seconds:.2f} s'}")

@@ -140,8 +140,8 @@ def test_sighup_starts_changes_and_keeps_monitors(lab):
 
 @pytest.mark.skipif(not have_real_heartbeat(), reason="needs Debian's heartbeat package")
 def test_a_real_heartbeat_starts_from_the_same_ha_d_and_takes_a_group_the_monitor_moves():
-    """heartbeat.py.cf sits in /etc/ha.d beside the files 3.0.6 reads; 3.0.6 ignores it (and would
-    refuse `monitor` in ha.cf). prime (heartbeat.py) hands the group to the real calc by hb_standby's
+    """heartbeat.py.cf (and notify.d) sit in /etc/ha.d beside the files 3.0.6 reads; 3.0.6 ignores
+    them (and would refuse `monitor` or `http_listen` in ha.cf). prime (heartbeat.py) hands the group to the real calc by hb_standby's
     exchange when its web server cannot start any more."""
     lab = Lab(["prime", "calc", "client"])
     try:
@@ -149,8 +149,10 @@ def test_a_real_heartbeat_starts_from_the_same_ha_d_and_takes_a_group_the_monito
         text = hacf(keepalive="500ms", deadtime="3", initdead="6")
         prime = Node(lab, "prime", text, haresources=haresources, resource_scripts={"webserver": SCRIPT})
         real = RealNode(lab, "calc", text, "auth 1\n1 sha1 lab-secret\n", haresources, {"webserver": SCRIPT})
-        for node in (prime, real):
-            node.write("heartbeat.py.cf", MONITOR)
+        for node, ha_d in ((prime, prime.config_dir), (real, real.ha_d)):
+            node.write("heartbeat.py.cf", MONITOR + "http_listen 9694\nnotify_timeout 5s\n")
+            os.makedirs(os.path.join(ha_d, "notify.d"))
+            node.write("notify.d/log", "#!/bin/sh\necho \"$@\" >> \"$(dirname \"$0\")/events\"\n", 0o755)
         real.start()
         prime.start()
         wait(lambda: real.cl_status("nodestatus", "prime") == "active" and page(lab) == "prime", 30)
@@ -161,6 +163,8 @@ def test_a_real_heartbeat_starts_from_the_same_ha_d_and_takes_a_group_the_monito
         print(f"\nweb server unable to start on prime -> the real Heartbeat on calc serves after {took:.2f} s")
         assert holders(lab) == ["calc"] and monitor_of(prime)["moved_away"]
         assert "standby" in real.log()
+        with open(os.path.join(prime.config_dir, "notify.d", "events")) as handle:
+            assert "group-stopping prime" in handle.read()     # prime's hook was told; the real node runs none
     finally:
         lab.close()
 

@@ -187,3 +187,15 @@ def test_the_listener_is_bounded_and_never_stops_the_daemon(lab):
                      "closed after 5 s 3"]
     assert calc.status()["running"]
     assert fetch(lab, calc, "/metrics")[1].startswith("# HELP heartbeat_up")
+
+
+@pytest.mark.skipif(not shutil.which("promtool"), reason="promtool (Debian package prometheus) is not installed")
+def test_the_readme_alert_rules_are_valid_prometheus_rules(tmp_path):
+    from conftest import ROOT
+    with open(os.path.join(ROOT, "README.md")) as handle:
+        readme = handle.read()
+    rules = readme.split("```yaml\n# rules.yml\n", 1)[1].split("```", 1)[0]
+    (tmp_path / "rules.yml").write_text(rules)
+    check = subprocess.run(["promtool", "check", "rules", str(tmp_path / "rules.yml")], capture_output=True,
+                           text=True, timeout=30)
+    assert check.returncode == 0 and "SUCCESS: 2 rules found" in check.stdout, check.stdout + check.stderr
