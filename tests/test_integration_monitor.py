@@ -141,8 +141,8 @@ def test_sighup_starts_changes_and_keeps_monitors(lab):
 @pytest.mark.skipif(not have_real_heartbeat(), reason="needs Debian's heartbeat package")
 def test_a_real_heartbeat_starts_from_the_same_ha_d_and_takes_a_group_the_monitor_moves():
     """heartbeat.py.cf (and notify.d) sit in /etc/ha.d beside the files 3.0.6 reads; 3.0.6 ignores
-    them (and would refuse `monitor` or `http_listen` in ha.cf). prime (heartbeat.py) hands the group to the real calc by hb_standby's
-    exchange when its web server cannot start any more."""
+    them (and would refuse `monitor` or `http_listen` in ha.cf). prime (heartbeat.py) hands the
+    group to the real calc by hb_standby's exchange when its web server cannot start any more."""
     lab = Lab(["prime", "calc", "client"])
     try:
         haresources = f"prime {VIP}/24/eth0 webserver::{PORT}::{lab.tmp}\n"
