@@ -714,3 +714,40 @@ def test_replays_beside_a_live_node_are_dropped_without_a_challenge(world):
         advance(world, 0.5)
     assert membership.counters["dropped_replay"] >= 40 and not challenges(rec)
     assert membership.peers["calc"].status == "active"
+
+
+# ---------------------------------------------------------------- events
+
+def test_a_peer_heard_then_dead_gives_node_and_link_events_with_when_it_went_silent(world):
+    membership, clock, timers, rec, config = world
+    calc = Calc(config)
+    membership.start()
+    membership.receive(calc.status(), "eth0")
+    advance(world, 0.5)
+    membership.receive(calc.status(), "eth0")
+    advance(world, DEADTIME_MS / 1000 + 3)
+    kinds = [(e.kind, e.subjects) for e in membership.events.events]
+    assert sorted(kinds[:2]) == [("link-up", {"node": "calc", "link": "eth0"}), ("node-up", {"node": "calc"})]
+    assert ("node-dead", {"node": "calc"}) in kinds and ("link-dead", {"node": "calc", "link": "eth0"}) in kinds
+    dead = next(e for e in membership.events.events if e.kind == "node-dead")
+    assert dead.detail.startswith(f"last heard {DEADTIME_MS / 1000:.1f}") and " s ago, at " in dead.detail
+    assert membership.events.counts["node-up"] == 1      # a later status from the same peer is no new event
+    membership.receive(calc.status(), "eth0")
+    assert membership.events.counts["node-up"] == 2      # back after being dead
+
+
+def test_a_burst_of_bad_packets_is_one_event_per_reason_per_interval_with_the_count(world):
+    membership, clock, timers, rec, config = world
+    membership.start()
+    for _ in range(50):
+        membership.receive(b"garbage that is not a heartbeat message", "eth0")
+    dropped = [e for e in membership.events.events if e.kind == "packets-dropped"]
+    assert len(dropped) == 1 and dropped[0].subjects == {"reason": "malformed"}
+    assert dropped[0].detail.startswith("1 dropped (malformed) since the start")
+    advance(world, hb.DROP_EVENT_INTERVAL_S + 0.1)
+    membership.receive(b"garbage that is not a heartbeat message", "eth0")
+    dropped = [e for e in membership.events.events if e.kind == "packets-dropped"]
+    assert len(dropped) == 2 and dropped[1].detail.startswith("50 dropped (malformed) since 10 s ago")
+    for _ in range(3):                                    # our own echo and duplicates are normal: no event
+        membership.drop("own")
+    assert membership.events.counts["packets-dropped"] == 2
