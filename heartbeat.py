@@ -1905,6 +1905,7 @@ EVENT_KINDS = {
     "link-up": "a heartbeat link from a peer carries heartbeats (again)",
     "link-dead": "a heartbeat link from a peer was silent for deadtime",
     "group-starting": "this node begins to take a group; detail: why",
+    "addresses-added": "a group's addresses are up here (its services start next); duration: since its start began",
     "group-acquired": "a group runs here; duration: its start; detail: the outage seen here when a peer died",
     "group-failed": "a group failed to start here; detail: the error",
     "group-stopping": "this node begins to give a group up; detail: why",
@@ -3621,6 +3622,7 @@ class Resources:
         self.config, self.log, self.run = config, log, run
         self.addresses = addresses or IPAddresses(run, log)
         self.stuck: set = set()      # keys of groups with a resource that would not stop
+        self.events = EventLog()     # the daemon's, once it runs
 
     def environment(self, operation: str) -> dict:
         """What Heartbeat exports to scripts: HA_<directive>, HA_CURHOST, HA_DIR and friends."""
@@ -3770,12 +3772,15 @@ class Resources:
     def acquire_group(self, group: ResourceGroup) -> Optional[str]:
         """Start the group's resources in order; on a failure stop what was started. None = success."""
         self.log.info(f"Acquiring resource group: {group.home} {' '.join(r.spec for r in group.resources)}")
-        started, probes = 0, []
+        started, probes, began = 0, [], time.monotonic()
         try:
             for step in in_steps(group.resources):
                 started += len(step)
                 if isinstance(step[0], IPResource):
                     probes.append((step, self.start_addresses(step)))
+                    self.events.record("addresses-added", " ".join(res.ip for res in step),
+                                       duration_ms=(time.monotonic() - began) * 1000, group=group.key,
+                                       node=self.config.node)
                 else:
                     self.start(step[0])
             for addresses, probe in probes:      # the services started meanwhile: no time lost
@@ -6109,7 +6114,7 @@ class Daemon:
         self.membership.listener = self.policy
         self.set_stonith(self.config.stonith)
         self.pings = PingNodes(self.config.hacf, self.timers, self.log)
-        self.membership.events = self.policy.events = self.pings.events = self.events
+        self.membership.events = self.policy.events = self.pings.events = resources.events = self.events
         settings = self.config.settings
         self.notifier = Notifier(self.config.config_dir, self.config.node, settings.notify_timeout_ms / 1000, self.log)
         self.events.listeners.append(self.notifier)

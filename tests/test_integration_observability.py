@@ -80,14 +80,17 @@ def test_after_a_failover_the_events_hooks_metrics_and_page_tell_what_happened(l
 
     events = calc.status()["events"]
     kinds = [e["kind"] for e in events]
-    for kind in ("node-up", "node-dead", "link-dead", "group-starting", "group-acquired", "active"):
+    for kind in ("node-up", "node-dead", "link-dead", "group-starting", "addresses-added", "group-acquired", "active"):
         assert kind in kinds, kinds
     dead = next(e for e in events if e["kind"] == "node-dead")
     acquired = next(e for e in events if e["kind"] == "group-acquired")
     assert dead["node"] == "prime" and "last heard" in dead["detail"]
     assert acquired["group"] == f"{VIP}/24/eth0" and acquired["duration_ms"] is not None
     assert acquired["detail"].startswith("down here ") and "prime last heard at" in acquired["detail"]
-    assert kinds.index("node-dead") < kinds.index("group-starting") < kinds.index("group-acquired")
+    assert kinds.index("node-dead") < kinds.index("group-starting") < kinds.index("addresses-added") < \
+        kinds.index("group-acquired")
+    added = next(e for e in events if e["kind"] == "addresses-added")
+    assert added["detail"] == VIP and added["duration_ms"] < acquired["duration_ms"]
     text = lab.exec("calc", calc.argv("status", "--events")).stdout
     print(f"\ncalc's event history after prime's cable was cut (calc served after {took:.2f} s):\n{text}")
     assert "node-dead         node=prime: last heard" in text and " ms): down here" in text
