@@ -44,7 +44,7 @@ import tempfile
 import threading
 import time
 import traceback
-from typing import Dict, List, NamedTuple, Optional, Tuple
+from typing import Dict, List, NamedTuple, Optional, Tuple, Union
 
 __version__ = "0.1.0"
 HEARTBEAT_VERSION = "3.0.6"     # the version whose wire protocol we speak
@@ -700,13 +700,17 @@ IP_RE = re.compile(r"^\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}(/|$)", re.ASCII)
 
 @dataclasses.dataclass
 class IPResource:
-    """A virtual IP address, handled by heartbeat.py itself (IPaddr/IPaddr2)."""
+    """A virtual IP address, handled by heartbeat.py itself (IPaddr/IPaddr2, IPv6addr)."""
     spec: str                  # as written in haresources
-    ip: str
+    ip: str                    # normalised: IPv6 in its compressed form
     prefix: Optional[int] = None
     iface: Optional[str] = None
     broadcast: Optional[str] = None
     agent: str = "IPaddr"
+
+    @property
+    def version(self) -> int:
+        return 6 if ":" in self.ip else 4
 
     def describe(self) -> str:
         parts = [f"{self.ip}/{self.prefix}" if self.prefix is not None else self.ip]
@@ -773,6 +777,30 @@ def parse_ip_spec(spec: str, agent: str = "IPaddr") -> IPResource:
     return res
 
 
+def parse_ipv6_spec(spec: str) -> IPResource:
+    """IPv6addr's argument, split as 3.0.6's resource.d/IPv6addr wrapper splits it:
+    `ADDR[/PREFIX[/IFACE]]` (the OCF agent's ipv6addr, cidr_netmask and nic)."""
+    parts = spec.split("/")
+    if len(parts) > 3:
+        raise ValueError(f"'{spec}' has too many '/' parts: write IPv6addr::ADDR/PREFIX/IFACE")
+    try:
+        address = ipaddress.IPv6Address(parts[0])
+    except ValueError:
+        raise ValueError(f"'{parts[0]}' is not an IPv6 address") from None
+    if address.is_multicast or address.is_unspecified or address.is_loopback or address.is_link_local:
+        raise ValueError(f"{address} cannot be a virtual address (multicast, unspecified, loopback or link-local)")
+    res = IPResource(spec=spec, ip=str(address), agent="IPv6addr")
+    if len(parts) > 1 and parts[1]:
+        if not is_number(parts[1]) or not 1 <= int(parts[1]) <= 128:
+            raise ValueError(f"prefix length '{parts[1]}' in '{spec}' must be a number from 1 to 128")
+        res.prefix = int(parts[1])
+    if len(parts) > 2 and parts[2]:
+        if not IFACE_RE.match(parts[2]):
+            raise ValueError(f"'{parts[2]}' in '{spec}' is not an interface name")
+        res.iface = parts[2]
+    return res
+
+
 def find_script(name: str, script_dirs: List[str]) -> Optional[str]:
     """Heartbeat's lookup: DIR/resource.d/NAME, then /etc/init.d/NAME, executable."""
     for directory in script_dirs:
@@ -811,6 +839,12 @@ def parse_resource(token: str, script_dirs: List[str]):
         res = parse_ip_spec(args[0], agent=name)
         res.spec = token
         return res
+    if name == "IPv6addr":           # 3.0.6 would split 2001:db8::10 at its "::" (see ipv6_warnings)
+        if not argtext:
+            raise ValueError("IPv6addr takes one argument: IPv6addr::ADDR/PREFIX[/IFACE]")
+        res = parse_ipv6_spec(argtext)
+        res.spec = token
+        return res
     if not re.fullmatch(r"[A-Za-z0-9_.+@-]+", name) or name.startswith("."):
         raise ValueError(f"'{name}' is not a resource script name")
     path = find_script(name, script_dirs)
@@ -823,6 +857,22 @@ def parse_resource(token: str, script_dirs: List[str]):
         return res
     raise ValueError(f"Cannot locate resource script {name} (looked in {' and '.join(script_dirs)}; "
                      "it is not an IP address or a host name that resolves either)")
+
+
+def ipv6_without_gaps(ip: str) -> str:
+    """2001:db8::10 as 2001:db8:0:0:0:0:0:10: the form Heartbeat 3.0.6's haresources can carry."""
+    return ":".join(f"{int(group, 16):x}" for group in ipaddress.IPv6Address(ip).exploded.split(":"))
+
+
+def ipv6_warnings(path: str, groups: List[ResourceGroup]) -> List[ConfigError]:
+    """Heartbeat 3.0.6 splits a resource's arguments at every "::", so it passes IPv6addr::2001:db8::10/64
+    to its IPv6addr script as two arguments and the start fails; heartbeat.py reads it whole. For a
+    cluster with a 3.0.6 node the address must be written without "::" (2001:db8:0:0:0:0:0:10)."""
+    return [ConfigError(path, group.lineno, f"warning: {res.spec}: Heartbeat 3.0.6 splits arguments at '::' "
+                        f"and cannot start it; write {ipv6_without_gaps(res.ip)} (no '::') "
+                        "if a 3.0.6 node shares this file")
+            for group in groups for res in group.resources
+            if isinstance(res, IPResource) and res.agent == "IPv6addr" and "::" in res.spec.partition("::")[2]]
 
 
 def parse_haresources(path: str, nodes: List[str], script_dirs: List[str]) -> List[ResourceGroup]:
@@ -1246,8 +1296,9 @@ def load_config(config_dir: str, node: Optional[str] = None,
             errors.append(err)
     if errors:
         raise ConfigErrors(errors)
-    return Config(config_dir, me, hacf, authkeys, groups, hacf.warnings + authkeys.warnings + crc_warnings(authkeys),
-                  settings, device)
+    warnings = hacf.warnings + authkeys.warnings + crc_warnings(authkeys) + \
+        ipv6_warnings(os.path.join(config_dir, "haresources"), groups)
+    return Config(config_dir, me, hacf, authkeys, groups, warnings, settings, device)
 
 
 # #### Auth: the digests of authkeys' methods ################################
@@ -2645,23 +2696,25 @@ def watchdog_problem(path: str) -> Optional[str]:
     return None
 
 
-# #### Resources: commands, IP addresses, ARP, scripts ########################
+# #### Resources: running commands ###########################################
 
 SCRIPT_TIMEOUT_S = 120          # start/stop of one resource script
 STATUS_TIMEOUT_S = 30
 IP_TIMEOUT_S = 10
-ARPING_TIMEOUT_S = 5            # arping may run this long past the last round, then it is killed
 OUTPUT_KEPT_BYTES = 64 * 1024   # of a command's output, the end
 STOP_RETRIES = 10               # Heartbeat's HA_STOPRETRYMAX: a failed stop is retried, 1 s apart
 STOP_BUDGET_S = 240             # one release, retries included; with the final status check and the
                                 # reboot it stays inside the service managers' stop timeout (300 s)
 REBOOT_ARGV = ["/sbin/reboot", "-nf"]   # what Heartbeat runs when a resource will not stop
 REBOOT_TIMEOUT_S = 10
-GARP_ROUNDS_S = (0.0, 0.25, 1.0, 2.0, 4.0)   # when to announce a taken address again
 
 
 class ResourceError(HAError):
-    """A resource could not be started or stopped."""
+    """A resource could not be started or stopped; specs: which ones, when several were tried at once."""
+
+    def __init__(self, message: str, specs: Optional[List[str]] = None):
+        super().__init__(message)
+        self.specs = specs or []
 
 
 @dataclasses.dataclass
@@ -2695,23 +2748,270 @@ def run_command(argv: List[str], timeout_s: float, env: Optional[dict] = None,
         return CommandResult(returncode, out.read().decode(errors="replace") + note)
 
 
-def arping_variant(run=run_command) -> Optional[str]:
-    """Which arping is installed: "iputils", "habets" (they take different flags), or None."""
-    if not shutil.which("arping"):
-        return None
-    text = run(["arping", "-V"], 5).output + run(["arping", "--help"], 5).output
-    if "iputils" in text:
-        return "iputils"
-    if "Habets" in text or "ARPing" in text:
-        return "habets"
+# #### Addresses: rtnetlink, gratuitous ARP, neighbour advertisements #########
+# A takeover's addresses go to the kernel as one batch of rtnetlink requests, each acknowledged
+# on its own (an error names its address), and are announced from one raw socket per family in
+# one pass: no process per address, so a hundred addresses move about as fast as one. `ip` is
+# used only where rtnetlink cannot be opened.
+
+NETLINK_ROUTE = 0
+RTMGRP_LINK, RTMGRP_IPV4_IFADDR, RTMGRP_IPV6_IFADDR = 0x1, 0x10, 0x100   # broadcasts the link watch reads
+NLMSG_ERROR, NLMSG_DONE = 2, 3
+RTM_NEWLINK, RTM_DELLINK, RTM_GETLINK = 16, 17, 18
+RTM_NEWADDR, RTM_DELADDR, RTM_GETADDR = 20, 21, 22
+NLM_F_REQUEST, NLM_F_ACK, NLM_F_DUMP, NLM_F_EXCL, NLM_F_CREATE = 0x1, 0x4, 0x300, 0x200, 0x400
+IFF_LOWER_UP = 0x10000          # the carrier: a cable in, the switch port up
+IFLA_IFNAME = 3
+IFA_ADDRESS, IFA_LOCAL, IFA_LABEL, IFA_BROADCAST, IFA_FLAGS = 1, 2, 3, 4, 8
+IFA_F_NODAD, IFA_F_DADFAILED, IFA_F_TENTATIVE = 0x02, 0x08, 0x40
+NLMSGHDR = struct.Struct("=IHHII")      # length, type, flags, seq, pid
+IFINFOMSG = struct.Struct("=BxHiII")    # family, type, index, flags, change
+IFADDRMSG = struct.Struct("=BBBBI")     # family, prefixlen, flags, scope, index
+RTATTR = struct.Struct("=HH")           # length, type
+NETLINK_RCVBUF = 1024 * 1024
+NETLINK_BATCH_BYTES = 32 * 1024         # requests per send(); the kernel reads a batch in one go
+SIOCGIFHWADDR = 0x8927
+ETH_P_ARP = 0x0806
+ICMP6_FILTER = 1
+ND_NEIGHBOR_ADVERT, ND_NA_FLAG_OVERRIDE, ND_OPT_TARGET_LINKADDR = 136, 0x20000000, 2
+IPV6_PKTINFO = getattr(socket, "IPV6_PKTINFO", 50)
+ALL_NODES = "ff02::1"
+GARP_ROUNDS_S = (0.0, 0.25, 1.0, 2.0, 4.0)   # when to announce a taken address again
+
+
+class NetlinkEvent(NamedTuple):
+    """One rtnetlink message that matters to us. kind: "link" (carrier up or not), "link gone",
+    "address", "address gone", "done" (end of a dump), "error" (an answer to a request:
+    ifindex holds the errno, 0 for an acknowledgement)."""
+    kind: str
+    seq: int = 0
+    ifindex: int = 0
+    ifname: str = ""
+    carrier: bool = False
+    ip: str = ""
+    prefixlen: int = 0
+    label: str = ""
+    flags: int = 0
+
+
+def netlink_attributes(data: bytes, offset: int) -> Dict[int, bytes]:
+    """rtattr type -> value from offset to the end; a malformed one ends the list."""
+    attrs: Dict[int, bytes] = {}
+    while offset + RTATTR.size <= len(data):
+        length, kind = RTATTR.unpack_from(data, offset)
+        if length < RTATTR.size or offset + length > len(data):
+            break
+        attrs.setdefault(kind, data[offset + RTATTR.size:offset + length])
+        offset += (length + 3) & ~3
+    return attrs
+
+
+def netlink_attribute(kind: int, value: bytes) -> bytes:
+    return RTATTR.pack(RTATTR.size + len(value), kind) + value + b"\0" * (-len(value) % 4)
+
+
+def parse_netlink_message(kind: int, seq: int, body: bytes) -> Optional[NetlinkEvent]:
+    """One message's body -> an event, or None for what we do not follow (or cannot read)."""
+    if kind in (RTM_NEWLINK, RTM_DELLINK) and len(body) >= IFINFOMSG.size:
+        _, _, index, flags, _ = IFINFOMSG.unpack_from(body)
+        name = netlink_attributes(body, IFINFOMSG.size).get(IFLA_IFNAME, b"").split(b"\0", 1)[0]
+        return NetlinkEvent("link" if kind == RTM_NEWLINK else "link gone", seq, index,
+                            name.decode(errors="replace"), bool(flags & IFF_LOWER_UP))
+    if kind in (RTM_NEWADDR, RTM_DELADDR) and len(body) >= IFADDRMSG.size:
+        family, prefixlen, flags, _, index = IFADDRMSG.unpack_from(body)
+        attrs = netlink_attributes(body, IFADDRMSG.size)
+        address = attrs.get(IFA_LOCAL, attrs.get(IFA_ADDRESS, b""))
+        if (family, len(address)) not in ((socket.AF_INET, 4), (socket.AF_INET6, 16)) or \
+                prefixlen > 8 * len(address):
+            return None
+        if len(attrs.get(IFA_FLAGS, b"")) == 4:
+            flags = struct.unpack("=I", attrs[IFA_FLAGS])[0]
+        label = attrs.get(IFA_LABEL, b"").split(b"\0", 1)[0].decode(errors="replace")
+        return NetlinkEvent("address" if kind == RTM_NEWADDR else "address gone", seq, index,
+                            ip=str(ipaddress.ip_address(address)), prefixlen=prefixlen, label=label, flags=flags)
+    if kind == NLMSG_DONE:
+        return NetlinkEvent("done", seq)
+    if kind == NLMSG_ERROR and len(body) >= 4:
+        return NetlinkEvent("error", seq, -struct.unpack_from("=i", body)[0])
     return None
 
 
-def arping_argv(variant: str, iface: str, ip: str, reply: bool = False) -> List[str]:
-    """One gratuitous ARP (request, or reply with reply=True) for ip on iface."""
-    if variant == "iputils":
-        return ["arping", "-q", "-A" if reply else "-U", "-c", "1", "-I", iface, ip]
-    return ["arping", "-q", "-P" if reply else "-U", "-c", "1", "-i", iface, "-S", ip, ip]
+def parse_netlink(data: bytes) -> List[NetlinkEvent]:
+    """The messages in one datagram, as events; a truncated message ends it, one we cannot
+    read is skipped. Never raises."""
+    events, offset = [], 0
+    while offset + NLMSGHDR.size <= len(data):
+        length, kind, _, seq, _ = NLMSGHDR.unpack_from(data, offset)
+        if length < NLMSGHDR.size or offset + length > len(data):
+            break
+        event = parse_netlink_message(kind, seq, data[offset + NLMSGHDR.size:offset + length])
+        if event:
+            events.append(event)
+        offset += (length + 3) & ~3
+    return events
+
+
+def netlink_dump_request(kind: int, seq: int) -> bytes:
+    """RTM_GETLINK (every interface) or RTM_GETADDR (every address of both families) as a dump."""
+    body = IFINFOMSG.pack(socket.AF_UNSPEC, 0, 0, 0, 0) if kind == RTM_GETLINK else \
+        IFADDRMSG.pack(socket.AF_UNSPEC, 0, 0, 0, 0)
+    return NLMSGHDR.pack(NLMSGHDR.size + len(body), kind, NLM_F_REQUEST | NLM_F_DUMP, seq, 0) + body
+
+
+def address_request(kind: int, seq: int, ifindex: int, address, label: str = "",
+                    broadcast: Optional[str] = None) -> bytes:
+    """RTM_NEWADDR (create, never replace) or RTM_DELADDR for one address/prefix (an
+    ipaddress.IPv4Interface or IPv6Interface), acknowledged. IPv6 addresses skip duplicate address
+    detection: they serve at once, as a configured address must."""
+    packed = address.ip.packed
+    attrs = netlink_attribute(IFA_LOCAL, packed) + netlink_attribute(IFA_ADDRESS, packed)
+    if broadcast and kind == RTM_NEWADDR:
+        attrs += netlink_attribute(IFA_BROADCAST, socket.inet_aton(broadcast))
+    if label and kind == RTM_NEWADDR:
+        attrs += netlink_attribute(IFA_LABEL, label.encode() + b"\0")
+    family = socket.AF_INET6 if address.version == 6 else socket.AF_INET
+    flags = IFA_F_NODAD if address.version == 6 else 0
+    body = IFADDRMSG.pack(family, address.network.prefixlen, flags, 0, ifindex) + attrs
+    request_flags = NLM_F_REQUEST | NLM_F_ACK | (NLM_F_CREATE | NLM_F_EXCL if kind == RTM_NEWADDR else 0)
+    return NLMSGHDR.pack(NLMSGHDR.size + len(body), kind, request_flags, seq, 0) + body
+
+
+def open_rtnetlink(groups: int = 0) -> socket.socket:
+    """A routing socket; groups: the broadcasts to subscribe to (none for requests)."""
+    sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_ROUTE)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, NETLINK_RCVBUF)
+        sock.bind((0, groups))
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+class AddressEntry(NamedTuple):
+    """One address configured on this machine."""
+    iface: str
+    address: Union[ipaddress.IPv4Interface, ipaddress.IPv6Interface]
+    label: str
+    flags: int = 0
+
+
+class AddressChange(NamedTuple):
+    """One address to add (with its label and broadcast) or delete."""
+    iface: str
+    address: Union[ipaddress.IPv4Interface, ipaddress.IPv6Interface]
+    label: str = ""
+    broadcast: Optional[str] = None
+
+
+class Rtnetlink:
+    """Address dumps and batches of address changes, straight to the kernel."""
+
+    def __init__(self, opener=open_rtnetlink):
+        self.opener = opener
+
+    def dump(self) -> List[AddressEntry]:
+        sock = self.opener()
+        try:
+            sock.settimeout(IP_TIMEOUT_S)
+            sock.send(netlink_dump_request(RTM_GETADDR, 1))
+            found = []
+            while True:
+                for event in parse_netlink(sock.recv(65536)):
+                    if event.kind == "done" and event.seq == 1:
+                        return found
+                    if event.kind == "error" and event.seq == 1:
+                        raise OSError(event.ifindex, os.strerror(event.ifindex))
+                    if event.kind == "address" and event.seq == 1:
+                        iface = interface_name(event.ifindex)
+                        found.append(AddressEntry(iface, ipaddress.ip_interface(f"{event.ip}/{event.prefixlen}"),
+                                                  event.label or iface, event.flags))
+        finally:
+            sock.close()
+
+    def change(self, kind: int, changes: List[AddressChange]) -> List[str]:
+        """Send every change (RTM_NEWADDR or RTM_DELADDR) in as few datagrams as fit, then collect
+        one acknowledgement each: the error of each change, "" for success, in order."""
+        sock = self.opener()
+        try:
+            sock.settimeout(IP_TIMEOUT_S)
+            results = ["no answer from the kernel"] * len(changes)
+            batch = b""
+            for seq, change in enumerate(changes, 1):
+                try:
+                    index = socket.if_nametoindex(change.iface.split(":")[0])
+                except OSError:
+                    results[seq - 1] = f"interface {change.iface} does not exist"
+                    continue
+                request = address_request(kind, seq, index, change.address, change.label, change.broadcast)
+                if len(batch) + len(request) > NETLINK_BATCH_BYTES:
+                    sock.send(batch)
+                    batch = b""
+                batch += request
+            if batch:
+                sock.send(batch)
+            waiting = {seq for seq in range(1, len(changes) + 1) if results[seq - 1] == "no answer from the kernel"}
+            while waiting:
+                for event in parse_netlink(sock.recv(65536)):
+                    if event.kind == "error" and event.seq in waiting:
+                        waiting.discard(event.seq)
+                        results[event.seq - 1] = os.strerror(event.ifindex) if event.ifindex else ""
+            return results
+        finally:
+            sock.close()
+
+
+def interface_name(index: int) -> str:
+    try:
+        return socket.if_indextoname(index)
+    except OSError:
+        return f"if{index}"
+
+
+class IpCommand:
+    """The same as Rtnetlink with ip(8), one process per address: where rtnetlink cannot be opened."""
+
+    def __init__(self, run):
+        self.run = run
+
+    def dump(self) -> List[AddressEntry]:
+        out = self.run(["ip", "-o", "addr", "show"], IP_TIMEOUT_S)
+        found = []
+        for line in out.output.splitlines():
+            match = re.match(r"\d+:\s+(\S+?)(?:@\S+)?\s+inet6?\s+(\S+)(.*)", line)
+            if match:
+                rest = match.group(3).split("\\")[0].split()
+                label = rest[-1] if rest and " inet " in line else match.group(1)    # IPv4 labels end the line
+                flags = IFA_F_TENTATIVE if "tentative" in rest else 0
+                flags |= IFA_F_DADFAILED if "dadfailed" in rest else 0
+                found.append(AddressEntry(match.group(1), ipaddress.ip_interface(match.group(2)), label, flags))
+        return found
+
+    def change(self, kind: int, changes: List[AddressChange]) -> List[str]:
+        results = []
+        for change in changes:
+            family = "-6" if change.address.version == 6 else "-4"
+            argv = ["ip", family, "addr", "add" if kind == RTM_NEWADDR else "del", str(change.address)]
+            if kind == RTM_NEWADDR and change.broadcast:
+                argv += ["brd", change.broadcast]
+            argv += ["dev", change.iface.split(":")[0]]
+            if kind == RTM_NEWADDR and change.label:
+                argv += ["label", change.label]
+            if kind == RTM_NEWADDR and change.address.version == 6:
+                argv.append("nodad")
+            result = self.run(argv, IP_TIMEOUT_S)
+            results.append("" if result.returncode == 0 else f"{' '.join(argv)}: {result.output.strip()}")
+        return results
+
+
+def interface_mac(iface: str) -> bytes:
+    """The interface's hardware address (SIOCGIFHWADDR)."""
+    probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        raw = fcntl.ioctl(probe.fileno(), SIOCGIFHWADDR, struct.pack("256s", iface.encode()[:15]))
+        return raw[18:24]
+    finally:
+        probe.close()
 
 
 def arp_frame(mac: bytes, ip: str, reply: bool) -> bytes:
@@ -2722,16 +3022,55 @@ def arp_frame(mac: bytes, ip: str, reply: bool) -> bytes:
             + mac + addr + target_mac + addr)
 
 
-def send_raw_garp(iface: str, ip: str) -> None:
-    """Gratuitous ARP without arping: one request and one reply on a packet socket."""
-    sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0806))
+def neighbour_advertisement(mac: bytes, ip: str) -> bytes:
+    """An unsolicited neighbour advertisement for ip (RFC 4861 7.2.6): override flag set, not
+    solicited, with the target link-layer address option. The kernel fills in the checksum."""
+    return (struct.pack("!BBHI", ND_NEIGHBOR_ADVERT, 0, 0, ND_NA_FLAG_OVERRIDE) + socket.inet_pton(socket.AF_INET6, ip)
+            + struct.pack("!BB", ND_OPT_TARGET_LINKADDR, 1) + mac)
+
+
+def open_advertiser() -> socket.socket:
+    """A raw ICMPv6 socket that only sends: hop limit 255 (receivers drop anything less), no input."""
+    sock = socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6)
     try:
-        sock.bind((iface, 0x0806))
-        mac = sock.getsockname()[4][:6]
-        for reply in (False, True):
-            sock.send(arp_frame(mac, ip, reply))
-    finally:
+        sock.setsockopt(socket.IPPROTO_ICMPV6, ICMP6_FILTER, b"\xff" * 32)
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, 255)
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_UNICAST_HOPS, 255)
+    except OSError:
         sock.close()
+        raise
+    return sock
+
+
+def announce_addresses(held: List[Tuple[str, str]]) -> List[str]:
+    """One round for every (interface, address): a gratuitous ARP request and reply for IPv4, an
+    unsolicited neighbour advertisement to all nodes, from the address itself, for IPv6. One raw
+    socket per family. Returns the failures, one line each."""
+    failures, macs, sockets = [], {}, {}
+    try:
+        for iface, ip in held:
+            device = iface.split(":")[0]
+            try:
+                if device not in macs:
+                    macs[device] = interface_mac(device)
+                if ":" in ip:
+                    sock = sockets.get(6) or sockets.setdefault(6, open_advertiser())
+                    index = socket.if_nametoindex(device)
+                    pktinfo = socket.inet_pton(socket.AF_INET6, ip) + struct.pack("=I", index)
+                    sock.sendmsg([neighbour_advertisement(macs[device], ip)],
+                                 [(socket.IPPROTO_IPV6, IPV6_PKTINFO, pktinfo)], 0, (ALL_NODES, 0, 0, index))
+                else:
+                    sock = sockets.get(4) or sockets.setdefault(
+                        4, socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ARP)))
+                    for reply in (False, True):
+                        sock.sendto(arp_frame(macs[device], ip, reply), (device, ETH_P_ARP))
+            except OSError as err:
+                failures.append(f"{'neighbour advertisement' if ':' in ip else 'gratuitous ARP'} for {ip} "
+                                f"on {device} failed: {err.strerror or err}")
+    finally:
+        for sock in sockets.values():
+            sock.close()
+    return failures
 
 
 @dataclasses.dataclass
@@ -2743,122 +3082,136 @@ class AddressPlan:
 
 
 class IPAddresses:
-    """Virtual IPs with ip(8): add with a label, announce by gratuitous ARP, delete."""
+    """Virtual IPs of both families: planned from the addresses there are, added and deleted in
+    batches, announced by gratuitous ARP (IPv4) and unsolicited neighbour advertisements (IPv6)."""
 
-    def __init__(self, run=run_command, log=None):
-        self.run, self.log = run, log
-        self.arping: Optional[str] = arping_variant(run) if run is run_command else None
+    def __init__(self, run=run_command, log=None, kernel=None):
+        self.log = log
+        self.kernel = kernel or self.open_kernel(run)
 
-    def addresses(self) -> List[Tuple[str, ipaddress.IPv4Interface, str]]:
-        """(interface, address/prefix, label) of every IPv4 address on this machine."""
-        out = self.run(["ip", "-4", "-o", "addr", "show"], IP_TIMEOUT_S)
-        found = []
-        for line in out.output.splitlines():
-            match = re.match(r"\d+:\s+(\S+?)(?:@\S+)?\s+inet\s+(\S+)(.*)", line)
-            if match:
-                label = match.group(3).split("\\")[0].split()[-1] if match.group(3).strip() else match.group(1)
-                found.append((match.group(1), ipaddress.IPv4Interface(match.group(2)), label))
-        return found
+    def open_kernel(self, run):
+        """rtnetlink, or ip(8) where it cannot be opened (said once in the log)."""
+        try:
+            open_rtnetlink().close()
+            return Rtnetlink()
+        except OSError as err:
+            if self.log:
+                self.log.warn(f"rtnetlink: {err.strerror or err}: addresses are changed with ip(8), one process each")
+            return IpCommand(run)
+
+    def addresses(self) -> List[AddressEntry]:
+        """Every address of both families on this machine."""
+        try:
+            return self.kernel.dump()
+        except OSError as err:
+            raise ResourceError(f"cannot read this machine's addresses: {err.strerror or err}") from None
 
     def plan(self, res: IPResource, current=None) -> AddressPlan:
-        """Fill in what haresources left out, from the addresses already configured."""
-        vip = ipaddress.IPv4Address(res.ip)
-        for iface, address, _ in (current if current is not None else self.addresses()):
-            if address.ip == vip or address.network.prefixlen == 32:
+        """Fill in what haresources left out, from the addresses already configured: the interface
+        with an address whose subnet holds the VIP (as IPaddr and IPv6addr look for it)."""
+        vip = ipaddress.ip_address(res.ip)
+        for iface, address, _, _ in (current if current is not None else self.addresses()):
+            if address.version != vip.version or address.ip == vip or \
+                    address.network.prefixlen == address.max_prefixlen or address.ip.is_link_local:
                 continue
             if res.iface and iface != res.iface:
                 continue
             network = address.network if res.prefix is None else \
-                ipaddress.IPv4Interface(f"{address.ip}/{res.prefix}").network
+                ipaddress.ip_interface(f"{address.ip}/{res.prefix}").network
             if vip in network:
                 return AddressPlan(iface, network.prefixlen, res.broadcast)
         if res.iface and res.prefix is not None:
             return AddressPlan(res.iface, res.prefix, res.broadcast)
-        raise ResourceError(f"no interface has a subnet containing {res.ip}: write {res.ip}/BITS/IFACE "
+        bits = "PREFIX" if vip.version == 6 else "BITS"
+        raise ResourceError(f"no interface has a subnet containing {res.ip}: write {res.ip}/{bits}/IFACE "
                             "in haresources")
 
-    def holder_iface(self, res: IPResource, current=None) -> Optional[str]:
-        """The interface that carries res.ip now, or None."""
-        for iface, address, _ in (current if current is not None else self.addresses()):
-            if str(address.ip) == res.ip:
-                return iface
+    @staticmethod
+    def holder_iface(res: IPResource, current: List[AddressEntry]) -> Optional[str]:
+        """The interface that carries res.ip in current, or None."""
+        for entry in current:
+            if str(entry.address.ip) == res.ip:
+                return entry.iface
         return None
 
-    def add(self, res: IPResource) -> str:
-        """Add the address (once) and announce it; return the interface. One `ip addr show`:
-        every millisecond here is a millisecond of failover."""
+    def held(self, res: IPResource) -> Optional[str]:
+        """The interface that carries res.ip now, or None."""
+        return self.holder_iface(res, self.addresses())
+
+    def add(self, resources: List[IPResource]) -> List[Tuple[IPResource, str]]:
+        """Add the addresses not there yet in one batch and announce them all; return those that
+        could not be added, each with the reason (the others stay, for the caller to release with
+        the group). Every millisecond here is a millisecond of failover: one dump, one batch."""
         current = self.addresses()
-        present = self.holder_iface(res, current)
-        if present:
-            return present
-        plan = self.plan(res, current)
-        labels = {label for _, _, label in current}
-        label = next(f"{plan.iface}:{n}" for n in range(1000) if f"{plan.iface}:{n}" not in labels)
-        argv = ["ip", "-4", "addr", "add", f"{res.ip}/{plan.prefix}"]
-        if plan.broadcast:
-            argv += ["brd", plan.broadcast]
-        argv += ["dev", plan.iface]
-        if len(label) <= 15:
-            argv += ["label", label]
-        result = self.run(argv, IP_TIMEOUT_S)
-        if result.returncode != 0:
-            raise ResourceError(f"{' '.join(argv)} failed: {result.output.strip()}")
-        if self.log:
-            self.log.info(f"IPaddr: added {res.ip}/{plan.prefix} on {plan.iface} ({label})")
-        self.announce(res, plan.iface)
-        return plan.iface
+        labels = {entry.label for entry in current}
+        changes, wanted, failed = [], [], []
+        for res in resources:
+            if self.holder_iface(res, current):
+                continue
+            try:
+                plan = self.plan(res, current)
+            except ResourceError as err:
+                failed.append((res, str(err)))
+                continue
+            label = ""
+            if res.version == 4:
+                label = next(f"{plan.iface}:{n}" for n in range(1000) if f"{plan.iface}:{n}" not in labels)
+                labels.add(label)
+            address = ipaddress.ip_interface(f"{res.ip}/{plan.prefix}")
+            changes.append(AddressChange(plan.iface, address, label if len(label) <= 15 else "", plan.broadcast))
+            wanted.append(res)
+        results = self.kernel.change(RTM_NEWADDR, changes) if changes else []
+        added = []
+        for res, change, error in zip(wanted, changes, results):
+            if error:
+                failed.append((res, f"cannot add {change.address} on {change.iface}: {error}"))
+                continue
+            added.append((change.iface, str(change.address.ip)))
+            if self.log:
+                self.log.info(f"{res.agent}: added {change.address} on {change.iface}"
+                              + (f" ({change.label})" if change.label else ""))
+        if added:
+            self.announce(added)
+        return failed
 
-    def announce(self, res: IPResource, iface: str, rounds=GARP_ROUNDS_S) -> None:
-        """Gratuitous ARP from a thread of its own: now, and again over a few seconds (a lost frame
-        must not strand clients) as long as the address is still ours."""
-        threading.Thread(target=self.announce_rounds, args=(res, iface, rounds), name="garp", daemon=True).start()
+    def announce(self, held: List[Tuple[str, str]], rounds=GARP_ROUNDS_S) -> None:
+        """Announce from a thread of its own: now, and again over a few seconds (a lost frame must
+        not strand clients), each address as long as it is still ours."""
+        threading.Thread(target=self.announce_rounds, args=(held, rounds), name="announce", daemon=True).start()
 
-    def announce_rounds(self, res: IPResource, iface: str, rounds) -> None:
-        """Each round is due `rounds[n]` seconds after the first; every arping is waited for."""
-        started, children = time.monotonic(), []
+    def announce_rounds(self, held: List[Tuple[str, str]], rounds) -> None:
+        started = time.monotonic()
         for n, due in enumerate(rounds):
             time.sleep(max(0.0, started + due - time.monotonic()))
-            children = [child for child in children if child.poll() is None]
-            if n and self.holder_iface(res) != iface:
-                break
-            self.send_garp(iface, res.ip, children)
-        deadline = time.monotonic() + ARPING_TIMEOUT_S
-        for child in children:
-            try:
-                child.wait(max(0.0, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                child.kill()
-                child.wait()
-
-    def send_garp(self, iface: str, ip: str, children: List[subprocess.Popen]) -> None:
-        """One round: a request and a reply by arping when installed (added to children), else our own frames."""
-        try:
-            if self.arping:
-                for reply in (False, True):
-                    children.append(subprocess.Popen(
-                        arping_argv(self.arping, iface, ip, reply), stdin=subprocess.DEVNULL,
-                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-            else:
-                send_raw_garp(iface, ip)
-        except OSError as err:
-            if self.log:
-                self.log.warn(f"gratuitous ARP for {ip} on {iface} failed: {err.strerror or err}")
-
-    def remove(self, res: IPResource) -> bool:
-        """Delete the address if present; True when it was there."""
-        iface = self.holder_iface(res)
-        if not iface:
-            return False
-        for _, address, _ in self.addresses():
-            if str(address.ip) == res.ip:
-                result = self.run(["ip", "-4", "addr", "del", str(address), "dev", iface], IP_TIMEOUT_S)
-                if result.returncode != 0 and self.holder_iface(res):
-                    raise ResourceError(f"ip addr del {address} dev {iface} failed: {result.output.strip()}")
+            if n:
+                try:
+                    now = {(entry.iface, str(entry.address.ip)) for entry in self.addresses()}
+                except ResourceError:
+                    return
+                held = [pair for pair in held if pair in now]
+            for failure in announce_addresses(held):
                 if self.log:
-                    self.log.info(f"IPaddr: removed {address} from {iface}")
-                return True
-        return False
+                    self.log.warn(failure)
 
+    def remove(self, resources: List[IPResource]) -> None:
+        """Delete those of the addresses that are here, in one batch; ResourceError names each
+        address still here afterwards."""
+        current = self.addresses()
+        changes = [AddressChange(entry.iface, entry.address) for res in resources for entry in current
+                   if str(entry.address.ip) == res.ip]
+        results = self.kernel.change(RTM_DELADDR, changes) if changes else []
+        problems = []
+        for change, error in zip(changes, results):
+            name = "IPv6addr" if change.address.version == 6 else "IPaddr"
+            if error and error != os.strerror(errno.EADDRNOTAVAIL):      # not there any more: removed
+                problems.append(f"cannot remove {change.address} from {change.iface}: {error}")
+            elif self.log:
+                self.log.info(f"{name}: removed {change.address} from {change.iface}")
+        if problems:
+            raise ResourceError("; ".join(problems))
+
+
+# #### Resources: scripts and groups ########################################
 
 def script_argv(res: ScriptResource, operation: str) -> List[str]:
     """resource.d scripts take their arguments first (Heartbeat), LSB scripts the operation first."""
@@ -2873,6 +3226,18 @@ def says_running(res: ScriptResource, result: CommandResult) -> bool:
     if res.lsb:
         return result.returncode == 0
     return "running" in text or "OK" in result.output
+
+
+def in_steps(resources: list) -> List[list]:
+    """A group's resources in start order, consecutive addresses together: each run of addresses
+    is added (and removed) as one batch."""
+    steps: List[list] = []
+    for res in resources:
+        if isinstance(res, IPResource) and steps and isinstance(steps[-1][0], IPResource):
+            steps[-1].append(res)
+        else:
+            steps.append([res])
+    return steps
 
 
 class Resources:
@@ -2916,16 +3281,21 @@ class Resources:
 
     def is_running(self, res) -> bool:
         if isinstance(res, IPResource):
-            return self.addresses.holder_iface(res) is not None
+            return self.addresses.held(res) is not None
         return says_running(res, self.run_script(res, "status"))
+
+    def start_addresses(self, resources: List[IPResource]) -> None:
+        """Add addresses in one batch; ResourceError naming those that failed."""
+        failed = self.addresses.add(resources)
+        for res, reason in failed:
+            self.log.error(f"{res.agent} {res.spec}: {reason}")
+        if failed:
+            raise ResourceError("; ".join(f"{res.spec}: {reason}" for res, reason in failed),
+                                [res.spec for res, _ in failed])
 
     def start(self, res) -> None:
         if isinstance(res, IPResource):
-            try:
-                self.addresses.add(res)
-            except (ResourceError, ValueError) as err:
-                self.log.error(f"IPaddr {res.spec}: {err}")
-                raise ResourceError(str(err)) from None
+            self.start_addresses([res])
             return
         if self.is_running(res):
             self.log.info(f"Resource {res.spec} is already running")
@@ -2947,7 +3317,7 @@ class Resources:
                 break
             try:
                 if isinstance(res, IPResource):
-                    self.addresses.remove(res)
+                    self.addresses.remove([res])
                     return True
                 if self.run_script(res, "stop", timeout_s=min(SCRIPT_TIMEOUT_S, left_s)).returncode == 0:
                     return True
@@ -2963,7 +3333,7 @@ class Resources:
     def is_stopped(self, res) -> bool:
         """Surely stopped: a status that hangs or cannot run says nothing, so it counts as running."""
         if isinstance(res, IPResource):
-            return self.addresses.holder_iface(res) is None
+            return self.addresses.held(res) is None
         result = self.run_script(res, "status")
         return result.returncode not in (124, 126, 127) and not says_running(res, result)
 
@@ -2971,10 +3341,17 @@ class Resources:
         """Stop resources in reverse order. One that will not stop leaves the machine in a state
         only a reboot cures (Heartbeat's RecoverFromFailedStop); the rest are left as they are."""
         deadline = time.monotonic() + STOP_BUDGET_S
-        for res in reversed(resources):
-            if not self.stop(res, deadline):
-                self.recover_from_failed_stop(res)
-                return False
+        for step in reversed(in_steps(resources)):
+            if isinstance(step[0], IPResource):
+                try:
+                    self.addresses.remove(step)         # one batch; on an error, one by one with retries
+                    continue
+                except ResourceError as err:
+                    self.log.error(str(err))
+            for res in reversed(step):
+                if not self.stop(res, deadline):
+                    self.recover_from_failed_stop(res)
+                    return False
         return True
 
     def recover_from_failed_stop(self, res) -> None:
@@ -3000,12 +3377,17 @@ class Resources:
     def acquire_group(self, group: ResourceGroup) -> Optional[str]:
         """Start the group's resources in order; on a failure stop what was started. None = success."""
         self.log.info(f"Acquiring resource group: {group.home} {' '.join(r.spec for r in group.resources)}")
-        for index, res in enumerate(group.resources):
+        started = 0
+        for step in in_steps(group.resources):
+            started += len(step)
             try:
-                self.start(res)
+                if isinstance(step[0], IPResource):
+                    self.start_addresses(step)
+                else:
+                    self.start(step[0])
             except ResourceError as err:
-                self.log.crit(f"Giving up resources due to failure of {res.spec}")
-                if not self.stop_all(group.resources[:index + 1]):
+                self.log.crit(f"Giving up resources due to failure of {' '.join(err.specs or [step[0].spec])}")
+                if not self.stop_all(group.resources[:started]):
                     self.stuck.add(group.key)
                 return str(err)
         self.stuck.discard(group.key)
@@ -3021,21 +3403,23 @@ class Resources:
         return False
 
     def announce_group(self, group: ResourceGroup) -> None:
-        """Gratuitous ARP again for the group's addresses (clients may have the other MAC)."""
-        for res in group.resources:
-            if isinstance(res, IPResource):
-                iface = self.addresses.holder_iface(res)
-                if iface:
-                    self.addresses.announce(res, iface, rounds=GARP_ROUNDS_S[:1])
+        """Announce the group's addresses again (clients may have the other MAC)."""
+        current = self.addresses.addresses()
+        held = [(iface, res.ip) for res in group.resources if isinstance(res, IPResource)
+                for iface in [self.addresses.holder_iface(res, current)] if iface]
+        if held:
+            self.addresses.announce(held, rounds=GARP_ROUNDS_S[:1])
 
     def release_stale_addresses(self) -> None:
         """At start: an address of ours left by a crash must not answer from two machines."""
-        for group in self.config.groups:
-            for res in group.resources:
-                if isinstance(res, IPResource) and self.addresses.holder_iface(res):
-                    self.log.warn(f"Address {res.ip} was already configured here (left by a crash?): "
-                                  "releasing it before joining the cluster")
-                    self.addresses.remove(res)
+        current = self.addresses.addresses()
+        stale = [res for group in self.config.groups for res in group.resources
+                 if isinstance(res, IPResource) and self.addresses.holder_iface(res, current)]
+        for res in stale:
+            self.log.warn(f"Address {res.ip} was already configured here (left by a crash?): "
+                          "releasing it before joining the cluster")
+        if stale:
+            self.addresses.remove(stale)
 
 
 class Worker:
@@ -3431,101 +3815,13 @@ class ServiceMonitor:
 
 # #### Health: addresses and links (rtnetlink) ###############################
 
-NETLINK_ROUTE = 0
-RTMGRP_LINK, RTMGRP_IPV4_IFADDR = 0x1, 0x10     # the kernel's broadcasts we listen to
-NLMSG_ERROR, NLMSG_DONE = 2, 3
-RTM_NEWLINK, RTM_DELLINK, RTM_GETLINK = 16, 17, 18
-RTM_NEWADDR, RTM_DELADDR, RTM_GETADDR = 20, 21, 22
-NLM_F_REQUEST, NLM_F_DUMP = 0x1, 0x300
-IFF_LOWER_UP = 0x10000          # the carrier: a cable in, the switch port up
-IFLA_IFNAME = 3
-IFA_ADDRESS, IFA_LOCAL = 1, 2
-NLMSGHDR = struct.Struct("=IHHII")      # length, type, flags, seq, pid
-IFINFOMSG = struct.Struct("=BxHiII")    # family, type, index, flags, change
-IFADDRMSG = struct.Struct("=BBBBI")     # family, prefixlen, flags, scope, index
-RTATTR = struct.Struct("=HH")           # length, type
-NETLINK_RCVBUF = 1024 * 1024
 NETLINK_READS_PER_WAKEUP = 64           # then the loop serves heartbeats before reading on
 NETLINK_START_S = 2.0                   # for the first dump of links and addresses
 
 
-class NetlinkEvent(NamedTuple):
-    """One rtnetlink message that matters to us. kind: "link" (carrier up or not), "link gone",
-    "address", "address gone", "done" (end of a dump), "error" (an answer to a request)."""
-    kind: str
-    seq: int = 0
-    ifindex: int = 0
-    ifname: str = ""
-    carrier: bool = False
-    ip: str = ""
-    prefixlen: int = 0
-
-
-def netlink_attributes(data: bytes, offset: int) -> Dict[int, bytes]:
-    """rtattr type -> value from offset to the end; a malformed one ends the list."""
-    attrs: Dict[int, bytes] = {}
-    while offset + RTATTR.size <= len(data):
-        length, kind = RTATTR.unpack_from(data, offset)
-        if length < RTATTR.size or offset + length > len(data):
-            break
-        attrs.setdefault(kind, data[offset + RTATTR.size:offset + length])
-        offset += (length + 3) & ~3
-    return attrs
-
-
-def parse_netlink_message(kind: int, seq: int, body: bytes) -> Optional[NetlinkEvent]:
-    """One message's body -> an event, or None for what we do not follow (or cannot read)."""
-    if kind in (RTM_NEWLINK, RTM_DELLINK) and len(body) >= IFINFOMSG.size:
-        _, _, index, flags, _ = IFINFOMSG.unpack_from(body)
-        name = netlink_attributes(body, IFINFOMSG.size).get(IFLA_IFNAME, b"").split(b"\0", 1)[0]
-        return NetlinkEvent("link" if kind == RTM_NEWLINK else "link gone", seq, index,
-                            name.decode(errors="replace"), bool(flags & IFF_LOWER_UP))
-    if kind in (RTM_NEWADDR, RTM_DELADDR) and len(body) >= IFADDRMSG.size:
-        family, prefixlen, _, _, index = IFADDRMSG.unpack_from(body)
-        attrs = netlink_attributes(body, IFADDRMSG.size)
-        address = attrs.get(IFA_LOCAL, attrs.get(IFA_ADDRESS, b""))
-        if family != socket.AF_INET or len(address) != 4 or prefixlen > 32:
-            return None
-        return NetlinkEvent("address" if kind == RTM_NEWADDR else "address gone", seq, index,
-                            ip=socket.inet_ntoa(address), prefixlen=prefixlen)
-    if kind == NLMSG_DONE:
-        return NetlinkEvent("done", seq)
-    if kind == NLMSG_ERROR and len(body) >= 4:
-        return NetlinkEvent("error", seq, -struct.unpack_from("=i", body)[0])   # ifindex: the errno
-    return None
-
-
-def parse_netlink(data: bytes) -> List[NetlinkEvent]:
-    """The messages in one datagram, as events; a truncated message ends it, one we cannot
-    read is skipped. Never raises."""
-    events, offset = [], 0
-    while offset + NLMSGHDR.size <= len(data):
-        length, kind, _, seq, _ = NLMSGHDR.unpack_from(data, offset)
-        if length < NLMSGHDR.size or offset + length > len(data):
-            break
-        event = parse_netlink_message(kind, seq, data[offset + NLMSGHDR.size:offset + length])
-        if event:
-            events.append(event)
-        offset += (length + 3) & ~3
-    return events
-
-
-def netlink_dump_request(kind: int, seq: int) -> bytes:
-    """RTM_GETLINK (every interface) or RTM_GETADDR (every IPv4 address) as a dump."""
-    body = IFINFOMSG.pack(socket.AF_UNSPEC, 0, 0, 0, 0) if kind == RTM_GETLINK else \
-        IFADDRMSG.pack(socket.AF_INET, 0, 0, 0, 0)
-    return NLMSGHDR.pack(NLMSGHDR.size + len(body), kind, NLM_F_REQUEST | NLM_F_DUMP, seq, 0) + body
-
-
-def open_rtnetlink() -> socket.socket:
-    sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_ROUTE)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, NETLINK_RCVBUF)
-        sock.bind((0, RTMGRP_LINK | RTMGRP_IPV4_IFADDR))
-    except OSError:
-        sock.close()
-        raise
-    return sock
+def open_watch_socket() -> socket.socket:
+    """A routing socket subscribed to link changes and to the addresses of both families."""
+    return open_rtnetlink(RTMGRP_LINK | RTMGRP_IPV4_IFADDR | RTMGRP_IPV6_IFADDR)
 
 
 class LinkWatch:
@@ -3535,7 +3831,7 @@ class LinkWatch:
     A lost broadcast (ENOBUFS: we read too slowly) makes it dump links and addresses again
     and report what differs."""
 
-    def __init__(self, log, opener=open_rtnetlink):
+    def __init__(self, log, opener=open_watch_socket):
         self.log, self.opener = log, opener
         self.sock: Optional[socket.socket] = None
         self.listener = None
@@ -3685,9 +3981,9 @@ class LinkWatch:
         """True or False as the kernel last said; None for an interface we know nothing of."""
         return self.carrier.get(ifname)
 
-    def current(self) -> List[Tuple[str, ipaddress.IPv4Interface, str]]:
+    def current(self) -> List[AddressEntry]:
         """The addresses in IPAddresses.addresses()'s shape, from what the kernel told us."""
-        return [(name, ipaddress.IPv4Interface(f"{ip}/{prefixlen}"), name)
+        return [AddressEntry(name, ipaddress.ip_interface(f"{ip}/{prefixlen}"), name)
                 for ip, (name, prefixlen) in self.addresses.items()]
 
     def view(self, names: List[str]) -> Dict[str, str]:
@@ -4181,7 +4477,7 @@ class ClusterPolicy:
         if res.iface or not self.linkwatch:
             return res.iface and res.iface.split(":")[0]        # eth0:1 is a label on eth0
         current = self.linkwatch.current()
-        for name, address, _ in current:
+        for name, address, _, _ in current:
             if str(address.ip) == res.ip:
                 return name
         try:
@@ -4227,7 +4523,7 @@ class ClusterPolicy:
         self.readding.add(res.ip)
 
         def job():
-            if self.resources.addresses.holder_iface(res):
+            if self.resources.addresses.held(res):
                 return False
             self.resources.start(res)
             return True
@@ -4308,7 +4604,7 @@ class ClusterPolicy:
             if isinstance(result, Exception):
                 self.log.error(f"{iface} has no carrier and its addresses could not be removed: {result}")
             self.after_change()
-        self.worker.submit(lambda: [self.resources.addresses.remove(res) for res in gone], done)
+        self.worker.submit(lambda: self.resources.addresses.remove(gone), done)
 
     def heard_elsewhere(self, iface: str) -> Optional[str]:
         """A live peer whose heartbeats come on a medium other than iface, on a link with carrier."""

@@ -17,6 +17,7 @@ import time
 from conftest import HEARTBEAT
 
 SUBNET = "10.77.0"
+IP = shutil.which("ip") or "/usr/sbin/ip"
 SUBNET6 = "fd77::"       # the IPv6 lab (Lab(..., family="ipv6" or "dual")): eth0 = fd77::INDEX/64
 
 # A Heartbeat-style resource.d script (arguments, then start|stop|status) for a tiny web server
@@ -196,8 +197,8 @@ class Lab:
         return run(["ip", "netns", "exec", self.ns(name)] + list(argv), check=check, timeout=timeout)
 
     def popen(self, name, argv, **kw):
-        proc = subprocess.Popen(["ip", "netns", "exec", self.ns(name)] + list(argv), **kw)
-        self.procs.append(proc)
+        proc = subprocess.Popen([IP, "netns", "exec", self.ns(name)] + list(argv), **kw)   # IP: kw's env
+        self.procs.append(proc)                                                           # may hide ip
         return proc
 
     def cut(self, name):
@@ -271,7 +272,7 @@ class Node:
                 "--state-dir", self.state_dir, "--run-dir", self.run_dir]
 
     def start(self, env_path=None, fake_reboot=None, binds=()):
-        """Run the daemon in the foreground; env_path replaces PATH (e.g. to hide arping).
+        """Run the daemon in the foreground; env_path replaces PATH (e.g. to hide ip and arping).
         fake_reboot: a script that the daemon finds at /sbin/reboot; binds: more (source, target)
         pairs (a lab's STONITH plugins, a private /run). They are bound in a mount namespace of the
         daemon's own, which is not started unless every bind mount succeeded."""

@@ -1,7 +1,6 @@
 """Resource scripts and helper processes for real (root only): a start script that leaves a daemon
 running is done when it exits, and the daemon leaves no zombie children behind."""
 import os
-import shutil
 import signal
 import time
 
@@ -64,7 +63,6 @@ def test_start_script_that_leaves_a_daemon_running_is_done_when_it_exits(lab):
                 pass
 
 
-@pytest.mark.skipif(not shutil.which("arping"), reason="needs arping (iputils-arping)")
 @pytest.mark.parametrize("lab", [("prime", "calc")], indirect=True)
 def test_no_zombies_after_gratuitous_arp(lab):
     prime, _ = cluster(lab, f"prime {VIP}/24/eth0\n")

@@ -50,13 +50,18 @@ def test_address_messages_and_several_in_one_datagram():
     data = address(2, "10.77.0.100") + address(2, "10.77.0.100", kind=hb.RTM_DELADDR) + \
         address(4, "192.168.1.7", prefixlen=16, local=False)
     assert hb.parse_netlink(data) == [
-        hb.NetlinkEvent("address", 0, 2, ip="10.77.0.100", prefixlen=24),
-        hb.NetlinkEvent("address gone", 0, 2, ip="10.77.0.100", prefixlen=24),
-        hb.NetlinkEvent("address", 0, 4, ip="192.168.1.7", prefixlen=16)]
+        hb.NetlinkEvent("address", 0, 2, ip="10.77.0.100", prefixlen=24, label="eth0:0", flags=0x80),
+        hb.NetlinkEvent("address gone", 0, 2, ip="10.77.0.100", prefixlen=24, label="eth0:0", flags=0x80),
+        hb.NetlinkEvent("address", 0, 4, ip="192.168.1.7", prefixlen=16, label="eth0:0", flags=0x80)]
 
 
 def test_ipv6_done_error_and_unknown_messages():
-    assert hb.parse_netlink(address(2, "fe80::1", 64, family=socket.AF_INET6)) == []
+    assert hb.parse_netlink(address(2, "2001:DB8:0::10", 64, family=socket.AF_INET6)) == [
+        hb.NetlinkEvent("address", 0, 2, ip="2001:db8::10", prefixlen=64, label="eth0:0", flags=0x80)]
+    assert hb.parse_netlink(address(2, "2001:db8::10", 129, family=socket.AF_INET6)) == []
+    four_bytes = nlmsg(hb.RTM_NEWADDR, struct.pack("=BBBBI", socket.AF_INET6, 24, 0, 0, 2)
+                       + rtattr(hb.IFA_LOCAL, socket.inet_aton("10.0.0.1")))
+    assert hb.parse_netlink(four_bytes) == []                      # an IPv6 address has 16
     assert hb.parse_netlink(nlmsg(hb.NLMSG_DONE, struct.pack("=i", 0), seq=7)) == [hb.NetlinkEvent("done", 7)]
     error = nlmsg(hb.NLMSG_ERROR, struct.pack("=i", -errno.EBUSY) + b"\0" * 16, seq=8)
     assert hb.parse_netlink(error) == [hb.NetlinkEvent("error", 8, errno.EBUSY)]
@@ -88,7 +93,7 @@ def test_dump_requests():
     header = struct.unpack_from("=IHHII", hb.netlink_dump_request(hb.RTM_GETLINK, 5))
     assert header == (32, hb.RTM_GETLINK, hb.NLM_F_REQUEST | hb.NLM_F_DUMP, 5, 0)
     request = hb.netlink_dump_request(hb.RTM_GETADDR, 6)
-    assert len(request) == 24 and request[16] == socket.AF_INET
+    assert len(request) == 24 and request[16] == socket.AF_UNSPEC         # both families
 
 
 # -- LinkWatch over a fake socket ------------------------------------------------------------------
@@ -147,7 +152,7 @@ def test_open_reads_links_and_addresses_then_reports_changes_only():
     assert [s[1] for s in sock.sent] == [hb.RTM_GETLINK, hb.RTM_GETADDR]
     assert watch.carrier == {"lo": True, "eth0": True, "eth1": False}
     assert watch.addresses == {"10.77.0.1": ("eth0", 24)}
-    assert watch.current() == [("eth0", ipaddress.IPv4Interface("10.77.0.1/24"), "eth0")]
+    assert watch.current() == [hb.AddressEntry("eth0", ipaddress.IPv4Interface("10.77.0.1/24"), "eth0")]
     assert watch.view(["eth0", "eth1", "eth9"]) == {"eth0": "up", "eth1": "no carrier", "eth9": "unknown"}
     events = []
     rec.on_carrier = lambda *a: events.append(("carrier", *a))
@@ -210,7 +215,7 @@ class FakeWatch:
         return self.carrier.get(name)
 
     def current(self):
-        return [(n, ipaddress.IPv4Interface(f"{ip}/{p}"), n) for ip, (n, p) in self.addresses.items()]
+        return [hb.AddressEntry(n, ipaddress.ip_interface(f"{ip}/{p}"), n) for ip, (n, p) in self.addresses.items()]
 
     def view(self, names):
         return {n: "up" if self.carrier.get(n) else "no carrier" for n in names}
@@ -220,15 +225,16 @@ class FakeAddresses:
     def __init__(self, watch, rec):
         self.watch, self.rec = watch, rec
 
-    def holder_iface(self, res):
+    def held(self, res):
         return self.watch.addresses.get(res.ip, (None,))[0]
 
     def plan(self, res, current):
         return hb.AddressPlan(res.iface or "eth0", res.prefix or 24, None)
 
-    def remove(self, res):
-        self.rec.events.append(("remove", res.ip))
-        return self.watch.addresses.pop(res.ip, None) is not None
+    def remove(self, resources):
+        for res in resources:
+            self.rec.events.append(("remove", res.ip))
+            self.watch.addresses.pop(res.ip, None)
 
 
 class FakeResources:
@@ -251,8 +257,7 @@ class FakeResources:
             self.start(res)
 
     def release_group(self, group):
-        for res in group.resources:
-            self.addresses.remove(res)
+        self.addresses.remove(group.resources)
         return True
 
 

@@ -1,7 +1,10 @@
-"""Resources without root: the exact ip/arping argv, ARP frames, script calling conventions."""
+"""Resources without root: the ip(8) fallback's argv, rtnetlink requests, ARP and NA frames, script
+calling conventions."""
+import ipaddress
 import os
 import re
 import signal
+import socket
 import struct
 import time
 
@@ -11,23 +14,26 @@ import heartbeat as hb
 
 
 class FakeRun:
-    """Records argv and answers `ip -4 -o addr show` from a fixed table of addresses."""
+    """Records argv and answers `ip -o addr show` from a fixed table of addresses (the ip(8)
+    fallback, used where rtnetlink cannot be opened)."""
 
     def __init__(self, addresses):
-        self.addresses = list(addresses)      # (iface, "a.b.c.d/nn", label)
+        self.addresses = list(addresses)      # (iface, "address/prefix", label)
         self.calls = []
 
     def __call__(self, argv, timeout_s, env=None):
         self.calls.append(argv)
-        if argv[:5] == ["ip", "-4", "-o", "addr", "show"]:
-            lines = [f"{i + 2}: {iface}    inet {addr} brd 10.0.0.255 scope global {label}\\       valid_lft forever"
+        if argv == ["ip", "-o", "addr", "show"]:
+            lines = [f"{i + 2}: {iface}    inet6 {addr} scope global nodad \\       valid_lft forever"
+                     if ":" in addr else
+                     f"{i + 2}: {iface}    inet {addr} brd 10.0.0.255 scope global {label}\\       valid_lft forever"
                      for i, (iface, addr, label) in enumerate(self.addresses)]
             return hb.CommandResult(0, "\n".join(lines) + "\n")
-        if argv[:4] == ["ip", "-4", "addr", "add"]:
+        if argv[2:4] == ["addr", "add"]:
             label = argv[argv.index("label") + 1] if "label" in argv else argv[argv.index("dev") + 1]
             self.addresses.append((argv[argv.index("dev") + 1], argv[4], label))
             return hb.CommandResult(0, "")
-        if argv[:4] == ["ip", "-4", "addr", "del"]:
+        if argv[2:4] == ["addr", "del"]:
             self.addresses = [a for a in self.addresses if a[1] != argv[4]]
             return hb.CommandResult(0, "")
         return hb.CommandResult(0, "")
@@ -35,71 +41,120 @@ class FakeRun:
 
 def make(addresses):
     run = FakeRun(addresses)
-    ips = hb.IPAddresses(run)
-    ips.arping = None
-    ips.announce = lambda res, iface: run.calls.append(["garp", iface, res.ip])
+    ips = hb.IPAddresses(run, kernel=hb.IpCommand(run))
+    ips.announce = lambda held, rounds=None: run.calls.append(["announce", *held])
     return run, ips
+
+
+def adds(run):
+    return [c for c in run.calls if c[2:4] == ["addr", "add"]]
 
 
 def test_interface_found_by_subnet_and_label_is_next_alias():
     run, ips = make([("eth0", "10.0.0.1/24", "eth0"), ("eth0", "10.0.0.50/24", "eth0:0"),
                      ("eth1", "192.168.5.1/24", "eth1")])
-    assert ips.add(hb.parse_ip_spec("10.0.0.100")) == "eth0"
-    add = [c for c in run.calls if c[:4] == ["ip", "-4", "addr", "add"]][0]
-    assert add == ["ip", "-4", "addr", "add", "10.0.0.100/24", "dev", "eth0", "label", "eth0:1"]
-    assert ["garp", "eth0", "10.0.0.100"] in run.calls
+    assert ips.add([hb.parse_ip_spec("10.0.0.100")]) == []
+    assert adds(run) == [["ip", "-4", "addr", "add", "10.0.0.100/24", "dev", "eth0", "label", "eth0:1"]]
+    assert ["announce", ("eth0", "10.0.0.100")] in run.calls
 
 
 def test_explicit_prefix_iface_and_broadcast_are_used():
     run, ips = make([("eth1", "192.168.5.1/24", "eth1")])
-    ips.add(hb.parse_ip_spec("192.168.5.9/25/eth1/192.168.5.127"))
-    add = [c for c in run.calls if c[:4] == ["ip", "-4", "addr", "add"]][0]
-    assert add == ["ip", "-4", "addr", "add", "192.168.5.9/25", "brd", "192.168.5.127", "dev", "eth1",
-                   "label", "eth1:0"]
+    ips.add([hb.parse_ip_spec("192.168.5.9/25/eth1/192.168.5.127")])
+    assert adds(run) == [["ip", "-4", "addr", "add", "192.168.5.9/25", "brd", "192.168.5.127", "dev", "eth1",
+                          "label", "eth1:0"]]
+
+
+def test_ipv6_interface_found_by_prefix_and_added_without_dad():
+    run, ips = make([("eth0", "10.0.0.1/24", "eth0"), ("eth0", "fe80::1/64", "eth0"),
+                     ("eth1", "2001:db8:5::1/64", "eth1")])
+    res = hb.parse_resource("IPv6addr::2001:db8:5::10", [])
+    assert ips.add([res]) == []
+    assert adds(run) == [["ip", "-6", "addr", "add", "2001:db8:5::10/64", "dev", "eth1", "nodad"]]
+    assert ["announce", ("eth1", "2001:db8:5::10")] in run.calls
+    assert ips.held(res) == "eth1"
+
+
+def test_a_batch_adds_each_label_once_and_reports_each_failure():
+    run, ips = make([("eth0", "10.0.0.1/24", "eth0"), ("eth0", "2001:db8::1/64", "eth0")])
+    batch = [hb.parse_ip_spec("10.0.0.100"), hb.parse_resource("IPv6addr::2001:db8::100/64", []),
+             hb.parse_ip_spec("172.16.0.5"), hb.parse_ip_spec("10.0.0.101")]
+    failed = ips.add(batch)
+    assert [(res.ip, "no interface has a subnet containing 172.16.0.5" in why) for res, why in failed] == \
+        [("172.16.0.5", True)]
+    assert [argv[4] for argv in adds(run)] == ["10.0.0.100/24", "2001:db8::100/64", "10.0.0.101/24"]
+    assert [argv[-1] for argv in adds(run) if "label" in argv] == ["eth0:0", "eth0:1"]
+    assert run.calls.count(["announce", ("eth0", "10.0.0.100"), ("eth0", "2001:db8::100"),
+                            ("eth0", "10.0.0.101")]) == 1
 
 
 def test_address_already_present_is_not_added_twice():
     run, ips = make([("eth0", "10.0.0.1/24", "eth0"), ("eth0", "10.0.0.100/24", "eth0:0")])
-    assert ips.add(hb.parse_ip_spec("10.0.0.100/24")) == "eth0"
-    assert not [c for c in run.calls if c[:4] == ["ip", "-4", "addr", "add"]]
+    assert ips.add([hb.parse_ip_spec("10.0.0.100/24")]) == []
+    assert not adds(run)
 
 
 def test_release_of_a_missing_address_is_not_an_error():
     run, ips = make([("eth0", "10.0.0.1/24", "eth0")])
-    assert ips.remove(hb.parse_ip_spec("10.0.0.100")) is False
-    assert not [c for c in run.calls if c[:4] == ["ip", "-4", "addr", "del"]]
+    ips.remove([hb.parse_ip_spec("10.0.0.100")])
+    assert not [c for c in run.calls if c[2:4] == ["addr", "del"]]
 
 
 def test_release_deletes_with_the_configured_prefix():
-    run, ips = make([("eth0", "10.0.0.1/24", "eth0"), ("eth0", "10.0.0.100/24", "eth0:0")])
-    assert ips.remove(hb.parse_ip_spec("10.0.0.100")) is True
+    run, ips = make([("eth0", "10.0.0.1/24", "eth0"), ("eth0", "10.0.0.100/24", "eth0:0"),
+                     ("eth0", "2001:db8::100/64", "eth0")])
+    ips.remove([hb.parse_ip_spec("10.0.0.100"), hb.parse_resource("IPv6addr::2001:db8::100", [])])
     assert ["ip", "-4", "addr", "del", "10.0.0.100/24", "dev", "eth0"] in run.calls
+    assert ["ip", "-6", "addr", "del", "2001:db8::100/64", "dev", "eth0"] in run.calls
 
 
 def test_no_matching_subnet_is_a_clear_error():
     run, ips = make([("eth0", "10.0.0.1/24", "eth0")])
-    with pytest.raises(hb.ResourceError, match="no interface has a subnet containing 172.16.0.5"):
-        ips.add(hb.parse_ip_spec("172.16.0.5"))
+    [(_, why)] = ips.add([hb.parse_ip_spec("172.16.0.5")])
+    assert "no interface has a subnet containing 172.16.0.5" in why
 
 
-@pytest.mark.parametrize("variant, reply, expected", [
-    ("iputils", False, ["arping", "-q", "-U", "-c", "1", "-I", "eth0", "10.0.0.100"]),
-    ("iputils", True, ["arping", "-q", "-A", "-c", "1", "-I", "eth0", "10.0.0.100"]),
-    ("habets", False, ["arping", "-q", "-U", "-c", "1", "-i", "eth0", "-S", "10.0.0.100", "10.0.0.100"]),
-    ("habets", True, ["arping", "-q", "-P", "-c", "1", "-i", "eth0", "-S", "10.0.0.100", "10.0.0.100"]),
-])
-def test_arping_argv_per_variant(variant, reply, expected):
-    assert hb.arping_argv(variant, "eth0", "10.0.0.100", reply) == expected
+def test_address_requests_are_acknowledged_and_create_only():
+    new = hb.address_request(hb.RTM_NEWADDR, 7, 3, ipaddress.ip_interface("10.0.0.100/24"), "eth0:0", "10.0.0.255")
+    length, kind, flags, seq, _ = hb.NLMSGHDR.unpack_from(new)
+    assert (length, kind, seq) == (len(new), hb.RTM_NEWADDR, 7)
+    assert flags == hb.NLM_F_REQUEST | hb.NLM_F_ACK | hb.NLM_F_CREATE | hb.NLM_F_EXCL   # never replaces
+    family, prefixlen, ifa_flags, _, index = hb.IFADDRMSG.unpack_from(new, hb.NLMSGHDR.size)
+    assert (family, prefixlen, ifa_flags, index) == (socket.AF_INET, 24, 0, 3)
+    attrs = hb.netlink_attributes(new, hb.NLMSGHDR.size + hb.IFADDRMSG.size)
+    assert attrs[hb.IFA_LOCAL] == attrs[hb.IFA_ADDRESS] == bytes([10, 0, 0, 100])
+    assert attrs[hb.IFA_BROADCAST] == bytes([10, 0, 0, 255]) and attrs[hb.IFA_LABEL] == b"eth0:0\0"
+    six = hb.address_request(hb.RTM_NEWADDR, 8, 3, ipaddress.ip_interface("2001:db8::100/64"))
+    family, prefixlen, ifa_flags, _, _ = hb.IFADDRMSG.unpack_from(six, hb.NLMSGHDR.size)
+    assert (family, prefixlen, ifa_flags) == (socket.AF_INET6, 64, hb.IFA_F_NODAD)   # serves at once
+    gone = hb.address_request(hb.RTM_DELADDR, 9, 3, ipaddress.ip_interface("10.0.0.100/24"), "eth0:0")
+    assert hb.NLMSGHDR.unpack_from(gone)[2] == hb.NLM_F_REQUEST | hb.NLM_F_ACK
+    assert hb.IFA_LABEL not in hb.netlink_attributes(gone, hb.NLMSGHDR.size + hb.IFADDRMSG.size)
 
 
-@pytest.mark.parametrize("text, variant", [
-    ("arping from iputils 20221126\n", "iputils"),
-    ("ARPing 2.23, by Thomas Habets <thomas@habets.se>\nusage: arping [ -0aAbBdDeFhpqrRuUv ]", "habets"),
-    ("something else entirely", None),
-])
-def test_arping_variant_detection(text, variant, monkeypatch):
-    monkeypatch.setattr(hb.shutil, "which", lambda name: "/usr/bin/arping")
-    assert hb.arping_variant(lambda argv, timeout: hb.CommandResult(0, text)) == variant
+def test_netlink_acknowledgements_and_errors_are_read_per_request():
+    ack = struct.pack("=IHHII", 36, hb.NLMSG_ERROR, 0, 5, 0) + struct.pack("=i", 0) + b"\0" * 16
+    refused = struct.pack("=IHHII", 36, hb.NLMSG_ERROR, 0, 6, 0) + struct.pack("=i", -17) + b"\0" * 16
+    events = hb.parse_netlink(ack + refused)
+    assert [(e.kind, e.seq, e.ifindex) for e in events] == [("error", 5, 0), ("error", 6, 17)]
+
+
+def test_unsolicited_neighbour_advertisement():
+    mac = bytes.fromhex("020000aabbcc")
+    na = hb.neighbour_advertisement(mac, "2001:db8::100")
+    assert len(na) == 32
+    kind, code, checksum, flags = struct.unpack("!BBHI", na[:8])
+    assert (kind, code, checksum) == (136, 0, 0)                     # the kernel fills the checksum
+    assert flags == 0x20000000                                       # override; not solicited, not router
+    assert na[8:24] == socket.inet_pton(socket.AF_INET6, "2001:db8::100")
+    assert na[24:26] == bytes([2, 1]) and na[26:32] == mac           # target link-layer address option
+
+
+def test_consecutive_addresses_form_one_step():
+    ip1, ip2, ip3 = hb.parse_ip_spec("10.0.0.1"), hb.parse_resource("IPv6addr::2001:db8::1", []), \
+        hb.parse_ip_spec("10.0.0.3")
+    script = hb.ScriptResource("web", "web", [], "/bin/true", lsb=False)
+    assert hb.in_steps([ip1, ip2, script, ip3]) == [[ip1, ip2], [script], [ip3]]
 
 
 def test_gratuitous_arp_frames():
@@ -252,23 +307,6 @@ def test_a_command_past_its_timeout_is_killed_with_its_whole_process_group(tmp_p
 def test_a_missing_command_is_127():
     result = hb.run_command(["/nonexistent/command"], 5)
     assert result.returncode == 127 and "cannot run /nonexistent/command" in result.output
-
-
-@pytest.mark.parametrize("arping_body", ["exit 0", "exec sleep 300"])
-def test_every_arping_is_waited_for_and_a_hung_one_killed(arping_body, tmp_path, monkeypatch):
-    pids = tmp_path / "arping.pids"
-    write_script(tmp_path / "arping", f'echo $$ >> "{pids}"\n{arping_body}\n')
-    monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
-    monkeypatch.setattr(hb, "ARPING_TIMEOUT_S", 0.3)
-    ips = hb.IPAddresses(FakeRun([("eth0", "10.0.0.1/24", "eth0")]))
-    ips.arping = "iputils"
-    ips.announce(hb.parse_ip_spec("10.0.0.100"), "eth0", rounds=(0.0,))
-    deadline = time.monotonic() + 3
-    while (not pids.exists() or len(pids.read_text().split()) < 2) and time.monotonic() < deadline:
-        time.sleep(0.02)
-    started = [int(pid) for pid in pids.read_text().split()]
-    assert len(started) == 2                      # a request and a reply
-    assert all(gone(pid) for pid in started)      # no zombie left behind
 
 
 # ---------------------------------------------------------------- a stop that fails
