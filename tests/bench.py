@@ -60,25 +60,59 @@ ADDRESS_GROUPS = {
     "mixed": ("100 VIPs (50 IPv4 + 50 IPv6)",
               [f"10.77.0.{100 + n}" for n in range(50)] + [f"fd77::1:{n}" for n in range(1, 51)]),
 }
-# For each "ANSWER ADDRESS" line on stdin, a thread fetches http://ADDRESS:PORT/ every 10 ms (30 ms
-# timeout) until node ANSWER serves it, then prints "WALLTIME ANSWER ADDRESS".
+# For each "MAC ADDRESS" line on stdin: an ICMP echo request to ADDRESS every 10 ms until a reply
+# comes from MAC, then a line "WALLTIME MAC ADDRESS". Replies are read on a packet socket, which shows
+# the Ethernet source: who answered, not only that someone did.
 PROBER = """
-import sys, threading, time, urllib.request
-lock = threading.Lock()
-def probe(answer, address):
-    url = f"http://[{address}]:{sys.argv[1]}/" if ":" in address else f"http://{address}:{sys.argv[1]}/"
-    while True:
-        try:
-            seen = urllib.request.urlopen(url, timeout=0.03).read().decode().strip()
-        except Exception:
-            seen = "-"
-        if seen == answer:
-            with lock:
-                print(f"{time.time():.4f} {answer} {address}", flush=True)
-            return
-        time.sleep(0.01)
-for line in sys.stdin:
-    threading.Thread(target=probe, args=line.split(), daemon=True).start()
+import os, selectors, socket, struct, sys, time
+def checksum(data):
+    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    total = (total >> 16) + (total & 0xffff)
+    return ~(total + (total >> 16)) & 0xffff
+ping4 = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
+ping6 = socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6)
+echo4 = struct.pack("!BBHHH", 8, 0, 0, 0xbe, 1)
+echo4 = echo4[:2] + struct.pack("!H", checksum(echo4)) + echo4[4:]
+echo6 = struct.pack("!BBHHH", 128, 0, 0, 0xbe, 1)           # the kernel fills in an ICMPv6 checksum
+sniff = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(3))
+sniff.bind(("eth0", 0))
+selector = selectors.DefaultSelector()
+selector.register(sniff, selectors.EVENT_READ)
+selector.register(sys.stdin.fileno(), selectors.EVENT_READ)
+pending, buffered, due = {}, b"", time.monotonic()
+while True:
+    for key, _ in selector.select(max(0.0, due - time.monotonic())):
+        if key.fileobj is sniff:
+            frame = sniff.recv(2048)
+            kind = frame[12:14]
+            if kind == b"\\x08\\x00" and frame[23] == 1 and frame[14 + (frame[14] & 15) * 4] == 0:
+                source = socket.inet_ntop(socket.AF_INET, frame[26:30])
+            elif kind == b"\\x86\\xdd" and frame[20] == 58 and frame[54] == 129:
+                source = socket.inet_ntop(socket.AF_INET6, frame[22:38])
+            else:
+                continue
+            mac = frame[6:12].hex(":")
+            if pending.get(source) == mac:
+                print(f"{time.time():.4f} {mac} {source}", flush=True)
+                del pending[source]
+        else:
+            data = os.read(sys.stdin.fileno(), 65536)
+            if not data:
+                sys.exit(0)
+            *lines, buffered = (buffered + data).split(b"\\n")
+            for line in lines:
+                mac, address = line.decode().split()
+                pending[address] = mac
+    if time.monotonic() >= due:
+        for address in list(pending):
+            try:
+                if ":" in address:
+                    ping6.sendto(echo6, (address, 0))
+                else:
+                    ping4.sendto(echo4, (address, 0))
+            except OSError:
+                pass                                            # no neighbour yet: next round
+        due = time.monotonic() + 0.01
 """
 
 
@@ -219,47 +253,51 @@ def failover_run(kind, profile, number):
 
 
 class Prober:
-    """The client for many addresses: ask(answer, address) starts a thread in the client namespace
-    that fetches http://address/ until that node answers; answered[answer, address] is when it did."""
+    """The client for many addresses: ask(mac, address) has the client namespace ping the address
+    until the machine with that MAC answers; answered[mac, address] is when it did."""
 
     def __init__(self, lab):
         self.answered, self.lock = {}, threading.Lock()
-        self.proc = lab.popen("client", [sys.executable, "-c", PROBER, str(PORT)], stdin=subprocess.PIPE,
+        self.proc = lab.popen("client", [sys.executable, "-c", PROBER], stdin=subprocess.PIPE,
                               stdout=subprocess.PIPE, text=True)
         threading.Thread(target=self.read, daemon=True).start()
 
     def read(self):
         for line in self.proc.stdout:
-            stamp, answer, address = line.split()
-            self.answered[answer, address] = float(stamp)
+            stamp, mac, address = line.split()
+            self.answered[mac, address] = float(stamp)
 
-    def ask(self, answer, address):
+    def ask(self, mac, address):
         with self.lock:
-            self.proc.stdin.write(f"{answer} {address}\n")
+            self.proc.stdin.write(f"{mac} {address}\n")
             self.proc.stdin.flush()
 
-    def last(self, answer, addresses, timeout):
-        """When the last of the addresses answered from node `answer`; None after timeout."""
+    def last(self, mac, addresses, timeout):
+        """When the last of the addresses answered from `mac`; None after timeout."""
         end = time.monotonic() + timeout
         while time.monotonic() < end:
-            stamps = [self.answered.get((answer, address)) for address in addresses]
+            stamps = [self.answered.get((mac, address)) for address in addresses]
             if None not in stamps:
                 return max(stamps)
             time.sleep(0.01)
         return None
 
 
+def mac(lab, name):
+    return lab.exec(name, ["cat", "/sys/class/net/eth0/address"]).stdout.strip()
+
+
 def probe_as_added(lab, name, prober, addresses):
     """Each of the addresses that shows up on node `name` (`ip monitor` in its namespace) goes to the
-    prober at once, to be fetched until that node answers."""
+    prober at once, to be pinged until that node answers."""
     monitor = lab.popen(name, ["ip", "-o", "monitor", "address", "dev", "eth0"], stdout=subprocess.PIPE, text=True)
-    ours = set(addresses)
+    ours, answerer = set(addresses), mac(lab, name)
 
     def read():
         for line in monitor.stdout:
             added = re.match(r"\d+:\s+\S+\s+inet6?\s+([0-9a-f.:]+)/", line)
             if added and added.group(1) in ours:
-                prober.ask(name, added.group(1))
+                prober.ask(answerer, added.group(1))
 
     threading.Thread(target=read, daemon=True).start()
 
@@ -285,15 +323,16 @@ def addresses_run(kind, addresses, event, number):
                 raise RuntimeError(f"heartbeat.py check refuses the group: {checked.stdout}{checked.stderr}")
         for node in nodes.values():
             node.start()
-        prober = Prober(lab)
-        prober.ask("prime", addresses[-1])                     # the group is up: all of it answers
-        if prober.last("prime", addresses[-1:], 120) is None:
-            raise RuntimeError(f"{kind}: prime never served {addresses[-1]}")
+        prober, prime = Prober(lab), mac(lab, "prime")
+        prober.ask(prime, addresses[-1])                        # the group is up: all of it answers
+        if prober.last(prime, addresses[-1:], 120) is None:
+            raise RuntimeError(f"{kind}: prime never answered {addresses[-1]}")
         for address in addresses:
-            prober.ask("prime", address)
-        if prober.last("prime", addresses, 30) is None:
-            raise RuntimeError(f"{kind}: prime never served all {len(addresses)} addresses")
+            prober.ask(prime, address)
+        if prober.last(prime, addresses, 30) is None:
+            raise RuntimeError(f"{kind}: prime never answered all {len(addresses)} addresses")
         probe_as_added(lab, "calc", prober, addresses)
+        calc = mac(lab, "calc")
         time.sleep(6)
         if event == "cut":
             time.sleep(random.Random(number).uniform(0, keepalive))  # noqa: S311 - a timing, not a secret
@@ -302,7 +341,7 @@ def addresses_run(kind, addresses, event, number):
             nodes["prime"].stop(timeout=300)
         else:
             lab.cut("prime")
-        served = prober.last("calc", addresses, 300)
+        served = prober.last(calc, addresses, 300)
         return served - start if served else None
     finally:
         lab.close()
