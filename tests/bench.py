@@ -8,8 +8,9 @@ link cut), split into detection (cut -> peer logs "node prime: is dead") and tak
 client gets the peer's page). Idle cost: CPU and RSS per node of the daemon processes at rest
 (both nodes measured), beside a bare Python socket loop doing the same sends as a calibration.
 Many addresses (fast profile, dual-stack lab): one group of 100 VIPs on prime (all IPv4, or 50 IPv4 +
-50 IPv6), handed over by a graceful stop and by a cut link, timed until the last of them answers from
-the peer; and the cut with one VIP in the same run, for the difference (see addresses_run).
+50 IPv6), handed over by a graceful stop and by a cut link, timed until the last of them answers the
+client's ping from the peer; and the cut with one VIP in the same run, for the difference (see
+addresses_run).
 QUICK=1: one run per row, fast profile only. ONLY=WORD[,WORD]: only the sections whose name contains
 a word (failover-fast, failover-tutorial, idle, addresses-ipv4, addresses-mixed; ONLY=addresses runs
 both address groups). Prints a Markdown table; asserts nothing.
@@ -307,12 +308,15 @@ def addresses_run(kind, addresses, event, number):
     `event` ("stop": SIGTERM to prime; "cut": its link, at the random phase of run `number`) until
     the last of them answers from calc; None if that takes over 300 s.
 
-    The client must see every address answer, not a sample: a slow announcement of the 80th address
-    strands the clients of that one. But fetching 100 addresses every 10 ms would load the 2-CPU
-    machine (and prime's web server) and slow the daemons measured. So the client fetches an address
-    only once it is on calc (`ip monitor` in calc's namespace hands it to the prober), every 10 ms
-    until calc answers: the time counted is still the client's, ARP/ND announcement included, since
-    the client fetched every address from prime first and so still has prime's MAC for each of them."""
+    The client must see every address answer, not a sample: a late announcement of the 80th address
+    strands the clients of that one. It pings rather than fetches the web page: 100 fetches at once
+    measure the web server (a Python server with a listen backlog of 5 answers the last one 0.4 s
+    late), while an echo reply comes from the kernel that holds the address; and the reply's Ethernet
+    source, read on a packet socket, says which node answered. It pings an address only once it is on
+    calc (`ip monitor` in calc's namespace hands it over), every 10 ms until calc answers: pinging
+    all 100 all the time would load the 2-CPU machine for the daemons measured. The time counted is
+    still the client's, ARP/ND announcement included: before the event the client pinged every address
+    at prime, so its neighbour cache still has prime's MAC for each until calc announces it."""
     keepalive = parse_time_ms(PROFILES["fast"]["keepalive"]) / 1000
     lab = Lab(["prime", "calc", "client"], family="dual")
     try:
