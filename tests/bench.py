@@ -306,7 +306,8 @@ def probe_as_added(lab, name, prober, addresses):
 def addresses_run(kind, addresses, event, number):
     """One cluster life, fast profile, dual-stack lab, the addresses as prime's group: seconds from
     `event` ("stop": SIGTERM to prime; "cut": its link, at the random phase of run `number`) until
-    the last of them answers from calc; None if that takes over 300 s.
+    the last of them answers from calc; None if that takes over `bound` (60 s and 10 s an address:
+    3.0.6's IPv6addr takes 5 to 6 s to start each address).
 
     The client must see every address answer, not a sample: a late announcement of the 80th address
     strands the clients of that one. It pings rather than fetches the web page: 100 fetches at once
@@ -318,6 +319,7 @@ def addresses_run(kind, addresses, event, number):
     still the client's, ARP/ND announcement included: before the event the client pinged every address
     at prime, so its neighbour cache still has prime's MAC for each until calc announces it."""
     keepalive = parse_time_ms(PROFILES["fast"]["keepalive"]) / 1000
+    bound = 60 + 10 * len(addresses)
     lab = Lab(["prime", "calc", "client"], family="dual")
     try:
         nodes = build(lab, kind, "fast", addresses)
@@ -329,7 +331,7 @@ def addresses_run(kind, addresses, event, number):
             node.start()
         prober, prime = Prober(lab), mac(lab, "prime")
         prober.ask(prime, addresses[-1])                        # the group is up: all of it answers
-        if prober.last(prime, addresses[-1:], 120) is None:
+        if prober.last(prime, addresses[-1:], bound) is None:
             raise RuntimeError(f"{kind}: prime never answered {addresses[-1]}")
         for address in addresses:
             prober.ask(prime, address)
@@ -342,10 +344,10 @@ def addresses_run(kind, addresses, event, number):
             time.sleep(random.Random(number).uniform(0, keepalive))  # noqa: S311 - a timing, not a secret
         start = time.time()
         if event == "stop":
-            nodes["prime"].stop(timeout=300)
+            nodes["prime"].stop(timeout=bound)
         else:
             lab.cut("prime")
-        served = prober.last(calc, addresses, 300)
+        served = prober.last(calc, addresses, bound)
         return served - start if served else None
     finally:
         lab.close()
