@@ -252,7 +252,6 @@ def failover_run(kind, profile, number):
     return result
 
 
-
 class Prober:
     """The client for many addresses: ask(mac, address) has the client namespace ping the address
     until the machine with that MAC answers; answered[mac, address] is when it did."""
@@ -285,6 +284,7 @@ class Prober:
 
 
 def mac(lab, name):
+    """The MAC address of node `name`'s eth0."""
     return lab.exec(name, ["cat", "/sys/class/net/eth0/address"]).stdout.strip()
 
 
