@@ -551,7 +551,8 @@ def main():
         if len(kinds) > 1:
             cells.append(ratio(values[kinds[0]], values[kinds[1]]))
         print(f"| {label} | " + " | ".join(cells) + " |")
-    print("\nidle CPU as % of one core = s per minute / 60 x 100")
+    if calibration:
+        print("\nidle CPU as % of one core = s per minute / 60 x 100")
     for keepalive, cpu in calibration.items():
         print(f"calibration, keepalive {keepalive}: {BARE} (the same sends and receives, no work) "
               f"costs {cpu} per minute per node here")
