@@ -7,10 +7,18 @@ measures: graceful stop of the active node, failback when it returns, and a hard
 link cut), split into detection (cut -> peer logs "node prime: is dead") and takeover (-> the
 client gets the peer's page). Idle cost: CPU and RSS per node of the daemon processes at rest
 (both nodes measured), beside a bare Python socket loop doing the same sends as a calibration.
-QUICK=1: one run per row, fast profile only. Prints a Markdown table; asserts nothing.
+Many addresses (fast profile, dual-stack lab): one group of 100 VIPs on prime (all IPv4, or 50 IPv4 +
+50 IPv6), handed over by a graceful stop and by a cut link, timed until the last of them answers the
+client's ping from the peer; and the cut with one VIP in the same run, for the difference (see
+addresses_run).
+QUICK=1: one run per row, fast profile only. ONLY=WORD[,WORD]: only the sections whose name contains
+a word (failover-fast, failover-tutorial, idle, addresses-ipv4, addresses-mixed; ONLY=addresses runs
+both address groups). Prints a Markdown table; asserts nothing.
 """
+import ipaddress
 import os
 import random
+import re
 import shutil
 import statistics
 import subprocess
@@ -44,6 +52,68 @@ while time.monotonic() < end:
         answer = "-"
     print(f"{{time.time():.4f}} {{answer}}", flush=True)
     time.sleep(0.01)
+"""
+# Many addresses in one group. IPv6 ones are written without "::" (fd77:0:0:0:0:0:1:5): Heartbeat
+# 3.0.6's ResourceManager splits a resource's arguments at every "::", so IPv6addr::fd77::1:5/64/eth0
+# would reach its IPv6addr script as two arguments.
+ADDRESS_GROUPS = {
+    "ipv4": ("100 VIPs (IPv4)", [f"10.77.0.{100 + n}" for n in range(100)]),
+    "mixed": ("100 VIPs (50 IPv4 + 50 IPv6)",
+              [f"10.77.0.{100 + n}" for n in range(50)] + [f"fd77::1:{n}" for n in range(1, 51)]),
+}
+# For each "MAC ADDRESS" line on stdin: an ICMP echo request to ADDRESS every 10 ms until a reply
+# comes from MAC, then a line "WALLTIME MAC ADDRESS". Replies are read on a packet socket, which shows
+# the Ethernet source: who answered, not only that someone did.
+PROBER = """
+import os, selectors, socket, struct, sys, time
+def checksum(data):
+    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    total = (total >> 16) + (total & 0xffff)
+    return ~(total + (total >> 16)) & 0xffff
+ping4 = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
+ping6 = socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6)
+echo4 = struct.pack("!BBHHH", 8, 0, 0, 0xbe, 1)
+echo4 = echo4[:2] + struct.pack("!H", checksum(echo4)) + echo4[4:]
+echo6 = struct.pack("!BBHHH", 128, 0, 0, 0xbe, 1)           # the kernel fills in an ICMPv6 checksum
+sniff = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(3))
+sniff.bind(("eth0", 0))
+selector = selectors.DefaultSelector()
+selector.register(sniff, selectors.EVENT_READ)
+selector.register(sys.stdin.fileno(), selectors.EVENT_READ)
+pending, buffered, due = {}, b"", time.monotonic()
+while True:
+    for key, _ in selector.select(max(0.0, due - time.monotonic())):
+        if key.fileobj is sniff:
+            frame = sniff.recv(2048)
+            kind = frame[12:14]
+            if kind == b"\\x08\\x00" and frame[23] == 1 and frame[14 + (frame[14] & 15) * 4] == 0:
+                source = socket.inet_ntop(socket.AF_INET, frame[26:30])
+            elif kind == b"\\x86\\xdd" and frame[20] == 58 and frame[54] == 129:
+                source = socket.inet_ntop(socket.AF_INET6, frame[22:38])
+            else:
+                continue
+            mac = frame[6:12].hex(":")
+            if pending.get(source) == mac:
+                print(f"{time.time():.4f} {mac} {source}", flush=True)
+                del pending[source]
+        else:
+            data = os.read(sys.stdin.fileno(), 65536)
+            if not data:
+                sys.exit(0)
+            *lines, buffered = (buffered + data).split(b"\\n")
+            for line in lines:
+                mac, address = line.decode().split()
+                pending[address] = mac
+    if time.monotonic() >= due:
+        for address in list(pending):
+            try:
+                if ":" in address:
+                    ping6.sendto(echo6, (address, 0))
+                else:
+                    ping4.sendto(echo4, (address, 0))
+            except OSError:
+                pass                                            # no neighbour yet: next round
+        due = time.monotonic() + 0.01
 """
 
 
@@ -108,9 +178,18 @@ def log_line_time(path, text, offset, timeout):
     return None
 
 
-def build(lab, kind, profile):
-    """Both nodes, with the VIP as the only resource; the web servers run all the time on both
-    (like the tutorial's apache, started at boot), so the client sees the VIP move and nothing else."""
+def resource(address):
+    """The haresources word for one address: IPaddr's short form, or IPv6addr's with no "::"."""
+    ip = ipaddress.ip_address(address)
+    if ip.version == 4:
+        return f"{ip}/24/eth0"
+    return "IPv6addr::" + ":".join(f"{int(group, 16):x}" for group in ip.exploded.split(":")) + "/64/eth0"
+
+
+def build(lab, kind, profile, addresses=(VIP,)):
+    """Both nodes, with the addresses as the only resources (one group on prime); the web servers
+    run all the time on both (like the tutorial's apache, started at boot), so the client sees the
+    addresses move and nothing else."""
     piddir = os.path.join(lab.tmp, "pids")
     os.makedirs(piddir, exist_ok=True)
     script = os.path.join(lab.tmp, "webserver")
@@ -118,15 +197,16 @@ def build(lab, kind, profile):
         handle.write(WEBSERVER_SCRIPT)
     os.chmod(script, 0o755)
     keys = "auth 1\n1 sha1 bench-secret\n"
+    haresources = "prime " + " ".join(resource(address) for address in addresses) + "\n"
     nodes = {}
     for name in ("prime", "calc"):
         lab.exec(name, ["env", f"HA_CURHOST={name}", "sh", script, str(PORT), piddir, "start"])
         if kind == "heartbeat.py":
-            nodes[name] = Node(lab, name, hacf(PROFILES[profile]), authkeys=keys, haresources=f"prime {VIP}/24/eth0\n",
+            nodes[name] = Node(lab, name, hacf(PROFILES[profile]), authkeys=keys, haresources=haresources,
                                python=DAEMON_PYTHON)
             nodes[name].logfile = nodes[name].log_path
         else:
-            nodes[name] = RealNode(lab, name, hacf(PROFILES[profile]), keys, f"prime {VIP}/24/eth0\n")
+            nodes[name] = RealNode(lab, name, hacf(PROFILES[profile]), keys, haresources)
             nodes[name].logfile = os.path.join(nodes[name].logdir, "ha-log")
     return nodes
 
@@ -170,6 +250,107 @@ def failover_run(kind, profile, number):
     finally:
         lab.close()
     return result
+
+
+class Prober:
+    """The client for many addresses: ask(mac, address) has the client namespace ping the address
+    until the machine with that MAC answers; answered[mac, address] is when it did."""
+
+    def __init__(self, lab):
+        self.answered, self.lock = {}, threading.Lock()
+        self.proc = lab.popen("client", [sys.executable, "-c", PROBER], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)
+        threading.Thread(target=self.read, daemon=True).start()
+
+    def read(self):
+        for line in self.proc.stdout:
+            stamp, mac, address = line.split()
+            self.answered[mac, address] = float(stamp)
+
+    def ask(self, mac, address):
+        with self.lock:
+            self.proc.stdin.write(f"{mac} {address}\n")
+            self.proc.stdin.flush()
+
+    def last(self, mac, addresses, timeout):
+        """When the last of the addresses answered from `mac`; None after timeout."""
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            stamps = [self.answered.get((mac, address)) for address in addresses]
+            if None not in stamps:
+                return max(stamps)
+            time.sleep(0.01)
+        return None
+
+
+def mac(lab, name):
+    """The MAC address of node `name`'s eth0."""
+    return lab.exec(name, ["cat", "/sys/class/net/eth0/address"]).stdout.strip()
+
+
+def probe_as_added(lab, name, prober, addresses):
+    """Each of the addresses that shows up on node `name` (`ip monitor` in its namespace) goes to the
+    prober at once, to be pinged until that node answers."""
+    monitor = lab.popen(name, ["ip", "-o", "monitor", "address", "dev", "eth0"], stdout=subprocess.PIPE, text=True)
+    ours, answerer = set(addresses), mac(lab, name)
+
+    def read():
+        for line in monitor.stdout:
+            added = re.match(r"\d+:\s+\S+\s+inet6?\s+([0-9a-f.:]+)/", line)
+            if added and added.group(1) in ours:
+                prober.ask(answerer, added.group(1))
+
+    threading.Thread(target=read, daemon=True).start()
+
+
+def addresses_run(kind, addresses, event, number):
+    """One cluster life, fast profile, dual-stack lab, the addresses as prime's group: seconds from
+    `event` ("stop": SIGTERM to prime; "cut": its link, at the random phase of run `number`) until
+    the last of them answers from calc; None if that takes over `bound` (60 s and 10 s an address:
+    3.0.6's IPv6addr takes 5 to 6 s to start each address).
+
+    The client must see every address answer, not a sample: a late announcement of the 80th address
+    strands the clients of that one. It pings rather than fetches the web page: 100 fetches at once
+    measure the web server (a Python server with a listen backlog of 5 answers the last one 0.4 s
+    late), while an echo reply comes from the kernel that holds the address; and the reply's Ethernet
+    source, read on a packet socket, says which node answered. It pings an address only once it is on
+    calc (`ip monitor` in calc's namespace hands it over), every 10 ms until calc answers: pinging
+    all 100 all the time would load the 2-CPU machine for the daemons measured. The time counted is
+    still the client's, ARP/ND announcement included: before the event the client pinged every address
+    at prime, so its neighbour cache still has prime's MAC for each until calc announces it."""
+    keepalive = parse_time_ms(PROFILES["fast"]["keepalive"]) / 1000
+    bound = 60 + 10 * len(addresses)
+    lab = Lab(["prime", "calc", "client"], family="dual")
+    try:
+        nodes = build(lab, kind, "fast", addresses)
+        if kind == "heartbeat.py":
+            checked = lab.exec("prime", nodes["prime"].argv("check"), check=False)
+            if checked.returncode:
+                raise RuntimeError(f"heartbeat.py check refuses the group: {checked.stdout}{checked.stderr}")
+        for node in nodes.values():
+            node.start()
+        prober, prime = Prober(lab), mac(lab, "prime")
+        prober.ask(prime, addresses[-1])                        # the group is up: all of it answers
+        if prober.last(prime, addresses[-1:], bound) is None:
+            raise RuntimeError(f"{kind}: prime never answered {addresses[-1]}")
+        for address in addresses:
+            prober.ask(prime, address)
+        if prober.last(prime, addresses, 30) is None:
+            raise RuntimeError(f"{kind}: prime never answered all {len(addresses)} addresses")
+        probe_as_added(lab, "calc", prober, addresses)
+        calc = mac(lab, "calc")
+        time.sleep(6)
+        if event == "cut":
+            time.sleep(random.Random(number).uniform(0, keepalive))  # noqa: S311 - a timing, not a secret
+        start = time.time()
+        if event == "stop":
+            nodes["prime"].stop(timeout=bound)
+        else:
+            lab.cut("prime")
+        served = prober.last(calc, addresses, bound)
+        return served - start if served else None
+    finally:
+        lab.close()
 
 
 def daemon_pids(lab, name, kind):
@@ -259,6 +440,39 @@ def idle_run(kind, keepalive, seconds):
         lab.close()
 
 
+def addresses_rows(kinds, runs, groups):
+    """Rows for the address groups (keys of ADDRESS_GROUPS). In each run, for each implementation:
+    the cut with one VIP, then each group's graceful stop and cut, and the group's cut minus the
+    one-VIP cut of the same run (same random phase of the keepalive, same load on the machine)."""
+    one = "hard failover (link cut), 1 VIP"
+    results = {kind: [] for kind in kinds}
+    for number in range(runs):
+        for kind in kinds:
+            measured = {}
+            lives = [(one, [VIP], "cut", None)]
+            for group in groups:
+                name, addresses = ADDRESS_GROUPS[group]
+                lives += [(f"graceful stop, {name}: the last answers from the peer", addresses, "stop", None),
+                          (f"hard failover (link cut), {name}: the last answers from the peer", addresses, "cut",
+                           f"  {name}: minus the 1-VIP cut (same run)")]
+            for label, addresses, event, difference in lives:
+                started = time.monotonic()
+                try:
+                    measured[label] = addresses_run(kind, addresses, event, number)
+                except RuntimeError as err:
+                    measured[label] = None
+                    print(f"  {label}: {err}", file=sys.stderr, flush=True)
+                print(f"  addresses run {number + 1}/{runs} {kind}: {label}: {measured[label]} "
+                      f"({time.monotonic() - started:.0f} s)", file=sys.stderr, flush=True)
+                if difference:
+                    both = None not in (measured[label], measured[one])
+                    measured[difference] = measured[label] - measured[one] if both else None
+            results[kind].append(measured)
+    fast = PROFILES["fast"]
+    return [(f"{label} [fast: keepalive {fast['keepalive']}, deadtime {fast['deadtime']}]",
+             {kind: [r.get(label) for r in results[kind]] for kind in kinds}, "s") for label in results[kinds[0]][0]]
+
+
 def python_version(python):
     return subprocess.run([python, "-c", "import platform; print(platform.python_version())"],
                           capture_output=True, text=True).stdout.strip()
@@ -289,12 +503,17 @@ def main():
     runs = 1 if quick else int(os.environ.get("RUNS", "5"))
     profiles = ["fast"] if quick else ["fast", "tutorial"]
     kinds = ["heartbeat.py"] + (["Heartbeat 3.0.6"] if have_real_heartbeat() else [])
+    only = [word for word in os.environ.get("ONLY", "").split(",") if word]
+
+    def wanted(section):
+        return not only or any(word in section for word in only)
+
     idle_seconds = 20
     print(f"# heartbeat.py benchmark: {runs} run(s) per row, medians (min-max); "
           f"client polls every 10 ms (30 ms timeout); kernel {os.uname().release}; "
           f"daemon under {DAEMON_PYTHON} (Python {python_version(DAEMON_PYTHON)})", flush=True)
     rows = []
-    for profile in profiles:
+    for profile in [p for p in profiles if wanted(f"failover-{p}")]:
         results = {kind: [] for kind in kinds}
         for number in range(runs):
             for kind in kinds:
@@ -307,8 +526,11 @@ def main():
             label = f"{row} [{profile}: keepalive {timers['keepalive']}, deadtime {timers['deadtime']}]"
             values = {kind: [r[row] for r in results[kind]] for kind in kinds}
             rows.append((label, values, "s"))
+    groups = [group for group in ADDRESS_GROUPS if wanted(f"addresses-{group}")]
+    if groups:
+        rows += addresses_rows(kinds, runs, groups)
     calibration = {}
-    for keepalive in (["100ms"] if quick else ["2", "100ms"]):
+    for keepalive in (["100ms"] if quick else ["2", "100ms"]) if wanted("idle") else []:
         values_cpu = {kind: [] for kind in kinds + [BARE]}
         values_rss = {kind: [] for kind in kinds + [BARE]}
         for _ in range(runs):
@@ -329,7 +551,8 @@ def main():
         if len(kinds) > 1:
             cells.append(ratio(values[kinds[0]], values[kinds[1]]))
         print(f"| {label} | " + " | ".join(cells) + " |")
-    print("\nidle CPU as % of one core = s per minute / 60 x 100")
+    if calibration:
+        print("\nidle CPU as % of one core = s per minute / 60 x 100")
     for keepalive, cpu in calibration.items():
         print(f"calibration, keepalive {keepalive}: {BARE} (the same sends and receives, no work) "
               f"costs {cpu} per minute per node here")
