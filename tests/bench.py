@@ -10,9 +10,10 @@ client gets the peer's page). Idle cost: CPU and RSS per node of the daemon proc
 Many addresses (fast profile, dual-stack lab): one group of 100 VIPs on prime (all IPv4, or 50 IPv4 +
 50 IPv6), handed over by a graceful stop and by a cut link, timed until the last of them answers the
 client's ping from the peer; and the cut with one VIP in the same run, for the difference (see
-addresses_run).
+addresses_run). Idle with the HTTP listener: heartbeat.py alone, with `http_listen` and /metrics fetched
+every 15 s on both nodes, beside the same without (ONLY=idle-http).
 QUICK=1: one run per row, fast profile only. ONLY=WORD[,WORD]: only the sections whose name contains
-a word (failover-fast, failover-tutorial, idle, addresses-ipv4, addresses-mixed; ONLY=addresses runs
+a word (failover-fast, failover-tutorial, idle, idle-http, addresses-ipv4, addresses-mixed; ONLY=addresses runs
 both address groups). Prints a Markdown table; asserts nothing.
 """
 import ipaddress
@@ -38,6 +39,7 @@ VIP, PORT = "10.77.0.100", 8080
 SERVICE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 DAEMON_PYTHON = shutil.which("python3", path=SERVICE_PATH) or sys.executable
 BARE = "a bare Python socket loop"
+HTTP_IDLE_S = 60          # idle windows with and without the HTTP listener: four scrapes at 15 s
 PROFILES = {
     "tutorial": dict(keepalive="2", deadtime="10", initdead="20"),
     "fast": dict(keepalive="100ms", deadtime="500ms", initdead="2"),
@@ -409,9 +411,20 @@ while time.monotonic() < end:
 """
 
 
-def idle_run(kind, keepalive, seconds):
+SCRAPER = """
+import sys, time, urllib.request
+end, every = time.monotonic() + float(sys.argv[1]), float(sys.argv[2])
+while time.monotonic() < end:
+    urllib.request.urlopen("http://127.0.0.1:9694/metrics", timeout=5).read()
+    time.sleep(every)
+"""
+
+
+def idle_run(kind, keepalive, seconds, scrape_every=None):
     """Per node: CPU seconds per minute and RSS (MB) of its daemon processes, both nodes up and
-    both measured (heartbeat.py nodes fall into step, one wakes once a keepalive, one twice)."""
+    both measured (heartbeat.py nodes fall into step, one wakes once a keepalive, one twice).
+    scrape_every: heartbeat.py with `http_listen 9694`, its /metrics fetched that often on both
+    nodes, as Prometheus would (the scraper's own CPU is not counted)."""
     timers = dict(keepalive=keepalive, deadtime="10" if keepalive == "2" else "1", initdead="20")
     lab, procs = Lab(["prime", "calc"]), []
     try:
@@ -425,9 +438,13 @@ def idle_run(kind, keepalive, seconds):
                 continue
             node = Node(lab, name, text, authkeys=keys, python=DAEMON_PYTHON) if kind == "heartbeat.py" else \
                 RealNode(lab, name, text, keys)
+            if scrape_every:
+                node.write("heartbeat.py.cf", "http_listen 9694\n")
             node.start()
         time.sleep(8)
-        pids = [p.pid for p in procs] if kind == BARE else \
+        for name in ("prime", "calc") if scrape_every else ():
+            procs.append(lab.popen(name, [sys.executable, "-c", SCRAPER, str(seconds + 5), str(scrape_every)]))
+        pids = [p.pid for p in procs] if kind == BARE and not scrape_every else \
             daemon_pids(lab, "prime", kind) + daemon_pids(lab, "calc", kind)
         cpu0, _ = cpu_and_rss(pids)
         time.sleep(seconds)
@@ -542,6 +559,15 @@ def main():
         rows.append((f"idle CPU per node, s per minute [keepalive {keepalive}]", values_cpu, "s"))
         rows.append((f"idle RSS per node, all daemon processes [keepalive {keepalive}]", values_rss, "MB"))
         calibration[keepalive] = fmt(values_cpu[BARE])
+    scraped = {}
+    for keepalive in ["2", "100ms"] if wanted("idle-http") else []:
+        values = {"without": [], "with": []}
+        for _ in range(runs):
+            for label, every in (("without", None), ("with", 15.0)):
+                values[label].append(idle_run("heartbeat.py", keepalive, HTTP_IDLE_S, scrape_every=every)["cpu"])
+                print(f"  idle keepalive {keepalive} heartbeat.py, http_listen {label}: {values[label][-1]:.4f}",
+                      file=sys.stderr, flush=True)
+        scraped[keepalive] = values
     header = "| measurement | " + " | ".join(kinds) + (" | heartbeat.py / 3.0.6 |" if len(kinds) > 1 else " |")
     print()
     print(header)
@@ -556,6 +582,13 @@ def main():
     for keepalive, cpu in calibration.items():
         print(f"calibration, keepalive {keepalive}: {BARE} (the same sends and receives, no work) "
               f"costs {cpu} per minute per node here")
+    if scraped:
+        print(f"\n| heartbeat.py idle CPU per node, s per minute ({HTTP_IDLE_S} s windows) | without http_listen | "
+              "with /metrics scraped every 15 s | with / without |")
+        print("|---|---|---|---|")
+        for keepalive, values in scraped.items():
+            print(f"| keepalive {keepalive} | {fmt(values['without'])} | {fmt(values['with'])} | "
+                  f"{ratio(values['with'], values['without'])} |")
     return 0
 
 
