@@ -263,3 +263,26 @@ def test_fence_delay_takes_a_time(confdir):
     assert load(confdir, "fence_delay 5s\n").fence_delay_ms == 5000
     (error,) = errors(confdir, "fence_delay soon\n")
     assert error.startswith(f"{confdir}/heartbeat.py.cf:1: fence_delay: 'soon' is not a time"), error
+
+
+# ---------------------------------------------------------------- http_listen and notify_timeout
+
+@pytest.mark.parametrize("text, address", [
+    ("9694", ("127.0.0.1", 9694)), ("0.0.0.0:9694", ("0.0.0.0", 9694)), ("[::]:80", ("::", 80)),
+    ("[::1]:9694", ("::1", 9694)), ("192.168.1.1:9100", ("192.168.1.1", 9100)), ("off", None)])
+def test_http_listen_takes_a_port_an_address_and_port_or_off(confdir, text, address):
+    assert load(confdir, f"http_listen {text}\n").http_listen == address
+    assert load(confdir, "").http_listen is None                     # off unless told
+    assert load(confdir, "").notify_timeout_ms == 30000
+
+
+@pytest.mark.parametrize("line, message", [
+    ("http_listen 99999", "is not [ADDRESS:]PORT with a port from 1 to 65535"),
+    ("http_listen prime:9694", "'prime' is not an IP address"),
+    ("http_listen", "http_listen needs a [ADDRESS:]PORT|off first"),
+    ("notify_timeout soon", "notify_timeout: 'soon' is not a time"),
+    ("notify_timeout 5s 6s", "notify_timeout takes one value"),
+])
+def test_bad_listen_and_timeout_lines_name_the_file_and_line(confdir, line, message):
+    [error] = errors(confdir, f"# mine\n{line}\n")
+    assert error.startswith(os.path.join(confdir, hb.SETTINGS_FILE) + ":2: ") and message in error, error
