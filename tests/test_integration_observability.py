@@ -202,3 +202,22 @@ def test_the_readme_alert_rules_are_valid_prometheus_rules(tmp_path):
     check = subprocess.run(["promtool", "check", "rules", str(tmp_path / "rules.yml")], capture_output=True,
                            text=True, timeout=30)
     assert check.returncode == 0 and "SUCCESS: 2 rules found" in check.stdout, check.stdout + check.stderr
+
+
+@pytest.mark.parametrize("lab", [("prime", "calc")], indirect=True)
+def test_sighup_opens_moves_and_closes_the_listener(lab):
+    import signal
+    node = Node(lab, "prime", hacf(keepalive="200ms", deadtime="1", initdead="3"))
+    node.start()
+    node.wait_for(lambda s: s["http_listen"] is None, 10)
+    listening = lambda port: f":{port} " in lab.exec("prime", ["ss", "-Htln"]).stdout     # noqa: E731
+    for text, port, gone in (("http_listen 9694\n", 9694, None), ("http_listen 127.0.0.1:9695\n", 9695, 9694),
+                             ("", None, 9695)):
+        node.write("heartbeat.py.cf", text)
+        node.proc.send_signal(signal.SIGHUP)
+        if port:
+            wait(lambda: listening(port), 5)
+            assert node.status()["http_listen"] == f"127.0.0.1:{port}"
+        if gone:
+            wait(lambda: not listening(gone), 5)
+    assert node.status()["http_listen"] is None
