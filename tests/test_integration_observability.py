@@ -216,8 +216,8 @@ def test_sighup_opens_moves_and_closes_the_listener(lab):
         node.write("heartbeat.py.cf", text)
         node.proc.send_signal(signal.SIGHUP)
         if port:
-            wait(lambda: listening(port), 5)
+            wait(lambda port=port: listening(port), 5)
             assert node.status()["http_listen"] == f"127.0.0.1:{port}"
         if gone:
-            wait(lambda: not listening(gone), 5)
+            wait(lambda gone=gone: not listening(gone), 5)
     assert node.status()["http_listen"] is None
