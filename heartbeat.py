@@ -5727,6 +5727,7 @@ class HTTPListener:
         client.setblocking(False)
         self.clients[client] = [b"", b"", self.timers.call_later(HTTP_CLIENT_TIMEOUT_S, lambda: self.drop(client))]
         self.selector.register(client, selectors.EVENT_READ, self.read)
+        self.read(client)        # the request is usually there already: answered in this same wake-up
 
     def read(self, client: socket.socket) -> None:
         try:
@@ -5771,7 +5772,7 @@ class HTTPListener:
             return http_response(405, "text/plain", "read-only: GET or HEAD\n", head=False,
                                  extra="Allow: GET, HEAD\r\n")
         if path == "/metrics":
-            body, kind = prometheus_text(self.report()), "text/plain; version=0.0.4; charset=utf-8"
+            body, kind = prometheus_text(self.report(events=False)), "text/plain; version=0.0.4; charset=utf-8"
         elif path == "/":
             body, kind = html_page(self.report()), "text/html; charset=utf-8"
         else:
@@ -6364,7 +6365,8 @@ class Daemon:
             return {"ok": not error, "error": error, "node": self.config.node}
         return {"ok": False, "error": f"unknown command {command!r}"}
 
-    def status(self) -> dict:
+    def status(self, events: bool = True) -> dict:
+        """What `status` reports; events=False leaves out the history (the metrics need its counts only)."""
         membership = self.membership
         return {
             "ok": True,
@@ -6390,7 +6392,7 @@ class Daemon:
             "name_conflict": membership.name_conflict,
             "watchdog": self.watchdog.snapshot() if self.watchdog else None,
             "http_listen": url_host(self.http.address) if self.http else None,
-            "events": self.events.snapshot(),
+            "events": self.events.snapshot() if events else [],
             "event_counts": dict(self.events.counts),
         }
 

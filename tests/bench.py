@@ -569,9 +569,10 @@ def main():
                       file=sys.stderr, flush=True)
         scraped[keepalive] = values
     header = "| measurement | " + " | ".join(kinds) + (" | heartbeat.py / 3.0.6 |" if len(kinds) > 1 else " |")
-    print()
-    print(header)
-    print("|---" * (len(kinds) + 1 + (len(kinds) > 1)) + "|")
+    if rows:
+        print()
+        print(header)
+        print("|---" * (len(kinds) + 1 + (len(kinds) > 1)) + "|")
     for label, values, unit in rows:
         cells = [fmt(values[kind], unit) for kind in kinds]
         if len(kinds) > 1:
