@@ -6747,7 +6747,9 @@ def lsb_wrapper(name: str, res: ScriptResource) -> str:
 # Short-Description: {res.spec} (Heartbeat resource.d script) for Pacemaker
 ### END INIT INFO
 # Written by heartbeat.py export-pacemaker: Pacemaker 2 has no class for Heartbeat's
-# resource.d scripts with arguments; this LSB wrapper runs {res.name} with them.
+# resource.d scripts with arguments; this LSB wrapper runs {res.name} with them, and with
+# the node's name in HA_CURHOST as Heartbeat gave it (Pacemaker's node name is uname -n).
+HA_CURHOST="${{HA_CURHOST:-$(uname -n)}}"; export HA_CURHOST
 case "$1" in
     start|stop) {call} "$1" ;;
     status)
