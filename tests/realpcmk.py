@@ -21,6 +21,8 @@ import signal
 import subprocess
 import time
 
+from netns import page, poller, wait
+
 COROSYNC, PACEMAKERD = "/usr/sbin/corosync", "/usr/sbin/pacemakerd"
 DAEMONS = ("pacemaker-based", "pacemaker-fenced", "pacemaker-execd", "pacemaker-attrd",
            "pacemaker-schedulerd", "pacemaker-controld")
@@ -276,3 +278,34 @@ class PacemakerNode:
         return (f"--- {self.name} corosync.log ---\n{self.tail(self.corosync_log)}\n"
                 f"--- {self.name} pacemaker.log ---\n{self.tail(self.pacemaker_log)}\n"
                 f"--- {self.name} console ---\n{self.tail(self.console.name)}")
+
+
+def load_cib(node, xml_text, path):
+    """The export's XML into the running cluster: its configuration section replaces the cluster's (a
+    whole-CIB replace is refused once the cluster has counted past the file's epoch)."""
+    with open(path, "w") as handle:
+        handle.write(xml_text)
+    node.crm(["cibadmin", "--replace", "--scope", "configuration", "--xml-file", path], check=True)
+
+
+def outage(lab, action, expect, timeout=60):
+    """Run action while the client polls the VIP; (seconds without an answer, seconds until `expect`
+    answers) from the action's start."""
+    client = poller(lab, timeout + 5)
+    time.sleep(0.5)
+    start = time.time()
+    action()
+    wait(lambda: page(lab) == expect, timeout)
+    took = time.time() - start
+    time.sleep(0.3)
+    client.terminate()
+    out = client.communicate(timeout=10)[0]
+    changes = [(float(t), a) for t, a in (line.split() for line in out.splitlines())]
+    down, dark = None, 0.0
+    for stamp, answer in changes:
+        if answer == "-" and down is None:
+            down = stamp
+        elif answer != "-" and down is not None:
+            dark += stamp - max(down, start)
+            down = None
+    return round(dark, 2), round(took, 2)

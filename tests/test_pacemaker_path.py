@@ -12,8 +12,8 @@ import time
 import pytest
 
 import heartbeat as hb
-from netns import VIP, WEB_PORT, WEBSERVER_SCRIPT, Lab, cut_route, heal_route, holders, page, poller, wait
-from realpcmk import PacemakerNode, corosync_authkey, corosync_conf, have_pacemaker
+from netns import VIP, WEB_PORT, WEBSERVER_SCRIPT, Lab, cut_route, heal_route, holders, page, wait
+from realpcmk import PacemakerNode, corosync_authkey, corosync_conf, have_pacemaker, load_cib, outage
 
 REASON = have_pacemaker()
 pytestmark = pytest.mark.skipif(REASON is not None, reason=REASON or "")
@@ -54,41 +54,6 @@ def seed_cib(node):
         handle.write(SEED_CIB)
     os.chmod(path, 0o600)
     os.system(f"chown hacluster:haclient {path}")  # noqa: S605 - a fixed command on our own file
-
-
-def load_cib(node, xml_text, path):
-    """The export's XML into the running cluster: its configuration section replaces the cluster's (a
-    whole-CIB replace is refused once the cluster has counted past the file's epoch)."""
-    with open(path, "w") as handle:
-        handle.write(xml_text)
-    node.crm(["cibadmin", "--replace", "--scope", "configuration", "--xml-file", path], check=True)
-
-
-def serving(lab):
-    return holders(lab) if page(lab) != "-" else []
-
-
-def outage(lab, action, expect, timeout=60):
-    """Run action while the client polls the VIP; (seconds without an answer, seconds until `expect`
-    answers) from the action's start."""
-    client = poller(lab, timeout + 5)
-    time.sleep(0.5)
-    start = time.time()
-    action()
-    wait(lambda: page(lab) == expect, timeout)
-    took = time.time() - start
-    time.sleep(0.3)
-    client.terminate()
-    out = client.communicate(timeout=10)[0]
-    changes = [(float(t), a) for t, a in (line.split() for line in out.splitlines())]
-    down, dark = None, 0.0
-    for stamp, answer in changes:
-        if answer == "-" and down is None:
-            down = stamp
-        elif answer != "-" and down is not None:
-            dark += stamp - max(down, start)
-            down = None
-    return round(dark, 2), round(took, 2)
 
 
 @pytest.fixture(scope="module")
