@@ -169,9 +169,11 @@ class PacemakerNode:
         self.lab.procs.append(proc)
         return proc
 
-    def crm(self, argv, timeout=30, check=False):
-        """A command (crm_mon, cibadmin, crm_attribute, crm_standby, ...) in the node's namespaces."""
-        result = subprocess.run(self.enter(argv), capture_output=True, text=True, timeout=timeout, check=False)
+    def crm(self, argv, timeout=30, check=False, env_extra=None):
+        """A command (crm_mon, cibadmin, crm_attribute, crm_standby, pcs, ...) in the node's namespaces."""
+        env = dict(os.environ, **env_extra) if env_extra else None
+        result = subprocess.run(self.enter(argv), capture_output=True, text=True, timeout=timeout, check=False,
+                                env=env)
         if check and result.returncode != 0:
             raise RuntimeError(f"{self.name}: {' '.join(argv)} exited {result.returncode}: {result.stderr}"
                                f"{result.stdout}")

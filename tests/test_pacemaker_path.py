@@ -167,15 +167,25 @@ def test_link_cut_fails_over_and_the_heal_brings_it_home(cluster):
 
 
 def test_auto_failback_off_stays_on_the_node_that_took_over(cluster):
-    """The same cluster with auto_failback off, exported and loaded over the running configuration."""
+    """The same cluster with auto_failback off: its pcs export's stickiness lines, run on a copy of the
+    running CIB (pcs cluster cib) and pushed back (pcs cluster cib-push), as the export's script does."""
     lab, nodes, _, _, _ = cluster
+    calc = nodes["calc"]
     conf = config_dir(lab.tmp, HACF.replace("auto_failback on", "auto_failback off"), name="ha.d-off")
-    xml = hb.export_pacemaker(hb.load_config(conf, "prime", [os.path.join(conf, "resource.d")]), "xml")[0]
-    assert 'name="resource-stickiness" value="200"' in xml
-    load_cib(nodes["calc"], xml, os.path.join(lab.tmp, "cib-off.xml"))
+    config = hb.load_config(conf, "prime", [os.path.join(conf, "resource.d")])
+    assert 'name="resource-stickiness" value="200"' in hb.export_pacemaker(config, "xml")[0]
+    script = hb.export_pacemaker(config, "pcs")[0]
+    lines = [line for line in script.splitlines()
+             if line.startswith(('pcs -f "$CIB" resource defaults', 'pcs -f "$CIB" resource meta'))]
+    assert len(lines) == 2, script
+    cib = os.path.join(lab.tmp, "pcs-off.xml")
+    calc.crm(["pcs", "cluster", "cib", cib], check=True)
+    calc.crm(["sh", "-ec", "\n".join(lines), "pcs-lines"], check=True, env_extra={"CIB": cib})
+    calc.crm(["pcs", "cluster", "cib-push", cib], check=True)
+    live = calc.crm(["cibadmin", "-Q", "--scope", "configuration"], check=True).stdout
+    assert 'name="resource-stickiness" value="200"' in live and 'name="resource-stickiness" value="100"' in live
     time.sleep(2)
     assert page(lab) == "prime"
-    calc = nodes["calc"]
     TIMES["auto_failback off: standby prime: dark, calc serves"] = outage(
         lab, lambda: calc.crm(["crm_standby", "-N", "prime", "-v", "on"], check=True), "calc")
     calc.crm(["crm_standby", "-N", "prime", "-D"], check=True)
