@@ -57,6 +57,10 @@ def test_the_same_scenario_on_heartbeat_py(pair):
     wait(lambda: holders(lab) == ["prime"], 30)
     for node in nodes.values():
         node.wait_for(lambda s: all(n["status"] == "active" for n in s["nodes"].values()), 30)
+    TIMES["stop prime's heartbeat.py: dark, calc serves"] = outage(lab, prime.stop, "calc")
+    TIMES["prime's heartbeat.py back (auto_failback on): dark, prime serves"] = outage(lab, prime.start, "prime")
+    for node in nodes.values():
+        node.wait_for(lambda s: all(n["status"] == "active" for n in s["nodes"].values()), 30)
 
 
 def test_migration_to_pacemaker_while_the_client_polls(pair):
