@@ -6526,6 +6526,15 @@ SYSTEMD_UNIT_DIRS = ("/etc/systemd/system", "/lib/systemd/system", "/usr/lib/sys
 STICKINESS = {"on": 50, "legacy": 50, "off": 200}    # location preference for the home node: 100
 HOME_SCORE = 100
 PING_SCORE = 1000      # per ping node answering: more than home preference and stickiness together
+
+
+def group_stickiness(config: Config, primitives) -> Optional[int]:
+    """A group's members each get this share of the stickiness (None: one primitive, the default applies).
+    Pacemaker adds up the stickiness of a group's active members: with the default on each of them, a
+    group of two under auto_failback on (2 x 50) would tie with its home preference and never fail back."""
+    if len(primitives) < 2:
+        return None
+    return STICKINESS[config.hacf.auto_failback] // len(primitives)
 NOT_TRANSLATED = {
     "ping": "ping nodes move nothing without ipfail (respawn ... ipfail)",
     "ping_group": "ping groups move nothing without ipfail (respawn ... ipfail)",
@@ -6754,7 +6763,9 @@ def lsb_wrapper(name: str, res: ScriptResource) -> str:
 # Short-Description: {res.spec} (Heartbeat resource.d script) for Pacemaker
 ### END INIT INFO
 # Written by heartbeat.py export-pacemaker: Pacemaker 2 has no class for Heartbeat's
-# resource.d scripts with arguments; this LSB wrapper runs {res.name} with them.
+# resource.d scripts with arguments; this LSB wrapper runs {res.name} with them, and with
+# the node's name in HA_CURHOST as Heartbeat gave it (Pacemaker's node name is uname -n).
+HA_CURHOST="${{HA_CURHOST:-$(uname -n)}}"; export HA_CURHOST
 case "$1" in
     start|stop) {call} "$1" ;;
     status)
@@ -6840,6 +6851,10 @@ def export_pcs(config: Config, groups, wrappers) -> str:
                          f" op monitor interval={every} timeout={timeout}{meta}"
                          f"{' --group ' + ident if ident else ''}{force}")
         target = ident or primitives[0].ident
+        share = group_stickiness(config, primitives)
+        if share is not None:
+            lines.append(f'pcs -f "$CIB" resource meta {ident} resource-stickiness={share}   # per member: '
+                         "a group's stickiness is the sum of its members'")
         lines.append(f'pcs -f "$CIB" constraint location {target} prefers {shlex.quote(group.home)}={HOME_SCORE}')
         for ping in export_pings(config):
             rule = (f"score={PING_SCORE} {ping.attribute} gt 0" if ping.group else
@@ -6869,7 +6884,8 @@ def export_crm(config: Config, groups, wrappers) -> str:
             lines.append(f"primitive {prim.ident} {prim.agent}{params} op monitor interval={every} "
                          f"timeout={timeout}{meta}")
         if ident:
-            lines.append(f"group {ident} {' '.join(p.ident for p in primitives)}")
+            lines.append(f"group {ident} {' '.join(p.ident for p in primitives)} meta resource-stickiness="
+                         f"{group_stickiness(config, primitives)}")
         target = ident or primitives[0].ident
         lines.append(f"location loc_{target}_{pacemaker_id(group.home)} {target} {HOME_SCORE}: {group.home}")
         for ping in export_pings(config):
@@ -6919,6 +6935,10 @@ def export_xml(config: Config, groups, wrappers) -> str:
     interval = monitor_interval_s(config)
     for group, ident, primitives in groups:
         parent = ET.SubElement(resources, "group", {"id": ident}) if ident else resources
+        if ident:       # a group's stickiness is the sum of its members': each gets a share
+            ET.SubElement(ET.SubElement(parent, "meta_attributes", {"id": f"{ident}-meta_attributes"}), "nvpair", {
+                "id": f"{ident}-meta_attributes-resource-stickiness", "name": "resource-stickiness",
+                "value": str(group_stickiness(config, primitives))})
         for prim in primitives:
             kind, _, rest = prim.agent.partition(":")
             attrs = {"id": prim.ident, "class": kind}

@@ -228,6 +228,19 @@ def test_lsb_wrapper_runs_the_script_with_its_arguments(tmp_path):
     assert log.read_text().splitlines() == ["/dev/sdb1 /data ext4 start", "/dev/sdb1 /data ext4 status"]
 
 
+def test_lsb_wrapper_gives_the_script_the_node_name(tmp_path):
+    """Heartbeat's scripts get HA_CURHOST; under Pacemaker the wrapper sets it to uname -n."""
+    script = tmp_path / "who"
+    script.write_text('#!/bin/sh\necho "$HA_CURHOST"\n')
+    os.chmod(script, 0o755)
+    wrapper = tmp_path / "hb-who"
+    wrapper.write_text(hb.lsb_wrapper("hb-who", hb.ScriptResource("who", "who", [], str(script), False)))
+    os.chmod(wrapper, 0o755)
+    env = {k: v for k, v in os.environ.items() if k != "HA_CURHOST"}
+    out = subprocess.run([str(wrapper), "start"], capture_output=True, text=True, timeout=10, env=env).stdout
+    assert out.strip() == os.uname().nodename
+
+
 @pytest.mark.skipif(not shutil.which("crm_verify"), reason="crm_verify (pacemaker-cli-utils) is not installed")
 @pytest.mark.parametrize("files", [TUTORIAL, RICH, IPFAIL, MONITORED, DUAL_STACK,
                                    pytest.param(FENCED_IPMI, marks=needs_ipmi_plugin), FENCED_PEERS])
