@@ -38,6 +38,8 @@ def pair():
             node.write("heartbeat.py.cf", HB_PY_CF)
             node.start()
         wait(lambda: page(lab) == "prime", 30)
+        for node in nodes.values():      # past their first 5 s, when each announces a deadtime 2 s longer
+            node.wait_for(lambda s: s["uptime_s"] >= 6.0, 15)
         yield lab, nodes
     finally:
         lab.close()
