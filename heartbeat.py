@@ -5694,6 +5694,20 @@ HTTP_CLIENT_TIMEOUT_S = 5.0
 HTTP_REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed"}
 
 
+def accept_client(listener: socket.socket, clients: int, limit: int) -> Optional[socket.socket]:
+    """The next waiting connection, non-blocking; None when there is none or when `limit` clients
+    are served already (then it is closed at once)."""
+    try:
+        client, _ = listener.accept()
+    except OSError:
+        return None
+    if clients >= limit:
+        client.close()
+        return None
+    client.setblocking(False)
+    return client
+
+
 class HTTPListener:
     """The read-only HTTP listener of `http_listen`: GET /metrics (Prometheus) and GET / (the
     status page), served from the loop without ever blocking it: at most HTTP_MAX_CLIENTS
@@ -5717,14 +5731,9 @@ class HTTPListener:
         selector.register(self.sock, selectors.EVENT_READ, self.accept)
 
     def accept(self, _sock) -> None:
-        try:
-            client, _ = self.sock.accept()
-        except OSError:
+        client = accept_client(self.sock, len(self.clients), HTTP_MAX_CLIENTS)
+        if not client:
             return
-        if len(self.clients) >= HTTP_MAX_CLIENTS:
-            client.close()
-            return
-        client.setblocking(False)
         self.clients[client] = [b"", b"", self.timers.call_later(HTTP_CLIENT_TIMEOUT_S, lambda: self.drop(client))]
         self.selector.register(client, selectors.EVENT_READ, self.read)
         self.read(client)        # the request is usually there already: answered in this same wake-up
@@ -5856,14 +5865,9 @@ class ControlServer:
         selector.register(self.sock, selectors.EVENT_READ, self.accept)
 
     def accept(self, _sock) -> None:
-        try:
-            client, _ = self.sock.accept()
-        except OSError:
+        client = accept_client(self.sock, len(self.buffers), MAX_CONTROL_CLIENTS)
+        if not client:
             return
-        if len(self.buffers) >= MAX_CONTROL_CLIENTS:
-            client.close()
-            return
-        client.setblocking(False)
         self.buffers[client] = b""
         self.selector.register(client, selectors.EVENT_READ, self.read)
 
