@@ -3,8 +3,10 @@
 
 A drop-in for Linux-HA Heartbeat 3.0.6 in its classic haresources ("v1") mode:
 the same /etc/ha.d files (ha.cf, authkeys, haresources), the same log lines and
-the same UDP packets on port 694, so a cluster can be upgraded one node at a time.
-Standard library only: nothing to install but Python 3.9 or newer.
+the same UDP packets on port 694 (IPv4 and IPv6), so a cluster can be upgraded one
+node at a time. What Heartbeat never had (service monitors, the HTTP listener for
+/metrics, notify hook timeouts) lives in /etc/ha.d/heartbeat.py.cf; hooks in
+/etc/ha.d/notify.d. Standard library only: nothing to install but Python 3.9 or newer.
 
 Quick start (as root, on both nodes):
     ./heartbeat.py keygen            # write /etc/ha.d/authkeys with a fresh key
