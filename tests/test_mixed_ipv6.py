@@ -40,15 +40,14 @@ def hacf(peer_address):
 
 
 def build(lab, real_name):
-    """The real node named real_name, heartbeat.py on the other (real_name "both": two real
-    nodes, the baseline); the same haresources on both, each ha.cf naming the other's address."""
+    """The real node named real_name, heartbeat.py on the other; the same haresources on both,
+    each ha.cf naming the other's address. (A real-real pair, run as a baseline while this module
+    was written: crash -> calc served after 9.9-10.4 s; it tests no line of heartbeat.py, so it is
+    not run here.)"""
     piddir = os.path.join(lab.tmp, "pids")
     os.makedirs(piddir, exist_ok=True)
     haresources = f"prime IPv6addr::{VIP6_FULL}/64/eth0 webserver::{PORT}::{piddir}\n"
     scripts = {"webserver": WEBSERVER_SCRIPT}
-    if real_name == "both":
-        return (RealNode(lab, "prime", hacf(lab.addr6("calc")), KEYS, haresources, scripts),
-                RealNode(lab, "calc", hacf(lab.addr6("prime")), KEYS, haresources, scripts))
     py_name = "calc" if real_name == "prime" else "prime"
     real = RealNode(lab, real_name, hacf(lab.addr6(py_name)), KEYS, haresources, scripts)
     py = Node(lab, py_name, hacf(lab.addr6(real_name)), authkeys=KEYS, haresources=haresources,
@@ -124,7 +123,7 @@ def lab6():
         lab.close()
 
 
-@pytest.mark.parametrize("real_name", ["prime", "calc", "both"])
+@pytest.mark.parametrize("real_name", ["prime", "calc"])
 def test_ipv6_only_crash_of_the_home_node_and_its_return(lab6, real_name):
     lab = lab6
     real, py = build(lab, real_name)
