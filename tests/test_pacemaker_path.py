@@ -100,8 +100,11 @@ def test_corosync_conf_comes_from_the_export(cluster):
 def test_vip_and_service_start_on_the_home_node(cluster):
     lab, nodes, _, _, wrappers = cluster
     assert holders(lab) == ["prime"] and page(lab) == "prime"
-    status = nodes["calc"].crm(["crm_mon", "-1"]).stdout
-    assert re.search(r"hb-webserver\s+\(lsb:hb-webserver\):\s+Started prime", status), status
+
+    def started():          # the page can answer before execd has reported the start complete
+        return re.search(r"hb-webserver\s+\(lsb:hb-webserver\):\s+Started prime",
+                         nodes["calc"].crm(["crm_mon", "-1"]).stdout)
+    wait(started, 20, interval=0.2)
     # the exported LSB wrapper, as Pacemaker's execd runs it: status 0 where it runs, 3 where not
     assert list(wrappers) == ["hb-webserver"]
     assert nodes["prime"].crm(["/etc/init.d/hb-webserver", "status"]).returncode == 0
