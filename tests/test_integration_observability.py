@@ -77,7 +77,9 @@ def hard_failover(lab, prime, calc):
 def test_after_a_failover_the_events_hooks_metrics_and_page_tell_what_happened(lab):
     prime, calc = cluster(lab)
     took = hard_failover(lab, prime, calc)
-
+    # the page answers before the acquisition is over (the services start while the addresses' probe
+    # waits for an answer): the events come when it is
+    calc.wait_for(lambda s: "active" in [e["kind"] for e in s["events"]], 5)
     events = calc.status()["events"]
     kinds = [e["kind"] for e in events]
     for kind in ("node-up", "node-dead", "link-dead", "group-starting", "addresses-added", "group-acquired", "active"):
