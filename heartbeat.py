@@ -1900,6 +1900,7 @@ class Link:
 # by `status --events` and `status --json`, and handed to the notify.d hooks (see Notify hooks).
 
 EVENTS_KEPT = 500
+NORMAL_DROPS = ("dropped_own", "dropped_duplicate", "dropped_not_for_us")   # normal traffic: no event, not shown
 DROP_EVENT_INTERVAL_S = 10.0     # a burst of dropped packets: one event per reason this often at most
 EVENT_KINDS = {
     "node-up": "a peer or ping node is heard (again)",
@@ -2277,7 +2278,7 @@ class Membership:
         self.counters["dropped_" + reason] += 1
         if message and log and self.hacf.log_badpack:
             self.complain(reason, message)
-        if reason not in ("own", "duplicate", "not_for_us"):       # those are normal traffic
+        if "dropped_" + reason not in NORMAL_DROPS:
             self.note_drops(reason)
 
     def note_drops(self, reason: str) -> None:
@@ -5384,7 +5385,6 @@ class IPFail:
 
 NODE_STATES = ("init", "up", "active", "dead", "ping")
 GROUP_STATES = ("stopped", "starting", "running", "stopping", "failed", "stop failed", "fault")
-DROP_REASONS_HIDDEN = ("dropped_own", "dropped_duplicate", "dropped_not_for_us")    # normal traffic
 EVENTS_ON_PAGE = 50
 
 
@@ -5458,7 +5458,7 @@ def prometheus_text(report: dict) -> str:
                [({}, counters.get("received", 0))])
     out.family("heartbeat_packets_dropped_total", "counter", "datagrams dropped, by reason",
                [({"reason": key[len("dropped_"):]}, value) for key, value in sorted(counters.items())
-                if key.startswith("dropped_") and key not in DROP_REASONS_HIDDEN])
+                if key.startswith("dropped_") and key not in NORMAL_DROPS])
     monitors = report.get("monitors", [])
     out.family("heartbeat_monitor_failures", "gauge", "failures counted towards migration-threshold",
                [({"resource": m["resource"], "group": m["group"]}, m["failures"]) for m in monitors])
@@ -6484,7 +6484,7 @@ def format_status(report: dict) -> str:
         lines.append("carrier: " + (", ".join(f"{name} {state}" for name, state in watched.items()) or "-")
                      if watched is not None else "address and link watch: off")
     dropped = {k[len("dropped_"):]: v for k, v in report["counters"].items()
-               if k.startswith("dropped_") and k not in ("dropped_own", "dropped_duplicate", "dropped_not_for_us")}
+               if k.startswith("dropped_") and k not in NORMAL_DROPS}
     if dropped:
         lines.append("dropped packets: " + ", ".join(f"{k} {v}" for k, v in sorted(dropped.items())))
     return "\n".join(lines)
