@@ -4413,6 +4413,7 @@ MAX_START_FAILURES = 3          # per group and node; then it stays down here an
 NEGOTIATION_ATTEMPTS = 3        # `starting` and failback requests, each a deadtime apart
 STANDBY_REPLY_TIMEOUT_S = 10.0
 STANDBY_DONE_TIMEOUT_S = 300.0  # a hand-over whose other side never says done is forgotten then
+AUTO_FAILBACK_RETRY_S = 1.0     # 3.0.6 looks again this often while either side is in flux
 ADDRESS_CHECK_DELAY_S = 0.2    # a group just started: its addresses are in the watch's table by then
 FAULT_SETTLE_S = 0.25          # carrier back: after our next heartbeat, this long for the peer's word
 HOLD_NAMES = {(True, True): "all", (True, False): "local", (False, True): "foreign", (False, False): "none"}
@@ -4453,6 +4454,10 @@ class ClusterPolicy:
         self.initial_pending: Optional[str] = None            # peer whose answer to `starting` we await
         self.initial_timer: Optional[list] = None
         self.starting_attempts = self.failback_attempts = 0
+        self.failback_to: Optional[str] = None          # auto_failback: the returned home node, once stable
+        self.failback_timer: Optional[list] = None
+        self.failback_asked: Optional[str] = None       # the peer our auto_failback standby request went to
+        self.failback_requests = 0
         self.standby_request: Optional[Tuple[str, str, list]] = None   # (class we give, peer, timer)
         self.standby_offer: Optional[Tuple[str, str, list]] = None     # (class peer gives, peer, timer)
         self.in_standby = False
@@ -4620,6 +4625,7 @@ class ClusterPolicy:
             for name in list(self.peer_holds):
                 self.resolve_conflicts(name)
             self.review_faults()
+            self.perform_auto_failback()
 
     # -- membership events ------------------------------------------------------------
 
@@ -4763,8 +4769,27 @@ class ClusterPolicy:
         """The peer (re)started: tell it what we hold; with auto_failback, give its groups back."""
         self.peer_holds[peer.name] = ("none", False)
         self.announce(stable=not self.worker.busy)
-        if self.config.hacf.auto_failback != "off" and self.holds["foreign"] and \
-                any(g.home == peer.name for g in self.config.groups):
+        if self.config.hacf.auto_failback != "off" and any(g.home == peer.name for g in self.config.groups):
+            self.failback_to, self.failback_requests = peer.name, 0
+            self.perform_auto_failback()
+
+    def perform_auto_failback(self) -> None:
+        """Ask the returned home node to take its groups back once neither side is in flux: a
+        3.0.6 node ignores a standby request while it, or we, are still starting or taking over
+        ("Other side is in flux"), so, as 3.0.6's PerformAutoFailback does, wait for our own
+        work to end and for its stable announcement, and look again every second meanwhile."""
+        name = self.failback_to
+        self.timers.cancel(self.failback_timer)
+        peer = self.membership.peers.get(name) if name else None
+        if peer is None or peer.status == "dead" or self.shutting_down or self.config.hacf.auto_failback == "off":
+            self.failback_to = None
+            return
+        if self.busy() or not self.peer_holds.get(name, ("none", False))[1]:
+            self.failback_timer = self.timers.call_later(AUTO_FAILBACK_RETRY_S, self.perform_auto_failback)
+            return
+        self.failback_to = None
+        if self.holds["foreign"] and self.groups_of(["foreign"]):
+            self.failback_asked, self.failback_requests = name, self.failback_requests + 1
             self.give_away("foreign", reason="auto_failback")
 
     def on_resource(self, peer: Peer, msg: Message) -> None:
@@ -4779,6 +4804,7 @@ class ClusterPolicy:
             self.decide_initial()
         elif stable and not self.busy():
             self.resolve_conflicts(peer.name)
+            self.perform_auto_failback()
 
     def resolve_conflicts(self, name: str) -> None:
         """Two holders of one group: its home node keeps it (and re-announces its MAC), the other
@@ -4823,6 +4849,8 @@ class ClusterPolicy:
         now = self.timers.clock()
         if self.standby_request and self.standby_request[2][0] <= now:
             self.log.warn("No reply to standby request.  Standby request cancelled.")
+            if self.standby_request[1] == self.failback_asked and self.failback_requests < NEGOTIATION_ATTEMPTS:
+                self.failback_to = self.failback_asked       # the home node still waits for its groups
             self.standby_request = None
         if self.standby_offer and self.standby_offer[2][0] <= now:
             self.log.warn(f"{self.standby_offer[1]} did not complete its standby: standby offer cancelled")
@@ -4848,6 +4876,7 @@ class ClusterPolicy:
             self.standby_request = (mine, peer.name, self.timers.call_later(STANDBY_DONE_TIMEOUT_S,
                                                                            self.standby_timeout))
             self.log.info(f"standby: {peer.name} can take our {mine} resources")
+            self.failback_asked = None
             if mine in ("all", "local"):
                 self.in_standby = True
 

@@ -153,3 +153,45 @@ def test_standby_requests_are_honoured_both_ways(lab):
     result = real.nsenter(["/usr/share/heartbeat/hb_takeover"])
     assert result.returncode == 0, result.stderr
     wait(lambda: holders(lab) == ["calc"] and page(lab) == "calc", 20)
+
+
+SLOW_SCRIPT = """#!/bin/sh
+# A resource that takes DELAY seconds to start on this node (the haresources line is the same on both).
+state={state}
+case "$1" in
+  start)  sleep {delay}; touch "$state" ;;
+  stop)   rm -f "$state" ;;
+  status) if [ -e "$state" ]; then echo running; else echo stopped; fi ;;
+esac
+exit 0
+"""
+
+
+def test_the_home_node_back_during_our_takeover_gets_its_group_once_both_are_stable(lab):
+    """Real prime returns while heartbeat.py calc is still starting prime's group (its last resource
+    takes 4 s on calc). 3.0.6 ignores a standby request while the other side is in flux, so calc
+    must ask for the hand-back only after its own takeover ends and prime says it is stable, as
+    3.0.6's PerformAutoFailback does. (Seen in CI: calc asked at once, prime ignored it, and the
+    group stayed on calc for good.)"""
+    piddir = os.path.join(lab.tmp, "pids")
+    os.makedirs(piddir, exist_ok=True)
+    haresources = f"prime {VIP}/24/eth0 webserver::{PORT}::{piddir} slowstart\n"
+
+    def scripts(name, delay):
+        state = os.path.join(lab.tmp, f"slowstart-{name}")
+        return {"webserver": WEBSERVER_SCRIPT, "slowstart": SLOW_SCRIPT.format(state=state, delay=delay)}
+    real = RealNode(lab, "prime", HACF, KEYS["sha1"], haresources, scripts("prime", 0))
+    py = Node(lab, "calc", HACF, authkeys=KEYS["sha1"], haresources=haresources, resource_scripts=scripts("calc", 4))
+    real.start()
+    py.start()
+    wait(both_active(real, py), 20)
+    wait(lambda: holders(lab) == ["prime"] and page(lab) == "prime", 25)
+    real.stop()
+    wait(lambda: holders(lab) == ["calc"] and page(lab) == "calc", 10)
+    assert py.status()["groups"][0]["state"] != "running"     # calc is still in its slow start
+    real.start()
+    assert not two_holders_during_failback(lab, 40)
+    assert holders(lab) == ["prime"] and page(lab) == "prime", "prime never got its group back"
+    assert "standby message [me] from calc ignored" not in real.log()
+    assert os.path.exists(os.path.join(lab.tmp, "slowstart-prime"))
+    assert not os.path.exists(os.path.join(lab.tmp, "slowstart-calc"))

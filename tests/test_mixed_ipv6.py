@@ -153,7 +153,11 @@ def test_ipv6_only_crash_of_the_home_node_and_its_return(lab6, real_name):
     lab.heal("prime")
     back_at = time.monotonic()
     prime.start()
-    doubled = back_home_without_doubling(lab, 45)
+    try:
+        doubled = back_home_without_doubling(lab, 45)
+    except AssertionError:
+        print(f"--- real {real.name}:\n{real.log()[-6000:]}\n--- heartbeat.py {py.name}:\n{py.log()[-6000:]}")
+        raise
     print(f"{real_name} real: prime back -> serves again after {time.monotonic() - back_at:.2f} s"
           f"{' (both held the VIP at one moment)' if doubled else ''}")
     assert not doubled
