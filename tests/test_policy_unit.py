@@ -62,3 +62,54 @@ def test_no_group_is_taken_while_another_node_uses_our_name(world, policy):  # n
     advance(world, 5)                        # initdead: comm up, alone
     assert policy.rsc_hold() == "all"
     assert [m.get("rsc_hold") for m in sent(rec) if m.get("t") == "resource"][-1] == "all"
+
+
+@pytest.fixture()
+def holding_calcs_group(world, tmp_path):  # noqa: F811
+    """prime, alone past initdead, holds calc's group (10.77.0.50): calc is about to come back."""
+    (tmp_path / "haresources").write_text("calc 10.77.0.50\n")
+    config = hb.load_config(str(tmp_path), "prime")
+    _, clock, timers, rec, _ = world
+    membership = hb.Membership(config, hb.Identity("prime", b"P" * 16, 0x100), timers, rec, rec.sent.append, rec)
+    policy = hb.ClusterPolicy(config, membership, NoResources(), InlineWorker(), rec)
+    membership.listener = policy
+    membership.start()
+    here = (membership, clock, timers, rec, config)
+    advance(here, config.hacf.initdead_ms / 1000 + 1, step=0.5)
+    assert policy.holds["foreign"]
+    return here, policy
+
+
+def standby_requests(rec):
+    return [m for m in sent(rec) if m.get("t") == "ask_resources" and m.get("info") == "me"]
+
+
+def test_auto_failback_waits_for_the_returned_home_node_to_be_stable(holding_calcs_group):
+    """3.0.6 ignores a standby request while the other side is in flux: ask once calc says it is stable."""
+    here, policy = holding_calcs_group
+    membership, clock, timers, rec, config = here
+    calc = Calc(config, generation=0x300)
+    membership.receive(calc.status(), "eth0")
+    membership.receive(calc.packet(("t", "starting")), "eth0")
+    for _ in range(6):
+        membership.receive(calc.status(), "eth0")
+        advance(here, 0.5)
+    assert standby_requests(rec) == []
+    membership.receive(calc.packet(("t", "resource"), ("rsc_hold", "none"), ("rtype", "full"), ("isstable", "1")),
+                       "eth0")
+    assert [m.get("rsc_hold") for m in standby_requests(rec)] == ["foreign"]
+
+
+def test_auto_failback_asks_again_when_the_home_node_never_answers(holding_calcs_group):
+    here, policy = holding_calcs_group
+    membership, clock, timers, rec, config = here
+    calc = Calc(config, generation=0x300)
+    membership.receive(calc.status(), "eth0")
+    membership.receive(calc.packet(("t", "starting")), "eth0")
+    membership.receive(calc.packet(("t", "resource"), ("rsc_hold", "none"), ("rtype", "full"), ("isstable", "1")),
+                       "eth0")
+    for _ in range(int(4 * hb.STANDBY_REPLY_TIMEOUT_S)):
+        membership.receive(calc.status(), "eth0")
+        advance(here, 1, step=0.5)
+    assert len(standby_requests(rec)) == hb.NEGOTIATION_ATTEMPTS
+    assert policy.holds["foreign"] and not policy.busy()
