@@ -84,30 +84,38 @@ def standby_requests(rec):
     return [m for m in sent(rec) if m.get("t") == "ask_resources" and m.get("info") == "me"]
 
 
-def test_auto_failback_waits_for_the_returned_home_node_to_be_stable(holding_calcs_group):
-    """3.0.6 ignores a standby request while the other side is in flux: ask once calc says it is stable."""
-    here, policy = holding_calcs_group
-    membership, clock, timers, rec, config = here
+def calc_restarts(membership, config):
+    """calc is heard again and sends `starting`, as a restarted node does."""
     calc = Calc(config, generation=0x300)
     membership.receive(calc.status(), "eth0")
     membership.receive(calc.packet(("t", "starting")), "eth0")
+    return calc
+
+
+def calc_is_stable(membership, calc):
+    """calc announces that it holds nothing and is stable."""
+    membership.receive(calc.packet(("t", "resource"), ("rsc_hold", "none"), ("rtype", "full"), ("isstable", "1")),
+                       "eth0")
+
+
+def test_auto_failback_waits_for_the_returned_home_node_to_be_stable(holding_calcs_group):
+    """3.0.6 ignores a standby request while the other side is in flux: ask once calc says it is stable."""
+    here, policy = holding_calcs_group
+    membership, _, _, rec, config = here
+    calc = calc_restarts(membership, config)
     for _ in range(6):
         membership.receive(calc.status(), "eth0")
         advance(here, 0.5)
     assert standby_requests(rec) == []
-    membership.receive(calc.packet(("t", "resource"), ("rsc_hold", "none"), ("rtype", "full"), ("isstable", "1")),
-                       "eth0")
+    calc_is_stable(membership, calc)
     assert [m.get("rsc_hold") for m in standby_requests(rec)] == ["foreign"]
 
 
 def test_auto_failback_asks_again_when_the_home_node_never_answers(holding_calcs_group):
     here, policy = holding_calcs_group
-    membership, clock, timers, rec, config = here
-    calc = Calc(config, generation=0x300)
-    membership.receive(calc.status(), "eth0")
-    membership.receive(calc.packet(("t", "starting")), "eth0")
-    membership.receive(calc.packet(("t", "resource"), ("rsc_hold", "none"), ("rtype", "full"), ("isstable", "1")),
-                       "eth0")
+    membership, _, _, rec, config = here
+    calc = calc_restarts(membership, config)
+    calc_is_stable(membership, calc)
     for _ in range(int(4 * hb.STANDBY_REPLY_TIMEOUT_S)):
         membership.receive(calc.status(), "eth0")
         advance(here, 1, step=0.5)
