@@ -1936,10 +1936,15 @@ class Event:
                 "detail": self.detail, "duration_ms": self.duration_ms}
 
 
+def wall_text(wall: float, date: bool = False) -> str:
+    """A time.time() value as local [YYYY-MM-DD ]HH:MM:SS.mmm."""
+    return time.strftime("%Y-%m-%d %H:%M:%S" if date else "%H:%M:%S", time.localtime(wall)) + \
+        f".{int(wall % 1 * 1000):03d}"
+
+
 def wall_time(moment: float, now: float) -> str:
     """A moment of a monotonic clock whose reading now is `now`, as wall-clock HH:MM:SS.mmm."""
-    wall = time.time() - (now - moment)
-    return time.strftime("%H:%M:%S", time.localtime(wall)) + f".{int(wall % 1 * 1000):03d}"
+    return wall_text(time.time() - (now - moment))
 
 
 class EventLog:
@@ -5442,10 +5447,16 @@ class MetricsText:
         return "\n".join(self.lines) + "\n"
 
 
+def up_metric(up: bool) -> MetricsText:
+    """heartbeat_up: the first metric, and the only one when no daemon answers."""
+    out = MetricsText()
+    out.family("heartbeat_up", "gauge", "1: heartbeat.py runs and answered", [({}, int(up))])
+    return out
+
+
 def prometheus_text(report: dict) -> str:
     """A status report as Prometheus metrics (`status --format prometheus`, and /metrics)."""
-    out, me = MetricsText(), report["node"]
-    out.family("heartbeat_up", "gauge", "1: heartbeat.py runs and answered", [({}, 1)])
+    out, me = up_metric(True), report["node"]
     out.family("heartbeat_info", "gauge", "this node, its version and generation",
                [({"node": me, "version": report["version"], "generation": report["generation"]}, 1)])
     out.family("heartbeat_uptime_seconds", "gauge", "seconds since the daemon started",
@@ -5531,16 +5542,11 @@ def html_page(report: dict) -> str:
               [[g["key"], g["home"], g["owner"] or "nobody", g["state"], g["takeovers"]]
                for g in report.get("groups", [])]),
         table(f"Last {len(events)} events", ["time", "event", "about", "duration", "detail"],
-              [[event_time(e), e["kind"], event_subjects(e),
+              [[wall_text(e["time"], date=True), e["kind"], event_subjects(e),
                 "" if e["duration_ms"] is None else f"{e['duration_ms']} ms", e["detail"]] for e in events]),
     ]
     return ("<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>heartbeat.py on "
             f"{html.escape(report['node'])}</title></head>\n<body>\n" + "\n".join(body) + "</body></html>\n")
-
-
-def event_time(event: dict) -> str:
-    wall = event["time"]
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(wall)) + f".{int(wall % 1 * 1000):03d}"
 
 
 def event_subjects(event: dict) -> str:
@@ -5553,7 +5559,7 @@ def format_events(report: dict) -> str:
     for event in report.get("events", []):
         took = "" if event["duration_ms"] is None else f" ({event['duration_ms']} ms)"
         detail = f": {event['detail']}" if event["detail"] else ""
-        lines.append(f"{event_time(event)} {event['kind']:<17} {event_subjects(event)}{took}{detail}")
+        lines.append(f"{wall_text(event['time'], date=True)} {event['kind']:<17} {event_subjects(event)}{took}{detail}")
     return "\n".join(lines) if lines else "no events yet"
 
 
@@ -6154,7 +6160,7 @@ class Daemon:
         settings = self.config.settings
         self.notifier = Notifier(self.config.config_dir, self.config.node, settings.notify_timeout_ms / 1000, self.log)
         self.events.listeners.append(self.notifier)
-        self.open_http(self.config.settings.http_listen)
+        self.open_http(settings.http_listen)
         self.ipfail = IPFail(self.config, self.membership, self.policy, self.pings, self.log)
         self.pings.listener = self.ipfail.on_ping_status
         self.membership.on_link_change = self.ipfail.on_link_change
@@ -6570,6 +6576,8 @@ def group_stickiness(config: Config, primitives) -> Optional[int]:
     if len(primitives) < 2:
         return None
     return STICKINESS[config.hacf.auto_failback] // len(primitives)
+
+
 NOT_TRANSLATED = {
     "ping": "ping nodes move nothing without ipfail (respawn ... ipfail)",
     "ping_group": "ping groups move nothing without ipfail (respawn ... ipfail)",
@@ -7352,7 +7360,7 @@ def cmd_status(args) -> int:
         if fmt == "json":
             print(json.dumps({"running": False, "error": str(err)}))
         elif fmt == "prometheus":                   # a scrape of a stopped daemon: heartbeat_up 0
-            print("# HELP heartbeat_up 1: heartbeat.py runs and answered\n# TYPE heartbeat_up gauge\nheartbeat_up 0")
+            sys.stdout.write(up_metric(False).text())
         else:
             print(f"heartbeat.py is stopped on this machine. ({err})")
         return EXIT_NOT_RUNNING

@@ -445,3 +445,12 @@ def test_daemon_runs_from_source_when_the_state_dir_cannot_hold_bytecode(tmp_pat
 def test_meatclient_without_a_daemon_says_so(tmp_path):
     result = run("meatclient", "calc", "--run-dir", str(tmp_path / "run"))
     assert result.returncode == 3 and "heartbeat.py:" in result.stderr
+
+
+def test_prometheus_status_without_a_daemon_is_heartbeat_up_0_and_valid(tmp_path):
+    """A textfile-collector cron job keeps working while the daemon is stopped: heartbeat_up 0."""
+    parser = pytest.importorskip("prometheus_client.parser")
+    result = run("status", "--format", "prometheus", "--run-dir", str(tmp_path / "run"))
+    assert result.returncode == 3
+    samples = [s for family in parser.text_string_to_metric_families(result.stdout) for s in family.samples]
+    assert [(s.name, s.value) for s in samples] == [("heartbeat_up", 0.0)]
