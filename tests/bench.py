@@ -28,6 +28,7 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))    # heartbeat.py's directory
 from netns import WEBSERVER_SCRIPT, Lab, Node, have_root_net  # noqa: E402
 from realhb import RealNode, have_real_heartbeat  # noqa: E402
 
@@ -68,10 +69,8 @@ ADDRESS_GROUPS = {
 # the Ethernet source: who answered, not only that someone did.
 PROBER = """
 import os, selectors, socket, struct, sys, time
-def checksum(data):
-    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    total = (total >> 16) + (total & 0xffff)
-    return ~(total + (total >> 16)) & 0xffff
+sys.path.insert(0, sys.argv[1])
+from heartbeat import internet_checksum as checksum
 ping4 = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
 ping6 = socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6)
 echo4 = struct.pack("!BBHHH", 8, 0, 0, 0xbe, 1)
@@ -260,7 +259,7 @@ class Prober:
 
     def __init__(self, lab):
         self.answered, self.lock = {}, threading.Lock()
-        self.proc = lab.popen("client", [sys.executable, "-c", PROBER], stdin=subprocess.PIPE,
+        self.proc = lab.popen("client", [sys.executable, "-c", PROBER, REPO], stdin=subprocess.PIPE,
                               stdout=subprocess.PIPE, text=True)
         threading.Thread(target=self.read, daemon=True).start()
 
@@ -433,8 +432,7 @@ def idle_run(kind, keepalive, seconds, scrape_every=None):
         for name in ("prime", "calc"):
             if kind == BARE:
                 period = parse_time_ms(keepalive) / 1000
-                procs.append(lab.popen(name, [DAEMON_PYTHON, "-c", BARE_LOOP, str(period), str(seconds + 30),
-                                              os.path.dirname(os.path.dirname(os.path.abspath(__file__)))]))
+                procs.append(lab.popen(name, [DAEMON_PYTHON, "-c", BARE_LOOP, str(period), str(seconds + 30), REPO]))
                 continue
             node = Node(lab, name, text, authkeys=keys, python=DAEMON_PYTHON) if kind == "heartbeat.py" else \
                 RealNode(lab, name, text, keys)
