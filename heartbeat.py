@@ -4771,10 +4771,12 @@ class ClusterPolicy:
             handler(peer, msg)
 
     def on_starting(self, peer: Peer, msg: Message) -> None:
-        """The peer (re)started: tell it what we hold; with auto_failback, give its groups back."""
+        """The peer (re)started: tell it what we hold; with auto_failback, give back its groups that
+        we hold or are taking now (not ones it hands us later by standby: those stay)."""
         self.peer_holds[peer.name] = ("none", False)
         self.announce(stable=not self.worker.busy)
-        if self.config.hacf.auto_failback != "off" and any(g.home == peer.name for g in self.config.groups):
+        if self.config.hacf.auto_failback != "off" and self.holds["foreign"] and \
+                any(g.home == peer.name for g in self.config.groups):
             self.failback_to, self.failback_requests = peer.name, 0
             self.perform_auto_failback()
 

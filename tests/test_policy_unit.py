@@ -64,9 +64,8 @@ def test_no_group_is_taken_while_another_node_uses_our_name(world, policy):  # n
     assert [m.get("rsc_hold") for m in sent(rec) if m.get("t") == "resource"][-1] == "all"
 
 
-@pytest.fixture()
-def holding_calcs_group(world, tmp_path):  # noqa: F811
-    """prime, alone past initdead, holds calc's group (10.77.0.50): calc is about to come back."""
+def with_calcs_group(world, tmp_path):  # noqa: F811
+    """prime's policy, started, with one group whose home is calc (10.77.0.50)."""
     (tmp_path / "haresources").write_text("calc 10.77.0.50\n")
     config = hb.load_config(str(tmp_path), "prime")
     _, clock, timers, rec, _ = world
@@ -74,8 +73,14 @@ def holding_calcs_group(world, tmp_path):  # noqa: F811
     policy = hb.ClusterPolicy(config, membership, NoResources(), InlineWorker(), rec)
     membership.listener = policy
     membership.start()
-    here = (membership, clock, timers, rec, config)
-    advance(here, config.hacf.initdead_ms / 1000 + 1, step=0.5)
+    return (membership, clock, timers, rec, config), policy
+
+
+@pytest.fixture()
+def holding_calcs_group(world, tmp_path):  # noqa: F811
+    """prime, alone past initdead, holds calc's group: calc is about to come back."""
+    here, policy = with_calcs_group(world, tmp_path)
+    advance(here, here[4].hacf.initdead_ms / 1000 + 1, step=0.5)
     assert policy.holds["foreign"]
     return here, policy
 
@@ -121,3 +126,25 @@ def test_auto_failback_asks_again_when_the_home_node_never_answers(holding_calcs
         advance(here, 1, step=0.5)
     assert len(standby_requests(rec)) == hb.NEGOTIATION_ATTEMPTS
     assert policy.holds["foreign"] and not policy.busy()
+
+
+def test_a_group_handed_over_by_standby_is_not_sent_back_as_a_failback(world, tmp_path):  # noqa: F811
+    """calc starts with prime (which holds nothing of calc's), then hands its group over by standby
+    before it has once said it is stable: that group stays here. Seen in CI: the `starting` of calc's
+    start had left a failback pending, and it sent the group straight back after the standby."""
+    here, policy = with_calcs_group(world, tmp_path)
+    membership, _, _, rec, config = here
+    calc = calc_restarts(membership, config)
+    membership.receive(calc.packet(("t", "resource"), ("rsc_hold", "local"), ("rtype", "full"), ("isstable", "0")),
+                       "eth0")
+    advance(here, 0.5)
+    assert not policy.holds["foreign"]
+    membership.receive(calc.packet(("t", "ask_resources"), ("rsc_hold", "local"), ("info", "me")), "eth0")
+    assert [m.get("info") for m in sent(rec) if m.get("t") == "ask_resources"] == ["other"]
+    membership.receive(calc.packet(("t", "ask_resources"), ("rsc_hold", "local"), ("info", "done")), "eth0")
+    assert policy.holds["foreign"]
+    calc_is_stable(membership, calc)
+    for _ in range(5):
+        membership.receive(calc.status(), "eth0")
+        advance(here, 1, step=0.5)
+    assert standby_requests(rec) == [] and policy.holds["foreign"]
