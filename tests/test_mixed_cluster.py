@@ -193,5 +193,5 @@ def test_the_home_node_back_during_our_takeover_gets_its_group_once_both_are_sta
     assert not two_holders_during_failback(lab, 40)
     assert holders(lab) == ["prime"] and page(lab) == "prime", "prime never got its group back"
     assert "standby message [me] from calc ignored" not in real.log()
-    assert os.path.exists(os.path.join(lab.tmp, "slowstart-prime"))
+    wait(lambda: os.path.exists(os.path.join(lab.tmp, "slowstart-prime")), 5)   # the page answers before it starts
     assert not os.path.exists(os.path.join(lab.tmp, "slowstart-calc"))
