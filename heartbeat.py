@@ -14,6 +14,33 @@ Quick start (as root, on both nodes):
     ./heartbeat.py setup calc        # copy /etc/ha.d to the peer over scp
     ./heartbeat.py daemon            # run it (or: service heartbeat start)
     ./heartbeat.py status            # who is up, who holds what
+
+The map. The file reads top to bottom in eleven layers, each under a banner of its own; a layer
+uses only the layers above it, and a call back up (sensing telling deciding what changed) goes
+through a small typing.Protocol handed to the constructor. tests/test_layers.py holds this map
+to the banners and to the names each layer uses.
+    1. foundations   errors, exit codes, time and text, Timers, run_command, Worker, atomic
+                     writes, the event history (every layer records into it)
+    2. config        ha.cf (DIRECTIVES), authkeys, haresources, heartbeat.py.cf (SETTINGS),
+                     STONITH lines, load_config()
+    3. protocol      Heartbeat's message format, the authkeys digests, identity and control fields
+    4. kernel I/O    UDP media, ICMP echo, rtnetlink, ARP and neighbour discovery, the watchdog
+    5. acting        addresses (IPAddresses), resource scripts and groups (Resources), Fencer
+    6. sensing       Membership, PingNodes, LinkWatch, ServiceMonitor
+    7. deciding      ClusterPolicy (who holds which group), IPFail
+    8. reporting     notify.d hooks, status text and JSON, Prometheus metrics, the HTML page
+    9. daemon        logging, the HTTP listener, the control socket, Daemon (the event loop)
+   10. tools         check, keygen, setup, export-pacemaker
+   11. CLI           the subcommands, build_parser(), main()
+
+Where to start:
+    a new ha.cf directive          DIRECTIVES (config); a setting Heartbeat never had: SETTINGS
+    a new kind of resource         parse_resource (config), then Resources (acting)
+    a new wire message type        Message (protocol), then the dispatch table of who hears it
+    a new health check             sensing, telling ClusterPolicy through its Protocol
+    who takes over, and when       ClusterPolicy (deciding)
+    what status and /metrics show  reporting
+    a new subcommand               build_parser (CLI), its work in tools
 """
 
 import argparse
@@ -52,7 +79,13 @@ from typing import Dict, List, NamedTuple, Optional, Tuple, Union
 __version__ = "0.1.0"
 HEARTBEAT_VERSION = "3.0.6"     # the version whose wire protocol we speak
 
-# #### Constants and defaults ################################################
+
+# ==================================================================================================
+# 1. FOUNDATIONS: errors, constants, time and text, timers, commands, the worker, files, the event history
+# ==================================================================================================
+
+
+# #### Foundations: constants and exit codes #######################################################
 
 DEFAULT_CONFIG_DIR = "/etc/ha.d"
 DEFAULT_STATE_DIR = "/var/lib/heartbeat"
@@ -69,8 +102,8 @@ EXIT_USAGE = 2
 EXIT_NOT_RUNNING = 3
 EXIT_NOT_CONFIGURED = 6
 
-# #### Errors ################################################################
 
+# #### Foundations: errors #########################################################################
 
 class HAError(Exception):
     """Every error heartbeat.py reports to a person; main() prints it."""
@@ -96,7 +129,248 @@ class ConfigErrors(HAError):
         self.errors = errors
 
 
-# #### Config: ha.cf #########################################################
+# #### Foundations: time and text ##################################################################
+
+def format_duration(ms: int) -> str:
+    """The shortest exact way to write ms back in heartbeat.py.cf's syntax."""
+    for unit, scale in (("h", 3600000), ("min", 60000), ("s", 1000)):
+        if ms and ms % scale == 0:
+            return f"{ms // scale}{unit}"
+    return f"{ms}ms"
+
+
+def wall_text(wall: float, date: bool = False) -> str:
+    """A time.time() value as local [YYYY-MM-DD ]HH:MM:SS.mmm."""
+    return time.strftime("%Y-%m-%d %H:%M:%S" if date else "%H:%M:%S", time.localtime(wall)) + \
+        f".{int(wall % 1 * 1000):03d}"
+
+
+def wall_time(moment: float, now: float) -> str:
+    """A moment of a monotonic clock whose reading now is `now`, as wall-clock HH:MM:SS.mmm."""
+    return wall_text(time.time() - (now - moment))
+
+
+def hex_number(text: Optional[str]) -> int:
+    """A hex field (seq, hg, ts, dt): 1 to 16 hex digits and nothing else; -1 when it is not one."""
+    if not text or len(text) > 16 or not text.isalnum() or not text.isascii():
+        return -1
+    try:
+        return int(text, 16)
+    except ValueError:
+        return -1
+
+
+# #### Foundations: timers and rate-limited complaints #############################################
+
+class Timers:
+    """Deadlines on a monotonic clock, in a heap; the event loop sleeps until the next one."""
+
+    def __init__(self, clock=time.monotonic):
+        self.clock, self.heap, self.counter = clock, [], itertools.count()
+
+    def call_later(self, delay_s: float, callback) -> list:
+        entry = [self.clock() + max(0.0, delay_s), next(self.counter), callback]
+        heapq.heappush(self.heap, entry)
+        return entry
+
+    @staticmethod
+    def cancel(entry: Optional[list]) -> None:
+        if entry:
+            entry[2] = None
+
+    def next_delay(self) -> Optional[float]:
+        while self.heap and self.heap[0][2] is None:
+            heapq.heappop(self.heap)
+        return max(0.0, self.heap[0][0] - self.clock()) if self.heap else None
+
+    def run_due(self) -> None:
+        now = self.clock()
+        while self.heap and self.heap[0][0] <= now:
+            _, _, callback = heapq.heappop(self.heap)
+            if callback:
+                callback()
+
+
+class RateLimitedLog:
+    """Log a repeated complaint at most once per interval, saying how many were held back."""
+
+    def __init__(self, log, clock, interval_s: float = 10.0):
+        self.log, self.clock, self.interval_s = log, clock, interval_s
+        self.last: Dict[str, float] = {}
+        self.held: Dict[str, int] = {}
+
+    def __call__(self, reason: str, message: str, level: str = "error") -> None:
+        now = self.clock()
+        if reason in self.last and now - self.last[reason] < self.interval_s:
+            self.held[reason] = self.held.get(reason, 0) + 1
+            return
+        held = self.held.pop(reason, 0)
+        self.last[reason] = now
+        getattr(self.log, level)(message + (f" ({held} more like it since the last report)" if held else ""))
+
+
+# #### Foundations: running commands and the worker thread #########################################
+
+OUTPUT_KEPT_BYTES = 64 * 1024   # of a command's output, the end
+
+
+@dataclasses.dataclass
+class CommandResult:
+    returncode: int
+    output: str
+
+
+def run_command(argv: List[str], timeout_s: float, env: Optional[dict] = None,
+                own_session: bool = True) -> CommandResult:
+    """Run argv (never through a shell); stdout and stderr together. Done when the process itself
+    exits: the output goes to a file, so a child it left running (`daemon &`) holds nothing open.
+    On timeout 124, and its whole process group is killed (own_session=False keeps our terminal,
+    where ssh asks for a password, and kills only the process)."""
+    with tempfile.TemporaryFile() as out:
+        try:
+            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, env=env,
+                                    start_new_session=own_session)
+        except OSError as err:
+            return CommandResult(127, f"cannot run {argv[0]}: {err.strerror}")
+        try:
+            returncode, note = proc.wait(timeout_s), ""
+        except subprocess.TimeoutExpired:
+            if own_session:
+                os.killpg(proc.pid, signal.SIGKILL)     # not reaped yet, so the group id is still its own
+            else:
+                proc.kill()
+            proc.wait()
+            returncode, note = 124, f"\n(timed out after {timeout_s} s)"
+        out.seek(max(0, out.seek(0, os.SEEK_END) - OUTPUT_KEPT_BYTES))
+        return CommandResult(returncode, out.read().decode(errors="replace") + note)
+
+
+class Worker:
+    """One thread that runs resource actions in order; results come back to the event loop."""
+
+    def __init__(self, post):
+        self.post = post
+        self.jobs: queue.Queue = queue.Queue()
+        self.pending = 0
+        self.thread = threading.Thread(target=self.serve, name="resources", daemon=True)
+        self.thread.start()
+
+    def submit(self, job, done=None) -> None:
+        self.pending += 1
+        self.jobs.put((job, done))
+
+    def serve(self) -> None:
+        while True:
+            job, done = self.jobs.get()
+            try:
+                result = job()
+            except Exception as err:     # a bug in one action must not kill the thread
+                result = err
+            self.post(lambda done=done, result=result: self.finished(done, result))
+
+    def finished(self, done, result) -> None:
+        self.pending -= 1
+        if done:
+            done(result)
+
+    @property
+    def busy(self) -> bool:
+        return self.pending > 0
+
+
+# #### Foundations: files written whole ############################################################
+
+def write_file_atomic(path: str, data: bytes, mode: int) -> None:
+    """Write path through a temporary file and rename, so a crash never leaves half a file.
+    The temporary name is random and created exclusively: nobody can plant a symlink there
+    in advance to make us write elsewhere (the directory may be /tmp or the current one)."""
+    temp = f"{path}.{os.urandom(8).hex()}.tmp"
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temp, path)
+    except BaseException:
+        try:
+            os.unlink(temp)
+        except OSError:
+            pass
+        raise
+
+
+# #### Foundations: the event history (every layer records, reporting shows) #######################
+
+# Every transition the log reports is also an Event: kept in memory (the last EVENTS_KEPT), shown
+# by `status --events` and `status --json`, and handed to the notify.d hooks (see Notify hooks).
+EVENTS_KEPT = 500
+NORMAL_DROPS = ("dropped_own", "dropped_duplicate", "dropped_not_for_us")   # normal traffic: no event, not shown
+DROP_EVENT_INTERVAL_S = 10.0     # a burst of dropped packets: one event per reason this often at most
+EVENT_KINDS = {
+    "node-up": "a peer or ping node is heard (again)",
+    "node-dead": "a peer or ping node was silent for deadtime (deadping); detail: when it went silent",
+    "link-up": "a heartbeat link from a peer carries heartbeats (again)",
+    "link-dead": "a heartbeat link from a peer was silent for deadtime",
+    "group-starting": "this node begins to take a group; detail: why",
+    "addresses-added": "a group's addresses are up here (its services start next); duration: since its start began",
+    "group-acquired": "a group runs here; duration: its start; detail: the outage seen here when a peer died",
+    "group-failed": "a group failed to start here; detail: the error",
+    "group-stopping": "this node begins to give a group up; detail: why",
+    "group-released": "a group is stopped here; duration: its stop",
+    "group-stop-failed": "a group would not stop here",
+    "active": "this node holds a group (it held none)",
+    "standby": "this node holds no group any more",
+    "split-brain": "both nodes held a group; detail: which one keeps it",
+    "packets-dropped": "packets dropped as bad, replayed or unknown; detail: how many since the last such event",
+}
+
+
+@dataclasses.dataclass
+class Event:
+    """One transition: when (wall clock and monotonic), what, about what, and how long it took."""
+    kind: str
+    wall: float
+    mono: float
+    subjects: Dict[str, str]         # node, link, group, reason: what it is about
+    detail: str = ""
+    duration_ms: Optional[int] = None
+
+    def as_dict(self) -> dict:
+        return {"kind": self.kind, "time": round(self.wall, 3), "monotonic": round(self.mono, 3), **self.subjects,
+                "detail": self.detail, "duration_ms": self.duration_ms}
+
+
+class EventLog:
+    """The last EVENTS_KEPT events, oldest first. Each listener hears every event as it is
+    recorded, in order, from the loop or the resource thread alike (a lock)."""
+
+    def __init__(self, kept: int = EVENTS_KEPT):
+        self.events: collections.deque = collections.deque(maxlen=kept)
+        self.counts: Dict[str, int] = collections.Counter()     # since the start, by kind
+        self.listeners: list = []
+        self.lock = threading.Lock()
+
+    def record(self, kind: str, detail: str = "", duration_ms: Optional[float] = None, **subjects: str) -> None:
+        event = Event(kind, time.time(), time.monotonic(), {k: v for k, v in subjects.items() if v}, detail,
+                      None if duration_ms is None else int(round(duration_ms)))
+        with self.lock:
+            self.events.append(event)
+            self.counts[kind] += 1
+            for listener in self.listeners:
+                listener(event)
+
+    def snapshot(self) -> List[dict]:
+        with self.lock:
+            return [event.as_dict() for event in self.events]
+
+
+# ==================================================================================================
+# 2. CONFIG: ha.cf, authkeys, haresources, heartbeat.py.cf, STONITH lines
+# ==================================================================================================
+
+
+# #### Config: ha.cf ###############################################################################
 
 TRUE_WORDS = ("true", "on", "yes", "y", "1")
 FALSE_WORDS = ("false", "off", "no", "n", "0")
@@ -653,7 +927,7 @@ def local_node_name(config_dir: str, override: Optional[str] = None) -> str:
     return os.uname().nodename.lower()
 
 
-# #### Config: authkeys ######################################################
+# #### Config: authkeys ############################################################################
 
 # The tutorial's keys, also in the shipped sample: anyone can forge packets signed with them.
 PUBLIC_KEYS = {("sha1", "test-ha"), ("md5", "Hello!")}
@@ -757,7 +1031,7 @@ def crc_warnings(keys: AuthKeys) -> List[ConfigError]:
             for index, (method, _) in sorted(keys.methods.items()) if method == "crc"]
 
 
-# #### Config: haresources ###################################################
+# #### Config: haresources #########################################################################
 
 RESOLVE_TIMEOUT_S = 3.0
 IP_RE = re.compile(r"^\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}(/|$)", re.ASCII)
@@ -985,7 +1259,7 @@ def parse_haresources(path: str, nodes: List[str], script_dirs: List[str]) -> Li
     return groups
 
 
-# #### Config: heartbeat.py.cf, the settings Heartbeat never had ############
+# #### Config: heartbeat.py.cf, the settings Heartbeat never had ###################################
 
 SETTINGS_FILE = "heartbeat.py.cf"      # beside ha.cf; Heartbeat 3.0.6 never reads it
 DURATION_RE = re.compile(r"^(\d+(?:\.\d*)?|\.\d+)\s*(ms|msec|us|usec|s|sec|m|min|h|hr)?$", re.ASCII)
@@ -1000,14 +1274,6 @@ def parse_duration_ms(text: str) -> int:
     if not match:
         raise ValueError(f"'{text}' is not a time (write e.g. 10s, 1500ms, 5min or 1h)")
     return int(round(float(match.group(1)) * DURATION_UNITS_MS[match.group(2) or "s"]))
-
-
-def format_duration(ms: int) -> str:
-    """The shortest exact way to write ms back in heartbeat.py.cf's syntax."""
-    for unit, scale in (("h", 3600000), ("min", 60000), ("s", 1000)):
-        if ms and ms % scale == 0:
-            return f"{ms // scale}{unit}"
-    return f"{ms}ms"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -1225,7 +1491,7 @@ def parse_settings(path: str, groups: Optional[List[ResourceGroup]]) -> Settings
     return settings
 
 
-# #### Config: STONITH devices ###############################################
+# #### Config: STONITH devices #####################################################################
 
 STONITH_COMMAND = "stonith"                       # cluster-glue's: runs every plugin it has
 STONITH_EXTERNAL_DIR = "/usr/lib/stonith/plugins/external"
@@ -1323,7 +1589,7 @@ def stonith_device(hacf: HaCf, node: str) -> Optional[StonithDevice]:
         raise ConfigError(hacf.path, line.lineno, f"{line.plugin}: {err}") from None
 
 
-# #### Config: the four files together #######################################
+# #### Config: the four files together #############################################################
 
 @dataclasses.dataclass
 class Config:
@@ -1393,7 +1659,12 @@ def load_config(config_dir: str, node: Optional[str] = None,
     return Config(config_dir, me, hacf, authkeys, groups, warnings, settings, device)
 
 
-# #### Auth: the digests of authkeys' methods ################################
+# ==================================================================================================
+# 3. PROTOCOL: Heartbeat's message format, its digests, this node's identity
+# ==================================================================================================
+
+
+# #### Protocol: the digests of authkeys' methods ##################################################
 
 def _crc_table() -> List[int]:
     table = []
@@ -1477,7 +1748,7 @@ def verify(keys: AuthKeys, token: str, data: bytes) -> bool:
     return compare_digest(auth_digest(method, key, data).encode(), digest.encode())
 
 
-# #### Wire: Heartbeat's message format ######################################
+# #### Protocol: Heartbeat's message format ########################################################
 
 FIELD_STRING, FIELD_BINARY = 0, 1
 NETSTRING_START, NETSTRING_END = b"###\n", b"%%%\n"
@@ -1626,10 +1897,11 @@ def _decode_classic(data: bytes, keys: AuthKeys) -> Message:
     return msg
 
 
-# #### Wire: identity and control fields #####################################
+# #### Protocol: identity and control fields #######################################################
 
 NS_TYPES = ("NS_ackmsg", "NS_rexmit", "NS_nak_rexmit")   # no seq, no ld
 HISTORY_SIZE = 500
+
 # The control fields a status message ends with (seq, hg, ts, ld, ttl), as classic_text() and
 # netstring_fields() write them: the netstring length is len("(0)NAME=") + len(value).
 STATUS_CONTROL_CLASSIC = b"seq=%s\nhg=%s\nts=%s\nld=%s\nttl=%s\n"
@@ -1679,26 +1951,6 @@ def load_identity(state_dir: str, node: str, hacf: HaCf, log=None) -> Identity:
     return Identity(node, uuid, generation)
 
 
-def write_file_atomic(path: str, data: bytes, mode: int) -> None:
-    """Write path through a temporary file and rename, so a crash never leaves half a file.
-    The temporary name is random and created exclusively: nobody can plant a symlink there
-    in advance to make us write elsewhere (the directory may be /tmp or the current one)."""
-    temp = f"{path}.{os.urandom(8).hex()}.tmp"
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        try:
-            os.unlink(temp)
-        except OSError:
-            pass
-        raise
-
-
 _loadavg = {"fd": -1, "read_at": -1e9, "text": b""}
 
 
@@ -1717,7 +1969,12 @@ def load_average() -> bytes:
     return _loadavg["text"]
 
 
-# #### Transport: bcast, mcast, ucast, mcast6 and ucast6 sockets ############
+# ==================================================================================================
+# 4. KERNEL I/O: UDP media, ICMP, rtnetlink, ARP and neighbour discovery, the watchdog device
+# ==================================================================================================
+
+
+# #### Kernel I/O: bcast, mcast, ucast, mcast6 and ucast6 sockets ##################################
 
 SIOCGIFADDR, SIOCGIFBRDADDR, SIOCGIFNETMASK = 0x8915, 0x8919, 0x891B
 SO_BINDTODEVICE = getattr(socket, "SO_BINDTODEVICE", 25)
@@ -1895,130 +2152,1178 @@ class Link:
         self.send_sock = self.recv_sock = None
 
 
-# #### Events: what happened, kept for `status --events` and told to hooks ###
-# Every transition the log reports is also an Event: kept in memory (the last EVENTS_KEPT), shown
-# by `status --events` and `status --json`, and handed to the notify.d hooks (see Notify hooks).
+# #### Kernel I/O: ICMP echo #######################################################################
 
-EVENTS_KEPT = 500
-NORMAL_DROPS = ("dropped_own", "dropped_duplicate", "dropped_not_for_us")   # normal traffic: no event, not shown
-DROP_EVENT_INTERVAL_S = 10.0     # a burst of dropped packets: one event per reason this often at most
-EVENT_KINDS = {
-    "node-up": "a peer or ping node is heard (again)",
-    "node-dead": "a peer or ping node was silent for deadtime (deadping); detail: when it went silent",
-    "link-up": "a heartbeat link from a peer carries heartbeats (again)",
-    "link-dead": "a heartbeat link from a peer was silent for deadtime",
-    "group-starting": "this node begins to take a group; detail: why",
-    "addresses-added": "a group's addresses are up here (its services start next); duration: since its start began",
-    "group-acquired": "a group runs here; duration: its start; detail: the outage seen here when a peer died",
-    "group-failed": "a group failed to start here; detail: the error",
-    "group-stopping": "this node begins to give a group up; detail: why",
-    "group-released": "a group is stopped here; duration: its stop",
-    "group-stop-failed": "a group would not stop here",
-    "active": "this node holds a group (it held none)",
-    "standby": "this node holds no group any more",
-    "split-brain": "both nodes held a group; detail: which one keeps it",
-    "packets-dropped": "packets dropped as bad, replayed or unknown; detail: how many since the last such event",
-}
+ICMP_ECHO_REQUEST, ICMP_ECHO_REPLY = 8, 0
+ICMP6_ECHO_REQUEST, ICMP6_ECHO_REPLY = 128, 129
+ICMP6_FILTER = 1                 # the socket option: which ICMPv6 types a raw socket receives
+PING_PAYLOAD = b"heartbeat.py ping"
+
+
+def icmp6_filter_passing(kind: int) -> bytes:
+    """An ICMP6_FILTER that blocks every ICMPv6 type but kind (a set bit blocks its type)."""
+    words = [0xFFFFFFFF] * 8
+    words[kind >> 5] &= ~(1 << (kind & 31))
+    return struct.pack("=8I", *words)
+
+
+def internet_checksum(data: bytes) -> int:
+    """RFC 1071: the one's complement sum of 16-bit words, as ICMP wants it."""
+    if len(data) % 2:
+        data += b"\0"
+    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    return ~total & 0xFFFF
+
+
+def echo_request(ident: int, seq: int, token: bytes, version: int = 4) -> bytes:
+    """An ICMP echo request, or with version 6 an ICMPv6 one (its checksum is the kernel's: it
+    covers the IPv6 addresses)."""
+    kind = ICMP6_ECHO_REQUEST if version == 6 else ICMP_ECHO_REQUEST
+    header = struct.pack("!BBHHH", kind, 0, 0, ident, seq)
+    body = token + PING_PAYLOAD
+    checksum = 0 if version == 6 else internet_checksum(header + body)
+    return struct.pack("!BBHHH", kind, 0, checksum, ident, seq) + body
+
+
+def parse_echo_reply(packet: bytes, ident: int, token: bytes, version: int = 4) -> Optional[int]:
+    """The sequence number of a reply to one of our echoes, else None. IPv4: IP header included,
+    our checksum check; IPv6: the ICMPv6 message alone, its checksum checked by the kernel."""
+    if version == 4:
+        if len(packet) < 20:
+            return None
+        packet = packet[(packet[0] & 0x0F) * 4:]
+        if len(packet) >= 8 and internet_checksum(packet) != 0:
+            return None
+    if len(packet) < 8 + len(token):
+        return None
+    kind, _, _, reply_ident, seq = struct.unpack("!BBHHH", packet[:8])
+    wanted = ICMP6_ECHO_REPLY if version == 6 else ICMP_ECHO_REPLY
+    if kind != wanted or reply_ident != ident or packet[8:8 + len(token)] != token:
+        return None
+    return seq
+
+
+# #### Kernel I/O: rtnetlink #######################################################################
+
+IP_TIMEOUT_S = 10
+
+# A takeover's addresses go to the kernel as one batch of rtnetlink requests, each acknowledged
+# on its own (an error names its address), and are announced from one raw socket per family in
+# one pass: no process per address, so a hundred addresses move about as fast as one. `ip` is
+# used only where rtnetlink cannot be opened.
+NETLINK_ROUTE = 0
+RTMGRP_LINK, RTMGRP_IPV4_IFADDR, RTMGRP_IPV6_IFADDR = 0x1, 0x10, 0x100   # broadcasts the link watch reads
+NLMSG_ERROR, NLMSG_DONE = 2, 3
+RTM_NEWLINK, RTM_DELLINK, RTM_GETLINK = 16, 17, 18
+RTM_NEWADDR, RTM_DELADDR, RTM_GETADDR = 20, 21, 22
+NLM_F_REQUEST, NLM_F_ACK, NLM_F_DUMP, NLM_F_EXCL, NLM_F_CREATE = 0x1, 0x4, 0x300, 0x200, 0x400
+IFF_LOWER_UP = 0x10000          # the carrier: a cable in, the switch port up
+IFLA_IFNAME = 3
+IFA_ADDRESS, IFA_LOCAL, IFA_LABEL, IFA_BROADCAST = 1, 2, 3, 4
+IFA_F_NODAD = 0x02
+NLMSGHDR = struct.Struct("=IHHII")      # length, type, flags, seq, pid
+IFINFOMSG = struct.Struct("=BxHiII")    # family, type, index, flags, change
+IFADDRMSG = struct.Struct("=BBBBI")     # family, prefixlen, flags, scope, index
+RTATTR = struct.Struct("=HH")           # length, type
+NETLINK_RCVBUF = 1024 * 1024
+NETLINK_BATCH_BYTES = 32 * 1024         # requests per send(); the kernel reads a batch in one go
+
+
+class NetlinkEvent(NamedTuple):
+    """One rtnetlink message that matters to us. kind: "link" (carrier up or not), "link gone",
+    "address", "address gone", "done" (end of a dump), "error" (an answer to a request:
+    ifindex holds the errno, 0 for an acknowledgement)."""
+    kind: str
+    seq: int = 0
+    ifindex: int = 0
+    ifname: str = ""
+    carrier: bool = False
+    ip: str = ""
+    prefixlen: int = 0
+    label: str = ""
+
+
+def netlink_attributes(data: bytes, offset: int) -> Dict[int, bytes]:
+    """rtattr type -> value from offset to the end; a malformed one ends the list."""
+    attrs: Dict[int, bytes] = {}
+    while offset + RTATTR.size <= len(data):
+        length, kind = RTATTR.unpack_from(data, offset)
+        if length < RTATTR.size or offset + length > len(data):
+            break
+        attrs.setdefault(kind, data[offset + RTATTR.size:offset + length])
+        offset += (length + 3) & ~3
+    return attrs
+
+
+def netlink_attribute(kind: int, value: bytes) -> bytes:
+    return RTATTR.pack(RTATTR.size + len(value), kind) + value + b"\0" * (-len(value) % 4)
+
+
+def parse_netlink_message(kind: int, seq: int, body: bytes) -> Optional[NetlinkEvent]:
+    """One message's body -> an event, or None for what we do not follow (or cannot read)."""
+    if kind in (RTM_NEWLINK, RTM_DELLINK) and len(body) >= IFINFOMSG.size:
+        _, _, index, flags, _ = IFINFOMSG.unpack_from(body)
+        name = netlink_attributes(body, IFINFOMSG.size).get(IFLA_IFNAME, b"").split(b"\0", 1)[0]
+        return NetlinkEvent("link" if kind == RTM_NEWLINK else "link gone", seq, index,
+                            name.decode(errors="replace"), bool(flags & IFF_LOWER_UP))
+    if kind in (RTM_NEWADDR, RTM_DELADDR) and len(body) >= IFADDRMSG.size:
+        family, prefixlen, _, _, index = IFADDRMSG.unpack_from(body)
+        attrs = netlink_attributes(body, IFADDRMSG.size)
+        address = attrs.get(IFA_LOCAL, attrs.get(IFA_ADDRESS, b""))
+        if (family, len(address)) not in ((socket.AF_INET, 4), (socket.AF_INET6, 16)) or \
+                prefixlen > 8 * len(address):
+            return None
+        label = attrs.get(IFA_LABEL, b"").split(b"\0", 1)[0].decode(errors="replace")
+        return NetlinkEvent("address" if kind == RTM_NEWADDR else "address gone", seq, index,
+                            ip=str(ipaddress.ip_address(address)), prefixlen=prefixlen, label=label)
+    if kind == NLMSG_DONE:
+        return NetlinkEvent("done", seq)
+    if kind == NLMSG_ERROR and len(body) >= 4:
+        return NetlinkEvent("error", seq, -struct.unpack_from("=i", body)[0])
+    return None
+
+
+def parse_netlink(data: bytes) -> List[NetlinkEvent]:
+    """The messages in one datagram, as events; a truncated message ends it, one we cannot
+    read is skipped. Never raises."""
+    events, offset = [], 0
+    while offset + NLMSGHDR.size <= len(data):
+        length, kind, _, seq, _ = NLMSGHDR.unpack_from(data, offset)
+        if length < NLMSGHDR.size or offset + length > len(data):
+            break
+        event = parse_netlink_message(kind, seq, data[offset + NLMSGHDR.size:offset + length])
+        if event:
+            events.append(event)
+        offset += (length + 3) & ~3
+    return events
+
+
+def netlink_dump_request(kind: int, seq: int) -> bytes:
+    """RTM_GETLINK (every interface) or RTM_GETADDR (every address of both families) as a dump."""
+    body = IFINFOMSG.pack(socket.AF_UNSPEC, 0, 0, 0, 0) if kind == RTM_GETLINK else \
+        IFADDRMSG.pack(socket.AF_UNSPEC, 0, 0, 0, 0)
+    return NLMSGHDR.pack(NLMSGHDR.size + len(body), kind, NLM_F_REQUEST | NLM_F_DUMP, seq, 0) + body
+
+
+def address_request(kind: int, seq: int, ifindex: int, address, label: str = "",
+                    broadcast: Optional[str] = None) -> bytes:
+    """RTM_NEWADDR (create, never replace) or RTM_DELADDR for one address/prefix (an
+    ipaddress.IPv4Interface or IPv6Interface), acknowledged. IPv6 addresses skip duplicate address
+    detection: they serve at once, as a configured address must."""
+    packed = address.ip.packed
+    attrs = netlink_attribute(IFA_LOCAL, packed) + netlink_attribute(IFA_ADDRESS, packed)
+    if broadcast and kind == RTM_NEWADDR:
+        attrs += netlink_attribute(IFA_BROADCAST, socket.inet_aton(broadcast))
+    if label and kind == RTM_NEWADDR:
+        attrs += netlink_attribute(IFA_LABEL, label.encode() + b"\0")
+    family = socket.AF_INET6 if address.version == 6 else socket.AF_INET
+    flags = IFA_F_NODAD if address.version == 6 else 0
+    body = IFADDRMSG.pack(family, address.network.prefixlen, flags, 0, ifindex) + attrs
+    request_flags = NLM_F_REQUEST | NLM_F_ACK | (NLM_F_CREATE | NLM_F_EXCL if kind == RTM_NEWADDR else 0)
+    return NLMSGHDR.pack(NLMSGHDR.size + len(body), kind, request_flags, seq, 0) + body
+
+
+def open_rtnetlink(groups: int = 0) -> socket.socket:
+    """A routing socket; groups: the broadcasts to subscribe to (none for requests)."""
+    sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_ROUTE)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, NETLINK_RCVBUF)
+        sock.bind((0, groups))
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+class AddressEntry(NamedTuple):
+    """One address configured on this machine."""
+    iface: str
+    address: Union[ipaddress.IPv4Interface, ipaddress.IPv6Interface]
+    label: str
+
+
+class AddressChange(NamedTuple):
+    """One address to add (with its label and broadcast) or delete."""
+    iface: str
+    address: Union[ipaddress.IPv4Interface, ipaddress.IPv6Interface]
+    label: str = ""
+    broadcast: Optional[str] = None
+
+
+class Rtnetlink:
+    """Address dumps and batches of address changes, straight to the kernel."""
+
+    def __init__(self, opener=open_rtnetlink):
+        self.opener = opener
+
+    def dump(self) -> List[AddressEntry]:
+        sock = self.opener()
+        try:
+            sock.settimeout(IP_TIMEOUT_S)
+            sock.send(netlink_dump_request(RTM_GETADDR, 1))
+            found = []
+            while True:
+                for event in parse_netlink(sock.recv(65536)):
+                    if event.kind == "done" and event.seq == 1:
+                        return found
+                    if event.kind == "error" and event.seq == 1:
+                        raise OSError(event.ifindex, os.strerror(event.ifindex))
+                    if event.kind == "address" and event.seq == 1:
+                        iface = interface_name(event.ifindex)
+                        found.append(AddressEntry(iface, ipaddress.ip_interface(f"{event.ip}/{event.prefixlen}"),
+                                                  event.label or iface))
+        finally:
+            sock.close()
+
+    def change(self, kind: int, changes: List[AddressChange]) -> List[str]:
+        """Send every change (RTM_NEWADDR or RTM_DELADDR) in as few datagrams as fit, then collect
+        one acknowledgement each: the error of each change, "" for success, in order."""
+        results = [""] * len(changes)
+        sock = self.opener()
+        try:
+            sock.settimeout(IP_TIMEOUT_S)
+            batch, waiting = b"", set()
+            for seq, change in enumerate(changes, 1):
+                try:
+                    index = socket.if_nametoindex(change.iface.split(":")[0])
+                except OSError:
+                    results[seq - 1] = f"interface {change.iface} does not exist"
+                    continue
+                request = address_request(kind, seq, index, change.address, change.label, change.broadcast)
+                if len(batch) + len(request) > NETLINK_BATCH_BYTES:
+                    sock.send(batch)
+                    batch = b""
+                batch += request
+                waiting.add(seq)
+            if batch:
+                sock.send(batch)
+            while waiting:
+                try:
+                    data = sock.recv(65536)
+                except socket.timeout:
+                    for seq in waiting:
+                        results[seq - 1] = f"no answer from the kernel in {IP_TIMEOUT_S} s"
+                    break
+                for event in parse_netlink(data):
+                    if event.kind == "error" and event.seq in waiting:
+                        waiting.discard(event.seq)
+                        results[event.seq - 1] = os.strerror(event.ifindex) if event.ifindex else ""
+            return results
+        finally:
+            sock.close()
+
+
+def interface_name(index: int) -> str:
+    try:
+        return socket.if_indextoname(index)
+    except OSError:
+        return f"if{index}"
+
+
+class IpCommand:
+    """The same as Rtnetlink with ip(8), one process per address: where rtnetlink cannot be opened."""
+
+    def __init__(self, run):
+        self.run = run
+
+    def dump(self) -> List[AddressEntry]:
+        out = self.run(["ip", "-o", "addr", "show"], IP_TIMEOUT_S)
+        found = []
+        for line in out.output.splitlines():
+            match = re.match(r"\d+:\s+(\S+?)(?:@\S+)?\s+inet6?\s+(\S+)(.*)", line)
+            if match:
+                rest = match.group(3).split("\\")[0].split()
+                label = rest[-1] if rest and " inet " in line else match.group(1)    # IPv4 labels end the line
+                found.append(AddressEntry(match.group(1), ipaddress.ip_interface(match.group(2)), label))
+        return found
+
+    def change(self, kind: int, changes: List[AddressChange]) -> List[str]:
+        results = []
+        for change in changes:
+            family = "-6" if change.address.version == 6 else "-4"
+            argv = ["ip", family, "addr", "add" if kind == RTM_NEWADDR else "del", str(change.address)]
+            if kind == RTM_NEWADDR and change.broadcast:
+                argv += ["brd", change.broadcast]
+            argv += ["dev", change.iface.split(":")[0]]
+            if kind == RTM_NEWADDR and change.label:
+                argv += ["label", change.label]
+            if kind == RTM_NEWADDR and change.address.version == 6:
+                argv.append("nodad")
+            result = self.run(argv, IP_TIMEOUT_S)
+            results.append("" if result.returncode == 0 else f"{' '.join(argv)}: {result.output.strip()}")
+        return results
+
+
+NETLINK_READS_PER_WAKEUP = 64           # then the loop serves heartbeats before reading on
+NETLINK_START_S = 2.0                   # for the first dump of links and addresses
+
+
+def open_watch_socket() -> socket.socket:
+    """A routing socket subscribed to link changes and to the addresses of both families."""
+    return open_rtnetlink(RTMGRP_LINK | RTMGRP_IPV4_IFADDR | RTMGRP_IPV6_IFADDR)
+
+
+# #### Kernel I/O: ARP and neighbour discovery #####################################################
+
+SIOCGIFHWADDR = 0x8927
+ETH_P_ARP = 0x0806
+ND_NEIGHBOR_SOLICIT, ND_NEIGHBOR_ADVERT, ND_NA_FLAG_OVERRIDE = 135, 136, 0x20000000
+ND_OPT_SOURCE_LINKADDR, ND_OPT_TARGET_LINKADDR = 1, 2
+IPV6_PKTINFO = getattr(socket, "IPV6_PKTINFO", 50)
+ALL_NODES = "ff02::1"
+
+
+def interface_mac(iface: str) -> bytes:
+    """The interface's hardware address (SIOCGIFHWADDR)."""
+    probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        raw = fcntl.ioctl(probe.fileno(), SIOCGIFHWADDR, struct.pack("256s", iface.encode()[:15]))
+        return raw[18:24]
+    finally:
+        probe.close()
+
+
+def arp_frame(mac: bytes, ip: str, reply: bool) -> bytes:
+    """A broadcast gratuitous ARP frame: 'who-has IP tell IP', or 'IP is-at MAC'."""
+    addr = socket.inet_aton(ip)
+    target_mac = b"\xff" * 6 if reply else b"\0" * 6
+    return (b"\xff" * 6 + mac + b"\x08\x06" + struct.pack("!HHBBH", 1, 0x0800, 6, 4, 2 if reply else 1)
+            + mac + addr + target_mac + addr)
+
+
+def neighbour_advertisement(mac: bytes, ip: str) -> bytes:
+    """An unsolicited neighbour advertisement for ip (RFC 4861 7.2.6): override flag set, not
+    solicited, with the target link-layer address option. The kernel fills in the checksum."""
+    return (struct.pack("!BBHI", ND_NEIGHBOR_ADVERT, 0, 0, ND_NA_FLAG_OVERRIDE) + socket.inet_pton(socket.AF_INET6, ip)
+            + struct.pack("!BB", ND_OPT_TARGET_LINKADDR, 1) + mac)
+
+
+def open_advertiser() -> socket.socket:
+    """A raw ICMPv6 socket that only sends: hop limit 255 (receivers drop anything less), no input."""
+    sock = socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6)
+    try:
+        sock.setsockopt(socket.IPPROTO_ICMPV6, ICMP6_FILTER, b"\xff" * 32)
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, 255)
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_UNICAST_HOPS, 255)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def announce_addresses(held: List[Tuple[str, str]]) -> List[str]:
+    """One round for every (interface, address): a gratuitous ARP request and reply for IPv4, an
+    unsolicited neighbour advertisement to all nodes, from the address itself, for IPv6. One raw
+    socket per family. Returns the failures, one line each."""
+    failures, macs, sockets = [], {}, {}
+    try:
+        for iface, ip in held:
+            device = iface.split(":")[0]
+            try:
+                if device not in macs:
+                    macs[device] = interface_mac(device)
+                version = 6 if ":" in ip else 4
+                if version not in sockets:
+                    sockets[version] = open_advertiser() if version == 6 else \
+                        socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ARP))
+                sock = sockets[version]
+                if version == 6:
+                    index = socket.if_nametoindex(device)
+                    pktinfo = socket.inet_pton(socket.AF_INET6, ip) + struct.pack("=I", index)
+                    sock.sendmsg([neighbour_advertisement(macs[device], ip)],
+                                 [(socket.IPPROTO_IPV6, IPV6_PKTINFO, pktinfo)], 0, (ALL_NODES, 0, 0, index))
+                else:
+                    for reply in (False, True):
+                        sock.sendto(arp_frame(macs[device], ip, reply), (device, ETH_P_ARP))
+            except OSError as err:
+                failures.append(f"{'neighbour advertisement' if ':' in ip else 'gratuitous ARP'} for {ip} "
+                                f"on {device} failed: {err.strerror or err}")
+    finally:
+        for sock in sockets.values():
+            sock.close()
+    return failures
+
+
+def arp_probe(mac: bytes, ip: str) -> bytes:
+    """An ARP probe (RFC 5227): 'who-has IP' from sender 0.0.0.0. A host that has IP answers it,
+    and neither proxy ARP nor a host's own defence gets in the way."""
+    return (b"\xff" * 6 + mac + b"\x08\x06" + struct.pack("!HHBBH", 1, 0x0800, 6, 4, 1) + mac + b"\0" * 4
+            + b"\0" * 6 + socket.inet_aton(ip))
+
+
+def neighbour_solicitation(mac: bytes, ip: str) -> bytes:
+    """'Who has IP?' with our link-layer address; the kernel fills in the checksum."""
+    return (struct.pack("!BBHI", ND_NEIGHBOR_SOLICIT, 0, 0, 0) + socket.inet_pton(socket.AF_INET6, ip)
+            + struct.pack("!BB", ND_OPT_SOURCE_LINKADDR, 1) + mac)
+
+
+def solicited_node(ip: str) -> str:
+    """The solicited-node multicast group of an IPv6 address (ff02::1:ffXX:XXXX)."""
+    return str(ipaddress.IPv6Address(b"\xff\x02" + b"\0" * 9 + b"\x01\xff" + ipaddress.IPv6Address(ip).packed[13:]))
+
+
+def answer_from_elsewhere(packet: bytes, ours: Dict[str, bytes]) -> Optional[Tuple[str, bytes]]:
+    """(address, MAC) when packet says another machine has one of our addresses: an ARP frame whose
+    sender is that address, or a neighbour advertisement for it, from a MAC not ours; else None."""
+    if len(packet) >= 32 and packet[12:14] == b"\x08\x06":
+        ip, mac = socket.inet_ntoa(packet[28:32]), packet[22:28]
+    elif len(packet) >= 32 and packet[0] == ND_NEIGHBOR_ADVERT:
+        ip, mac = str(ipaddress.IPv6Address(packet[8:24])), b""
+        offset = 24
+        while offset + 8 <= len(packet) and packet[offset + 1]:
+            if packet[offset] == ND_OPT_TARGET_LINKADDR:
+                mac = packet[offset + 2:offset + 8]
+            offset += 8 * packet[offset + 1]
+    else:
+        return None
+    if ip in ours and mac != ours[ip]:
+        return ip, mac
+    return None
+
+
+# #### Kernel I/O: the watchdog device #############################################################
+
+WDIOC_SETTIMEOUT = 0xC0045706      # _IOWR('W', 6, int) of linux/watchdog.h
+WATCHDOG_FEED = b"\0"              # 3.0.6 writes "" with a length of 1: its terminating NUL
+WATCHDOG_MAGIC_CLOSE = b"V"        # before close(2): the driver stops its timer instead of resetting
+
+
+class WatchdogError(HAError):
+    """The watchdog device of ha.cf cannot be opened: the daemon does not start."""
+
+
+class Watchdog:
+    """`watchdog DEVICE` in ha.cf, driven as Heartbeat 3.0.6 drives it: opened at start, its
+    timer set to deadtime + 10 ms in whole seconds (when it is a character device), a byte
+    written every keepalive by the event loop (a loop that hangs stops feeding it, and the
+    kernel resets the node), 'V' written before close on a clean stop so that the machine is
+    not reset. A crash closes it without 'V'. A FIFO or a plain file can stand in for it."""
+
+    def __init__(self, path: str, log, clock=time.monotonic, ioctl=fcntl.ioctl):
+        self.path, self.log, self.clock, self.ioctl = path, log, clock, ioctl
+        self.fd = -1
+        self.timeout_s: Optional[int] = None
+        self.last_fed: Optional[float] = None
+        self.feeds = 0
+
+    def open(self, deadtime_ms: int) -> None:
+        """Open (never create) the device and feed it once; WatchdogError if it cannot be opened.
+        O_NONBLOCK: a fake device that is full must not block the loop (a real one never blocks)."""
+        try:
+            self.fd = os.open(self.path, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError as err:
+            raise WatchdogError(f"Cannot open watchdog device: {self.path} ({err.strerror}); heartbeat not "
+                                "started: load its driver (e.g. modprobe softdog) or remove the watchdog "
+                                "line from ha.cf") from None
+        self.log.notice(f"Using watchdog device: {self.path}")
+        if stat.S_ISCHR(os.fstat(self.fd).st_mode):
+            self.set_timeout((deadtime_ms + 10 + 999) // 1000)
+        self.feed()
+
+    def set_timeout(self, seconds: int) -> None:
+        self.log.debug(f"Set watchdog timer to {seconds} seconds.")
+        try:
+            answer = self.ioctl(self.fd, WDIOC_SETTIMEOUT, struct.pack("i", seconds))
+            self.timeout_s = struct.unpack("i", answer)[0]       # what the driver chose
+        except OSError as err:
+            self.log.error(f"WDIOC_SETTIMEOUT: Failed to set watchdog timer to {seconds} seconds.: "
+                           f"{err.strerror}")
+
+    def feed(self) -> None:
+        """One byte; on a write failure 3.0.6 gives the device up (with 'V') and runs on."""
+        if self.fd < 0:
+            return
+        try:
+            written, reason = os.write(self.fd, WATCHDOG_FEED), ""
+        except OSError as err:
+            written, reason = 0, f": {err.strerror}"
+        if written != 1:
+            self.log.error(f"Watchdog write failure: closing {self.path}!{reason}")
+            self.close()
+            return
+        self.last_fed = self.clock()
+        self.feeds += 1
+
+    def close(self) -> None:
+        """The magic close: 'V', then close(2). Only for a clean stop."""
+        if self.fd < 0:
+            return
+        try:
+            if os.write(self.fd, WATCHDOG_MAGIC_CLOSE) != 1:
+                raise OSError(0, "short write")
+            self.log.debug("Successful watchdog 'V' write")
+        except OSError as err:
+            self.log.error(f"Watchdog write magic character failure: closing {self.path}!: {err.strerror}")
+        try:
+            os.close(self.fd)
+            self.log.debug("Successful watchdog close")
+        except OSError as err:
+            self.log.error(f"Watchdog close(2) failed.: {err.strerror}")
+        self.fd = -1
+
+    def snapshot(self) -> dict:
+        return {"device": self.path, "open": self.fd >= 0, "timeout_s": self.timeout_s, "feeds": self.feeds,
+                "last_fed_s": None if self.last_fed is None else round(self.clock() - self.last_fed, 3)}
+
+
+def watchdog_problem(path: str) -> Optional[str]:
+    """What `check` says of the watchdog device: the daemon refuses a path it cannot open, and
+    writes to anything else that is not a character device without effect."""
+    try:
+        info = os.stat(path)
+    except OSError as err:
+        return (f"watchdog device {path}: {err.strerror}; the daemon will not start "
+                "(load the watchdog driver, e.g. modprobe softdog)")
+    if not stat.S_ISCHR(info.st_mode):
+        return f"watchdog device {path} is not a character device: feeding it resets nothing"
+    return None
+
+
+# ==================================================================================================
+# 5. ACTING: addresses, resource scripts and groups, fencing
+# ==================================================================================================
+
+
+# #### Acting: addresses ###########################################################################
+
+GARP_ROUNDS_S = (0.0, 0.25, 1.0, 2.0, 4.0)   # when to announce a taken address again
+CONFLICT_WAIT_S = 0.3           # for another host's answer to our probes: milliseconds on a LAN
+
+
+class ConflictProbe:
+    """Asks the LAN, right after the addresses were added, whether another host has them too:
+    an ARP probe per IPv4 address, a neighbour solicitation per IPv6 one, then the answers are
+    read until CONFLICT_WAIT_S after the start. The addresses serve meanwhile; the caller waits
+    for the verdict only once the rest of the group has started."""
+
+    def __init__(self, held: List[Tuple[str, str]], current: List[AddressEntry]):
+        self.deadline = time.monotonic() + CONFLICT_WAIT_S
+        self.ours: Dict[str, bytes] = {}
+        self.sockets: List[socket.socket] = []
+        self.problems: List[str] = []
+        link_local = {entry.iface: str(entry.address.ip) for entry in current
+                      if entry.address.version == 6 and entry.address.ip.is_link_local}
+        try:
+            arp = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ARP))
+            self.sockets.append(arp)
+            icmp6 = socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6)
+            self.sockets.append(icmp6)
+            icmp6.setsockopt(socket.IPPROTO_ICMPV6, ICMP6_FILTER, icmp6_filter_passing(ND_NEIGHBOR_ADVERT))
+            icmp6.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, 255)
+            icmp6.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_LOOP, 0)
+            for sock in self.sockets:
+                sock.setblocking(False)
+            macs: Dict[str, bytes] = {}
+            for iface, ip in held:
+                device = iface.split(":")[0]
+                if device not in macs:
+                    macs[device] = interface_mac(device)
+                mac = self.ours[ip] = macs[device]
+                if ":" not in ip:
+                    arp.sendto(arp_probe(mac, ip), (device, ETH_P_ARP))
+                elif device in link_local:       # from our link-local address: the answer comes back to it
+                    index = socket.if_nametoindex(device)
+                    pktinfo = socket.inet_pton(socket.AF_INET6, link_local[device]) + struct.pack("=I", index)
+                    icmp6.sendmsg([neighbour_solicitation(mac, ip)], [(socket.IPPROTO_IPV6, IPV6_PKTINFO, pktinfo)],
+                                  0, (solicited_node(ip), 0, 0, index))
+        except OSError as err:
+            self.problems.append(f"cannot ask whether another host has these addresses: {err.strerror or err}")
+
+    def conflicts(self) -> Dict[str, bytes]:
+        """Wait out the window; the addresses another host answered for, with its MAC."""
+        found: Dict[str, bytes] = {}
+        if not self.sockets:
+            return found
+        try:
+            with selectors.DefaultSelector() as selector:
+                for sock in self.sockets:
+                    selector.register(sock, selectors.EVENT_READ)
+                while time.monotonic() < self.deadline:
+                    for key, _ in selector.select(max(0.0, self.deadline - time.monotonic())):
+                        for _ in range(64):
+                            try:
+                                answer = answer_from_elsewhere(key.fileobj.recv(2048), self.ours)
+                            except (BlockingIOError, InterruptedError):
+                                break
+                            if answer:
+                                found.setdefault(*answer)
+        finally:
+            self.close()
+        return found
+
+    def close(self) -> None:
+        for sock in self.sockets:
+            sock.close()
+        self.sockets = []
 
 
 @dataclasses.dataclass
-class Event:
-    """One transition: when (wall clock and monotonic), what, about what, and how long it took."""
-    kind: str
-    wall: float
-    mono: float
-    subjects: Dict[str, str]         # node, link, group, reason: what it is about
-    detail: str = ""
-    duration_ms: Optional[int] = None
-
-    def as_dict(self) -> dict:
-        return {"kind": self.kind, "time": round(self.wall, 3), "monotonic": round(self.mono, 3), **self.subjects,
-                "detail": self.detail, "duration_ms": self.duration_ms}
+class AddressPlan:
+    """Where an IPResource goes: interface, prefix, broadcast."""
+    iface: str
+    prefix: int
+    broadcast: Optional[str]
 
 
-def wall_text(wall: float, date: bool = False) -> str:
-    """A time.time() value as local [YYYY-MM-DD ]HH:MM:SS.mmm."""
-    return time.strftime("%Y-%m-%d %H:%M:%S" if date else "%H:%M:%S", time.localtime(wall)) + \
-        f".{int(wall % 1 * 1000):03d}"
+class IPAddresses:
+    """Virtual IPs of both families: planned from the addresses there are, added and deleted in
+    batches, announced by gratuitous ARP (IPv4) and unsolicited neighbour advertisements (IPv6)."""
 
+    def __init__(self, run=run_command, log=None, kernel=None, prober=ConflictProbe):
+        self.log, self.prober = log, prober
+        self.kernel = kernel or self.open_kernel(run)
 
-def wall_time(moment: float, now: float) -> str:
-    """A moment of a monotonic clock whose reading now is `now`, as wall-clock HH:MM:SS.mmm."""
-    return wall_text(time.time() - (now - moment))
+    def open_kernel(self, run):
+        """rtnetlink, or ip(8) where it cannot be opened (said once in the log)."""
+        try:
+            open_rtnetlink().close()
+            return Rtnetlink()
+        except OSError as err:
+            if self.log:
+                self.log.warn(f"rtnetlink: {err.strerror or err}: addresses are changed with ip(8), one process each")
+            return IpCommand(run)
 
+    def change(self, kind: int, changes: List[AddressChange]) -> List[str]:
+        """The kernel's answer to each change; when it cannot be asked at all, that for each."""
+        try:
+            return self.kernel.change(kind, changes) if changes else []
+        except OSError as err:
+            return [f"rtnetlink: {err.strerror or err}"] * len(changes)
 
-class EventLog:
-    """The last EVENTS_KEPT events, oldest first. Each listener hears every event as it is
-    recorded, in order, from the loop or the resource thread alike (a lock)."""
+    def addresses(self) -> List[AddressEntry]:
+        """Every address of both families on this machine."""
+        try:
+            return self.kernel.dump()
+        except OSError as err:
+            raise ResourceError(f"cannot read this machine's addresses: {err.strerror or err}") from None
 
-    def __init__(self, kept: int = EVENTS_KEPT):
-        self.events: collections.deque = collections.deque(maxlen=kept)
-        self.counts: Dict[str, int] = collections.Counter()     # since the start, by kind
-        self.listeners: list = []
-        self.lock = threading.Lock()
-
-    def record(self, kind: str, detail: str = "", duration_ms: Optional[float] = None, **subjects: str) -> None:
-        event = Event(kind, time.time(), time.monotonic(), {k: v for k, v in subjects.items() if v}, detail,
-                      None if duration_ms is None else int(round(duration_ms)))
-        with self.lock:
-            self.events.append(event)
-            self.counts[kind] += 1
-            for listener in self.listeners:
-                listener(event)
-
-    def snapshot(self) -> List[dict]:
-        with self.lock:
-            return [event.as_dict() for event in self.events]
-
-
-# #### Membership: heartbeats, sequence numbers, deadtime ####################
-
-class Timers:
-    """Deadlines on a monotonic clock, in a heap; the event loop sleeps until the next one."""
-
-    def __init__(self, clock=time.monotonic):
-        self.clock, self.heap, self.counter = clock, [], itertools.count()
-
-    def call_later(self, delay_s: float, callback) -> list:
-        entry = [self.clock() + max(0.0, delay_s), next(self.counter), callback]
-        heapq.heappush(self.heap, entry)
-        return entry
+    def plan(self, res: IPResource, current=None) -> AddressPlan:
+        """Fill in what haresources left out, from the addresses already configured: the interface
+        with an address whose subnet holds the VIP (as IPaddr and IPv6addr look for it)."""
+        vip = ipaddress.ip_address(res.ip)
+        for iface, address, _ in (current if current is not None else self.addresses()):
+            if address.version != vip.version or address.ip == vip or \
+                    address.network.prefixlen == address.max_prefixlen or address.ip.is_link_local:
+                continue
+            if res.iface and iface != res.iface:
+                continue
+            network = address.network if res.prefix is None else \
+                ipaddress.ip_interface(f"{address.ip}/{res.prefix}").network
+            if vip in network:
+                return AddressPlan(iface, network.prefixlen, res.broadcast)
+        if res.iface and res.prefix is not None:
+            return AddressPlan(res.iface, res.prefix, res.broadcast)
+        bits = "PREFIX" if vip.version == 6 else "BITS"
+        raise ResourceError(f"no interface has a subnet containing {res.ip}: write {res.ip}/{bits}/IFACE "
+                            "in haresources")
 
     @staticmethod
-    def cancel(entry: Optional[list]) -> None:
-        if entry:
-            entry[2] = None
+    def holder_iface(res: IPResource, current: List[AddressEntry]) -> Optional[str]:
+        """The interface that carries res.ip in current, or None."""
+        for entry in current:
+            if str(entry.address.ip) == res.ip:
+                return entry.iface
+        return None
 
-    def next_delay(self) -> Optional[float]:
-        while self.heap and self.heap[0][2] is None:
-            heapq.heappop(self.heap)
-        return max(0.0, self.heap[0][0] - self.clock()) if self.heap else None
+    def held(self, res: IPResource) -> Optional[str]:
+        """The interface that carries res.ip now, or None."""
+        return self.holder_iface(res, self.addresses())
 
-    def run_due(self) -> None:
-        now = self.clock()
-        while self.heap and self.heap[0][0] <= now:
-            _, _, callback = heapq.heappop(self.heap)
-            if callback:
-                callback()
+    def add(self, resources: List[IPResource]) -> Tuple[List[Tuple[IPResource, str]], Optional[ConflictProbe]]:
+        """Add the addresses not there yet in one batch, ask whether another host has them and
+        announce them all. Returns those that could not be added, each with the reason (the others
+        stay, for the caller to release with the group), and the probe whose verdict is awaited
+        later. Every millisecond here is a millisecond of failover: one dump, one batch."""
+        current = self.addresses()
+        labels = {entry.label for entry in current}
+        changes, wanted, failed = [], [], []
+        for res in resources:
+            if self.holder_iface(res, current):
+                continue
+            try:
+                plan = self.plan(res, current)
+            except ResourceError as err:
+                failed.append((res, str(err)))
+                continue
+            label = ""
+            if res.version == 4:
+                label = next(f"{plan.iface}:{n}" for n in range(1000) if f"{plan.iface}:{n}" not in labels)
+                labels.add(label)
+            address = ipaddress.ip_interface(f"{res.ip}/{plan.prefix}")
+            changes.append(AddressChange(plan.iface, address, label if len(label) <= 15 else "", plan.broadcast))
+            wanted.append(res)
+        results = self.change(RTM_NEWADDR, changes)
+        added = []
+        for res, change, error in zip(wanted, changes, results):
+            if error:
+                failed.append((res, f"cannot add {change.address} on {change.iface}: {error}"))
+                continue
+            added.append((change.iface, str(change.address.ip)))
+            if self.log:
+                self.log.info(f"{res.agent}: added {change.address} on {change.iface}"
+                              + (f" ({change.label})" if change.label else ""))
+        probe = self.prober(added, current) if added else None
+        if added:
+            self.announce(added)
+        return failed, probe
+
+    def announce(self, held: List[Tuple[str, str]], rounds=GARP_ROUNDS_S) -> None:
+        """Announce from a thread of its own: now, and again over a few seconds (a lost frame must
+        not strand clients), each address as long as it is still ours."""
+        threading.Thread(target=self.announce_rounds, args=(held, rounds), name="announce", daemon=True).start()
+
+    def announce_rounds(self, held: List[Tuple[str, str]], rounds) -> None:
+        started = time.monotonic()
+        for n, due in enumerate(rounds):
+            time.sleep(max(0.0, started + due - time.monotonic()))
+            if n:
+                try:
+                    now = {(entry.iface, str(entry.address.ip)) for entry in self.addresses()}
+                except ResourceError:
+                    return
+                held = [pair for pair in held if pair in now]
+            for failure in announce_addresses(held):
+                if self.log:
+                    self.log.warn(failure)
+
+    def remove(self, resources: List[IPResource]) -> None:
+        """Delete those of the addresses that are here, in one batch; ResourceError names each
+        address still here afterwards."""
+        current = self.addresses()
+        changes = [AddressChange(entry.iface, entry.address) for res in resources for entry in current
+                   if str(entry.address.ip) == res.ip]
+        results = self.change(RTM_DELADDR, changes)
+        problems = []
+        for change, error in zip(changes, results):
+            name = "IPv6addr" if change.address.version == 6 else "IPaddr"
+            if error and error != os.strerror(errno.EADDRNOTAVAIL):      # not there any more: removed
+                problems.append(f"cannot remove {change.address} from {change.iface}: {error}")
+            elif self.log:
+                self.log.info(f"{name}: removed {change.address} from {change.iface}")
+        if problems:
+            raise ResourceError("; ".join(problems))
 
 
-class RateLimitedLog:
-    """Log a repeated complaint at most once per interval, saying how many were held back."""
+# #### Acting: scripts and groups ##################################################################
 
-    def __init__(self, log, clock, interval_s: float = 10.0):
-        self.log, self.clock, self.interval_s = log, clock, interval_s
-        self.last: Dict[str, float] = {}
-        self.held: Dict[str, int] = {}
+SCRIPT_TIMEOUT_S = 120          # start/stop of one resource script
+STATUS_TIMEOUT_S = 30
+STOP_RETRIES = 10               # Heartbeat's HA_STOPRETRYMAX: a failed stop is retried, 1 s apart
+STOP_BUDGET_S = 240             # one release, retries included; with the final status check and the
+                                # reboot it stays inside the service managers' stop timeout (300 s)
+REBOOT_ARGV = ["/sbin/reboot", "-nf"]   # what Heartbeat runs when a resource will not stop
+REBOOT_TIMEOUT_S = 10
 
-    def __call__(self, reason: str, message: str, level: str = "error") -> None:
-        now = self.clock()
-        if reason in self.last and now - self.last[reason] < self.interval_s:
-            self.held[reason] = self.held.get(reason, 0) + 1
+
+class ResourceError(HAError):
+    """A resource could not be started or stopped; specs: which ones, when several were tried at once."""
+
+    def __init__(self, message: str, specs: Optional[List[str]] = None):
+        super().__init__(message)
+        self.specs = specs or []
+
+
+def script_argv(res: ScriptResource, operation: str) -> List[str]:
+    """resource.d scripts take their arguments first (Heartbeat), LSB scripts the operation first."""
+    return [res.path, operation, *res.args] if res.lsb else [res.path, *res.args, operation]
+
+
+def says_running(res: ScriptResource, result: CommandResult) -> bool:
+    """Heartbeat reads `status` output: 'running' (not 'not running') or 'OK'; LSB adds exit 0."""
+    text = result.output.lower()
+    if "not running" in text or "stopped" in text:
+        return False
+    if res.lsb:
+        return result.returncode == 0
+    return "running" in text or "OK" in result.output
+
+
+def in_steps(resources: list) -> List[list]:
+    """A group's resources in start order, consecutive addresses together: each run of addresses
+    is added (and removed) as one batch."""
+    steps: List[list] = []
+    for res in resources:
+        if isinstance(res, IPResource) and steps and isinstance(steps[-1][0], IPResource):
+            steps[-1].append(res)
+        else:
+            steps.append([res])
+    return steps
+
+
+class Resources:
+    """Start and stop resource groups; called from the worker thread, never from the loop."""
+
+    def __init__(self, config: Config, log, run=run_command, addresses: Optional[IPAddresses] = None):
+        self.config, self.log, self.run = config, log, run
+        self.addresses = addresses or IPAddresses(run, log)
+        self.stuck: set = set()      # keys of groups with a resource that would not stop
+        self.events = EventLog()     # the daemon's, once it runs
+
+    def environment(self, operation: str) -> dict:
+        """What Heartbeat exports to scripts: HA_<directive>, HA_CURHOST, HA_DIR and friends."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith("HA_")}
+        hacf = self.config.hacf
+        env.update({f"HA_{name}": value for name, value in hacf.values.items()})
+        env.update(hacf.env)
+        env.update({"HA_CURHOST": self.config.node, "HA_DIR": self.config.config_dir,
+                    "HA_RESOURCEDIR": os.path.join(self.config.config_dir, "resource.d"),
+                    "HA_LOGFILE": hacf.logfile or "", "HA_DEBUGLOG": hacf.debugfile or "",
+                    "HA_LOGFACILITY": hacf.logfacility or "", "HA_DATEFMT": "%Y/%m/%d_%T ",
+                    "HA_NICEFAILBACK": "no" if hacf.auto_failback == "legacy" else "yes",
+                    "HA_keepalive": f"{hacf.keepalive_ms}ms", "HA_deadtime": f"{hacf.deadtime_ms}ms",
+                    "HA_warntime": f"{hacf.warntime_ms}ms", "HA_initdead": f"{hacf.initdead_ms}ms",
+                    "HA_OPERATION": operation})
+        return env
+
+    def run_script(self, res: ScriptResource, operation: str, timeout_s: Optional[float] = None,
+                   quiet: bool = False) -> CommandResult:
+        """One operation of a script, within timeout_s (default 120 s, status 30 s); quiet: the
+        "Running" line in debug only (a monitor's status checks)."""
+        argv = script_argv(res, operation)
+        (self.log.debug if quiet else self.log.info)(f"Running {res.path} {' '.join(res.args)} {operation}")
+        if timeout_s is None:
+            timeout_s = STATUS_TIMEOUT_S if operation == "status" else SCRIPT_TIMEOUT_S
+        result = self.run(argv, timeout_s, self.environment(operation))
+        for line in result.output.splitlines():     # start/stop output in the log, status chatter in debug
+            (self.log.debug if operation == "status" else self.log.info)(f"{res.name}[{operation}]: {line}")
+        if result.returncode != 0 and operation != "status":
+            self.log.error(f"Return code {result.returncode} from {res.path}")
+        return result
+
+    def is_running(self, res) -> bool:
+        if isinstance(res, IPResource):
+            return self.addresses.held(res) is not None
+        return says_running(res, self.run_script(res, "status"))
+
+    def start_addresses(self, resources: List[IPResource]) -> Optional[ConflictProbe]:
+        """Add addresses in one batch; ResourceError naming those that failed. Returns the probe
+        for addresses another host may have too (see conflicts)."""
+        failed, probe = self.addresses.add(resources)
+        for res, reason in failed:
+            self.log.error(f"{res.agent} {res.spec}: {reason}")
+        if failed:
+            if probe:
+                probe.close()
+            raise ResourceError("; ".join(f"{res.spec}: {reason}" for res, reason in failed),
+                                [res.spec for res, _ in failed])
+        return probe
+
+    def conflicts(self, resources: List[IPResource], probe: Optional[ConflictProbe]) -> None:
+        """The probe's verdict: ResourceError naming each address another host answered for."""
+        if not probe:
             return
-        held = self.held.pop(reason, 0)
-        self.last[reason] = now
-        getattr(self.log, level)(message + (f" ({held} more like it since the last report)" if held else ""))
+        for problem in probe.problems:
+            self.log.warn(problem)
+        taken = probe.conflicts()
+        failed = [res for res in resources if res.ip in taken]
+        for res in failed:
+            mac = ":".join(f"{octet:02x}" for octet in taken[res.ip])
+            self.log.error(f"{res.agent} {res.spec}: {res.ip} is in use by another host ({mac} answered for it)")
+        if failed:
+            raise ResourceError("; ".join(f"{res.spec}: {res.ip} is in use by another host" for res in failed),
+                                [res.spec for res in failed])
 
+    def start(self, res) -> None:
+        if isinstance(res, IPResource):
+            self.conflicts([res], self.start_addresses([res]))
+            return
+        if self.is_running(res):
+            self.log.info(f"Resource {res.spec} is already running")
+            return
+        result = self.run_script(res, "start")
+        if result.returncode != 0:
+            raise ResourceError(f"{res.spec}: start returned {result.returncode}: {result.output.strip()[-500:]}")
+
+    def stop(self, res, deadline: float) -> bool:
+        """Stop one resource as Heartbeat does: retried 1 s apart, STOP_RETRIES times, each try
+        within what is left before deadline. False when it still runs afterwards."""
+        for attempt in range(STOP_RETRIES + 1):
+            if attempt:
+                time.sleep(1)
+                self.log.info(f"Retrying failed stop operation [{res.spec}]")
+            left_s = deadline - time.monotonic()
+            if left_s <= 0:
+                self.log.error(f"No time left to stop {res.spec} ({STOP_BUDGET_S} s for a release)")
+                break
+            try:
+                if isinstance(res, IPResource):
+                    self.addresses.remove([res])
+                    return True
+                if self.run_script(res, "stop", timeout_s=min(SCRIPT_TIMEOUT_S, left_s)).returncode == 0:
+                    return True
+            except ResourceError as err:
+                self.log.error(str(err))
+        if self.is_stopped(res):
+            self.log.error(f"Resource script for {res.spec} probably not LSB-compliant.")
+            self.log.warn(f"it ({res.spec}) MUST succeed on a stop when already stopped")
+            self.log.warn("Machine reboot narrowly avoided!")
+            return True
+        return False
+
+    def is_stopped(self, res) -> bool:
+        """Surely stopped: a status that hangs or cannot run says nothing, so it counts as running."""
+        if isinstance(res, IPResource):
+            return self.addresses.held(res) is None
+        result = self.run_script(res, "status")
+        return result.returncode not in (124, 126, 127) and not says_running(res, result)
+
+    def stop_all(self, resources: list) -> bool:
+        """Stop resources in reverse order. One that will not stop leaves the machine in a state
+        only a reboot cures (Heartbeat's RecoverFromFailedStop); the rest are left as they are."""
+        deadline = time.monotonic() + STOP_BUDGET_S
+        for step in reversed(in_steps(resources)):
+            if isinstance(step[0], IPResource):
+                try:
+                    self.addresses.remove(step)         # one batch; on an error, one by one with retries
+                    continue
+                except ResourceError as err:
+                    self.log.error(str(err))
+            for res in reversed(step):
+                if not self.stop(res, deadline):
+                    self.recover_from_failed_stop(res)
+                    return False
+        return True
+
+    def recover_from_failed_stop(self, res) -> None:
+        """Reboot now, as Heartbeat 3.0.6 does: the peer takes the group over after deadtime, from a
+        machine that surely runs nothing. When the reboot cannot be done, this node keeps the group
+        and says so: telling the peer it is released would start a second copy."""
+        self.log.crit("Resource STOP failure. Reboot required!")
+        result = self.run(REBOOT_ARGV, REBOOT_TIMEOUT_S)
+        if result.returncode == 0:
+            self.log.crit("Killing heartbeat ungracefully!")
+            os._exit(EXIT_GENERIC)          # as 3.0.6's kill -9: no release announced, no shutdone
+        self.log.crit(f"Unable to force reboot. ({' '.join(REBOOT_ARGV)}: {result.output.strip()[-200:]})")
+        if self.peer_can_fence():
+            self.log.crit("Killing heartbeat ungracefully! The peer resets this node (STONITH) before it takes "
+                          f"the group: {res.spec} cannot run on two nodes")
+            os._exit(EXIT_GENERIC)
+        self.log.crit(f"{res.spec} may still run here: its group stays held by this node")
+
+    def peer_can_fence(self) -> bool:
+        """A stonith line for the peer (or *): it resets a node that went silent holding groups."""
+        return any(line.host != self.config.node for line in self.config.hacf.stonith_lines)
+
+    def acquire_group(self, group: ResourceGroup) -> Optional[str]:
+        """Start the group's resources in order; on a failure stop what was started. None = success."""
+        self.log.info(f"Acquiring resource group: {group.home} {' '.join(r.spec for r in group.resources)}")
+        started, probes, began = 0, [], time.monotonic()
+        try:
+            for step in in_steps(group.resources):
+                started += len(step)
+                if isinstance(step[0], IPResource):
+                    probes.append((step, self.start_addresses(step)))
+                    self.events.record("addresses-added", " ".join(res.ip for res in step),
+                                       duration_ms=(time.monotonic() - began) * 1000, group=group.key,
+                                       node=self.config.node)
+                else:
+                    self.start(step[0])
+            for addresses, probe in probes:      # the services started meanwhile: no time lost
+                self.conflicts(addresses, probe)
+        except ResourceError as err:
+            for _, probe in probes:
+                if probe:
+                    probe.close()
+            failed = err.specs or [group.resources[started - 1].spec]
+            self.log.crit(f"Giving up resources due to failure of {' '.join(failed)}")
+            if not self.stop_all(group.resources[:started]):
+                self.stuck.add(group.key)
+            return str(err)
+        self.stuck.discard(group.key)
+        return None
+
+    def release_group(self, group: ResourceGroup) -> bool:
+        """Stop the group's resources in reverse order; False if one would not stop."""
+        self.log.info(f"Releasing resource group: {group.home} {' '.join(r.spec for r in group.resources)}")
+        if self.stop_all(group.resources):
+            self.stuck.discard(group.key)
+            return True
+        self.stuck.add(group.key)
+        return False
+
+    def announce_group(self, group: ResourceGroup) -> None:
+        """Announce the group's addresses again (clients may have the other MAC)."""
+        current = self.addresses.addresses()
+        held = [(iface, res.ip) for res in group.resources if isinstance(res, IPResource)
+                for iface in [self.addresses.holder_iface(res, current)] if iface]
+        if held:
+            self.addresses.announce(held, rounds=GARP_ROUNDS_S[:1])
+
+    def release_stale_addresses(self) -> None:
+        """At start: an address of ours left by a crash must not answer from two machines."""
+        current = self.addresses.addresses()
+        stale = [res for group in self.config.groups for res in group.resources
+                 if isinstance(res, IPResource) and self.addresses.holder_iface(res, current)]
+        for res in stale:
+            self.log.warn(f"Address {res.ip} was already configured here (left by a crash?): "
+                          "releasing it before joining the cluster")
+        if stale:
+            self.addresses.remove(stale)
+
+
+# #### Acting: fencing (STONITH before takeover) ###################################################
+
+STONITH_RETRY_S = 5.0           # 3.0.6 retries a failed reset every 5 s, and takes nothing over meanwhile
+STONITH_RESET_TIMEOUT_S = 120.0
+MEATWARE_TIMEOUT_S = 600.0      # cluster-glue's meatware waits this long for `meatclient -c HOST`
+STONITH_STATUS_INTERVAL_S = 3600.0   # while holding groups, the device is checked every hour
+STONITH_BADHOST = 4             # cluster-glue's S_BADHOST: "this device cannot reset that host"
+
+
+def stonith_argv(device: StonithDevice, operation: str, host: str = "") -> Tuple[List[str], Optional[dict]]:
+    """How to run one operation (reset, status) on the device: argv and environment. The
+    parameters travel in the environment (cluster-glue's -E, and its convention for external
+    plugins), never in argv, where every user of ps would read the device's password."""
+    if device.how == "cluster-glue":
+        argv = [STONITH_COMMAND, "-t", device.plugin, "-E"]
+        env = dict(os.environ, HA_logfacility="none", HA_logfile="/dev/stderr", **device.params)  # its log: to us
+        return argv + (["-T", operation, host] if operation == "reset" else ["-S"]), env
+    if device.how == "external":
+        return [device.path, operation] + ([host] if host else []), dict(os.environ, **device.params)
+    return [], None
+
+
+class Fencer:
+    """Resets a node through the configured device before its groups are taken over. Each attempt
+    runs in a thread (a reset can take tens of seconds); the result comes back to the loop, which
+    retries every STONITH_RETRY_S until it succeeds, as Heartbeat 3.0.6 does."""
+
+    def __init__(self, device: StonithDevice, timers: Timers, post, log, send, alive=None, run=run_command):
+        self.device, self.timers, self.post, self.log, self.send, self.run = device, timers, post, log, send, run
+        self.alive = alive or (lambda node: False)        # heard again: not to be reset
+        self.pending: Dict[str, object] = {}          # node -> what to do once it is reset
+        self.retry_timers: Dict[str, list] = {}
+        self.resets: Dict[str, int] = collections.Counter()
+        self.last_status: Optional[bool] = None
+        self.confirmations: Dict[str, threading.Event] = {}     # built-in meatware: node -> operator said so
+
+    def fence(self, node: str, then, delay_s: float = 0.0) -> None:
+        """Reset `node` (after delay_s: see fence_delay), then call then(); nothing else happens to
+        it meanwhile."""
+        first = node not in self.pending
+        self.pending[node] = then
+        if first and delay_s > 0:
+            self.log.info(f"STONITH of {node} in {delay_s:g} s (fence_delay: this node holds no group)")
+            self.retry_timers[node] = self.timers.call_later(delay_s, lambda: self.attempt(node))
+        elif first:
+            self.attempt(node)
+
+    def cancel(self, node: str) -> None:
+        """The node is heard again: it was not dead, and a reset now would take down a live peer."""
+        if self.pending.pop(node, None) is not None:
+            self.timers.cancel(self.retry_timers.pop(node, None))
+            self.log.warn(f"STONITH of {node} cancelled: it is alive again")
+
+    def attempt(self, node: str) -> None:
+        self.retry_timers.pop(node, None)
+        if node not in self.pending:
+            return
+        if self.alive(node):
+            self.cancel(node)
+            return
+        self.log.info(f"Resetting node {node} with [{self.device.plugin}]")
+        self.confirmations[node] = threading.Event()      # meatware: the operator's word, for this attempt
+
+        def reset():
+            result = self.reset(node)
+            self.post(lambda: self.finished(node, result))
+        threading.Thread(target=reset, name="stonith", daemon=True).start()
+
+    def reset(self, node: str) -> CommandResult:
+        """In the device's thread: one reset, and its result."""
+        argv, env = stonith_argv(self.device, "reset", node)
+        if self.device.plugin == "meatware":
+            command = f"meatclient -c {node}" if argv else f"heartbeat.py meatclient {node}"
+            self.post(lambda: self.log.crit(f"OPERATOR INTERVENTION REQUIRED to reset {node}."))
+            self.post(lambda: self.log.crit(f"Run \"{command}\" AFTER power-cycling the machine."))
+        if self.device.plugin == "meatware" and not argv:
+            return self.wait_for_operator(node)
+        if not argv:                                    # the built-in null device
+            return CommandResult(0, f"{self.device.plugin}: {node} reset (a null device touches nothing)")
+        timeout_s = MEATWARE_TIMEOUT_S + 60 if self.device.plugin == "meatware" else STONITH_RESET_TIMEOUT_S
+        return self.run(argv, timeout_s, env)
+
+    def wait_for_operator(self, node: str) -> CommandResult:
+        """meatware, built in: a person power-cycles the node and says so (`heartbeat.py meatclient
+        NODE`, as cluster-glue's `meatclient -c NODE`)."""
+        if self.confirmations[node].wait(MEATWARE_TIMEOUT_S):
+            return CommandResult(0, f"node {node} Met.")
+        return CommandResult(1, f"no confirmation that {node} was power-cycled in {MEATWARE_TIMEOUT_S:g} s")
+
+    def confirm(self, node: str) -> str:
+        """The operator's word that `node` was power-cycled; an error when nothing waits for it."""
+        event = self.confirmations.get(node)
+        if node not in self.pending or event is None:
+            return f"no reset of {node} is waiting for a confirmation"
+        self.log.info(f"meatclient: the operator confirms that {node} was power-cycled")
+        event.set()
+        return ""
+
+    def finished(self, node: str, result: CommandResult) -> None:
+        then = self.pending.get(node)
+        if then is None:
+            return                                      # cancelled meanwhile
+        for line in result.output.strip().splitlines()[-5:]:
+            self.log.info(f"stonith: {self.redacted(line)}")
+        if result.returncode == 0:
+            self.log.info(f"node {node} now reset.")
+            self.send_result(node, "OK")
+            self.resets[node] += 1
+            del self.pending[node]
+            then()
+            return
+        if result.returncode == STONITH_BADHOST and self.device.how == "cluster-glue":
+            self.log.error(f"Device {self.device.plugin} cannot reset host {node}.")
+            self.send_result(node, "badhost")
+        else:
+            self.log.error(f"Host {node} not reset!")
+            self.send_result(node, "bad")
+        self.log.error(f"STONITH of {node} failed.  Retrying...")
+        self.retry_timers[node] = self.timers.call_later(STONITH_RETRY_S, lambda: self.attempt(node))
+
+    def redacted(self, text: str) -> str:
+        """A plugin's output without the device's parameter values (a password may be among them)."""
+        for value in sorted(self.device.params.values(), key=len, reverse=True):
+            if len(value) >= 4:
+                text = text.replace(value, "***")
+        return text
+
+    def send_result(self, node: str, result: str) -> None:
+        """3.0.6's T_STONITH message: every node learns what became of the reset."""
+        self.send(Message(("t", "stonith"), ("node", node), ("result", result)))
+
+    def check_status(self) -> None:
+        """The device's own status, in a thread; logged when it is not operational."""
+        argv, env = stonith_argv(self.device, "status")
+        if not argv:
+            return
+
+        def status():
+            result = self.run(argv, STONITH_RESET_TIMEOUT_S, env)
+            self.post(lambda: self.status_known(result))
+        self.log.info(f"Checking status of STONITH device [{self.device.plugin}]")
+        threading.Thread(target=status, name="stonith-status", daemon=True).start()
+
+    def status_known(self, result: CommandResult) -> None:
+        self.last_status = result.returncode == 0
+        if not self.last_status:
+            self.log.error(f"STONITH device {self.device.plugin} not operational!")
+            self.log.error("STONITH status operation failed.")
+            self.log.info("This may mean that the STONITH device has failed!")
+
+    def snapshot(self) -> dict:
+        return {"device": self.device.plugin, "run_by": self.device.how, "fencing": sorted(self.pending),
+                "resets": dict(self.resets), "device_ok": self.last_status}
+
+
+# ==================================================================================================
+# 6. SENSING: membership, ping nodes, links and addresses, service monitors
+# ==================================================================================================
+
+
+# #### Sensing: membership (heartbeats, sequence numbers, deadtime) ################################
 
 @dataclasses.dataclass
 class Peer:
@@ -2631,68 +3936,9 @@ class Membership:
         return nodes
 
 
-def hex_number(text: Optional[str]) -> int:
-    """A hex field (seq, hg, ts, dt): 1 to 16 hex digits and nothing else; -1 when it is not one."""
-    if not text or len(text) > 16 or not text.isalnum() or not text.isascii():
-        return -1
-    try:
-        return int(text, 16)
-    except ValueError:
-        return -1
+# #### Sensing: ping nodes #########################################################################
 
-
-# #### Health: ping nodes (ICMP echo) ###########################################
-
-ICMP_ECHO_REQUEST, ICMP_ECHO_REPLY = 8, 0
-ICMP6_ECHO_REQUEST, ICMP6_ECHO_REPLY = 128, 129
-ICMP6_FILTER = 1                 # the socket option: which ICMPv6 types a raw socket receives
-PING_PAYLOAD = b"heartbeat.py ping"
 PING_SEQ_WINDOW = 64       # a reply must answer one of our last echoes: an old capture replayed is not one
-
-
-def icmp6_filter_passing(kind: int) -> bytes:
-    """An ICMP6_FILTER that blocks every ICMPv6 type but kind (a set bit blocks its type)."""
-    words = [0xFFFFFFFF] * 8
-    words[kind >> 5] &= ~(1 << (kind & 31))
-    return struct.pack("=8I", *words)
-
-
-def internet_checksum(data: bytes) -> int:
-    """RFC 1071: the one's complement sum of 16-bit words, as ICMP wants it."""
-    if len(data) % 2:
-        data += b"\0"
-    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    while total >> 16:
-        total = (total & 0xFFFF) + (total >> 16)
-    return ~total & 0xFFFF
-
-
-def echo_request(ident: int, seq: int, token: bytes, version: int = 4) -> bytes:
-    """An ICMP echo request, or with version 6 an ICMPv6 one (its checksum is the kernel's: it
-    covers the IPv6 addresses)."""
-    kind = ICMP6_ECHO_REQUEST if version == 6 else ICMP_ECHO_REQUEST
-    header = struct.pack("!BBHHH", kind, 0, 0, ident, seq)
-    body = token + PING_PAYLOAD
-    checksum = 0 if version == 6 else internet_checksum(header + body)
-    return struct.pack("!BBHHH", kind, 0, checksum, ident, seq) + body
-
-
-def parse_echo_reply(packet: bytes, ident: int, token: bytes, version: int = 4) -> Optional[int]:
-    """The sequence number of a reply to one of our echoes, else None. IPv4: IP header included,
-    our checksum check; IPv6: the ICMPv6 message alone, its checksum checked by the kernel."""
-    if version == 4:
-        if len(packet) < 20:
-            return None
-        packet = packet[(packet[0] & 0x0F) * 4:]
-        if len(packet) >= 8 and internet_checksum(packet) != 0:
-            return None
-    if len(packet) < 8 + len(token):
-        return None
-    kind, _, _, reply_ident, seq = struct.unpack("!BBHHH", packet[:8])
-    wanted = ICMP6_ECHO_REPLY if version == 6 else ICMP_ECHO_REPLY
-    if kind != wanted or reply_ident != ident or packet[8:8 + len(token)] != token:
-        return None
-    return seq
 
 
 @dataclasses.dataclass
@@ -2865,1164 +4111,176 @@ class PingNodes:
                 for name, target in self.targets.items()}
 
 
-# #### Health: the watchdog ##################################################
+# #### Sensing: links and addresses ################################################################
 
-WDIOC_SETTIMEOUT = 0xC0045706      # _IOWR('W', 6, int) of linux/watchdog.h
-WATCHDOG_FEED = b"\0"              # 3.0.6 writes "" with a length of 1: its terminating NUL
-WATCHDOG_MAGIC_CLOSE = b"V"        # before close(2): the driver stops its timer instead of resetting
+class LinkWatch:
+    """The carrier of every interface and the IPv4 addresses on them, kept from the kernel's
+    rtnetlink broadcasts: no polling, one socket in the daemon's loop. Tells `listener` (the
+    cluster policy) what changed: on_carrier(ifname, up) and on_address(ifname, ip, added).
+    A lost broadcast (ENOBUFS: we read too slowly) makes it dump links and addresses again
+    and report what differs."""
 
+    def __init__(self, log, opener=open_watch_socket):
+        self.log, self.opener = log, opener
+        self.sock: Optional[socket.socket] = None
+        self.listener = None
+        self.carrier: Dict[str, bool] = {}
+        self.names: Dict[int, str] = {}
+        self.addresses: Dict[str, Tuple[str, int]] = {}     # ip -> (ifname, prefixlen)
+        self.seq = 0
+        self.dumping = ""               # "link" or "address" while a dump of ours is answered
+        self.dumped: Dict[str, Tuple[str, int]] = {}
+        self.dump_again = False         # events lost during a dump: one more once it ends
+        self.overruns = 0
+        self.complain = RateLimitedLog(log, time.monotonic)
 
-class WatchdogError(HAError):
-    """The watchdog device of ha.cf cannot be opened: the daemon does not start."""
-
-
-class Watchdog:
-    """`watchdog DEVICE` in ha.cf, driven as Heartbeat 3.0.6 drives it: opened at start, its
-    timer set to deadtime + 10 ms in whole seconds (when it is a character device), a byte
-    written every keepalive by the event loop (a loop that hangs stops feeding it, and the
-    kernel resets the node), 'V' written before close on a clean stop so that the machine is
-    not reset. A crash closes it without 'V'. A FIFO or a plain file can stand in for it."""
-
-    def __init__(self, path: str, log, clock=time.monotonic, ioctl=fcntl.ioctl):
-        self.path, self.log, self.clock, self.ioctl = path, log, clock, ioctl
-        self.fd = -1
-        self.timeout_s: Optional[int] = None
-        self.last_fed: Optional[float] = None
-        self.feeds = 0
-
-    def open(self, deadtime_ms: int) -> None:
-        """Open (never create) the device and feed it once; WatchdogError if it cannot be opened.
-        O_NONBLOCK: a fake device that is full must not block the loop (a real one never blocks)."""
+    def open(self) -> bool:
+        """Subscribe and read the links and addresses there are now; False (logged once) when
+        rtnetlink cannot be had: the daemon then runs without the watch."""
         try:
-            self.fd = os.open(self.path, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+            self.sock = self.opener()
+            self.sock.settimeout(NETLINK_START_S)
+            self.request_dump("link")
+            deadline = time.monotonic() + NETLINK_START_S
+            while self.dumping and time.monotonic() < deadline:
+                try:
+                    self.handle(self.sock.recv(65536))
+                except OSError as err:
+                    if err.errno != errno.ENOBUFS:
+                        raise
+                    self.overrun()
         except OSError as err:
-            raise WatchdogError(f"Cannot open watchdog device: {self.path} ({err.strerror}); heartbeat not "
-                                "started: load its driver (e.g. modprobe softdog) or remove the watchdog "
-                                "line from ha.cf") from None
-        self.log.notice(f"Using watchdog device: {self.path}")
-        if stat.S_ISCHR(os.fstat(self.fd).st_mode):
-            self.set_timeout((deadtime_ms + 10 + 999) // 1000)
-        self.feed()
-
-    def set_timeout(self, seconds: int) -> None:
-        self.log.debug(f"Set watchdog timer to {seconds} seconds.")
-        try:
-            answer = self.ioctl(self.fd, WDIOC_SETTIMEOUT, struct.pack("i", seconds))
-            self.timeout_s = struct.unpack("i", answer)[0]       # what the driver chose
-        except OSError as err:
-            self.log.error(f"WDIOC_SETTIMEOUT: Failed to set watchdog timer to {seconds} seconds.: "
-                           f"{err.strerror}")
-
-    def feed(self) -> None:
-        """One byte; on a write failure 3.0.6 gives the device up (with 'V') and runs on."""
-        if self.fd < 0:
-            return
-        try:
-            written, reason = os.write(self.fd, WATCHDOG_FEED), ""
-        except OSError as err:
-            written, reason = 0, f": {err.strerror}"
-        if written != 1:
-            self.log.error(f"Watchdog write failure: closing {self.path}!{reason}")
+            self.log.warn(f"address and link watch off: rtnetlink: {err.strerror or err} (a VIP removed by "
+                          "hand is not added back; a lost carrier waits for deadtime)")
             self.close()
-            return
-        self.last_fed = self.clock()
-        self.feeds += 1
-
-    def close(self) -> None:
-        """The magic close: 'V', then close(2). Only for a clean stop."""
-        if self.fd < 0:
-            return
-        try:
-            if os.write(self.fd, WATCHDOG_MAGIC_CLOSE) != 1:
-                raise OSError(0, "short write")
-            self.log.debug("Successful watchdog 'V' write")
-        except OSError as err:
-            self.log.error(f"Watchdog write magic character failure: closing {self.path}!: {err.strerror}")
-        try:
-            os.close(self.fd)
-            self.log.debug("Successful watchdog close")
-        except OSError as err:
-            self.log.error(f"Watchdog close(2) failed.: {err.strerror}")
-        self.fd = -1
-
-    def snapshot(self) -> dict:
-        return {"device": self.path, "open": self.fd >= 0, "timeout_s": self.timeout_s, "feeds": self.feeds,
-                "last_fed_s": None if self.last_fed is None else round(self.clock() - self.last_fed, 3)}
-
-
-def watchdog_problem(path: str) -> Optional[str]:
-    """What `check` says of the watchdog device: the daemon refuses a path it cannot open, and
-    writes to anything else that is not a character device without effect."""
-    try:
-        info = os.stat(path)
-    except OSError as err:
-        return (f"watchdog device {path}: {err.strerror}; the daemon will not start "
-                "(load the watchdog driver, e.g. modprobe softdog)")
-    if not stat.S_ISCHR(info.st_mode):
-        return f"watchdog device {path} is not a character device: feeding it resets nothing"
-    return None
-
-
-# #### Resources: running commands ###########################################
-
-SCRIPT_TIMEOUT_S = 120          # start/stop of one resource script
-STATUS_TIMEOUT_S = 30
-IP_TIMEOUT_S = 10
-OUTPUT_KEPT_BYTES = 64 * 1024   # of a command's output, the end
-STOP_RETRIES = 10               # Heartbeat's HA_STOPRETRYMAX: a failed stop is retried, 1 s apart
-STOP_BUDGET_S = 240             # one release, retries included; with the final status check and the
-                                # reboot it stays inside the service managers' stop timeout (300 s)
-REBOOT_ARGV = ["/sbin/reboot", "-nf"]   # what Heartbeat runs when a resource will not stop
-REBOOT_TIMEOUT_S = 10
-
-
-class ResourceError(HAError):
-    """A resource could not be started or stopped; specs: which ones, when several were tried at once."""
-
-    def __init__(self, message: str, specs: Optional[List[str]] = None):
-        super().__init__(message)
-        self.specs = specs or []
-
-
-@dataclasses.dataclass
-class CommandResult:
-    returncode: int
-    output: str
-
-
-def run_command(argv: List[str], timeout_s: float, env: Optional[dict] = None,
-                own_session: bool = True) -> CommandResult:
-    """Run argv (never through a shell); stdout and stderr together. Done when the process itself
-    exits: the output goes to a file, so a child it left running (`daemon &`) holds nothing open.
-    On timeout 124, and its whole process group is killed (own_session=False keeps our terminal,
-    where ssh asks for a password, and kills only the process)."""
-    with tempfile.TemporaryFile() as out:
-        try:
-            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, env=env,
-                                    start_new_session=own_session)
-        except OSError as err:
-            return CommandResult(127, f"cannot run {argv[0]}: {err.strerror}")
-        try:
-            returncode, note = proc.wait(timeout_s), ""
-        except subprocess.TimeoutExpired:
-            if own_session:
-                os.killpg(proc.pid, signal.SIGKILL)     # not reaped yet, so the group id is still its own
-            else:
-                proc.kill()
-            proc.wait()
-            returncode, note = 124, f"\n(timed out after {timeout_s} s)"
-        out.seek(max(0, out.seek(0, os.SEEK_END) - OUTPUT_KEPT_BYTES))
-        return CommandResult(returncode, out.read().decode(errors="replace") + note)
-
-
-# #### Addresses: rtnetlink, gratuitous ARP, neighbour advertisements #########
-# A takeover's addresses go to the kernel as one batch of rtnetlink requests, each acknowledged
-# on its own (an error names its address), and are announced from one raw socket per family in
-# one pass: no process per address, so a hundred addresses move about as fast as one. `ip` is
-# used only where rtnetlink cannot be opened.
-
-NETLINK_ROUTE = 0
-RTMGRP_LINK, RTMGRP_IPV4_IFADDR, RTMGRP_IPV6_IFADDR = 0x1, 0x10, 0x100   # broadcasts the link watch reads
-NLMSG_ERROR, NLMSG_DONE = 2, 3
-RTM_NEWLINK, RTM_DELLINK, RTM_GETLINK = 16, 17, 18
-RTM_NEWADDR, RTM_DELADDR, RTM_GETADDR = 20, 21, 22
-NLM_F_REQUEST, NLM_F_ACK, NLM_F_DUMP, NLM_F_EXCL, NLM_F_CREATE = 0x1, 0x4, 0x300, 0x200, 0x400
-IFF_LOWER_UP = 0x10000          # the carrier: a cable in, the switch port up
-IFLA_IFNAME = 3
-IFA_ADDRESS, IFA_LOCAL, IFA_LABEL, IFA_BROADCAST = 1, 2, 3, 4
-IFA_F_NODAD = 0x02
-NLMSGHDR = struct.Struct("=IHHII")      # length, type, flags, seq, pid
-IFINFOMSG = struct.Struct("=BxHiII")    # family, type, index, flags, change
-IFADDRMSG = struct.Struct("=BBBBI")     # family, prefixlen, flags, scope, index
-RTATTR = struct.Struct("=HH")           # length, type
-NETLINK_RCVBUF = 1024 * 1024
-NETLINK_BATCH_BYTES = 32 * 1024         # requests per send(); the kernel reads a batch in one go
-SIOCGIFHWADDR = 0x8927
-ETH_P_ARP = 0x0806
-ND_NEIGHBOR_SOLICIT, ND_NEIGHBOR_ADVERT, ND_NA_FLAG_OVERRIDE = 135, 136, 0x20000000
-ND_OPT_SOURCE_LINKADDR, ND_OPT_TARGET_LINKADDR = 1, 2
-IPV6_PKTINFO = getattr(socket, "IPV6_PKTINFO", 50)
-ALL_NODES = "ff02::1"
-GARP_ROUNDS_S = (0.0, 0.25, 1.0, 2.0, 4.0)   # when to announce a taken address again
-CONFLICT_WAIT_S = 0.3           # for another host's answer to our probes: milliseconds on a LAN
-
-
-class NetlinkEvent(NamedTuple):
-    """One rtnetlink message that matters to us. kind: "link" (carrier up or not), "link gone",
-    "address", "address gone", "done" (end of a dump), "error" (an answer to a request:
-    ifindex holds the errno, 0 for an acknowledgement)."""
-    kind: str
-    seq: int = 0
-    ifindex: int = 0
-    ifname: str = ""
-    carrier: bool = False
-    ip: str = ""
-    prefixlen: int = 0
-    label: str = ""
-
-
-def netlink_attributes(data: bytes, offset: int) -> Dict[int, bytes]:
-    """rtattr type -> value from offset to the end; a malformed one ends the list."""
-    attrs: Dict[int, bytes] = {}
-    while offset + RTATTR.size <= len(data):
-        length, kind = RTATTR.unpack_from(data, offset)
-        if length < RTATTR.size or offset + length > len(data):
-            break
-        attrs.setdefault(kind, data[offset + RTATTR.size:offset + length])
-        offset += (length + 3) & ~3
-    return attrs
-
-
-def netlink_attribute(kind: int, value: bytes) -> bytes:
-    return RTATTR.pack(RTATTR.size + len(value), kind) + value + b"\0" * (-len(value) % 4)
-
-
-def parse_netlink_message(kind: int, seq: int, body: bytes) -> Optional[NetlinkEvent]:
-    """One message's body -> an event, or None for what we do not follow (or cannot read)."""
-    if kind in (RTM_NEWLINK, RTM_DELLINK) and len(body) >= IFINFOMSG.size:
-        _, _, index, flags, _ = IFINFOMSG.unpack_from(body)
-        name = netlink_attributes(body, IFINFOMSG.size).get(IFLA_IFNAME, b"").split(b"\0", 1)[0]
-        return NetlinkEvent("link" if kind == RTM_NEWLINK else "link gone", seq, index,
-                            name.decode(errors="replace"), bool(flags & IFF_LOWER_UP))
-    if kind in (RTM_NEWADDR, RTM_DELADDR) and len(body) >= IFADDRMSG.size:
-        family, prefixlen, _, _, index = IFADDRMSG.unpack_from(body)
-        attrs = netlink_attributes(body, IFADDRMSG.size)
-        address = attrs.get(IFA_LOCAL, attrs.get(IFA_ADDRESS, b""))
-        if (family, len(address)) not in ((socket.AF_INET, 4), (socket.AF_INET6, 16)) or \
-                prefixlen > 8 * len(address):
-            return None
-        label = attrs.get(IFA_LABEL, b"").split(b"\0", 1)[0].decode(errors="replace")
-        return NetlinkEvent("address" if kind == RTM_NEWADDR else "address gone", seq, index,
-                            ip=str(ipaddress.ip_address(address)), prefixlen=prefixlen, label=label)
-    if kind == NLMSG_DONE:
-        return NetlinkEvent("done", seq)
-    if kind == NLMSG_ERROR and len(body) >= 4:
-        return NetlinkEvent("error", seq, -struct.unpack_from("=i", body)[0])
-    return None
-
-
-def parse_netlink(data: bytes) -> List[NetlinkEvent]:
-    """The messages in one datagram, as events; a truncated message ends it, one we cannot
-    read is skipped. Never raises."""
-    events, offset = [], 0
-    while offset + NLMSGHDR.size <= len(data):
-        length, kind, _, seq, _ = NLMSGHDR.unpack_from(data, offset)
-        if length < NLMSGHDR.size or offset + length > len(data):
-            break
-        event = parse_netlink_message(kind, seq, data[offset + NLMSGHDR.size:offset + length])
-        if event:
-            events.append(event)
-        offset += (length + 3) & ~3
-    return events
-
-
-def netlink_dump_request(kind: int, seq: int) -> bytes:
-    """RTM_GETLINK (every interface) or RTM_GETADDR (every address of both families) as a dump."""
-    body = IFINFOMSG.pack(socket.AF_UNSPEC, 0, 0, 0, 0) if kind == RTM_GETLINK else \
-        IFADDRMSG.pack(socket.AF_UNSPEC, 0, 0, 0, 0)
-    return NLMSGHDR.pack(NLMSGHDR.size + len(body), kind, NLM_F_REQUEST | NLM_F_DUMP, seq, 0) + body
-
-
-def address_request(kind: int, seq: int, ifindex: int, address, label: str = "",
-                    broadcast: Optional[str] = None) -> bytes:
-    """RTM_NEWADDR (create, never replace) or RTM_DELADDR for one address/prefix (an
-    ipaddress.IPv4Interface or IPv6Interface), acknowledged. IPv6 addresses skip duplicate address
-    detection: they serve at once, as a configured address must."""
-    packed = address.ip.packed
-    attrs = netlink_attribute(IFA_LOCAL, packed) + netlink_attribute(IFA_ADDRESS, packed)
-    if broadcast and kind == RTM_NEWADDR:
-        attrs += netlink_attribute(IFA_BROADCAST, socket.inet_aton(broadcast))
-    if label and kind == RTM_NEWADDR:
-        attrs += netlink_attribute(IFA_LABEL, label.encode() + b"\0")
-    family = socket.AF_INET6 if address.version == 6 else socket.AF_INET
-    flags = IFA_F_NODAD if address.version == 6 else 0
-    body = IFADDRMSG.pack(family, address.network.prefixlen, flags, 0, ifindex) + attrs
-    request_flags = NLM_F_REQUEST | NLM_F_ACK | (NLM_F_CREATE | NLM_F_EXCL if kind == RTM_NEWADDR else 0)
-    return NLMSGHDR.pack(NLMSGHDR.size + len(body), kind, request_flags, seq, 0) + body
-
-
-def open_rtnetlink(groups: int = 0) -> socket.socket:
-    """A routing socket; groups: the broadcasts to subscribe to (none for requests)."""
-    sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_ROUTE)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, NETLINK_RCVBUF)
-        sock.bind((0, groups))
-    except OSError:
-        sock.close()
-        raise
-    return sock
-
-
-class AddressEntry(NamedTuple):
-    """One address configured on this machine."""
-    iface: str
-    address: Union[ipaddress.IPv4Interface, ipaddress.IPv6Interface]
-    label: str
-
-
-class AddressChange(NamedTuple):
-    """One address to add (with its label and broadcast) or delete."""
-    iface: str
-    address: Union[ipaddress.IPv4Interface, ipaddress.IPv6Interface]
-    label: str = ""
-    broadcast: Optional[str] = None
-
-
-class Rtnetlink:
-    """Address dumps and batches of address changes, straight to the kernel."""
-
-    def __init__(self, opener=open_rtnetlink):
-        self.opener = opener
-
-    def dump(self) -> List[AddressEntry]:
-        sock = self.opener()
-        try:
-            sock.settimeout(IP_TIMEOUT_S)
-            sock.send(netlink_dump_request(RTM_GETADDR, 1))
-            found = []
-            while True:
-                for event in parse_netlink(sock.recv(65536)):
-                    if event.kind == "done" and event.seq == 1:
-                        return found
-                    if event.kind == "error" and event.seq == 1:
-                        raise OSError(event.ifindex, os.strerror(event.ifindex))
-                    if event.kind == "address" and event.seq == 1:
-                        iface = interface_name(event.ifindex)
-                        found.append(AddressEntry(iface, ipaddress.ip_interface(f"{event.ip}/{event.prefixlen}"),
-                                                  event.label or iface))
-        finally:
-            sock.close()
-
-    def change(self, kind: int, changes: List[AddressChange]) -> List[str]:
-        """Send every change (RTM_NEWADDR or RTM_DELADDR) in as few datagrams as fit, then collect
-        one acknowledgement each: the error of each change, "" for success, in order."""
-        results = [""] * len(changes)
-        sock = self.opener()
-        try:
-            sock.settimeout(IP_TIMEOUT_S)
-            batch, waiting = b"", set()
-            for seq, change in enumerate(changes, 1):
-                try:
-                    index = socket.if_nametoindex(change.iface.split(":")[0])
-                except OSError:
-                    results[seq - 1] = f"interface {change.iface} does not exist"
-                    continue
-                request = address_request(kind, seq, index, change.address, change.label, change.broadcast)
-                if len(batch) + len(request) > NETLINK_BATCH_BYTES:
-                    sock.send(batch)
-                    batch = b""
-                batch += request
-                waiting.add(seq)
-            if batch:
-                sock.send(batch)
-            while waiting:
-                try:
-                    data = sock.recv(65536)
-                except socket.timeout:
-                    for seq in waiting:
-                        results[seq - 1] = f"no answer from the kernel in {IP_TIMEOUT_S} s"
-                    break
-                for event in parse_netlink(data):
-                    if event.kind == "error" and event.seq in waiting:
-                        waiting.discard(event.seq)
-                        results[event.seq - 1] = os.strerror(event.ifindex) if event.ifindex else ""
-            return results
-        finally:
-            sock.close()
-
-
-def interface_name(index: int) -> str:
-    try:
-        return socket.if_indextoname(index)
-    except OSError:
-        return f"if{index}"
-
-
-class IpCommand:
-    """The same as Rtnetlink with ip(8), one process per address: where rtnetlink cannot be opened."""
-
-    def __init__(self, run):
-        self.run = run
-
-    def dump(self) -> List[AddressEntry]:
-        out = self.run(["ip", "-o", "addr", "show"], IP_TIMEOUT_S)
-        found = []
-        for line in out.output.splitlines():
-            match = re.match(r"\d+:\s+(\S+?)(?:@\S+)?\s+inet6?\s+(\S+)(.*)", line)
-            if match:
-                rest = match.group(3).split("\\")[0].split()
-                label = rest[-1] if rest and " inet " in line else match.group(1)    # IPv4 labels end the line
-                found.append(AddressEntry(match.group(1), ipaddress.ip_interface(match.group(2)), label))
-        return found
-
-    def change(self, kind: int, changes: List[AddressChange]) -> List[str]:
-        results = []
-        for change in changes:
-            family = "-6" if change.address.version == 6 else "-4"
-            argv = ["ip", family, "addr", "add" if kind == RTM_NEWADDR else "del", str(change.address)]
-            if kind == RTM_NEWADDR and change.broadcast:
-                argv += ["brd", change.broadcast]
-            argv += ["dev", change.iface.split(":")[0]]
-            if kind == RTM_NEWADDR and change.label:
-                argv += ["label", change.label]
-            if kind == RTM_NEWADDR and change.address.version == 6:
-                argv.append("nodad")
-            result = self.run(argv, IP_TIMEOUT_S)
-            results.append("" if result.returncode == 0 else f"{' '.join(argv)}: {result.output.strip()}")
-        return results
-
-
-def interface_mac(iface: str) -> bytes:
-    """The interface's hardware address (SIOCGIFHWADDR)."""
-    probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    try:
-        raw = fcntl.ioctl(probe.fileno(), SIOCGIFHWADDR, struct.pack("256s", iface.encode()[:15]))
-        return raw[18:24]
-    finally:
-        probe.close()
-
-
-def arp_frame(mac: bytes, ip: str, reply: bool) -> bytes:
-    """A broadcast gratuitous ARP frame: 'who-has IP tell IP', or 'IP is-at MAC'."""
-    addr = socket.inet_aton(ip)
-    target_mac = b"\xff" * 6 if reply else b"\0" * 6
-    return (b"\xff" * 6 + mac + b"\x08\x06" + struct.pack("!HHBBH", 1, 0x0800, 6, 4, 2 if reply else 1)
-            + mac + addr + target_mac + addr)
-
-
-def neighbour_advertisement(mac: bytes, ip: str) -> bytes:
-    """An unsolicited neighbour advertisement for ip (RFC 4861 7.2.6): override flag set, not
-    solicited, with the target link-layer address option. The kernel fills in the checksum."""
-    return (struct.pack("!BBHI", ND_NEIGHBOR_ADVERT, 0, 0, ND_NA_FLAG_OVERRIDE) + socket.inet_pton(socket.AF_INET6, ip)
-            + struct.pack("!BB", ND_OPT_TARGET_LINKADDR, 1) + mac)
-
-
-def open_advertiser() -> socket.socket:
-    """A raw ICMPv6 socket that only sends: hop limit 255 (receivers drop anything less), no input."""
-    sock = socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6)
-    try:
-        sock.setsockopt(socket.IPPROTO_ICMPV6, ICMP6_FILTER, b"\xff" * 32)
-        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, 255)
-        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_UNICAST_HOPS, 255)
-    except OSError:
-        sock.close()
-        raise
-    return sock
-
-
-def announce_addresses(held: List[Tuple[str, str]]) -> List[str]:
-    """One round for every (interface, address): a gratuitous ARP request and reply for IPv4, an
-    unsolicited neighbour advertisement to all nodes, from the address itself, for IPv6. One raw
-    socket per family. Returns the failures, one line each."""
-    failures, macs, sockets = [], {}, {}
-    try:
-        for iface, ip in held:
-            device = iface.split(":")[0]
-            try:
-                if device not in macs:
-                    macs[device] = interface_mac(device)
-                version = 6 if ":" in ip else 4
-                if version not in sockets:
-                    sockets[version] = open_advertiser() if version == 6 else \
-                        socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ARP))
-                sock = sockets[version]
-                if version == 6:
-                    index = socket.if_nametoindex(device)
-                    pktinfo = socket.inet_pton(socket.AF_INET6, ip) + struct.pack("=I", index)
-                    sock.sendmsg([neighbour_advertisement(macs[device], ip)],
-                                 [(socket.IPPROTO_IPV6, IPV6_PKTINFO, pktinfo)], 0, (ALL_NODES, 0, 0, index))
-                else:
-                    for reply in (False, True):
-                        sock.sendto(arp_frame(macs[device], ip, reply), (device, ETH_P_ARP))
-            except OSError as err:
-                failures.append(f"{'neighbour advertisement' if ':' in ip else 'gratuitous ARP'} for {ip} "
-                                f"on {device} failed: {err.strerror or err}")
-    finally:
-        for sock in sockets.values():
-            sock.close()
-    return failures
-
-
-def arp_probe(mac: bytes, ip: str) -> bytes:
-    """An ARP probe (RFC 5227): 'who-has IP' from sender 0.0.0.0. A host that has IP answers it,
-    and neither proxy ARP nor a host's own defence gets in the way."""
-    return (b"\xff" * 6 + mac + b"\x08\x06" + struct.pack("!HHBBH", 1, 0x0800, 6, 4, 1) + mac + b"\0" * 4
-            + b"\0" * 6 + socket.inet_aton(ip))
-
-
-def neighbour_solicitation(mac: bytes, ip: str) -> bytes:
-    """'Who has IP?' with our link-layer address; the kernel fills in the checksum."""
-    return (struct.pack("!BBHI", ND_NEIGHBOR_SOLICIT, 0, 0, 0) + socket.inet_pton(socket.AF_INET6, ip)
-            + struct.pack("!BB", ND_OPT_SOURCE_LINKADDR, 1) + mac)
-
-
-def solicited_node(ip: str) -> str:
-    """The solicited-node multicast group of an IPv6 address (ff02::1:ffXX:XXXX)."""
-    return str(ipaddress.IPv6Address(b"\xff\x02" + b"\0" * 9 + b"\x01\xff" + ipaddress.IPv6Address(ip).packed[13:]))
-
-
-def answer_from_elsewhere(packet: bytes, ours: Dict[str, bytes]) -> Optional[Tuple[str, bytes]]:
-    """(address, MAC) when packet says another machine has one of our addresses: an ARP frame whose
-    sender is that address, or a neighbour advertisement for it, from a MAC not ours; else None."""
-    if len(packet) >= 32 and packet[12:14] == b"\x08\x06":
-        ip, mac = socket.inet_ntoa(packet[28:32]), packet[22:28]
-    elif len(packet) >= 32 and packet[0] == ND_NEIGHBOR_ADVERT:
-        ip, mac = str(ipaddress.IPv6Address(packet[8:24])), b""
-        offset = 24
-        while offset + 8 <= len(packet) and packet[offset + 1]:
-            if packet[offset] == ND_OPT_TARGET_LINKADDR:
-                mac = packet[offset + 2:offset + 8]
-            offset += 8 * packet[offset + 1]
-    else:
-        return None
-    if ip in ours and mac != ours[ip]:
-        return ip, mac
-    return None
-
-
-class ConflictProbe:
-    """Asks the LAN, right after the addresses were added, whether another host has them too:
-    an ARP probe per IPv4 address, a neighbour solicitation per IPv6 one, then the answers are
-    read until CONFLICT_WAIT_S after the start. The addresses serve meanwhile; the caller waits
-    for the verdict only once the rest of the group has started."""
-
-    def __init__(self, held: List[Tuple[str, str]], current: List[AddressEntry]):
-        self.deadline = time.monotonic() + CONFLICT_WAIT_S
-        self.ours: Dict[str, bytes] = {}
-        self.sockets: List[socket.socket] = []
-        self.problems: List[str] = []
-        link_local = {entry.iface: str(entry.address.ip) for entry in current
-                      if entry.address.version == 6 and entry.address.ip.is_link_local}
-        try:
-            arp = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ARP))
-            self.sockets.append(arp)
-            icmp6 = socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6)
-            self.sockets.append(icmp6)
-            icmp6.setsockopt(socket.IPPROTO_ICMPV6, ICMP6_FILTER, icmp6_filter_passing(ND_NEIGHBOR_ADVERT))
-            icmp6.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, 255)
-            icmp6.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_LOOP, 0)
-            for sock in self.sockets:
-                sock.setblocking(False)
-            macs: Dict[str, bytes] = {}
-            for iface, ip in held:
-                device = iface.split(":")[0]
-                if device not in macs:
-                    macs[device] = interface_mac(device)
-                mac = self.ours[ip] = macs[device]
-                if ":" not in ip:
-                    arp.sendto(arp_probe(mac, ip), (device, ETH_P_ARP))
-                elif device in link_local:       # from our link-local address: the answer comes back to it
-                    index = socket.if_nametoindex(device)
-                    pktinfo = socket.inet_pton(socket.AF_INET6, link_local[device]) + struct.pack("=I", index)
-                    icmp6.sendmsg([neighbour_solicitation(mac, ip)], [(socket.IPPROTO_IPV6, IPV6_PKTINFO, pktinfo)],
-                                  0, (solicited_node(ip), 0, 0, index))
-        except OSError as err:
-            self.problems.append(f"cannot ask whether another host has these addresses: {err.strerror or err}")
-
-    def conflicts(self) -> Dict[str, bytes]:
-        """Wait out the window; the addresses another host answered for, with its MAC."""
-        found: Dict[str, bytes] = {}
-        if not self.sockets:
-            return found
-        try:
-            with selectors.DefaultSelector() as selector:
-                for sock in self.sockets:
-                    selector.register(sock, selectors.EVENT_READ)
-                while time.monotonic() < self.deadline:
-                    for key, _ in selector.select(max(0.0, self.deadline - time.monotonic())):
-                        for _ in range(64):
-                            try:
-                                answer = answer_from_elsewhere(key.fileobj.recv(2048), self.ours)
-                            except (BlockingIOError, InterruptedError):
-                                break
-                            if answer:
-                                found.setdefault(*answer)
-        finally:
-            self.close()
-        return found
-
-    def close(self) -> None:
-        for sock in self.sockets:
-            sock.close()
-        self.sockets = []
-
-
-@dataclasses.dataclass
-class AddressPlan:
-    """Where an IPResource goes: interface, prefix, broadcast."""
-    iface: str
-    prefix: int
-    broadcast: Optional[str]
-
-
-class IPAddresses:
-    """Virtual IPs of both families: planned from the addresses there are, added and deleted in
-    batches, announced by gratuitous ARP (IPv4) and unsolicited neighbour advertisements (IPv6)."""
-
-    def __init__(self, run=run_command, log=None, kernel=None, prober=ConflictProbe):
-        self.log, self.prober = log, prober
-        self.kernel = kernel or self.open_kernel(run)
-
-    def open_kernel(self, run):
-        """rtnetlink, or ip(8) where it cannot be opened (said once in the log)."""
-        try:
-            open_rtnetlink().close()
-            return Rtnetlink()
-        except OSError as err:
-            if self.log:
-                self.log.warn(f"rtnetlink: {err.strerror or err}: addresses are changed with ip(8), one process each")
-            return IpCommand(run)
-
-    def change(self, kind: int, changes: List[AddressChange]) -> List[str]:
-        """The kernel's answer to each change; when it cannot be asked at all, that for each."""
-        try:
-            return self.kernel.change(kind, changes) if changes else []
-        except OSError as err:
-            return [f"rtnetlink: {err.strerror or err}"] * len(changes)
-
-    def addresses(self) -> List[AddressEntry]:
-        """Every address of both families on this machine."""
-        try:
-            return self.kernel.dump()
-        except OSError as err:
-            raise ResourceError(f"cannot read this machine's addresses: {err.strerror or err}") from None
-
-    def plan(self, res: IPResource, current=None) -> AddressPlan:
-        """Fill in what haresources left out, from the addresses already configured: the interface
-        with an address whose subnet holds the VIP (as IPaddr and IPv6addr look for it)."""
-        vip = ipaddress.ip_address(res.ip)
-        for iface, address, _ in (current if current is not None else self.addresses()):
-            if address.version != vip.version or address.ip == vip or \
-                    address.network.prefixlen == address.max_prefixlen or address.ip.is_link_local:
-                continue
-            if res.iface and iface != res.iface:
-                continue
-            network = address.network if res.prefix is None else \
-                ipaddress.ip_interface(f"{address.ip}/{res.prefix}").network
-            if vip in network:
-                return AddressPlan(iface, network.prefixlen, res.broadcast)
-        if res.iface and res.prefix is not None:
-            return AddressPlan(res.iface, res.prefix, res.broadcast)
-        bits = "PREFIX" if vip.version == 6 else "BITS"
-        raise ResourceError(f"no interface has a subnet containing {res.ip}: write {res.ip}/{bits}/IFACE "
-                            "in haresources")
-
-    @staticmethod
-    def holder_iface(res: IPResource, current: List[AddressEntry]) -> Optional[str]:
-        """The interface that carries res.ip in current, or None."""
-        for entry in current:
-            if str(entry.address.ip) == res.ip:
-                return entry.iface
-        return None
-
-    def held(self, res: IPResource) -> Optional[str]:
-        """The interface that carries res.ip now, or None."""
-        return self.holder_iface(res, self.addresses())
-
-    def add(self, resources: List[IPResource]) -> Tuple[List[Tuple[IPResource, str]], Optional[ConflictProbe]]:
-        """Add the addresses not there yet in one batch, ask whether another host has them and
-        announce them all. Returns those that could not be added, each with the reason (the others
-        stay, for the caller to release with the group), and the probe whose verdict is awaited
-        later. Every millisecond here is a millisecond of failover: one dump, one batch."""
-        current = self.addresses()
-        labels = {entry.label for entry in current}
-        changes, wanted, failed = [], [], []
-        for res in resources:
-            if self.holder_iface(res, current):
-                continue
-            try:
-                plan = self.plan(res, current)
-            except ResourceError as err:
-                failed.append((res, str(err)))
-                continue
-            label = ""
-            if res.version == 4:
-                label = next(f"{plan.iface}:{n}" for n in range(1000) if f"{plan.iface}:{n}" not in labels)
-                labels.add(label)
-            address = ipaddress.ip_interface(f"{res.ip}/{plan.prefix}")
-            changes.append(AddressChange(plan.iface, address, label if len(label) <= 15 else "", plan.broadcast))
-            wanted.append(res)
-        results = self.change(RTM_NEWADDR, changes)
-        added = []
-        for res, change, error in zip(wanted, changes, results):
-            if error:
-                failed.append((res, f"cannot add {change.address} on {change.iface}: {error}"))
-                continue
-            added.append((change.iface, str(change.address.ip)))
-            if self.log:
-                self.log.info(f"{res.agent}: added {change.address} on {change.iface}"
-                              + (f" ({change.label})" if change.label else ""))
-        probe = self.prober(added, current) if added else None
-        if added:
-            self.announce(added)
-        return failed, probe
-
-    def announce(self, held: List[Tuple[str, str]], rounds=GARP_ROUNDS_S) -> None:
-        """Announce from a thread of its own: now, and again over a few seconds (a lost frame must
-        not strand clients), each address as long as it is still ours."""
-        threading.Thread(target=self.announce_rounds, args=(held, rounds), name="announce", daemon=True).start()
-
-    def announce_rounds(self, held: List[Tuple[str, str]], rounds) -> None:
-        started = time.monotonic()
-        for n, due in enumerate(rounds):
-            time.sleep(max(0.0, started + due - time.monotonic()))
-            if n:
-                try:
-                    now = {(entry.iface, str(entry.address.ip)) for entry in self.addresses()}
-                except ResourceError:
-                    return
-                held = [pair for pair in held if pair in now]
-            for failure in announce_addresses(held):
-                if self.log:
-                    self.log.warn(failure)
-
-    def remove(self, resources: List[IPResource]) -> None:
-        """Delete those of the addresses that are here, in one batch; ResourceError names each
-        address still here afterwards."""
-        current = self.addresses()
-        changes = [AddressChange(entry.iface, entry.address) for res in resources for entry in current
-                   if str(entry.address.ip) == res.ip]
-        results = self.change(RTM_DELADDR, changes)
-        problems = []
-        for change, error in zip(changes, results):
-            name = "IPv6addr" if change.address.version == 6 else "IPaddr"
-            if error and error != os.strerror(errno.EADDRNOTAVAIL):      # not there any more: removed
-                problems.append(f"cannot remove {change.address} from {change.iface}: {error}")
-            elif self.log:
-                self.log.info(f"{name}: removed {change.address} from {change.iface}")
-        if problems:
-            raise ResourceError("; ".join(problems))
-
-
-# #### Resources: scripts and groups ########################################
-
-def script_argv(res: ScriptResource, operation: str) -> List[str]:
-    """resource.d scripts take their arguments first (Heartbeat), LSB scripts the operation first."""
-    return [res.path, operation, *res.args] if res.lsb else [res.path, *res.args, operation]
-
-
-def says_running(res: ScriptResource, result: CommandResult) -> bool:
-    """Heartbeat reads `status` output: 'running' (not 'not running') or 'OK'; LSB adds exit 0."""
-    text = result.output.lower()
-    if "not running" in text or "stopped" in text:
-        return False
-    if res.lsb:
-        return result.returncode == 0
-    return "running" in text or "OK" in result.output
-
-
-def in_steps(resources: list) -> List[list]:
-    """A group's resources in start order, consecutive addresses together: each run of addresses
-    is added (and removed) as one batch."""
-    steps: List[list] = []
-    for res in resources:
-        if isinstance(res, IPResource) and steps and isinstance(steps[-1][0], IPResource):
-            steps[-1].append(res)
-        else:
-            steps.append([res])
-    return steps
-
-
-class Resources:
-    """Start and stop resource groups; called from the worker thread, never from the loop."""
-
-    def __init__(self, config: Config, log, run=run_command, addresses: Optional[IPAddresses] = None):
-        self.config, self.log, self.run = config, log, run
-        self.addresses = addresses or IPAddresses(run, log)
-        self.stuck: set = set()      # keys of groups with a resource that would not stop
-        self.events = EventLog()     # the daemon's, once it runs
-
-    def environment(self, operation: str) -> dict:
-        """What Heartbeat exports to scripts: HA_<directive>, HA_CURHOST, HA_DIR and friends."""
-        env = {k: v for k, v in os.environ.items() if not k.startswith("HA_")}
-        hacf = self.config.hacf
-        env.update({f"HA_{name}": value for name, value in hacf.values.items()})
-        env.update(hacf.env)
-        env.update({"HA_CURHOST": self.config.node, "HA_DIR": self.config.config_dir,
-                    "HA_RESOURCEDIR": os.path.join(self.config.config_dir, "resource.d"),
-                    "HA_LOGFILE": hacf.logfile or "", "HA_DEBUGLOG": hacf.debugfile or "",
-                    "HA_LOGFACILITY": hacf.logfacility or "", "HA_DATEFMT": "%Y/%m/%d_%T ",
-                    "HA_NICEFAILBACK": "no" if hacf.auto_failback == "legacy" else "yes",
-                    "HA_keepalive": f"{hacf.keepalive_ms}ms", "HA_deadtime": f"{hacf.deadtime_ms}ms",
-                    "HA_warntime": f"{hacf.warntime_ms}ms", "HA_initdead": f"{hacf.initdead_ms}ms",
-                    "HA_OPERATION": operation})
-        return env
-
-    def run_script(self, res: ScriptResource, operation: str, timeout_s: Optional[float] = None,
-                   quiet: bool = False) -> CommandResult:
-        """One operation of a script, within timeout_s (default 120 s, status 30 s); quiet: the
-        "Running" line in debug only (a monitor's status checks)."""
-        argv = script_argv(res, operation)
-        (self.log.debug if quiet else self.log.info)(f"Running {res.path} {' '.join(res.args)} {operation}")
-        if timeout_s is None:
-            timeout_s = STATUS_TIMEOUT_S if operation == "status" else SCRIPT_TIMEOUT_S
-        result = self.run(argv, timeout_s, self.environment(operation))
-        for line in result.output.splitlines():     # start/stop output in the log, status chatter in debug
-            (self.log.debug if operation == "status" else self.log.info)(f"{res.name}[{operation}]: {line}")
-        if result.returncode != 0 and operation != "status":
-            self.log.error(f"Return code {result.returncode} from {res.path}")
-        return result
-
-    def is_running(self, res) -> bool:
-        if isinstance(res, IPResource):
-            return self.addresses.held(res) is not None
-        return says_running(res, self.run_script(res, "status"))
-
-    def start_addresses(self, resources: List[IPResource]) -> Optional[ConflictProbe]:
-        """Add addresses in one batch; ResourceError naming those that failed. Returns the probe
-        for addresses another host may have too (see conflicts)."""
-        failed, probe = self.addresses.add(resources)
-        for res, reason in failed:
-            self.log.error(f"{res.agent} {res.spec}: {reason}")
-        if failed:
-            if probe:
-                probe.close()
-            raise ResourceError("; ".join(f"{res.spec}: {reason}" for res, reason in failed),
-                                [res.spec for res, _ in failed])
-        return probe
-
-    def conflicts(self, resources: List[IPResource], probe: Optional[ConflictProbe]) -> None:
-        """The probe's verdict: ResourceError naming each address another host answered for."""
-        if not probe:
-            return
-        for problem in probe.problems:
-            self.log.warn(problem)
-        taken = probe.conflicts()
-        failed = [res for res in resources if res.ip in taken]
-        for res in failed:
-            mac = ":".join(f"{octet:02x}" for octet in taken[res.ip])
-            self.log.error(f"{res.agent} {res.spec}: {res.ip} is in use by another host ({mac} answered for it)")
-        if failed:
-            raise ResourceError("; ".join(f"{res.spec}: {res.ip} is in use by another host" for res in failed),
-                                [res.spec for res in failed])
-
-    def start(self, res) -> None:
-        if isinstance(res, IPResource):
-            self.conflicts([res], self.start_addresses([res]))
-            return
-        if self.is_running(res):
-            self.log.info(f"Resource {res.spec} is already running")
-            return
-        result = self.run_script(res, "start")
-        if result.returncode != 0:
-            raise ResourceError(f"{res.spec}: start returned {result.returncode}: {result.output.strip()[-500:]}")
-
-    def stop(self, res, deadline: float) -> bool:
-        """Stop one resource as Heartbeat does: retried 1 s apart, STOP_RETRIES times, each try
-        within what is left before deadline. False when it still runs afterwards."""
-        for attempt in range(STOP_RETRIES + 1):
-            if attempt:
-                time.sleep(1)
-                self.log.info(f"Retrying failed stop operation [{res.spec}]")
-            left_s = deadline - time.monotonic()
-            if left_s <= 0:
-                self.log.error(f"No time left to stop {res.spec} ({STOP_BUDGET_S} s for a release)")
-                break
-            try:
-                if isinstance(res, IPResource):
-                    self.addresses.remove([res])
-                    return True
-                if self.run_script(res, "stop", timeout_s=min(SCRIPT_TIMEOUT_S, left_s)).returncode == 0:
-                    return True
-            except ResourceError as err:
-                self.log.error(str(err))
-        if self.is_stopped(res):
-            self.log.error(f"Resource script for {res.spec} probably not LSB-compliant.")
-            self.log.warn(f"it ({res.spec}) MUST succeed on a stop when already stopped")
-            self.log.warn("Machine reboot narrowly avoided!")
-            return True
-        return False
-
-    def is_stopped(self, res) -> bool:
-        """Surely stopped: a status that hangs or cannot run says nothing, so it counts as running."""
-        if isinstance(res, IPResource):
-            return self.addresses.held(res) is None
-        result = self.run_script(res, "status")
-        return result.returncode not in (124, 126, 127) and not says_running(res, result)
-
-    def stop_all(self, resources: list) -> bool:
-        """Stop resources in reverse order. One that will not stop leaves the machine in a state
-        only a reboot cures (Heartbeat's RecoverFromFailedStop); the rest are left as they are."""
-        deadline = time.monotonic() + STOP_BUDGET_S
-        for step in reversed(in_steps(resources)):
-            if isinstance(step[0], IPResource):
-                try:
-                    self.addresses.remove(step)         # one batch; on an error, one by one with retries
-                    continue
-                except ResourceError as err:
-                    self.log.error(str(err))
-            for res in reversed(step):
-                if not self.stop(res, deadline):
-                    self.recover_from_failed_stop(res)
-                    return False
+            return False
+        self.sock.setblocking(False)
         return True
 
-    def recover_from_failed_stop(self, res) -> None:
-        """Reboot now, as Heartbeat 3.0.6 does: the peer takes the group over after deadtime, from a
-        machine that surely runs nothing. When the reboot cannot be done, this node keeps the group
-        and says so: telling the peer it is released would start a second copy."""
-        self.log.crit("Resource STOP failure. Reboot required!")
-        result = self.run(REBOOT_ARGV, REBOOT_TIMEOUT_S)
-        if result.returncode == 0:
-            self.log.crit("Killing heartbeat ungracefully!")
-            os._exit(EXIT_GENERIC)          # as 3.0.6's kill -9: no release announced, no shutdone
-        self.log.crit(f"Unable to force reboot. ({' '.join(REBOOT_ARGV)}: {result.output.strip()[-200:]})")
-        if self.peer_can_fence():
-            self.log.crit("Killing heartbeat ungracefully! The peer resets this node (STONITH) before it takes "
-                          f"the group: {res.spec} cannot run on two nodes")
-            os._exit(EXIT_GENERIC)
-        self.log.crit(f"{res.spec} may still run here: its group stays held by this node")
+    def close(self) -> None:
+        if self.sock:
+            self.sock.close()
+            self.sock = None
 
-    def peer_can_fence(self) -> bool:
-        """A stonith line for the peer (or *): it resets a node that went silent holding groups."""
-        return any(line.host != self.config.node for line in self.config.hacf.stonith_lines)
+    def request_dump(self, what: str) -> None:
+        self.seq += 1
+        self.dumping = what
+        if what == "address":
+            self.dumped = {}
+        self.sock.send(netlink_dump_request(RTM_GETLINK if what == "link" else RTM_GETADDR, self.seq))
 
-    def acquire_group(self, group: ResourceGroup) -> Optional[str]:
-        """Start the group's resources in order; on a failure stop what was started. None = success."""
-        self.log.info(f"Acquiring resource group: {group.home} {' '.join(r.spec for r in group.resources)}")
-        started, probes, began = 0, [], time.monotonic()
-        try:
-            for step in in_steps(group.resources):
-                started += len(step)
-                if isinstance(step[0], IPResource):
-                    probes.append((step, self.start_addresses(step)))
-                    self.events.record("addresses-added", " ".join(res.ip for res in step),
-                                       duration_ms=(time.monotonic() - began) * 1000, group=group.key,
-                                       node=self.config.node)
-                else:
-                    self.start(step[0])
-            for addresses, probe in probes:      # the services started meanwhile: no time lost
-                self.conflicts(addresses, probe)
-        except ResourceError as err:
-            for _, probe in probes:
-                if probe:
-                    probe.close()
-            failed = err.specs or [group.resources[started - 1].spec]
-            self.log.crit(f"Giving up resources due to failure of {' '.join(failed)}")
-            if not self.stop_all(group.resources[:started]):
-                self.stuck.add(group.key)
-            return str(err)
-        self.stuck.discard(group.key)
-        return None
-
-    def release_group(self, group: ResourceGroup) -> bool:
-        """Stop the group's resources in reverse order; False if one would not stop."""
-        self.log.info(f"Releasing resource group: {group.home} {' '.join(r.spec for r in group.resources)}")
-        if self.stop_all(group.resources):
-            self.stuck.discard(group.key)
-            return True
-        self.stuck.add(group.key)
-        return False
-
-    def announce_group(self, group: ResourceGroup) -> None:
-        """Announce the group's addresses again (clients may have the other MAC)."""
-        current = self.addresses.addresses()
-        held = [(iface, res.ip) for res in group.resources if isinstance(res, IPResource)
-                for iface in [self.addresses.holder_iface(res, current)] if iface]
-        if held:
-            self.addresses.announce(held, rounds=GARP_ROUNDS_S[:1])
-
-    def release_stale_addresses(self) -> None:
-        """At start: an address of ours left by a crash must not answer from two machines."""
-        current = self.addresses.addresses()
-        stale = [res for group in self.config.groups for res in group.resources
-                 if isinstance(res, IPResource) and self.addresses.holder_iface(res, current)]
-        for res in stale:
-            self.log.warn(f"Address {res.ip} was already configured here (left by a crash?): "
-                          "releasing it before joining the cluster")
-        if stale:
-            self.addresses.remove(stale)
-
-
-class Worker:
-    """One thread that runs resource actions in order; results come back to the event loop."""
-
-    def __init__(self, post):
-        self.post = post
-        self.jobs: queue.Queue = queue.Queue()
-        self.pending = 0
-        self.thread = threading.Thread(target=self.serve, name="resources", daemon=True)
-        self.thread.start()
-
-    def submit(self, job, done=None) -> None:
-        self.pending += 1
-        self.jobs.put((job, done))
-
-    def serve(self) -> None:
-        while True:
-            job, done = self.jobs.get()
+    def read(self, _sock=None) -> None:
+        """What the kernel sent since the last wake-up (a bounded number of datagrams)."""
+        for _ in range(NETLINK_READS_PER_WAKEUP):
             try:
-                result = job()
-            except Exception as err:     # a bug in one action must not kill the thread
-                result = err
-            self.post(lambda done=done, result=result: self.finished(done, result))
+                data = self.sock.recv(65536)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as err:
+                if err.errno != errno.ENOBUFS:
+                    return
+                self.complain("overrun", "rtnetlink overrun: events lost; reading links and addresses again", "warn")
+                try:
+                    self.overrun()
+                except OSError:
+                    self.dumping = ""
+                continue
+            self.handle(data)
 
-    def finished(self, done, result) -> None:
-        self.pending -= 1
-        if done:
-            done(result)
-
-    @property
-    def busy(self) -> bool:
-        return self.pending > 0
-
-
-# #### Fencing: STONITH before takeover ######################################
-
-STONITH_RETRY_S = 5.0           # 3.0.6 retries a failed reset every 5 s, and takes nothing over meanwhile
-STONITH_RESET_TIMEOUT_S = 120.0
-MEATWARE_TIMEOUT_S = 600.0      # cluster-glue's meatware waits this long for `meatclient -c HOST`
-STONITH_STATUS_INTERVAL_S = 3600.0   # while holding groups, the device is checked every hour
-STONITH_BADHOST = 4             # cluster-glue's S_BADHOST: "this device cannot reset that host"
-
-
-def stonith_argv(device: StonithDevice, operation: str, host: str = "") -> Tuple[List[str], Optional[dict]]:
-    """How to run one operation (reset, status) on the device: argv and environment. The
-    parameters travel in the environment (cluster-glue's -E, and its convention for external
-    plugins), never in argv, where every user of ps would read the device's password."""
-    if device.how == "cluster-glue":
-        argv = [STONITH_COMMAND, "-t", device.plugin, "-E"]
-        env = dict(os.environ, HA_logfacility="none", HA_logfile="/dev/stderr", **device.params)  # its log: to us
-        return argv + (["-T", operation, host] if operation == "reset" else ["-S"]), env
-    if device.how == "external":
-        return [device.path, operation] + ([host] if host else []), dict(os.environ, **device.params)
-    return [], None
-
-
-class Fencer:
-    """Resets a node through the configured device before its groups are taken over. Each attempt
-    runs in a thread (a reset can take tens of seconds); the result comes back to the loop, which
-    retries every STONITH_RETRY_S until it succeeds, as Heartbeat 3.0.6 does."""
-
-    def __init__(self, device: StonithDevice, timers: Timers, post, log, send, alive=None, run=run_command):
-        self.device, self.timers, self.post, self.log, self.send, self.run = device, timers, post, log, send, run
-        self.alive = alive or (lambda node: False)        # heard again: not to be reset
-        self.pending: Dict[str, object] = {}          # node -> what to do once it is reset
-        self.retry_timers: Dict[str, list] = {}
-        self.resets: Dict[str, int] = collections.Counter()
-        self.last_status: Optional[bool] = None
-        self.confirmations: Dict[str, threading.Event] = {}     # built-in meatware: node -> operator said so
-
-    def fence(self, node: str, then, delay_s: float = 0.0) -> None:
-        """Reset `node` (after delay_s: see fence_delay), then call then(); nothing else happens to
-        it meanwhile."""
-        first = node not in self.pending
-        self.pending[node] = then
-        if first and delay_s > 0:
-            self.log.info(f"STONITH of {node} in {delay_s:g} s (fence_delay: this node holds no group)")
-            self.retry_timers[node] = self.timers.call_later(delay_s, lambda: self.attempt(node))
-        elif first:
-            self.attempt(node)
-
-    def cancel(self, node: str) -> None:
-        """The node is heard again: it was not dead, and a reset now would take down a live peer."""
-        if self.pending.pop(node, None) is not None:
-            self.timers.cancel(self.retry_timers.pop(node, None))
-            self.log.warn(f"STONITH of {node} cancelled: it is alive again")
-
-    def attempt(self, node: str) -> None:
-        self.retry_timers.pop(node, None)
-        if node not in self.pending:
-            return
-        if self.alive(node):
-            self.cancel(node)
-            return
-        self.log.info(f"Resetting node {node} with [{self.device.plugin}]")
-        self.confirmations[node] = threading.Event()      # meatware: the operator's word, for this attempt
-
-        def reset():
-            result = self.reset(node)
-            self.post(lambda: self.finished(node, result))
-        threading.Thread(target=reset, name="stonith", daemon=True).start()
-
-    def reset(self, node: str) -> CommandResult:
-        """In the device's thread: one reset, and its result."""
-        argv, env = stonith_argv(self.device, "reset", node)
-        if self.device.plugin == "meatware":
-            command = f"meatclient -c {node}" if argv else f"heartbeat.py meatclient {node}"
-            self.post(lambda: self.log.crit(f"OPERATOR INTERVENTION REQUIRED to reset {node}."))
-            self.post(lambda: self.log.crit(f"Run \"{command}\" AFTER power-cycling the machine."))
-        if self.device.plugin == "meatware" and not argv:
-            return self.wait_for_operator(node)
-        if not argv:                                    # the built-in null device
-            return CommandResult(0, f"{self.device.plugin}: {node} reset (a null device touches nothing)")
-        timeout_s = MEATWARE_TIMEOUT_S + 60 if self.device.plugin == "meatware" else STONITH_RESET_TIMEOUT_S
-        return self.run(argv, timeout_s, env)
-
-    def wait_for_operator(self, node: str) -> CommandResult:
-        """meatware, built in: a person power-cycles the node and says so (`heartbeat.py meatclient
-        NODE`, as cluster-glue's `meatclient -c NODE`)."""
-        if self.confirmations[node].wait(MEATWARE_TIMEOUT_S):
-            return CommandResult(0, f"node {node} Met.")
-        return CommandResult(1, f"no confirmation that {node} was power-cycled in {MEATWARE_TIMEOUT_S:g} s")
-
-    def confirm(self, node: str) -> str:
-        """The operator's word that `node` was power-cycled; an error when nothing waits for it."""
-        event = self.confirmations.get(node)
-        if node not in self.pending or event is None:
-            return f"no reset of {node} is waiting for a confirmation"
-        self.log.info(f"meatclient: the operator confirms that {node} was power-cycled")
-        event.set()
-        return ""
-
-    def finished(self, node: str, result: CommandResult) -> None:
-        then = self.pending.get(node)
-        if then is None:
-            return                                      # cancelled meanwhile
-        for line in result.output.strip().splitlines()[-5:]:
-            self.log.info(f"stonith: {self.redacted(line)}")
-        if result.returncode == 0:
-            self.log.info(f"node {node} now reset.")
-            self.send_result(node, "OK")
-            self.resets[node] += 1
-            del self.pending[node]
-            then()
-            return
-        if result.returncode == STONITH_BADHOST and self.device.how == "cluster-glue":
-            self.log.error(f"Device {self.device.plugin} cannot reset host {node}.")
-            self.send_result(node, "badhost")
+    def overrun(self) -> None:
+        """The kernel dropped broadcasts for us: dump again (after the dump under way, if any:
+        the kernel answers one at a time)."""
+        self.overruns += 1
+        if self.dumping:
+            self.dump_again = True
         else:
-            self.log.error(f"Host {node} not reset!")
-            self.send_result(node, "bad")
-        self.log.error(f"STONITH of {node} failed.  Retrying...")
-        self.retry_timers[node] = self.timers.call_later(STONITH_RETRY_S, lambda: self.attempt(node))
+            self.request_dump("link")
 
-    def redacted(self, text: str) -> str:
-        """A plugin's output without the device's parameter values (a password may be among them)."""
-        for value in sorted(self.device.params.values(), key=len, reverse=True):
-            if len(value) >= 4:
-                text = text.replace(value, "***")
-        return text
+    def handle(self, data: bytes) -> None:
+        for event in parse_netlink(data):
+            self.apply(event)
 
-    def send_result(self, node: str, result: str) -> None:
-        """3.0.6's T_STONITH message: every node learns what became of the reset."""
-        self.send(Message(("t", "stonith"), ("node", node), ("result", result)))
+    def apply(self, event: NetlinkEvent) -> None:
+        ours = self.dumping and event.seq == self.seq
+        if event.kind in ("link", "link gone"):
+            name = event.ifname or self.names.get(event.ifindex, "")
+            if not name:
+                return
+            up = event.carrier and event.kind == "link"
+            if event.kind == "link":
+                self.names[event.ifindex] = name
+            else:
+                self.names.pop(event.ifindex, None)
+            old = self.carrier.get(name)
+            if event.kind == "link gone":
+                self.carrier.pop(name, None)
+            else:
+                self.carrier[name] = up
+            if old is not None and old != up:
+                self.tell("on_carrier", name, up)
+        elif event.kind in ("address", "address gone"):
+            name = self.ifname(event.ifindex)
+            if ours:
+                self.dumped[event.ip] = (name, event.prefixlen)
+            elif event.kind == "address":
+                self.addresses[event.ip] = (name, event.prefixlen)
+                self.tell("on_address", name, event.ip, True)
+            else:
+                self.addresses.pop(event.ip, None)
+                self.tell("on_address", name, event.ip, False)
+        elif ours and event.kind == "done":
+            if self.dumping == "link" and not self.dump_again:
+                self.request_dump("address")
+            elif self.dumping == "link":
+                self.dump_again = False
+                self.request_dump("link")
+            else:
+                self.dumping = ""
+                self.resync(self.dumped)
+                if self.dump_again:
+                    self.dump_again = False
+                    self.request_dump("link")
+        elif ours and event.kind == "error":
+            self.log.warn(f"rtnetlink: dump of {self.dumping}s refused: {os.strerror(event.ifindex)}")
+            self.dumping = ""
 
-    def check_status(self) -> None:
-        """The device's own status, in a thread; logged when it is not operational."""
-        argv, env = stonith_argv(self.device, "status")
-        if not argv:
-            return
+    def resync(self, now: Dict[str, Tuple[str, int]]) -> None:
+        """After a dump: the addresses there are now; report those that came or went unseen."""
+        before, self.addresses = self.addresses, dict(now)
+        for ip, (name, _) in before.items():
+            if ip not in now:
+                self.tell("on_address", name, ip, False)
+        for ip, (name, _) in now.items():
+            if ip not in before:
+                self.tell("on_address", name, ip, True)
 
-        def status():
-            result = self.run(argv, STONITH_RESET_TIMEOUT_S, env)
-            self.post(lambda: self.status_known(result))
-        self.log.info(f"Checking status of STONITH device [{self.device.plugin}]")
-        threading.Thread(target=status, name="stonith-status", daemon=True).start()
+    def ifname(self, index: int) -> str:
+        if index not in self.names:
+            try:
+                self.names[index] = socket.if_indextoname(index)
+            except OSError:
+                return ""
+        return self.names[index]
 
-    def status_known(self, result: CommandResult) -> None:
-        self.last_status = result.returncode == 0
-        if not self.last_status:
-            self.log.error(f"STONITH device {self.device.plugin} not operational!")
-            self.log.error("STONITH status operation failed.")
-            self.log.info("This may mean that the STONITH device has failed!")
+    def tell(self, what: str, *args) -> None:
+        if self.listener:
+            getattr(self.listener, what)(*args)
 
-    def snapshot(self) -> dict:
-        return {"device": self.device.plugin, "run_by": self.device.how, "fencing": sorted(self.pending),
-                "resets": dict(self.resets), "device_ok": self.last_status}
+    def has_carrier(self, ifname: str) -> Optional[bool]:
+        """True or False as the kernel last said; None for an interface we know nothing of."""
+        return self.carrier.get(ifname)
+
+    def current(self) -> List[AddressEntry]:
+        """The addresses in IPAddresses.addresses()'s shape, from what the kernel told us."""
+        return [AddressEntry(name, ipaddress.ip_interface(f"{ip}/{prefixlen}"), name)
+                for ip, (name, prefixlen) in self.addresses.items()]
+
+    def view(self, names: List[str]) -> Dict[str, str]:
+        """For status: each interface named, "up", "no carrier" or "unknown"."""
+        return {name: {True: "up", False: "no carrier"}.get(self.carrier.get(name), "unknown") for name in names}
 
 
-# #### Health: service monitoring ###########################################
+# #### Sensing: service monitors ###################################################################
 
 def check_result_word(res: ScriptResource, result: CommandResult) -> str:
     """A status check in one word or two, as the log and `status` show it."""
@@ -4225,183 +4483,12 @@ class ServiceMonitor:
         return found
 
 
-# #### Health: addresses and links (rtnetlink) ###############################
-
-NETLINK_READS_PER_WAKEUP = 64           # then the loop serves heartbeats before reading on
-NETLINK_START_S = 2.0                   # for the first dump of links and addresses
-
-
-def open_watch_socket() -> socket.socket:
-    """A routing socket subscribed to link changes and to the addresses of both families."""
-    return open_rtnetlink(RTMGRP_LINK | RTMGRP_IPV4_IFADDR | RTMGRP_IPV6_IFADDR)
+# ==================================================================================================
+# 7. DECIDING: the cluster policy (who holds which group), ipfail
+# ==================================================================================================
 
 
-class LinkWatch:
-    """The carrier of every interface and the IPv4 addresses on them, kept from the kernel's
-    rtnetlink broadcasts: no polling, one socket in the daemon's loop. Tells `listener` (the
-    cluster policy) what changed: on_carrier(ifname, up) and on_address(ifname, ip, added).
-    A lost broadcast (ENOBUFS: we read too slowly) makes it dump links and addresses again
-    and report what differs."""
-
-    def __init__(self, log, opener=open_watch_socket):
-        self.log, self.opener = log, opener
-        self.sock: Optional[socket.socket] = None
-        self.listener = None
-        self.carrier: Dict[str, bool] = {}
-        self.names: Dict[int, str] = {}
-        self.addresses: Dict[str, Tuple[str, int]] = {}     # ip -> (ifname, prefixlen)
-        self.seq = 0
-        self.dumping = ""               # "link" or "address" while a dump of ours is answered
-        self.dumped: Dict[str, Tuple[str, int]] = {}
-        self.dump_again = False         # events lost during a dump: one more once it ends
-        self.overruns = 0
-        self.complain = RateLimitedLog(log, time.monotonic)
-
-    def open(self) -> bool:
-        """Subscribe and read the links and addresses there are now; False (logged once) when
-        rtnetlink cannot be had: the daemon then runs without the watch."""
-        try:
-            self.sock = self.opener()
-            self.sock.settimeout(NETLINK_START_S)
-            self.request_dump("link")
-            deadline = time.monotonic() + NETLINK_START_S
-            while self.dumping and time.monotonic() < deadline:
-                try:
-                    self.handle(self.sock.recv(65536))
-                except OSError as err:
-                    if err.errno != errno.ENOBUFS:
-                        raise
-                    self.overrun()
-        except OSError as err:
-            self.log.warn(f"address and link watch off: rtnetlink: {err.strerror or err} (a VIP removed by "
-                          "hand is not added back; a lost carrier waits for deadtime)")
-            self.close()
-            return False
-        self.sock.setblocking(False)
-        return True
-
-    def close(self) -> None:
-        if self.sock:
-            self.sock.close()
-            self.sock = None
-
-    def request_dump(self, what: str) -> None:
-        self.seq += 1
-        self.dumping = what
-        if what == "address":
-            self.dumped = {}
-        self.sock.send(netlink_dump_request(RTM_GETLINK if what == "link" else RTM_GETADDR, self.seq))
-
-    def read(self, _sock=None) -> None:
-        """What the kernel sent since the last wake-up (a bounded number of datagrams)."""
-        for _ in range(NETLINK_READS_PER_WAKEUP):
-            try:
-                data = self.sock.recv(65536)
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError as err:
-                if err.errno != errno.ENOBUFS:
-                    return
-                self.complain("overrun", "rtnetlink overrun: events lost; reading links and addresses again", "warn")
-                try:
-                    self.overrun()
-                except OSError:
-                    self.dumping = ""
-                continue
-            self.handle(data)
-
-    def overrun(self) -> None:
-        """The kernel dropped broadcasts for us: dump again (after the dump under way, if any:
-        the kernel answers one at a time)."""
-        self.overruns += 1
-        if self.dumping:
-            self.dump_again = True
-        else:
-            self.request_dump("link")
-
-    def handle(self, data: bytes) -> None:
-        for event in parse_netlink(data):
-            self.apply(event)
-
-    def apply(self, event: NetlinkEvent) -> None:
-        ours = self.dumping and event.seq == self.seq
-        if event.kind in ("link", "link gone"):
-            name = event.ifname or self.names.get(event.ifindex, "")
-            if not name:
-                return
-            up = event.carrier and event.kind == "link"
-            if event.kind == "link":
-                self.names[event.ifindex] = name
-            else:
-                self.names.pop(event.ifindex, None)
-            old = self.carrier.get(name)
-            if event.kind == "link gone":
-                self.carrier.pop(name, None)
-            else:
-                self.carrier[name] = up
-            if old is not None and old != up:
-                self.tell("on_carrier", name, up)
-        elif event.kind in ("address", "address gone"):
-            name = self.ifname(event.ifindex)
-            if ours:
-                self.dumped[event.ip] = (name, event.prefixlen)
-            elif event.kind == "address":
-                self.addresses[event.ip] = (name, event.prefixlen)
-                self.tell("on_address", name, event.ip, True)
-            else:
-                self.addresses.pop(event.ip, None)
-                self.tell("on_address", name, event.ip, False)
-        elif ours and event.kind == "done":
-            if self.dumping == "link" and not self.dump_again:
-                self.request_dump("address")
-            elif self.dumping == "link":
-                self.dump_again = False
-                self.request_dump("link")
-            else:
-                self.dumping = ""
-                self.resync(self.dumped)
-                if self.dump_again:
-                    self.dump_again = False
-                    self.request_dump("link")
-        elif ours and event.kind == "error":
-            self.log.warn(f"rtnetlink: dump of {self.dumping}s refused: {os.strerror(event.ifindex)}")
-            self.dumping = ""
-
-    def resync(self, now: Dict[str, Tuple[str, int]]) -> None:
-        """After a dump: the addresses there are now; report those that came or went unseen."""
-        before, self.addresses = self.addresses, dict(now)
-        for ip, (name, _) in before.items():
-            if ip not in now:
-                self.tell("on_address", name, ip, False)
-        for ip, (name, _) in now.items():
-            if ip not in before:
-                self.tell("on_address", name, ip, True)
-
-    def ifname(self, index: int) -> str:
-        if index not in self.names:
-            try:
-                self.names[index] = socket.if_indextoname(index)
-            except OSError:
-                return ""
-        return self.names[index]
-
-    def tell(self, what: str, *args) -> None:
-        if self.listener:
-            getattr(self.listener, what)(*args)
-
-    def has_carrier(self, ifname: str) -> Optional[bool]:
-        """True or False as the kernel last said; None for an interface we know nothing of."""
-        return self.carrier.get(ifname)
-
-    def current(self) -> List[AddressEntry]:
-        """The addresses in IPAddresses.addresses()'s shape, from what the kernel told us."""
-        return [AddressEntry(name, ipaddress.ip_interface(f"{ip}/{prefixlen}"), name)
-                for ip, (name, prefixlen) in self.addresses.items()]
-
-    def view(self, names: List[str]) -> Dict[str, str]:
-        """For status: each interface named, "up", "no carrier" or "unknown"."""
-        return {name: {True: "up", False: "no carrier"}.get(self.carrier.get(name), "unknown") for name in names}
-
+# #### Deciding: the cluster policy ################################################################
 
 @dataclasses.dataclass
 class Fault:
@@ -4411,8 +4498,6 @@ class Fault:
     carrier_back: Optional[float] = None    # when the carrier returned (monotonic)
     readd_failed: bool = False
 
-
-# #### Cluster policy: who holds which group ##################################
 
 MAX_START_FAILURES = 3          # per group and node; then it stays down here and says so
 NEGOTIATION_ATTEMPTS = 3        # `starting` and failback requests, each a deadtime apart
@@ -5207,7 +5292,7 @@ class ClusterPolicy:
         return groups
 
 
-# #### Health: ipfail (the node that sees more ping nodes serves) ###############
+# #### Deciding: ipfail (the node that sees more ping nodes serves) ################################
 
 IPFAIL_RECHECK_S = 10.0    # ipfail's sleep(10) after the peer becomes stable, before counting again
 IPFAIL_CLIENT = (("from_id", "ipfail"), ("to_id", "ipfail"), ("client_gen", "0"))   # what 3.0.6 adds
@@ -5414,11 +5499,86 @@ class IPFail:
                 "pending_giveup": self.giveup_class if self.giveup_timer else None}
 
 
-# #### Metrics and the status page: Prometheus text, HTML ####################
+# ==================================================================================================
+# 8. REPORTING: notify.d hooks, status text, JSON, Prometheus metrics, the HTML page
+# ==================================================================================================
+
+
+# #### Reporting: notify.d hooks ###################################################################
+
+NOTIFY_DIR = "notify.d"
+NOTIFY_QUEUE_MAX = 1000
+NOTIFY_DRAIN_S = 5.0             # at a clean stop, for the hooks of the last events
+HOOK_NAME_RE = re.compile(r"^[A-Za-z0-9_-]+$")     # run-parts' rule: no .sample, ~ or .dpkg-old copies
+
+
+def notify_hooks(directory: str) -> List[str]:
+    """The hooks in a notify.d directory, in name order."""
+    try:
+        names = sorted(os.listdir(directory))
+    except OSError:
+        return []
+    paths = [os.path.join(directory, name) for name in names if HOOK_NAME_RE.match(name)]
+    return [path for path in paths if os.path.isfile(path) and os.access(path, os.X_OK)]
+
+
+class Notifier:
+    """Calls every executable in DIR/notify.d (run-parts' names: letters, digits, _ and -) for every
+    event, in the events' order, one at a time, from a thread of its own: a hook never delays a
+    takeover. Each gets `EVENT NODE GROUP LINK DETAIL` as arguments (empty when not about one) and
+    the same in HA_EVENT* variables; past the timeout it is killed. Failures are logged."""
+
+    def __init__(self, config_dir: str, node: str, timeout_s: float, log):
+        self.directory, self.node, self.timeout_s, self.log = os.path.join(config_dir, NOTIFY_DIR), node, timeout_s, log
+        self.queue: queue.Queue = queue.Queue(NOTIFY_QUEUE_MAX)
+        self.lost = 0
+        self.thread = threading.Thread(target=self.serve, name="notify", daemon=True)
+        self.thread.start()
+
+    def __call__(self, event: Event) -> None:
+        """An EventLog listener: queue the event (never waits)."""
+        try:
+            self.queue.put_nowait(event)
+        except queue.Full:
+            self.lost += 1
+            if self.lost in (1, 10, 100, 1000):
+                self.log.error(f"notify.d hooks are {NOTIFY_QUEUE_MAX} events behind: {self.lost} event(s) not told")
+
+    def serve(self) -> None:
+        while True:
+            event = self.queue.get()
+            try:
+                for hook in notify_hooks(self.directory):
+                    self.run(hook, event)
+            finally:
+                self.queue.task_done()
+
+    def run(self, hook: str, event: Event) -> None:
+        subjects = [event.subjects.get(key, "") for key in ("node", "group", "link")]
+        env = {"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"), "HA_CURHOST": self.node,
+               "HA_EVENT": event.kind, "HA_EVENT_NODE": subjects[0], "HA_EVENT_GROUP": subjects[1],
+               "HA_EVENT_LINK": subjects[2], "HA_EVENT_REASON": event.subjects.get("reason", ""),
+               "HA_EVENT_DETAIL": event.detail,
+               "HA_EVENT_DURATION_MS": "" if event.duration_ms is None else str(event.duration_ms),
+               "HA_EVENT_TIME": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(event.wall)),
+               "HA_EVENT_TIMESTAMP": f"{event.wall:.3f}"}
+        result = run_command([hook, event.kind, *subjects, event.detail], self.timeout_s, env)
+        if result.returncode != 0:
+            self.log.warn(f"notify hook {hook} {event.kind}: exit {result.returncode}: "
+                          f"{result.output.strip()[-300:]}")
+
+    def drain(self, timeout_s: float = NOTIFY_DRAIN_S) -> None:
+        """Wait (bounded) until the hooks have been told every event so far: at a clean stop."""
+        deadline = time.monotonic() + timeout_s
+        while self.queue.unfinished_tasks and time.monotonic() < deadline:
+            time.sleep(0.02)
+
+
+# #### Reporting: Prometheus text and the HTML page ################################################
+
 # Both are drawn from the same report as `status --json`, so they never disagree with it. Names
 # follow ha_cluster_exporter and keepalived-exporter: snake_case, one series per state with the
 # value 1 or 0, `_total` for counters, `_seconds` for times.
-
 NODE_STATES = ("init", "up", "active", "dead", "ping")
 GROUP_STATES = ("stopped", "starting", "running", "stopping", "failed", "stop failed", "fault")
 EVENTS_ON_PAGE = 50
@@ -5565,77 +5725,114 @@ def format_events(report: dict) -> str:
     return "\n".join(lines) if lines else "no events yet"
 
 
-# #### Events: notify.d hooks ################################################
+# #### Reporting: status text and cl_status answers ################################################
 
-NOTIFY_DIR = "notify.d"
-NOTIFY_QUEUE_MAX = 1000
-NOTIFY_DRAIN_S = 5.0             # at a clean stop, for the hooks of the last events
-HOOK_NAME_RE = re.compile(r"^[A-Za-z0-9_-]+$")     # run-parts' rule: no .sample, ~ or .dpkg-old copies
-
-
-def notify_hooks(directory: str) -> List[str]:
-    """The hooks in a notify.d directory, in name order."""
-    try:
-        names = sorted(os.listdir(directory))
-    except OSError:
-        return []
-    paths = [os.path.join(directory, name) for name in names if HOOK_NAME_RE.match(name)]
-    return [path for path in paths if os.path.isfile(path) and os.access(path, os.X_OK)]
-
-
-class Notifier:
-    """Calls every executable in DIR/notify.d (run-parts' names: letters, digits, _ and -) for every
-    event, in the events' order, one at a time, from a thread of its own: a hook never delays a
-    takeover. Each gets `EVENT NODE GROUP LINK DETAIL` as arguments (empty when not about one) and
-    the same in HA_EVENT* variables; past the timeout it is killed. Failures are logged."""
-
-    def __init__(self, config_dir: str, node: str, timeout_s: float, log):
-        self.directory, self.node, self.timeout_s, self.log = os.path.join(config_dir, NOTIFY_DIR), node, timeout_s, log
-        self.queue: queue.Queue = queue.Queue(NOTIFY_QUEUE_MAX)
-        self.lost = 0
-        self.thread = threading.Thread(target=self.serve, name="notify", daemon=True)
-        self.thread.start()
-
-    def __call__(self, event: Event) -> None:
-        """An EventLog listener: queue the event (never waits)."""
-        try:
-            self.queue.put_nowait(event)
-        except queue.Full:
-            self.lost += 1
-            if self.lost in (1, 10, 100, 1000):
-                self.log.error(f"notify.d hooks are {NOTIFY_QUEUE_MAX} events behind: {self.lost} event(s) not told")
-
-    def serve(self) -> None:
-        while True:
-            event = self.queue.get()
-            try:
-                for hook in notify_hooks(self.directory):
-                    self.run(hook, event)
-            finally:
-                self.queue.task_done()
-
-    def run(self, hook: str, event: Event) -> None:
-        subjects = [event.subjects.get(key, "") for key in ("node", "group", "link")]
-        env = {"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"), "HA_CURHOST": self.node,
-               "HA_EVENT": event.kind, "HA_EVENT_NODE": subjects[0], "HA_EVENT_GROUP": subjects[1],
-               "HA_EVENT_LINK": subjects[2], "HA_EVENT_REASON": event.subjects.get("reason", ""),
-               "HA_EVENT_DETAIL": event.detail,
-               "HA_EVENT_DURATION_MS": "" if event.duration_ms is None else str(event.duration_ms),
-               "HA_EVENT_TIME": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(event.wall)),
-               "HA_EVENT_TIMESTAMP": f"{event.wall:.3f}"}
-        result = run_command([hook, event.kind, *subjects, event.detail], self.timeout_s, env)
-        if result.returncode != 0:
-            self.log.warn(f"notify hook {hook} {event.kind}: exit {result.returncode}: "
-                          f"{result.output.strip()[-300:]}")
-
-    def drain(self, timeout_s: float = NOTIFY_DRAIN_S) -> None:
-        """Wait (bounded) until the hooks have been told every event so far: at a clean stop."""
-        deadline = time.monotonic() + timeout_s
-        while self.queue.unfinished_tasks and time.monotonic() < deadline:
-            time.sleep(0.02)
+def format_status(report: dict) -> str:
+    """`status` for a person: one line per node, its links, how long since heard."""
+    lines = [f"heartbeat.py on {report['node']}: {report['status']} (pid {report['pid']}, "
+             f"up {report['uptime_s']} s, generation {report['generation']}, "
+             f"auto_failback {report['auto_failback']})",
+             f"{'NODE':<16} {'STATUS':<8} {'LAST HEARD':<14} LINKS"]
+    for name, node in report["nodes"].items():
+        if node.get("self"):
+            heard = "(this node)"
+        elif node["last_heard_s"] is None:
+            heard = "never"
+        else:
+            heard = f"{node['last_heard_s']:.1f} s ago"
+        links = " ".join(f"{link} {state}" for link, state in node["links"].items()) or "-"
+        if node.get("type") == "ping":
+            links = f"ping node: {' '.join(node['addresses'])}" + (" (group)" if node["group"] else "")
+        lines.append(f"{name:<16} {node['status']:<8} {heard:<14} {links}")
+    ipfail = report.get("ipfail") or {}
+    if ipfail.get("enabled"):
+        pending = f"; giving up [{ipfail['pending_giveup']}] soon" if ipfail["pending_giveup"] else ""
+        lines.append(f"ipfail: on, {ipfail['ping_nodes_up']} ping node(s) answering here{pending}")
+    elif ipfail.get("refusal") not in (None, "not configured"):
+        lines.append(f"ipfail: off ({ipfail['refusal']})")
+    watchdog = report.get("watchdog")
+    if watchdog:
+        fed = "never fed" if watchdog["last_fed_s"] is None else f"fed {watchdog['last_fed_s']:.1f} s ago"
+        timeout = f", timeout {watchdog['timeout_s']} s" if watchdog["timeout_s"] else ""
+        lines.append(f"watchdog {watchdog['device']}: " + (f"{fed}{timeout}" if watchdog["open"] else
+                                                           f"closed after a write failure ({fed})"))
+    conflict = report.get("name_conflict")
+    if conflict:
+        lines.append(f"NAME CONFLICT: another node calls itself {report['node']} (uuid {conflict['uuid']}, "
+                     f"from {conflict['sender']}): no group is taken over while it is there")
+    for group in report.get("groups", []):
+        owner = group["owner"] or "nobody"
+        note = f" [{group['state']}, {group['failures']} start failures here]" if group["failures"] else ""
+        if group["state"].startswith("fault") and not note:
+            note = f" [{group['state']}]"
+        lines.append(f"group {group['key']} (home {group['home']}): held by {owner}{note}")
+    for monitor in report.get("monitors", []):
+        checked = "never checked" if monitor["last_checked_s"] is None else \
+            f"{monitor['last_result']} {monitor['last_checked_s']:.1f} s ago"
+        threshold = monitor["migration_threshold"] or "INFINITY"
+        line = (f"monitor {monitor['resource']}: {checked}; failures {monitor['failures']}/{threshold}, "
+                f"restarts {monitor['restarts']}")
+        clears = monitor["failures_clear_in_s"]
+        if monitor["moved_away"]:
+            line += ", group moved to the peer: not started here" + (f" for {clears:.0f} s more" if clears else "")
+        elif clears is not None:
+            line += f" (count clears in {clears:.0f} s)"
+        lines.append(line)
+    if report.get("http_listen"):
+        lines.append(f"http: {report['http_listen']} (/metrics, status page)")
+    if "links_watched" in report:
+        watched = report["links_watched"]
+        lines.append("carrier: " + (", ".join(f"{name} {state}" for name, state in watched.items()) or "-")
+                     if watched is not None else "address and link watch: off")
+    dropped = {k[len("dropped_"):]: v for k, v in report["counters"].items()
+               if k.startswith("dropped_") and k not in NORMAL_DROPS}
+    if dropped:
+        lines.append("dropped packets: " + ", ".join(f"{k} {v}" for k, v in sorted(dropped.items())))
+    return "\n".join(lines)
 
 
-# #### Daemon: logging #######################################################
+CL_STATUS_QUERIES = {
+    "hbstatus": 0, "listnodes": 0, "rscstatus": 0,
+    "nodestatus": 1, "nodetype": 1, "listhblinks": 1, "hblinkstatus": 2,
+}
+
+
+def answer_query(report: dict, words: List[str]) -> Tuple[int, str]:
+    """The questions `cl_status` answers, from a status report: (exit code, text)."""
+    query, operands = words[0], words[1:]
+    if query not in CL_STATUS_QUERIES or len(operands) != CL_STATUS_QUERIES[query]:
+        usage = ", ".join(f"{q}{' NODE' * min(n, 1)}{' LINK' * (n == 2)}" for q, n in CL_STATUS_QUERIES.items())
+        return EXIT_USAGE, f"unknown query; use one of: {usage}"
+    nodes = report["nodes"]
+    if query == "hbstatus":
+        return EXIT_OK, "Heartbeat is running on this machine."
+    if query == "listnodes":
+        return EXIT_OK, "\n".join(sorted(nodes))
+    if query == "rscstatus":
+        busy = any(g["state"] in ("starting", "stopping") for g in report.get("groups", []))
+        return EXIT_OK, "transition" if busy else report.get("rsc_hold", "none")
+    node = operands[0].lower()
+    if node not in nodes:
+        return 11, "Error. May be due to incorrect node name"
+    if query == "nodestatus":          # cl_status: 1 for a node that is not active, up or ping
+        status = nodes[node]["status"]
+        return (EXIT_OK if status in ("active", "up", "ping") else EXIT_GENERIC), status
+    if query == "nodetype":
+        return EXIT_OK, nodes[node].get("type", "normal")
+    links = nodes[node]["links"]
+    if query == "listhblinks":
+        return EXIT_OK, "\n".join(f"\t{link}" for link in links)
+    if operands[1] not in links:
+        return 11, "Error. May be due to incorrect link name"
+    return (EXIT_OK if links[operands[1]] == "up" else EXIT_GENERIC), links[operands[1]]
+
+
+# ==================================================================================================
+# 9. DAEMON: logging, the HTTP listener, the control socket, the event loop
+# ==================================================================================================
+
+
+# #### Daemon: logging #############################################################################
 
 NOTICE = 25
 logging.addLevelName(NOTICE, "NOTICE")
@@ -5725,7 +5922,7 @@ class Log:
             self.logger.debug(message)
 
 
-# #### Daemon: the HTTP listener (/metrics and the status page) ##############
+# #### Daemon: the HTTP listener (/metrics and the status page) ####################################
 
 HTTP_MAX_CLIENTS = 16
 HTTP_MAX_REQUEST = 8 * 1024
@@ -5855,7 +6052,7 @@ def http_response(code: int, kind: str, body: str, head: bool = False, extra: st
     return header.encode() + (b"" if head else data)
 
 
-# #### Daemon: pid file, control socket, event loop, signals #################
+# #### Daemon: pid file, control socket, event loop, signals #######################################
 
 PIDFILE_NAME = "heartbeat.pid"
 SOCKET_NAME = "heartbeat.sock"
@@ -6461,109 +6658,233 @@ def daemonize(start) -> int:
     return start(write_fd)
 
 
-# #### Status and reporting ##################################################
+# ==================================================================================================
+# 10. TOOLS: check, keygen, setup, export to Pacemaker
+# ==================================================================================================
 
-def format_status(report: dict) -> str:
-    """`status` for a person: one line per node, its links, how long since heard."""
-    lines = [f"heartbeat.py on {report['node']}: {report['status']} (pid {report['pid']}, "
-             f"up {report['uptime_s']} s, generation {report['generation']}, "
-             f"auto_failback {report['auto_failback']})",
-             f"{'NODE':<16} {'STATUS':<8} {'LAST HEARD':<14} LINKS"]
-    for name, node in report["nodes"].items():
-        if node.get("self"):
-            heard = "(this node)"
-        elif node["last_heard_s"] is None:
-            heard = "never"
+
+# #### Tools: keygen and check #####################################################################
+
+AUTHKEYS_TEMPLATE = """\
+# authkeys - the shared secret that signs every heartbeat packet.
+# Written by `heartbeat.py keygen`. It must be identical on every node and
+# readable by root only (mode 0600): copy it with `heartbeat.py setup PEER`.
+# `auth N` names the line used to sign; other lines are accepted on receipt.
+auth 1
+1 {method}{key}
+"""
+
+
+def write_authkeys(path: str, method: str, force: bool) -> None:
+    """Write a fresh authkeys atomically, mode 0600 from its first byte."""
+    if method not in AUTH_METHODS_NEEDING_KEY:
+        raise HAError(f"unknown method {method}: use sha1, md5 or crc")
+    if os.path.lexists(path) and not force:
+        raise HAError(f"{path} already exists; use --force to replace it (every node needs the new key)")
+    key = " " + os.urandom(32).hex() if AUTH_METHODS_NEEDING_KEY[method] else ""
+    directory = os.path.dirname(os.path.abspath(path))
+    temp = os.path.join(directory, f".authkeys.{os.getpid()}.{os.urandom(4).hex()}")
+    fd = -1
+    try:
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        os.fchmod(fd, 0o600)
+        os.write(fd, AUTHKEYS_TEMPLATE.format(method=method, key=key).encode())
+        os.fsync(fd)
+        os.close(fd)
+        fd = -1
+        if force:
+            os.replace(temp, path)
         else:
-            heard = f"{node['last_heard_s']:.1f} s ago"
-        links = " ".join(f"{link} {state}" for link, state in node["links"].items()) or "-"
-        if node.get("type") == "ping":
-            links = f"ping node: {' '.join(node['addresses'])}" + (" (group)" if node["group"] else "")
-        lines.append(f"{name:<16} {node['status']:<8} {heard:<14} {links}")
-    ipfail = report.get("ipfail") or {}
-    if ipfail.get("enabled"):
-        pending = f"; giving up [{ipfail['pending_giveup']}] soon" if ipfail["pending_giveup"] else ""
-        lines.append(f"ipfail: on, {ipfail['ping_nodes_up']} ping node(s) answering here{pending}")
-    elif ipfail.get("refusal") not in (None, "not configured"):
-        lines.append(f"ipfail: off ({ipfail['refusal']})")
-    watchdog = report.get("watchdog")
-    if watchdog:
-        fed = "never fed" if watchdog["last_fed_s"] is None else f"fed {watchdog['last_fed_s']:.1f} s ago"
-        timeout = f", timeout {watchdog['timeout_s']} s" if watchdog["timeout_s"] else ""
-        lines.append(f"watchdog {watchdog['device']}: " + (f"{fed}{timeout}" if watchdog["open"] else
-                                                           f"closed after a write failure ({fed})"))
-    conflict = report.get("name_conflict")
-    if conflict:
-        lines.append(f"NAME CONFLICT: another node calls itself {report['node']} (uuid {conflict['uuid']}, "
-                     f"from {conflict['sender']}): no group is taken over while it is there")
-    for group in report.get("groups", []):
-        owner = group["owner"] or "nobody"
-        note = f" [{group['state']}, {group['failures']} start failures here]" if group["failures"] else ""
-        if group["state"].startswith("fault") and not note:
-            note = f" [{group['state']}]"
-        lines.append(f"group {group['key']} (home {group['home']}): held by {owner}{note}")
-    for monitor in report.get("monitors", []):
-        checked = "never checked" if monitor["last_checked_s"] is None else \
-            f"{monitor['last_result']} {monitor['last_checked_s']:.1f} s ago"
-        threshold = monitor["migration_threshold"] or "INFINITY"
-        line = (f"monitor {monitor['resource']}: {checked}; failures {monitor['failures']}/{threshold}, "
-                f"restarts {monitor['restarts']}")
-        clears = monitor["failures_clear_in_s"]
-        if monitor["moved_away"]:
-            line += ", group moved to the peer: not started here" + (f" for {clears:.0f} s more" if clears else "")
-        elif clears is not None:
-            line += f" (count clears in {clears:.0f} s)"
-        lines.append(line)
-    if report.get("http_listen"):
-        lines.append(f"http: {report['http_listen']} (/metrics, status page)")
-    if "links_watched" in report:
-        watched = report["links_watched"]
-        lines.append("carrier: " + (", ".join(f"{name} {state}" for name, state in watched.items()) or "-")
-                     if watched is not None else "address and link watch: off")
-    dropped = {k[len("dropped_"):]: v for k, v in report["counters"].items()
-               if k.startswith("dropped_") and k not in NORMAL_DROPS}
-    if dropped:
-        lines.append("dropped packets: " + ", ".join(f"{k} {v}" for k, v in sorted(dropped.items())))
+            os.link(temp, path)      # fails if someone created path meanwhile
+            os.unlink(temp)
+    except OSError as err:
+        if fd >= 0:
+            os.close(fd)
+        if os.path.exists(temp):
+            os.unlink(temp)
+        raise HAError(f"cannot write {path}: {err.strerror}") from None
+
+
+def describe_config(config: Config) -> str:
+    """The short human summary `check` prints."""
+    cf = config.hacf
+    method = config.authkeys.method
+    logs = [f"logfile {cf.logfile}" if cf.logfile else "",
+            f"debugfile {cf.debugfile} (debug {cf.debug})" if cf.debugfile else "",
+            f"syslog {cf.logfacility}" if cf.logfacility and cf.logfacility != "none" else ""]
+    lines = [
+        f"{config.config_dir}: configuration valid for node {config.node}",
+        f"  nodes:     {' '.join(cf.nodes)}",
+        "  media:     " + "; ".join(m.describe(cf.udpport) for m in cf.media),
+        f"  timers:    keepalive {cf.keepalive_ms} ms, deadtime {cf.deadtime_ms} ms, "
+        f"warntime {cf.warntime_ms} ms, initdead {cf.initdead_ms} ms",
+        f"  failback:  auto_failback {cf.auto_failback}",
+        f"  auth:      index {config.authkeys.active}, {method}"
+        + ("" if method != "crc" else f": {CRC_RISK}"),
+        "  logging:   " + (", ".join(x for x in logs if x) or "none"),
+    ]
+    if cf.watchdog:
+        lines.append(f"  watchdog:  {cf.watchdog}, fed every keepalive")
+    if cf.ping_nodes:
+        pings = "; ".join(f"{p.name} ({' '.join(p.addresses)})" if p.group else p.name for p in cf.ping_nodes)
+        lines.append(f"  ping:      {pings}, deadping {cf.deadping_ms} ms, ipfail {'on' if cf.ipfail else 'off'}")
+    device = config.stonith
+    lines.append(f"  stonith:   {device.describe()}, ha.cf line {device.lineno}" if device else
+                 "  stonith:   no STONITH device: shared disks are not protected")
+    lines.append(f"  groups:    {len(config.groups)}")
+    for group in config.groups:
+        lines.append(f"    {group.home} (line {group.lineno}):")
+        lines.extend(f"      {r.spec}: {r.describe()}" for r in group.resources)
+    settings = config.settings
+    lines.append(f"  settings:  {settings.path}" if settings.present else
+                 f"  settings:  no {SETTINGS_FILE}: defaults, no service monitoring")
+    lines.append(f"    link_watch {'on' if settings.link_watch else 'off'}, "
+                 f"http_listen {url_host(settings.http_listen) if settings.http_listen else 'off'}, "
+                 f"notify_timeout {format_duration(settings.notify_timeout_ms)}")
+    hooks = notify_hooks(os.path.join(config.config_dir, NOTIFY_DIR))
+    lines.append(f"  notify:    {', '.join(os.path.basename(h) for h in hooks)} (in {NOTIFY_DIR})" if hooks else
+                 f"  notify:    no hooks in {os.path.join(config.config_dir, NOTIFY_DIR)}")
+    lines.extend(f"    {m.describe()} (line {m.lineno}; {m.resource} of group {m.group})" for m in settings.monitors)
     return "\n".join(lines)
 
 
-CL_STATUS_QUERIES = {
-    "hbstatus": 0, "listnodes": 0, "rscstatus": 0,
-    "nodestatus": 1, "nodetype": 1, "listhblinks": 1, "hblinkstatus": 2,
-}
+def missing_interfaces(config: Config) -> List[Tuple[Medium, str]]:
+    """Media and addresses naming an interface this machine does not have."""
+    present = {name for _, name in socket.if_nameindex()}
+    found = [(m, m.iface) for m in config.hacf.media if m.iface not in present]
+    for group in config.groups:
+        found.extend((group, r.iface) for r in group.resources
+                     if isinstance(r, IPResource) and r.iface and r.iface not in present)
+    return found
 
 
-def answer_query(report: dict, words: List[str]) -> Tuple[int, str]:
-    """The questions `cl_status` answers, from a status report: (exit code, text)."""
-    query, operands = words[0], words[1:]
-    if query not in CL_STATUS_QUERIES or len(operands) != CL_STATUS_QUERIES[query]:
-        usage = ", ".join(f"{q}{' NODE' * min(n, 1)}{' LINK' * (n == 2)}" for q, n in CL_STATUS_QUERIES.items())
-        return EXIT_USAGE, f"unknown query; use one of: {usage}"
-    nodes = report["nodes"]
-    if query == "hbstatus":
-        return EXIT_OK, "Heartbeat is running on this machine."
-    if query == "listnodes":
-        return EXIT_OK, "\n".join(sorted(nodes))
-    if query == "rscstatus":
-        busy = any(g["state"] in ("starting", "stopping") for g in report.get("groups", []))
-        return EXIT_OK, "transition" if busy else report.get("rsc_hold", "none")
-    node = operands[0].lower()
-    if node not in nodes:
-        return 11, "Error. May be due to incorrect node name"
-    if query == "nodestatus":          # cl_status: 1 for a node that is not active, up or ping
-        status = nodes[node]["status"]
-        return (EXIT_OK if status in ("active", "up", "ping") else EXIT_GENERIC), status
-    if query == "nodetype":
-        return EXIT_OK, nodes[node].get("type", "normal")
-    links = nodes[node]["links"]
-    if query == "listhblinks":
-        return EXIT_OK, "\n".join(f"\t{link}" for link in links)
-    if operands[1] not in links:
-        return 11, "Error. May be due to incorrect link name"
-    return (EXIT_OK if links[operands[1]] == "up" else EXIT_GENERIC), links[operands[1]]
+# #### Tools: setup (copy /etc/ha.d to the peer, exchange ssh keys) ################################
+
+SSH_TIMEOUT_S = 60
 
 
-# #### Export to Pacemaker: pcs, crm and CIB XML #############################
+def run_at_terminal(argv: List[str], timeout_s: float) -> CommandResult:
+    """ssh and scp may ask for a password or about a host key on our terminal."""
+    return run_command(argv, timeout_s, own_session=False)
+
+
+class Remote:
+    """ssh and scp to one peer, with argument lists; in dry-run mode it only prints the commands."""
+
+    def __init__(self, host: str, user: str, options: List[str], dry_run: bool, run=run_at_terminal):
+        self.target = f"{user}@{host}"
+        self.options = []
+        for option in [*options, "ConnectTimeout=10"]:      # ssh keeps the first value given: the user's
+            self.options += ["-o", option]
+        self.dry_run, self.run = dry_run, run
+
+    def ssh_argv(self, command: List[str]) -> List[str]:
+        """The remote side gets one string: every word quoted, none taken from config values unquoted."""
+        return ["ssh", *self.options, self.target, "--", " ".join(shlex.quote(word) for word in command)]
+
+    def execute(self, argv: List[str], what: str) -> str:
+        if self.dry_run:
+            print(shlex.join(argv))
+            return ""
+        result = self.run(argv, SSH_TIMEOUT_S)
+        if result.returncode != 0:
+            raise HAError(f"{what} failed (exit {result.returncode}): {result.output.strip()[-400:]}")
+        return result.output
+
+    def ssh(self, command: List[str], what: str) -> str:
+        return self.execute(self.ssh_argv(command), what)
+
+    def scp(self, source: str, destination: str) -> None:
+        self.execute(["scp", "-r", "-p", "-q", *self.options, source, f"{self.target}:{destination}"],
+                     f"copying {source} to {self.target}")
+
+
+def local_ssh_key(home: str, dry_run: bool, run=run_at_terminal) -> str:
+    """Our ed25519 public key, created if missing (DSA, as in the tutorial, is refused by OpenSSH now)."""
+    private = os.path.join(home, ".ssh", "id_ed25519")
+    if not os.path.exists(private):
+        argv = ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", private]
+        if dry_run:
+            print(shlex.join(argv))
+            return "<this node's public key>"
+        os.makedirs(os.path.dirname(private), mode=0o700, exist_ok=True)
+        result = run(argv, SSH_TIMEOUT_S)
+        if result.returncode != 0:
+            raise HAError(f"ssh-keygen failed: {result.output.strip()}")
+    with open(private + ".pub", encoding="ascii") as handle:
+        return handle.read().strip()
+
+
+def append_once(path: str, line: str) -> bool:
+    """Add line to an authorized_keys file unless it is there; True when added."""
+    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+    try:
+        with open(path, encoding="utf-8", errors="replace") as handle:
+            if line in (existing.strip() for existing in handle):
+                return False
+    except FileNotFoundError:
+        pass
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    with os.fdopen(fd, "a") as handle:
+        handle.write(line + "\n")
+    return True
+
+
+AUTHORIZE_ONCE = ('mkdir -p "$HOME/.ssh" && chmod 700 "$HOME/.ssh" && touch "$HOME/.ssh/authorized_keys" && '
+                  'chmod 600 "$HOME/.ssh/authorized_keys" && '
+                  '{ grep -qxF "$1" "$HOME/.ssh/authorized_keys" || echo "$1" >> "$HOME/.ssh/authorized_keys"; }')
+PEER_KEY = ('[ -f "$HOME/.ssh/id_ed25519" ] || { mkdir -p "$HOME/.ssh" && chmod 700 "$HOME/.ssh" && '
+            'ssh-keygen -q -t ed25519 -N "" -f "$HOME/.ssh/id_ed25519"; } && cat "$HOME/.ssh/id_ed25519.pub"')
+
+# nodeinfo names one machine: ours is not copied, the peer's own is kept
+REPLACE_DIR = ('set -e; rm -rf "$3"; rm -f "$1/nodeinfo"; if [ -e "$2/nodeinfo" ]; then cp -p "$2/nodeinfo" "$1/"; fi; '
+               'if [ -e "$2" ]; then mv "$2" "$3"; fi; mv "$1" "$2"; rm -rf "$3"')
+
+# the name the peer's daemon will use: the first line of its nodeinfo, else uname -n (as local_node_name)
+PEER_NAME = ('name=$(head -n 1 "$1/nodeinfo" 2>/dev/null | tr -d "[:space:]"); '
+             'if [ -n "$name" ]; then echo "$name"; else uname -n; fi')
+
+
+def setup_peer(config: Config, peer: str, host: Optional[str], user: str, ssh_options: List[str],
+               keys: bool, dry_run: bool, run=run_at_terminal) -> List[str]:
+    """The tutorial's steps 2-3: check, key exchange, copy ha.d; return what was done."""
+    peer = peer.lower()
+    if peer not in config.hacf.nodes:
+        raise HAError(f"{peer} is not a node in {config.hacf.path} (nodes: {' '.join(config.hacf.nodes)})")
+    if peer == config.node:
+        raise HAError(f"{peer} is this node; name the other one")
+    remote = Remote(host or peer, user, ssh_options, dry_run, run)
+    done = []
+    if keys:
+        home = os.path.expanduser("~")
+        ours = local_ssh_key(home, dry_run, run)
+        remote.ssh(["sh", "-c", AUTHORIZE_ONCE, "authorize", ours], f"adding our key to {peer}")
+        done.append(f"our ssh key is in {user}@{peer}'s authorized_keys")
+        theirs = remote.ssh(["sh", "-c", PEER_KEY], f"reading {peer}'s ssh key").strip()
+        if not dry_run:
+            if not re.fullmatch(r"ssh-[a-z0-9-]+ [A-Za-z0-9+/=]+( .*)?", theirs.splitlines()[-1] if theirs else ""):
+                raise HAError(f"{peer} sent no usable public key: {theirs[:200]!r}")
+            added = append_once(os.path.join(home, ".ssh", "authorized_keys"), theirs.splitlines()[-1])
+            done.append(f"{peer}'s ssh key {'added to' if added else 'already in'} our authorized_keys")
+    source = os.path.abspath(config.config_dir)
+    reported = remote.ssh(["sh", "-c", PEER_NAME, "name", source], f"asking {peer} its name").strip().lower()
+    if not dry_run and reported == config.node:
+        raise HAError(f"{host or peer} would run as '{reported}', the name of this node (a cloned machine, or a "
+                      f"copied {source}/nodeinfo?): two nodes with one name both take every group; "
+                      "give it its own hostname")
+    if not dry_run and reported != peer:
+        raise HAError(f"{host or peer} says its name is '{reported}', but ha.cf calls it '{peer}': "
+                      "Heartbeat would not recognise it (fix its hostname or the node line)")
+    staging = f"{source}.new-{os.urandom(4).hex()}"
+    old = f"{source}.old-{os.urandom(4).hex()}"
+    remote.scp(source, staging)
+    remote.ssh(["sh", "-c", REPLACE_DIR, "replace", staging, source, old], f"installing {source} on {peer}")
+    done.append(f"copied {source} to {peer}:{source} (modes kept: authkeys stays 0600): "
+                + ", ".join(sorted(os.listdir(source))))
+    return done
+
+
+# #### Tools: export to Pacemaker (pcs, crm and CIB XML) ###########################################
 
 SYSTEMD_UNIT_DIRS = ("/etc/systemd/system", "/lib/systemd/system", "/usr/lib/systemd/system")
 STICKINESS = {"on": 50, "legacy": 50, "off": 200}    # location preference for the home node: 100
@@ -7070,226 +7391,12 @@ def export_pacemaker(config: Config, fmt: str, unit_dirs=SYSTEMD_UNIT_DIRS):
     return writer(config, groups, wrappers), warnings, wrappers
 
 
-# #### setup: copy /etc/ha.d to the peer and exchange ssh keys ################
-
-SSH_TIMEOUT_S = 60
-
-
-def run_at_terminal(argv: List[str], timeout_s: float) -> CommandResult:
-    """ssh and scp may ask for a password or about a host key on our terminal."""
-    return run_command(argv, timeout_s, own_session=False)
+# ==================================================================================================
+# 11. CLI: subcommands, the argument parser, main()
+# ==================================================================================================
 
 
-class Remote:
-    """ssh and scp to one peer, with argument lists; in dry-run mode it only prints the commands."""
-
-    def __init__(self, host: str, user: str, options: List[str], dry_run: bool, run=run_at_terminal):
-        self.target = f"{user}@{host}"
-        self.options = []
-        for option in [*options, "ConnectTimeout=10"]:      # ssh keeps the first value given: the user's
-            self.options += ["-o", option]
-        self.dry_run, self.run = dry_run, run
-
-    def ssh_argv(self, command: List[str]) -> List[str]:
-        """The remote side gets one string: every word quoted, none taken from config values unquoted."""
-        return ["ssh", *self.options, self.target, "--", " ".join(shlex.quote(word) for word in command)]
-
-    def execute(self, argv: List[str], what: str) -> str:
-        if self.dry_run:
-            print(shlex.join(argv))
-            return ""
-        result = self.run(argv, SSH_TIMEOUT_S)
-        if result.returncode != 0:
-            raise HAError(f"{what} failed (exit {result.returncode}): {result.output.strip()[-400:]}")
-        return result.output
-
-    def ssh(self, command: List[str], what: str) -> str:
-        return self.execute(self.ssh_argv(command), what)
-
-    def scp(self, source: str, destination: str) -> None:
-        self.execute(["scp", "-r", "-p", "-q", *self.options, source, f"{self.target}:{destination}"],
-                     f"copying {source} to {self.target}")
-
-
-def local_ssh_key(home: str, dry_run: bool, run=run_at_terminal) -> str:
-    """Our ed25519 public key, created if missing (DSA, as in the tutorial, is refused by OpenSSH now)."""
-    private = os.path.join(home, ".ssh", "id_ed25519")
-    if not os.path.exists(private):
-        argv = ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", private]
-        if dry_run:
-            print(shlex.join(argv))
-            return "<this node's public key>"
-        os.makedirs(os.path.dirname(private), mode=0o700, exist_ok=True)
-        result = run(argv, SSH_TIMEOUT_S)
-        if result.returncode != 0:
-            raise HAError(f"ssh-keygen failed: {result.output.strip()}")
-    with open(private + ".pub", encoding="ascii") as handle:
-        return handle.read().strip()
-
-
-def append_once(path: str, line: str) -> bool:
-    """Add line to an authorized_keys file unless it is there; True when added."""
-    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-    try:
-        with open(path, encoding="utf-8", errors="replace") as handle:
-            if line in (existing.strip() for existing in handle):
-                return False
-    except FileNotFoundError:
-        pass
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-    with os.fdopen(fd, "a") as handle:
-        handle.write(line + "\n")
-    return True
-
-
-AUTHORIZE_ONCE = ('mkdir -p "$HOME/.ssh" && chmod 700 "$HOME/.ssh" && touch "$HOME/.ssh/authorized_keys" && '
-                  'chmod 600 "$HOME/.ssh/authorized_keys" && '
-                  '{ grep -qxF "$1" "$HOME/.ssh/authorized_keys" || echo "$1" >> "$HOME/.ssh/authorized_keys"; }')
-PEER_KEY = ('[ -f "$HOME/.ssh/id_ed25519" ] || { mkdir -p "$HOME/.ssh" && chmod 700 "$HOME/.ssh" && '
-            'ssh-keygen -q -t ed25519 -N "" -f "$HOME/.ssh/id_ed25519"; } && cat "$HOME/.ssh/id_ed25519.pub"')
-# nodeinfo names one machine: ours is not copied, the peer's own is kept
-REPLACE_DIR = ('set -e; rm -rf "$3"; rm -f "$1/nodeinfo"; if [ -e "$2/nodeinfo" ]; then cp -p "$2/nodeinfo" "$1/"; fi; '
-               'if [ -e "$2" ]; then mv "$2" "$3"; fi; mv "$1" "$2"; rm -rf "$3"')
-# the name the peer's daemon will use: the first line of its nodeinfo, else uname -n (as local_node_name)
-PEER_NAME = ('name=$(head -n 1 "$1/nodeinfo" 2>/dev/null | tr -d "[:space:]"); '
-             'if [ -n "$name" ]; then echo "$name"; else uname -n; fi')
-
-
-def setup_peer(config: Config, peer: str, host: Optional[str], user: str, ssh_options: List[str],
-               keys: bool, dry_run: bool, run=run_at_terminal) -> List[str]:
-    """The tutorial's steps 2-3: check, key exchange, copy ha.d; return what was done."""
-    peer = peer.lower()
-    if peer not in config.hacf.nodes:
-        raise HAError(f"{peer} is not a node in {config.hacf.path} (nodes: {' '.join(config.hacf.nodes)})")
-    if peer == config.node:
-        raise HAError(f"{peer} is this node; name the other one")
-    remote = Remote(host or peer, user, ssh_options, dry_run, run)
-    done = []
-    if keys:
-        home = os.path.expanduser("~")
-        ours = local_ssh_key(home, dry_run, run)
-        remote.ssh(["sh", "-c", AUTHORIZE_ONCE, "authorize", ours], f"adding our key to {peer}")
-        done.append(f"our ssh key is in {user}@{peer}'s authorized_keys")
-        theirs = remote.ssh(["sh", "-c", PEER_KEY], f"reading {peer}'s ssh key").strip()
-        if not dry_run:
-            if not re.fullmatch(r"ssh-[a-z0-9-]+ [A-Za-z0-9+/=]+( .*)?", theirs.splitlines()[-1] if theirs else ""):
-                raise HAError(f"{peer} sent no usable public key: {theirs[:200]!r}")
-            added = append_once(os.path.join(home, ".ssh", "authorized_keys"), theirs.splitlines()[-1])
-            done.append(f"{peer}'s ssh key {'added to' if added else 'already in'} our authorized_keys")
-    source = os.path.abspath(config.config_dir)
-    reported = remote.ssh(["sh", "-c", PEER_NAME, "name", source], f"asking {peer} its name").strip().lower()
-    if not dry_run and reported == config.node:
-        raise HAError(f"{host or peer} would run as '{reported}', the name of this node (a cloned machine, or a "
-                      f"copied {source}/nodeinfo?): two nodes with one name both take every group; "
-                      "give it its own hostname")
-    if not dry_run and reported != peer:
-        raise HAError(f"{host or peer} says its name is '{reported}', but ha.cf calls it '{peer}': "
-                      "Heartbeat would not recognise it (fix its hostname or the node line)")
-    staging = f"{source}.new-{os.urandom(4).hex()}"
-    old = f"{source}.old-{os.urandom(4).hex()}"
-    remote.scp(source, staging)
-    remote.ssh(["sh", "-c", REPLACE_DIR, "replace", staging, source, old], f"installing {source} on {peer}")
-    done.append(f"copied {source} to {peer}:{source} (modes kept: authkeys stays 0600): "
-                + ", ".join(sorted(os.listdir(source))))
-    return done
-
-
-# #### Keygen and check ######################################################
-
-AUTHKEYS_TEMPLATE = """\
-# authkeys - the shared secret that signs every heartbeat packet.
-# Written by `heartbeat.py keygen`. It must be identical on every node and
-# readable by root only (mode 0600): copy it with `heartbeat.py setup PEER`.
-# `auth N` names the line used to sign; other lines are accepted on receipt.
-auth 1
-1 {method}{key}
-"""
-
-
-def write_authkeys(path: str, method: str, force: bool) -> None:
-    """Write a fresh authkeys atomically, mode 0600 from its first byte."""
-    if method not in AUTH_METHODS_NEEDING_KEY:
-        raise HAError(f"unknown method {method}: use sha1, md5 or crc")
-    if os.path.lexists(path) and not force:
-        raise HAError(f"{path} already exists; use --force to replace it (every node needs the new key)")
-    key = " " + os.urandom(32).hex() if AUTH_METHODS_NEEDING_KEY[method] else ""
-    directory = os.path.dirname(os.path.abspath(path))
-    temp = os.path.join(directory, f".authkeys.{os.getpid()}.{os.urandom(4).hex()}")
-    fd = -1
-    try:
-        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-        os.fchmod(fd, 0o600)
-        os.write(fd, AUTHKEYS_TEMPLATE.format(method=method, key=key).encode())
-        os.fsync(fd)
-        os.close(fd)
-        fd = -1
-        if force:
-            os.replace(temp, path)
-        else:
-            os.link(temp, path)      # fails if someone created path meanwhile
-            os.unlink(temp)
-    except OSError as err:
-        if fd >= 0:
-            os.close(fd)
-        if os.path.exists(temp):
-            os.unlink(temp)
-        raise HAError(f"cannot write {path}: {err.strerror}") from None
-
-
-def describe_config(config: Config) -> str:
-    """The short human summary `check` prints."""
-    cf = config.hacf
-    method = config.authkeys.method
-    logs = [f"logfile {cf.logfile}" if cf.logfile else "",
-            f"debugfile {cf.debugfile} (debug {cf.debug})" if cf.debugfile else "",
-            f"syslog {cf.logfacility}" if cf.logfacility and cf.logfacility != "none" else ""]
-    lines = [
-        f"{config.config_dir}: configuration valid for node {config.node}",
-        f"  nodes:     {' '.join(cf.nodes)}",
-        "  media:     " + "; ".join(m.describe(cf.udpport) for m in cf.media),
-        f"  timers:    keepalive {cf.keepalive_ms} ms, deadtime {cf.deadtime_ms} ms, "
-        f"warntime {cf.warntime_ms} ms, initdead {cf.initdead_ms} ms",
-        f"  failback:  auto_failback {cf.auto_failback}",
-        f"  auth:      index {config.authkeys.active}, {method}"
-        + ("" if method != "crc" else f": {CRC_RISK}"),
-        "  logging:   " + (", ".join(x for x in logs if x) or "none"),
-    ]
-    if cf.watchdog:
-        lines.append(f"  watchdog:  {cf.watchdog}, fed every keepalive")
-    if cf.ping_nodes:
-        pings = "; ".join(f"{p.name} ({' '.join(p.addresses)})" if p.group else p.name for p in cf.ping_nodes)
-        lines.append(f"  ping:      {pings}, deadping {cf.deadping_ms} ms, ipfail {'on' if cf.ipfail else 'off'}")
-    device = config.stonith
-    lines.append(f"  stonith:   {device.describe()}, ha.cf line {device.lineno}" if device else
-                 "  stonith:   no STONITH device: shared disks are not protected")
-    lines.append(f"  groups:    {len(config.groups)}")
-    for group in config.groups:
-        lines.append(f"    {group.home} (line {group.lineno}):")
-        lines.extend(f"      {r.spec}: {r.describe()}" for r in group.resources)
-    settings = config.settings
-    lines.append(f"  settings:  {settings.path}" if settings.present else
-                 f"  settings:  no {SETTINGS_FILE}: defaults, no service monitoring")
-    lines.append(f"    link_watch {'on' if settings.link_watch else 'off'}, "
-                 f"http_listen {url_host(settings.http_listen) if settings.http_listen else 'off'}, "
-                 f"notify_timeout {format_duration(settings.notify_timeout_ms)}")
-    hooks = notify_hooks(os.path.join(config.config_dir, NOTIFY_DIR))
-    lines.append(f"  notify:    {', '.join(os.path.basename(h) for h in hooks)} (in {NOTIFY_DIR})" if hooks else
-                 f"  notify:    no hooks in {os.path.join(config.config_dir, NOTIFY_DIR)}")
-    lines.extend(f"    {m.describe()} (line {m.lineno}; {m.resource} of group {m.group})" for m in settings.monitors)
-    return "\n".join(lines)
-
-
-def missing_interfaces(config: Config) -> List[Tuple[Medium, str]]:
-    """Media and addresses naming an interface this machine does not have."""
-    present = {name for _, name in socket.if_nameindex()}
-    found = [(m, m.iface) for m in config.hacf.media if m.iface not in present]
-    for group in config.groups:
-        found.extend((group, r.iface) for r in group.resources
-                     if isinstance(r, IPResource) and r.iface and r.iface not in present)
-    return found
-
-
-# #### CLI and main() ########################################################
+# #### CLI: subcommands and main() #################################################################
 
 def cmd_check(args) -> int:
     """Validate ha.cf, authkeys, haresources and heartbeat.py.cf together and print what they describe."""
