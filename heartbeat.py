@@ -47,6 +47,7 @@ import argparse
 import base64
 import collections
 import dataclasses
+import enum
 import errno
 import fcntl
 import gc
@@ -74,7 +75,7 @@ import tempfile
 import threading
 import time
 import traceback
-from typing import Dict, List, NamedTuple, Optional, Tuple, Union
+from typing import Callable, Dict, List, NamedTuple, Optional, Protocol, Tuple, Union
 
 __version__ = "0.1.0"
 HEARTBEAT_VERSION = "3.0.6"     # the version whose wire protocol we speak
@@ -162,31 +163,43 @@ def hex_number(text: Optional[str]) -> int:
 
 # #### Foundations: timers and rate-limited complaints #############################################
 
+@dataclasses.dataclass(order=True)
+class Timer:
+    """One deadline: the heap orders by due time, then by the order timers were set."""
+    due: float                                   # on the Timers' monotonic clock
+    order: int
+    callback: Optional[Callable[[], None]] = dataclasses.field(compare=False)   # None once cancelled
+
+    @property
+    def pending(self) -> bool:
+        return self.callback is not None
+
+
 class Timers:
     """Deadlines on a monotonic clock, in a heap; the event loop sleeps until the next one."""
 
     def __init__(self, clock=time.monotonic):
         self.clock, self.heap, self.counter = clock, [], itertools.count()
 
-    def call_later(self, delay_s: float, callback) -> list:
-        entry = [self.clock() + max(0.0, delay_s), next(self.counter), callback]
-        heapq.heappush(self.heap, entry)
-        return entry
+    def call_later(self, delay_s: float, callback: Callable[[], None]) -> Timer:
+        timer = Timer(self.clock() + max(0.0, delay_s), next(self.counter), callback)
+        heapq.heappush(self.heap, timer)
+        return timer
 
     @staticmethod
-    def cancel(entry: Optional[list]) -> None:
-        if entry:
-            entry[2] = None
+    def cancel(timer: Optional[Timer]) -> None:
+        if timer:
+            timer.callback = None
 
     def next_delay(self) -> Optional[float]:
-        while self.heap and self.heap[0][2] is None:
+        while self.heap and not self.heap[0].pending:
             heapq.heappop(self.heap)
-        return max(0.0, self.heap[0][0] - self.clock()) if self.heap else None
+        return max(0.0, self.heap[0].due - self.clock()) if self.heap else None
 
     def run_due(self) -> None:
         now = self.clock()
-        while self.heap and self.heap[0][0] <= now:
-            _, _, callback = heapq.heappop(self.heap)
+        while self.heap and self.heap[0].due <= now:
+            callback = heapq.heappop(self.heap).callback
             if callback:
                 callback()
 
@@ -3351,8 +3364,8 @@ class Peer:
     shutdone: Tuple[int, float] = (0, 0.0)   # seq and arrival of its shutdown notice
     challenge: Optional[Tuple[str, float]] = None   # (nonce, sent at): asked to prove its generation
     answered: str = ""                    # the last nonce of its we signed
-    check_timer: Optional[list] = None
-    rexmit_timer: Optional[list] = None
+    check_timer: Optional[Timer] = None
+    rexmit_timer: Optional[Timer] = None
 
 
 SEQ_WINDOW = 200           # sequence numbers remembered per peer, for duplicates and replays
@@ -3384,7 +3397,7 @@ class Membership:
         self.handlers = {"status": self.on_status, "shutdone": self.on_shutdone, "reqnodes": self.on_reqnodes,
                          "repnodes": self.on_repnodes, "NS_ackmsg": self.on_NS_ackmsg,
                          "NS_rexmit": self.on_NS_rexmit, "NS_nak_rexmit": self.on_NS_nak_rexmit}
-        self.keepalive_timer: Optional[list] = None
+        self.keepalive_timer: Optional[Timer] = None
         self.status_fields: Tuple[tuple, bytes, bytes] = ((), b"", b"")
         self.comm_up = False
         self.startup_grace = True
@@ -3413,7 +3426,7 @@ class Membership:
             self.timers.cancel(self.peers.pop(name).check_timer)
         timer = self.keepalive_timer      # the heartbeat schedule goes on: a reload never delays a beat
         sooner = self.clock() + self.hacf.keepalive_ms / 1000
-        if timer and timer[2] and sooner < timer[0]:
+        if timer and timer.pending and sooner < timer.due:
             self.timers.cancel(timer)
             self.keepalive_timer = self.timers.call_later(sooner - self.clock(), self.send_heartbeat)
 
@@ -3514,7 +3527,7 @@ class Membership:
     def send_heartbeat(self) -> None:
         """Every keepalive, at a fixed rate: a late wake-up does not shift the following ones."""
         self.send_status(self.status)
-        due = self.keepalive_timer[0] + self.hacf.keepalive_ms / 1000
+        due = self.keepalive_timer.due + self.hacf.keepalive_ms / 1000
         self.keepalive_timer = self.timers.call_later(max(due - self.clock(), 0.0), self.send_heartbeat)
 
     def send_heartbeat_early(self) -> None:
@@ -3525,7 +3538,7 @@ class Membership:
         keeps pulling ours although both clocks jitter; when it does not come, ours goes out
         that eighth late, once."""
         timer = self.keepalive_timer
-        if timer and timer[2] and timer[0] - self.clock() < self.hacf.keepalive_ms / 2000:
+        if timer and timer.pending and timer.due - self.clock() < self.hacf.keepalive_ms / 2000:
             self.timers.cancel(timer)
             self.send_status(self.status)
             self.keepalive_timer = self.timers.call_later(self.hacf.keepalive_ms * PULLED_BEAT_SLACK / 1000,
@@ -3725,7 +3738,7 @@ class Membership:
             self.schedule_check(peer)
             if self.listener:
                 self.listener.on_node_status(peer, "dead", peer.status)
-        elif peer.check_timer is None or peer.check_timer[0] - now < 2 * self.hacf.keepalive_ms / 1000:
+        elif peer.check_timer is None or peer.check_timer.due - now < 2 * self.hacf.keepalive_ms / 1000:
             self.schedule_check(peer)    # the deadline moves ahead while heartbeats come: no wake-up
         self.check_comm_up()
 
@@ -3950,7 +3963,7 @@ class PingTarget:
     last_reply: Optional[float] = None
     watched_since: float = 0.0
     replies: int = 0
-    check_timer: Optional[list] = None
+    check_timer: Optional[Timer] = None
 
 
 class PingNodes:
@@ -3966,7 +3979,7 @@ class PingNodes:
         self.ident = random_below(0x10000)
         self.token = os.urandom(8)
         self.seq = 0
-        self.send_timer: Optional[list] = None
+        self.send_timer: Optional[Timer] = None
         self.counters: Dict[str, int] = collections.Counter()
         self.complain = RateLimitedLog(log, self.clock, interval_s=60.0)
         self.events = EventLog()                        # the daemon's, once it runs
@@ -4113,17 +4126,23 @@ class PingNodes:
 
 # #### Sensing: links and addresses ################################################################
 
+class LinkListener(Protocol):
+    """What LinkWatch tells the layer above (the cluster policy's LinkFaults)."""
+
+    def on_carrier(self, ifname: str, up: bool) -> None: ...
+
+    def on_address(self, ifname: str, ip: str, added: bool) -> None: ...
+
+
 class LinkWatch:
     """The carrier of every interface and the IPv4 addresses on them, kept from the kernel's
-    rtnetlink broadcasts: no polling, one socket in the daemon's loop. Tells `listener` (the
-    cluster policy) what changed: on_carrier(ifname, up) and on_address(ifname, ip, added).
-    A lost broadcast (ENOBUFS: we read too slowly) makes it dump links and addresses again
-    and report what differs."""
+    rtnetlink broadcasts: no polling, one socket in the daemon's loop. Tells `listener` what
+    changed. A lost broadcast (ENOBUFS: we read too slowly) makes it dump links and addresses
+    again and report what differs."""
 
-    def __init__(self, log, opener=open_watch_socket):
-        self.log, self.opener = log, opener
+    def __init__(self, log, listener: LinkListener, opener=open_watch_socket):
+        self.log, self.listener, self.opener = log, listener, opener
         self.sock: Optional[socket.socket] = None
-        self.listener = None
         self.carrier: Dict[str, bool] = {}
         self.names: Dict[int, str] = {}
         self.addresses: Dict[str, Tuple[str, int]] = {}     # ip -> (ifname, prefixlen)
@@ -4217,17 +4236,17 @@ class LinkWatch:
             else:
                 self.carrier[name] = up
             if old is not None and old != up:
-                self.tell("on_carrier", name, up)
+                self.listener.on_carrier(name, up)
         elif event.kind in ("address", "address gone"):
             name = self.ifname(event.ifindex)
             if ours:
                 self.dumped[event.ip] = (name, event.prefixlen)
             elif event.kind == "address":
                 self.addresses[event.ip] = (name, event.prefixlen)
-                self.tell("on_address", name, event.ip, True)
+                self.listener.on_address(name, event.ip, True)
             else:
                 self.addresses.pop(event.ip, None)
-                self.tell("on_address", name, event.ip, False)
+                self.listener.on_address(name, event.ip, False)
         elif ours and event.kind == "done":
             if self.dumping == "link" and not self.dump_again:
                 self.request_dump("address")
@@ -4249,10 +4268,10 @@ class LinkWatch:
         before, self.addresses = self.addresses, dict(now)
         for ip, (name, _) in before.items():
             if ip not in now:
-                self.tell("on_address", name, ip, False)
+                self.listener.on_address(name, ip, False)
         for ip, (name, _) in now.items():
             if ip not in before:
-                self.tell("on_address", name, ip, True)
+                self.listener.on_address(name, ip, True)
 
     def ifname(self, index: int) -> str:
         if index not in self.names:
@@ -4261,10 +4280,6 @@ class LinkWatch:
             except OSError:
                 return ""
         return self.names[index]
-
-    def tell(self, what: str, *args) -> None:
-        if self.listener:
-            getattr(self.listener, what)(*args)
 
     def has_carrier(self, ifname: str) -> Optional[bool]:
         """True or False as the kernel last said; None for an interface we know nothing of."""
@@ -4300,7 +4315,7 @@ class Watch:
     """One monitored resource: its settings and what its checks found."""
     settings: MonitorSettings
     res: ScriptResource
-    timer: Optional[list] = None
+    timer: Optional[Timer] = None
     checking: bool = False          # a status check is running in its thread
     restarting: bool = False
     last_result: str = "not checked yet"
@@ -4490,15 +4505,6 @@ class ServiceMonitor:
 
 # #### Deciding: the cluster policy ################################################################
 
-@dataclasses.dataclass
-class Fault:
-    """A held group whose address is down because its interface lost carrier (keepalived's FAULT)."""
-    iface: str
-    peers: List[str]                        # who could take the group over meanwhile: alive or never heard
-    carrier_back: Optional[float] = None    # when the carrier returned (monotonic)
-    readd_failed: bool = False
-
-
 MAX_START_FAILURES = 3          # per group and node; then it stays down here and says so
 NEGOTIATION_ATTEMPTS = 3        # `starting` and failback requests, each a deadtime apart
 STANDBY_REPLY_TIMEOUT_S = 10.0
@@ -4515,6 +4521,18 @@ def classes_of(hold: str) -> List[str]:
     return {"all": ["local", "foreign"], "local": ["local"], "foreign": ["foreign"]}.get(hold, [])
 
 
+class GroupState(str, enum.Enum):
+    """A group's state on this node, as status, the metrics and the events name it (a str, so
+    the JSON report and comparisons with the names stay as they are)."""
+    STOPPED = "stopped"
+    STARTING = "starting"
+    RUNNING = "running"
+    STOPPING = "stopping"
+    FAILED = "failed"              # would not start here (MAX_START_FAILURES in all)
+    STOP_FAILED = "stop failed"    # would not stop: held here still
+    FAULT = "fault"                # its interface has no carrier: the reason is in the group's Fault
+
+
 @dataclasses.dataclass
 class GroupStats:
     """Counts and last durations of one group on this node, for metrics."""
@@ -4524,6 +4542,351 @@ class GroupStats:
     stop_failures: int = 0
     last_takeover_s: Optional[float] = None
     last_release_s: Optional[float] = None
+
+
+@dataclasses.dataclass
+class Fault:
+    """A held group whose address is down because its interface lost carrier (keepalived's FAULT)."""
+    iface: str
+    peers: List[str]                        # who could take the group over meanwhile: alive or never heard
+    carrier_back: Optional[float] = None    # when the carrier returned (monotonic)
+    readd_failed: bool = False
+
+    @property
+    def reason(self) -> str:
+        return f"{self.iface} no carrier"
+
+
+class LinkFaults:
+    """The cluster policy's side of the address and link watch, fed by LinkWatch in the loop.
+    A held address that disappears is added back. An interface without carrier cannot serve:
+    its held addresses go down at once (a fault, as keepalived's FAULT state) and, when the
+    peer is heard on another medium, the group's class goes to it by the standby exchange.
+    When the carrier returns, the address comes back only if the group is still ours once the
+    peer has had time to say that it took it over meanwhile (then the split-brain rule decides)."""
+
+    def __init__(self, policy: "ClusterPolicy"):
+        self.policy = policy
+        self.watch: Optional[LinkWatch] = None          # see use_watch()
+        self.faults: Dict[str, Fault] = {}              # group key -> its fault
+        self.fault_timer: Optional[Timer] = None
+        self.address_check: Optional[Timer] = None
+        self.readding: set = set()                      # addresses being added back
+
+    def use_watch(self, watch: Optional[LinkWatch]) -> None:
+        """The watch comes and goes with `link_watch` in heartbeat.py.cf (and rtnetlink being
+        there); without one, nothing here does anything."""
+        self.watch = watch
+
+    def vip_iface(self, res: IPResource) -> Optional[str]:
+        """The interface res.ip is on, or would go on; None when unknown."""
+        if res.iface or not self.watch:
+            return res.iface and res.iface.split(":")[0]        # eth0:1 is a label on eth0
+        current = self.watch.current()
+        for name, address, _ in current:
+            if str(address.ip) == res.ip:
+                return name
+        try:
+            return self.policy.resources.addresses.plan(res, current).iface
+        except (ResourceError, ValueError):
+            return None
+
+    def addresses_of(self, group: ResourceGroup) -> List[Tuple[IPResource, Optional[str]]]:
+        return [(res, self.vip_iface(res)) for res in group.resources if isinstance(res, IPResource)]
+
+    def watched_links(self) -> Optional[Dict[str, str]]:
+        """For status: the carrier of the heartbeat media and of the addresses' interfaces."""
+        if not self.watch:
+            return None
+        names = [medium.iface for medium in self.policy.config.hacf.media]
+        names += [iface for group in self.policy.config.groups for _, iface in self.addresses_of(group) if iface]
+        return self.watch.view(sorted(set(names)))
+
+    def cannot_serve(self, classes: List[str]) -> str:
+        """Why the groups of these classes cannot be served here now ('' when they can)."""
+        for group in self.policy.groups_of(classes) if self.watch else []:
+            for _, iface in self.addresses_of(group):
+                if iface and self.watch.has_carrier(iface) is False:
+                    return f"{iface} has no carrier here"
+        return ""
+
+    def held_and_running(self, group: ResourceGroup) -> bool:
+        return self.policy.state[group.key] is GroupState.RUNNING and self.policy.holds[self.policy.class_of(group)]
+
+    def on_address(self, iface: str, ip: str, added: bool) -> None:
+        policy = self.policy
+        if added:
+            if self.watch.has_carrier(iface) is False:
+                self.review()
+            return
+        if policy.busy() or policy.shutting_down:
+            return          # perhaps our own release (queued while the group was starting): once quiet,
+                            # after_change has review() look at the addresses again
+        for group in policy.config.groups:
+            if not self.held_and_running(group):
+                continue
+            for res in group.resources:
+                if isinstance(res, IPResource) and res.ip == ip and ip not in self.readding:
+                    self.add_back(res, iface)
+
+    def add_back(self, res: IPResource, iface: str) -> None:
+        self.readding.add(res.ip)
+        self.policy.worker.submit(lambda: self.add_back_job(res), lambda result: self.added_back(res, iface, result))
+
+    def add_back_job(self, res: IPResource) -> bool:
+        """In the worker: False when the address is there already (nothing to do)."""
+        if self.policy.resources.addresses.held(res):
+            return False
+        self.policy.resources.start(res)
+        return True
+
+    def added_back(self, res: IPResource, iface: str, result) -> None:
+        self.readding.discard(res.ip)
+        if isinstance(result, Exception):
+            self.policy.log.error(f"IPaddr {res.ip} disappeared from {iface} while held: not added back: {result}")
+        elif result:
+            self.policy.log.warn(f"IPaddr {res.ip} disappeared from {iface} while held: added back")
+        self.policy.after_change()
+
+    def on_carrier(self, iface: str, up: bool) -> None:
+        if iface in self.watched_links():
+            self.policy.log.info(f"Link {iface}: carrier {'back' if up else 'lost'}")
+        for fault in self.faults.values():
+            if fault.iface == iface:
+                fault.carrier_back, fault.readd_failed = (self.policy.timers.clock() if up else None), False
+        self.review()
+
+    def review(self) -> None:
+        """Groups held on an interface without carrier go to fault; faults move on or end."""
+        policy = self.policy
+        if not self.watch or policy.shutting_down:
+            return
+        for key in [key for key in self.faults if policy.state[key] is not GroupState.FAULT]:
+            del self.faults[key]
+        for group in policy.config.groups:
+            if self.held_and_running(group):
+                down = [iface for _, iface in self.addresses_of(group)
+                        if iface and self.watch.has_carrier(iface) is False]
+                if down:
+                    self.enter_fault(group, down[0])
+                elif not self.address_check and any(res.ip not in self.watch.addresses
+                                                    for res, _ in self.addresses_of(group)):
+                    self.address_check = policy.timers.call_later(ADDRESS_CHECK_DELAY_S, self.check_addresses)
+        now = policy.timers.clock()
+        for group in [g for g in policy.config.groups if g.key in self.faults]:
+            fault, cls = self.faults[group.key], policy.class_of(group)
+            if policy.busy() or not policy.holds[cls]:
+                continue
+            if self.watch.has_carrier(fault.iface) is False:
+                fault.carrier_back = None
+                if self.heard_elsewhere(fault.iface):
+                    policy.exchange.give_away(cls, reason=f"{fault.iface} no carrier")
+            elif fault.carrier_back is None:
+                fault.carrier_back = now
+            elif not fault.readd_failed and self.may_serve_again(fault, cls, now):
+                self.serve_again(group, fault)
+        if self.faults and not self.fault_timer:
+            self.fault_timer = policy.timers.call_later(policy.config.hacf.keepalive_ms / 1000, self.fault_tick)
+
+    def check_addresses(self) -> None:
+        """An address gone while its group was starting (no event then), or one just added whose
+        event the watch had not read yet: by now it would have."""
+        self.address_check = None
+        if self.policy.busy() or self.policy.shutting_down:
+            return          # after_change looks again once quiet
+        for group in self.policy.config.groups:
+            if self.held_and_running(group):
+                for res, iface in self.addresses_of(group):
+                    if res.ip not in self.watch.addresses and res.ip not in self.readding:
+                        self.add_back(res, iface or "its interface")
+
+    def fault_tick(self) -> None:
+        self.fault_timer = None
+        self.review()
+
+    def enter_fault(self, group: ResourceGroup, iface: str) -> None:
+        policy = self.policy
+        policy.state[group.key] = GroupState.FAULT
+        self.faults[group.key] = Fault(iface, [peer.name for peer in policy.membership.peers.values()
+                                               if peer.status != "dead" or peer.last_heard is None])
+        gone = [res for res, name in self.addresses_of(group) if name == iface]
+        policy.log.crit(f"Link {iface}: no carrier: taking {' '.join(res.ip for res in gone)} down "
+                        f"(resource group {group.key} cannot be served here)")
+
+        def done(result):
+            if isinstance(result, Exception):
+                policy.log.error(f"{iface} has no carrier and its addresses could not be removed: {result}")
+            policy.after_change()
+        policy.worker.submit(lambda: policy.resources.addresses.remove(gone), done)
+
+    def heard_elsewhere(self, iface: str) -> Optional[str]:
+        """A live peer whose heartbeats come on a medium other than iface, on a link with carrier."""
+        now = self.policy.timers.clock()
+        for peer in self.policy.live_peers():
+            for link, heard in peer.links.items():
+                if link != iface and peer.link_up.get(link) and self.watch.has_carrier(link) is not False \
+                        and now - heard < peer.deadtime_ms / 1000:
+                    return peer.name
+        return None
+
+    def may_serve_again(self, fault: Fault, cls: str, now: float) -> bool:
+        """The carrier is back. A peer that was alive when it went (or never heard from) may have
+        declared us dead and taken the group: it says so (partition healed) as soon as our next
+        heartbeat reaches it. So wait until that heartbeat and the answer had time to come and the
+        peer was heard again; a peer not heard within its deadtime is taken for dead."""
+        waited = now - fault.carrier_back
+        settle_s = self.policy.config.hacf.keepalive_ms / 1000 + FAULT_SETTLE_S
+        for name in fault.peers:
+            peer = self.policy.membership.peers.get(name)
+            if peer is None:
+                continue
+            if peer.status != "dead" and \
+                    MIRROR[cls] in classes_of(self.policy.peer_holds.get(name, ("none", True))[0]):
+                return False
+            heard = peer.status != "dead" and peer.last_heard is not None and peer.last_heard > fault.carrier_back
+            if not heard and waited < peer.deadtime_ms / 1000 + settle_s:
+                return False
+            if waited < settle_s:
+                return False
+        return True
+
+    def serve_again(self, group: ResourceGroup, fault: Fault) -> None:
+        policy = self.policy
+        addresses = [res for res, _ in self.addresses_of(group)]
+
+        def job():
+            for res in addresses:
+                policy.resources.start(res)
+
+        def done(result):
+            if isinstance(result, Exception):
+                fault.readd_failed = True
+                policy.log.error(f"Link {fault.iface}: carrier back, but resource group {group.key}'s addresses "
+                                 f"could not be added again: {result}")
+            elif policy.state[group.key] is GroupState.FAULT:
+                policy.state[group.key] = GroupState.RUNNING
+                self.faults.pop(group.key, None)
+                policy.log.info(f"Link {fault.iface}: carrier back and resource group {group.key} still ours: "
+                                f"{' '.join(res.ip for res in addresses)} added again")
+            policy.after_change()
+        policy.worker.submit(job, done)
+
+
+@dataclasses.dataclass
+class StandbyStep:
+    """One side of a standby exchange under way: the class handed over, with which peer, and the
+    timer after which this side forgets the exchange."""
+    rsc_hold: str              # in the giver's words
+    peer: str
+    timer: Timer
+
+
+class StandbyExchange:
+    """Heartbeat's standby exchange, both sides of it: the giver asks (ask_resources info=me),
+    the taker agrees (info=other), the giver releases and says done, the taker acquires and says
+    done. `request` is ours as the giver, `offer` the peer's as the taker; one at a time."""
+
+    def __init__(self, policy: "ClusterPolicy"):
+        self.policy = policy
+        self.request: Optional[StandbyStep] = None
+        self.offer: Optional[StandbyStep] = None
+
+    @property
+    def under_way(self) -> bool:
+        return self.request is not None or self.offer is not None
+
+    def forget(self, peer: str) -> None:
+        """The peer is dead: no exchange with it goes on."""
+        if self.request and self.request.peer == peer:
+            self.policy.timers.cancel(self.request.timer)
+            self.request = None
+        if self.offer and self.offer.peer == peer:
+            self.policy.timers.cancel(self.offer.timer)
+            self.offer = None
+
+    def give_away(self, cls: str, reason: str, request: Optional[Message] = None) -> str:
+        """Start the exchange as the giver; `request` is the first message when a client (ipfail)
+        sends it in its own words. An error when it cannot start."""
+        policy = self.policy
+        peers = policy.live_peers()
+        if not peers:
+            return "no live peer to take the resources"
+        if self.under_way:
+            return "a standby is already in progress"
+        peer = peers[0].name
+        policy.log.info(f"{policy.me} wants to go standby [{cls}] ({reason})")
+        self.request = StandbyStep(cls, peer, policy.timers.call_later(STANDBY_REPLY_TIMEOUT_S, self.timeout))
+        policy.membership.send(request or Message(("t", "ask_resources"), ("rsc_hold", cls), ("info", "me")))
+        return ""
+
+    def timeout(self) -> None:
+        """No answer in time, at either step of the exchange: forget it, so that nothing stays
+        busy for good (a lost packet, a peer that died, a forged request)."""
+        policy = self.policy
+        now = policy.timers.clock()
+        if self.request and self.request.timer.due <= now:
+            policy.log.warn("No reply to standby request.  Standby request cancelled.")
+            if self.request.peer == policy.failback_asked and policy.failback_requests < NEGOTIATION_ATTEMPTS:
+                policy.failback_to = policy.failback_asked       # the home node still waits for its groups
+            self.request = None
+        if self.offer and self.offer.timer.due <= now:
+            policy.log.warn(f"{self.offer.peer} did not complete its standby: standby offer cancelled")
+            self.offer = None
+        policy.after_change()
+
+    def on_ask_resources(self, peer: Peer, msg: Message) -> None:
+        policy = self.policy
+        cls, info = msg.get("rsc_hold", "all"), msg.get("info", "")
+        if info == "me":
+            if policy.worker.busy or self.under_way:
+                policy.log.warn(f"standby message [me] from {peer.name} ignored.  local resources in flux.")
+                return
+            unable = policy.links.cannot_serve(classes_of(MIRROR.get(cls, "all")))
+            if unable:
+                policy.log.warn(f"standby message [me] from {peer.name} ignored: {unable}")
+                return
+            policy.log.info(f"standby: acquire [{cls}] resources from {peer.name}")
+            self.offer = StandbyStep(cls, peer.name, policy.timers.call_later(STANDBY_DONE_TIMEOUT_S, self.timeout))
+            policy.membership.send(Message(("t", "ask_resources"), ("rsc_hold", cls), ("info", "other")))
+        elif info == "other" and self.request and self.request.peer == peer.name:
+            mine = self.request.rsc_hold
+            policy.timers.cancel(self.request.timer)
+            self.request = StandbyStep(mine, peer.name, policy.timers.call_later(STANDBY_DONE_TIMEOUT_S,
+                                                                                 self.timeout))
+            policy.log.info(f"standby: {peer.name} can take our {mine} resources")
+            policy.failback_asked = None
+            if mine in ("all", "local"):
+                policy.in_standby = True
+            policy.release(classes_of(mine), reason="standby", then=lambda: self.released(mine))
+        elif info == "done" and self.offer and self.offer.peer == peer.name:
+            theirs = self.offer.rsc_hold
+            policy.in_standby = False
+            policy.acquire(classes_of(MIRROR[theirs]), reason="", then=lambda: self.acquired(theirs))
+        elif info == "done" and self.request and self.request.peer == peer.name:
+            policy.log.info(f"Other node completed standby takeover of {self.request.rsc_hold} resources.")
+            policy.timers.cancel(self.request.timer)
+            self.request = None
+            policy.after_change()
+
+    def released(self, mine: str) -> None:
+        """The giver's groups are stopped: say done."""
+        self.policy.log.info(f"Local standby process completed [{mine}].")
+        self.policy.membership.send(Message(("t", "ask_resources"), ("rsc_hold", mine), ("info", "done")))
+
+    def acquired(self, theirs: str) -> None:
+        """The taker runs the groups: say done, and the exchange is over."""
+        if self.offer:
+            self.policy.timers.cancel(self.offer.timer)
+        self.offer = None
+        self.policy.log.info(f"Standby resource acquisition done [{theirs}].")
+        self.policy.membership.send(Message(("t", "ask_resources"), ("rsc_hold", theirs), ("info", "done")))
+
+    def on_hb_takeover(self, peer: Peer, msg: Message) -> None:
+        """The peer asks for resources (hb_takeover): give it the mirrored class."""
+        wanted = msg.get("rsc_hold", "all")
+        error = self.give_away(MIRROR.get(wanted, "all"), reason=f"hb_takeover from {peer.name}")
+        if error:
+            self.policy.log.warn(f"hb_takeover from {peer.name} not honoured: {error}")
 
 
 class ClusterPolicy:
@@ -4536,29 +4899,24 @@ class ClusterPolicy:
         self.timers, self.log, self.me = membership.timers, log, config.node
         self.on_released_all = on_released_all
         self.holds = {"local": False, "foreign": False}
-        self.state = {group.key: "stopped" for group in config.groups}
+        self.state = {group.key: GroupState.STOPPED for group in config.groups}
         self.failures: Dict[str, int] = collections.Counter()
         self.failed_here: set = set()      # groups the monitor moved away: not started here while a peer lives
         self.peer_holds: Dict[str, Tuple[str, bool]] = {}     # peer -> (rsc_hold, isstable), its view
         self.peer_holds_stamp: Dict[str, Tuple[int, int]] = {}  # peer -> (hg, seq) of that announcement
         self.initial_pending: Optional[str] = None            # peer whose answer to `starting` we await
-        self.initial_timer: Optional[list] = None
+        self.initial_timer: Optional[Timer] = None
         self.starting_attempts = self.failback_attempts = 0
         self.failback_to: Optional[str] = None          # auto_failback: the returned home node, once stable
-        self.failback_timer: Optional[list] = None
+        self.failback_timer: Optional[Timer] = None
         self.failback_asked: Optional[str] = None       # the peer our auto_failback standby request went to
         self.failback_requests = 0
-        self.standby_request: Optional[Tuple[str, str, list]] = None   # (class we give, peer, timer)
-        self.standby_offer: Optional[Tuple[str, str, list]] = None     # (class peer gives, peer, timer)
+        self.exchange = StandbyExchange(self)
         self.in_standby = False
         self.shutting_down = False
         self.fencer: Optional[Fencer] = None          # set by the daemon when a STONITH device is configured
         self.stonith_warned = False
-        self.linkwatch: Optional[LinkWatch] = None      # set by the daemon when rtnetlink is there
-        self.faults: Dict[str, Fault] = {}              # group key -> its fault (address and link watch)
-        self.fault_timer: Optional[list] = None
-        self.address_check: Optional[list] = None
-        self.readding: set = set()                      # addresses being added back
+        self.links = LinkFaults(self)
         self.events = EventLog()                        # the daemon's, once it runs
         self.stats = {group.key: GroupStats() for group in config.groups}
         self.active = False                             # holding a group (for the active/standby events)
@@ -4567,8 +4925,7 @@ class ClusterPolicy:
 
     def groups_of(self, classes: List[str]) -> List[ResourceGroup]:
         wanted = set(classes)
-        return [g for g in self.config.groups
-                if ("local" if g.home == self.me else "foreign") in wanted]
+        return [g for g in self.config.groups if self.class_of(g) in wanted]
 
     def rsc_hold(self) -> str:
         return HOLD_NAMES[(self.holds["local"], self.holds["foreign"])]
@@ -4584,7 +4941,7 @@ class ClusterPolicy:
         self.membership.send(msg)
 
     def busy(self) -> bool:
-        return self.worker.busy or self.standby_request is not None or self.standby_offer is not None
+        return self.worker.busy or self.exchange.under_way
 
     # -- acquire and release (in the worker thread) ----------------------------------
 
@@ -4602,67 +4959,68 @@ class ClusterPolicy:
                   if self.failures[g.key] < MAX_START_FAILURES and (alone or g.key not in self.failed_here)]
         why = f"{dead_peer.name} is dead" if dead_peer else (reason or "the peer gave them up")
         for group in groups:
-            self.state[group.key] = "starting"
+            self.state[group.key] = GroupState.STARTING
             self.events.record("group-starting", why, group=group.key, node=self.me)
         if groups:
             self.announce(stable=False)
         started = self.timers.clock()
 
-        def job():
-            return {group.key: self.resources.acquire_group(group) for group in groups}
+        self.worker.submit(lambda: {group.key: self.resources.acquire_group(group) for group in groups},
+                           lambda results: self.acquired(groups, reason, then, dead_peer, started, results))
 
-        def done(results):
-            if isinstance(results, Exception):
-                results = {group.key: f"internal error: {results!r}" for group in groups}
-            failed, took = [], self.timers.clock() - started
-            for key, error in results.items():
-                if error is None:
-                    self.state[key] = "running"
-                    self.stats[key].takeovers += 1
-                    self.stats[key].last_takeover_s = took
-                    outage = ""
-                    if dead_peer and dead_peer.last_heard is not None:
-                        outage = (f"down here {self.timers.clock() - dead_peer.last_heard:.3f} s: {dead_peer.name} "
-                                  f"last heard at {wall_time(dead_peer.last_heard, self.timers.clock())}")
-                    self.events.record("group-acquired", outage, duration_ms=took * 1000, group=key,
-                                       node=self.me)
-                    continue
-                self.stats[key].start_failures += 1
-                self.events.record("group-failed", error.splitlines()[0][:300] if error else "", group=key,
+    def acquired(self, groups: List[ResourceGroup], reason: str, then, dead_peer: Optional[Peer], started: float,
+                 results) -> None:
+        """In the loop, once the worker has started the groups: count, record and log each one's
+        result, tell the peer, and offer the peer what failed to start."""
+        if isinstance(results, Exception):
+            results = {group.key: f"internal error: {results!r}" for group in groups}
+        failed, took = [], self.timers.clock() - started
+        for key, error in results.items():
+            if error is None:
+                self.state[key] = GroupState.RUNNING
+                self.stats[key].takeovers += 1
+                self.stats[key].last_takeover_s = took
+                outage = ""
+                if dead_peer and dead_peer.last_heard is not None:
+                    outage = (f"down here {self.timers.clock() - dead_peer.last_heard:.3f} s: {dead_peer.name} "
+                              f"last heard at {wall_time(dead_peer.last_heard, self.timers.clock())}")
+                self.events.record("group-acquired", outage, duration_ms=took * 1000, group=key,
                                    node=self.me)
-                if key in self.resources.stuck:     # half started and would not stop: it stays here
-                    self.state[key] = "stop failed"
-                    self.log.crit(f"Resource group {key} failed to start and to stop: it stays held here")
-                    continue
-                self.failures[key] += 1
-                self.state[key] = "failed"
-                failed.append(key)
-                self.log.error(f"Resource group {key} failed to start here "
-                               f"({self.failures[key]}/{MAX_START_FAILURES}): {error}")
-                if self.failures[key] >= MAX_START_FAILURES:
-                    self.log.error(f"Resource group {key} will not be started here again: it stays down "
-                                   "(fix it, then 'heartbeat.py takeover' or a restart retries)")
-            self.log.info(f"Initial resource acquisition complete ({reason})" if reason else
-                          "Resource acquisition complete")
-            self.note_activity()
-            self.announce(stable=True, info=reason)
-            if then:
-                then()
-            self.after_change()
-            peers = self.live_peers()
-            if failed and peers and not self.shutting_down:
-                cls = "local" if self.config.groups and any(
-                    g.key in failed and g.home == self.me for g in self.config.groups) else "foreign"
-                self.log.info(f"Offering [{cls}] resources to {peers[0].name} after the failure")
-                self.give_away(cls, reason="start failure")
-
-        self.worker.submit(job, done)
+                continue
+            self.stats[key].start_failures += 1
+            self.events.record("group-failed", error.splitlines()[0][:300] if error else "", group=key,
+                               node=self.me)
+            if key in self.resources.stuck:     # half started and would not stop: it stays here
+                self.state[key] = GroupState.STOP_FAILED
+                self.log.crit(f"Resource group {key} failed to start and to stop: it stays held here")
+                continue
+            self.failures[key] += 1
+            self.state[key] = GroupState.FAILED
+            failed.append(key)
+            self.log.error(f"Resource group {key} failed to start here "
+                           f"({self.failures[key]}/{MAX_START_FAILURES}): {error}")
+            if self.failures[key] >= MAX_START_FAILURES:
+                self.log.error(f"Resource group {key} will not be started here again: it stays down "
+                               "(fix it, then 'heartbeat.py takeover' or a restart retries)")
+        self.log.info(f"Initial resource acquisition complete ({reason})" if reason else
+                      "Resource acquisition complete")
+        self.note_activity()
+        self.announce(stable=True, info=reason)
+        if then:
+            then()
+        self.after_change()
+        peers = self.live_peers()
+        if failed and peers and not self.shutting_down:
+            cls = "local" if self.config.groups and any(
+                g.key in failed and g.home == self.me for g in self.config.groups) else "foreign"
+            self.log.info(f"Offering [{cls}] resources to {peers[0].name} after the failure")
+            self.exchange.give_away(cls, reason="start failure")
 
     def release(self, classes: List[str], reason: str, then=None) -> None:
         groups = list(reversed(self.groups_of(classes)))
         for group in groups:
-            if self.state[group.key] == "running":
-                self.state[group.key] = "stopping"
+            if self.state[group.key] is GroupState.RUNNING:
+                self.state[group.key] = GroupState.STOPPING
             self.events.record("group-stopping", reason, group=group.key, node=self.me)
         if groups:
             self.announce(stable=False, info=reason)
@@ -4675,7 +5033,7 @@ class ClusterPolicy:
             stuck = [g for g in groups if isinstance(results, Exception) or not results.get(g.key)]
             took = self.timers.clock() - started
             for group in groups:
-                self.state[group.key] = "stop failed" if group in stuck else "stopped"
+                self.state[group.key] = GroupState.STOP_FAILED if group in stuck else GroupState.STOPPED
                 stats = self.stats[group.key]
                 if group in stuck:
                     stats.stop_failures += 1
@@ -4703,8 +5061,8 @@ class ClusterPolicy:
 
     def note_activity(self) -> None:
         """The `active` and `standby` events: this node came to hold a group, or holds none now."""
-        active = any(self.state[g.key] not in ("stopped", "failed") for g in self.groups_of(["local", "foreign"])
-                     if self.holds["local" if g.home == self.me else "foreign"])
+        active = any(self.state[g.key] not in (GroupState.STOPPED, GroupState.FAILED)
+                     for g in self.groups_of(["local", "foreign"]) if self.holds[self.class_of(g)])
         if active != self.active:
             self.active = active
             self.events.record("active" if active else "standby", node=self.me)
@@ -4714,7 +5072,7 @@ class ClusterPolicy:
         if not self.busy():
             for name in list(self.peer_holds):
                 self.resolve_conflicts(name)
-            self.review_faults()
+            self.links.review()
             self.perform_auto_failback()
 
     # -- membership events ------------------------------------------------------------
@@ -4797,12 +5155,7 @@ class ClusterPolicy:
     def on_node_status(self, peer: Peer, old: str, new: str) -> None:
         if new == "dead":
             held = self.peer_holds.pop(peer.name, None)
-            if self.standby_request and self.standby_request[1] == peer.name:
-                self.timers.cancel(self.standby_request[2])
-                self.standby_request = None
-            if self.standby_offer and self.standby_offer[1] == peer.name:
-                self.timers.cancel(self.standby_offer[2])
-                self.standby_offer = None
+            self.exchange.forget(peer.name)
             if self.initial_pending == peer.name:
                 self.decide_initial()
             if not self.membership.comm_up or self.shutting_down:
@@ -4851,7 +5204,8 @@ class ClusterPolicy:
 
     def on_message(self, peer: Peer, msg: Message) -> None:
         handler = {"starting": self.on_starting, "resource": self.on_resource,
-                   "ask_resources": self.on_ask_resources, "hb_takeover": self.on_hb_takeover}.get(msg.get("t"))
+                   "ask_resources": self.exchange.on_ask_resources,
+                   "hb_takeover": self.exchange.on_hb_takeover}.get(msg.get("t"))
         if handler and not self.shutting_down:
             handler(peer, msg)
 
@@ -4882,7 +5236,7 @@ class ClusterPolicy:
         self.failback_to = None
         if self.holds["foreign"] and self.groups_of(["foreign"]):
             self.failback_asked, self.failback_requests = name, self.failback_requests + 1
-            self.give_away("foreign", reason="auto_failback")
+            self.exchange.give_away("foreign", reason="auto_failback")
 
     def on_resource(self, peer: Peer, msg: Message) -> None:
         stamp = (max(hex_number(msg.get("hg")), 0), hex_number(msg.get("seq")))
@@ -4920,91 +5274,11 @@ class ClusterPolicy:
                 self.resources.announce_group(group)
             self.announce(stable=True, info="split brain")
 
-    def give_away(self, cls: str, reason: str, request: Optional[Message] = None) -> str:
-        """Start Heartbeat's standby exchange: ask_resources info=me/other/done. `request` is the
-        first message when a client (ipfail) sends it in its own words."""
-        peers = self.live_peers()
-        if not peers:
-            return "no live peer to take the resources"
-        if self.standby_request or self.standby_offer:
-            return "a standby is already in progress"
-        peer = peers[0].name
-        self.log.info(f"{self.me} wants to go standby [{cls}] ({reason})")
-        timer = self.timers.call_later(STANDBY_REPLY_TIMEOUT_S, self.standby_timeout)
-        self.standby_request = (cls, peer, timer)
-        self.membership.send(request or Message(("t", "ask_resources"), ("rsc_hold", cls), ("info", "me")))
-        return ""
-
-    def standby_timeout(self) -> None:
-        """No answer in time, at either step of the exchange: forget it, so that nothing stays
-        busy for good (a lost packet, a peer that died, a forged request)."""
-        now = self.timers.clock()
-        if self.standby_request and self.standby_request[2][0] <= now:
-            self.log.warn("No reply to standby request.  Standby request cancelled.")
-            if self.standby_request[1] == self.failback_asked and self.failback_requests < NEGOTIATION_ATTEMPTS:
-                self.failback_to = self.failback_asked       # the home node still waits for its groups
-            self.standby_request = None
-        if self.standby_offer and self.standby_offer[2][0] <= now:
-            self.log.warn(f"{self.standby_offer[1]} did not complete its standby: standby offer cancelled")
-            self.standby_offer = None
-        self.after_change()
-
-    def on_ask_resources(self, peer: Peer, msg: Message) -> None:
-        cls, info = msg.get("rsc_hold", "all"), msg.get("info", "")
-        if info == "me":
-            if self.worker.busy or self.standby_request or self.standby_offer:
-                self.log.warn(f"standby message [me] from {peer.name} ignored.  local resources in flux.")
-                return
-            unable = self.cannot_serve(classes_of(MIRROR.get(cls, "all")))
-            if unable:
-                self.log.warn(f"standby message [me] from {peer.name} ignored: {unable}")
-                return
-            self.log.info(f"standby: acquire [{cls}] resources from {peer.name}")
-            self.standby_offer = (cls, peer.name, self.timers.call_later(STANDBY_DONE_TIMEOUT_S, self.standby_timeout))
-            self.membership.send(Message(("t", "ask_resources"), ("rsc_hold", cls), ("info", "other")))
-        elif info == "other" and self.standby_request and self.standby_request[1] == peer.name:
-            mine = self.standby_request[0]
-            self.timers.cancel(self.standby_request[2])
-            self.standby_request = (mine, peer.name, self.timers.call_later(STANDBY_DONE_TIMEOUT_S,
-                                                                           self.standby_timeout))
-            self.log.info(f"standby: {peer.name} can take our {mine} resources")
-            self.failback_asked = None
-            if mine in ("all", "local"):
-                self.in_standby = True
-
-            def released():
-                self.log.info(f"Local standby process completed [{mine}].")
-                self.membership.send(Message(("t", "ask_resources"), ("rsc_hold", mine), ("info", "done")))
-            self.release(classes_of(mine), reason="standby", then=released)
-        elif info == "done" and self.standby_offer and self.standby_offer[1] == peer.name:
-            theirs = self.standby_offer[0]
-
-            def acquired():
-                if self.standby_offer:
-                    self.timers.cancel(self.standby_offer[2])
-                self.standby_offer = None
-                self.log.info(f"Standby resource acquisition done [{theirs}].")
-                self.membership.send(Message(("t", "ask_resources"), ("rsc_hold", theirs), ("info", "done")))
-            self.in_standby = False
-            self.acquire(classes_of(MIRROR[theirs]), reason="", then=acquired)
-        elif info == "done" and self.standby_request and self.standby_request[1] == peer.name:
-            self.log.info(f"Other node completed standby takeover of {self.standby_request[0]} resources.")
-            self.timers.cancel(self.standby_request[2])
-            self.standby_request = None
-            self.after_change()
-
-    def on_hb_takeover(self, peer: Peer, msg: Message) -> None:
-        """The peer asks for resources (hb_takeover): give it the mirrored class."""
-        wanted = msg.get("rsc_hold", "all")
-        error = self.give_away(MIRROR.get(wanted, "all"), reason=f"hb_takeover from {peer.name}")
-        if error:
-            self.log.warn(f"hb_takeover from {peer.name} not honoured: {error}")
-
     # -- service monitoring (the Health section's requests) -------------------------------------
 
     def may_check(self, key: str) -> bool:
         """A group's resources may be checked: it runs here and nothing is being done to it."""
-        return self.state.get(key) == "running" and not self.busy() and not self.shutting_down
+        return self.state.get(key) is GroupState.RUNNING and not self.busy() and not self.shutting_down
 
     def restart_resource(self, key: str, res, done) -> None:
         """Stop and start one resource of a running group in the worker, in line with every other
@@ -5024,8 +5298,8 @@ class ClusterPolicy:
         def finished(error):
             if isinstance(error, Exception):
                 error = f"internal error: {error!r}"
-            if key in self.resources.stuck and self.state[key] == "running":
-                self.state[key] = "stop failed"
+            if key in self.resources.stuck and self.state[key] is GroupState.RUNNING:
+                self.state[key] = GroupState.STOP_FAILED
                 self.log.crit(f"Resource group {group.key} could not be restarted and will not stop: "
                               "it stays held here")
             done(error)
@@ -5039,7 +5313,7 @@ class ClusterPolicy:
         group = next(g for g in self.config.groups if g.key == key)
         if not self.live_peers():
             return "no live peer can take it"
-        error = self.give_away("local" if group.home == self.me else "foreign", reason=reason)
+        error = self.exchange.give_away(self.class_of(group), reason=reason)
         if not error:
             self.failed_here.add(key)
         return error
@@ -5047,204 +5321,14 @@ class ClusterPolicy:
     def allow_here(self, key: str) -> None:
         self.failed_here.discard(key)
 
-    # -- address and link watch: events from LinkWatch, in the loop ------------------------------
-    # A held address that disappears is added back. An interface without carrier cannot serve:
-    # its held addresses go down at once (a fault, as keepalived's FAULT state) and, when the
-    # peer is heard on another medium, the group's class goes to it by the standby exchange.
-    # When the carrier returns, the address comes back only if the group is still ours once the
-    # peer has had time to say that it took it over meanwhile (then the split-brain rule decides).
-
-    def class_of(self, group: ResourceGroup) -> str:
-        return "local" if group.home == self.me else "foreign"
-
-    def vip_iface(self, res: IPResource) -> Optional[str]:
-        """The interface res.ip is on, or would go on; None when unknown."""
-        if res.iface or not self.linkwatch:
-            return res.iface and res.iface.split(":")[0]        # eth0:1 is a label on eth0
-        current = self.linkwatch.current()
-        for name, address, _ in current:
-            if str(address.ip) == res.ip:
-                return name
-        try:
-            return self.resources.addresses.plan(res, current).iface
-        except (ResourceError, ValueError):
-            return None
-
-    def addresses_of(self, group: ResourceGroup) -> List[Tuple[IPResource, Optional[str]]]:
-        return [(res, self.vip_iface(res)) for res in group.resources if isinstance(res, IPResource)]
-
-    def watched_links(self) -> Optional[Dict[str, str]]:
-        """For status: the carrier of the heartbeat media and of the addresses' interfaces."""
-        if not self.linkwatch:
-            return None
-        names = [medium.iface for medium in self.config.hacf.media]
-        names += [iface for group in self.config.groups for _, iface in self.addresses_of(group) if iface]
-        return self.linkwatch.view(sorted(set(names)))
-
-    def cannot_serve(self, classes: List[str]) -> str:
-        """Why the groups of these classes cannot be served here now ('' when they can)."""
-        for group in self.groups_of(classes) if self.linkwatch else []:
-            for _, iface in self.addresses_of(group):
-                if iface and self.linkwatch.has_carrier(iface) is False:
-                    return f"{iface} has no carrier here"
-        return ""
-
-    def on_address(self, iface: str, ip: str, added: bool) -> None:
-        if added:
-            if self.linkwatch.has_carrier(iface) is False:
-                self.review_faults()
-            return
-        if self.busy() or self.shutting_down:
-            return          # perhaps our own release (queued while the group was starting): once quiet,
-                            # after_change has review_faults look at the addresses again
-        for group in self.config.groups:
-            if self.state[group.key] != "running" or not self.holds[self.class_of(group)]:
-                continue
-            for res in group.resources:
-                if isinstance(res, IPResource) and res.ip == ip and ip not in self.readding:
-                    self.add_back(res, iface)
-
-    def add_back(self, res: IPResource, iface: str) -> None:
-        self.readding.add(res.ip)
-
-        def job():
-            if self.resources.addresses.held(res):
-                return False
-            self.resources.start(res)
-            return True
-
-        def done(result):
-            self.readding.discard(res.ip)
-            if isinstance(result, Exception):
-                self.log.error(f"IPaddr {res.ip} disappeared from {iface} while held: not added back: {result}")
-            elif result:
-                self.log.warn(f"IPaddr {res.ip} disappeared from {iface} while held: added back")
-            self.after_change()
-        self.worker.submit(job, done)
-
-    def on_carrier(self, iface: str, up: bool) -> None:
-        if iface in self.watched_links():
-            self.log.info(f"Link {iface}: carrier {'back' if up else 'lost'}")
-        for fault in self.faults.values():
-            if fault.iface == iface:
-                fault.carrier_back, fault.readd_failed = (self.timers.clock() if up else None), False
-        self.review_faults()
-
-    def review_faults(self) -> None:
-        """Groups held on an interface without carrier go to fault; faults move on or end."""
-        if not self.linkwatch or self.shutting_down:
-            return
-        for key in [key for key in self.faults if not self.state[key].startswith("fault")]:
-            del self.faults[key]
-        for group in self.config.groups:
-            if self.state[group.key] == "running" and self.holds[self.class_of(group)]:
-                down = [iface for _, iface in self.addresses_of(group)
-                        if iface and self.linkwatch.has_carrier(iface) is False]
-                if down:
-                    self.enter_fault(group, down[0])
-                elif not self.address_check and any(res.ip not in self.linkwatch.addresses
-                                                    for res, _ in self.addresses_of(group)):
-                    self.address_check = self.timers.call_later(ADDRESS_CHECK_DELAY_S, self.check_addresses)
-        now = self.timers.clock()
-        for group in [g for g in self.config.groups if g.key in self.faults]:
-            fault, cls = self.faults[group.key], self.class_of(group)
-            if self.busy() or not self.holds[cls]:
-                continue
-            if self.linkwatch.has_carrier(fault.iface) is False:
-                fault.carrier_back = None
-                if self.heard_elsewhere(fault.iface):
-                    self.give_away(cls, reason=f"{fault.iface} no carrier")
-            elif fault.carrier_back is None:
-                fault.carrier_back = now
-            elif not fault.readd_failed and self.may_serve_again(fault, cls, now):
-                self.serve_again(group, fault)
-        if self.faults and not self.fault_timer:
-            self.fault_timer = self.timers.call_later(self.config.hacf.keepalive_ms / 1000, self.fault_tick)
-
-    def check_addresses(self) -> None:
-        """An address gone while its group was starting (no event then), or one just added whose
-        event the watch had not read yet: by now it would have."""
-        self.address_check = None
-        if self.busy() or self.shutting_down:
-            return          # after_change looks again once quiet
-        for group in self.config.groups:
-            if self.state[group.key] == "running" and self.holds[self.class_of(group)]:
-                for res, iface in self.addresses_of(group):
-                    if res.ip not in self.linkwatch.addresses and res.ip not in self.readding:
-                        self.add_back(res, iface or "its interface")
-
-    def fault_tick(self) -> None:
-        self.fault_timer = None
-        self.review_faults()
-
-    def enter_fault(self, group: ResourceGroup, iface: str) -> None:
-        self.state[group.key] = f"fault ({iface} no carrier)"
-        self.faults[group.key] = Fault(iface, [peer.name for peer in self.membership.peers.values()
-                                               if peer.status != "dead" or peer.last_heard is None])
-        gone = [res for res, name in self.addresses_of(group) if name == iface]
-        self.log.crit(f"Link {iface}: no carrier: taking {' '.join(res.ip for res in gone)} down "
-                      f"(resource group {group.key} cannot be served here)")
-
-        def done(result):
-            if isinstance(result, Exception):
-                self.log.error(f"{iface} has no carrier and its addresses could not be removed: {result}")
-            self.after_change()
-        self.worker.submit(lambda: self.resources.addresses.remove(gone), done)
-
-    def heard_elsewhere(self, iface: str) -> Optional[str]:
-        """A live peer whose heartbeats come on a medium other than iface, on a link with carrier."""
-        now = self.timers.clock()
-        for peer in self.live_peers():
-            for link, heard in peer.links.items():
-                if link != iface and peer.link_up.get(link) and self.linkwatch.has_carrier(link) is not False \
-                        and now - heard < peer.deadtime_ms / 1000:
-                    return peer.name
-        return None
-
-    def may_serve_again(self, fault: Fault, cls: str, now: float) -> bool:
-        """The carrier is back. A peer that was alive when it went (or never heard from) may have
-        declared us dead and taken the group: it says so (partition healed) as soon as our next
-        heartbeat reaches it. So wait until that heartbeat and the answer had time to come and the
-        peer was heard again; a peer not heard within its deadtime is taken for dead."""
-        waited = now - fault.carrier_back
-        settle_s = self.config.hacf.keepalive_ms / 1000 + FAULT_SETTLE_S
-        for name in fault.peers:
-            peer = self.membership.peers.get(name)
-            if peer is None:
-                continue
-            if peer.status != "dead" and MIRROR[cls] in classes_of(self.peer_holds.get(name, ("none", True))[0]):
-                return False
-            heard = peer.status != "dead" and peer.last_heard is not None and peer.last_heard > fault.carrier_back
-            if not heard and waited < peer.deadtime_ms / 1000 + settle_s:
-                return False
-            if waited < settle_s:
-                return False
-        return True
-
-    def serve_again(self, group: ResourceGroup, fault: Fault) -> None:
-        addresses = [res for res, _ in self.addresses_of(group)]
-
-        def job():
-            for res in addresses:
-                self.resources.start(res)
-
-        def done(result):
-            if isinstance(result, Exception):
-                fault.readd_failed = True
-                self.log.error(f"Link {fault.iface}: carrier back, but resource group {group.key}'s addresses "
-                               f"could not be added again: {result}")
-            elif self.state[group.key].startswith("fault"):
-                self.state[group.key] = "running"
-                self.faults.pop(group.key, None)
-                self.log.info(f"Link {fault.iface}: carrier back and resource group {group.key} still ours: "
-                              f"{' '.join(res.ip for res in addresses)} added again")
-            self.after_change()
-        self.worker.submit(job, done)
+    def class_of(self, group: ResourceGroup, node: Optional[str] = None) -> str:
+        """The group's class as `node` (this node by default) names it on the wire."""
+        return "local" if group.home == (node or self.me) else "foreign"
 
     # -- commands and shutdown ---------------------------------------------------------------
 
     def standby(self) -> str:
-        return self.give_away("all", reason="standby requested")
+        return self.exchange.give_away("all", reason="standby requested")
 
     def takeover(self) -> str:
         self.failed_here.clear()
@@ -5260,8 +5344,8 @@ class ClusterPolicy:
     def shutdown(self) -> None:
         """Graceful stop: say so, release everything in reverse order, then shutdone."""
         self.shutting_down = True
-        if self.standby_request:
-            self.timers.cancel(self.standby_request[2])
+        if self.exchange.request:
+            self.timers.cancel(self.exchange.request.timer)
         self.membership.send(Message(("t", "resource"), ("rsc_hold", "none"), ("rtype", "full"),
                                      ("isstable", "0"), ("info", "shutdown")))
         self.log.info("Giving up all HA resources.")
@@ -5275,19 +5359,20 @@ class ClusterPolicy:
     def snapshot(self) -> List[dict]:
         groups = []
         for group in self.config.groups:
-            cls = "local" if group.home == self.me else "foreign"
+            state = self.state[group.key]
+            fault = self.links.faults.get(group.key) if state is GroupState.FAULT else None
             owner = None
-            if self.holds[cls] and (self.state[group.key] in ("running", "starting", "stopping")
-                                    or self.state[group.key].startswith("fault")):
+            if self.holds[self.class_of(group)] and state in (GroupState.RUNNING, GroupState.STARTING,
+                                                              GroupState.STOPPING, GroupState.FAULT):
                 owner = self.me
             else:
                 for name, (hold, _) in self.peer_holds.items():
                     peer = self.membership.peers.get(name)
-                    peer_cls = "local" if group.home == name else "foreign"
-                    if peer and peer.status != "dead" and peer_cls in classes_of(hold):
+                    if peer and peer.status != "dead" and self.class_of(group, name) in classes_of(hold):
                         owner = name
             groups.append({"key": group.key, "home": group.home, "resources": [r.spec for r in group.resources],
-                           "owner": owner, "state": self.state[group.key], "failures": self.failures[group.key],
+                           "owner": owner, "state": f"{state.value} ({fault.reason})" if fault else state.value,
+                           "fault": fault.reason if fault else None, "failures": self.failures[group.key],
                            **dataclasses.asdict(self.stats[group.key])})
         return groups
 
@@ -5310,7 +5395,7 @@ class IPFail:
         self.config, self.membership, self.policy, self.pings, self.log = config, membership, policy, pings, log
         self.timers = membership.timers
         self.enabled = False
-        self.giveup_timer: Optional[list] = None
+        self.giveup_timer: Optional[Timer] = None
         self.giveup_class = ""
         self.need_standby = False
         self.handlers = {"num_ping_nodes": self.on_num_ping_nodes, "you_are_dead": self.on_you_are_dead,
@@ -5479,7 +5564,7 @@ class IPFail:
             return
         request = Message(("t", "ask_resources"), ("rsc_hold", self.giveup_class), ("src", self.config.node),
                           ("info", "me"), *IPFAIL_CLIENT)
-        error = self.policy.give_away(self.giveup_class, reason="ipfail", request=request)
+        error = self.policy.exchange.give_away(self.giveup_class, reason="ipfail", request=request)
         if error:
             self.log.warn(f"ipfail: giving up [{self.giveup_class}] resources not possible: {error}")
 
@@ -5580,8 +5665,13 @@ class Notifier:
 # follow ha_cluster_exporter and keepalived-exporter: snake_case, one series per state with the
 # value 1 or 0, `_total` for counters, `_seconds` for times.
 NODE_STATES = ("init", "up", "active", "dead", "ping")
-GROUP_STATES = ("stopped", "starting", "running", "stopping", "failed", "stop failed", "fault")
+GROUP_STATES = tuple(state.value for state in GroupState)
 EVENTS_ON_PAGE = 50
+
+
+def group_state(group: dict) -> str:
+    """A group's GroupState name from the report, whose "state" also says why for a fault."""
+    return GroupState.FAULT.value if group.get("fault") else group["state"]
 
 
 def prometheus_label(value) -> str:
@@ -5641,7 +5731,7 @@ def prometheus_text(report: dict) -> str:
     out.family("heartbeat_group_owner", "gauge", "1 for the node holding each resource group (node=\"\": nobody)",
                [({"group": g["key"], "home": g["home"], "node": g["owner"] or ""}, 1) for g in groups])
     out.family("heartbeat_group_state", "gauge", "1 for the state of each resource group on this node",
-               [({"group": g["key"], "state": state}, int(g["state"].split(" (")[0] == state))
+               [({"group": g["key"], "state": state}, int(group_state(g) == state))
                 for g in groups for state in GROUP_STATES])
     for field, name, meaning in (
             ("takeovers", "heartbeat_group_takeovers_total", "resource group starts completed on this node"),
@@ -5763,7 +5853,7 @@ def format_status(report: dict) -> str:
     for group in report.get("groups", []):
         owner = group["owner"] or "nobody"
         note = f" [{group['state']}, {group['failures']} start failures here]" if group["failures"] else ""
-        if group["state"].startswith("fault") and not note:
+        if group.get("fault") and not note:
             note = f" [{group['state']}]"
         lines.append(f"group {group['key']} (home {group['home']}): held by {owner}{note}")
     for monitor in report.get("monitors", []):
@@ -6254,7 +6344,7 @@ class Daemon:
         self.policy: Optional[ClusterPolicy] = None
         self.pings: Optional[PingNodes] = None
         self.ipfail: Optional[IPFail] = None
-        self.stonith_timer: Optional[list] = None
+        self.stonith_timer: Optional[Timer] = None
         self.monitor: Optional[ServiceMonitor] = None
         self.linkwatch: Optional[LinkWatch] = None
         self.watchdog: Optional[Watchdog] = None
@@ -6408,12 +6498,12 @@ class Daemon:
 
     def open_linkwatch(self) -> None:
         """The address and link watch: its socket in our loop, its events to the cluster policy.
-        Without it (no rtnetlink here, or `link_watch off` in heartbeat.py.cf) policy.linkwatch stays None
-        and the policy's watch methods do nothing."""
-        watch = LinkWatch(self.log)
+        Without it (no rtnetlink here, or `link_watch off` in heartbeat.py.cf) the policy has no watch
+        and its LinkFaults do nothing."""
+        watch = LinkWatch(self.log, self.policy.links)
         if watch.open():
-            watch.listener = self.policy
-            self.policy.linkwatch = self.linkwatch = watch
+            self.linkwatch = watch
+            self.policy.links.use_watch(watch)
             self.selector.register(watch.sock, selectors.EVENT_READ, watch.read)
 
     def set_stonith(self, device: Optional[StonithDevice]) -> None:
@@ -6445,7 +6535,8 @@ class Daemon:
         if self.linkwatch:
             self.selector.unregister(self.linkwatch.sock)
             self.linkwatch.close()
-            self.linkwatch = self.policy.linkwatch = None
+            self.linkwatch = None
+            self.policy.links.use_watch(None)
 
     def guarded(self, callback, *args) -> None:
         """A bug in one handler costs that event, not the node: heartbeats must keep flowing."""
@@ -6572,8 +6663,9 @@ class Daemon:
         if config.settings.link_watch and not self.linkwatch:
             self.open_linkwatch()
         elif not config.settings.link_watch and self.linkwatch:
-            if self.policy.faults:          # only the watch would see their carrier come back
-                self.log.warn(f"link_watch off: the watch stays on while group(s) {', '.join(self.policy.faults)} "
+            if self.policy.links.faults:          # only the watch would see their carrier come back
+                held = ", ".join(self.policy.links.faults)
+                self.log.warn(f"link_watch off: the watch stays on while group(s) {held} "
                               "wait for their carrier; reload again once they are back")
             else:
                 self.close_linkwatch()
@@ -6627,7 +6719,7 @@ class Daemon:
             "rsc_hold": self.policy.rsc_hold(),
             "groups": self.policy.snapshot(),
             "monitors": self.monitor.snapshot(),
-            "links_watched": self.policy.watched_links(),
+            "links_watched": self.policy.links.watched_links(),
             "counters": dict(membership.counters),
             "name_conflict": membership.name_conflict,
             "watchdog": self.watchdog.snapshot() if self.watchdog else None,

@@ -141,9 +141,8 @@ def opened(replies):
         dumped(hb.RTM_GETADDR, lambda seq: address(2, "10.77.0.1", seq=seq)),
         done_for(hb.RTM_GETADDR), *replies])
     rec = Recorder()
-    watch = hb.LinkWatch(rec, opener=lambda: sock)
+    watch = hb.LinkWatch(rec, rec, opener=lambda: sock)
     assert watch.open()
-    watch.listener = rec
     return watch, sock, rec
 
 
@@ -196,7 +195,7 @@ def test_without_rtnetlink_it_says_so_once_and_runs_without():
 
     def opener():
         raise OSError(errno.EAFNOSUPPORT, "Address family not supported by protocol")
-    watch = hb.LinkWatch(rec, opener=opener)
+    watch = hb.LinkWatch(rec, rec, opener=opener)
     assert not watch.open() and watch.sock is None
     assert len(rec.lines) == 1 and "address and link watch off" in rec.lines[0]
 
@@ -286,7 +285,7 @@ def cluster(tmp_path):
     membership = hb.Membership(config, hb.Identity("prime", b"P" * 16, 0x100), timers, rec, rec.sent.append)
     watch = FakeWatch()
     policy = hb.ClusterPolicy(config, membership, FakeResources(watch, rec), InlineWorker(), rec)
-    policy.linkwatch = watch
+    policy.links.use_watch(watch)
     membership.listener = policy
     membership.start()
     calc = Calc(config)
@@ -314,11 +313,11 @@ def test_a_vip_removed_while_held_is_added_back_and_our_own_removals_are_not(clu
     policy, watch, calc, world = cluster
     rec = world[3]
     del watch.addresses[VIP]
-    policy.on_address("eth0", VIP, False)
+    policy.links.on_address("eth0", VIP, False)
     assert rec.events[-1] == ("add", VIP) and VIP in watch.addresses
     assert rec.has(f"warn: IPaddr {VIP} disappeared from eth0 while held: added back")
     policy.release(["local"], reason="test")            # its own removal, state stopping
-    policy.on_address("eth0", VIP, False)
+    policy.links.on_address("eth0", VIP, False)
     assert rec.events[-1] == ("remove", VIP) and VIP not in watch.addresses
 
 
@@ -326,7 +325,7 @@ def test_carrier_lost_takes_the_vip_down_and_offers_the_group_to_a_peer_heard_el
     policy, watch, calc, world = cluster
     rec = world[3]
     watch.carrier["eth0"] = False
-    policy.on_carrier("eth0", False)
+    policy.links.on_carrier("eth0", False)
     assert rec.events[-1] == ("remove", VIP) and VIP not in watch.addresses
     assert rec.has("crit: Link eth0: no carrier: taking 10.77.0.100 down")
     assert policy.snapshot()[0]["state"] == "fault (eth0 no carrier)" and policy.snapshot()[0]["owner"] == "prime"
@@ -334,7 +333,7 @@ def test_carrier_lost_takes_the_vip_down_and_offers_the_group_to_a_peer_heard_el
     world[0].receive(calc.packet(("t", "ask_resources"), ("rsc_hold", "local"), ("info", "other")), "eth1")
     assert policy.state[f"{VIP}/24/eth0"] == "stopped" and asked(rec)[-1] == ("local", "done")
     watch.carrier["eth0"] = True
-    policy.on_carrier("eth0", True)
+    policy.links.on_carrier("eth0", True)
     heartbeats(world, calc, 3)
     assert rec.events[-1] == ("remove", VIP) and policy.rsc_hold() == "none"     # nothing comes back
 
@@ -343,14 +342,15 @@ def test_without_a_second_medium_the_fault_waits_and_the_vip_returns_once_the_pe
     policy, watch, calc, world = cluster
     rec = world[3]
     watch.carrier["eth1"] = False
-    policy.on_carrier("eth1", False)
+    policy.links.on_carrier("eth1", False)
     watch.carrier["eth0"] = False
-    policy.on_carrier("eth0", False)
+    policy.links.on_carrier("eth0", False)
     advance(world, 2)
-    assert asked(rec) == [] and policy.state[f"{VIP}/24/eth0"] == "fault (eth0 no carrier)"
+    assert asked(rec) == [] and policy.state[f"{VIP}/24/eth0"] is hb.GroupState.FAULT
+    assert policy.links.faults[f"{VIP}/24/eth0"].reason == "eth0 no carrier"
     watch.carrier.update(eth0=True, eth1=True)
-    policy.on_carrier("eth0", True)
-    policy.on_carrier("eth1", True)
+    policy.links.on_carrier("eth0", True)
+    policy.links.on_carrier("eth1", True)
     advance(world, 0.5)
     assert rec.events[-1] == ("remove", VIP)                # not before calc is heard again
     heartbeats(world, calc, 0.5)
@@ -364,11 +364,11 @@ def test_carrier_back_while_the_peer_holds_the_group_waits_for_it_to_let_go(clus
     policy, watch, calc, world = cluster
     membership, rec = world[0], world[3]
     watch.carrier.update(eth0=False, eth1=False)
-    policy.on_carrier("eth0", False)
-    policy.on_carrier("eth1", False)
+    policy.links.on_carrier("eth0", False)
+    policy.links.on_carrier("eth1", False)
     watch.carrier.update(eth0=True, eth1=True)
-    policy.on_carrier("eth0", True)
-    policy.on_carrier("eth1", True)
+    policy.links.on_carrier("eth0", True)
+    policy.links.on_carrier("eth1", True)
     membership.receive(calc.packet(("t", "resource"), ("rsc_hold", "all"), ("rtype", "full"), ("isstable", "1")),
                        "eth0")
     heartbeats(world, calc, 3)
@@ -396,12 +396,13 @@ def test_an_offer_is_refused_while_our_carrier_for_it_is_down(cluster):
 def test_status_shows_the_carrier_of_media_and_address_interfaces(cluster):
     policy, watch, calc, world = cluster
     watch.carrier["eth1"] = False
-    assert policy.watched_links() == {"eth0": "up", "eth1": "no carrier"}
-    policy.linkwatch = None
-    assert policy.watched_links() is None
+    assert policy.links.watched_links() == {"eth0": "up", "eth1": "no carrier"}
+    policy.links.use_watch(None)
+    assert policy.links.watched_links() is None
     report = {"node": "prime", "status": "active", "pid": 1, "uptime_s": 1.0, "generation": 1,
               "auto_failback": "on", "nodes": {}, "counters": {}, "links_watched": {"eth0": "no carrier"},
               "groups": [{"key": "g", "home": "prime", "owner": "prime", "state": "fault (eth0 no carrier)",
+                          "fault": "eth0 no carrier",
                           "failures": 0}]}
     text = hb.format_status(report)
     assert "group g (home prime): held by prime [fault (eth0 no carrier)]" in text
@@ -478,7 +479,7 @@ def test_our_release_queued_while_the_group_was_starting_is_not_undone(cluster):
     policy.state[key] = "running"                 # the acquisition's result comes in after that
     adds = rec.events.count(("add", VIP))
     release, done = policy.worker.jobs[0]         # the kernel tells of the removal while the job runs
-    policy.worker.jobs[0] = (lambda: (release(), policy.on_address("eth0", VIP, False))[0], done)
+    policy.worker.jobs[0] = (lambda: (release(), policy.links.on_address("eth0", VIP, False))[0], done)
     for _ in range(10):
         if policy.worker.busy:
             policy.worker.run_one()

@@ -283,7 +283,7 @@ def test_move_group_asks_the_peer_to_take_it_and_it_is_not_started_here_again(cl
     asked = [m for m in sent(rec) if m.get("t") == "ask_resources"]
     assert [(m.get("rsc_hold"), m.get("info")) for m in asked] == [("local", "me")]
     assert not policy.may_check(key)              # a standby is in progress
-    policy.standby_request = None
+    policy.exchange.request = None
     policy.release(["local"], reason="standby")
     policy.acquire(["local"], reason="test again")
     assert policy.state[key] == "stopped"         # failed here: not started
@@ -308,7 +308,7 @@ def test_a_moved_group_comes_back_when_the_peer_that_took_it_dies(cluster):
     run_for(policy, clock, 1)
     policy.acquire(["local"], reason="test")
     assert policy.move_group(key, reason="monitor failure of webserver") == ""
-    policy.standby_request = None
+    policy.exchange.request = None
     policy.release(["local"], reason="standby")
     assert policy.state[key] == "stopped"
     run_for(policy, clock, 15)                    # calc falls silent: dead after deadtime
