@@ -2968,11 +2968,12 @@ def in_steps(resources: list) -> List[list]:
 class Resources:
     """Start and stop resource groups; called from the worker thread, never from the loop."""
 
-    def __init__(self, config: Config, log, run=run_command, addresses: Optional[IPAddresses] = None):
+    def __init__(self, config: Config, log, run=run_command, addresses: Optional[IPAddresses] = None,
+                 events: Optional[EventLog] = None):
         self.config, self.log, self.run = config, log, run
         self.addresses = addresses or IPAddresses(run, log)
         self.stuck: set = set()      # keys of groups with a resource that would not stop
-        self.events = EventLog()     # the daemon's, once it runs
+        self.events = events if events is not None else EventLog()
 
     def environment(self, operation: str) -> dict:
         """What Heartbeat exports to scripts: HA_<directive>, HA_CURHOST, HA_DIR and friends."""
@@ -3377,11 +3378,30 @@ MAX_MISSING = 50           # a gap larger than this is not chased by retransmiss
 MAX_REXMIT_REQUESTS = 10   # then the packet is given up as lost
 
 
+MessageHandler = Callable[[Peer, Message], None]
+
+
+class MembershipListener(Protocol):
+    """What membership tells the layer above: node and link changes, and every message whose
+    type is not membership's own."""
+
+    def on_node_status(self, peer: Peer, old: str, new: str) -> None: ...
+
+    def on_comm_up(self) -> None: ...
+
+    def on_name_conflict(self, active: bool) -> None: ...
+
+    def on_link_change(self, node: str, link: str, status: str) -> None: ...
+
+    def on_message(self, peer: Peer, msg: Message) -> None: ...
+
+
 class Membership:
     """Who is alive. Sends our heartbeats, accepts or drops every packet, and declares
-    peers dead after deadtime. It tells `listener` (the cluster policy) what changed."""
+    peers dead after deadtime. It tells `listener` what changed."""
 
-    def __init__(self, config: Config, identity: Identity, timers: Timers, log, transmit, listener=None):
+    def __init__(self, config: Config, identity: Identity, timers: Timers, log, transmit,
+                 listener: MembershipListener, events: Optional[EventLog] = None):
         self.config, self.hacf, self.identity = config, config.hacf, identity
         self.timers, self.clock, self.log = timers, timers.clock, log
         self.transmit, self.listener = transmit, listener
@@ -3402,8 +3422,7 @@ class Membership:
         self.comm_up = False
         self.startup_grace = True
         self.name_conflict: Optional[dict] = None       # another node that uses our name
-        self.on_link_change = None                      # (node, link, "up" or "dead"), for ipfail
-        self.events = EventLog()                        # the daemon's, once it runs
+        self.events = events if events is not None else EventLog()
         self.drops_told: Dict[str, Tuple[float, int]] = {}
         for name in self.hacf.nodes:
             if name != identity.name:
@@ -3552,8 +3571,7 @@ class Membership:
             self.comm_up = True
             self.log.info("Comm_now_up(): updating status to active")
             self.set_status("active")
-            if self.listener:
-                self.listener.on_comm_up()
+            self.listener.on_comm_up()
 
     # -- sending -------------------------------------------------------------
 
@@ -3690,7 +3708,7 @@ class Membership:
         handler = self.handlers.get(mtype)
         if handler:
             handler(peer, msg)
-        elif self.listener:
+        else:
             self.listener.on_message(peer, msg)
 
     def forget_sequence(self, peer: Peer) -> None:
@@ -3710,8 +3728,7 @@ class Membership:
         peer.link_up[link] = up
         self.log.info(f"Link {peer.name}:{link} {'up' if up else 'dead'}.")
         self.events.record("link-up" if up else "link-dead", node=peer.name, link=link)
-        if self.on_link_change:
-            self.on_link_change(peer.name, link, "up" if up else "dead")
+        self.listener.on_link_change(peer.name, link, "up" if up else "dead")
 
     def heard_from(self, peer: Peer, msg: Message, seq: int, now: float) -> None:
         """A new status message: the peer is alive (unless it told us it is stopping)."""
@@ -3736,8 +3753,7 @@ class Membership:
             self.log.info(f"Status update for node {peer.name}: status {peer.status}")
             self.events.record("node-up", f"status {peer.status}", node=peer.name)
             self.schedule_check(peer)
-            if self.listener:
-                self.listener.on_node_status(peer, "dead", peer.status)
+            self.listener.on_node_status(peer, "dead", peer.status)
         elif peer.check_timer is None or peer.check_timer.due - now < 2 * self.hacf.keepalive_ms / 1000:
             self.schedule_check(peer)    # the deadline moves ahead while heartbeats come: no wake-up
         self.check_comm_up()
@@ -3807,8 +3823,7 @@ class Membership:
         if first:
             self.log.crit(message)
             self.timers.call_later(self.hacf.deadtime_ms / 1000, self.check_name_conflict)
-            if self.listener:
-                self.listener.on_name_conflict(True)
+            self.listener.on_name_conflict(True)
         else:
             self.complain("name_conflict", message, level="crit")
 
@@ -3820,8 +3835,7 @@ class Membership:
         self.log.warn(f"No packet from another node named {self.identity.name} for {quiet_s:.1f} s: "
                       "name conflict over")
         self.name_conflict = None
-        if self.listener:
-            self.listener.on_name_conflict(False)
+        self.listener.on_name_conflict(False)
 
     def track_seq(self, peer: Peer, seq: int) -> None:
         """Remember seq; note gaps and ask for them again (NS_rexmit)."""
@@ -3891,8 +3905,7 @@ class Membership:
             old, peer.status = peer.status, status
             peer.shutting_down = False
             self.log.info(f"Status update for node {peer.name}: status {status}")
-            if self.listener:
-                self.listener.on_node_status(peer, old, status)
+            self.listener.on_node_status(peer, old, status)
 
     def on_reqnodes(self, peer: Peer, msg: Message) -> None:
         """A real node waits for our node list before it goes active: answer it."""
@@ -3966,12 +3979,18 @@ class PingTarget:
     check_timer: Optional[Timer] = None
 
 
+class PingListener(Protocol):
+    """What the ping nodes tell the layer above (ipfail counts them)."""
+
+    def on_ping_status(self, name: str, old: str, new: str) -> None: ...
+
+
 class PingNodes:
     """Heartbeat's ping and ping6 media: an ICMP echo to every ping node address every keepalive,
     from a raw socket per family of our own (we run as root). A node is up while replies come;
-    `listener(name, old, new)` hears every change (ipfail counts them)."""
+    `listener` hears every change."""
 
-    def __init__(self, hacf: HaCf, timers: Timers, log, listener=None):
+    def __init__(self, hacf: HaCf, timers: Timers, log, listener: PingListener, events: Optional[EventLog] = None):
         self.hacf, self.timers, self.clock, self.log = hacf, timers, timers.clock, log
         self.listener = listener
         self.targets: Dict[str, PingTarget] = {p.name: PingTarget(p) for p in hacf.ping_nodes}
@@ -3982,7 +4001,7 @@ class PingNodes:
         self.send_timer: Optional[Timer] = None
         self.counters: Dict[str, int] = collections.Counter()
         self.complain = RateLimitedLog(log, self.clock, interval_s=60.0)
-        self.events = EventLog()                        # the daemon's, once it runs
+        self.events = events if events is not None else EventLog()
 
     def open(self) -> List[socket.socket]:
         """The raw sockets the ping nodes need that are not open yet (an error is logged for one
@@ -4086,8 +4105,7 @@ class PingNodes:
             self.log.info(f"Link {name}:{name} up.")
             self.events.record("node-up", "ping node answers", node=name)
             self.schedule_check(target, now)
-            if self.listener:
-                self.listener(name, old, "ping")
+            self.listener.on_ping_status(name, old, "ping")
 
     def schedule_check(self, target: PingTarget, since: float) -> None:
         self.timers.cancel(target.check_timer)
@@ -4108,8 +4126,7 @@ class PingNodes:
         self.log.info(f"Link {name}:{name} dead.")
         self.events.record("node-dead", "ping node silent for deadping" + (
             f", last answer at {wall_time(target.last_reply, self.clock())}" if target.last_reply else ""), node=name)
-        if self.listener:
-            self.listener(name, old, "dead")
+        self.listener.on_ping_status(name, old, "dead")
 
     def count_up(self) -> int:
         """ipfail's count: ping nodes answering now (a group counts once)."""
@@ -4143,6 +4160,7 @@ class LinkWatch:
     def __init__(self, log, listener: LinkListener, opener=open_watch_socket):
         self.log, self.listener, self.opener = log, listener, opener
         self.sock: Optional[socket.socket] = None
+        self.opened = False             # open() has read the first dump
         self.carrier: Dict[str, bool] = {}
         self.names: Dict[int, str] = {}
         self.addresses: Dict[str, Tuple[str, int]] = {}     # ip -> (ifname, prefixlen)
@@ -4174,6 +4192,7 @@ class LinkWatch:
             self.close()
             return False
         self.sock.setblocking(False)
+        self.opened = True
         return True
 
     def close(self) -> None:
@@ -4266,6 +4285,8 @@ class LinkWatch:
     def resync(self, now: Dict[str, Tuple[str, int]]) -> None:
         """After a dump: the addresses there are now; report those that came or went unseen."""
         before, self.addresses = self.addresses, dict(now)
+        if not self.opened:
+            return              # the first dump, in open(): where the watch starts from, not a change
         for ip, (name, _) in before.items():
             if ip not in now:
                 self.listener.on_address(name, ip, False)
@@ -4836,6 +4857,8 @@ class StandbyExchange:
 
     def on_ask_resources(self, peer: Peer, msg: Message) -> None:
         policy = self.policy
+        if policy.shutting_down:
+            return
         cls, info = msg.get("rsc_hold", "all"), msg.get("info", "")
         if info == "me":
             if policy.worker.busy or self.under_way:
@@ -4883,6 +4906,8 @@ class StandbyExchange:
 
     def on_hb_takeover(self, peer: Peer, msg: Message) -> None:
         """The peer asks for resources (hb_takeover): give it the mirrored class."""
+        if self.policy.shutting_down:
+            return
         wanted = msg.get("rsc_hold", "all")
         error = self.give_away(MIRROR.get(wanted, "all"), reason=f"hb_takeover from {peer.name}")
         if error:
@@ -4894,7 +4919,7 @@ class ClusterPolicy:
     this node as home, "foreign" ones the peer. Hand-overs always release before acquiring."""
 
     def __init__(self, config: Config, membership: Membership, resources: Resources, worker: Worker,
-                 log, on_released_all=None):
+                 log, on_released_all=None, events: Optional[EventLog] = None):
         self.config, self.membership, self.resources, self.worker = config, membership, resources, worker
         self.timers, self.log, self.me = membership.timers, log, config.node
         self.on_released_all = on_released_all
@@ -4917,9 +4942,13 @@ class ClusterPolicy:
         self.fencer: Optional[Fencer] = None          # set by the daemon when a STONITH device is configured
         self.stonith_warned = False
         self.links = LinkFaults(self)
-        self.events = EventLog()                        # the daemon's, once it runs
+        self.events = events if events is not None else EventLog()
         self.stats = {group.key: GroupStats() for group in config.groups}
         self.active = False                             # holding a group (for the active/standby events)
+
+    def reconfigure(self, config: Config) -> None:
+        """A reload (SIGHUP): the daemon keeps the running groups, so only the settings change here."""
+        self.config = self.resources.config = config
 
     # -- helpers -----------------------------------------------------------------
 
@@ -5202,16 +5231,11 @@ class ClusterPolicy:
 
     # -- messages from the peer ---------------------------------------------------------
 
-    def on_message(self, peer: Peer, msg: Message) -> None:
-        handler = {"starting": self.on_starting, "resource": self.on_resource,
-                   "ask_resources": self.exchange.on_ask_resources,
-                   "hb_takeover": self.exchange.on_hb_takeover}.get(msg.get("t"))
-        if handler and not self.shutting_down:
-            handler(peer, msg)
-
     def on_starting(self, peer: Peer, msg: Message) -> None:
         """The peer (re)started: tell it what we hold; with auto_failback, give back its groups that
         we hold or are taking now (not ones it hands us later by standby: those stay)."""
+        if self.shutting_down:
+            return
         self.peer_holds[peer.name] = ("none", False)
         self.announce(stable=not self.worker.busy)
         if self.config.hacf.auto_failback != "off" and self.holds["foreign"] and \
@@ -5239,6 +5263,8 @@ class ClusterPolicy:
             self.exchange.give_away("foreign", reason="auto_failback")
 
     def on_resource(self, peer: Peer, msg: Message) -> None:
+        if self.shutting_down:
+            return
         stamp = (max(hex_number(msg.get("hg")), 0), hex_number(msg.get("seq")))
         if stamp < self.peer_holds_stamp.get(peer.name, (-1, -1)) <= (peer.generation, peer.max_seq):
             return      # retransmitted after a newer one: what the peer held then, not now
@@ -5398,9 +5424,6 @@ class IPFail:
         self.giveup_timer: Optional[Timer] = None
         self.giveup_class = ""
         self.need_standby = False
-        self.handlers = {"num_ping_nodes": self.on_num_ping_nodes, "you_are_dead": self.on_you_are_dead,
-                         "abort_giveup": self.on_abort_giveup, API_CLIENT_STATUS: self.on_client_status,
-                         "query-cstatus": self.on_query_client_status}
 
     def start(self) -> None:
         """ipfail's own start-up refusals, then its sign-on, which the peer's ipfail answers."""
@@ -5587,6 +5610,51 @@ class IPFail:
 # ==================================================================================================
 # 8. REPORTING: notify.d hooks, status text, JSON, Prometheus metrics, the HTML page
 # ==================================================================================================
+
+
+class DecisionRouter:
+    """Membership's and the ping nodes' listener: node changes go to the cluster policy, link
+    and ping node changes to ipfail, and each message type that is not membership's own to its
+    handler, from the one table below. Sensing is built first (the policy and ipfail need
+    membership and the ping nodes), so the router is made before them and routes once
+    route_to() has them: membership starts after that, and nothing is heard before it does."""
+
+    def __init__(self):
+        self.policy: Optional[ClusterPolicy] = None
+        self.ipfail: Optional[IPFail] = None            # None: ipfail is not built (unit tests)
+        self.handlers: Dict[str, MessageHandler] = {}
+
+    def route_to(self, policy: ClusterPolicy, ipfail: Optional[IPFail]) -> None:
+        self.policy, self.ipfail = policy, ipfail
+        self.handlers = {"starting": policy.on_starting, "resource": policy.on_resource,
+                         "ask_resources": policy.exchange.on_ask_resources,
+                         "hb_takeover": policy.exchange.on_hb_takeover}
+        if ipfail:
+            self.handlers.update({"num_ping_nodes": ipfail.on_num_ping_nodes, "you_are_dead": ipfail.on_you_are_dead,
+                                  "abort_giveup": ipfail.on_abort_giveup, API_CLIENT_STATUS: ipfail.on_client_status,
+                                  "query-cstatus": ipfail.on_query_client_status})
+
+    def on_message(self, peer: Peer, msg: Message) -> None:
+        handler = self.handlers.get(msg.get("t"))
+        if handler:
+            handler(peer, msg)
+
+    def on_node_status(self, peer: Peer, old: str, new: str) -> None:
+        self.policy.on_node_status(peer, old, new)
+
+    def on_comm_up(self) -> None:
+        self.policy.on_comm_up()
+
+    def on_name_conflict(self, active: bool) -> None:
+        self.policy.on_name_conflict(active)
+
+    def on_link_change(self, node: str, link: str, status: str) -> None:
+        if self.ipfail:
+            self.ipfail.on_link_change(node, link, status)
+
+    def on_ping_status(self, name: str, old: str, new: str) -> None:
+        if self.ipfail:
+            self.ipfail.on_ping_status(name, old, new)
 
 
 # #### Reporting: notify.d hooks ###################################################################
@@ -6434,26 +6502,24 @@ class Daemon:
 
     def run(self) -> int:
         """The event loop; returns the exit code after a graceful shutdown."""
-        resources = Resources(self.config, self.log)
+        resources = Resources(self.config, self.log, events=self.events)
         resources.release_stale_addresses()
         for sock in (self.post_r, self.post_w):
             sock.setblocking(False)
         self.selector.register(self.post_r, selectors.EVENT_READ, self.run_posted)
-        self.membership = Membership(self.config, self.identity, self.timers, self.log, self.transmit)
+        router = DecisionRouter()
+        self.membership = Membership(self.config, self.identity, self.timers, self.log, self.transmit, router,
+                                     self.events)
         self.policy = ClusterPolicy(self.config, self.membership, resources, Worker(self.post), self.log,
-                                    on_released_all=self.finish_shutdown)
-        self.membership.listener = self.policy
+                                    on_released_all=self.finish_shutdown, events=self.events)
         self.set_stonith(self.config.stonith)
-        self.pings = PingNodes(self.config.hacf, self.timers, self.log)
-        self.membership.events = self.policy.events = self.pings.events = resources.events = self.events
+        self.pings = PingNodes(self.config.hacf, self.timers, self.log, router, self.events)
         settings = self.config.settings
         self.notifier = Notifier(self.config.config_dir, self.config.node, settings.notify_timeout_ms / 1000, self.log)
         self.events.listeners.append(self.notifier)
         self.open_http(settings.http_listen)
         self.ipfail = IPFail(self.config, self.membership, self.policy, self.pings, self.log)
-        self.pings.listener = self.ipfail.on_ping_status
-        self.membership.on_link_change = self.ipfail.on_link_change
-        self.membership.handlers.update(self.ipfail.handlers)
+        router.route_to(self.policy, self.ipfail)
         for sock in self.pings.open():
             self.selector.register(sock, selectors.EVENT_READ, self.pings.read)
         self.monitor = ServiceMonitor(self.config, self.policy, resources, self.timers, self.post, self.log)
@@ -6653,7 +6719,7 @@ class Daemon:
         for warning in config.warnings:
             self.log.warn(str(warning))
         self.membership.reconfigure(config)
-        self.policy.config = self.policy.resources.config = config
+        self.policy.reconfigure(config)
         self.reconfigure_pings(config.hacf)
         self.ipfail.reconfigure(config)
         self.monitor.reconfigure(config)

@@ -29,15 +29,13 @@ class Cluster:
     def __init__(self, config):
         self.config, self.clock, self.rec = config, Clock(), Recorder()
         self.timers = hb.Timers(self.clock)
+        router = hb.DecisionRouter()
         self.membership = hb.Membership(config, hb.Identity("prime", b"P" * 16, 0x100), self.timers, self.rec,
-                                        self.rec.sent.append, None)
+                                        self.rec.sent.append, router)
         self.policy = hb.ClusterPolicy(config, self.membership, NoResources(), InlineWorker(), self.rec)
-        self.membership.listener = self.policy
-        self.pings = hb.PingNodes(config.hacf, self.timers, self.rec)
+        self.pings = hb.PingNodes(config.hacf, self.timers, self.rec, router)
         self.ipfail = hb.IPFail(config, self.membership, self.policy, self.pings, self.rec)
-        self.pings.listener = self.ipfail.on_ping_status
-        self.membership.on_link_change = self.ipfail.on_link_change
-        self.membership.handlers.update(self.ipfail.handlers)
+        router.route_to(self.policy, self.ipfail)
         self.calc = Calc(config)
         self.membership.start()
         self.pings.start()

@@ -165,6 +165,29 @@ def test_open_reads_links_and_addresses_then_reports_changes_only():
     assert "eth1" not in watch.carrier
 
 
+def test_the_first_dump_is_where_the_watch_starts_not_a_change():
+    """The listener is given to the constructor, so it is there while open() reads the first
+    dump: the addresses found then are the starting point and are reported to nobody (the
+    cluster policy has no watch to ask yet)."""
+    told = []
+
+    class Listener:
+        def on_carrier(self, *args):
+            told.append(("carrier", *args))
+
+        def on_address(self, *args):
+            told.append(("address", *args))
+    sock = FakeSocket([dumped(hb.RTM_GETLINK, lambda seq: link(1, "lo", seq=seq), lambda seq: link(2, "eth0", seq=seq)),
+                       done_for(hb.RTM_GETLINK),
+                       dumped(hb.RTM_GETADDR, lambda seq: address(2, "10.77.0.1", seq=seq)),
+                       done_for(hb.RTM_GETADDR)])
+    watch = hb.LinkWatch(Recorder(), Listener(), opener=lambda: sock)
+    assert watch.open() and watch.addresses == {"10.77.0.1": ("eth0", 24)}
+    assert told == []
+    watch.handle(address(2, "10.77.0.100"))
+    assert told == [("address", "eth0", "10.77.0.100", True)]
+
+
 def test_an_overrun_dumps_again_and_reports_what_changed_unseen():
     watch, sock, rec = opened([OSError(errno.ENOBUFS, "No buffer space available")])
     events = []
@@ -282,11 +305,12 @@ def cluster(tmp_path):
     config = hb.load_config(str(tmp_path), "prime")
     clock, rec = Clock(), Recorder()
     timers = hb.Timers(clock)
-    membership = hb.Membership(config, hb.Identity("prime", b"P" * 16, 0x100), timers, rec, rec.sent.append)
+    router = hb.DecisionRouter()
+    membership = hb.Membership(config, hb.Identity("prime", b"P" * 16, 0x100), timers, rec, rec.sent.append, router)
     watch = FakeWatch()
     policy = hb.ClusterPolicy(config, membership, FakeResources(watch, rec), InlineWorker(), rec)
     policy.links.use_watch(watch)
-    membership.listener = policy
+    router.route_to(policy, None)
     membership.start()
     calc = Calc(config)
     world = (membership, clock, timers, rec, config)

@@ -38,6 +38,13 @@ class Recorder:
         return any(text in line for line in self.lines)
 
 
+def routed(policy, ipfail=None):
+    """A DecisionRouter to the policy (and ipfail), as the daemon's, for a membership to tell."""
+    router = hb.DecisionRouter()
+    router.route_to(policy, ipfail)
+    return router
+
+
 @pytest.fixture()
 def world(tmp_path):
     (tmp_path / "ha.cf").write_text(f"keepalive {KEEPALIVE_MS}ms\ndeadtime {DEADTIME_MS}ms\nwarntime {WARNTIME_MS}ms\n"

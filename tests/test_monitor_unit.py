@@ -7,7 +7,7 @@ import time
 import pytest
 
 import heartbeat as hb
-from test_membership_unit import Calc, Clock, Recorder, sent
+from test_membership_unit import Calc, Clock, Recorder, routed, sent
 
 HARESOURCES = "prime 10.9.0.1/24/eth0 webserver::8080\n"
 
@@ -261,7 +261,7 @@ def cluster(tmp_path):
     timers = hb.Timers(clock)
     membership = hb.Membership(config, hb.Identity("prime", b"P" * 16, 0x100), timers, rec, rec.sent.append, rec)
     policy = hb.ClusterPolicy(config, membership, NoResources(), InlineWorker(), rec)
-    membership.listener = policy
+    membership.listener = routed(policy)
     membership.start()
     membership.receive(Calc(config).status(), "eth0")
     return policy, rec, config, clock

@@ -2,7 +2,7 @@
 import pytest
 
 import heartbeat as hb
-from test_membership_unit import Calc, advance, sent, world  # noqa: F401 - world is a fixture
+from test_membership_unit import Calc, advance, routed, sent, world  # noqa: F401 - world is a fixture
 
 
 class InlineWorker:
@@ -29,7 +29,7 @@ class NoResources:
 def policy(world):  # noqa: F811 - the fixture imported above
     membership, clock, timers, rec, config = world
     policy = hb.ClusterPolicy(config, membership, NoResources(), InlineWorker(), rec)
-    membership.listener = policy
+    membership.listener = routed(policy)
     membership.start()
     return policy
 
@@ -71,7 +71,7 @@ def with_calcs_group(world, tmp_path):  # noqa: F811
     _, clock, timers, rec, _ = world
     membership = hb.Membership(config, hb.Identity("prime", b"P" * 16, 0x100), timers, rec, rec.sent.append, rec)
     policy = hb.ClusterPolicy(config, membership, NoResources(), InlineWorker(), rec)
-    membership.listener = policy
+    membership.listener = routed(policy)
     membership.start()
     return (membership, clock, timers, rec, config), policy
 
