@@ -6756,10 +6756,12 @@ class Daemon:
             fencer = self.policy.fencer
             error = fencer.confirm(str(request.get("host", "")).lower()) if fencer else "no STONITH device configured"
             return {"ok": not error, "error": error, "node": self.config.node}
-        if command in ("standby", "takeover"):
-            if command == "takeover":
-                self.monitor.clear_all()
-            error = getattr(self.policy, command)()
+        if command == "standby":
+            error = self.policy.standby()
+            return {"ok": not error, "error": error, "node": self.config.node}
+        if command == "takeover":
+            self.monitor.clear_all()
+            error = self.policy.takeover()
             return {"ok": not error, "error": error, "node": self.config.node}
         return {"ok": False, "error": f"unknown command {command!r}"}
 
