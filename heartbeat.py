@@ -227,6 +227,14 @@ class RateLimitedLog:
 OUTPUT_KEPT_BYTES = 64 * 1024   # of a command's output, the end
 
 
+# run_command's own exit codes, those of coreutils `timeout` and of the shell, so a script's
+# author reads them as usual: 124 timed out, 126 found but not executable, 127 not found.
+EXIT_TIMED_OUT = 124
+EXIT_NOT_EXECUTABLE = 126
+EXIT_NOT_FOUND = 127
+EXIT_COULD_NOT_RUN = (EXIT_TIMED_OUT, EXIT_NOT_EXECUTABLE, EXIT_NOT_FOUND)   # the command said nothing
+
+
 @dataclasses.dataclass
 class CommandResult:
     returncode: int
@@ -237,14 +245,14 @@ def run_command(argv: List[str], timeout_s: float, env: Optional[dict] = None,
                 own_session: bool = True) -> CommandResult:
     """Run argv (never through a shell); stdout and stderr together. Done when the process itself
     exits: the output goes to a file, so a child it left running (`daemon &`) holds nothing open.
-    On timeout 124, and its whole process group is killed (own_session=False keeps our terminal,
+    On timeout EXIT_TIMED_OUT, and its whole process group is killed (own_session=False keeps our terminal,
     where ssh asks for a password, and kills only the process)."""
     with tempfile.TemporaryFile() as out:
         try:
             proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, env=env,
                                     start_new_session=own_session)
         except OSError as err:
-            return CommandResult(127, f"cannot run {argv[0]}: {err.strerror}")
+            return CommandResult(EXIT_NOT_FOUND, f"cannot run {argv[0]}: {err.strerror}")
         try:
             returncode, note = proc.wait(timeout_s), ""
         except subprocess.TimeoutExpired:
@@ -253,7 +261,7 @@ def run_command(argv: List[str], timeout_s: float, env: Optional[dict] = None,
             else:
                 proc.kill()
             proc.wait()
-            returncode, note = 124, f"\n(timed out after {timeout_s} s)"
+            returncode, note = EXIT_TIMED_OUT, f"\n(timed out after {timeout_s} s)"
         out.seek(max(0, out.seek(0, os.SEEK_END) - OUTPUT_KEPT_BYTES))
         return CommandResult(returncode, out.read().decode(errors="replace") + note)
 
@@ -3081,7 +3089,7 @@ class Resources:
         if isinstance(res, IPResource):
             return self.addresses.held(res) is None
         result = self.run_script(res, "status")
-        return result.returncode not in (124, 126, 127) and not says_running(res, result)
+        return result.returncode not in EXIT_COULD_NOT_RUN and not says_running(res, result)
 
     def stop_all(self, resources: list) -> bool:
         """Stop resources in reverse order. One that will not stop leaves the machine in a state
@@ -4320,11 +4328,11 @@ class LinkWatch:
 
 def check_result_word(res: ScriptResource, result: CommandResult) -> str:
     """A status check in one word or two, as the log and `status` show it."""
-    if result.returncode == 124:
+    if result.returncode == EXIT_TIMED_OUT:
         return "timed out"
     if says_running(res, result):
         return "running"
-    if result.returncode in (126, 127):
+    if result.returncode in (EXIT_NOT_EXECUTABLE, EXIT_NOT_FOUND):
         return "cannot run"
     if res.lsb and result.returncode not in (0, 3):
         return f"failed (exit {result.returncode})"
@@ -4412,7 +4420,7 @@ class ServiceMonitor:
             try:
                 result = self.resources.run_script(watch.res, "status", timeout_s=timeout_s, quiet=True)
             except Exception as err:      # a bug must not leave the watch checking for good
-                result = CommandResult(127, f"internal error: {err!r}")
+                result = CommandResult(EXIT_NOT_FOUND, f"internal error: {err!r}")
             self.post(lambda: self.checked(watch, result))
         threading.Thread(target=check, name=f"monitor {watch.settings.name}", daemon=True).start()
 
