@@ -2250,6 +2250,7 @@ IFADDRMSG = struct.Struct("=BBBBI")     # family, prefixlen, flags, scope, index
 RTATTR = struct.Struct("=HH")           # length, type
 NETLINK_RCVBUF = 1024 * 1024
 NETLINK_BATCH_BYTES = 32 * 1024         # requests per send(); the kernel reads a batch in one go
+NETLINK_READ_BYTES = 64 * 1024          # one recv(): the kernel's netlink datagrams are at most 32 KB
 
 
 class NetlinkEvent(NamedTuple):
@@ -2386,7 +2387,7 @@ class Rtnetlink:
             sock.send(netlink_dump_request(RTM_GETADDR, 1))
             found = []
             while True:
-                for event in parse_netlink(sock.recv(65536)):
+                for event in parse_netlink(sock.recv(NETLINK_READ_BYTES)):
                     if event.kind == "done" and event.seq == 1:
                         return found
                     if event.kind == "error" and event.seq == 1:
@@ -2422,7 +2423,7 @@ class Rtnetlink:
                 sock.send(batch)
             while waiting:
                 try:
-                    data = sock.recv(65536)
+                    data = sock.recv(NETLINK_READ_BYTES)
                 except socket.timeout:
                     for seq in waiting:
                         results[seq - 1] = f"no answer from the kernel in {IP_TIMEOUT_S} s"
@@ -2477,7 +2478,8 @@ class IpCommand:
         return results
 
 
-NETLINK_READS_PER_WAKEUP = 64           # then the loop serves heartbeats before reading on
+READS_PER_WAKEUP = 64   # datagrams read from one socket (netlink, ICMP, ARP) per wake-up: then the
+                        # loop serves heartbeats (or the ARP probe its deadline) before reading on
 NETLINK_START_S = 2.0                   # for the first dump of links and addresses
 
 
@@ -2763,7 +2765,7 @@ class ConflictProbe:
                     selector.register(sock, selectors.EVENT_READ)
                 while time.monotonic() < self.deadline:
                     for key, _ in selector.select(max(0.0, self.deadline - time.monotonic())):
-                        for _ in range(64):
+                        for _ in range(READS_PER_WAKEUP):
                             try:
                                 answer = answer_from_elsewhere(key.fileobj.recv(2048), self.ours)
                             except (BlockingIOError, InterruptedError):
@@ -4085,7 +4087,7 @@ class PingNodes:
     def read(self, sock: socket.socket) -> None:
         """Every ICMP packet of this host comes here: only a fresh answer to our own echo counts."""
         version = 6 if sock.family == socket.AF_INET6 else 4
-        for _ in range(64):
+        for _ in range(READS_PER_WAKEUP):
             try:
                 packet, address = sock.recvfrom(2048)
             except OSError:
@@ -4189,7 +4191,7 @@ class LinkWatch:
             deadline = time.monotonic() + NETLINK_START_S
             while self.dumping and time.monotonic() < deadline:
                 try:
-                    self.handle(self.sock.recv(65536))
+                    self.handle(self.sock.recv(NETLINK_READ_BYTES))
                 except OSError as err:
                     if err.errno != errno.ENOBUFS:
                         raise
@@ -4217,9 +4219,9 @@ class LinkWatch:
 
     def read(self, _sock=None) -> None:
         """What the kernel sent since the last wake-up (a bounded number of datagrams)."""
-        for _ in range(NETLINK_READS_PER_WAKEUP):
+        for _ in range(READS_PER_WAKEUP):
             try:
-                data = self.sock.recv(65536)
+                data = self.sock.recv(NETLINK_READ_BYTES)
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as err:
