@@ -6121,7 +6121,6 @@ class HTTPListener:
     def __init__(self, address: Tuple[str, int], selector, timers, report):
         self.address, self.selector, self.timers, self.report = address, selector, timers, report
         self.clients: Dict[socket.socket, list] = {}       # socket -> [data in, data out, deadline timer]
-        self.served = 0
         host, port = address
         self.sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
         try:
@@ -6172,7 +6171,6 @@ class HTTPListener:
             sent = len(state[1])
         state[1] = state[1][sent:]
         if not state[1]:
-            self.served += 1
             self.drop(client)
 
     def answer(self, request: bytes) -> bytes:
