@@ -6112,32 +6112,33 @@ def accept_client(listener: socket.socket, clients: int, limit: int) -> Optional
     return client
 
 
-class HTTPListener:
-    """The read-only HTTP listener of `http_listen`: GET /metrics (Prometheus) and GET / (the
-    status page), served from the loop without ever blocking it: at most HTTP_MAX_CLIENTS
-    connections, HTTP_MAX_REQUEST bytes of request, HTTP_CLIENT_TIMEOUT_S for the whole exchange;
-    the answer is written as fast as the client takes it, then the connection is closed."""
+class OneShotServer:
+    """A listening stream socket served from the loop without ever blocking it: at most
+    `max_clients` connections, `max_request` bytes of request, `timeout_s` for the whole
+    exchange; one request, one answer written as fast as the client takes it (registered for
+    EVENT_WRITE), then the connection is closed. A subclass opens `sock` and says when a request
+    is whole (`complete`) and what to answer (`answer`; b"" closes without one)."""
 
-    def __init__(self, address: Tuple[str, int], selector, timers, report):
-        self.address, self.selector, self.timers, self.report = address, selector, timers, report
+    max_clients = max_request = 0
+    timeout_s = 0.0
+
+    def __init__(self, sock: socket.socket, selector, timers):
+        self.sock, self.selector, self.timers = sock, selector, timers
         self.clients: Dict[socket.socket, list] = {}       # socket -> [data in, data out, deadline timer]
-        host, port = address
-        self.sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
-        try:
-            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            self.sock.bind((host, port))
-            self.sock.listen(HTTP_MAX_CLIENTS)
-        except OSError:
-            self.sock.close()
-            raise
         self.sock.setblocking(False)
         selector.register(self.sock, selectors.EVENT_READ, self.accept)
 
+    def complete(self, request: bytes) -> bool:
+        raise NotImplementedError
+
+    def answer(self, request: bytes) -> bytes:
+        raise NotImplementedError
+
     def accept(self, _sock) -> None:
-        client = accept_client(self.sock, len(self.clients), HTTP_MAX_CLIENTS)
+        client = accept_client(self.sock, len(self.clients), self.max_clients)
         if not client:
             return
-        self.clients[client] = [b"", b"", self.timers.call_later(HTTP_CLIENT_TIMEOUT_S, lambda: self.drop(client))]
+        self.clients[client] = [b"", b"", self.timers.call_later(self.timeout_s, lambda: self.drop(client))]
         self.selector.register(client, selectors.EVENT_READ, self.read)
         self.read(client)        # the request is usually there already: answered in this same wake-up
 
@@ -6153,9 +6154,12 @@ class HTTPListener:
             return
         state = self.clients[client]
         state[0] += chunk
-        if b"\r\n\r\n" not in state[0] and b"\n\n" not in state[0] and len(state[0]) < HTTP_MAX_REQUEST:
+        if not self.complete(state[0]) and len(state[0]) < self.max_request:
             return
         state[1] = self.answer(state[0])
+        if not state[1]:
+            self.drop(client)
+            return
         self.selector.modify(client, selectors.EVENT_WRITE, self.write)
         self.write(client)
 
@@ -6172,6 +6176,43 @@ class HTTPListener:
         state[1] = state[1][sent:]
         if not state[1]:
             self.drop(client)
+
+    def drop(self, client: socket.socket) -> None:
+        state = self.clients.pop(client, None)
+        if state is None:
+            return
+        self.timers.cancel(state[2])
+        self.selector.unregister(client)
+        client.close()
+
+    def close(self) -> None:
+        for client in list(self.clients):
+            self.drop(client)
+        self.selector.unregister(self.sock)
+        self.sock.close()
+
+
+class HTTPListener(OneShotServer):
+    """The read-only HTTP listener of `http_listen`: GET /metrics (Prometheus) and GET / (the
+    status page), served from the loop without ever blocking it."""
+
+    max_clients, max_request, timeout_s = HTTP_MAX_CLIENTS, HTTP_MAX_REQUEST, HTTP_CLIENT_TIMEOUT_S
+
+    def __init__(self, address: Tuple[str, int], selector, timers, report):
+        self.address, self.report = address, report
+        host, port = address
+        sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((host, port))
+            sock.listen(HTTP_MAX_CLIENTS)
+        except OSError:
+            sock.close()
+            raise
+        super().__init__(sock, selector, timers)
+
+    def complete(self, request: bytes) -> bool:
+        return b"\r\n\r\n" in request or b"\n\n" in request
 
     def answer(self, request: bytes) -> bytes:
         """The whole response to one request (only its first line counts)."""
@@ -6190,20 +6231,6 @@ class HTTPListener:
             body, kind = "not found: try / or /metrics\n", "text/plain"
             return http_response(404, kind, body, head=method == "HEAD")
         return http_response(200, kind, body, head=method == "HEAD")
-
-    def drop(self, client: socket.socket) -> None:
-        state = self.clients.pop(client, None)
-        if state is None:
-            return
-        self.timers.cancel(state[2])
-        self.selector.unregister(client)
-        client.close()
-
-    def close(self) -> None:
-        for client in list(self.clients):
-            self.drop(client)
-        self.selector.unregister(self.sock)
-        self.sock.close()
 
 
 def url_host(address: Tuple[str, int]) -> str:
@@ -6225,6 +6252,8 @@ SOCKET_NAME = "heartbeat.sock"
 BYTECODE_NAME = "heartbeat.pyc"   # in the state dir: the daemon runs from it (see restart_from_bytecode)
 MAX_CONTROL_CLIENTS = 16
 MAX_CONTROL_REQUEST = 64 * 1024
+CONTROL_TIMEOUT_S = 5.0         # for a whole exchange on the control socket, either side
+CONTROL_READ_BYTES = 64 * 1024  # one recv() of the daemon's answer (read on to the newline)
 
 
 class AlreadyRunning(HAError):
@@ -6248,68 +6277,48 @@ def acquire_pidfile(run_dir: str) -> int:
     return fd
 
 
-class ControlServer:
-    """The local control socket: one JSON request line in, one JSON reply line out."""
+class ControlServer(OneShotServer):
+    """The local control socket: one JSON request line in, one JSON reply line out, served from
+    the loop without ever blocking it (a `status` client that does not read holds no heartbeat back)."""
 
-    def __init__(self, path: str, selector, handle_request):
-        self.path, self.selector, self.handle_request = path, selector, handle_request
-        self.buffers: Dict[socket.socket, bytes] = {}
+    max_clients, max_request, timeout_s = MAX_CONTROL_CLIENTS, MAX_CONTROL_REQUEST, CONTROL_TIMEOUT_S
+
+    def __init__(self, path: str, selector, timers, handle_request):
+        self.path, self.handle_request = path, handle_request
         if os.path.exists(path):
             os.unlink(path)
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         old_umask = os.umask(0o077)
         try:
-            self.sock.bind(path)
+            sock.bind(path)
         finally:
             os.umask(old_umask)
-        self.sock.listen(8)
-        self.sock.setblocking(False)
-        selector.register(self.sock, selectors.EVENT_READ, self.accept)
+        sock.listen(8)
+        super().__init__(sock, selector, timers)
 
-    def accept(self, _sock) -> None:
-        client = accept_client(self.sock, len(self.buffers), MAX_CONTROL_CLIENTS)
-        if not client:
-            return
-        self.buffers[client] = b""
-        self.selector.register(client, selectors.EVENT_READ, self.read)
+    def complete(self, request: bytes) -> bool:
+        return b"\n" in request
 
-    def read(self, client: socket.socket) -> None:
+    def answer(self, request: bytes) -> bytes:
+        """The reply line; none (the connection is closed) to a request longer than MAX_CONTROL_REQUEST."""
+        if b"\n" not in request:
+            return b""
         try:
-            chunk = client.recv(4096)
-        except OSError:
-            chunk = b""
-        data = self.buffers.get(client, b"") + chunk
-        if chunk and b"\n" not in data and len(data) < MAX_CONTROL_REQUEST:
-            self.buffers[client] = data
-            return
-        self.selector.unregister(client)
-        self.buffers.pop(client, None)
-        if b"\n" in data:
-            try:
-                request = json.loads(data.split(b"\n", 1)[0])
-                reply = self.handle_request(request if isinstance(request, dict) else {})
-            except ValueError:
-                reply = {"ok": False, "error": "bad request"}
-            try:
-                client.settimeout(1.0)
-                client.sendall(json.dumps(reply).encode() + b"\n")
-            except OSError:
-                pass
-        client.close()
+            parsed = json.loads(request.split(b"\n", 1)[0])
+            reply = self.handle_request(parsed if isinstance(parsed, dict) else {})
+        except ValueError:
+            reply = {"ok": False, "error": "bad request"}
+        return json.dumps(reply).encode() + b"\n"
 
     def close(self) -> None:
-        for client in list(self.buffers):
-            self.selector.unregister(client)
-            client.close()
-        self.selector.unregister(self.sock)
-        self.sock.close()
+        super().close()
         try:
             os.unlink(self.path)
         except OSError:
             pass
 
 
-def control_request(run_dir: str, request: dict, timeout_s: float = 5.0) -> dict:
+def control_request(run_dir: str, request: dict, timeout_s: float = CONTROL_TIMEOUT_S) -> dict:
     """Ask the running daemon; raise HAError when none answers."""
     path = os.path.join(run_dir, SOCKET_NAME)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -6319,7 +6328,7 @@ def control_request(run_dir: str, request: dict, timeout_s: float = 5.0) -> dict
         sock.sendall(json.dumps(request).encode() + b"\n")
         data = b""
         while not data.endswith(b"\n"):
-            chunk = sock.recv(65536)
+            chunk = sock.recv(CONTROL_READ_BYTES)
             if not chunk:
                 break
             data += chunk
@@ -6447,7 +6456,7 @@ class Daemon:
             raise HAError(f"cannot keep hb_uuid and hb_generation in the state directory {self.args.state_dir} "
                           f"(--state-dir): {err.strerror or err}") from None
         self.open_links(self.config.hacf)
-        self.control = ControlServer(os.path.join(self.args.run_dir, SOCKET_NAME), self.selector,
+        self.control = ControlServer(os.path.join(self.args.run_dir, SOCKET_NAME), self.selector, self.timers,
                                      self.handle_request)
         if self.config.hacf.watchdog:
             self.watchdog = Watchdog(self.config.hacf.watchdog, self.log)
