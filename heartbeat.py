@@ -95,6 +95,8 @@ INITD_DIR = "/etc/init.d"
 DEFAULT_UDPPORT = 694
 MAX_AUTH_INDEX = 15             # authkeys indexes are 0..15
 AUTH_METHODS_NEEDING_KEY = {"sha1": True, "md5": True, "crc": False}
+IFNAMSIZ = 16                   # the kernel's interface name buffer, NUL included: names (and
+                                # address labels) are at most IFNAMSIZ - 1 characters
 
 # LSB exit codes (the init script and `status` use them too).
 EXIT_OK = 0
@@ -400,7 +402,7 @@ SYSLOG_FACILITIES = (
     "syslog", "user", "uucp", "local0", "local1", "local2", "local3", "local4",
     "local5", "local6", "local7", "none")
 TIME_RE = re.compile(r"^(\d+(?:\.\d*)?|\.\d+)\s*(ms|msec|us|usec)?$", re.ASCII)
-IFACE_RE = re.compile(r"^[A-Za-z0-9_.:@-]{1,15}$")
+IFACE_RE = re.compile(rf"^[A-Za-z0-9_.:@-]{{1,{IFNAMSIZ - 1}}}$")
 
 
 def parse_time_ms(text: str) -> int:
@@ -2006,7 +2008,7 @@ def interface_ipv4(iface: str, request: int = SIOCGIFADDR) -> Optional[str]:
     address or netmask), or None."""
     probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     try:
-        raw = fcntl.ioctl(probe.fileno(), request, struct.pack("256s", iface.encode()[:15]))
+        raw = fcntl.ioctl(probe.fileno(), request, struct.pack("256s", iface.encode()[:IFNAMSIZ - 1]))
         return socket.inet_ntoa(raw[20:24])
     except OSError:
         return None
@@ -2502,7 +2504,7 @@ def interface_mac(iface: str) -> bytes:
     """The interface's hardware address (SIOCGIFHWADDR)."""
     probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     try:
-        raw = fcntl.ioctl(probe.fileno(), SIOCGIFHWADDR, struct.pack("256s", iface.encode()[:15]))
+        raw = fcntl.ioctl(probe.fileno(), SIOCGIFHWADDR, struct.pack("256s", iface.encode()[:IFNAMSIZ - 1]))
         return raw[18:24]
     finally:
         probe.close()
@@ -2875,7 +2877,7 @@ class IPAddresses:
                 label = next(f"{plan.iface}:{n}" for n in range(1000) if f"{plan.iface}:{n}" not in labels)
                 labels.add(label)
             address = ipaddress.ip_interface(f"{res.ip}/{plan.prefix}")
-            changes.append(AddressChange(plan.iface, address, label if len(label) <= 15 else "", plan.broadcast))
+            changes.append(AddressChange(plan.iface, address, label if len(label) < IFNAMSIZ else "", plan.broadcast))
             wanted.append(res)
         results = self.change(RTM_NEWADDR, changes)
         added = []
