@@ -3383,6 +3383,8 @@ class Peer:
 
 SEQ_WINDOW = 200           # sequence numbers remembered per peer, for duplicates and replays
 LINK_SEQ_SLACK = 2         # a status is evidence for a link only when it is among the peer's newest
+STARTUP_GRACE_S = 5.0      # 3.0.6 announces a longer deadtime (dt) in its first 5 s after start,
+STARTUP_EXTRA_DEADTIME_MS = 2000   # 2 s longer, so a peer gives a node still starting up some slack
 CHALLENGE, CHALLENGE_REPLY = "hbpy-challenge", "hbpy-challenge-reply"   # proof of a generation
 API_CLIENT_STATUS = "hbapi-clstat"     # a client (ipfail) signed on or off at a node
 PULLED_BEAT_SLACK = 1.125  # after a beat pulled by a peer's, ours is due this many keepalives later
@@ -3466,7 +3468,7 @@ class Membership:
         self.send_status("init")
         self.set_status("up")
         self.keepalive_timer = self.timers.call_later(self.hacf.keepalive_ms / 1000, self.send_heartbeat)
-        self.timers.call_later(5.0, self.end_startup_grace)
+        self.timers.call_later(STARTUP_GRACE_S, self.end_startup_grace)
         self.timers.call_later(self.hacf.initdead_ms / 1000, self.initdead_expired)
         if not self.peers:
             self.timers.call_later(0, self.check_comm_up)
@@ -3480,8 +3482,8 @@ class Membership:
         self.startup_grace = False
 
     def announced_deadtime_ms(self) -> int:
-        """`dt`: our deadtime, plus 2 s in the first 5 s after start (as 3.0.6 announces)."""
-        return self.hacf.deadtime_ms + (2000 if self.startup_grace else 0)
+        """`dt`: our deadtime, plus STARTUP_EXTRA_DEADTIME_MS for STARTUP_GRACE_S after start (as 3.0.6 announces)."""
+        return self.hacf.deadtime_ms + (STARTUP_EXTRA_DEADTIME_MS if self.startup_grace else 0)
 
     def initdead_expired(self) -> None:
         for peer in self.peers.values():
