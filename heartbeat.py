@@ -227,6 +227,12 @@ class RateLimitedLog:
 # #### Foundations: running commands and the worker thread #########################################
 
 OUTPUT_KEPT_BYTES = 64 * 1024   # of a command's output, the end
+# How much a message quotes of a command's output (its end) or of a text (its start): enough to
+# show the error in one line. One length per kind of message, as each has always been.
+QUOTED_CHARS = 200              # in a log line or an error: a plugin's, reboot's, a restart's, a peer's key
+HOOK_OUTPUT_CHARS = 300         # a notify hook's failure
+SETUP_OUTPUT_CHARS = 400        # ssh or scp failing in `setup`
+START_OUTPUT_CHARS = 500        # a resource script's failed start
 
 
 # run_command's own exit codes, those of coreutils `timeout` and of the shell, so a script's
@@ -1561,7 +1567,7 @@ def stonith_config_names(plugin: str) -> Tuple[Tuple[str, ...], str, str]:
     names = tuple(result.stdout.split())
     if result.returncode != 0 or not names:
         raise ValueError(f"Invalid Stonith type [{plugin}] ({' '.join(argv)}: "
-                         f"{(result.stderr or result.stdout).strip()[-200:] or 'no parameter names'})")
+                         f"{(result.stderr or result.stdout).strip()[-QUOTED_CHARS:] or 'no parameter names'})")
     return names, how, script
 
 
@@ -3060,7 +3066,8 @@ class Resources:
             return
         result = self.run_script(res, "start")
         if result.returncode != 0:
-            raise ResourceError(f"{res.spec}: start returned {result.returncode}: {result.output.strip()[-500:]}")
+            raise ResourceError(f"{res.spec}: start returned {result.returncode}: "
+                                f"{result.output.strip()[-START_OUTPUT_CHARS:]}")
 
     def stop(self, res, deadline: float) -> bool:
         """Stop one resource as Heartbeat does: retried 1 s apart, STOP_RETRIES times, each try
@@ -3121,7 +3128,7 @@ class Resources:
         if result.returncode == 0:
             self.log.crit("Killing heartbeat ungracefully!")
             os._exit(EXIT_GENERIC)          # as 3.0.6's kill -9: no release announced, no shutdone
-        self.log.crit(f"Unable to force reboot. ({' '.join(REBOOT_ARGV)}: {result.output.strip()[-200:]})")
+        self.log.crit(f"Unable to force reboot. ({' '.join(REBOOT_ARGV)}: {result.output.strip()[-QUOTED_CHARS:]})")
         if self.peer_can_fence():
             self.log.crit("Killing heartbeat ungracefully! The peer resets this node (STONITH) before it takes "
                           f"the group: {res.spec} cannot run on two nodes")
@@ -4509,7 +4516,7 @@ class ServiceMonitor:
                 self.log.info(f"Resource {watch.settings.name} restarted in place")
                 return
             watch.last_result = "restart failed"
-            self.failed(watch, f"to restart ({error.splitlines()[0][:200]})", restart=False)
+            self.failed(watch, f"to restart ({error.splitlines()[0][:QUOTED_CHARS]})", restart=False)
         self.policy.restart_resource(watch.settings.group, watch.res, done)
 
     def snapshot(self) -> List[dict]:
@@ -5732,7 +5739,7 @@ class Notifier:
         result = run_command([hook, event.kind, *subjects, event.detail], self.timeout_s, env)
         if result.returncode != 0:
             self.log.warn(f"notify hook {hook} {event.kind}: exit {result.returncode}: "
-                          f"{result.output.strip()[-300:]}")
+                          f"{result.output.strip()[-HOOK_OUTPUT_CHARS:]}")
 
     def drain(self, timeout_s: float = NOTIFY_DRAIN_S) -> None:
         """Wait (bounded) until the hooks have been told every event so far: at a clean stop."""
@@ -6967,7 +6974,7 @@ class Remote:
             return ""
         result = self.run(argv, SSH_TIMEOUT_S)
         if result.returncode != 0:
-            raise HAError(f"{what} failed (exit {result.returncode}): {result.output.strip()[-400:]}")
+            raise HAError(f"{what} failed (exit {result.returncode}): {result.output.strip()[-SETUP_OUTPUT_CHARS:]}")
         return result.output
 
     def ssh(self, command: List[str], what: str) -> str:
@@ -7042,7 +7049,7 @@ def setup_peer(config: Config, peer: str, host: Optional[str], user: str, ssh_op
         theirs = remote.ssh(["sh", "-c", PEER_KEY], f"reading {peer}'s ssh key").strip()
         if not dry_run:
             if not re.fullmatch(r"ssh-[a-z0-9-]+ [A-Za-z0-9+/=]+( .*)?", theirs.splitlines()[-1] if theirs else ""):
-                raise HAError(f"{peer} sent no usable public key: {theirs[:200]!r}")
+                raise HAError(f"{peer} sent no usable public key: {theirs[:QUOTED_CHARS]!r}")
             added = append_once(os.path.join(home, ".ssh", "authorized_keys"), theirs.splitlines()[-1])
             done.append(f"{peer}'s ssh key {'added to' if added else 'already in'} our authorized_keys")
     source = os.path.abspath(config.config_dir)
