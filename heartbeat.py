@@ -452,6 +452,12 @@ class Directive:
     choices: Tuple[str, ...] = ()
     low: int = 0
     high: int = 0
+    in_ms: bool = False  # an "int" that is a number of milliseconds (a "time" always is)
+
+    @property
+    def field(self) -> str:
+        """The HaCf field it sets: one in milliseconds says so in its name."""
+        return self.name + "_ms" if self.kind == "time" or self.in_ms else self.name
 
 
 DIRECTIVES = [
@@ -488,7 +494,7 @@ DIRECTIVES = [
     Directive("autojoin", "choice", "none", "accept nodes not listed in ha.cf",
               choices=("none", "other", "any")),
     Directive("max_rexmit_delay", "int", "250", "ms between retransmission requests",
-              low=1, high=60000),
+              low=1, high=60000, in_ms=True),
     Directive("env", "line", None, "NAME=VALUE exported to resource scripts"),
     Directive("deadping", "time", None, "silence after which a ping node is declared dead (deadtime)"),
     Directive("realtime", "bool", "true", "SCHED_FIFO scheduling", support="ignored"),
@@ -595,7 +601,7 @@ class HaCf:
     hbgenmethod: str = "file"
     uuidfrom: str = "file"
     autojoin: str = "none"
-    max_rexmit_delay: int = 250
+    max_rexmit_delay_ms: int = 250
     env: Dict[str, str] = dataclasses.field(default_factory=dict)
     ping_nodes: List[PingNode] = dataclasses.field(default_factory=list)
     deadping_ms: int = 0
@@ -605,6 +611,17 @@ class HaCf:
     values: Dict[str, str] = dataclasses.field(default_factory=dict)   # raw, for HA_* variables
     lines: Dict[str, int] = dataclasses.field(default_factory=dict)    # where each was set
     warnings: List[ConfigError] = dataclasses.field(default_factory=list)
+
+
+def check_directive_fields(directives: List[Directive], fields) -> None:
+    """Every directive in milliseconds has its HaCf field (named NAME_ms): _apply_value stores it
+    there, and a missing one would read the value only to drop it without a word."""
+    missing = [d.field for d in directives if (d.kind == "time" or d.in_ms) and d.field not in fields]
+    if missing:
+        raise AssertionError(f"HaCf has no field {', '.join(missing)}")
+
+
+check_directive_fields(DIRECTIVES, {field.name for field in dataclasses.fields(HaCf)})
 
 
 def config_lines(path: str, comment_anywhere: bool = True):
@@ -783,8 +800,7 @@ def _apply_value(cfg: HaCf, directive: Directive, value: str, lineno: int):
         parsed = parse_time_ms(value)
         if parsed <= 0:
             raise ValueError(f"{name} must be more than 0")
-        if hasattr(cfg, name + "_ms"):
-            setattr(cfg, name + "_ms", parsed)
+        setattr(cfg, directive.field, parsed)           # there is one: check_directive_fields
     elif kind == "bool":
         parsed = parse_bool(value)
         if name == "nice_failback":
@@ -796,8 +812,8 @@ def _apply_value(cfg: HaCf, directive: Directive, value: str, lineno: int):
     elif kind == "int":
         if not is_number(value) or not directive.low <= int(value) <= directive.high:
             raise ValueError(f"{name} must be a whole number from {directive.low} to {directive.high}")
-        if hasattr(cfg, name):
-            setattr(cfg, name, int(value))
+        if directive.in_ms or hasattr(cfg, name):
+            setattr(cfg, directive.field, int(value))
     elif kind == "choice":
         word = value.lower()
         if name == "auto_failback" and word not in directive.choices:
@@ -3893,7 +3909,7 @@ class Membership:
             self.send(Message(("t", "NS_rexmit"), ("dest", peer.name), ("firstseq", str(seq)),
                               ("lastseq", str(seq))), dest=peer.name)
         if peer.missing:
-            peer.rexmit_timer = self.timers.call_later(self.hacf.max_rexmit_delay / 1000,
+            peer.rexmit_timer = self.timers.call_later(self.hacf.max_rexmit_delay_ms / 1000,
                                                        lambda: self.request_rexmit(peer))
 
     # -- membership messages --------------------------------------------------
@@ -3952,7 +3968,7 @@ class Membership:
             if datagram is None:
                 self.send(Message(("t", "NS_nak_rexmit"), ("firstseq", format(seq, "x")), ("dest", peer.name),
                                   ("info", "seqno not found")), dest=peer.name)
-            elif now - self.resent_at.get(seq, -1e9) >= (self.hacf.max_rexmit_delay - 10) / 1000:
+            elif now - self.resent_at.get(seq, -1e9) >= (self.hacf.max_rexmit_delay_ms - 10) / 1000:
                 self.resent_at[seq] = now
                 self.counters["retransmitted"] += 1
                 self.transmit(datagram)
