@@ -3443,7 +3443,6 @@ class Membership:
         self.timers, self.clock, self.log = timers, timers.clock, log
         self.transmit, self.listener = transmit, listener
         self.status = "init"
-        self.started = self.clock()
         self.seq = 0
         self.history: Dict[int, bytes] = {}
         self.own_recent: collections.deque = collections.deque(maxlen=8)
@@ -4012,7 +4011,6 @@ class PingTarget:
     status: str = "init"
     last_reply: Optional[float] = None
     watched_since: float = 0.0
-    replies: int = 0
     check_timer: Optional[Timer] = None
 
 
@@ -4133,7 +4131,6 @@ class PingNodes:
     def heard(self, target: PingTarget) -> None:
         now = self.clock()
         target.last_reply = now
-        target.replies += 1
         self.counters["echo_replies"] += 1
         if target.status != "ping":
             old, target.status = target.status, "ping"
