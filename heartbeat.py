@@ -7254,7 +7254,8 @@ def pacemaker_id(text: str) -> str:
 
 
 def export_model(config: Config, unit_dirs=SYSTEMD_UNIT_DIRS):
-    """Groups of primitives, wrappers to write, and the warnings, shared by the three formats."""
+    """Groups of primitives, wrappers to write, the warnings and the fence devices, shared by the
+    three formats (the devices found once: each may run cluster-glue's `stonith -n`)."""
     warnings, wrappers, groups, used = [], {}, [], set()
     hacf, haresources = config.hacf, os.path.join(config.config_dir, "haresources")
     fences, fence_warnings = export_fences(config)
@@ -7314,7 +7315,7 @@ def export_model(config: Config, unit_dirs=SYSTEMD_UNIT_DIRS):
                                                 "Pacemaker one failed monitor is a failure"))
         ident = unique(f"grp_{pacemaker_id(group.home)}_{number}") if len(primitives) > 1 else None
         groups.append((group, ident, primitives))
-    return groups, wrappers, warnings
+    return groups, wrappers, warnings, fences
 
 
 def lsb_wrapper(name: str, res: ScriptResource) -> str:
@@ -7349,7 +7350,7 @@ def monitor_interval_s(config: Config) -> int:
     return max(10, round(config.hacf.deadtime_ms / 1000))
 
 
-def export_pcs(config: Config, groups, wrappers) -> str:
+def export_pcs(config: Config, groups, wrappers, fences: List[ExportedFence]) -> str:
     hacf = config.hacf
     lines = ["#!/bin/sh",
              f"# Pacemaker/Corosync configuration made by heartbeat.py export-pacemaker from {config.config_dir}.",
@@ -7370,7 +7371,6 @@ def export_pcs(config: Config, groups, wrappers) -> str:
     lines.append("pcs cluster start --all --wait")
     lines += ["", "# 2. The resources, in a CIB file first.", 'CIB="${CIB:-heartbeat-export.cib.xml}"',
               '[ -n "$EXPORT_SKIP_CLUSTER" ] || pcs cluster cib "$CIB"', ""]
-    fences, _ = export_fences(config)
     if not fences:
         lines += ["# !!! Fencing is OFF, as it was under Heartbeat without STONITH. A production cluster",
                   "# !!! needs fencing: create fence devices ('pcs stonith create ...') and turn it on.",
@@ -7432,11 +7432,10 @@ def export_pcs(config: Config, groups, wrappers) -> str:
     return "\n".join(lines) + "\n"
 
 
-def export_crm(config: Config, groups, wrappers) -> str:
+def export_crm(config: Config, groups, wrappers, fences: List[ExportedFence]) -> str:
     hacf = config.hacf
     lines = [f"# crmsh configuration made by heartbeat.py export-pacemaker from {config.config_dir}.",
              "# Load it with: crm configure load update FILE"]
-    fences, _ = export_fences(config)
     lines.append("# Fencing: ha.cf's STONITH devices. This file holds their passwords: keep it private." if fences
                  else "# !!! Fencing is OFF, as it was under Heartbeat without STONITH; production needs fencing.")
     lines += [f"node {node}" for node in hacf.nodes]
@@ -7477,7 +7476,7 @@ def export_crm(config: Config, groups, wrappers) -> str:
     return "\n".join(lines) + "\n"
 
 
-def export_xml(config: Config, groups, wrappers) -> str:
+def export_xml(config: Config, groups, wrappers, fences: List[ExportedFence]) -> str:
     import xml.etree.ElementTree as ET  # noqa: N817 - only the export needs XML
     hacf = config.hacf
     cib = ET.Element("cib", {"validate-with": "pacemaker-3.0", "epoch": "1", "num_updates": "0",
@@ -7485,7 +7484,6 @@ def export_xml(config: Config, groups, wrappers) -> str:
     configuration = ET.SubElement(cib, "configuration")
     crm_config = ET.SubElement(ET.SubElement(configuration, "crm_config"), "cluster_property_set",
                                {"id": "cib-bootstrap-options"})
-    fences, _ = export_fences(config)
     delay = config.settings.fence_delay_ms if fences else 0
     ET.SubElement(crm_config, "nvpair", {"id": "cib-bootstrap-options-stonith-enabled", "name": "stonith-enabled",
                                          "value": "true" if fences else "false"})
@@ -7584,10 +7582,10 @@ def export_xml(config: Config, groups, wrappers) -> str:
 
 def export_pacemaker(config: Config, fmt: str, unit_dirs=SYSTEMD_UNIT_DIRS):
     """(text, warnings, wrappers) for fmt in pcs, crm, xml."""
-    groups, wrappers, warnings = export_model(config, unit_dirs)
+    groups, wrappers, warnings, fences = export_model(config, unit_dirs)
     writer = {"pcs": export_pcs, "crm": export_crm, "xml": export_xml}[fmt]
     warnings.sort(key=lambda w: (w.path, w.lineno))
-    return writer(config, groups, wrappers), warnings, wrappers
+    return writer(config, groups, wrappers, fences), warnings, wrappers
 
 
 # ==================================================================================================
