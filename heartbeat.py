@@ -7479,6 +7479,13 @@ def export_crm(config: Config, groups, wrappers, fences: List[ExportedFence]) ->
 def export_xml(config: Config, groups, wrappers, fences: List[ExportedFence]) -> str:
     import xml.etree.ElementTree as ET  # noqa: N817 - only the export needs XML
     hacf = config.hacf
+
+    def nvpairs(parent, tag: str, owner: str, pairs) -> None:
+        """An instance_attributes or meta_attributes block of nvpairs, with ids as pcs makes them."""
+        block = ET.SubElement(parent, tag, {"id": f"{owner}-{tag}"})
+        for key, value in pairs:
+            ET.SubElement(block, "nvpair", {"id": f"{owner}-{tag}-{key}", "name": key, "value": value})
+
     cib = ET.Element("cib", {"validate-with": "pacemaker-3.0", "epoch": "1", "num_updates": "0",
                              "admin_epoch": "0"})
     configuration = ET.SubElement(cib, "configuration")
@@ -7499,9 +7506,8 @@ def export_xml(config: Config, groups, wrappers, fences: List[ExportedFence]) ->
     for group, ident, primitives in groups:
         parent = ET.SubElement(resources, "group", {"id": ident}) if ident else resources
         if ident:       # a group's stickiness is the sum of its members': each gets a share
-            ET.SubElement(ET.SubElement(parent, "meta_attributes", {"id": f"{ident}-meta_attributes"}), "nvpair", {
-                "id": f"{ident}-meta_attributes-resource-stickiness", "name": "resource-stickiness",
-                "value": str(group_stickiness(config, primitives))})
+            share = str(group_stickiness(config, primitives))
+            nvpairs(parent, "meta_attributes", ident, [("resource-stickiness", share)])
         for prim in primitives:
             kind, _, rest = prim.agent.partition(":")
             attrs = {"id": prim.ident, "class": kind}
@@ -7512,15 +7518,9 @@ def export_xml(config: Config, groups, wrappers, fences: List[ExportedFence]) ->
                 attrs["type"] = rest
             element = ET.SubElement(parent, "primitive", attrs)
             if prim.params:
-                params = ET.SubElement(element, "instance_attributes", {"id": f"{prim.ident}-instance_attributes"})
-                for key, value in prim.params:
-                    ET.SubElement(params, "nvpair", {"id": f"{prim.ident}-instance_attributes-{key}", "name": key,
-                                                     "value": value})
+                nvpairs(element, "instance_attributes", prim.ident, prim.params)
             if prim.meta():
-                meta = ET.SubElement(element, "meta_attributes", {"id": f"{prim.ident}-meta_attributes"})
-                for key, value in prim.meta():
-                    ET.SubElement(meta, "nvpair", {"id": f"{prim.ident}-meta_attributes-{key}", "name": key,
-                                                   "value": value})
+                nvpairs(element, "meta_attributes", prim.ident, prim.meta())
             every, timeout = prim.monitor_op(interval)
             ops = ET.SubElement(element, "operations")
             ET.SubElement(ops, "op", {"id": f"{prim.ident}-monitor-interval-{every}", "name": "monitor",
@@ -7544,10 +7544,7 @@ def export_xml(config: Config, groups, wrappers, fences: List[ExportedFence]) ->
         element = ET.SubElement(resources, "primitive", {"id": fence.ident, "class": "stonith",
                                                          "type": fence.agent.partition(":")[2]})
         if fence.params:
-            params = ET.SubElement(element, "instance_attributes", {"id": f"{fence.ident}-instance_attributes"})
-            for key, value in fence.params:
-                ET.SubElement(params, "nvpair", {"id": f"{fence.ident}-instance_attributes-{key}", "name": key,
-                                                 "value": value})
+            nvpairs(element, "instance_attributes", fence.ident, fence.params)
         ET.SubElement(ET.SubElement(element, "operations"), "op", {
             "id": f"{fence.ident}-monitor-interval-{FENCE_MONITOR[0]}", "name": "monitor",
             "interval": FENCE_MONITOR[0], "timeout": FENCE_MONITOR[1]})
@@ -7558,10 +7555,7 @@ def export_xml(config: Config, groups, wrappers, fences: List[ExportedFence]) ->
         clone = ET.SubElement(resources, "clone", {"id": f"{ping.ident}-clone"})
         element = ET.SubElement(clone, "primitive", {"id": ping.ident, "class": "ocf", "provider": "pacemaker",
                                                      "type": "ping"})
-        params = ET.SubElement(element, "instance_attributes", {"id": f"{ping.ident}-instance_attributes"})
-        for key, value in ping_params(config, ping):
-            ET.SubElement(params, "nvpair", {"id": f"{ping.ident}-instance_attributes-{key}", "name": key,
-                                             "value": value})
+        nvpairs(element, "instance_attributes", ping.ident, ping_params(config, ping))
         interval_s = ping_monitor_interval_s(config)
         ET.SubElement(ET.SubElement(element, "operations"), "op", {
             "id": f"{ping.ident}-monitor-interval-{interval_s}s", "name": "monitor", "interval": f"{interval_s}s",
