@@ -309,10 +309,11 @@ class Worker:
 
 # #### Foundations: files written whole ############################################################
 
-def write_file_atomic(path: str, data: bytes, mode: int) -> None:
+def write_file_atomic(path: str, data: bytes, mode: int, replace: bool = True) -> None:
     """Write path through a temporary file and rename, so a crash never leaves half a file.
     The temporary name is random and created exclusively: nobody can plant a symlink there
-    in advance to make us write elsewhere (the directory may be /tmp or the current one)."""
+    in advance to make us write elsewhere (the directory may be /tmp or the current one).
+    replace=False: FileExistsError if path exists, even one created meanwhile (a link, not a rename)."""
     temp = f"{path}.{os.urandom(8).hex()}.tmp"
     fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
     try:
@@ -320,7 +321,11 @@ def write_file_atomic(path: str, data: bytes, mode: int) -> None:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
-        os.replace(temp, path)
+        if replace:
+            os.replace(temp, path)
+        else:
+            os.link(temp, path)
+            os.unlink(temp)
     except BaseException:
         try:
             os.unlink(temp)
@@ -6881,26 +6886,11 @@ def write_authkeys(path: str, method: str, force: bool) -> None:
     if os.path.lexists(path) and not force:
         raise HAError(f"{path} already exists; use --force to replace it (every node needs the new key)")
     key = " " + os.urandom(32).hex() if AUTH_METHODS_NEEDING_KEY[method] else ""
-    directory = os.path.dirname(os.path.abspath(path))
-    temp = os.path.join(directory, f".authkeys.{os.getpid()}.{os.urandom(4).hex()}")
-    fd = -1
     try:
-        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-        os.fchmod(fd, 0o600)
-        os.write(fd, AUTHKEYS_TEMPLATE.format(method=method, key=key).encode())
-        os.fsync(fd)
-        os.close(fd)
-        fd = -1
-        if force:
-            os.replace(temp, path)
-        else:
-            os.link(temp, path)      # fails if someone created path meanwhile
-            os.unlink(temp)
+        # without --force, not over a file someone created meanwhile either
+        write_file_atomic(path, AUTHKEYS_TEMPLATE.format(method=method, key=key).encode(), 0o600, replace=force)
+        os.chmod(path, 0o600)        # the umask only ever took bits away: 0600 whatever it is
     except OSError as err:
-        if fd >= 0:
-            os.close(fd)
-        if os.path.exists(temp):
-            os.unlink(temp)
         raise HAError(f"cannot write {path}: {err.strerror}") from None
 
 
