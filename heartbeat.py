@@ -5992,6 +5992,7 @@ CL_STATUS_QUERIES = {
     "hbstatus": 0, "listnodes": 0, "rscstatus": 0,
     "nodestatus": 1, "nodetype": 1, "listhblinks": 1, "hblinkstatus": 2,
 }
+CL_STATUS_PARAMETER_ERROR = 11  # cl_status's exit code for a node or link it does not know
 
 
 def answer_query(report: dict, words: List[str]) -> Tuple[int, str]:
@@ -6010,7 +6011,7 @@ def answer_query(report: dict, words: List[str]) -> Tuple[int, str]:
         return EXIT_OK, "transition" if busy else report.get("rsc_hold", "none")
     node = operands[0].lower()
     if node not in nodes:
-        return 11, "Error. May be due to incorrect node name"
+        return CL_STATUS_PARAMETER_ERROR, "Error. May be due to incorrect node name"
     if query == "nodestatus":          # cl_status: 1 for a node that is not active, up or ping
         status = nodes[node]["status"]
         return (EXIT_OK if status in ("active", "up", "ping") else EXIT_GENERIC), status
@@ -6020,7 +6021,7 @@ def answer_query(report: dict, words: List[str]) -> Tuple[int, str]:
     if query == "listhblinks":
         return EXIT_OK, "\n".join(f"\t{link}" for link in links)
     if operands[1] not in links:
-        return 11, "Error. May be due to incorrect link name"
+        return CL_STATUS_PARAMETER_ERROR, "Error. May be due to incorrect link name"
     return (EXIT_OK if links[operands[1]] == "up" else EXIT_GENERIC), links[operands[1]]
 
 
