@@ -1947,6 +1947,12 @@ def _decode_classic(data: bytes, keys: AuthKeys) -> Message:
     return msg
 
 
+def stonith_message(node: str, result: str) -> Message:
+    """3.0.6's T_STONITH: every node learns what became of a reset of `node` (OK, bad, badhost;
+    unneeded or n_stnth when none was done)."""
+    return Message(("t", "stonith"), ("node", node), ("result", result))
+
+
 # #### Protocol: identity and control fields #######################################################
 
 NS_TYPES = ("NS_ackmsg", "NS_rexmit", "NS_nak_rexmit")   # no seq, no ld
@@ -3346,7 +3352,7 @@ class Fencer:
 
     def send_result(self, node: str, result: str) -> None:
         """3.0.6's T_STONITH message: every node learns what became of the reset."""
-        self.send(Message(("t", "stonith"), ("node", node), ("result", result)))
+        self.send(stonith_message(node, result))
 
     def check_status(self) -> None:
         """The device's own status, in a thread; logged when it is not operational."""
