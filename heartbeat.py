@@ -6131,6 +6131,7 @@ class Log:
 HTTP_MAX_CLIENTS = 16
 HTTP_MAX_REQUEST = 8 * 1024
 HTTP_CLIENT_TIMEOUT_S = 5.0
+REQUEST_READ_BYTES = 4096       # one recv() of a request (HTTP or control socket): requests are small
 HTTP_REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed"}
 
 
@@ -6180,7 +6181,7 @@ class OneShotServer:
 
     def read(self, client: socket.socket) -> None:
         try:
-            chunk = client.recv(4096)
+            chunk = client.recv(REQUEST_READ_BYTES)
         except (BlockingIOError, InterruptedError):
             return
         except OSError:
