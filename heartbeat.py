@@ -95,6 +95,8 @@ INITD_DIR = "/etc/init.d"
 DEFAULT_UDPPORT = 694
 MAX_AUTH_INDEX = 15             # authkeys indexes are 0..15
 AUTH_METHODS_NEEDING_KEY = {"sha1": True, "md5": True, "crc": False}
+IFNAMSIZ = 16                   # the kernel's interface name buffer, NUL included: names (and
+                                # address labels) are at most IFNAMSIZ - 1 characters
 
 # LSB exit codes (the init script and `status` use them too).
 EXIT_OK = 0
@@ -225,6 +227,20 @@ class RateLimitedLog:
 # #### Foundations: running commands and the worker thread #########################################
 
 OUTPUT_KEPT_BYTES = 64 * 1024   # of a command's output, the end
+# How much a message quotes of a command's output (its end) or of a text (its start): enough to
+# show the error in one line. One length per kind of message, as each has always been.
+QUOTED_CHARS = 200              # in a log line or an error: a plugin's, reboot's, a restart's, a peer's key
+HOOK_OUTPUT_CHARS = 300         # a notify hook's failure
+SETUP_OUTPUT_CHARS = 400        # ssh or scp failing in `setup`
+START_OUTPUT_CHARS = 500        # a resource script's failed start
+
+
+# run_command's own exit codes, those of coreutils `timeout` and of the shell, so a script's
+# author reads them as usual: 124 timed out, 126 found but not executable, 127 not found.
+EXIT_TIMED_OUT = 124
+EXIT_NOT_EXECUTABLE = 126
+EXIT_NOT_FOUND = 127
+EXIT_COULD_NOT_RUN = (EXIT_TIMED_OUT, EXIT_NOT_EXECUTABLE, EXIT_NOT_FOUND)   # the command said nothing
 
 
 @dataclasses.dataclass
@@ -237,14 +253,14 @@ def run_command(argv: List[str], timeout_s: float, env: Optional[dict] = None,
                 own_session: bool = True) -> CommandResult:
     """Run argv (never through a shell); stdout and stderr together. Done when the process itself
     exits: the output goes to a file, so a child it left running (`daemon &`) holds nothing open.
-    On timeout 124, and its whole process group is killed (own_session=False keeps our terminal,
+    On timeout EXIT_TIMED_OUT, and its whole process group is killed (own_session=False keeps our terminal,
     where ssh asks for a password, and kills only the process)."""
     with tempfile.TemporaryFile() as out:
         try:
             proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, env=env,
                                     start_new_session=own_session)
         except OSError as err:
-            return CommandResult(127, f"cannot run {argv[0]}: {err.strerror}")
+            return CommandResult(EXIT_NOT_FOUND, f"cannot run {argv[0]}: {err.strerror}")
         try:
             returncode, note = proc.wait(timeout_s), ""
         except subprocess.TimeoutExpired:
@@ -253,7 +269,7 @@ def run_command(argv: List[str], timeout_s: float, env: Optional[dict] = None,
             else:
                 proc.kill()
             proc.wait()
-            returncode, note = 124, f"\n(timed out after {timeout_s} s)"
+            returncode, note = EXIT_TIMED_OUT, f"\n(timed out after {timeout_s} s)"
         out.seek(max(0, out.seek(0, os.SEEK_END) - OUTPUT_KEPT_BYTES))
         return CommandResult(returncode, out.read().decode(errors="replace") + note)
 
@@ -293,10 +309,11 @@ class Worker:
 
 # #### Foundations: files written whole ############################################################
 
-def write_file_atomic(path: str, data: bytes, mode: int) -> None:
+def write_file_atomic(path: str, data: bytes, mode: int, replace: bool = True) -> None:
     """Write path through a temporary file and rename, so a crash never leaves half a file.
     The temporary name is random and created exclusively: nobody can plant a symlink there
-    in advance to make us write elsewhere (the directory may be /tmp or the current one)."""
+    in advance to make us write elsewhere (the directory may be /tmp or the current one).
+    replace=False: FileExistsError if path exists, even one created meanwhile (a link, not a rename)."""
     temp = f"{path}.{os.urandom(8).hex()}.tmp"
     fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
     try:
@@ -304,7 +321,11 @@ def write_file_atomic(path: str, data: bytes, mode: int) -> None:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
-        os.replace(temp, path)
+        if replace:
+            os.replace(temp, path)
+        else:
+            os.link(temp, path)
+            os.unlink(temp)
     except BaseException:
         try:
             os.unlink(temp)
@@ -392,7 +413,7 @@ SYSLOG_FACILITIES = (
     "syslog", "user", "uucp", "local0", "local1", "local2", "local3", "local4",
     "local5", "local6", "local7", "none")
 TIME_RE = re.compile(r"^(\d+(?:\.\d*)?|\.\d+)\s*(ms|msec|us|usec)?$", re.ASCII)
-IFACE_RE = re.compile(r"^[A-Za-z0-9_.:@-]{1,15}$")
+IFACE_RE = re.compile(rf"^[A-Za-z0-9_.:@-]{{1,{IFNAMSIZ - 1}}}$")
 
 
 def parse_time_ms(text: str) -> int:
@@ -436,6 +457,12 @@ class Directive:
     choices: Tuple[str, ...] = ()
     low: int = 0
     high: int = 0
+    in_ms: bool = False  # an "int" that is a number of milliseconds (a "time" always is)
+
+    @property
+    def field(self) -> str:
+        """The HaCf field it sets: one in milliseconds says so in its name."""
+        return self.name + "_ms" if self.kind == "time" or self.in_ms else self.name
 
 
 DIRECTIVES = [
@@ -472,7 +499,7 @@ DIRECTIVES = [
     Directive("autojoin", "choice", "none", "accept nodes not listed in ha.cf",
               choices=("none", "other", "any")),
     Directive("max_rexmit_delay", "int", "250", "ms between retransmission requests",
-              low=1, high=60000),
+              low=1, high=60000, in_ms=True),
     Directive("env", "line", None, "NAME=VALUE exported to resource scripts"),
     Directive("deadping", "time", None, "silence after which a ping node is declared dead (deadtime)"),
     Directive("realtime", "bool", "true", "SCHED_FIFO scheduling", support="ignored"),
@@ -579,7 +606,7 @@ class HaCf:
     hbgenmethod: str = "file"
     uuidfrom: str = "file"
     autojoin: str = "none"
-    max_rexmit_delay: int = 250
+    max_rexmit_delay_ms: int = 250
     env: Dict[str, str] = dataclasses.field(default_factory=dict)
     ping_nodes: List[PingNode] = dataclasses.field(default_factory=list)
     deadping_ms: int = 0
@@ -589,6 +616,17 @@ class HaCf:
     values: Dict[str, str] = dataclasses.field(default_factory=dict)   # raw, for HA_* variables
     lines: Dict[str, int] = dataclasses.field(default_factory=dict)    # where each was set
     warnings: List[ConfigError] = dataclasses.field(default_factory=list)
+
+
+def check_directive_fields(directives: List[Directive], fields) -> None:
+    """Every directive in milliseconds has its HaCf field (named NAME_ms): _apply_value stores it
+    there, and a missing one would read the value only to drop it without a word."""
+    missing = [d.field for d in directives if (d.kind == "time" or d.in_ms) and d.field not in fields]
+    if missing:
+        raise AssertionError(f"HaCf has no field {', '.join(missing)}")
+
+
+check_directive_fields(DIRECTIVES, {field.name for field in dataclasses.fields(HaCf)})
 
 
 def config_lines(path: str, comment_anywhere: bool = True):
@@ -767,8 +805,7 @@ def _apply_value(cfg: HaCf, directive: Directive, value: str, lineno: int):
         parsed = parse_time_ms(value)
         if parsed <= 0:
             raise ValueError(f"{name} must be more than 0")
-        if hasattr(cfg, name + "_ms"):
-            setattr(cfg, name + "_ms", parsed)
+        setattr(cfg, directive.field, parsed)           # there is one: check_directive_fields
     elif kind == "bool":
         parsed = parse_bool(value)
         if name == "nice_failback":
@@ -780,8 +817,8 @@ def _apply_value(cfg: HaCf, directive: Directive, value: str, lineno: int):
     elif kind == "int":
         if not is_number(value) or not directive.low <= int(value) <= directive.high:
             raise ValueError(f"{name} must be a whole number from {directive.low} to {directive.high}")
-        if hasattr(cfg, name):
-            setattr(cfg, name, int(value))
+        if directive.in_ms or hasattr(cfg, name):
+            setattr(cfg, directive.field, int(value))
     elif kind == "choice":
         word = value.lower()
         if name == "auto_failback" and word not in directive.choices:
@@ -1551,7 +1588,7 @@ def stonith_config_names(plugin: str) -> Tuple[Tuple[str, ...], str, str]:
     names = tuple(result.stdout.split())
     if result.returncode != 0 or not names:
         raise ValueError(f"Invalid Stonith type [{plugin}] ({' '.join(argv)}: "
-                         f"{(result.stderr or result.stdout).strip()[-200:] or 'no parameter names'})")
+                         f"{(result.stderr or result.stdout).strip()[-QUOTED_CHARS:] or 'no parameter names'})")
     return names, how, script
 
 
@@ -1910,6 +1947,12 @@ def _decode_classic(data: bytes, keys: AuthKeys) -> Message:
     return msg
 
 
+def stonith_message(node: str, result: str) -> Message:
+    """3.0.6's T_STONITH: every node learns what became of a reset of `node` (OK, bad, badhost;
+    unneeded or n_stnth when none was done)."""
+    return Message(("t", "stonith"), ("node", node), ("result", result))
+
+
 # #### Protocol: identity and control fields #######################################################
 
 NS_TYPES = ("NS_ackmsg", "NS_rexmit", "NS_nak_rexmit")   # no seq, no ld
@@ -1998,7 +2041,7 @@ def interface_ipv4(iface: str, request: int = SIOCGIFADDR) -> Optional[str]:
     address or netmask), or None."""
     probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     try:
-        raw = fcntl.ioctl(probe.fileno(), request, struct.pack("256s", iface.encode()[:15]))
+        raw = fcntl.ioctl(probe.fileno(), request, struct.pack("256s", iface.encode()[:IFNAMSIZ - 1]))
         return socket.inet_ntoa(raw[20:24])
     except OSError:
         return None
@@ -2242,6 +2285,7 @@ IFADDRMSG = struct.Struct("=BBBBI")     # family, prefixlen, flags, scope, index
 RTATTR = struct.Struct("=HH")           # length, type
 NETLINK_RCVBUF = 1024 * 1024
 NETLINK_BATCH_BYTES = 32 * 1024         # requests per send(); the kernel reads a batch in one go
+NETLINK_READ_BYTES = 64 * 1024          # one recv(): the kernel's netlink datagrams are at most 32 KB
 
 
 class NetlinkEvent(NamedTuple):
@@ -2378,7 +2422,7 @@ class Rtnetlink:
             sock.send(netlink_dump_request(RTM_GETADDR, 1))
             found = []
             while True:
-                for event in parse_netlink(sock.recv(65536)):
+                for event in parse_netlink(sock.recv(NETLINK_READ_BYTES)):
                     if event.kind == "done" and event.seq == 1:
                         return found
                     if event.kind == "error" and event.seq == 1:
@@ -2414,7 +2458,7 @@ class Rtnetlink:
                 sock.send(batch)
             while waiting:
                 try:
-                    data = sock.recv(65536)
+                    data = sock.recv(NETLINK_READ_BYTES)
                 except socket.timeout:
                     for seq in waiting:
                         results[seq - 1] = f"no answer from the kernel in {IP_TIMEOUT_S} s"
@@ -2469,7 +2513,8 @@ class IpCommand:
         return results
 
 
-NETLINK_READS_PER_WAKEUP = 64           # then the loop serves heartbeats before reading on
+READS_PER_WAKEUP = 64   # datagrams read from one socket (netlink, ICMP, ARP) per wake-up: then the
+                        # loop serves heartbeats (or the ARP probe its deadline) before reading on
 NETLINK_START_S = 2.0                   # for the first dump of links and addresses
 
 
@@ -2492,7 +2537,7 @@ def interface_mac(iface: str) -> bytes:
     """The interface's hardware address (SIOCGIFHWADDR)."""
     probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     try:
-        raw = fcntl.ioctl(probe.fileno(), SIOCGIFHWADDR, struct.pack("256s", iface.encode()[:15]))
+        raw = fcntl.ioctl(probe.fileno(), SIOCGIFHWADDR, struct.pack("256s", iface.encode()[:IFNAMSIZ - 1]))
         return raw[18:24]
     finally:
         probe.close()
@@ -2755,7 +2800,7 @@ class ConflictProbe:
                     selector.register(sock, selectors.EVENT_READ)
                 while time.monotonic() < self.deadline:
                     for key, _ in selector.select(max(0.0, self.deadline - time.monotonic())):
-                        for _ in range(64):
+                        for _ in range(READS_PER_WAKEUP):
                             try:
                                 answer = answer_from_elsewhere(key.fileobj.recv(2048), self.ours)
                             except (BlockingIOError, InterruptedError):
@@ -2865,7 +2910,7 @@ class IPAddresses:
                 label = next(f"{plan.iface}:{n}" for n in range(1000) if f"{plan.iface}:{n}" not in labels)
                 labels.add(label)
             address = ipaddress.ip_interface(f"{res.ip}/{plan.prefix}")
-            changes.append(AddressChange(plan.iface, address, label if len(label) <= 15 else "", plan.broadcast))
+            changes.append(AddressChange(plan.iface, address, label if len(label) < IFNAMSIZ else "", plan.broadcast))
             wanted.append(res)
         results = self.change(RTM_NEWADDR, changes)
         added = []
@@ -3048,7 +3093,8 @@ class Resources:
             return
         result = self.run_script(res, "start")
         if result.returncode != 0:
-            raise ResourceError(f"{res.spec}: start returned {result.returncode}: {result.output.strip()[-500:]}")
+            raise ResourceError(f"{res.spec}: start returned {result.returncode}: "
+                                f"{result.output.strip()[-START_OUTPUT_CHARS:]}")
 
     def stop(self, res, deadline: float) -> bool:
         """Stop one resource as Heartbeat does: retried 1 s apart, STOP_RETRIES times, each try
@@ -3081,7 +3127,7 @@ class Resources:
         if isinstance(res, IPResource):
             return self.addresses.held(res) is None
         result = self.run_script(res, "status")
-        return result.returncode not in (124, 126, 127) and not says_running(res, result)
+        return result.returncode not in EXIT_COULD_NOT_RUN and not says_running(res, result)
 
     def stop_all(self, resources: list) -> bool:
         """Stop resources in reverse order. One that will not stop leaves the machine in a state
@@ -3109,7 +3155,7 @@ class Resources:
         if result.returncode == 0:
             self.log.crit("Killing heartbeat ungracefully!")
             os._exit(EXIT_GENERIC)          # as 3.0.6's kill -9: no release announced, no shutdone
-        self.log.crit(f"Unable to force reboot. ({' '.join(REBOOT_ARGV)}: {result.output.strip()[-200:]})")
+        self.log.crit(f"Unable to force reboot. ({' '.join(REBOOT_ARGV)}: {result.output.strip()[-QUOTED_CHARS:]})")
         if self.peer_can_fence():
             self.log.crit("Killing heartbeat ungracefully! The peer resets this node (STONITH) before it takes "
                           f"the group: {res.spec} cannot run on two nodes")
@@ -3306,7 +3352,7 @@ class Fencer:
 
     def send_result(self, node: str, result: str) -> None:
         """3.0.6's T_STONITH message: every node learns what became of the reset."""
-        self.send(Message(("t", "stonith"), ("node", node), ("result", result)))
+        self.send(stonith_message(node, result))
 
     def check_status(self) -> None:
         """The device's own status, in a thread; logged when it is not operational."""
@@ -3371,6 +3417,8 @@ class Peer:
 
 SEQ_WINDOW = 200           # sequence numbers remembered per peer, for duplicates and replays
 LINK_SEQ_SLACK = 2         # a status is evidence for a link only when it is among the peer's newest
+STARTUP_GRACE_S = 5.0      # 3.0.6 announces a longer deadtime (dt) in its first 5 s after start,
+STARTUP_EXTRA_DEADTIME_MS = 2000   # 2 s longer, so a peer gives a node still starting up some slack
 CHALLENGE, CHALLENGE_REPLY = "hbpy-challenge", "hbpy-challenge-reply"   # proof of a generation
 API_CLIENT_STATUS = "hbapi-clstat"     # a client (ipfail) signed on or off at a node
 PULLED_BEAT_SLACK = 1.125  # after a beat pulled by a peer's, ours is due this many keepalives later
@@ -3406,7 +3454,6 @@ class Membership:
         self.timers, self.clock, self.log = timers, timers.clock, log
         self.transmit, self.listener = transmit, listener
         self.status = "init"
-        self.started = self.clock()
         self.seq = 0
         self.history: Dict[int, bytes] = {}
         self.own_recent: collections.deque = collections.deque(maxlen=8)
@@ -3454,7 +3501,7 @@ class Membership:
         self.send_status("init")
         self.set_status("up")
         self.keepalive_timer = self.timers.call_later(self.hacf.keepalive_ms / 1000, self.send_heartbeat)
-        self.timers.call_later(5.0, self.end_startup_grace)
+        self.timers.call_later(STARTUP_GRACE_S, self.end_startup_grace)
         self.timers.call_later(self.hacf.initdead_ms / 1000, self.initdead_expired)
         if not self.peers:
             self.timers.call_later(0, self.check_comm_up)
@@ -3468,8 +3515,8 @@ class Membership:
         self.startup_grace = False
 
     def announced_deadtime_ms(self) -> int:
-        """`dt`: our deadtime, plus 2 s in the first 5 s after start (as 3.0.6 announces)."""
-        return self.hacf.deadtime_ms + (2000 if self.startup_grace else 0)
+        """`dt`: our deadtime, plus STARTUP_EXTRA_DEADTIME_MS for STARTUP_GRACE_S after start (as 3.0.6 announces)."""
+        return self.hacf.deadtime_ms + (STARTUP_EXTRA_DEADTIME_MS if self.startup_grace else 0)
 
     def initdead_expired(self) -> None:
         for peer in self.peers.values():
@@ -3872,7 +3919,7 @@ class Membership:
             self.send(Message(("t", "NS_rexmit"), ("dest", peer.name), ("firstseq", str(seq)),
                               ("lastseq", str(seq))), dest=peer.name)
         if peer.missing:
-            peer.rexmit_timer = self.timers.call_later(self.hacf.max_rexmit_delay / 1000,
+            peer.rexmit_timer = self.timers.call_later(self.hacf.max_rexmit_delay_ms / 1000,
                                                        lambda: self.request_rexmit(peer))
 
     # -- membership messages --------------------------------------------------
@@ -3931,7 +3978,7 @@ class Membership:
             if datagram is None:
                 self.send(Message(("t", "NS_nak_rexmit"), ("firstseq", format(seq, "x")), ("dest", peer.name),
                                   ("info", "seqno not found")), dest=peer.name)
-            elif now - self.resent_at.get(seq, -1e9) >= (self.hacf.max_rexmit_delay - 10) / 1000:
+            elif now - self.resent_at.get(seq, -1e9) >= (self.hacf.max_rexmit_delay_ms - 10) / 1000:
                 self.resent_at[seq] = now
                 self.counters["retransmitted"] += 1
                 self.transmit(datagram)
@@ -3975,7 +4022,6 @@ class PingTarget:
     status: str = "init"
     last_reply: Optional[float] = None
     watched_since: float = 0.0
-    replies: int = 0
     check_timer: Optional[Timer] = None
 
 
@@ -4077,7 +4123,7 @@ class PingNodes:
     def read(self, sock: socket.socket) -> None:
         """Every ICMP packet of this host comes here: only a fresh answer to our own echo counts."""
         version = 6 if sock.family == socket.AF_INET6 else 4
-        for _ in range(64):
+        for _ in range(READS_PER_WAKEUP):
             try:
                 packet, address = sock.recvfrom(2048)
             except OSError:
@@ -4096,7 +4142,6 @@ class PingNodes:
     def heard(self, target: PingTarget) -> None:
         now = self.clock()
         target.last_reply = now
-        target.replies += 1
         self.counters["echo_replies"] += 1
         if target.status != "ping":
             old, target.status = target.status, "ping"
@@ -4181,7 +4226,7 @@ class LinkWatch:
             deadline = time.monotonic() + NETLINK_START_S
             while self.dumping and time.monotonic() < deadline:
                 try:
-                    self.handle(self.sock.recv(65536))
+                    self.handle(self.sock.recv(NETLINK_READ_BYTES))
                 except OSError as err:
                     if err.errno != errno.ENOBUFS:
                         raise
@@ -4209,9 +4254,9 @@ class LinkWatch:
 
     def read(self, _sock=None) -> None:
         """What the kernel sent since the last wake-up (a bounded number of datagrams)."""
-        for _ in range(NETLINK_READS_PER_WAKEUP):
+        for _ in range(READS_PER_WAKEUP):
             try:
-                data = self.sock.recv(65536)
+                data = self.sock.recv(NETLINK_READ_BYTES)
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as err:
@@ -4320,11 +4365,11 @@ class LinkWatch:
 
 def check_result_word(res: ScriptResource, result: CommandResult) -> str:
     """A status check in one word or two, as the log and `status` show it."""
-    if result.returncode == 124:
+    if result.returncode == EXIT_TIMED_OUT:
         return "timed out"
     if says_running(res, result):
         return "running"
-    if result.returncode in (126, 127):
+    if result.returncode in (EXIT_NOT_EXECUTABLE, EXIT_NOT_FOUND):
         return "cannot run"
     if res.lsb and result.returncode not in (0, 3):
         return f"failed (exit {result.returncode})"
@@ -4412,7 +4457,7 @@ class ServiceMonitor:
             try:
                 result = self.resources.run_script(watch.res, "status", timeout_s=timeout_s, quiet=True)
             except Exception as err:      # a bug must not leave the watch checking for good
-                result = CommandResult(127, f"internal error: {err!r}")
+                result = CommandResult(EXIT_NOT_FOUND, f"internal error: {err!r}")
             self.post(lambda: self.checked(watch, result))
         threading.Thread(target=check, name=f"monitor {watch.settings.name}", daemon=True).start()
 
@@ -4495,7 +4540,7 @@ class ServiceMonitor:
                 self.log.info(f"Resource {watch.settings.name} restarted in place")
                 return
             watch.last_result = "restart failed"
-            self.failed(watch, f"to restart ({error.splitlines()[0][:200]})", restart=False)
+            self.failed(watch, f"to restart ({error.splitlines()[0][:QUOTED_CHARS]})", restart=False)
         self.policy.restart_resource(watch.settings.group, watch.res, done)
 
     def snapshot(self) -> List[dict]:
@@ -5718,7 +5763,7 @@ class Notifier:
         result = run_command([hook, event.kind, *subjects, event.detail], self.timeout_s, env)
         if result.returncode != 0:
             self.log.warn(f"notify hook {hook} {event.kind}: exit {result.returncode}: "
-                          f"{result.output.strip()[-300:]}")
+                          f"{result.output.strip()[-HOOK_OUTPUT_CHARS:]}")
 
     def drain(self, timeout_s: float = NOTIFY_DRAIN_S) -> None:
         """Wait (bounded) until the hooks have been told every event so far: at a clean stop."""
@@ -5953,6 +5998,7 @@ CL_STATUS_QUERIES = {
     "hbstatus": 0, "listnodes": 0, "rscstatus": 0,
     "nodestatus": 1, "nodetype": 1, "listhblinks": 1, "hblinkstatus": 2,
 }
+CL_STATUS_PARAMETER_ERROR = 11  # cl_status's exit code for a node or link it does not know
 
 
 def answer_query(report: dict, words: List[str]) -> Tuple[int, str]:
@@ -5971,7 +6017,7 @@ def answer_query(report: dict, words: List[str]) -> Tuple[int, str]:
         return EXIT_OK, "transition" if busy else report.get("rsc_hold", "none")
     node = operands[0].lower()
     if node not in nodes:
-        return 11, "Error. May be due to incorrect node name"
+        return CL_STATUS_PARAMETER_ERROR, "Error. May be due to incorrect node name"
     if query == "nodestatus":          # cl_status: 1 for a node that is not active, up or ping
         status = nodes[node]["status"]
         return (EXIT_OK if status in ("active", "up", "ping") else EXIT_GENERIC), status
@@ -5981,7 +6027,7 @@ def answer_query(report: dict, words: List[str]) -> Tuple[int, str]:
     if query == "listhblinks":
         return EXIT_OK, "\n".join(f"\t{link}" for link in links)
     if operands[1] not in links:
-        return 11, "Error. May be due to incorrect link name"
+        return CL_STATUS_PARAMETER_ERROR, "Error. May be due to incorrect link name"
     return (EXIT_OK if links[operands[1]] == "up" else EXIT_GENERIC), links[operands[1]]
 
 
@@ -6085,6 +6131,7 @@ class Log:
 HTTP_MAX_CLIENTS = 16
 HTTP_MAX_REQUEST = 8 * 1024
 HTTP_CLIENT_TIMEOUT_S = 5.0
+REQUEST_READ_BYTES = 4096       # one recv() of a request (HTTP or control socket): requests are small
 HTTP_REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed"}
 
 
@@ -6102,39 +6149,39 @@ def accept_client(listener: socket.socket, clients: int, limit: int) -> Optional
     return client
 
 
-class HTTPListener:
-    """The read-only HTTP listener of `http_listen`: GET /metrics (Prometheus) and GET / (the
-    status page), served from the loop without ever blocking it: at most HTTP_MAX_CLIENTS
-    connections, HTTP_MAX_REQUEST bytes of request, HTTP_CLIENT_TIMEOUT_S for the whole exchange;
-    the answer is written as fast as the client takes it, then the connection is closed."""
+class OneShotServer:
+    """A listening stream socket served from the loop without ever blocking it: at most
+    `max_clients` connections, `max_request` bytes of request, `timeout_s` for the whole
+    exchange; one request, one answer written as fast as the client takes it (registered for
+    EVENT_WRITE), then the connection is closed. A subclass opens `sock` and says when a request
+    is whole (`complete`) and what to answer (`answer`; b"" closes without one)."""
 
-    def __init__(self, address: Tuple[str, int], selector, timers, report):
-        self.address, self.selector, self.timers, self.report = address, selector, timers, report
+    max_clients = max_request = 0
+    timeout_s = 0.0
+
+    def __init__(self, sock: socket.socket, selector, timers):
+        self.sock, self.selector, self.timers = sock, selector, timers
         self.clients: Dict[socket.socket, list] = {}       # socket -> [data in, data out, deadline timer]
-        self.served = 0
-        host, port = address
-        self.sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
-        try:
-            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            self.sock.bind((host, port))
-            self.sock.listen(HTTP_MAX_CLIENTS)
-        except OSError:
-            self.sock.close()
-            raise
         self.sock.setblocking(False)
         selector.register(self.sock, selectors.EVENT_READ, self.accept)
 
+    def complete(self, request: bytes) -> bool:
+        raise NotImplementedError
+
+    def answer(self, request: bytes) -> bytes:
+        raise NotImplementedError
+
     def accept(self, _sock) -> None:
-        client = accept_client(self.sock, len(self.clients), HTTP_MAX_CLIENTS)
+        client = accept_client(self.sock, len(self.clients), self.max_clients)
         if not client:
             return
-        self.clients[client] = [b"", b"", self.timers.call_later(HTTP_CLIENT_TIMEOUT_S, lambda: self.drop(client))]
+        self.clients[client] = [b"", b"", self.timers.call_later(self.timeout_s, lambda: self.drop(client))]
         self.selector.register(client, selectors.EVENT_READ, self.read)
         self.read(client)        # the request is usually there already: answered in this same wake-up
 
     def read(self, client: socket.socket) -> None:
         try:
-            chunk = client.recv(4096)
+            chunk = client.recv(REQUEST_READ_BYTES)
         except (BlockingIOError, InterruptedError):
             return
         except OSError:
@@ -6144,9 +6191,12 @@ class HTTPListener:
             return
         state = self.clients[client]
         state[0] += chunk
-        if b"\r\n\r\n" not in state[0] and b"\n\n" not in state[0] and len(state[0]) < HTTP_MAX_REQUEST:
+        if not self.complete(state[0]) and len(state[0]) < self.max_request:
             return
         state[1] = self.answer(state[0])
+        if not state[1]:
+            self.drop(client)
+            return
         self.selector.modify(client, selectors.EVENT_WRITE, self.write)
         self.write(client)
 
@@ -6162,8 +6212,44 @@ class HTTPListener:
             sent = len(state[1])
         state[1] = state[1][sent:]
         if not state[1]:
-            self.served += 1
             self.drop(client)
+
+    def drop(self, client: socket.socket) -> None:
+        state = self.clients.pop(client, None)
+        if state is None:
+            return
+        self.timers.cancel(state[2])
+        self.selector.unregister(client)
+        client.close()
+
+    def close(self) -> None:
+        for client in list(self.clients):
+            self.drop(client)
+        self.selector.unregister(self.sock)
+        self.sock.close()
+
+
+class HTTPListener(OneShotServer):
+    """The read-only HTTP listener of `http_listen`: GET /metrics (Prometheus) and GET / (the
+    status page), served from the loop without ever blocking it."""
+
+    max_clients, max_request, timeout_s = HTTP_MAX_CLIENTS, HTTP_MAX_REQUEST, HTTP_CLIENT_TIMEOUT_S
+
+    def __init__(self, address: Tuple[str, int], selector, timers, report):
+        self.address, self.report = address, report
+        host, port = address
+        sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((host, port))
+            sock.listen(HTTP_MAX_CLIENTS)
+        except OSError:
+            sock.close()
+            raise
+        super().__init__(sock, selector, timers)
+
+    def complete(self, request: bytes) -> bool:
+        return b"\r\n\r\n" in request or b"\n\n" in request
 
     def answer(self, request: bytes) -> bytes:
         """The whole response to one request (only its first line counts)."""
@@ -6182,20 +6268,6 @@ class HTTPListener:
             body, kind = "not found: try / or /metrics\n", "text/plain"
             return http_response(404, kind, body, head=method == "HEAD")
         return http_response(200, kind, body, head=method == "HEAD")
-
-    def drop(self, client: socket.socket) -> None:
-        state = self.clients.pop(client, None)
-        if state is None:
-            return
-        self.timers.cancel(state[2])
-        self.selector.unregister(client)
-        client.close()
-
-    def close(self) -> None:
-        for client in list(self.clients):
-            self.drop(client)
-        self.selector.unregister(self.sock)
-        self.sock.close()
 
 
 def url_host(address: Tuple[str, int]) -> str:
@@ -6217,6 +6289,8 @@ SOCKET_NAME = "heartbeat.sock"
 BYTECODE_NAME = "heartbeat.pyc"   # in the state dir: the daemon runs from it (see restart_from_bytecode)
 MAX_CONTROL_CLIENTS = 16
 MAX_CONTROL_REQUEST = 64 * 1024
+CONTROL_TIMEOUT_S = 5.0         # for a whole exchange on the control socket, either side
+CONTROL_READ_BYTES = 64 * 1024  # one recv() of the daemon's answer (read on to the newline)
 
 
 class AlreadyRunning(HAError):
@@ -6240,68 +6314,48 @@ def acquire_pidfile(run_dir: str) -> int:
     return fd
 
 
-class ControlServer:
-    """The local control socket: one JSON request line in, one JSON reply line out."""
+class ControlServer(OneShotServer):
+    """The local control socket: one JSON request line in, one JSON reply line out, served from
+    the loop without ever blocking it (a `status` client that does not read holds no heartbeat back)."""
 
-    def __init__(self, path: str, selector, handle_request):
-        self.path, self.selector, self.handle_request = path, selector, handle_request
-        self.buffers: Dict[socket.socket, bytes] = {}
+    max_clients, max_request, timeout_s = MAX_CONTROL_CLIENTS, MAX_CONTROL_REQUEST, CONTROL_TIMEOUT_S
+
+    def __init__(self, path: str, selector, timers, handle_request):
+        self.path, self.handle_request = path, handle_request
         if os.path.exists(path):
             os.unlink(path)
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         old_umask = os.umask(0o077)
         try:
-            self.sock.bind(path)
+            sock.bind(path)
         finally:
             os.umask(old_umask)
-        self.sock.listen(8)
-        self.sock.setblocking(False)
-        selector.register(self.sock, selectors.EVENT_READ, self.accept)
+        sock.listen(8)
+        super().__init__(sock, selector, timers)
 
-    def accept(self, _sock) -> None:
-        client = accept_client(self.sock, len(self.buffers), MAX_CONTROL_CLIENTS)
-        if not client:
-            return
-        self.buffers[client] = b""
-        self.selector.register(client, selectors.EVENT_READ, self.read)
+    def complete(self, request: bytes) -> bool:
+        return b"\n" in request
 
-    def read(self, client: socket.socket) -> None:
+    def answer(self, request: bytes) -> bytes:
+        """The reply line; none (the connection is closed) to a request longer than MAX_CONTROL_REQUEST."""
+        if b"\n" not in request:
+            return b""
         try:
-            chunk = client.recv(4096)
-        except OSError:
-            chunk = b""
-        data = self.buffers.get(client, b"") + chunk
-        if chunk and b"\n" not in data and len(data) < MAX_CONTROL_REQUEST:
-            self.buffers[client] = data
-            return
-        self.selector.unregister(client)
-        self.buffers.pop(client, None)
-        if b"\n" in data:
-            try:
-                request = json.loads(data.split(b"\n", 1)[0])
-                reply = self.handle_request(request if isinstance(request, dict) else {})
-            except ValueError:
-                reply = {"ok": False, "error": "bad request"}
-            try:
-                client.settimeout(1.0)
-                client.sendall(json.dumps(reply).encode() + b"\n")
-            except OSError:
-                pass
-        client.close()
+            parsed = json.loads(request.split(b"\n", 1)[0])
+            reply = self.handle_request(parsed if isinstance(parsed, dict) else {})
+        except ValueError:
+            reply = {"ok": False, "error": "bad request"}
+        return json.dumps(reply).encode() + b"\n"
 
     def close(self) -> None:
-        for client in list(self.buffers):
-            self.selector.unregister(client)
-            client.close()
-        self.selector.unregister(self.sock)
-        self.sock.close()
+        super().close()
         try:
             os.unlink(self.path)
         except OSError:
             pass
 
 
-def control_request(run_dir: str, request: dict, timeout_s: float = 5.0) -> dict:
+def control_request(run_dir: str, request: dict, timeout_s: float = CONTROL_TIMEOUT_S) -> dict:
     """Ask the running daemon; raise HAError when none answers."""
     path = os.path.join(run_dir, SOCKET_NAME)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -6311,7 +6365,7 @@ def control_request(run_dir: str, request: dict, timeout_s: float = 5.0) -> dict
         sock.sendall(json.dumps(request).encode() + b"\n")
         data = b""
         while not data.endswith(b"\n"):
-            chunk = sock.recv(65536)
+            chunk = sock.recv(CONTROL_READ_BYTES)
             if not chunk:
                 break
             data += chunk
@@ -6439,7 +6493,7 @@ class Daemon:
             raise HAError(f"cannot keep hb_uuid and hb_generation in the state directory {self.args.state_dir} "
                           f"(--state-dir): {err.strerror or err}") from None
         self.open_links(self.config.hacf)
-        self.control = ControlServer(os.path.join(self.args.run_dir, SOCKET_NAME), self.selector,
+        self.control = ControlServer(os.path.join(self.args.run_dir, SOCKET_NAME), self.selector, self.timers,
                                      self.handle_request)
         if self.config.hacf.watchdog:
             self.watchdog = Watchdog(self.config.hacf.watchdog, self.log)
@@ -6842,26 +6896,11 @@ def write_authkeys(path: str, method: str, force: bool) -> None:
     if os.path.lexists(path) and not force:
         raise HAError(f"{path} already exists; use --force to replace it (every node needs the new key)")
     key = " " + os.urandom(32).hex() if AUTH_METHODS_NEEDING_KEY[method] else ""
-    directory = os.path.dirname(os.path.abspath(path))
-    temp = os.path.join(directory, f".authkeys.{os.getpid()}.{os.urandom(4).hex()}")
-    fd = -1
     try:
-        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-        os.fchmod(fd, 0o600)
-        os.write(fd, AUTHKEYS_TEMPLATE.format(method=method, key=key).encode())
-        os.fsync(fd)
-        os.close(fd)
-        fd = -1
-        if force:
-            os.replace(temp, path)
-        else:
-            os.link(temp, path)      # fails if someone created path meanwhile
-            os.unlink(temp)
+        # without --force, not over a file someone created meanwhile either
+        write_file_atomic(path, AUTHKEYS_TEMPLATE.format(method=method, key=key).encode(), 0o600, replace=force)
+        os.chmod(path, 0o600)        # the umask only ever took bits away: 0600 whatever it is
     except OSError as err:
-        if fd >= 0:
-            os.close(fd)
-        if os.path.exists(temp):
-            os.unlink(temp)
         raise HAError(f"cannot write {path}: {err.strerror}") from None
 
 
@@ -6948,7 +6987,7 @@ class Remote:
             return ""
         result = self.run(argv, SSH_TIMEOUT_S)
         if result.returncode != 0:
-            raise HAError(f"{what} failed (exit {result.returncode}): {result.output.strip()[-400:]}")
+            raise HAError(f"{what} failed (exit {result.returncode}): {result.output.strip()[-SETUP_OUTPUT_CHARS:]}")
         return result.output
 
     def ssh(self, command: List[str], what: str) -> str:
@@ -7023,7 +7062,7 @@ def setup_peer(config: Config, peer: str, host: Optional[str], user: str, ssh_op
         theirs = remote.ssh(["sh", "-c", PEER_KEY], f"reading {peer}'s ssh key").strip()
         if not dry_run:
             if not re.fullmatch(r"ssh-[a-z0-9-]+ [A-Za-z0-9+/=]+( .*)?", theirs.splitlines()[-1] if theirs else ""):
-                raise HAError(f"{peer} sent no usable public key: {theirs[:200]!r}")
+                raise HAError(f"{peer} sent no usable public key: {theirs[:QUOTED_CHARS]!r}")
             added = append_once(os.path.join(home, ".ssh", "authorized_keys"), theirs.splitlines()[-1])
             done.append(f"{peer}'s ssh key {'added to' if added else 'already in'} our authorized_keys")
     source = os.path.abspath(config.config_dir)
@@ -7215,7 +7254,8 @@ def pacemaker_id(text: str) -> str:
 
 
 def export_model(config: Config, unit_dirs=SYSTEMD_UNIT_DIRS):
-    """Groups of primitives, wrappers to write, and the warnings, shared by the three formats."""
+    """Groups of primitives, wrappers to write, the warnings and the fence devices, shared by the
+    three formats (the devices found once: each may run cluster-glue's `stonith -n`)."""
     warnings, wrappers, groups, used = [], {}, [], set()
     hacf, haresources = config.hacf, os.path.join(config.config_dir, "haresources")
     fences, fence_warnings = export_fences(config)
@@ -7275,7 +7315,7 @@ def export_model(config: Config, unit_dirs=SYSTEMD_UNIT_DIRS):
                                                 "Pacemaker one failed monitor is a failure"))
         ident = unique(f"grp_{pacemaker_id(group.home)}_{number}") if len(primitives) > 1 else None
         groups.append((group, ident, primitives))
-    return groups, wrappers, warnings
+    return groups, wrappers, warnings, fences
 
 
 def lsb_wrapper(name: str, res: ScriptResource) -> str:
@@ -7310,7 +7350,7 @@ def monitor_interval_s(config: Config) -> int:
     return max(10, round(config.hacf.deadtime_ms / 1000))
 
 
-def export_pcs(config: Config, groups, wrappers) -> str:
+def export_pcs(config: Config, groups, wrappers, fences: List[ExportedFence]) -> str:
     hacf = config.hacf
     lines = ["#!/bin/sh",
              f"# Pacemaker/Corosync configuration made by heartbeat.py export-pacemaker from {config.config_dir}.",
@@ -7331,7 +7371,6 @@ def export_pcs(config: Config, groups, wrappers) -> str:
     lines.append("pcs cluster start --all --wait")
     lines += ["", "# 2. The resources, in a CIB file first.", 'CIB="${CIB:-heartbeat-export.cib.xml}"',
               '[ -n "$EXPORT_SKIP_CLUSTER" ] || pcs cluster cib "$CIB"', ""]
-    fences, _ = export_fences(config)
     if not fences:
         lines += ["# !!! Fencing is OFF, as it was under Heartbeat without STONITH. A production cluster",
                   "# !!! needs fencing: create fence devices ('pcs stonith create ...') and turn it on.",
@@ -7393,11 +7432,10 @@ def export_pcs(config: Config, groups, wrappers) -> str:
     return "\n".join(lines) + "\n"
 
 
-def export_crm(config: Config, groups, wrappers) -> str:
+def export_crm(config: Config, groups, wrappers, fences: List[ExportedFence]) -> str:
     hacf = config.hacf
     lines = [f"# crmsh configuration made by heartbeat.py export-pacemaker from {config.config_dir}.",
              "# Load it with: crm configure load update FILE"]
-    fences, _ = export_fences(config)
     lines.append("# Fencing: ha.cf's STONITH devices. This file holds their passwords: keep it private." if fences
                  else "# !!! Fencing is OFF, as it was under Heartbeat without STONITH; production needs fencing.")
     lines += [f"node {node}" for node in hacf.nodes]
@@ -7438,15 +7476,21 @@ def export_crm(config: Config, groups, wrappers) -> str:
     return "\n".join(lines) + "\n"
 
 
-def export_xml(config: Config, groups, wrappers) -> str:
+def export_xml(config: Config, groups, wrappers, fences: List[ExportedFence]) -> str:
     import xml.etree.ElementTree as ET  # noqa: N817 - only the export needs XML
     hacf = config.hacf
+
+    def nvpairs(parent, tag: str, owner: str, pairs) -> None:
+        """An instance_attributes or meta_attributes block of nvpairs, with ids as pcs makes them."""
+        block = ET.SubElement(parent, tag, {"id": f"{owner}-{tag}"})
+        for key, value in pairs:
+            ET.SubElement(block, "nvpair", {"id": f"{owner}-{tag}-{key}", "name": key, "value": value})
+
     cib = ET.Element("cib", {"validate-with": "pacemaker-3.0", "epoch": "1", "num_updates": "0",
                              "admin_epoch": "0"})
     configuration = ET.SubElement(cib, "configuration")
     crm_config = ET.SubElement(ET.SubElement(configuration, "crm_config"), "cluster_property_set",
                                {"id": "cib-bootstrap-options"})
-    fences, _ = export_fences(config)
     delay = config.settings.fence_delay_ms if fences else 0
     ET.SubElement(crm_config, "nvpair", {"id": "cib-bootstrap-options-stonith-enabled", "name": "stonith-enabled",
                                          "value": "true" if fences else "false"})
@@ -7462,9 +7506,8 @@ def export_xml(config: Config, groups, wrappers) -> str:
     for group, ident, primitives in groups:
         parent = ET.SubElement(resources, "group", {"id": ident}) if ident else resources
         if ident:       # a group's stickiness is the sum of its members': each gets a share
-            ET.SubElement(ET.SubElement(parent, "meta_attributes", {"id": f"{ident}-meta_attributes"}), "nvpair", {
-                "id": f"{ident}-meta_attributes-resource-stickiness", "name": "resource-stickiness",
-                "value": str(group_stickiness(config, primitives))})
+            share = str(group_stickiness(config, primitives))
+            nvpairs(parent, "meta_attributes", ident, [("resource-stickiness", share)])
         for prim in primitives:
             kind, _, rest = prim.agent.partition(":")
             attrs = {"id": prim.ident, "class": kind}
@@ -7475,15 +7518,9 @@ def export_xml(config: Config, groups, wrappers) -> str:
                 attrs["type"] = rest
             element = ET.SubElement(parent, "primitive", attrs)
             if prim.params:
-                params = ET.SubElement(element, "instance_attributes", {"id": f"{prim.ident}-instance_attributes"})
-                for key, value in prim.params:
-                    ET.SubElement(params, "nvpair", {"id": f"{prim.ident}-instance_attributes-{key}", "name": key,
-                                                     "value": value})
+                nvpairs(element, "instance_attributes", prim.ident, prim.params)
             if prim.meta():
-                meta = ET.SubElement(element, "meta_attributes", {"id": f"{prim.ident}-meta_attributes"})
-                for key, value in prim.meta():
-                    ET.SubElement(meta, "nvpair", {"id": f"{prim.ident}-meta_attributes-{key}", "name": key,
-                                                   "value": value})
+                nvpairs(element, "meta_attributes", prim.ident, prim.meta())
             every, timeout = prim.monitor_op(interval)
             ops = ET.SubElement(element, "operations")
             ET.SubElement(ops, "op", {"id": f"{prim.ident}-monitor-interval-{every}", "name": "monitor",
@@ -7507,10 +7544,7 @@ def export_xml(config: Config, groups, wrappers) -> str:
         element = ET.SubElement(resources, "primitive", {"id": fence.ident, "class": "stonith",
                                                          "type": fence.agent.partition(":")[2]})
         if fence.params:
-            params = ET.SubElement(element, "instance_attributes", {"id": f"{fence.ident}-instance_attributes"})
-            for key, value in fence.params:
-                ET.SubElement(params, "nvpair", {"id": f"{fence.ident}-instance_attributes-{key}", "name": key,
-                                                 "value": value})
+            nvpairs(element, "instance_attributes", fence.ident, fence.params)
         ET.SubElement(ET.SubElement(element, "operations"), "op", {
             "id": f"{fence.ident}-monitor-interval-{FENCE_MONITOR[0]}", "name": "monitor",
             "interval": FENCE_MONITOR[0], "timeout": FENCE_MONITOR[1]})
@@ -7521,10 +7555,7 @@ def export_xml(config: Config, groups, wrappers) -> str:
         clone = ET.SubElement(resources, "clone", {"id": f"{ping.ident}-clone"})
         element = ET.SubElement(clone, "primitive", {"id": ping.ident, "class": "ocf", "provider": "pacemaker",
                                                      "type": "ping"})
-        params = ET.SubElement(element, "instance_attributes", {"id": f"{ping.ident}-instance_attributes"})
-        for key, value in ping_params(config, ping):
-            ET.SubElement(params, "nvpair", {"id": f"{ping.ident}-instance_attributes-{key}", "name": key,
-                                             "value": value})
+        nvpairs(element, "instance_attributes", ping.ident, ping_params(config, ping))
         interval_s = ping_monitor_interval_s(config)
         ET.SubElement(ET.SubElement(element, "operations"), "op", {
             "id": f"{ping.ident}-monitor-interval-{interval_s}s", "name": "monitor", "interval": f"{interval_s}s",
@@ -7545,10 +7576,10 @@ def export_xml(config: Config, groups, wrappers) -> str:
 
 def export_pacemaker(config: Config, fmt: str, unit_dirs=SYSTEMD_UNIT_DIRS):
     """(text, warnings, wrappers) for fmt in pcs, crm, xml."""
-    groups, wrappers, warnings = export_model(config, unit_dirs)
+    groups, wrappers, warnings, fences = export_model(config, unit_dirs)
     writer = {"pcs": export_pcs, "crm": export_crm, "xml": export_xml}[fmt]
     warnings.sort(key=lambda w: (w.path, w.lineno))
-    return writer(config, groups, wrappers), warnings, wrappers
+    return writer(config, groups, wrappers, fences), warnings, wrappers
 
 
 # ==================================================================================================

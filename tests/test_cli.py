@@ -304,6 +304,22 @@ def test_keygen_refuses_existing_file(tmp_path):
         assert handle.read() == "auth 1\n1 sha1 old-key\n"
 
 
+def test_keygen_never_replaces_an_authkeys_made_meanwhile_without_force(tmp_path, monkeypatch):
+    """The file may appear between the check and the write: it is kept, and keygen says so."""
+    path = str(tmp_path / "authkeys")
+    written = hb.write_file_atomic
+
+    def someone_first(target, data, mode, replace=True):
+        write(str(tmp_path), "authkeys", "auth 1\n1 sha1 theirs\n", 0o600)
+        written(target, data, mode, replace)
+    monkeypatch.setattr(hb, "write_file_atomic", someone_first)
+    with pytest.raises(hb.HAError, match="cannot write .*authkeys: File exists"):
+        hb.write_authkeys(path, "sha1", force=False)
+    with open(path, encoding="utf-8") as handle:
+        assert handle.read() == "auth 1\n1 sha1 theirs\n"
+    assert os.listdir(tmp_path) == ["authkeys"]
+
+
 def test_keygen_force_replaces(tmp_path):
     path = write(str(tmp_path), "authkeys", "auth 1\n1 sha1 old-key\n", 0o644)
     result = keygen(str(tmp_path), "--force")

@@ -160,7 +160,7 @@ ACCEPTED = {
     "hbgenmethod": ("time", lambda c: c.hbgenmethod == "time"),
     "uuidfrom": ("nodename", lambda c: c.uuidfrom == "nodename"),
     "autojoin": ("other", lambda c: c.autojoin == "other"),
-    "max_rexmit_delay": ("500", lambda c: c.max_rexmit_delay == 500),
+    "max_rexmit_delay": ("500", lambda c: c.max_rexmit_delay_ms == 500),
     "env": ("HA_SITE=north", lambda c: c.env == {"HA_SITE": "north"}),
     "watchdog": ("/dev/watchdog", lambda c: c.watchdog == "/dev/watchdog"),    # parsed, not opened
     # accepted with a warning: no effect in heartbeat.py
@@ -349,7 +349,28 @@ def test_out_of_range_ints(tmp_path, line):
 def test_int_bounds_accepted(tmp_path, line):
     name, value = line.split()
     cfg = hacf(tmp_path, BASE + line + "\n")
-    assert getattr(cfg, name) == int(value)
+    assert getattr(cfg, hb.DIRECTIVE_BY_NAME[name].field) == int(value)
+
+
+def test_every_directive_in_ms_reaches_its_ms_field(tmp_path):
+    """A time, or a number of milliseconds, is stored in the HaCf field named with _ms."""
+    in_ms = [d for d in hb.DIRECTIVES if d.kind == "time" or d.in_ms]
+    assert "max_rexmit_delay" in [d.name for d in in_ms]
+    for directive in in_ms:
+        value = 60 if directive.name == "initdead" else 3          # initdead is at least deadtime
+        cfg = hacf(tmp_path, f"node prime calc\nbcast eth0\nkeepalive 1\ndeadtime 30\n{directive.name} {value}\n")
+        assert directive.field == directive.name + "_ms"
+        assert getattr(cfg, directive.field) == value * (1 if directive.kind == "int" else 1000), directive.name
+
+
+def test_a_directive_in_ms_without_its_field_stops_the_table_being_built():
+    """Before, _apply_value dropped the value of a time directive without a NAME_ms field."""
+    fields = {field.name for field in hb.dataclasses.fields(hb.HaCf)}
+    hb.check_directive_fields(hb.DIRECTIVES, fields)
+    for directive in (hb.Directive("resend", "time", "1s", "new"),
+                      hb.Directive("max_rexmit_delay", "int", "250", "ms", low=1, high=60000, in_ms=True)):
+        with pytest.raises(AssertionError, match=f"HaCf has no field {directive.name}_ms"):
+            hb.check_directive_fields([directive], fields - {"max_rexmit_delay_ms"})
 
 
 @pytest.mark.parametrize("line", ["logfacility local8", "msgfmt xml", "hbgenmethod random", "uuidfrom disk",

@@ -384,3 +384,17 @@ def test_devices_no_node_uses_are_warned_and_none_left_keeps_fencing_off(tmp_pat
     messages = "\n".join(w.message for w in warnings)
     assert "warning: 'stonith_host' is not exported" in messages
     assert "warning: this null device is not exported: Invalid Stonith type [null]" in messages
+
+
+@pytest.mark.parametrize("fmt", ["pcs", "crm", "xml"])
+def test_the_fence_devices_are_found_once_per_export(tmp_path, monkeypatch, fmt):
+    """Finding a device's parameters may run cluster-glue's `stonith -n`: once per device and export."""
+    config, _ = make(tmp_path, FENCED_PEERS)
+    asked, names = [], hb.stonith_config_names
+
+    def counted(plugin):
+        asked.append(plugin)
+        return names(plugin)
+    monkeypatch.setattr(hb, "stonith_config_names", counted)
+    text, _, _ = hb.export_pacemaker(config, fmt, unit_dirs=())
+    assert "fence_null_calc" in text and asked == ["null", "null"]
