@@ -339,6 +339,7 @@ def write_file_atomic(path: str, data: bytes, mode: int, replace: bool = True) -
 # Every transition the log reports is also an Event: kept in memory (the last EVENTS_KEPT), shown
 # by `status --events` and `status --json`, and handed to the notify.d hooks (see Notify hooks).
 EVENTS_KEPT = 500
+EVENT_DETAIL_CHARS = 300         # of an error quoted in an event (a failed start's first line)
 NORMAL_DROPS = ("dropped_own", "dropped_duplicate", "dropped_not_for_us")   # normal traffic: no event, not shown
 DROP_EVENT_INTERVAL_S = 10.0     # a burst of dropped packets: one event per reason this often at most
 EVENT_KINDS = {
@@ -5062,7 +5063,7 @@ class ClusterPolicy:
                                    node=self.me)
                 continue
             self.stats[key].start_failures += 1
-            self.events.record("group-failed", error.splitlines()[0][:300] if error else "", group=key,
+            self.events.record("group-failed", error.splitlines()[0][:EVENT_DETAIL_CHARS] if error else "", group=key,
                                node=self.me)
             if key in self.resources.stuck:     # half started and would not stop: it stays here
                 self.state[key] = GroupState.STOP_FAILED
@@ -5261,13 +5262,13 @@ class ClusterPolicy:
         if not self.fencing_needed(peer, held):
             if peer is not None and not peer.shutting_down:
                 self.log.info(f"Dead node {peer.name} gave up resources.")
-                self.membership.send(Message(("t", "stonith"), ("node", peer.name), ("result", "unneeded")))
+                self.membership.send(stonith_message(peer.name, "unneeded"))
             take()
         elif self.fencer:
             holding = bool(self.groups_of([c for c in ("local", "foreign") if self.holds[c]]))  # it resets first
             self.fencer.fence(peer.name, take, 0.0 if holding else self.config.settings.fence_delay_ms / 1000)
         else:
-            self.membership.send(Message(("t", "stonith"), ("node", peer.name), ("result", "n_stnth")))
+            self.membership.send(stonith_message(peer.name, "n_stnth"))
             if not self.stonith_warned:
                 self.stonith_warned = True
                 self.log.warn("No STONITH device configured.")
