@@ -307,6 +307,22 @@ class Worker:
         return self.pending > 0
 
 
+def in_thread(name: str, job: Callable[[], object], post: Callable[[Callable[[], None]], None],
+              done: Callable[[object], None]) -> None:
+    """job() in a thread of its own, then done(result) in the loop through post: for work that
+    must not wait behind the resource worker (a reset, a device's status, a monitor's check, a
+    reload). An exception in job is its result, as with Worker: done() reports it as a failure,
+    so a bug never leaves the loop waiting for an answer."""
+    def run() -> None:
+        try:
+            result = job()
+        except Exception as err:
+            result = err
+        post(lambda: done(result))
+    threading.Thread(target=run, name=name, daemon=True).start()
+
+
+
 # #### Foundations: files written whole ############################################################
 
 def write_file_atomic(path: str, data: bytes, mode: int, replace: bool = True) -> None:
@@ -3286,11 +3302,7 @@ class Fencer:
             return
         self.log.info(f"Resetting node {node} with [{self.device.plugin}]")
         self.confirmations[node] = threading.Event()      # meatware: the operator's word, for this attempt
-
-        def reset():
-            result = self.reset(node)
-            self.post(lambda: self.finished(node, result))
-        threading.Thread(target=reset, name="stonith", daemon=True).start()
+        in_thread("stonith", lambda: self.reset(node), self.post, lambda result: self.finished(node, result))
 
     def reset(self, node: str) -> CommandResult:
         """In the device's thread: one reset, and its result."""
@@ -3322,10 +3334,12 @@ class Fencer:
         event.set()
         return ""
 
-    def finished(self, node: str, result: CommandResult) -> None:
+    def finished(self, node: str, result: Union[CommandResult, Exception]) -> None:
         then = self.pending.get(node)
         if then is None:
             return                                      # cancelled meanwhile
+        if isinstance(result, Exception):               # a bug: this attempt failed, the next one retries
+            result = CommandResult(EXIT_GENERIC, f"internal error: {result!r}")
         for line in result.output.strip().splitlines()[-5:]:
             self.log.info(f"stonith: {self.redacted(line)}")
         if result.returncode == 0:
@@ -3360,15 +3374,12 @@ class Fencer:
         argv, env = stonith_argv(self.device, "status")
         if not argv:
             return
-
-        def status():
-            result = self.run(argv, STONITH_RESET_TIMEOUT_S, env)
-            self.post(lambda: self.status_known(result))
         self.log.info(f"Checking status of STONITH device [{self.device.plugin}]")
-        threading.Thread(target=status, name="stonith-status", daemon=True).start()
+        in_thread("stonith-status", lambda: self.run(argv, STONITH_RESET_TIMEOUT_S, env), self.post,
+                  self.status_known)
 
-    def status_known(self, result: CommandResult) -> None:
-        self.last_status = result.returncode == 0
+    def status_known(self, result: Union[CommandResult, Exception]) -> None:
+        self.last_status = not isinstance(result, Exception) and result.returncode == 0
         if not self.last_status:
             self.log.error(f"STONITH device {self.device.plugin} not operational!")
             self.log.error("STONITH status operation failed.")
@@ -4453,14 +4464,9 @@ class ServiceMonitor:
         watch.moved_away = False            # it runs here again (the peer that took it is gone)
         watch.checking = True
         timeout_s = watch.settings.timeout_ms / 1000
-
-        def check():
-            try:
-                result = self.resources.run_script(watch.res, "status", timeout_s=timeout_s, quiet=True)
-            except Exception as err:      # a bug must not leave the watch checking for good
-                result = CommandResult(EXIT_NOT_FOUND, f"internal error: {err!r}")
-            self.post(lambda: self.checked(watch, result))
-        threading.Thread(target=check, name=f"monitor {watch.settings.name}", daemon=True).start()
+        in_thread(f"monitor {watch.settings.name}",
+                  lambda: self.resources.run_script(watch.res, "status", timeout_s=timeout_s, quiet=True),
+                  self.post, lambda result: self.checked(watch, result))
 
     def expire(self, watch: Watch) -> None:
         """failure-timeout: no failure for that long clears the count, and the group may run here again."""
@@ -4482,9 +4488,11 @@ class ServiceMonitor:
         for watch in self.watches.values():
             self.clear(watch)
 
-    def checked(self, watch: Watch, result: CommandResult) -> None:
+    def checked(self, watch: Watch, result: Union[CommandResult, Exception]) -> None:
         """A status check's result, in the loop."""
         watch.checking = False
+        if isinstance(result, Exception):     # a bug: a failed check, and the watch goes on
+            result = CommandResult(EXIT_NOT_FOUND, f"internal error: {result!r}")
         if self.watches.get(watch.settings.resource) is not watch:
             return                        # no longer watched (reload)
         watch.last_checked = self.timers.clock()
@@ -6732,19 +6740,13 @@ class Daemon:
             self.reload_again = True
             return
         self.reloading = True
+        in_thread("reload", lambda: load_config(self.args.config_dir, self.args.node), self.post, self.apply_config)
 
-        def load():
-            try:
-                loaded = load_config(self.args.config_dir, self.args.node)
-            except (ConfigErrors, HAError) as err:
-                loaded = err
-            except Exception:             # a bug must not end reloads for good
-                loaded = HAError("internal error (please report): " + traceback.format_exc().replace("\n", " | "))
-            self.post(lambda: self.apply_config(loaded))
-        threading.Thread(target=load, name="reload", daemon=True).start()
-
-    def apply_config(self, config) -> None:
+    def apply_config(self, config: Union[Config, Exception]) -> None:
         """The loaded configuration, or the error that refused it."""
+        if isinstance(config, Exception) and not isinstance(config, (ConfigErrors, HAError)):
+            trace = "".join(traceback.format_exception(type(config), config, config.__traceback__))
+            config = HAError("internal error (please report): " + trace.replace("\n", " | "))  # reloads go on
         self.reloading = False
         if self.reload_again:
             self.reload_again = False

@@ -194,3 +194,29 @@ def test_without_cluster_glue_an_external_plugin_runs_directly_with_its_calling_
     fencer = hb.Fencer(device, world.timers, world.posted.append, world.rec, world.membership.send)
     assert fencer.reset("calc").returncode == 0 and fencer.reset("sigma").returncode != 0
     assert record.read_text().splitlines() == ["reset calc hostlist=prime calc", "reset sigma hostlist=prime calc"]
+
+
+class BrokenDevice(Device):
+    """A device whose first reset hits a bug (an exception in the reset's thread), then works."""
+
+    def __call__(self, argv, timeout_s, env=None):
+        if not self.calls:
+            self.calls.append(argv)
+            raise RuntimeError("a bug in the plugin's call")
+        return super().__call__(argv, timeout_s, env)
+
+
+def test_a_bug_in_the_reset_thread_is_a_failed_attempt_and_the_next_one_resets(tmp_path):
+    """The reset runs in a thread of its own: an exception there must still come back to the loop
+    as a failed attempt (logged, T_STONITH bad, retried), never leave the takeover waiting."""
+    device = BrokenDevice()
+    world = fenced(tmp_path, device)
+    calc_holds(world, "local")
+    world.silence()
+    world.settle()
+    assert world.rec.has("internal error: RuntimeError") and world.rec.has("STONITH of calc failed.  Retrying...")
+    assert not world.policy.holds["foreign"]
+    world.silence(hb.STONITH_RETRY_S + 0.1)
+    world.settle()
+    assert world.rec.has("node calc now reset.") and world.policy.rsc_hold() == "all"
+    assert world.results() == [("calc", "bad"), ("calc", "OK")]
