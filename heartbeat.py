@@ -4405,16 +4405,25 @@ class Watch:
     moved_away: bool = False        # the group was handed to the peer: not started here
 
 
+class MonitorRequests(Protocol):
+    """What the service monitor asks the layer above (the cluster policy answers)."""
+
+    def may_check(self, key: str) -> bool: ...
+
+    def restart_resource(self, key: str, res: ScriptResource, done: Callable[[Optional[str]], None]) -> None: ...
+
+    def move_group(self, key: str, reason: str) -> str: ...
+
+    def allow_here(self, key: str) -> None: ...
+
+
 class ServiceMonitor:
     """heartbeat.py.cf's `monitor` lines: each resource's `status` every interval, in a thread of its
     own (a status that hangs is killed at its timeout and delays nothing else), while its group runs
     here and the policy is not busy. `fall` failed checks in a row are one failure; below
-    migration-threshold the resource is restarted in place, at it the group goes to the peer.
+    migration-threshold the resource is restarted in place, at it the group goes to the peer."""
 
-    policy: may_check(key), restart_resource(key, res, done), move_group(key, reason) -> error and
-    allow_here(key), the requests ClusterPolicy (below) answers."""
-
-    def __init__(self, config: Config, policy, resources: Resources, timers: Timers, post, log):
+    def __init__(self, config: Config, policy: MonitorRequests, resources: Resources, timers: Timers, post, log):
         self.policy, self.resources, self.timers, self.post, self.log = policy, resources, timers, post, log
         self.watches: Dict[str, Watch] = {}
         self.reconfigure(config)
