@@ -2874,25 +2874,43 @@ class IPAddresses:
         except OSError as err:
             raise ResourceError(f"cannot read this machine's addresses: {err.strerror or err}") from None
 
-    def plan(self, res: IPResource, current=None) -> AddressPlan:
+    def plan(self, res: IPResource, current=None, subnets=None) -> AddressPlan:
         """Fill in what haresources left out, from the addresses already configured: the interface
-        with an address whose subnet holds the VIP (as IPaddr and IPv6addr look for it)."""
+        with an address whose subnet holds the VIP (as IPaddr and IPv6addr look for it). subnets:
+        those of current for res (see subnets), when already worked out for another address."""
         vip = ipaddress.ip_address(res.ip)
-        for iface, address, _ in (current if current is not None else self.addresses()):
-            if address.version != vip.version or address.ip == vip or \
-                    address.network.prefixlen == address.max_prefixlen or address.ip.is_link_local:
-                continue
-            if res.iface and iface != res.iface:
-                continue
-            network = address.network if res.prefix is None else \
-                ipaddress.ip_interface(f"{address.ip}/{res.prefix}").network
-            if vip in network:
+        for iface, network, ip in subnets if subnets is not None else \
+                self.subnets(res, current if current is not None else self.addresses()):
+            if ip != vip and vip in network:
                 return AddressPlan(iface, network.prefixlen, res.broadcast)
         if res.iface and res.prefix is not None:
             return AddressPlan(res.iface, res.prefix, res.broadcast)
         bits = "PREFIX" if vip.version == 6 else "BITS"
         raise ResourceError(f"no interface has a subnet containing {res.ip}: write {res.ip}/{bits}/IFACE "
                             "in haresources")
+
+    @staticmethod
+    def subnets(res: IPResource, current: List[AddressEntry]) -> list:
+        """(interface, subnet, address) for each address of current whose subnet could take res's
+        VIP, in order, by the rules of plan; the same for every VIP with res's family, interface
+        and prefix, so that a batch works them out once for all its addresses, not once each."""
+        found = []
+        for iface, address, _ in current:
+            if address.version != res.version or address.network.prefixlen == address.max_prefixlen or \
+                    address.ip.is_link_local or (res.iface and iface != res.iface):
+                continue
+            network = address.network if res.prefix is None else \
+                ipaddress.ip_interface(f"{address.ip}/{res.prefix}").network
+            found.append((iface, network, address.ip))
+        return found
+
+    @staticmethod
+    def holders(current: List[AddressEntry]) -> Dict[str, str]:
+        """Address -> the interface that carries it (the first, as holder_iface), for a whole batch."""
+        found: Dict[str, str] = {}
+        for entry in current:
+            found.setdefault(str(entry.address.ip), entry.iface)
+        return found
 
     @staticmethod
     def holder_iface(res: IPResource, current: List[AddressEntry]) -> Optional[str]:
@@ -2913,18 +2931,26 @@ class IPAddresses:
         later. Every millisecond here is a millisecond of failover: one dump, one batch."""
         current = self.addresses()
         labels = {entry.label for entry in current}
+        holders, subnets = self.holders(current), {}
         changes, wanted, failed = [], [], []
+        next_alias: Dict[str, int] = {}       # interface -> the first alias number not looked at yet
         for res in resources:
-            if self.holder_iface(res, current):
+            if holders.get(res.ip):
                 continue
+            key = (res.version, res.iface, res.prefix)
+            if key not in subnets:
+                subnets[key] = self.subnets(res, current)
             try:
-                plan = self.plan(res, current)
+                plan = self.plan(res, current, subnets[key])
             except ResourceError as err:
                 failed.append((res, str(err)))
                 continue
             label = ""
-            if res.version == 4:
-                label = next(f"{plan.iface}:{n}" for n in range(1000) if f"{plan.iface}:{n}" not in labels)
+            if res.version == 4:              # the lowest free alias: those below it were taken already
+                first = next_alias.get(plan.iface, 0)
+                n = next(n for n in range(first, first + len(labels) + 1) if f"{plan.iface}:{n}" not in labels)
+                next_alias[plan.iface] = n + 1
+                label = f"{plan.iface}:{n}"
                 labels.add(label)
             address = ipaddress.ip_interface(f"{res.ip}/{plan.prefix}")
             changes.append(AddressChange(plan.iface, address, label if len(label) < IFNAMSIZ else "", plan.broadcast))
@@ -2966,9 +2992,10 @@ class IPAddresses:
     def remove(self, resources: List[IPResource]) -> None:
         """Delete those of the addresses that are here, in one batch; ResourceError names each
         address still here afterwards."""
-        current = self.addresses()
-        changes = [AddressChange(entry.iface, entry.address) for res in resources for entry in current
-                   if str(entry.address.ip) == res.ip]
+        carriers: Dict[str, List[AddressEntry]] = {}       # address -> its entries, in current's order
+        for entry in self.addresses():
+            carriers.setdefault(str(entry.address.ip), []).append(entry)
+        changes = [AddressChange(entry.iface, entry.address) for res in resources for entry in carriers.get(res.ip, [])]
         results = self.change(RTM_DELADDR, changes)
         problems = []
         for change, error in zip(changes, results):
@@ -3222,17 +3249,17 @@ class Resources:
 
     def announce_group(self, group: ResourceGroup) -> None:
         """Announce the group's addresses again (clients may have the other MAC)."""
-        current = self.addresses.addresses()
-        held = [(iface, res.ip) for res in group.resources if isinstance(res, IPResource)
-                for iface in [self.addresses.holder_iface(res, current)] if iface]
+        holders = self.addresses.holders(self.addresses.addresses())
+        held = [(holders[res.ip], res.ip) for res in group.resources if isinstance(res, IPResource)
+                and holders.get(res.ip)]
         if held:
             self.addresses.announce(held, rounds=GARP_ROUNDS_S[:1])
 
     def release_stale_addresses(self) -> None:
         """At start: an address of ours left by a crash must not answer from two machines."""
-        current = self.addresses.addresses()
+        holders = self.addresses.holders(self.addresses.addresses())
         stale = [res for group in self.config.groups for res in group.resources
-                 if isinstance(res, IPResource) and self.addresses.holder_iface(res, current)]
+                 if isinstance(res, IPResource) and holders.get(res.ip)]
         for res in stale:
             self.log.warn(f"Address {res.ip} was already configured here (left by a crash?): "
                           "releasing it before joining the cluster")
@@ -4662,21 +4689,39 @@ class LinkFaults:
         there); without one, nothing here does anything."""
         self.watch = watch
 
-    def vip_iface(self, res: IPResource) -> Optional[str]:
-        """The interface res.ip is on, or would go on; None when unknown."""
+    def vip_iface(self, res: IPResource, current=None, holders=None, subnets=None) -> Optional[str]:
+        """The interface res.ip is on, or would go on; None when unknown. current, holders and
+        subnets: the watch's addresses and what was worked out from them for another address
+        of the group (see addresses_of)."""
         if res.iface or not self.watch:
             return res.iface and res.iface.split(":")[0]        # eth0:1 is a label on eth0
-        current = self.watch.current()
-        for name, address, _ in current:
-            if str(address.ip) == res.ip:
-                return name
+        current = self.watch.current() if current is None else current
+        holders = IPAddresses.holders(current) if holders is None else holders
+        if res.ip in holders:
+            return holders[res.ip]
         try:
-            return self.policy.resources.addresses.plan(res, current).iface
+            return self.policy.resources.addresses.plan(res, current, subnets).iface
         except (ResourceError, ValueError):
             return None
 
     def addresses_of(self, group: ResourceGroup) -> List[Tuple[IPResource, Optional[str]]]:
-        return [(res, self.vip_iface(res)) for res in group.resources if isinstance(res, IPResource)]
+        """Each address of the group with its interface: the watch's addresses are read once for
+        the group, not once for each of its addresses."""
+        found, current, holders, subnets = [], None, None, {}
+        for res in group.resources:
+            if not isinstance(res, IPResource):
+                continue
+            if res.iface or not self.watch:
+                found.append((res, self.vip_iface(res)))
+                continue
+            if current is None:
+                current = self.watch.current()
+                holders = IPAddresses.holders(current)
+            key = (res.version, res.iface, res.prefix)
+            if key not in subnets and res.ip not in holders:
+                subnets[key] = IPAddresses.subnets(res, current)
+            found.append((res, self.vip_iface(res, current, holders, subnets.get(key))))
+        return found
 
     def watched_links(self) -> Optional[Dict[str, str]]:
         """For status: the carrier of the heartbeat media and of the addresses' interfaces."""
