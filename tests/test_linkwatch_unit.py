@@ -250,7 +250,7 @@ class FakeAddresses:
     def held(self, res):
         return self.watch.addresses.get(res.ip, (None,))[0]
 
-    def plan(self, res, current):
+    def plan(self, res, current, subnets=None):
         return hb.AddressPlan(res.iface or "eth0", res.prefix or 24, None)
 
     def remove(self, resources):
@@ -415,6 +415,23 @@ def test_an_offer_is_refused_while_our_carrier_for_it_is_down(cluster):
     watch.carrier["eth0"] = True
     membership.receive(calc.packet(("t", "ask_resources"), ("rsc_hold", "local"), ("info", "me")), "eth1")
     assert asked(rec) == [("local", "other")]
+
+
+def test_the_interfaces_of_a_group_read_the_watch_once_not_once_per_address(cluster):
+    """A group of short-form VIPs (no interface written): the watch's addresses are read once for the
+    group, whether the address is here already or planned from the subnets there are."""
+    policy, watch, calc, world = cluster
+    policy.resources.addresses = hb.IPAddresses(kernel=object())
+    reads = []
+    current = watch.current
+    watch.current = lambda: reads.append(1) or current()
+    group = hb.ResourceGroup("prime", [hb.parse_ip_spec(f"10.77.0.{n}") for n in range(10, 210)], 1)
+    for res in group.resources[::2]:
+        watch.addresses[res.ip] = ("eth1", 24)
+    assert policy.links.addresses_of(group) == [(res, "eth1" if n % 2 == 0 else "eth0")
+                                          for n, res in enumerate(group.resources)]
+    assert len(reads) == 1
+    assert policy.links.vip_iface(group.resources[0]) == "eth1" and policy.links.vip_iface(group.resources[1]) == "eth0"
 
 
 def test_status_shows_the_carrier_of_media_and_address_interfaces(cluster):
