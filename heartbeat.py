@@ -2437,7 +2437,7 @@ class Rtnetlink:
         try:
             sock.settimeout(IP_TIMEOUT_S)
             sock.send(netlink_dump_request(RTM_GETADDR, 1))
-            found = []
+            found, names = [], {}           # interface index -> name: looked up once, not once an address
             while True:
                 for event in parse_netlink(sock.recv(NETLINK_READ_BYTES)):
                     if event.kind == "done" and event.seq == 1:
@@ -2445,7 +2445,9 @@ class Rtnetlink:
                     if event.kind == "error" and event.seq == 1:
                         raise OSError(event.ifindex, os.strerror(event.ifindex))
                     if event.kind == "address" and event.seq == 1:
-                        iface = interface_name(event.ifindex)
+                        if event.ifindex not in names:
+                            names[event.ifindex] = interface_name(event.ifindex)
+                        iface = names[event.ifindex]
                         found.append(AddressEntry(iface, ipaddress.ip_interface(f"{event.ip}/{event.prefixlen}"),
                                                   event.label or iface))
         finally:
