@@ -52,26 +52,21 @@ import errno
 import fcntl
 import gc
 import heapq
-import html
 import importlib
 import ipaddress
 import itertools
 import json
 import logging
-import logging.handlers
 import os
 import queue
 import re
 import selectors
-import shlex
 import shutil
 import signal
 import socket
 import stat
 import struct
-import subprocess
 import sys
-import tempfile
 import threading
 import time
 import traceback
@@ -255,6 +250,8 @@ def run_command(argv: List[str], timeout_s: float, env: Optional[dict] = None,
     exits: the output goes to a file, so a child it left running (`daemon &`) holds nothing open.
     On timeout EXIT_TIMED_OUT, and its whole process group is killed (own_session=False keeps our terminal,
     where ssh asks for a password, and kills only the process)."""
+    import subprocess
+    import tempfile
     with tempfile.TemporaryFile() as out:
         try:
             proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, env=env,
@@ -1586,6 +1583,7 @@ class StonithDevice:
 def stonith_config_names(plugin: str) -> Tuple[Tuple[str, ...], str, str]:
     """(parameter names in getconfignames order, how it runs, script path); ValueError when
     nothing here can run that type."""
+    import subprocess
     script = os.path.join(STONITH_EXTERNAL_DIR, plugin.partition("/")[2]) if plugin.startswith("external/") else ""
     if shutil.which(STONITH_COMMAND):
         argv, how = [STONITH_COMMAND, "-t", plugin, "-n"], "cluster-glue"
@@ -5949,6 +5947,8 @@ def prometheus_text(report: dict) -> str:
 
 def html_page(report: dict) -> str:
     """The read-only status page: nodes, links, groups and the last events; no script, no form."""
+    import html
+
     def row(cells, tag="td"):
         return "<tr>" + "".join(f"<{tag}>{html.escape(str(cell))}</{tag}>" for cell in cells) + "</tr>"
 
@@ -6139,6 +6139,7 @@ class Log:
         self.debug_level = 0
 
     def configure(self, hacf: Optional[HaCf], to_stderr: bool) -> None:
+        import logging.handlers
         for handler in list(self.logger.handlers):
             self.logger.removeHandler(handler)
             handler.close()
@@ -7038,9 +7039,11 @@ class Remote:
 
     def ssh_argv(self, command: List[str]) -> List[str]:
         """The remote side gets one string: every word quoted, none taken from config values unquoted."""
+        import shlex
         return ["ssh", *self.options, self.target, "--", " ".join(shlex.quote(word) for word in command)]
 
     def execute(self, argv: List[str], what: str) -> str:
+        import shlex
         if self.dry_run:
             print(shlex.join(argv))
             return ""
@@ -7059,6 +7062,7 @@ class Remote:
 
 def local_ssh_key(home: str, dry_run: bool, run=run_at_terminal) -> str:
     """Our ed25519 public key, created if missing (DSA, as in the tutorial, is refused by OpenSSH now)."""
+    import shlex
     private = os.path.join(home, ".ssh", "id_ed25519")
     if not os.path.exists(private):
         argv = ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", private]
@@ -7379,6 +7383,7 @@ def export_model(config: Config, unit_dirs=SYSTEMD_UNIT_DIRS):
 
 def lsb_wrapper(name: str, res: ScriptResource) -> str:
     """An LSB init script that runs a Heartbeat resource.d script with its arguments."""
+    import shlex
     call = " ".join(shlex.quote(word) for word in [res.path, *res.args])
     return f"""#!/bin/sh
 ### BEGIN INIT INFO
@@ -7410,6 +7415,7 @@ def monitor_interval_s(config: Config) -> int:
 
 
 def export_pcs(config: Config, groups, wrappers, fences: List[ExportedFence]) -> str:
+    import shlex
     hacf = config.hacf
     lines = ["#!/bin/sh",
              f"# Pacemaker/Corosync configuration made by heartbeat.py export-pacemaker from {config.config_dir}.",
@@ -7492,6 +7498,7 @@ def export_pcs(config: Config, groups, wrappers, fences: List[ExportedFence]) ->
 
 
 def export_crm(config: Config, groups, wrappers, fences: List[ExportedFence]) -> str:
+    import shlex
     hacf = config.hacf
     lines = [f"# crmsh configuration made by heartbeat.py export-pacemaker from {config.config_dir}.",
              "# Load it with: crm configure load update FILE"]
