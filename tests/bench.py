@@ -445,8 +445,9 @@ def daemon_pids(lab, name, kind):
 
 
 def cpu_and_rss(pids):
-    """CPU seconds of all threads (the scheduler's own count, in ns) and RSS in MB, summed."""
-    cpu_ns, rss = 0, 0
+    """CPU seconds of all threads (the scheduler's own count, in ns), RSS and PSS (the shared pages
+    divided among the processes that map them: the library code of Heartbeat's four) in MB, summed."""
+    cpu_ns, rss, pss = 0, 0, 0
     for pid in pids:
         try:
             for task in os.listdir(f"/proc/{pid}/task"):
@@ -454,9 +455,11 @@ def cpu_and_rss(pids):
                     cpu_ns += int(handle.read().split()[0])
             with open(f"/proc/{pid}/status") as handle:
                 rss += int(next(line for line in handle if line.startswith("VmRSS")).split()[1])
+            with open(f"/proc/{pid}/smaps_rollup") as handle:
+                pss += int(next(line for line in handle if line.startswith("Pss:")).split()[1])
         except (OSError, StopIteration):
             pass
-    return cpu_ns / 1e9, rss / 1024
+    return cpu_ns / 1e9, rss / 1024, pss / 1024
 
 
 # Calibration: the least a Python process can do at the same rate here. It sends a heartbeat-sized
@@ -519,10 +522,10 @@ def idle_run(kind, keepalive, seconds, scrape_every=None):
             procs.append(lab.popen(name, [sys.executable, "-c", SCRAPER, str(seconds + 5), str(scrape_every)]))
         pids = [p.pid for p in procs] if kind == BARE and not scrape_every else \
             daemon_pids(lab, "prime", kind) + daemon_pids(lab, "calc", kind)
-        cpu0, _ = cpu_and_rss(pids)
+        cpu0, _, _ = cpu_and_rss(pids)
         time.sleep(seconds)
-        cpu1, rss = cpu_and_rss(pids)
-        return {"cpu": (cpu1 - cpu0) * 60 / seconds / 2, "rss": rss / 2, "processes": len(pids) / 2}
+        cpu1, rss, pss = cpu_and_rss(pids)
+        return {"cpu": (cpu1 - cpu0) * 60 / seconds / 2, "rss": rss / 2, "pss": pss / 2, "processes": len(pids) / 2}
     finally:
         for proc in procs:
             proc.kill()
@@ -644,14 +647,17 @@ def measure():
     for keepalive in (["100ms"] if quick else ["2", "100ms"]) if wanted("idle") else []:
         values_cpu = {kind: [] for kind in kinds + [BARE]}
         values_rss = {kind: [] for kind in kinds + [BARE]}
+        values_pss = {kind: [] for kind in kinds + [BARE]}
         for _ in range(runs):
             for kind in kinds + [BARE]:
                 measured = idle_run(kind, keepalive, idle_seconds)
                 values_cpu[kind].append(measured["cpu"])
                 values_rss[kind].append(measured["rss"])
+                values_pss[kind].append(measured["pss"])
                 print(f"  idle keepalive {keepalive} {kind}: {measured}", file=sys.stderr, flush=True)
         rows.append((f"idle CPU per node, s per minute [keepalive {keepalive}]", values_cpu, "s"))
         rows.append((f"idle RSS per node, all daemon processes [keepalive {keepalive}]", values_rss, "MB"))
+        rows.append((f"idle PSS per node, all daemon processes [keepalive {keepalive}]", values_pss, "MB"))
         calibration[keepalive] = fmt(values_cpu[BARE])
     scraped = {}
     for keepalive in ["2", "100ms"] if wanted("idle-http") and (only or not quick) else []:
