@@ -470,3 +470,20 @@ def test_prometheus_status_without_a_daemon_is_heartbeat_up_0_and_valid(tmp_path
     assert result.returncode == 3
     samples = [s for family in parser.text_string_to_metric_families(result.stdout) for s in family.samples]
     assert [(s.name, s.value) for s in samples] == [("heartbeat_up", 0.0)]
+
+
+TOOL_MODULES = {"html", "shlex", "subprocess", "tempfile", "logging.handlers", "xml.etree.ElementTree"}
+
+
+def test_status_and_check_import_no_module_only_other_subcommands_need(confdir, tmp_path):
+    """What the status page, the exports, setup, scripts and log files need is imported where they are
+    used: not compiled, loaded and kept by every `heartbeat.py status` (nor by a daemon that never
+    uses them)."""
+    probe = ("import sys\nsys.path.insert(0, sys.argv[1])\nbare = set(sys.modules)\nimport heartbeat\n"
+             "try:\n    heartbeat.main(sys.argv[2:])\nexcept SystemExit:\n    pass\n"
+             "print(' '.join(sorted(set(sys.modules) - bare)))\n")
+    for subcommand in ("status", "check"):
+        result = subprocess.run([sys.executable, "-c", probe, os.path.dirname(HEARTBEAT), subcommand,
+                                 *common(confdir, tmp_path)], capture_output=True, text=True, timeout=60, check=False)
+        imported = set(result.stdout.split("\n")[-2].split())
+        assert "heartbeat" in imported and not imported & TOOL_MODULES, (subcommand, imported & TOOL_MODULES)
