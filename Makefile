@@ -7,6 +7,8 @@ UNITDIR ?= $(PREFIX)/lib/systemd/system
 CONFIG_DIR ?= /etc/ha.d
 PYTEST_ARGS ?=
 WORKERS ?= 4
+# pytest-benchmark, when installed, only warns once per worker that xdist disables it: the tests use none
+PYTEST = $(PYTHON) -m pytest -q -p no:benchmark
 UNIT_WORKERS ?= 2
 TEST_DEPS = pytest pytest-xdist hypothesis prometheus_client
 LINT_DEPS = ruff vermin
@@ -22,11 +24,11 @@ version:
 # are skipped as non-root. The real Pacemaker clusters share one worker (xdist_group "pacemaker").
 # Exit 5 (no test selected, e.g. by PYTEST_ARGS=-k) is not a failure.
 test: deps
-	$(PYTHON) -m pytest -q -n $(WORKERS) --dist loadgroup $(PYTEST_ARGS) tests || [ $$? -eq 5 ]
+	$(PYTEST) -n $(WORKERS) --dist loadgroup $(PYTEST_ARGS) tests || [ $$? -eq 5 ]
 
 # The unit tests alone (no root needed).
 test-unit: deps
-	$(PYTHON) -m pytest -q -n $(UNIT_WORKERS) $(PYTEST_ARGS) tests/unit || [ $$? -eq 5 ]
+	$(PYTEST) -n $(UNIT_WORKERS) $(PYTEST_ARGS) tests/unit || [ $$? -eq 5 ]
 
 deps:
 	@$(PYTHON) -c 'import pytest, xdist, hypothesis, prometheus_client' 2>/dev/null || \

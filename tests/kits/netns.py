@@ -139,6 +139,17 @@ def settled(lab, node, address=VIP):
     return lambda: holders(lab, address=address) == [node] and page(lab, address) == node
 
 
+def past_startup_grace(*nodes):
+    """A condition for wait(): each node has heard every other one announce its deadtime without the 2 s
+    a daemon adds in its first 5 s (3.0.6's start-up grace), so that a failure is seen after deadtime."""
+    def check():
+        statuses = {node.name: node.status() for node in nodes}
+        return all(statuses[a.name].get("nodes", {}).get(b.name, {}).get("deadtime_ms")
+                   == statuses[b.name].get("timers_ms", {}).get("deadtime", -1)
+                   for a in nodes for b in nodes if a is not b)
+    return check
+
+
 def cut_uplink(lab, name):
     """`name` loses its way to the lab's ping node, host "router" (nftables drops what it sends there)."""
     cut_route(lab, name, lab.addr("router"))
@@ -229,11 +240,15 @@ class Lab:
     def heal(self, name):
         run(["ip", "link", "set", self.veth(name), "up"])
 
-    def close(self):
+    def close(self, grace=3):
+        """SIGTERM to every process started here, SIGKILL to those still running `grace` seconds later
+        (nothing is asserted any more: a daemon still trying to stop a group that will not stop, 11 tries
+        1 s apart, need not be waited for), then every process left in the namespaces; links,
+        namespaces, the bridge and the tmp dir go."""
         for proc in self.procs:
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + grace
         for proc in self.procs:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout=max(0.1, deadline - time.monotonic()))

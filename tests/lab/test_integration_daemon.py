@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from netns import Node, hacf, have_root_net
+from netns import Node, hacf, have_root_net, past_startup_grace, wait
 
 pytestmark = pytest.mark.skipif(not have_root_net(), reason="needs root and ip(8) for network namespaces")
 
@@ -26,7 +26,7 @@ def test_three_nodes_see_each_other_then_a_cut_node_is_dead_after_deadtime(lab):
     nodes = {n: Node(lab, n, hacf(nodes=names, **FAST)).start() for n in names}
     for node in nodes.values():
         node.wait_for(lambda s: all(v["status"] == "active" for v in s["nodes"].values()), 3)
-    time.sleep(5.5)                          # past the first 5 s, when dt still carries +2 s
+    wait(past_startup_grace(*nodes.values()), 10)     # past the first 5 s, when dt still carries +2 s
     cut = time.monotonic()
     lab.cut("third")
     detected = nodes["prime"].wait_for(lambda s: s["nodes"]["third"]["status"] == "dead", 5, interval=0.02)

@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from netns import (VIP, WEBSERVER_SCRIPT, Node, hacf, have_root_net, holders, page, settled,
-                   two_holders_during_failback, wait)
+from netns import (VIP, WEBSERVER_SCRIPT, Node, hacf, have_root_net, holders, page, past_startup_grace,
+                   settled, two_holders_during_failback, wait)
 from netns import WEB_PORT as PORT
 
 pytestmark = pytest.mark.skipif(not have_root_net(), reason="needs root and ip(8) for network namespaces")
@@ -45,7 +45,7 @@ def cluster(lab, auto_failback="on", haresources=f"prime {VIP}/24/eth0 webserver
 def test_hard_failure_then_heal_leaves_exactly_one_holder(lab):
     prime, calc = cluster(lab)
     wait(settled(lab, "prime"), 10)
-    time.sleep(5)                                   # dt carries +2 s for 5 s after start
+    wait(past_startup_grace(prime, calc), 10)       # dt carries +2 s for 5 s after start
     pids = (prime.proc.pid, calc.proc.pid)
     lab.cut("prime")
     took = wait(lambda: page(lab) == "calc", 4, interval=0.02)

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from netns import VIP, Node, hacf, have_root_net, holders, wait
+from netns import VIP, Node, hacf, have_root_net, holders, past_startup_grace, wait
 from fencing import RECORDER, STUCK
 from paths import HOSTILE
 
@@ -19,12 +19,11 @@ KEY = "lab-secret"
 
 def pair(lab, **kw):
     """prime holding the VIP, calc up, and both past their first 5 s (when dt carries 2 s more)."""
-    started = time.monotonic()
     nodes = [Node(lab, name, hacf(**TIMERS), haresources=f"prime {VIP}/24/eth0\n", **kw).start()
              for name in ("prime", "calc")]
     wait(lambda: holders(lab) == ["prime"], 10)
     nodes[1].wait_for(lambda s: s["nodes"]["prime"]["status"] == "active", 5)
-    time.sleep(max(0.0, started + 5.5 - time.monotonic()))
+    wait(past_startup_grace(*nodes), 10)
     return nodes
 
 

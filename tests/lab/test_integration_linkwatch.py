@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from netns import VIP, WEBSERVER_SCRIPT, Node, hacf, have_root_net, holders, page, settled, wait
+from netns import VIP, WEBSERVER_SCRIPT, Node, hacf, have_root_net, holders, page, past_startup_grace, settled, wait
 from netns import WEB_PORT as PORT
 
 pytestmark = pytest.mark.skipif(not have_root_net(), reason="needs root and ip(8) for network namespaces")
@@ -98,7 +98,7 @@ def test_carrier_lost_hands_the_group_over_at_once_when_heartbeats_flow_elsewher
 def test_flapping_cable_leaves_no_two_holders(lab):
     prime, calc = cluster(lab, deadtime="600ms")          # each 0.7 s outage outlasts deadtime: calc takes over
     wait(settled(lab, "prime"), 10)
-    time.sleep(5)                                  # dt carries +2 s for 5 s after start
+    wait(past_startup_grace(prime, calc), 10)      # dt carries +2 s for 5 s after start
     stop = threading.Event()
 
     def flap():
