@@ -6,7 +6,7 @@ name is used only inside its layer."""
 import ast
 import re
 
-from conftest import HEARTBEAT
+from paths import HEARTBEAT
 
 LAYER_BANNER = re.compile(r"^# (\d+)\. ([A-Z][A-Z/ ]*): ")     # '# 4. KERNEL I/O: UDP media, ...'
 SUB_BANNER = re.compile(r"^# #### ([^:#]+)")                     # '# #### Kernel I/O: rtnetlink ####'
