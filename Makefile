@@ -6,8 +6,8 @@ SBINDIR = $(PREFIX)/sbin
 UNITDIR ?= $(PREFIX)/lib/systemd/system
 CONFIG_DIR ?= /etc/ha.d
 PYTEST_ARGS ?=
-# 3 workers on this 2-core machine: 5.7 min for the suite (19 serial); 4 took 4.8 min but starved the
-# real-Heartbeat interop tests' timing once (two failures), 6 raced a test's start-up (fixed)
+# 3 workers on this 2-core machine: about 6 min for the suite (18 serial); 4 took 4.8 min but starved
+# the real-Heartbeat interop tests' timing once (two failures)
 WORKERS ?= 3
 # pytest-benchmark, when installed, only warns once per worker that xdist disables it: the tests use none
 PYTEST = $(PYTHON) -m pytest -q -p no:benchmark
