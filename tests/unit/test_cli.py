@@ -3,6 +3,8 @@ import importlib.util
 import os
 import pathlib
 import re
+import subprocess
+import sys
 
 import pytest
 
