@@ -17,7 +17,7 @@ Quick start (as root, on both nodes):
 
 The map. The file reads top to bottom in eleven layers, each under a banner of its own; a layer
 uses only the layers above it, and a call back up (sensing telling deciding what changed) goes
-through a small typing.Protocol handed to the constructor. tests/test_layers.py holds this map
+through a small typing.Protocol handed to the constructor. tests/unit/test_layers.py holds this map
 to the banners and to the names each layer uses.
     1. foundations   errors, exit codes, time and text, Timers, run_command, Worker, atomic
                      writes, the event history (every layer records into it)
