@@ -5044,6 +5044,7 @@ class ClusterPolicy:
         self.failback_timer: Optional[Timer] = None
         self.failback_asked: Optional[str] = None       # the peer our auto_failback standby request went to
         self.failback_requests = 0
+        self.failure_offers = 0                         # offer_failed_groups() since the last failure
         self.exchange = StandbyExchange(self)
         self.in_standby = False
         self.shutting_down = False
@@ -5145,13 +5146,25 @@ class ClusterPolicy:
         self.announce(stable=True, info=reason)
         if then:
             then()
+        if failed:
+            self.failure_offers = 0          # a new failure: the peer is asked anew
         self.after_change()
-        peers = self.live_peers()
-        if failed and peers and not self.shutting_down:
-            cls = "local" if self.config.groups and any(
-                g.key in failed and g.home == self.me for g in self.config.groups) else "foreign"
-            self.log.info(f"Offering [{cls}] resources to {peers[0].name} after the failure")
-            self.exchange.give_away(cls, reason="start failure")
+
+    def offer_failed_groups(self) -> None:
+        """Groups that failed to start here go to a live peer by the standby exchange, as 3.0.6
+        gives its resources up after a failure. A peer busy with its own start ignores that
+        request ("local resources in flux") and a peer that comes later was not there to be
+        asked, so, beyond 3.0.6, the peer is asked whenever both sides are quiet, until it takes
+        them: NEGOTIATION_ATTEMPTS times for one failure, and again when the peer restarts."""
+        failed = [g for g in self.config.groups
+                  if self.state[g.key] is GroupState.FAILED and self.holds[self.class_of(g)]]
+        peers = [p for p in self.live_peers() if self.peer_holds.get(p.name, ("none", True))[1]]
+        if not failed or not peers or self.shutting_down or self.failure_offers >= NEGOTIATION_ATTEMPTS:
+            return
+        cls = "local" if any(g.home == self.me for g in failed) else "foreign"
+        self.failure_offers += 1
+        self.log.info(f"Offering [{cls}] resources to {peers[0].name} after the failure")
+        self.exchange.give_away(cls, reason="start failure")
 
     def release(self, classes: List[str], reason: str, then=None) -> None:
         groups = list(reversed(self.groups_of(classes)))
@@ -5211,6 +5224,7 @@ class ClusterPolicy:
                 self.resolve_conflicts(name)
             self.links.review()
             self.perform_auto_failback()
+            self.offer_failed_groups()
 
     # -- membership events ------------------------------------------------------------
 
@@ -5345,6 +5359,7 @@ class ClusterPolicy:
         if self.shutting_down:
             return
         self.peer_holds[peer.name] = ("none", False)
+        self.failure_offers = 0              # what failed here may be offered to it again
         self.announce(stable=not self.worker.busy)
         if self.config.hacf.auto_failback != "off" and self.holds["foreign"] and \
                 any(g.home == peer.name for g in self.config.groups):
@@ -5385,6 +5400,7 @@ class ClusterPolicy:
         elif stable and not self.busy():
             self.resolve_conflicts(peer.name)
             self.perform_auto_failback()
+            self.offer_failed_groups()
 
     def resolve_conflicts(self, name: str) -> None:
         """Two holders of one group: its home node keeps it (and re-announces its MAC), the other

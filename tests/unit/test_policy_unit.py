@@ -128,3 +128,62 @@ def test_a_group_handed_over_by_standby_is_not_sent_back_as_a_failback(world, tm
         membership.receive(calc.status(), "eth0")
         advance(here, 1, step=0.5)
     assert standby_requests(rec) == [] and policy.holds["foreign"]
+
+
+class FailingStarts(NoResources):
+    """Every group's start fails here, as on a node whose interface for the VIP is missing."""
+
+    def acquire_group(self, group):
+        return "cannot add 10.77.0.50/24 on vip0: interface vip0 does not exist"
+
+
+def failing_home(world, tmp_path):
+    """prime's policy, home of one group whose start fails here."""
+    (tmp_path / "haresources").write_text("prime 10.77.0.50\n")
+    config = hb.load_config(str(tmp_path), "prime")
+    _, clock, timers, rec, _ = world
+    membership = hb.Membership(config, hb.Identity("prime", b"P" * 16, 0x100), timers, rec, rec.sent.append, rec)
+    policy = hb.ClusterPolicy(config, membership, FailingStarts(), InlineWorker(), rec)
+    membership.listener = routed(policy)
+    membership.start()
+    return (membership, clock, timers, rec, config), policy
+
+
+def test_a_failed_group_is_offered_again_when_the_peer_ignored_the_offer_in_flux(world, tmp_path):
+    """calc, still busy with its own start, ignores prime's offer of the group that failed on prime
+    (3.0.6: "standby message [me] from prime ignored.  local resources in flux."): the group must
+    not stay stopped on both nodes. Seen under parallel load in the IPv6 lab test of a refused
+    address: prime asked once, cancelled after 10 s, and nobody started the group."""
+    here, policy = failing_home(world, tmp_path)
+    membership, _, _, rec, config = here
+    calc = Calc(config)
+    membership.receive(calc.status(), "eth0")
+    advance(here, 0.5)
+    calc_is_stable(membership, calc)             # prime's `starting` answered: prime takes its group
+    assert policy.state["10.77.0.50"] is hb.GroupState.FAILED
+    assert [m.get("rsc_hold") for m in standby_requests(rec)] == ["local"]      # calc ignores it
+    for _ in range(int(hb.STANDBY_REPLY_TIMEOUT_S) + 1):
+        membership.receive(calc.status(), "eth0")
+        advance(here, 1, step=0.5)
+    assert rec.has("Standby request cancelled") and len(standby_requests(rec)) == 2
+    membership.receive(calc.packet(("t", "ask_resources"), ("rsc_hold", "local"), ("info", "other")), "eth0")
+    assert not policy.holds["local"]
+    assert [m.get("info") for m in sent(rec) if m.get("t") == "ask_resources"][-1] == "done"
+
+
+def test_a_group_that_failed_alone_is_offered_to_the_peer_that_comes_later(world, tmp_path):
+    """prime started alone and its group failed: calc, started later, finds prime holding its class;
+    once calc says it is stable, prime offers the group, and never more than NEGOTIATION_ATTEMPTS
+    times when calc keeps ignoring it."""
+    here, policy = failing_home(world, tmp_path)
+    membership, _, _, rec, config = here
+    advance(here, config.hacf.initdead_ms / 1000 + 1, step=0.5)
+    assert policy.state["10.77.0.50"] is hb.GroupState.FAILED and standby_requests(rec) == []
+    calc = calc_restarts(membership, config)
+    assert standby_requests(rec) == []           # calc is starting: in flux
+    calc_is_stable(membership, calc)
+    assert [m.get("rsc_hold") for m in standby_requests(rec)] == ["local"]
+    for _ in range(int(4 * hb.STANDBY_REPLY_TIMEOUT_S)):
+        membership.receive(calc.status(), "eth0")
+        advance(here, 1, step=0.5)
+    assert len(standby_requests(rec)) == hb.NEGOTIATION_ATTEMPTS and not policy.busy()
