@@ -44,16 +44,21 @@ def test_no_group_is_taken_while_another_node_uses_our_name(world, policy):
     assert [m.get("rsc_hold") for m in sent(rec) if m.get("t") == "resource"][-1] == "all"
 
 
-def with_calcs_group(world, tmp_path):
-    """prime's policy, started, with one group whose home is calc (10.77.0.50)."""
-    (tmp_path / "haresources").write_text("calc 10.77.0.50\n")
+def started_with(world, tmp_path, haresources, resources):
+    """prime's policy, started, with the groups of this haresources and these resources."""
+    (tmp_path / "haresources").write_text(haresources)
     config = hb.load_config(str(tmp_path), "prime")
     _, clock, timers, rec, _ = world
     membership = hb.Membership(config, hb.Identity("prime", b"P" * 16, 0x100), timers, rec, rec.sent.append, rec)
-    policy = hb.ClusterPolicy(config, membership, NoResources(), InlineWorker(), rec)
+    policy = hb.ClusterPolicy(config, membership, resources, InlineWorker(), rec)
     membership.listener = routed(policy)
     membership.start()
     return (membership, clock, timers, rec, config), policy
+
+
+def with_calcs_group(world, tmp_path):
+    """prime's policy, started, with one group whose home is calc (10.77.0.50)."""
+    return started_with(world, tmp_path, "calc 10.77.0.50\n", NoResources())
 
 
 @pytest.fixture()
@@ -139,14 +144,7 @@ class FailingStarts(NoResources):
 
 def failing_home(world, tmp_path):
     """prime's policy, home of one group whose start fails here."""
-    (tmp_path / "haresources").write_text("prime 10.77.0.50\n")
-    config = hb.load_config(str(tmp_path), "prime")
-    _, clock, timers, rec, _ = world
-    membership = hb.Membership(config, hb.Identity("prime", b"P" * 16, 0x100), timers, rec, rec.sent.append, rec)
-    policy = hb.ClusterPolicy(config, membership, FailingStarts(), InlineWorker(), rec)
-    membership.listener = routed(policy)
-    membership.start()
-    return (membership, clock, timers, rec, config), policy
+    return started_with(world, tmp_path, "prime 10.77.0.50\n", FailingStarts())
 
 
 def test_a_failed_group_is_offered_again_when_the_peer_ignored_the_offer_in_flux(world, tmp_path):
