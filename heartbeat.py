@@ -5731,9 +5731,7 @@ class IPFail:
                 "pending_giveup": self.giveup_class if self.giveup_timer else None}
 
 
-# ==================================================================================================
-# 8. REPORTING: notify.d hooks, status text, JSON, Prometheus metrics, the HTML page
-# ==================================================================================================
+# #### Deciding: what sensing tells it, routed #####################################################
 
 
 class DecisionRouter:
@@ -5779,6 +5777,11 @@ class DecisionRouter:
     def on_ping_status(self, name: str, old: str, new: str) -> None:
         if self.ipfail:
             self.ipfail.on_ping_status(name, old, new)
+
+
+# ==================================================================================================
+# 8. REPORTING: notify.d hooks, status text, JSON, Prometheus metrics, the HTML page
+# ==================================================================================================
 
 
 # #### Reporting: notify.d hooks ###################################################################

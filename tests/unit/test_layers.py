@@ -50,13 +50,23 @@ def test_the_map_lists_the_layer_banners_in_order():
     assert [number for number, _ in banners] == list(range(1, len(banners) + 1))
 
 
-def test_every_sub_banner_names_its_layer():
-    source, _ = read()
+def test_every_sub_banner_names_its_layer_and_every_definition_sits_under_one():
+    source, tree = read()
     banners = layer_banners(source)
     names = {number: name for _, number, name in banners}
-    wrong = [(lineno, line) for lineno, line in enumerate(source.splitlines(), 1)
+    lines = source.splitlines()
+    wrong = [(lineno, line) for lineno, line in enumerate(lines, 1)
              if (m := SUB_BANNER.match(line)) and m.group(1).lower() != names.get(layer_at(banners, lineno))]
     assert wrong == []
+    sub_banners = [lineno for lineno, line in enumerate(lines, 1) if SUB_BANNER.match(line)]
+    loose = [node.lineno for node in tree.body if layer_at(banners, node.lineno)
+             and max([at for at in sub_banners if at < node.lineno], default=0) < layer_at_line(banners, node.lineno)]
+    assert loose == []
+
+
+def layer_at_line(banners, lineno):
+    """The line of the layer banner a line sits under."""
+    return max(at for at, _, _ in banners if at <= lineno)
 
 
 def test_each_layer_uses_only_the_layers_above_it():
