@@ -1,5 +1,6 @@
 """The opening docstring is the map of heartbeat.py, and this test holds it to the code: the layers
-the map lists are the file's layer banners, in order; every sub-banner names the layer it sits in;
+the map lists are the file's layer banners, in order; every sub-banner names the layer it sits in,
+and every top-level definition sits under one;
 a top-level definition uses only names defined in its own layer or above it (a call back up goes
 through a typing.Protocol handed to the constructor, so it names no later layer); a `_private`
 name is used only inside its layer."""
