@@ -4955,7 +4955,7 @@ class StandbyExchange:
         now = policy.timers.clock()
         if self.request and self.request.timer.due <= now:
             policy.log.warn("No reply to standby request.  Standby request cancelled.")
-            if self.request.peer == policy.failback_asked and policy.failback_requests < NEGOTIATION_ATTEMPTS:
+            if self.request.peer == policy.failback_asked and policy.failback_offers < NEGOTIATION_ATTEMPTS:
                 policy.failback_to = policy.failback_asked       # the home node still waits for its groups
             self.request = None
         if self.offer and self.offer.timer.due <= now:
@@ -5039,11 +5039,12 @@ class ClusterPolicy:
         self.peer_holds_stamp: Dict[str, Tuple[int, int]] = {}  # peer -> (hg, seq) of that announcement
         self.initial_pending: Optional[str] = None            # peer whose answer to `starting` we await
         self.initial_timer: Optional[Timer] = None
-        self.starting_attempts = self.failback_attempts = 0
+        self.starting_attempts = 0                      # `starting` sent, waiting for the peer's answer
+        self.hb_takeovers_sent = 0                      # as the home node: hb_takeover asking for our groups
         self.failback_to: Optional[str] = None          # auto_failback: the returned home node, once stable
         self.failback_timer: Optional[Timer] = None
         self.failback_asked: Optional[str] = None       # the peer our auto_failback standby request went to
-        self.failback_requests = 0
+        self.failback_offers = 0                        # as the holder: standby requests handing them back
         self.failure_offers = 0                         # offer_failed_groups() since the last failure
         self.exchange = StandbyExchange(self)
         self.in_standby = False
@@ -5268,7 +5269,7 @@ class ClusterPolicy:
                 self.log.info("Initial resource acquisition complete (T_RESOURCES(them)): "
                               f"{name} keeps our groups (auto_failback off)")
                 return
-            self.failback_attempts = 0       # the holder should give them back: see that it does
+            self.hb_takeovers_sent = 0       # the holder should give them back: see that it does
             self.timers.call_later(self.negotiation_delay_s(), self.failback_watchdog)
             return
         self.acquire(["local"], reason="T_RESOURCES(us)")
@@ -5285,8 +5286,8 @@ class ClusterPolicy:
             self.timers.call_later(self.negotiation_delay_s(), self.failback_watchdog)
         elif "foreign" not in classes_of(hold):
             self.acquire(["local"], reason="auto_failback")
-        elif self.failback_attempts < NEGOTIATION_ATTEMPTS:
-            self.failback_attempts += 1
+        elif self.hb_takeovers_sent < NEGOTIATION_ATTEMPTS:
+            self.hb_takeovers_sent += 1
             self.log.info(f"No failback from {peers[0].name} yet: asking for our resources (hb_takeover local)")
             self.membership.send(Message(("t", "hb_takeover"), ("rsc_hold", "local")))
             self.timers.call_later(self.negotiation_delay_s(), self.failback_watchdog)
@@ -5363,7 +5364,7 @@ class ClusterPolicy:
         self.announce(stable=not self.worker.busy)
         if self.config.hacf.auto_failback != "off" and self.holds["foreign"] and \
                 any(g.home == peer.name for g in self.config.groups):
-            self.failback_to, self.failback_requests = peer.name, 0
+            self.failback_to, self.failback_offers = peer.name, 0
             self.perform_auto_failback()
 
     def perform_auto_failback(self) -> None:
@@ -5382,7 +5383,7 @@ class ClusterPolicy:
             return
         self.failback_to = None
         if self.holds["foreign"] and self.groups_of(["foreign"]):
-            self.failback_asked, self.failback_requests = name, self.failback_requests + 1
+            self.failback_asked, self.failback_offers = name, self.failback_offers + 1
             self.exchange.give_away("foreign", reason="auto_failback")
 
     def on_resource(self, peer: Peer, msg: Message) -> None:
