@@ -195,7 +195,7 @@ class Lab:
             run(["ip", "link", "set", self.bridge, "up"])
             for index, name in enumerate(hosts, 1):
                 self.add_host(name, index)
-        except Exception:
+        except BaseException:                 # a signal too (make demo, make bench): nothing half built stays
             self.close()
             raise
 
@@ -355,3 +355,36 @@ def hacf(nodes=("prime", "calc"), media="bcast eth0", keepalive="200ms", deadtim
          extra=""):
     return (f"keepalive {keepalive}\ndeadtime {deadtime}\ninitdead {initdead}\nudpport 694\n{media}\n"
             + "".join(f"node {n}\n" for n in nodes) + "auto_failback on\n" + extra)
+
+
+def sweep(prefix):
+    """Remove, by name, whatever of lab `prefix` is left: the processes in its namespaces (the
+    daemons of both implementations, the client), its namespaces, its links and its directory."""
+    names = [line.split()[0] for line in
+             subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout.splitlines()
+             if line.startswith(prefix + "-")]
+    for name in names:
+        for pid in subprocess.run(["ip", "netns", "pids", name], capture_output=True, text=True).stdout.split():
+            try:
+                os.kill(int(pid), signal.SIGKILL)
+            except (ProcessLookupError, ValueError):
+                pass
+    for name in names:
+        subprocess.run(["ip", "netns", "del", name], capture_output=True)
+    for line in subprocess.run(["ip", "-o", "link", "show"], capture_output=True, text=True).stdout.splitlines():
+        fields = line.split(":")
+        link = fields[1].strip().split("@")[0] if len(fields) > 2 else ""
+        if link.startswith(prefix):
+            subprocess.run(["ip", "link", "del", link], capture_output=True)
+    tmp = tempfile.gettempdir()
+    for entry in os.listdir(tmp):
+        if entry.startswith(prefix + "-"):
+            shutil.rmtree(os.path.join(tmp, entry), ignore_errors=True)
+
+
+def interrupted(signum, _frame):
+    """make demo and make bench: SIGTERM or SIGINT, once, as the KeyboardInterrupt their clean-up
+    handles; ignored afterwards, while the labs are torn down."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    raise KeyboardInterrupt(signal.Signals(signum).name)

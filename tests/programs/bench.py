@@ -28,13 +28,12 @@ import signal
 import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "kits"))
 from paths import ROOT as REPO  # noqa: E402 - heartbeat.py's directory, put on the path
-from netns import WEBSERVER_SCRIPT, Lab, Node, have_root_net  # noqa: E402
+from netns import WEBSERVER_SCRIPT, Lab, Node, have_root_net, interrupted, sweep  # noqa: E402
 from realhb import RealNode, have_real_heartbeat  # noqa: E402
 
 from heartbeat import parse_time_ms  # noqa: E402 - on the path once paths is imported
@@ -238,38 +237,6 @@ def new_lab(hosts, **options):
     prefix = f"b{os.getpid() % 10000:04d}{next(LAB_NUMBERS):03d}"
     LAB_PREFIXES.append(prefix)
     return Lab(hosts, prefix=prefix, **options)
-
-
-def sweep(prefix):
-    """Remove, by name, whatever of lab `prefix` is left: the processes in its namespaces (the
-    daemons of both implementations, the client), its namespaces, its links and its directory."""
-    names = [line.split()[0] for line in
-             subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout.splitlines()
-             if line.startswith(prefix + "-")]
-    for name in names:
-        for pid in subprocess.run(["ip", "netns", "pids", name], capture_output=True, text=True).stdout.split():
-            try:
-                os.kill(int(pid), signal.SIGKILL)
-            except (ProcessLookupError, ValueError):
-                pass
-    for name in names:
-        subprocess.run(["ip", "netns", "del", name], capture_output=True)
-    for line in subprocess.run(["ip", "-o", "link", "show"], capture_output=True, text=True).stdout.splitlines():
-        fields = line.split(":")
-        link = fields[1].strip().split("@")[0] if len(fields) > 2 else ""
-        if link.startswith(prefix):
-            subprocess.run(["ip", "link", "del", link], capture_output=True)
-    tmp = tempfile.gettempdir()
-    for entry in os.listdir(tmp):
-        if entry.startswith(prefix + "-"):
-            shutil.rmtree(os.path.join(tmp, entry), ignore_errors=True)
-
-
-def interrupted(signum, _frame):
-    """SIGTERM or SIGINT: once; ignored afterwards, while main tears the labs down."""
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    raise KeyboardInterrupt(signal.Signals(signum).name)
 
 
 def failover_run(kind, profile, number):

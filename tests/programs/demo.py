@@ -11,15 +11,17 @@ restores it, stops prime gracefully, starts it again, and kills its web server
 (restarted in place).
 IPV6=1 (make demo IPV6=1): the same on a LAN without IPv4 at all: sigma is fd77::100
 (IPv6addr), heartbeats go over mcast6, the router is a ping6 node.
-Everything it creates is removed at the end, also on Ctrl-C.
+Everything it creates is removed at the end, also on Ctrl-C or SIGTERM.
 """
 import os
+import signal
 import sys
 import threading
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "kits"))
-from netns import WEBSERVER_SCRIPT, Lab, Node, cut_route, have_root_net, heal_route, poller, url  # noqa: E402
+from netns import (WEBSERVER_SCRIPT, Lab, Node, cut_route, have_root_net, heal_route, interrupted,  # noqa: E402
+                   poller, url)
 from netns import holders as lab_holders  # noqa: E402
 from paths import HOSTILE  # noqa: E402
 
@@ -111,7 +113,13 @@ def main():
     if not have_root_net():
         print("make demo needs root and ip(8): it builds network namespaces (try: sudo make demo)")
         return 1
-    lab = Lab(["prime", "calc", "client", "router"], prefix="hbdemo", family="ipv6" if IPV6 else "ipv4")
+    signal.signal(signal.SIGTERM, interrupted)
+    signal.signal(signal.SIGINT, interrupted)
+    try:
+        lab = Lab(["prime", "calc", "client", "router"], prefix="hbdemo", family="ipv6" if IPV6 else "ipv4")
+    except KeyboardInterrupt:       # stopped while it was being built: Lab removed what it had made
+        say("interrupted: cleaned up")
+        return 130
     results = {}
     try:
         address = lab.addr6 if IPV6 else lab.addr
