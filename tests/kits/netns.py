@@ -382,9 +382,19 @@ def sweep(prefix):
             shutil.rmtree(os.path.join(tmp, entry), ignore_errors=True)
 
 
-def interrupted(signum, _frame):
-    """make demo and make bench: SIGTERM or SIGINT, once, as the KeyboardInterrupt their clean-up
-    handles; ignored afterwards, while the labs are torn down."""
+def catch_stop_signals():
+    """make demo and make bench: SIGTERM or SIGINT, once, is the KeyboardInterrupt their clean-up
+    handles."""
+    signal.signal(signal.SIGTERM, interrupted)
+    signal.signal(signal.SIGINT, interrupted)
+
+
+def ignore_stop_signals():
+    """While the labs are torn down: a second signal must not cut the clean-up short."""
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def interrupted(signum, _frame):
+    ignore_stop_signals()
     raise KeyboardInterrupt(signal.Signals(signum).name)

@@ -24,7 +24,6 @@ import os
 import random
 import re
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -33,7 +32,8 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "kits"))
 from paths import ROOT as REPO  # noqa: E402 - heartbeat.py's directory, put on the path
-from netns import WEBSERVER_SCRIPT, Lab, Node, have_root_net, interrupted, sweep  # noqa: E402
+from netns import (WEBSERVER_SCRIPT, Lab, Node, catch_stop_signals, have_root_net,  # noqa: E402
+                   ignore_stop_signals, sweep)
 from realhb import RealNode, have_real_heartbeat  # noqa: E402
 
 from heartbeat import parse_time_ms  # noqa: E402 - on the path once paths is imported
@@ -564,16 +564,14 @@ def main():
     if not have_root_net():
         print("make bench needs root and ip(8): it builds network namespaces")
         return 1
-    signal.signal(signal.SIGTERM, interrupted)
-    signal.signal(signal.SIGINT, interrupted)
+    catch_stop_signals()
     try:
         return measure()
     except KeyboardInterrupt as err:
         print(f"\nmake bench: {err or 'interrupted'}: removing its namespaces, links and processes", flush=True)
         return 130
     finally:
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        ignore_stop_signals()
         for prefix in LAB_PREFIXES:                 # what a lab's own close() did not get to
             sweep(prefix)
 

@@ -14,14 +14,13 @@ IPV6=1 (make demo IPV6=1): the same on a LAN without IPv4 at all: sigma is fd77:
 Everything it creates is removed at the end, also on Ctrl-C or SIGTERM.
 """
 import os
-import signal
 import sys
 import threading
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "kits"))
-from netns import (WEBSERVER_SCRIPT, Lab, Node, cut_route, have_root_net, heal_route, interrupted,  # noqa: E402
-                   poller, url)
+from netns import (WEBSERVER_SCRIPT, Lab, Node, catch_stop_signals, cut_route, have_root_net,  # noqa: E402
+                   heal_route, ignore_stop_signals, poller, url)
 from netns import holders as lab_holders  # noqa: E402
 from paths import HOSTILE  # noqa: E402
 
@@ -113,8 +112,7 @@ def main():
     if not have_root_net():
         print("make demo needs root and ip(8): it builds network namespaces (try: sudo make demo)")
         return 1
-    signal.signal(signal.SIGTERM, interrupted)
-    signal.signal(signal.SIGINT, interrupted)
+    catch_stop_signals()
     try:
         lab = Lab(["prime", "calc", "client", "router"], prefix="hbdemo", family="ipv6" if IPV6 else "ipv4")
     except KeyboardInterrupt:       # stopped while it was being built: Lab removed what it had made
@@ -214,6 +212,7 @@ def main():
         say("interrupted: cleaning up")
         return 130
     finally:
+        ignore_stop_signals()
         lab.close()
         say("namespaces and processes removed")
 
