@@ -1348,18 +1348,20 @@ SECRET_NAME_RE = re.compile(r"pass(wd|word)?|secret|token|(^|_)key$", re.IGNOREC
 class Wrapper:
     """One of 3.0.6's resource.d wrappers, read from its script: which OCF_RESKEY_ names its
     arguments fill, in order; how many arguments it accepts; the OCF_RESOURCE_INSTANCE it sets
-    ({name}: that parameter's value, empty when absent); what it sets when an argument is left out."""
+    ({name}: that parameter's value, empty when absent); what it gives the agent when an argument is
+    left out (defaults), and what it only names the instance with (instance_defaults)."""
     params: Tuple[str, ...]
     counts: Tuple[int, ...]         # argument counts it accepts; empty: any
     instance: str
     usage: str
     defaults: Tuple[Tuple[str, str], ...] = ()
+    instance_defaults: Tuple[Tuple[str, str], ...] = ()
 
 
 HEARTBEAT_WRAPPERS = {      # IPaddr, IPaddr2 and IPv6addr are heartbeat.py's own; OCF is OCF::TYPE::INSTANCE
     "AudibleAlarm": Wrapper(("nodelist",), (), "AudibleAlarm", "AudibleAlarm[::NODE...]"),
-    "Delay": Wrapper(("startdelay", "stopdelay"), (0, 1, 2), "Delay_{startdelay}",
-                     "Delay[::STARTDELAY[::STOPDELAY]]", defaults=(("startdelay", "10"),)),
+    "Delay": Wrapper(("startdelay", "stopdelay"), (0, 1, 2), "Delay_{startdelay}",      # 10 unexported: the
+                     "Delay[::STARTDELAY[::STOPDELAY]]", instance_defaults=(("startdelay", "10"),)),  # agent's 30
     "Filesystem": Wrapper(("device", "directory", "fstype", "options"), (2, 3, 4), "Filesystem_{device}",
                           "Filesystem::DEVICE::DIRECTORY[::FSTYPE[::OPTIONS]]"),
     "ICP": Wrapper(("driveid", "device"), (2,), "ICP_{driveid}", "ICP::DRIVEID::DEVICE"),
@@ -1461,8 +1463,8 @@ def wrapper_params(name: str, wrapper: Wrapper, args: List[str]) -> Dict[str, st
         given = f"{len(args)} argument{'' if len(args) == 1 else 's'}"
         raise ValueError(f"{name} takes {wrapper.usage} ({given} given; 3.0.6's resource.d/{name} refuses it too)")
     params = dict(wrapper.defaults)
-    if name == "AudibleAlarm":              # every argument: one node of the list
-        params.update({"nodelist": " ".join(args)} if args else {})
+    if name == "AudibleAlarm":              # every argument: one node of the list (empty: none)
+        params["nodelist"] = " ".join(args)
     elif name == "SendArp":                 # IP/INTERFACE, one argument
         ip, _, nic = args[0].partition("/")
         if not ip or not nic:
@@ -1475,6 +1477,12 @@ def wrapper_params(name: str, wrapper: Wrapper, args: List[str]) -> Dict[str, st
     else:
         params.update((key, value) for key, value in zip(wrapper.params, args) if value)
     return params
+
+
+def wrapper_instance(wrapper: Wrapper, params: Dict[str, str]) -> str:
+    """The wrapper's OCF_RESOURCE_INSTANCE: Filesystem_{device} -> Filesystem_/dev/drbd0."""
+    values = {**dict(wrapper.instance_defaults), **params}
+    return re.sub(r"\{(\w+)\}", lambda m: values.get(m.group(1), ""), wrapper.instance)
 
 
 def instance_file_params(path: str) -> Dict[str, str]:
@@ -1510,8 +1518,8 @@ def agent_resource(token: str, config_dir: str) -> Optional[AgentResource]:
         wrapper = HEARTBEAT_WRAPPERS[name]
         params = wrapper_params(name, wrapper, args)
         path, metadata = installed_agent("heartbeat", name, f"{name} (3.0.6's resource.d/{name})")
-        instance = re.sub(r"\{(\w+)\}", lambda m: params.get(m.group(1), ""), wrapper.instance)
-        return checked_agent(AgentResource(token, name, "heartbeat", name, params, instance, path, metadata))
+        return checked_agent(AgentResource(token, name, "heartbeat", name, params,
+                                           wrapper_instance(wrapper, params), path, metadata))
     if name == "OCF":
         if len(args) != 2 or not all(OCF_NAME_RE.fullmatch(a) for a in args):
             raise ValueError("OCF takes OCF::TYPE::INSTANCE (the agent, and the name of its instance file "

@@ -97,7 +97,7 @@ def problems(directory):
     ("MailTo::root@localhost::Failover", {"email": "root@localhost", "subject": "Failover"}, "MailTo"),
     ("IPsrcaddr::10.9.0.5", {"ipaddress": "10.9.0.5"}, "IPsrcaddr"),
     ("SendArp::10.9.0.5/eth0", {"ip": "10.9.0.5", "nic": "eth0"}, "SendArp_10.9.0.5"),
-    ("Delay", {"startdelay": "10"}, "Delay_10"),
+    ("Delay", {}, "Delay_10"),
     ("Delay::1::0", {"startdelay": "1", "stopdelay": "0"}, "Delay_1"),
     ("portblock::tcp::80,443::block", {"protocol": "tcp", "portno": "80,443", "action": "block"},
      "portblock_tcp_80,443_block"),
