@@ -286,3 +286,12 @@ def test_check_reports_a_failed_validate_all_as_a_warning(tmp_path, ocf_root):
         "6 (OCF_ERR_CONFIGURED): validate-all was told to fail (this may be fine on a node that does not hold "
         "the group now)"]
     assert not target.exists()
+
+
+def test_the_readme_lists_every_306_name_as_check_spells_it():
+    with open(os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+                           "README.md"), encoding="utf-8") as handle:
+        readme = handle.read()
+    missing = [w.usage for w in hb.HEARTBEAT_WRAPPERS.values() if f"`{w.usage.replace('|', chr(92) + '|')}`"
+               not in readme]
+    assert missing == []
