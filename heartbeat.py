@@ -427,7 +427,23 @@ SYSLOG_FACILITIES = (
     "syslog", "user", "uucp", "local0", "local1", "local2", "local3", "local4",
     "local5", "local6", "local7", "none")
 TIME_RE = re.compile(r"^(\d+(?:\.\d*)?|\.\d+)\s*(ms|msec|us|usec)?$", re.ASCII)
+# Bounds of times and counts. 3.0.6 takes any positive time that fits a C long; no cluster works
+# past these, so a larger value is a typo (a unit or a few zeros too many), refused at its line.
+MAX_TIME_MS = 365 * 86400000        # any time in any file: a year (past the float range: no number)
+MAX_KEEPALIVE_MS = 3600000          # a heartbeat less often than hourly tells a dead peer hours late
+MAX_DEADTIME_MS = 86400000          # deadtime, warntime, initdead, deadping: a failover a day late is none
+MAX_NUMBER_DIGITS = 18              # a count fits a C long (3.0.6's); int() refuses past 4300 digits
 IFACE_RE = re.compile(rf"^[A-Za-z0-9_.:@-]{{1,{IFNAMSIZ - 1}}}$")
+
+
+def whole_ms(number: str, scale: float, text: str) -> int:
+    """A time's number times its unit's ms, rounded; ValueError past MAX_TIME_MS (which also keeps
+    an endless row of digits, a float of inf, from int()'s OverflowError)."""
+    ms = float(number) * scale
+    if not ms <= MAX_TIME_MS:
+        shown = text if len(text) <= 20 else text[:20] + "..."
+        raise ValueError(f"'{shown}' is more than a year: no time here may be that long")
+    return int(round(ms))
 
 
 def parse_time_ms(text: str) -> int:
@@ -435,14 +451,14 @@ def parse_time_ms(text: str) -> int:
     match = TIME_RE.match(text.strip())
     if not match:
         raise ValueError(f"'{text}' is not a time (write 2, 0.5, 1500ms or 500000us)")
-    number, unit = float(match.group(1)), match.group(2) or "s"
-    scale = {"s": 1000.0, "ms": 1.0, "msec": 1.0, "us": 0.001, "usec": 0.001}[unit]
-    return int(round(number * scale))
+    scale = {"s": 1000.0, "ms": 1.0, "msec": 1.0, "us": 0.001, "usec": 0.001}[match.group(2) or "s"]
+    return whole_ms(match.group(1), scale, text)
 
 
 def is_number(text: str) -> bool:
-    """Plain ASCII digits only: `int()` refuses some characters that str.isdigit() accepts."""
-    return text.isascii() and text.isdigit()
+    """Plain ASCII digits only (`int()` refuses some characters that str.isdigit() accepts), at most
+    MAX_NUMBER_DIGITS of them: no count is longer, and int() would refuse 4300 in words of its own."""
+    return text.isascii() and text.isdigit() and len(text) <= MAX_NUMBER_DIGITS
 
 
 def parse_bool(text: str) -> bool:
@@ -470,7 +486,7 @@ class Directive:
     support: str = "yes"
     choices: Tuple[str, ...] = ()
     low: int = 0
-    high: int = 0
+    high: int = 0        # a "time"'s, in ms (0: MAX_TIME_MS)
     in_ms: bool = False  # an "int" that is a number of milliseconds (a "time" always is)
 
     @property
@@ -486,10 +502,13 @@ DIRECTIVES = [
     Directive("ucast", "media", None, "UDP unicast: ucast DEV PEER [PEER...]"),
     Directive("mcast6", "media", None, "UDP/IPv6 multicast: mcast6 DEV GROUP PORT HOPS LOOP"),
     Directive("ucast6", "media", None, "UDP/IPv6 unicast: ucast6 DEV PEER (udpport)"),
-    Directive("keepalive", "time", "1000ms", "interval between heartbeats"),
-    Directive("deadtime", "time", "30000ms", "silence after which a node is declared dead"),
-    Directive("warntime", "time", None, "lateness that logs a 'Late heartbeat' warning (deadtime/2)"),
-    Directive("initdead", "time", None, "deadtime used at start-up, while the network settles"),
+    Directive("keepalive", "time", "1000ms", "interval between heartbeats (at most 3600 s)", high=MAX_KEEPALIVE_MS),
+    Directive("deadtime", "time", "30000ms", "silence after which a node is declared dead (at most 86400 s)",
+              high=MAX_DEADTIME_MS),
+    Directive("warntime", "time", None, "lateness that logs a 'Late heartbeat' warning (deadtime/2)",
+              high=MAX_DEADTIME_MS),
+    Directive("initdead", "time", None, "deadtime used at start-up, while the network settles",
+              high=MAX_DEADTIME_MS),
     Directive("udpport", "int", "694", "UDP port for bcast and ucast", low=1, high=65535),
     Directive("auto_failback", "choice", "legacy",
               "move groups back to their home node when it returns",
@@ -515,7 +534,8 @@ DIRECTIVES = [
     Directive("max_rexmit_delay", "int", "250", "ms between retransmission requests",
               low=1, high=60000, in_ms=True),
     Directive("env", "line", None, "NAME=VALUE exported to resource scripts"),
-    Directive("deadping", "time", None, "silence after which a ping node is declared dead (deadtime)"),
+    Directive("deadping", "time", None, "silence after which a ping node is declared dead (deadtime)",
+              high=MAX_DEADTIME_MS),
     Directive("realtime", "bool", "true", "SCHED_FIFO scheduling", support="ignored"),
     Directive("rtprio", "int", None, "SCHED_FIFO priority", support="ignored", low=1, high=99),
     Directive("coredumps", "bool", "true", "enable core dumps", support="ignored"),
@@ -816,9 +836,9 @@ def _apply_value(cfg: HaCf, directive: Directive, value: str, lineno: int):
     """Set one scalar directive from one value; raise ValueError with the reason."""
     name, kind = directive.name, directive.kind
     if kind == "time":
-        parsed = parse_time_ms(value)
-        if parsed <= 0:
-            raise ValueError(f"{name} must be more than 0")
+        parsed, high = parse_time_ms(value), directive.high or MAX_TIME_MS
+        if not 0 < parsed <= high:
+            raise ValueError(f"{name} must be more than 0 and at most {high // 1000} seconds")
         setattr(cfg, directive.field, parsed)           # there is one: check_directive_fields
     elif kind == "bool":
         parsed = parse_bool(value)
@@ -1337,7 +1357,7 @@ def parse_duration_ms(text: str) -> int:
     match = DURATION_RE.match(text.strip())
     if not match:
         raise ValueError(f"'{text}' is not a time (write e.g. 10s, 1500ms, 5min or 1h)")
-    return int(round(float(match.group(1)) * DURATION_UNITS_MS[match.group(2) or "s"]))
+    return whole_ms(match.group(1), DURATION_UNITS_MS[match.group(2) or "s"], text)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -1364,15 +1384,15 @@ MONITOR_OPTIONS = (
 SETTINGS = [
     Setting("link_watch", "on|off", "watch this node's links and addresses through rtnetlink (default on): "
             "a held address that disappears is added back, one whose interface loses carrier goes to the peer"),
-    Setting("fence_delay", "TIME", "with a STONITH device: how long a node that holds no group waits before it "
+    Setting("fence_delay", "TIME", "with STONITH: how long a node that holds no group waits (at most 10min) before it "
             "resets its peer (default 0), so that in a partition the active node wins the race and keeps serving"),
     Setting("monitor", "RESOURCE", "watch a script resource of haresources (its name, the word before `::`): "
             "its `status` every interval, restarted in place on failure, its group moved to the peer "
             "after migration-threshold failures", MONITOR_OPTIONS),
     Setting("http_listen", "[ADDRESS:]PORT|off", "serve /metrics (Prometheus) and a read-only status page on "
             "this address (default off; a bare port listens on 127.0.0.1 only; [::1]:PORT for IPv6)"),
-    Setting("notify_timeout", "TIME", "how long a notify.d hook may run before it is killed (default 30s); "
-            "hooks are the executables in DIR/notify.d, called on every event"),
+    Setting("notify_timeout", "TIME", "how long a notify.d hook may run before it is killed (default 30s; 1s to "
+            "10min); hooks are the executables in DIR/notify.d, called on every event"),
 ]
 SETTING_BY_NAME = {s.name: s for s in SETTINGS}
 
@@ -1393,10 +1413,30 @@ def parse_listen(text: str) -> Optional[Tuple[str, int]]:
     return address, int(port)
 
 
-SINGLE_VALUE_SETTINGS = {"link_watch": ("link_watch", parse_bool),          # name -> (Settings field, parser)
-                         "fence_delay": ("fence_delay_ms", parse_duration_ms),
-                         "http_listen": ("http_listen", parse_listen),
-                         "notify_timeout": ("notify_timeout_ms", parse_duration_ms)}
+MAX_FENCE_DELAY_MS = 600000         # a node holding nothing waits that long to fence, and only then takes over
+MIN_NOTIFY_TIMEOUT_MS = 1000        # a hook needs time to start at all: 0 killed every hook as it began
+MAX_NOTIFY_TIMEOUT_MS = 600000      # hooks run one at a time: one stuck that long holds back the next events
+
+
+def duration_within(low_ms: int, high_ms: int, why: str) -> Callable[[str], int]:
+    """A parser of one heartbeat.py.cf time from low_ms to high_ms: ValueError outside, saying why."""
+    def parse(text: str) -> int:
+        ms = parse_duration_ms(text)
+        if not low_ms <= ms <= high_ms:
+            raise ValueError(f"'{text}' must be from {format_duration(low_ms) if low_ms else 0} to "
+                             f"{format_duration(high_ms)} ({why})")
+        return ms
+    return parse
+
+
+SINGLE_VALUE_SETTINGS = {                                    # name -> (Settings field, parser); each once a file
+    "link_watch": ("link_watch", parse_bool),
+    "fence_delay": ("fence_delay_ms", duration_within(0, MAX_FENCE_DELAY_MS, "until then a node that holds no group "
+                                                      "neither fences nor takes over")),
+    "http_listen": ("http_listen", parse_listen),
+    "notify_timeout": ("notify_timeout_ms", duration_within(MIN_NOTIFY_TIMEOUT_MS, MAX_NOTIFY_TIMEOUT_MS,
+                                                            "a hook needs a moment to start; hooks run one at a "
+                                                            "time, so a stuck one holds back the next events"))}
 
 
 def option_value(option: Directive, text: str) -> int:
@@ -1515,9 +1555,16 @@ def parse_settings(path: str, groups: Optional[List[ResourceGroup]]) -> Settings
     settings.present = True
     errors: List[ConfigError] = []
     watched: Dict[str, int] = {}
+    given_at: Dict[str, int] = {}          # a single-valued setting's line
     for lineno, text in config_lines(path):
         name, *words = text.split()
         setting = SETTING_BY_NAME.get(name)
+        if name in given_at:
+            errors.append(ConfigError(path, lineno, f"{name} is given twice (first at line {given_at[name]}): "
+                                                    f"keep one {name} line"))
+            continue
+        if name in SINGLE_VALUE_SETTINGS:
+            given_at[name] = lineno
         if setting is None:
             if name in DIRECTIVE_BY_NAME:
                 message = (f"'{name}' is a ha.cf directive: it belongs in ha.cf, where Heartbeat reads it "
