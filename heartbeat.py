@@ -98,6 +98,7 @@ EXIT_OK = 0
 EXIT_GENERIC = 1
 EXIT_USAGE = 2
 EXIT_NOT_RUNNING = 3
+EXIT_STATUS_UNKNOWN = 4         # `status` may not ask the daemon (LSB: "program or service status is unknown")
 EXIT_NOT_CONFIGURED = 6
 
 
@@ -6488,8 +6489,12 @@ class ControlServer(OneShotServer):
             pass
 
 
+class ControlDenied(HAError):
+    """The control socket is there, but this user may not open it (it is root's only)."""
+
+
 def control_request(run_dir: str, request: dict, timeout_s: float = CONTROL_TIMEOUT_S) -> dict:
-    """Ask the running daemon; raise HAError when none answers."""
+    """Ask the running daemon; raise ControlDenied when this user may not, HAError when none answers."""
     path = os.path.join(run_dir, SOCKET_NAME)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.settimeout(timeout_s)
@@ -6502,6 +6507,8 @@ def control_request(run_dir: str, request: dict, timeout_s: float = CONTROL_TIME
             if not chunk:
                 break
             data += chunk
+    except PermissionError:
+        raise ControlDenied(f"permission denied on {path}: only root may ask the daemon; run this as root") from None
     except OSError as err:
         raise HAError(f"heartbeat.py is not running (no answer on {path}: {err.strerror or err})") from None
     finally:
@@ -7789,6 +7796,9 @@ def cmd_status(args) -> int:
     fmt = "json" if args.json else args.format
     try:
         report = control_request(args.run_dir, {"cmd": "status"})
+    except ControlDenied as err:                   # it may well run: neither "stopped" nor heartbeat_up 0
+        print(f"heartbeat.py: {err}", file=sys.stderr)
+        return EXIT_STATUS_UNKNOWN
     except HAError as err:
         if fmt == "json":
             print(json.dumps({"running": False, "error": str(err)}))
@@ -7817,7 +7827,7 @@ def cmd_standby_takeover(args) -> int:
         reply = control_request(args.run_dir, {"cmd": args.command})
     except HAError as err:
         print(f"heartbeat.py: {err}", file=sys.stderr)
-        return EXIT_NOT_RUNNING
+        return EXIT_GENERIC if isinstance(err, ControlDenied) else EXIT_NOT_RUNNING
     if not reply.get("ok"):
         print(f"heartbeat.py: {args.command} refused: {reply.get('error')}", file=sys.stderr)
         return EXIT_GENERIC
@@ -7831,7 +7841,7 @@ def cmd_meatclient(args) -> int:
         reply = control_request(args.run_dir, {"cmd": "meatclient", "host": args.confirm})
     except HAError as err:
         print(f"heartbeat.py: {err}", file=sys.stderr)
-        return EXIT_NOT_RUNNING
+        return EXIT_GENERIC if isinstance(err, ControlDenied) else EXIT_NOT_RUNNING
     if not reply.get("ok"):
         print(f"heartbeat.py: meatclient: {reply.get('error')}", file=sys.stderr)
         return EXIT_GENERIC
