@@ -5841,6 +5841,10 @@ NOTIFY_DRAIN_S = 5.0             # at a clean stop, for the hooks of the last ev
 HOOK_NAME_RE = re.compile(r"^[A-Za-z0-9_-]+$")     # run-parts' rule: no .sample, ~ or .dpkg-old copies
 
 
+HOOK_RULE = ("a hook runs as this daemon's user: it and every directory above it must be root's, "
+             "and writable by root alone")
+
+
 def notify_hooks(directory: str) -> List[str]:
     """The hooks in a notify.d directory, in name order."""
     try:
@@ -5851,16 +5855,53 @@ def notify_hooks(directory: str) -> List[str]:
     return [path for path in paths if os.path.isfile(path) and os.access(path, os.X_OK)]
 
 
+def unsafe_path_problem(path: str, info: os.stat_result, uid: int) -> Optional[str]:
+    """Why another user could change what path holds (None: they cannot): not root's nor uid's, or
+    writable by a group other than root's or by anyone; a sticky directory (/tmp) may be, as only
+    the owner of an entry in it can replace that entry. A symlink's own mode means nothing."""
+    if info.st_uid not in (0, uid):
+        return f"{path} belongs to uid {info.st_uid}, not to root"
+    if stat.S_ISLNK(info.st_mode) or stat.S_ISDIR(info.st_mode) and info.st_mode & stat.S_ISVTX:
+        return None
+    if info.st_mode & stat.S_IWOTH:
+        return f"{path} is writable by other users"
+    if info.st_mode & stat.S_IWGRP and info.st_gid != 0:
+        return f"{path} is writable by group {info.st_gid}"
+    return None
+
+
+def hook_problem(path: str, uid: int) -> Optional[str]:
+    """Why a notify.d hook must not run (None: it may), as keepalived's enable_script_security: the
+    hook, the file a symlink leads to and every directory above either, up to /, pass
+    unsafe_path_problem; uid is the daemon's (root, or the user of a test)."""
+    seen = set()
+    for start in (os.path.abspath(path), os.path.realpath(path)):
+        current = start
+        while current not in seen:
+            seen.add(current)
+            try:
+                problem = unsafe_path_problem(current, os.lstat(current), uid)
+            except OSError as err:
+                problem = f"cannot check {current}: {err.strerror}"
+            if problem:
+                return problem
+            current = os.path.dirname(current)
+    return None
+
+
 class Notifier:
     """Calls every executable in DIR/notify.d (run-parts' names: letters, digits, _ and -) for every
     event, in the events' order, one at a time, from a thread of its own: a hook never delays a
     takeover. Each gets `EVENT NODE GROUP LINK DETAIL` as arguments (empty when not about one) and
-    the same in HA_EVENT* variables; past the timeout it is killed. Failures are logged."""
+    the same in HA_EVENT* variables; past the timeout it is killed. Failures are logged. A hook
+    another user could change (hook_problem) is not run: logged once with the reason, counted."""
 
     def __init__(self, config_dir: str, node: str, timeout_s: float, log):
         self.directory, self.node, self.timeout_s, self.log = os.path.join(config_dir, NOTIFY_DIR), node, timeout_s, log
         self.queue: queue.Queue = queue.Queue(NOTIFY_QUEUE_MAX)
         self.lost = 0
+        self.refused: Dict[str, int] = {}       # hook -> events it was not run for
+        self.told: Dict[str, str] = {}          # hook -> the reason last logged (once, until it changes)
         self.thread = threading.Thread(target=self.serve, name="notify", daemon=True)
         self.thread.start()
 
@@ -5878,9 +5919,21 @@ class Notifier:
             event = self.queue.get()
             try:
                 for hook in notify_hooks(self.directory):
-                    self.run(hook, event)
+                    if self.allowed(hook):
+                        self.run(hook, event)
             finally:
                 self.queue.task_done()
+
+    def allowed(self, hook: str) -> bool:
+        problem = hook_problem(hook, os.geteuid())
+        if problem is None:
+            self.told.pop(hook, None)
+            return True
+        self.refused[hook] = self.refused.get(hook, 0) + 1
+        if self.told.get(hook) != problem:
+            self.told[hook] = problem
+            self.log.error(f"notify hook {hook} not run: {problem} ({HOOK_RULE})")
+        return False
 
     def run(self, hook: str, event: Event) -> None:
         subjects = [event.subjects.get(key, "") for key in ("node", "group", "link")]
@@ -6007,6 +6060,9 @@ def prometheus_text(report: dict) -> str:
     if ipfail.get("enabled"):
         out.family("heartbeat_ping_nodes_up", "gauge", "ping nodes answering this node (ipfail's count)",
                    [({}, ipfail["ping_nodes_up"])])
+    out.family("heartbeat_notify_hooks_refused_total", "counter", "events a notify.d hook was not run for: "
+               "another user could change it", [({"hook": os.path.basename(hook)}, n)
+                                                for hook, n in sorted(report.get("notify_refused", {}).items())])
     counts = report.get("event_counts", {})
     out.family("heartbeat_events_total", "counter", "events since the daemon started, by kind (see status --events)",
                [({"kind": kind}, counts.get(kind, 0)) for kind in EVENT_KINDS])
@@ -6124,6 +6180,10 @@ def format_status(report: dict) -> str:
                if k.startswith("dropped_") and k not in NORMAL_DROPS}
     if dropped:
         lines.append("dropped packets: " + ", ".join(f"{k} {v}" for k, v in sorted(dropped.items())))
+    refused = report.get("notify_refused") or {}
+    if refused:
+        lines.append("notify hooks not run (another user could change them; the log says why): " +
+                     ", ".join(f"{os.path.basename(hook)} {n}" for hook, n in sorted(refused.items())))
     return "\n".join(lines)
 
 
@@ -6982,6 +7042,7 @@ class Daemon:
             "http_listen": url_host(self.http.address) if self.http else None,
             "events": self.events.snapshot() if events else [],
             "event_counts": dict(self.events.counts),
+            "notify_refused": dict(self.notifier.refused),
         }
 
 
@@ -7075,8 +7136,12 @@ def describe_config(config: Config) -> str:
                  f"http_listen {url_host(settings.http_listen) if settings.http_listen else 'off'}, "
                  f"notify_timeout {format_duration(settings.notify_timeout_ms)}")
     hooks = notify_hooks(os.path.join(config.config_dir, NOTIFY_DIR))
-    lines.append(f"  notify:    {', '.join(os.path.basename(h) for h in hooks)} (in {NOTIFY_DIR})" if hooks else
+    refused = {h: hook_problem(h, os.geteuid()) for h in hooks}
+    runs = [os.path.basename(h) for h in hooks if not refused[h]]
+    lines.append(f"  notify:    {', '.join(runs)} (in {NOTIFY_DIR})" if runs else
                  f"  notify:    no hooks in {os.path.join(config.config_dir, NOTIFY_DIR)}")
+    lines.extend(f"    {os.path.basename(h)} will not run: {problem} ({HOOK_RULE})" for h, problem in refused.items()
+                 if problem)
     lines.extend(f"    {m.describe()} (line {m.lineno}; {m.resource} of group {m.group})" for m in settings.monitors)
     return "\n".join(lines)
 
