@@ -5032,6 +5032,8 @@ STANDBY_DONE_TIMEOUT_S = 300.0  # a hand-over whose other side never says done i
 AUTO_FAILBACK_RETRY_S = 1.0     # 3.0.6 looks again this often while either side is in flux
 ADDRESS_CHECK_DELAY_S = 0.2    # a group just started: its addresses are in the watch's table by then
 FAULT_SETTLE_S = 0.25          # carrier back: after our next heartbeat, this long for the peer's word
+FAULT_STOP_SHARE = 0.5         # of the peer's deadtime: then a group in fault whose peer is not heard stops
+                               # the rest of its resources, done long before the peer takes it at deadtime
 HOLD_NAMES = {(True, True): "all", (True, False): "local", (False, True): "foreign", (False, False): "none"}
 MIRROR = {"local": "foreign", "foreign": "local", "all": "all", "none": "none"}
 
@@ -5069,8 +5071,10 @@ class Fault:
     """A held group whose address is down because its interface lost carrier (keepalived's FAULT)."""
     iface: str
     peers: List[str]                        # who could take the group over meanwhile: alive or never heard
+    since: float                            # when the carrier went (monotonic)
     carrier_back: Optional[float] = None    # when the carrier returned (monotonic)
     readd_failed: bool = False
+    services_stopped: bool = False          # its other resources were stopped too (see LinkFaults.stop_the_rest)
 
     @property
     def reason(self) -> str:
@@ -5082,8 +5086,10 @@ class LinkFaults:
     A held address that disappears is added back. An interface without carrier cannot serve:
     its held addresses go down at once (a fault, as keepalived's FAULT state) and, when the
     peer is heard on another medium, the group's class goes to it by the standby exchange.
-    When the carrier returns, the address comes back only if the group is still ours once the
-    peer has had time to say that it took it over meanwhile (then the split-brain rule decides)."""
+    When the peer is not heard either, it takes the group at its deadtime: before that the rest
+    of the group is stopped here, so a shared disk is never mounted on both nodes.
+    When the carrier returns, the group comes back only if it is still ours once the peer has
+    had time to say that it took it over meanwhile (then the split-brain rule decides)."""
 
     def __init__(self, policy: "ClusterPolicy"):
         self.policy = policy
@@ -5219,6 +5225,8 @@ class LinkFaults:
                 fault.carrier_back = None
                 if self.heard_elsewhere(fault.iface):
                     policy.exchange.give_away(cls, reason=f"{fault.iface} no carrier")
+                elif not fault.services_stopped and now - fault.since >= self.stop_after_s(fault):
+                    self.stop_the_rest(group, fault, now)
             elif fault.carrier_back is None:
                 fault.carrier_back = now
             elif not fault.readd_failed and self.may_serve_again(fault, cls, now):
@@ -5246,16 +5254,46 @@ class LinkFaults:
         policy = self.policy
         policy.state[group.key] = GroupState.FAULT
         self.faults[group.key] = Fault(iface, [peer.name for peer in policy.membership.peers.values()
-                                               if peer.status != "dead" or peer.last_heard is None])
+                                               if peer.status != "dead" or peer.last_heard is None],
+                                       since=policy.timers.clock())
         gone = [res for res, name in self.addresses_of(group) if name == iface]
         policy.log.crit(f"Link {iface}: no carrier: taking {' '.join(res.ip for res in gone)} down "
                         f"(resource group {group.key} cannot be served here)")
+        policy.timers.call_later(self.stop_after_s(self.faults[group.key]), self.review)    # on time, not at a tick
 
         def done(result):
             if isinstance(result, Exception):
                 policy.log.error(f"{iface} has no carrier and its addresses could not be removed: {result}")
             policy.after_change()
         policy.worker.submit(lambda: policy.resources.addresses.remove(gone), done)
+
+    def stop_after_s(self, fault: Fault) -> float:
+        """How long after the carrier went the rest of a group in fault is stopped: a share of the
+        shortest deadtime of the peers that could take it (the peer's clock runs from our last
+        heartbeat, at most a keepalive before the carrier went)."""
+        deadtimes = [peer.deadtime_ms for name in fault.peers
+                     for peer in [self.policy.membership.peers.get(name)] if peer is not None]
+        return min(deadtimes or [self.policy.config.hacf.deadtime_ms]) / 1000 * FAULT_STOP_SHARE
+
+    def stop_the_rest(self, group: ResourceGroup, fault: Fault, now: float) -> None:
+        """The peer cannot hear us: it takes the group at its deadtime. Stop the group's other
+        resources now (in the worker, with every other action), so its disks are free by then."""
+        policy = self.policy
+        fault.services_stopped = True
+        others = [res for res in group.resources if not isinstance(res, IPResource)]
+        if not others:
+            return
+        policy.log.crit(f"Link {fault.iface}: no carrier for {now - fault.since:.1f} s and no peer heard on "
+                        f"another link: stopping the rest of resource group {group.key}, which the peer takes "
+                        "at its deadtime")
+
+        def done(result) -> None:
+            if result is not True:
+                policy.resources.stuck.add(group.key)
+                policy.log.error(f"Resource group {group.key} in fault: its resources did not all stop"
+                                 + (f": {result}" if isinstance(result, Exception) else ""))
+            policy.after_change()
+        policy.worker.submit(lambda: policy.resources.stop_all(others), done)
 
     def heard_elsewhere(self, iface: str) -> Optional[str]:
         """A live peer whose heartbeats come on a medium other than iface, on a link with carrier."""
@@ -5291,6 +5329,15 @@ class LinkFaults:
     def serve_again(self, group: ResourceGroup, fault: Fault) -> None:
         policy = self.policy
         addresses = [res for res, _ in self.addresses_of(group)]
+        if fault.services_stopped:              # the whole group starts again, as in a takeover
+            self.faults.pop(group.key, None)
+            policy.state[group.key] = GroupState.STARTING
+            policy.log.info(f"Link {fault.iface}: carrier back and resource group {group.key} still ours: "
+                            "starting it again")
+            started = policy.timers.clock()
+            policy.worker.submit(lambda: {group.key: policy.resources.acquire_group(group)},
+                                 lambda results: policy.acquired([group], "", None, None, started, results))
+            return
 
         def job():
             for res in addresses:
