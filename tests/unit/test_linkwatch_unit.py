@@ -406,7 +406,8 @@ def test_a_fault_the_peer_cannot_hear_stops_the_rest_of_the_group_before_the_pee
     assert rec.events[-1] == ("remove", VIP) and ("stop", "disk") not in rec.events
     advance(world, 1)
     assert rec.events[-1] == ("stop", "disk") and policy.state[key] is hb.GroupState.FAULT
-    assert rec.has("Link eth0: no carrier for 2.5 s and no peer heard on another link") and rec.has(f"stopping the rest of resource group {key}")
+    assert rec.has(f"Link eth0: no carrier for 2.5 s and no peer heard on another link: stopping the rest of "
+                   f"resource group {key}")
     advance(world, 3)
     assert rec.events.count(("stop", "disk")) == 1
     watch.carrier.update(eth0=True, eth1=True)
