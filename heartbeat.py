@@ -5987,6 +5987,7 @@ class ClusterPolicy:
 # #### Deciding: ipfail (the node that sees more ping nodes serves) ################################
 
 IPFAIL_RECHECK_S = 10.0    # ipfail's sleep(10) after the peer becomes stable, before counting again
+IPFAIL_FLUX_RECHECK_S = 0.1   # a failback held back by a transition: how often to look whether it ended
 IPFAIL_CLIENT = (("from_id", "ipfail"), ("to_id", "ipfail"), ("client_gen", "0"))   # what 3.0.6 adds
 IPFAIL_LATE_S = 2          # a count sent this long before the sender's newest heartbeat is out of date
 
@@ -6005,6 +6006,8 @@ class IPFail:
         self.giveup_timer: Optional[Timer] = None
         self.giveup_class = ""
         self.need_standby = False
+        self.peer_count: Optional[int] = None    # the peer's newest count of ping nodes
+        self.failback_pending = False           # balanced while in a transition: decide once stable
 
     def start(self) -> None:
         """ipfail's own start-up refusals, then its sign-on, which the peer's ipfail answers."""
@@ -6108,23 +6111,39 @@ class IPFail:
         return False
 
     def on_num_ping_nodes(self, peer: Peer, msg: Message) -> None:
-        theirs, mine = msg.get("num_ping", ""), self.pings.count_up()
+        theirs = msg.get("num_ping", "")
         if not self.enabled or self.policy.shutting_down or not is_number(theirs) or self.is_late(peer, msg):
             return
-        if mine > int(theirs):
+        self.peer_count = int(theirs)
+        self.compare(peer.name)
+
+    def compare(self, peer: str) -> None:
+        """3.0.6's rule on the two counts. Balanced with auto_failback while resources are in
+        transition (a takeover under way), ipfail.c skips giving foreign groups back; here that
+        decision waits for the transition to end and is taken then, or dropped when the counts
+        differ meanwhile."""
+        mine, theirs = self.pings.count_up(), self.peer_count
+        if mine != theirs:
+            self.failback_pending = False
+        if mine > theirs:
             self.log.info("ipfail: Telling other node that we have more visible ping nodes.")
-            self.send_to_peer(peer.name, ("t", "you_are_dead"))
-        elif mine < int(theirs):
+            self.send_to_peer(peer, ("t", "you_are_dead"))
+        elif mine < theirs:
             self.log.info("ipfail: Giving up because we have less visible ping nodes.")
             self.delay_giveup("all")
         else:
             self.log.info("ipfail: Ping node count is balanced.")
-            self.send_to_peer(peer.name, ("t", "abort_giveup"), ("src", self.config.node))
+            self.send_to_peer(peer, ("t", "abort_giveup"), ("src", self.config.node))
             if self.giveup_timer:
                 self.abort_giveup()
             elif self.config.hacf.auto_failback == "on" and self.stable():
+                self.failback_pending = False
                 self.log.info("ipfail: Giving up foreign resources (auto_failback).")
                 self.delay_giveup("foreign")
+            elif self.config.hacf.auto_failback == "on" and not self.failback_pending:
+                self.failback_pending = True
+                self.log.info("ipfail: resources in transition: foreign resources are given up once it ends")
+                self.timers.call_later(IPFAIL_FLUX_RECHECK_S, lambda: self.failback_when_stable(peer))
 
     def on_you_are_dead(self, peer: Peer, msg: Message) -> None:
         if self.enabled and not self.policy.shutting_down and not self.is_late(peer, msg):
@@ -6171,6 +6190,17 @@ class IPFail:
         error = self.policy.exchange.give_away(self.giveup_class, reason="ipfail", request=request)
         if error:
             self.log.warn(f"ipfail: giving up [{self.giveup_class}] resources not possible: {error}")
+
+    def failback_when_stable(self, peer: str) -> None:
+        """The transition that held back a failback: once it is over, the counts are compared again."""
+        if not self.failback_pending or not self.enabled or self.policy.shutting_down:
+            self.failback_pending = False
+            return
+        if not self.stable():
+            self.timers.call_later(IPFAIL_FLUX_RECHECK_S, lambda: self.failback_when_stable(peer))
+            return
+        self.failback_pending = False
+        self.compare(peer)
 
     def recheck(self) -> None:
         """After a giveup met a transition: once stable, count again (3.0.6 waits 10 s more)."""
