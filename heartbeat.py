@@ -3021,9 +3021,15 @@ class Watchdog:
                                 "started: load its driver (e.g. modprobe softdog) or remove the watchdog "
                                 "line from ha.cf") from None
         self.log.notice(f"Using watchdog device: {self.path}")
-        if stat.S_ISCHR(os.fstat(self.fd).st_mode):
-            self.set_timeout((deadtime_ms + 10 + 999) // 1000)
+        self.retime(deadtime_ms)
         self.feed()
+
+    def retime(self, deadtime_ms: int) -> None:
+        """Its timer, deadtime + 10 ms in whole seconds: at open, and again when SIGHUP changes the
+        deadtime (shorter: the node must reset within it; longer: a longer keepalive must not
+        outlast the timer between two feeds)."""
+        if self.fd >= 0 and stat.S_ISCHR(os.fstat(self.fd).st_mode):
+            self.set_timeout((deadtime_ms + 10 + 999) // 1000)
 
     def set_timeout(self, seconds: int) -> None:
         self.log.debug(f"Set watchdog timer to {seconds} seconds.")
@@ -7342,6 +7348,8 @@ class Daemon:
             self.selector.unregister(sock)
         self.pings.stop()
         self.log.info(f"{self.config.node} Heartbeat shutdown complete.")
+        if self.watchdog:                # the stop is clean from here: hooks may take longer than its timer
+            self.watchdog.close()
         self.notifier.drain()
         self.running = False
 
@@ -7358,7 +7366,7 @@ class Daemon:
         if self.pid_fd >= 0:
             os.close(self.pid_fd)
             self.pid_fd = -1
-        if self.watchdog:                # the loop ended: a clean stop, so the magic close
+        if self.watchdog:                # the loop ended: a clean stop, so the magic close (if not done)
             self.watchdog.close()
 
     def reload(self) -> None:
@@ -7407,6 +7415,8 @@ class Daemon:
             self.log.warn(str(warning))
         self.membership.reconfigure(config)
         self.policy.reconfigure(config)
+        if self.watchdog:
+            self.watchdog.retime(config.hacf.deadtime_ms)
         self.reconfigure_pings(config.hacf)
         self.ipfail.reconfigure(config)
         self.monitor.reconfigure(config)
