@@ -5315,16 +5315,20 @@ class LinkFaults:
         """The carrier is back. A peer that was alive when it went (or never heard from) may have
         declared us dead and taken the group: it says so (partition healed) as soon as our next
         heartbeat reaches it. So wait until that heartbeat and the answer had time to come and the
-        peer was heard again; a peer not heard within its deadtime is taken for dead."""
+        peer was heard again; a peer not heard within its deadtime is taken for dead. A peer whose
+        holdings came since, without the group (it released it), is waited for no longer: the
+        hand-back then costs what a failback costs."""
         waited = now - fault.carrier_back
         settle_s = self.policy.config.hacf.keepalive_ms / 1000 + FAULT_SETTLE_S
         for name in fault.peers:
             peer = self.policy.membership.peers.get(name)
             if peer is None:
                 continue
-            if peer.status != "dead" and \
-                    MIRROR[cls] in classes_of(self.policy.peer_holds.get(name, ("none", True))[0]):
+            hold, stable = self.policy.peer_holds.get(name, ("none", True))
+            if peer.status != "dead" and MIRROR[cls] in classes_of(hold):
                 return False
+            if peer.status != "dead" and stable and self.policy.peer_holds_heard.get(name, -1.0) > fault.carrier_back:
+                continue        # its word since the carrier came back, and it does not hold the group: at once
             heard = peer.status != "dead" and peer.last_heard is not None and peer.last_heard > fault.carrier_back
             if not heard and waited < peer.deadtime_ms / 1000 + settle_s:
                 return False
@@ -5499,6 +5503,7 @@ class ClusterPolicy:
         self.failed_here: set = set()      # groups the monitor moved away: not started here while a peer lives
         self.peer_holds: Dict[str, Tuple[str, bool]] = {}     # peer -> (rsc_hold, isstable), its view
         self.peer_holds_stamp: Dict[str, Tuple[int, int]] = {}  # peer -> (hg, seq) of that announcement
+        self.peer_holds_heard: Dict[str, float] = {}          # peer -> when that announcement came (monotonic)
         self.initial_pending: Optional[str] = None            # peer whose answer to `starting` we await
         self.initial_timer: Optional[Timer] = None
         self.starting_attempts = 0                      # `starting` sent, waiting for the peer's answer
@@ -5858,10 +5863,12 @@ class ClusterPolicy:
         hold = msg.get("rsc_hold", "none")
         stable = msg.get("isstable", "1") == "1"
         self.peer_holds[peer.name] = (hold, stable)
+        self.peer_holds_heard[peer.name] = self.timers.clock()
         if self.initial_pending == peer.name:
             self.decide_initial()
         elif stable and not self.busy():
             self.resolve_conflicts(peer.name)
+            self.links.review()              # a group in fault may be ours to serve again now
             self.perform_auto_failback()
             self.offer_failed_groups()
 

@@ -560,3 +560,26 @@ def test_our_release_queued_while_the_group_was_starting_is_not_undone(cluster):
             policy.worker.run_one()
         advance(world, 0.1)
     assert rec.events.count(("add", VIP)) == adds and policy.state[key] == "stopped" and VIP not in watch.addresses
+
+
+def test_carrier_back_serves_as_soon_as_the_peer_says_it_let_go(cluster):
+    """Issue 26: after a cable pull calc released the group 0.15 s after the carrier came back, but
+    prime added its address only once its settle time was over (0.52 s): clients waited 0.4 s. The
+    peer's announcement without the group, made after the carrier returned, is the word waited for."""
+    policy, watch, calc, world = cluster
+    membership, rec = world[0], world[3]
+    watch.carrier.update(eth0=False, eth1=False)
+    policy.links.on_carrier("eth0", False)
+    policy.links.on_carrier("eth1", False)
+    advance(world, 1)
+    watch.carrier.update(eth0=True, eth1=True)
+    policy.links.on_carrier("eth0", True)
+    policy.links.on_carrier("eth1", True)
+    membership.receive(calc.packet(("t", "resource"), ("rsc_hold", "all"), ("rtype", "full"), ("isstable", "1")),
+                       "eth0")
+    advance(world, 0.1)
+    assert VIP not in watch.addresses
+    membership.receive(calc.packet(("t", "resource"), ("rsc_hold", "local"), ("rtype", "full"), ("isstable", "1")),
+                       "eth0")
+    advance(world, 0.05)                                   # far less than keepalive + FAULT_SETTLE_S
+    assert VIP in watch.addresses and policy.state[f"{VIP}/24/eth0"] == "running"
