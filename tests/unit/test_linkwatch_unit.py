@@ -567,7 +567,7 @@ def test_carrier_back_serves_as_soon_as_the_peer_says_it_let_go(cluster):
     prime added its address only once its settle time was over (0.52 s): clients waited 0.4 s. The
     peer's announcement without the group, made after the carrier returned, is the word waited for."""
     policy, watch, calc, world = cluster
-    membership, rec = world[0], world[3]
+    membership = world[0]
     watch.carrier.update(eth0=False, eth1=False)
     policy.links.on_carrier("eth0", False)
     policy.links.on_carrier("eth1", False)
