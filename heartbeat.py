@@ -272,6 +272,19 @@ def run_command(argv: List[str], timeout_s: float, env: Optional[dict] = None,
         return CommandResult(returncode, out.read().decode(errors="replace") + note)
 
 
+def scheduled_like_the_daemon() -> None:
+    """Called first in each thread of the daemon: it runs as the main thread does. With ha.cf's
+    `realtime` the main thread runs SCHED_RR with SCHED_RESET_ON_FORK, so that the scripts, agents
+    and hooks it starts are normal processes; the flag gives new threads the normal policy too,
+    and a thread left there could hold the GIL back from the loop."""
+    policy = os.sched_getscheduler(os.getpid())
+    if policy & ~os.SCHED_RESET_ON_FORK != os.SCHED_OTHER:
+        try:
+            os.sched_setscheduler(0, policy, os.sched_getparam(os.getpid()))
+        except OSError:
+            pass                     # as the main thread's own failure: logged there, runs on
+
+
 class Worker:
     """One thread that runs resource actions in order; results come back to the event loop."""
 
@@ -287,6 +300,7 @@ class Worker:
         self.jobs.put((job, done))
 
     def serve(self) -> None:
+        scheduled_like_the_daemon()
         while True:
             job, done = self.jobs.get()
             try:
@@ -312,6 +326,7 @@ def in_thread(name: str, job: Callable[[], object], post: Callable[[Callable[[],
     reload). An exception in job is its result, as with Worker: done() reports it as a failure,
     so a bug never leaves the loop waiting for an answer."""
     def run() -> None:
+        scheduled_like_the_daemon()
         try:
             result = job()
         except Exception as err:
@@ -537,8 +552,9 @@ DIRECTIVES = [
     Directive("env", "line", None, "NAME=VALUE exported to resource scripts"),
     Directive("deadping", "time", None, "silence after which a ping node is declared dead (deadtime)",
               high=MAX_DEADTIME_MS),
-    Directive("realtime", "bool", "true", "SCHED_FIFO scheduling", support="ignored"),
-    Directive("rtprio", "int", None, "SCHED_FIFO priority", support="ignored", low=1, high=99),
+    Directive("realtime", "bool", "true", "SCHED_RR scheduling and the daemon locked in memory (children run "
+              "normally)"),
+    Directive("rtprio", "int", None, "SCHED_RR priority (default: the lowest, 1)", low=1, high=99),
     Directive("coredumps", "bool", "true", "enable core dumps", support="ignored"),
     Directive("coreroot", "text", None, "core dump directory", support="ignored"),
     Directive("memreserve", "int", "6500", "KiB preallocated", support="ignored", low=0, high=1 << 30),
@@ -648,6 +664,8 @@ class HaCf:
     ipfail: bool = False             # `respawn USER .../ipfail`: the ipfail rules, built in
     stonith_lines: List[StonithLine] = dataclasses.field(default_factory=list)
     watchdog: Optional[str] = None   # the watchdog device (opened by the daemon, not here)
+    realtime: bool = True
+    rtprio: Optional[int] = None
     values: Dict[str, str] = dataclasses.field(default_factory=dict)   # raw, for HA_* variables
     lines: Dict[str, int] = dataclasses.field(default_factory=dict)    # where each was set
     warnings: List[ConfigError] = dataclasses.field(default_factory=list)
@@ -2986,6 +3004,36 @@ def answer_from_elsewhere(packet: bytes, ours: Dict[str, bytes]) -> Optional[Tup
     return None
 
 
+# #### Kernel I/O: real-time scheduling and locked memory ##########################################
+
+MCL_CURRENT, MCL_FUTURE = 1, 2            # mlockall(2)'s flags (<sys/mman.h>, Linux)
+LOCKED_THREAD_STACK_BYTES = 512 << 10     # a thread's stack, locked whole: 512 KiB rather than glibc's 8 MiB
+
+
+def make_realtime(priority: Optional[int], log) -> None:
+    """ha.cf's `realtime` (on by default), as 3.0.6's cl_make_realtime does it: SCHED_RR at `rtprio`
+    (by default the lowest, 1; clamped to the highest) and the process locked in memory, so that a
+    runaway process or a memory squeeze does not hold heartbeats back. 3.0.6 locks what it maps
+    after it grew its heap (MCL_FUTURE); a Python process has mapped most of itself by now, so both.
+    SCHED_RESET_ON_FORK, and memory locks never being inherited, make scripts, agents and hooks run
+    as normal processes. A failure is logged in 3.0.6's words and the daemon runs on. Threads made
+    afterwards set it again (scheduled_like_the_daemon); their stacks are made smaller, since a
+    locked stack is all in RAM."""
+    low, high = os.sched_get_priority_min(os.SCHED_RR), os.sched_get_priority_max(os.SCHED_RR)
+    chosen = min(max(priority or low, low), high)
+    try:
+        os.sched_setscheduler(0, os.SCHED_RR | os.SCHED_RESET_ON_FORK, os.sched_param(chosen))
+    except OSError as err:
+        log.error(f"Unable to set scheduler parameters.: {err.strerror}")
+    threading.stack_size(LOCKED_THREAD_STACK_BYTES)
+    import ctypes
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.mlockall(MCL_CURRENT | MCL_FUTURE) != 0:
+        log.error(f"Unable to lock pid {os.getpid()} in memory: {os.strerror(ctypes.get_errno())}")
+    else:
+        log.info(f"pid {os.getpid()} locked in memory.")
+
+
 # #### Kernel I/O: the watchdog device #############################################################
 
 WDIOC_SETTIMEOUT = 0xC0045706      # _IOWR('W', 6, int) of linux/watchdog.h
@@ -3310,6 +3358,7 @@ class IPAddresses:
         threading.Thread(target=self.announce_rounds, args=(held, rounds), name="announce", daemon=True).start()
 
     def announce_rounds(self, held: List[Tuple[str, str]], rounds) -> None:
+        scheduled_like_the_daemon()
         started = time.monotonic()
         for n, due in enumerate(rounds):
             time.sleep(max(0.0, started + due - time.monotonic()))
@@ -6366,6 +6415,7 @@ class Notifier:
                 self.log.error(f"notify.d hooks are {NOTIFY_QUEUE_MAX} events behind: {self.lost} event(s) not told")
 
     def serve(self) -> None:
+        scheduled_like_the_daemon()
         while True:
             event = self.queue.get()
             try:
@@ -7207,6 +7257,8 @@ class Daemon:
 
     def run(self) -> int:
         """The event loop; returns the exit code after a graceful shutdown."""
+        if self.config.hacf.realtime:           # before the first thread, which sets it again for itself
+            make_realtime(self.config.hacf.rtprio, self.log)
         resources = Resources(self.config, self.log, events=self.events,
                               rsctmp_dir=os.path.join(self.args.run_dir, RSCTMP_DIR))
         resources.release_stale_addresses()
