@@ -29,10 +29,8 @@ def locked_kib(pid):
 
 def policies(pid):
     """(policy without SCHED_RESET_ON_FORK, priority) of every thread of pid."""
-    found = set()
-    for tid in os.listdir(f"/proc/{pid}/task"):
-        found.add((os.sched_getscheduler(int(tid)) & ~os.SCHED_RESET_ON_FORK, os.sched_getparam(int(tid)).sched_priority))
-    return found
+    tids = [int(tid) for tid in os.listdir(f"/proc/{pid}/task")]
+    return {(os.sched_getscheduler(t) & ~os.SCHED_RESET_ON_FORK, os.sched_getparam(t).sched_priority) for t in tids}
 
 
 @pytest.mark.parametrize("lab", [("prime",)], indirect=True)
@@ -46,8 +44,7 @@ def test_the_daemon_runs_realtime_and_locked_and_its_scripts_do_not(lab, line, p
     child = os.path.join(lab.tmp, "child-prime")
     wait(lambda: os.path.exists(child) and os.path.getsize(child) > 0, 20)     # initdead, then it takes its group
     pid = prime.proc.pid
-    names = {tid: open(f"/proc/{pid}/task/{tid}/comm").read().strip() for tid in os.listdir(f"/proc/{pid}/task")}
-    assert policies(pid) == {(policy, priority)}, names
+    assert policies(pid) == {(policy, priority)}, prime.log()[-2000:]
     if policy == os.SCHED_RR:
         assert locked_kib(pid) > 1024 and f"pid {pid} locked in memory." in prime.log()
     else:
