@@ -3444,11 +3444,12 @@ REBOOT_TIMEOUT_S = 10
 
 
 class ResourceError(HAError):
-    """A resource could not be started or stopped; specs: which ones, when several were tried at once."""
+    """A resource could not be started or stopped; specs: which ones, when several were tried at once;
+    conflict: another host answered for an address."""
 
-    def __init__(self, message: str, specs: Optional[List[str]] = None):
+    def __init__(self, message: str, specs: Optional[List[str]] = None, conflict: bool = False):
         super().__init__(message)
-        self.specs = specs or []
+        self.specs, self.conflict = specs or [], conflict
 
 
 def script_argv(res: ScriptResource, operation: str) -> List[str]:
@@ -3489,6 +3490,7 @@ class Resources:
         self.config, self.log, self.run, self.rsctmp_dir = config, log, run, rsctmp_dir
         self.addresses = addresses or IPAddresses(run, log)
         self.stuck: set = set()      # keys of groups with a resource that would not stop
+        self.conflicted: set = set()  # keys of groups whose last start met another host's answer for an address
         self.events = events if events is not None else EventLog()
 
     def environment(self, operation: str) -> dict:
@@ -3585,7 +3587,7 @@ class Resources:
             self.log.error(f"{res.agent} {res.spec}: {res.ip} is in use by another host ({mac} answered for it)")
         if failed:
             raise ResourceError("; ".join(f"{res.spec}: {res.ip} is in use by another host" for res in failed),
-                                [res.spec for res in failed])
+                                [res.spec for res in failed], conflict=True)
 
     def start(self, res) -> None:
         if isinstance(res, IPResource):
@@ -3693,10 +3695,12 @@ class Resources:
                     probe.close()
             failed = err.specs or [group.resources[started - 1].spec]
             self.log.crit(f"Giving up resources due to failure of {' '.join(failed)}")
+            (self.conflicted.add if err.conflict else self.conflicted.discard)(group.key)
             if not self.stop_all(group.resources[:started]):
                 self.stuck.add(group.key)
             return str(err)
         self.stuck.discard(group.key)
+        self.conflicted.discard(group.key)
         return None
 
     def release_group(self, group: ResourceGroup) -> bool:
@@ -5553,6 +5557,8 @@ class ClusterPolicy:
         self.peer_holds: Dict[str, Tuple[str, bool]] = {}     # peer -> (rsc_hold, isstable), its view
         self.peer_holds_stamp: Dict[str, Tuple[int, int]] = {}  # peer -> (hg, seq) of that announcement
         self.peer_holds_heard: Dict[str, float] = {}          # peer -> when that announcement came (monotonic)
+        self.conflict_timer: Optional[Timer] = None            # see retry_conflicted
+        self.conflict_waiting: set = set()     # groups another host's answer kept from starting while alone
         self.initial_pending: Optional[str] = None            # peer whose answer to `starting` we await
         self.initial_timer: Optional[Timer] = None
         self.starting_attempts = 0                      # `starting` sent, waiting for the peer's answer
@@ -5631,6 +5637,7 @@ class ClusterPolicy:
             results = {group.key: f"internal error: {results!r}" for group in groups}
         failed, took = [], self.timers.clock() - started
         for key, error in results.items():
+            self.conflict_waiting.discard(key)
             if error is None:
                 self.state[key] = GroupState.RUNNING
                 self.stats[key].takeovers += 1
@@ -5648,6 +5655,13 @@ class ClusterPolicy:
             if key in self.resources.stuck:     # half started and would not stop: it stays here
                 self.state[key] = GroupState.STOP_FAILED
                 self.log.crit(f"Resource group {key} failed to start and to stop: it stays held here")
+                continue
+            if key in self.resources.conflicted and not self.live_peers():
+                self.state[key] = GroupState.FAILED
+                self.conflict_waiting.add(key)
+                self.log.error(f"Resource group {key} failed to start here: {error}. No peer is alive: that may be "
+                               "its copy, left by a crash; trying again every deadtime, and when the peer is back")
+                self.retry_conflicted_later(self.config.hacf.deadtime_ms / 1000)
                 continue
             self.failures[key] += 1
             self.state[key] = GroupState.FAILED
@@ -5667,14 +5681,49 @@ class ClusterPolicy:
             self.failure_offers = 0          # a new failure: the peer is asked anew
         self.after_change()
 
+    def waiting_on_a_conflict(self) -> List[ResourceGroup]:
+        """Held groups that another host's answer for an address kept from starting while no peer
+        was alive (see retry_conflicted)."""
+        return [g for g in self.config.groups if g.key in self.conflict_waiting
+                and self.state[g.key] is GroupState.FAILED and self.holds[self.class_of(g)]]
+
+    def retry_conflicted_later(self, delay_s: float) -> None:
+        if self.conflict_timer is None:
+            self.conflict_timer = self.timers.call_later(delay_s, self.retry_conflicted)
+
+    def retry_conflicted(self) -> None:
+        """The host that answered may be the peer's stale copy, left by its crash: gone once the peer
+        restarts (it removes it before it joins) or its machine reboots. Never given up for good:
+        tried again every deadtime while no peer is alive; once one is, our own groups are tried at
+        once, and the peer's go back to it as after any failure (offer_failed_groups)."""
+        self.conflict_timer = None
+        peers = self.live_peers()
+        for group in self.waiting_on_a_conflict() if peers else []:
+            if group.home != self.me:          # the peer's: it gets it back as after any failure
+                self.conflict_waiting.discard(group.key)
+        groups = [g for g in self.waiting_on_a_conflict() if not peers or g.home == self.me]
+        if not groups or self.shutting_down:
+            return
+        if self.busy():
+            self.retry_conflicted_later(self.config.hacf.keepalive_ms / 1000)
+            return
+        for group in groups:
+            self.state[group.key] = GroupState.STARTING
+            self.events.record("group-starting", "trying again: an address was answered for by another host",
+                               group=group.key, node=self.me)
+        self.announce(stable=False)
+        started = self.timers.clock()
+        self.worker.submit(lambda: {group.key: self.resources.acquire_group(group) for group in groups},
+                           lambda results: self.acquired(groups, "", None, None, started, results))
+
     def offer_failed_groups(self) -> None:
         """Groups that failed to start here go to a live peer by the standby exchange, as 3.0.6
         gives its resources up after a failure. A peer busy with its own start ignores that
         request ("local resources in flux") and a peer that comes later was not there to be
         asked, so, beyond 3.0.6, the peer is asked whenever both sides are quiet, until it takes
         them: NEGOTIATION_ATTEMPTS times for one failure, and again when the peer restarts."""
-        failed = [g for g in self.config.groups
-                  if self.state[g.key] is GroupState.FAILED and self.holds[self.class_of(g)]]
+        failed = [g for g in self.config.groups if self.state[g.key] is GroupState.FAILED
+                  and self.holds[self.class_of(g)] and g not in self.waiting_on_a_conflict()]
         peers = [p for p in self.live_peers() if self.peer_holds.get(p.name, ("none", True))[1]]
         if not failed or not peers or self.shutting_down or self.failure_offers >= NEGOTIATION_ATTEMPTS:
             return
@@ -5837,6 +5886,10 @@ class ClusterPolicy:
                 self.take_over_from(peer, held, take)
         elif old == "dead" and self.fencer:
             self.fencer.cancel(peer.name)
+        if old == "dead" and new != "dead" and self.waiting_on_a_conflict():
+            self.timers.cancel(self.conflict_timer)      # it removed its stale copy before it sent this
+            self.conflict_timer = None
+            self.retry_conflicted_later(0)
         if old == "dead" and new != "dead" and peer.partition_healed:
             self.log.info(f"Announcing our resources to {peer.name} after the partition")
             self.announce(stable=not self.worker.busy)
