@@ -2307,12 +2307,35 @@ STATUS_CONTROL_CLASSIC = b"seq=%s\nhg=%s\nts=%s\nld=%s\nttl=%s\n"
 STATUS_CONTROL_NETSTRING = b"%d:(0)seq=%s,%d:(0)hg=%s,%d:(0)ts=%s,%d:(0)ld=%s,%d:(0)ttl=%s,"
 
 
+MAX_GENERATION = 0xFFFFFFFFFFFFFFFF   # hg: 16 hex digits at most (hex_number); 3.0.6 keeps an unsigned long
+
+
 @dataclasses.dataclass
 class Identity:
-    """This node on the wire: name, uuid and this run's generation (hg)."""
+    """This node on the wire: name, uuid and this run's generation (hg), kept in state_dir."""
     name: str
     uuid: bytes
     generation: int
+    state_dir: Optional[str] = None       # where hb_generation lives (None: kept in memory only)
+
+    def move_past(self, generation: int) -> None:
+        """A peer knows us at `generation` or higher (this machine's hb_generation was restored
+        from a snapshot or a backup): run at generation + 1 from now on, written to hb_generation
+        first, so that no later start can use again a generation this run has sent.
+        OSError when the file cannot be written (the generation is then left as it was)."""
+        if self.state_dir:
+            save_generation(self.state_dir, generation + 1)
+        self.generation = generation + 1
+
+
+def save_generation(state_dir: str, generation: int) -> None:
+    """hb_generation as 3.0.6 writes it (decimal right-aligned in 15 columns), synced with its directory."""
+    write_file_atomic(os.path.join(state_dir, "hb_generation"), f"{generation:>15}\n".encode(), 0o644)
+    fd = os.open(state_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)                      # the rename too survives a crash
+    finally:
+        os.close(fd)
 
 
 def load_identity(state_dir: str, node: str, hacf: HaCf, log=None) -> Identity:
@@ -2344,10 +2367,10 @@ def load_identity(state_dir: str, node: str, hacf: HaCf, log=None) -> Identity:
             log.warn(f"No Previous generation - starting at {generation}")
     else:
         generation = previous + 1
-    write_file_atomic(gen_path, f"{generation:>15}\n".encode(), 0o644)
+    save_generation(state_dir, generation)
     if log:
         log.info(f"Heartbeat generation: {generation}")
-    return Identity(node, uuid, generation)
+    return Identity(node, uuid, generation, state_dir)
 
 
 _loadavg = {"fd": -1, "read_at": -1e9, "text": b""}
@@ -4265,14 +4288,32 @@ class Membership:
             return
         nonce = os.urandom(16).hex()
         peer.challenge = (nonce, now)
-        self.send(Message(("t", CHALLENGE), ("dest", peer.name), ("nonce", nonce)), dest=peer.name)
+        self.send(Message(("t", CHALLENGE), ("dest", peer.name), ("nonce", nonce),
+                          ("curgen", format(peer.generation, "x"))), dest=peer.name)
 
     def answer_challenge(self, peer: Peer, msg: Message) -> None:
-        """Answered before any replay check: the challenger may be dropping our packets too."""
+        """Answered before any replay check: the challenger may be dropping our packets too. It
+        names the generation it knows us at (curgen); at or below it, we were restored from a
+        snapshot or a backup and move past it (on disk first) before we answer: the challenger
+        never has to take a lower generation, under which packets of our earlier life would pass."""
         nonce = msg.get("nonce", "")
-        if re.fullmatch(r"[0-9a-f]{32}", nonce) and nonce != peer.answered:
-            peer.answered = nonce
-            self.send(Message(("t", CHALLENGE_REPLY), ("dest", peer.name), ("nonce", nonce)), dest=peer.name)
+        if not re.fullmatch(r"[0-9a-f]{32}", nonce) or nonce == peer.answered:
+            return
+        known = hex_number(msg.get("curgen"))     # -1: an older heartbeat.py, which names none
+        if known >= self.identity.generation:
+            if known >= MAX_GENERATION:
+                return self.complain("curgen", f"Node {peer.name} knows us at generation {known}, "
+                                               "past the largest: not answered", level="error")
+            try:
+                self.identity.move_past(known)
+            except OSError as err:
+                return self.complain("curgen", f"Node {peer.name} knows us at generation {known}, ours is "
+                                               f"{self.identity.generation}, and hb_generation cannot be written "
+                                               f"({err.strerror or err}): not answered", level="error")
+            self.log.warn(f"Node {peer.name} knows us at generation {known}, higher than ours (restored from "
+                          f"a snapshot?): our generation is now {self.identity.generation}")
+        peer.answered = nonce
+        self.send(Message(("t", CHALLENGE_REPLY), ("dest", peer.name), ("nonce", nonce)), dest=peer.name)
 
     def is_proof(self, peer: Peer, msg: Message) -> bool:
         return (peer.challenge is not None and msg.get("nonce") == peer.challenge[0]
@@ -4280,12 +4321,18 @@ class Membership:
 
     def adopt_generation(self, peer: Peer, generation: int, seq: int) -> None:
         """The reply to our nonce is signed now by the peer: its generation and sequence number are
-        the live ones. Every earlier sequence number counts as seen, so no replay gets in."""
+        the live ones. Every earlier sequence number counts as seen, so no replay gets in. Never a
+        lower generation, nor the same: packets captured in the peer's earlier life under it would
+        be fresh again (the peer moves past the one we know before it answers)."""
+        if generation <= peer.generation:
+            peer.challenge = None
+            self.log.warn(f"Node {peer.name} answered our challenge at generation {generation}, not above "
+                          f"{peer.generation}: not adopted")
+            return
         self.log.warn(f"Node {peer.name} proved generation {generation} at seq {seq} "
                       f"(we had {peer.generation} at seq {peer.max_seq}): adopting it")
         peer.challenge = None
-        if generation != peer.generation:
-            peer.restarted = True
+        peer.restarted = True
         peer.generation = generation
         self.forget_sequence(peer)
         peer.max_seq = seq
