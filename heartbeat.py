@@ -3879,6 +3879,8 @@ class Peer:
     shutdone: Tuple[int, float] = (0, 0.0)   # seq and arrival of its shutdown notice
     challenge: Optional[Tuple[str, float]] = None   # (nonce, sent at): asked to prove its generation
     answered: str = ""                    # the last nonce of its we signed
+    answered_at: Optional[float] = None   # when we last signed one
+    status_clock: Tuple[int, float] = (0, 0.0)   # its ts on the newest accepted status, and our clock then
     check_timer: Optional[Timer] = None
     rexmit_timer: Optional[Timer] = None
 
@@ -3888,6 +3890,7 @@ LINK_SEQ_SLACK = 2         # a status is evidence for a link only when it is amo
 STARTUP_GRACE_S = 5.0      # 3.0.6 announces a longer deadtime (dt) in its first 5 s after start,
 STARTUP_EXTRA_DEADTIME_MS = 2000   # 2 s longer, so a peer gives a node still starting up some slack
 CHALLENGE, CHALLENGE_REPLY = "hbpy-challenge", "hbpy-challenge-reply"   # proof of a generation
+TS_RESOLUTION_S = 1        # ts is whole seconds
 API_CLIENT_STATUS = "hbapi-clstat"     # a client (ipfail) signed on or off at a node
 PULLED_BEAT_SLACK = 1.125  # after a beat pulled by a peer's, ours is due this many keepalives later
 MAX_MISSING = 50           # a gap larger than this is not chased by retransmission requests
@@ -4249,6 +4252,7 @@ class Membership:
         """A new status message: the peer is alive (unless it told us it is stopping)."""
         restarted, peer.restarted = peer.restarted, False
         peer.newest_ts = max(peer.newest_ts, hex_number(msg.get("ts")))
+        peer.status_clock = (hex_number(msg.get("ts")), now)
         if peer.shutting_down and seq > peer.shutdone[0] and now - peer.shutdone[1] > peer.deadtime_ms / 1000 \
                 and msg.get("st") in ("init", "up", "active"):
             # 3.0.6 sends a status or two after shutdone while it stops; one still beating a deadtime
@@ -4298,7 +4302,16 @@ class Membership:
         never has to take a lower generation, under which packets of our earlier life would pass."""
         nonce = msg.get("nonce", "")
         if not re.fullmatch(r"[0-9a-f]{32}", nonce) or nonce == peer.answered:
-            return
+            return      # the same challenge on another medium: answered already
+        if self.is_stale_challenge(peer, msg):
+            self.counters["challenges_unanswered_stale"] += 1
+            return self.complain("challenge_stale", f"Not answering a challenge from {peer.name} sent "
+                                                    "before its last deadtime (replayed?)")
+        now = self.clock()
+        if peer.answered_at is not None and now - peer.answered_at < self.hacf.keepalive_ms / 1000:
+            self.counters["challenges_unanswered_limit"] += 1
+            return self.complain("challenge_limit", f"Not answering another challenge from {peer.name} "
+                                                    "within a keepalive (replayed?)")
         known = hex_number(msg.get("curgen"))     # -1: an older heartbeat.py, which names none
         if known >= self.identity.generation:
             if known >= MAX_GENERATION:
@@ -4312,8 +4325,18 @@ class Membership:
                                                f"({err.strerror or err}): not answered", level="error")
             self.log.warn(f"Node {peer.name} knows us at generation {known}, higher than ours (restored from "
                           f"a snapshot?): our generation is now {self.identity.generation}")
-        peer.answered = nonce
+        peer.answered, peer.answered_at = nonce, now
         self.send(Message(("t", CHALLENGE_REPLY), ("dest", peer.name), ("nonce", nonce)), dest=peer.name)
+
+    def is_stale_challenge(self, peer: Peer, msg: Message) -> bool:
+        """Sent (its ts, the sender's clock) longer ago than the deadtime the sender waits for an
+        answer, judged on the sender's own clock as its newest accepted heartbeat showed it, so
+        the two clocks need not agree. Before any accepted heartbeat, nothing tells: not stale."""
+        status_ts, heard_at = peer.status_clock
+        if status_ts <= 0:
+            return False
+        sender_now = status_ts + (self.clock() - heard_at)
+        return sender_now - hex_number(msg.get("ts")) > peer.deadtime_ms / 1000 + TS_RESOLUTION_S
 
     def is_proof(self, peer: Peer, msg: Message) -> bool:
         return (peer.challenge is not None and msg.get("nonce") == peer.challenge[0]

@@ -642,6 +642,44 @@ def test_a_challenge_is_answered_even_when_its_sender_looks_like_a_replay(world)
     assert replies[0].get("hg") == "100"
 
 
+def test_replayed_challenges_get_one_answer_per_keepalive_at_most(world):
+    """1,000 replays of two old challenges made 1,000 signed replies on every medium (and pushed
+    our retransmission history out): now one per keepalive."""
+    membership, clock, timers, rec, config = world
+    calc = Calc(config)
+    membership.start()
+    membership.receive(calc.status(), "eth0")
+    old = [calc.packet(("t", hb.CHALLENGE), ("dest", "prime"), ("nonce", nonce * 16), ("curgen", "1"))
+           for nonce in ("ab", "cd")]
+    for i in range(1000):
+        membership.receive(old[i % 2], "eth0")
+        if i % 100 == 0:
+            membership.receive(calc.status(), "eth0")
+        advance(world, 0.002)                            # 2 s in all
+    replies = [m for m in sent(rec) if m.get("t") == hb.CHALLENGE_REPLY]
+    assert 1 <= len(replies) <= 2 * KEEPALIVE_MS / 1000 + 1, len(replies)
+    assert membership.counters["challenges_unanswered_limit"] >= 490     # the other half: the nonce just answered
+
+
+def test_a_challenge_with_a_stale_ts_is_not_answered(world):
+    """ts against the sender's own clock, as its accepted heartbeats tell it (no clock sync needed)."""
+    membership, clock, timers, rec, config = world
+    calc = Calc(config)
+    base = 0x6b05d22a
+    membership.start()
+    membership.receive(calc.status(ts=format(base, "x")), "eth0")
+    captured = calc.packet(("t", hb.CHALLENGE), ("dest", "prime"), ("nonce", "ab" * 16), ts=format(base, "x"))
+    for second in range(1, 10):
+        advance(world, 1)
+        membership.receive(calc.status(ts=format(base + second, "x")), "eth0")
+    membership.receive(captured, "eth0")
+    assert not [m for m in sent(rec) if m.get("t") == hb.CHALLENGE_REPLY]
+    assert membership.counters["challenges_unanswered_stale"] == 1
+    fresh = calc.packet(("t", hb.CHALLENGE), ("dest", "prime"), ("nonce", "cd" * 16), ts=format(base + 9, "x"))
+    membership.receive(fresh, "eth0")
+    assert [m.get("nonce") for m in sent(rec) if m.get("t") == hb.CHALLENGE_REPLY] == ["cd" * 16]
+
+
 def test_a_forged_shutdone_does_not_blind_us_to_a_node_that_keeps_beating(world):
     membership, clock, timers, rec, config = world
     calc = Calc(config)
