@@ -2579,7 +2579,22 @@ class Link:
 ICMP_ECHO_REQUEST, ICMP_ECHO_REPLY = 8, 0
 ICMP6_ECHO_REQUEST, ICMP6_ECHO_REPLY = 128, 129
 ICMP6_FILTER = 1                 # the socket option: which ICMPv6 types a raw socket receives
+SOL_RAW, ICMP_FILTER = 255, 1    # the same for ICMP (IPv4): a 32-bit mask, a set bit blocks its type
 PING_PAYLOAD = b"heartbeat.py ping"
+PING_TOKEN_BYTES = 8
+
+
+def icmp_filter_passing(kind: int) -> bytes:
+    """An ICMP_FILTER that blocks every ICMP type but kind (the kernel passes types past 31)."""
+    return struct.pack("=I", 0xFFFFFFFF & ~(1 << kind))
+
+
+def echo_token(key: str, address: str, seq: int) -> bytes:
+    """What an echo to address with seq carries, and its reply must carry back: a keyed hash of
+    both under a key made at each start. A reply counts only from the address the echo went to
+    and for that echo: one echo seen on the wire tells nothing of the token of any other."""
+    data = ipaddress.ip_address(address.split("%")[0]).packed + seq.to_bytes(2, "big")
+    return bytes.fromhex(hmac_hexdigest("sha1", key, data)[:2 * PING_TOKEN_BYTES])
 
 
 def icmp6_filter_passing(kind: int) -> bytes:
@@ -2609,22 +2624,22 @@ def echo_request(ident: int, seq: int, token: bytes, version: int = 4) -> bytes:
     return struct.pack("!BBHHH", kind, 0, checksum, ident, seq) + body
 
 
-def parse_echo_reply(packet: bytes, ident: int, token: bytes, version: int = 4) -> Optional[int]:
-    """The sequence number of a reply to one of our echoes, else None. IPv4: IP header included,
-    our checksum check; IPv6: the ICMPv6 message alone, its checksum checked by the kernel."""
+def parse_echo_reply(packet: bytes, ident: int, version: int = 4) -> Optional[Tuple[int, bytes]]:
+    """The sequence number and token of an echo reply with our ident, else None. The type and the
+    ident first (another process's ping costs no checksum), then for IPv4 the checksum (IP header
+    included in packet); IPv6: the ICMPv6 message alone, its checksum checked by the kernel."""
     if version == 4:
         if len(packet) < 20:
             return None
         packet = packet[(packet[0] & 0x0F) * 4:]
-        if len(packet) >= 8 and internet_checksum(packet) != 0:
-            return None
-    if len(packet) < 8 + len(token):
+    if len(packet) < 8 + PING_TOKEN_BYTES:
         return None
     kind, _, _, reply_ident, seq = struct.unpack("!BBHHH", packet[:8])
-    wanted = ICMP6_ECHO_REPLY if version == 6 else ICMP_ECHO_REPLY
-    if kind != wanted or reply_ident != ident or packet[8:8 + len(token)] != token:
+    if kind != (ICMP6_ECHO_REPLY if version == 6 else ICMP_ECHO_REPLY) or reply_ident != ident:
         return None
-    return seq
+    if version == 4 and internet_checksum(packet) != 0:
+        return None
+    return seq, packet[8:8 + PING_TOKEN_BYTES]
 
 
 # #### Kernel I/O: rtnetlink #######################################################################
@@ -4557,7 +4572,7 @@ class PingNodes:
         self.targets: Dict[str, PingTarget] = {p.name: PingTarget(p) for p in hacf.ping_nodes}
         self.sockets: Dict[int, socket.socket] = {}       # IP version -> raw ICMP or ICMPv6 socket
         self.ident = random_below(0x10000)
-        self.token = os.urandom(8)
+        self.key = os.urandom(16).hex()                    # the echo tokens' (echo_token), this run's only
         self.seq = 0
         self.send_timer: Optional[Timer] = None
         self.counters: Dict[str, int] = collections.Counter()
@@ -4577,6 +4592,7 @@ class PingNodes:
                     sock.setsockopt(socket.IPPROTO_ICMPV6, ICMP6_FILTER, icmp6_filter_passing(ICMP6_ECHO_REPLY))
                 else:
                     sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
+                    sock.setsockopt(SOL_RAW, ICMP_FILTER, icmp_filter_passing(ICMP_ECHO_REPLY))
             except OSError as err:
                 self.log.error(f"Cannot open an {'ICMPv6' if version == 6 else 'ICMP'} socket for the ping nodes "
                                f"({err.strerror or err}): they will be declared dead (heartbeat.py must run as root)")
@@ -4622,21 +4638,22 @@ class PingNodes:
             return
         self.send_timer = self.timers.call_later(self.hacf.keepalive_ms / 1000, self.send_echoes)
         self.seq = (self.seq + 1) & 0xFFFF
-        packets = {version: echo_request(self.ident, self.seq, self.token, version) for version in self.sockets}
         for target in self.targets.values():
             for address in target.node.addresses:
                 version = 6 if ":" in address else 4
                 if version not in self.sockets:
                     continue
+                packet = echo_request(self.ident, self.seq, echo_token(self.key, address, self.seq), version)
                 try:
-                    self.sockets[version].sendto(packets[version], (address, 0))
+                    self.sockets[version].sendto(packet, (address, 0))
                     self.counters["echo_sent"] += 1
                 except OSError as err:
                     self.counters["echo_send_errors"] += 1
                     self.complain(f"ping {address}", f"ping {address}: {err.strerror or err}", level="warn")
 
     def read(self, sock: socket.socket) -> None:
-        """Every ICMP packet of this host comes here: only a fresh answer to our own echo counts."""
+        """Every ICMP echo reply to this host comes here (the socket filters out the other types):
+        only a fresh answer to our own echo, from the address it went to, counts."""
         version = 6 if sock.family == socket.AF_INET6 else 4
         for _ in range(READS_PER_WAKEUP):
             try:
@@ -4644,11 +4661,18 @@ class PingNodes:
             except OSError:
                 return
             sender = address[0] if version == 4 else str(ipaddress.IPv6Address(address[0].split("%")[0]))
-            seq = parse_echo_reply(packet, self.ident, self.token, version)
-            if seq is None:
+            reply = parse_echo_reply(packet, self.ident, version)
+            if reply is None:
+                self.counters["echo_replies_ignored"] += 1       # another process's, or damaged
                 continue
+            seq, token = reply
             if (self.seq - seq) & 0xFFFF >= PING_SEQ_WINDOW:
                 self.counters["echo_replies_stale"] += 1
+                continue
+            if not compare_digest(token, echo_token(self.key, sender, seq)):
+                self.counters["echo_replies_forged"] += 1         # not from where that echo went
+                self.complain("forged echo reply", f"Echo reply from {sender} does not answer our echo to it "
+                                                   "(forged?): ignored", level="warn")
                 continue
             for target in self.targets.values():
                 if sender in target.node.addresses:
