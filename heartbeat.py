@@ -2307,7 +2307,8 @@ STATUS_CONTROL_CLASSIC = b"seq=%s\nhg=%s\nts=%s\nld=%s\nttl=%s\n"
 STATUS_CONTROL_NETSTRING = b"%d:(0)seq=%s,%d:(0)hg=%s,%d:(0)ts=%s,%d:(0)ld=%s,%d:(0)ttl=%s,"
 
 
-MAX_GENERATION = 0xFFFFFFFFFFFFFFFF   # hg: 16 hex digits at most (hex_number); 3.0.6 keeps an unsigned long
+MAX_GENERATION = (1 << 40) - 1   # the highest generation a node moves to when a peer knows it higher: far past
+                                 # any real one (3.0.6 and we start near the Unix time, 2^31, and add one per start)
 
 
 @dataclasses.dataclass
@@ -4328,10 +4329,7 @@ class Membership:
             return self.complain("challenge_limit", f"Not answering another challenge from {peer.name} "
                                                     "within a keepalive (replayed?)")
         known = hex_number(msg.get("curgen"))     # -1: an older heartbeat.py, which names none
-        if known >= self.identity.generation:
-            if known >= MAX_GENERATION:
-                return self.complain("curgen", f"Node {peer.name} knows us at generation {known}, "
-                                               "past the largest: not answered", level="error")
+        if self.identity.generation <= known < MAX_GENERATION:
             try:
                 self.identity.move_past(known)
             except OSError as err:
@@ -4344,14 +4342,15 @@ class Membership:
         self.send(Message(("t", CHALLENGE_REPLY), ("dest", peer.name), ("nonce", nonce)), dest=peer.name)
 
     def is_stale_challenge(self, peer: Peer, msg: Message) -> bool:
-        """Sent (its ts, the sender's clock) longer ago than the deadtime the sender waits for an
-        answer, judged on the sender's own clock as its newest accepted heartbeat showed it, so
-        the two clocks need not agree. Before any accepted heartbeat, nothing tells: not stale."""
-        status_ts, heard_at = peer.status_clock
-        if status_ts <= 0:
+        """Sent (its ts) longer ago than the deadtime the sender waits for an answer, by our clock
+        and by the sender's own, as its newest accepted heartbeat showed it: a replay is old by
+        both, a fresh challenge new by at least one whether the clocks agree or not, even after
+        a key holder forged a heartbeat with a far ts."""
+        ts, window_s = hex_number(msg.get("ts")), peer.deadtime_ms / 1000 + TS_RESOLUTION_S
+        if time.time() - ts <= window_s:
             return False
-        sender_now = status_ts + (self.clock() - heard_at)
-        return sender_now - hex_number(msg.get("ts")) > peer.deadtime_ms / 1000 + TS_RESOLUTION_S
+        status_ts, heard_at = peer.status_clock
+        return status_ts <= 0 or status_ts + (self.clock() - heard_at) - ts > window_s
 
     def is_proof(self, peer: Peer, msg: Message) -> bool:
         return (peer.challenge is not None and msg.get("nonce") == peer.challenge[0]
@@ -4361,8 +4360,9 @@ class Membership:
         """The reply to our nonce is signed now by the peer: its generation and sequence number are
         the live ones. Every earlier sequence number counts as seen, so no replay gets in. Never a
         lower generation, nor the same: packets captured in the peer's earlier life under it would
-        be fresh again (the peer moves past the one we know before it answers)."""
-        if generation <= peer.generation:
+        be fresh again (the peer moves past the one we know before it answers). Unless the one we
+        know is past MAX_GENERATION: only a forged packet can have told us that, and no node moves past it."""
+        if generation <= peer.generation < MAX_GENERATION:
             peer.challenge = None
             self.log.warn(f"Node {peer.name} answered our challenge at generation {generation}, not above "
                           f"{peer.generation}: not adopted")

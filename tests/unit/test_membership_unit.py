@@ -620,13 +620,16 @@ def test_a_challenge_naming_a_lower_generation_moves_nothing(world):
     membership, clock, timers, rec, config = world
     calc = Calc(config, generation=0x200)
     membership.start()
+    membership.receive(calc.status(), "eth0")
     membership.receive(calc.packet(("t", hb.CHALLENGE), ("dest", "prime"), ("nonce", "ab" * 16), ("curgen", "ff")),
                        "eth0")
-    assert membership.identity.generation == 0x100 and not rec.has("moved")
+    assert membership.identity.generation == 0x100 and not rec.has("our generation is now")
+    advance(world, KEEPALIVE_MS / 1000 + 0.1)                         # one answer per keepalive
     membership.receive(calc.packet(("t", hb.CHALLENGE), ("dest", "prime"), ("nonce", "cd" * 16),
-                                   ("curgen", "f" * 16)), "eth0")     # past the largest generation
-    assert membership.identity.generation == 0x100
-    assert [m.get("nonce") for m in sent(rec) if m.get("t") == hb.CHALLENGE_REPLY] == ["ab" * 16]
+                                   ("curgen", "f" * 16)), "eth0")     # past MAX_GENERATION: only forged
+    assert membership.identity.generation == 0x100 and not rec.has("our generation is now")
+    replies = [m for m in sent(rec) if m.get("t") == hb.CHALLENGE_REPLY]
+    assert [(m.get("nonce"), m.get("hg")) for m in replies] == [("ab" * 16, "100"), ("cd" * 16, "100")]
 
 
 def test_a_challenge_is_answered_even_when_its_sender_looks_like_a_replay(world):
@@ -678,6 +681,46 @@ def test_a_challenge_with_a_stale_ts_is_not_answered(world):
     fresh = calc.packet(("t", hb.CHALLENGE), ("dest", "prime"), ("nonce", "cd" * 16), ts=format(base + 9, "x"))
     membership.receive(fresh, "eth0")
     assert [m.get("nonce") for m in sent(rec) if m.get("t") == hb.CHALLENGE_REPLY] == ["cd" * 16]
+
+
+def wired_pair(world, tmp_path):
+    """prime (the world's) and calc, two Memberships on one fake clock, each hearing the other."""
+    membership, clock, timers, rec, config = world
+    state = tmp_path / "calc-state"
+    state.mkdir()
+    calc_rec = Recorder()
+    calc = hb.Membership(hb.load_config(str(tmp_path), "calc"), hb.Identity("calc", b"C" * 16, 0x200, str(state)),
+                         timers, calc_rec, calc_rec.sent.append, calc_rec)
+    membership.start()
+    calc.start()
+    calc.transmit = lambda datagram: membership.receive(datagram, "eth0")
+    membership.transmit = lambda datagram: (rec.sent.append(datagram), calc.receive(datagram, "eth0"))
+    advance(world, 3)
+    assert membership.peers["calc"].status == "active" and calc.peers["prime"].status == "active"
+    return calc
+
+
+def forged(config, name, generation, ts, seq=1):
+    """A status signed with the key, as someone who holds it may send: any generation, any ts."""
+    msg = hb.Message(("t", "status"), ("st", "active"), ("dt", format(DEADTIME_MS, "x")), ("protocol", "1"),
+                     ("src", name), ("seq", format(seq, "x")), ("hg", format(generation, "x")), ("ts", format(ts, "x")))
+    return hb.encode_message(msg, config.authkeys)
+
+
+@pytest.mark.parametrize("generation", [0x7FFFFFFF, 0xFFFFFFFFFFFFFFFF])
+def test_a_pair_blinded_by_forged_generations_and_clocks_hears_itself_again(world, tmp_path, generation):
+    """Both nodes told by a key holder that the other runs at a far generation, with a far clock:
+    the challenges and their answers bring them back, whatever the forged values."""
+    membership, clock, timers, rec, config = world
+    calc = wired_pair(world, tmp_path)
+    far_ts = 0xFFFFFFFFFF
+    membership.receive(forged(config, "calc", generation, far_ts), "eth0")
+    calc.receive(forged(config, "prime", generation, far_ts), "eth0")
+    advance(world, 2 * DEADTIME_MS / 1000)
+    heard = membership.peers["calc"].last_heard, calc.peers["prime"].last_heard
+    advance(world, 1)
+    assert membership.peers["calc"].last_heard > heard[0] and calc.peers["prime"].last_heard > heard[1]
+    assert membership.peers["calc"].status == "active" and calc.peers["prime"].status == "active"
 
 
 def test_a_forged_shutdone_does_not_blind_us_to_a_node_that_keeps_beating(world):
