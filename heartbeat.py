@@ -2325,12 +2325,36 @@ STATUS_CONTROL_CLASSIC = b"seq=%s\nhg=%s\nts=%s\nld=%s\nttl=%s\n"
 STATUS_CONTROL_NETSTRING = b"%d:(0)seq=%s,%d:(0)hg=%s,%d:(0)ts=%s,%d:(0)ld=%s,%d:(0)ttl=%s,"
 
 
+MAX_GENERATION = (1 << 40) - 1   # the highest generation a node moves to when a peer knows it higher: far past
+                                 # any real one (3.0.6 and we start near the Unix time, 2^31, and add one per start)
+
+
 @dataclasses.dataclass
 class Identity:
-    """This node on the wire: name, uuid and this run's generation (hg)."""
+    """This node on the wire: name, uuid and this run's generation (hg), kept in state_dir."""
     name: str
     uuid: bytes
     generation: int
+    state_dir: Optional[str] = None       # where hb_generation lives (None: kept in memory only)
+
+    def move_past(self, generation: int) -> None:
+        """A peer knows us at `generation` or higher (this machine's hb_generation was restored
+        from a snapshot or a backup): run at generation + 1 from now on, written to hb_generation
+        first, so that no later start can use again a generation this run has sent.
+        OSError when the file cannot be written (the generation is then left as it was)."""
+        if self.state_dir:
+            save_generation(self.state_dir, generation + 1)
+        self.generation = generation + 1
+
+
+def save_generation(state_dir: str, generation: int) -> None:
+    """hb_generation as 3.0.6 writes it (decimal right-aligned in 15 columns), synced with its directory."""
+    write_file_atomic(os.path.join(state_dir, "hb_generation"), f"{generation:>15}\n".encode(), 0o644)
+    fd = os.open(state_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)                      # the rename too survives a crash
+    finally:
+        os.close(fd)
 
 
 def load_identity(state_dir: str, node: str, hacf: HaCf, log=None) -> Identity:
@@ -2362,10 +2386,10 @@ def load_identity(state_dir: str, node: str, hacf: HaCf, log=None) -> Identity:
             log.warn(f"No Previous generation - starting at {generation}")
     else:
         generation = previous + 1
-    write_file_atomic(gen_path, f"{generation:>15}\n".encode(), 0o644)
+    save_generation(state_dir, generation)
     if log:
         log.info(f"Heartbeat generation: {generation}")
-    return Identity(node, uuid, generation)
+    return Identity(node, uuid, generation, state_dir)
 
 
 _loadavg = {"fd": -1, "read_at": -1e9, "text": b""}
@@ -2574,7 +2598,22 @@ class Link:
 ICMP_ECHO_REQUEST, ICMP_ECHO_REPLY = 8, 0
 ICMP6_ECHO_REQUEST, ICMP6_ECHO_REPLY = 128, 129
 ICMP6_FILTER = 1                 # the socket option: which ICMPv6 types a raw socket receives
+SOL_RAW, ICMP_FILTER = 255, 1    # the same for ICMP (IPv4): a 32-bit mask, a set bit blocks its type
 PING_PAYLOAD = b"heartbeat.py ping"
+PING_TOKEN_BYTES = 8
+
+
+def icmp_filter_passing(kind: int) -> bytes:
+    """An ICMP_FILTER that blocks every ICMP type but kind (the kernel passes types past 31)."""
+    return struct.pack("=I", 0xFFFFFFFF & ~(1 << kind))
+
+
+def echo_token(key: str, address: str, seq: int) -> bytes:
+    """What an echo to address with seq carries, and its reply must carry back: a keyed hash of
+    both under a key made at each start. A reply counts only from the address the echo went to
+    and for that echo: one echo seen on the wire tells nothing of the token of any other."""
+    data = ipaddress.ip_address(address.split("%")[0]).packed + seq.to_bytes(2, "big")
+    return bytes.fromhex(hmac_hexdigest("sha1", key, data)[:2 * PING_TOKEN_BYTES])
 
 
 def icmp6_filter_passing(kind: int) -> bytes:
@@ -2604,22 +2643,22 @@ def echo_request(ident: int, seq: int, token: bytes, version: int = 4) -> bytes:
     return struct.pack("!BBHHH", kind, 0, checksum, ident, seq) + body
 
 
-def parse_echo_reply(packet: bytes, ident: int, token: bytes, version: int = 4) -> Optional[int]:
-    """The sequence number of a reply to one of our echoes, else None. IPv4: IP header included,
-    our checksum check; IPv6: the ICMPv6 message alone, its checksum checked by the kernel."""
+def parse_echo_reply(packet: bytes, ident: int, version: int = 4) -> Optional[Tuple[int, bytes]]:
+    """The sequence number and token of an echo reply with our ident, else None. The type and the
+    ident first (another process's ping costs no checksum), then for IPv4 the checksum (IP header
+    included in packet); IPv6: the ICMPv6 message alone, its checksum checked by the kernel."""
     if version == 4:
         if len(packet) < 20:
             return None
         packet = packet[(packet[0] & 0x0F) * 4:]
-        if len(packet) >= 8 and internet_checksum(packet) != 0:
-            return None
-    if len(packet) < 8 + len(token):
+    if len(packet) < 8 + PING_TOKEN_BYTES:
         return None
     kind, _, _, reply_ident, seq = struct.unpack("!BBHHH", packet[:8])
-    wanted = ICMP6_ECHO_REPLY if version == 6 else ICMP_ECHO_REPLY
-    if kind != wanted or reply_ident != ident or packet[8:8 + len(token)] != token:
+    if kind != (ICMP6_ECHO_REPLY if version == 6 else ICMP_ECHO_REPLY) or reply_ident != ident:
         return None
-    return seq
+    if version == 4 and internet_checksum(packet) != 0:
+        return None
+    return seq, packet[8:8 + PING_TOKEN_BYTES]
 
 
 # #### Kernel I/O: rtnetlink #######################################################################
@@ -3915,6 +3954,8 @@ class Peer:
     shutdone: Tuple[int, float] = (0, 0.0)   # seq and arrival of its shutdown notice
     challenge: Optional[Tuple[str, float]] = None   # (nonce, sent at): asked to prove its generation
     answered: str = ""                    # the last nonce of its we signed
+    answered_at: Optional[float] = None   # when we last signed one
+    status_clock: Tuple[int, float] = (0, 0.0)   # its ts on the newest accepted status, and our clock then
     check_timer: Optional[Timer] = None
     rexmit_timer: Optional[Timer] = None
 
@@ -3924,6 +3965,7 @@ LINK_SEQ_SLACK = 2         # a status is evidence for a link only when it is amo
 STARTUP_GRACE_S = 5.0      # 3.0.6 announces a longer deadtime (dt) in its first 5 s after start,
 STARTUP_EXTRA_DEADTIME_MS = 2000   # 2 s longer, so a peer gives a node still starting up some slack
 CHALLENGE, CHALLENGE_REPLY = "hbpy-challenge", "hbpy-challenge-reply"   # proof of a generation
+TS_RESOLUTION_S = 1        # ts is whole seconds
 API_CLIENT_STATUS = "hbapi-clstat"     # a client (ipfail) signed on or off at a node
 PULLED_BEAT_SLACK = 1.125  # after a beat pulled by a peer's, ours is due this many keepalives later
 MAX_MISSING = 50           # a gap larger than this is not chased by retransmission requests
@@ -4285,6 +4327,7 @@ class Membership:
         """A new status message: the peer is alive (unless it told us it is stopping)."""
         restarted, peer.restarted = peer.restarted, False
         peer.newest_ts = max(peer.newest_ts, hex_number(msg.get("ts")))
+        peer.status_clock = (hex_number(msg.get("ts")), now)
         if peer.shutting_down and seq > peer.shutdone[0] and now - peer.shutdone[1] > peer.deadtime_ms / 1000 \
                 and msg.get("st") in ("init", "up", "active"):
             # 3.0.6 sends a status or two after shutdone while it stops; one still beating a deadtime
@@ -4324,14 +4367,49 @@ class Membership:
             return
         nonce = os.urandom(16).hex()
         peer.challenge = (nonce, now)
-        self.send(Message(("t", CHALLENGE), ("dest", peer.name), ("nonce", nonce)), dest=peer.name)
+        self.send(Message(("t", CHALLENGE), ("dest", peer.name), ("nonce", nonce),
+                          ("curgen", format(peer.generation, "x"))), dest=peer.name)
 
     def answer_challenge(self, peer: Peer, msg: Message) -> None:
-        """Answered before any replay check: the challenger may be dropping our packets too."""
+        """Answered before any replay check: the challenger may be dropping our packets too. It
+        names the generation it knows us at (curgen); at or below it, we were restored from a
+        snapshot or a backup and move past it (on disk first) before we answer: the challenger
+        never has to take a lower generation, under which packets of our earlier life would pass."""
         nonce = msg.get("nonce", "")
-        if re.fullmatch(r"[0-9a-f]{32}", nonce) and nonce != peer.answered:
-            peer.answered = nonce
-            self.send(Message(("t", CHALLENGE_REPLY), ("dest", peer.name), ("nonce", nonce)), dest=peer.name)
+        if not re.fullmatch(r"[0-9a-f]{32}", nonce) or nonce == peer.answered:
+            return      # the same challenge on another medium: answered already
+        if self.is_stale_challenge(peer, msg):
+            self.counters["challenges_unanswered_stale"] += 1
+            return self.complain("challenge_stale", f"Not answering a challenge from {peer.name} sent "
+                                                    "before its last deadtime (replayed?)")
+        now = self.clock()
+        if peer.answered_at is not None and now - peer.answered_at < self.hacf.keepalive_ms / 1000:
+            self.counters["challenges_unanswered_limit"] += 1
+            return self.complain("challenge_limit", f"Not answering another challenge from {peer.name} "
+                                                    "within a keepalive (replayed?)")
+        known = hex_number(msg.get("curgen"))     # -1: an older heartbeat.py, which names none
+        if self.identity.generation <= known < MAX_GENERATION:
+            try:
+                self.identity.move_past(known)
+            except OSError as err:
+                return self.complain("curgen", f"Node {peer.name} knows us at generation {known}, ours is "
+                                               f"{self.identity.generation}, and hb_generation cannot be written "
+                                               f"({err.strerror or err}): not answered", level="error")
+            self.log.warn(f"Node {peer.name} knows us at generation {known}, higher than ours (restored from "
+                          f"a snapshot?): our generation is now {self.identity.generation}")
+        peer.answered, peer.answered_at = nonce, now
+        self.send(Message(("t", CHALLENGE_REPLY), ("dest", peer.name), ("nonce", nonce)), dest=peer.name)
+
+    def is_stale_challenge(self, peer: Peer, msg: Message) -> bool:
+        """Sent (its ts) longer ago than the deadtime the sender waits for an answer, by our clock
+        and by the sender's own, as its newest accepted heartbeat showed it: a replay is old by
+        both, a fresh challenge new by at least one whether the clocks agree or not, even after
+        a key holder forged a heartbeat with a far ts."""
+        ts, window_s = hex_number(msg.get("ts")), peer.deadtime_ms / 1000 + TS_RESOLUTION_S
+        if time.time() - ts <= window_s:
+            return False
+        status_ts, heard_at = peer.status_clock
+        return status_ts <= 0 or status_ts + (self.clock() - heard_at) - ts > window_s
 
     def is_proof(self, peer: Peer, msg: Message) -> bool:
         return (peer.challenge is not None and msg.get("nonce") == peer.challenge[0]
@@ -4339,12 +4417,19 @@ class Membership:
 
     def adopt_generation(self, peer: Peer, generation: int, seq: int) -> None:
         """The reply to our nonce is signed now by the peer: its generation and sequence number are
-        the live ones. Every earlier sequence number counts as seen, so no replay gets in."""
+        the live ones. Every earlier sequence number counts as seen, so no replay gets in. Never a
+        lower generation, nor the same: packets captured in the peer's earlier life under it would
+        be fresh again (the peer moves past the one we know before it answers). Unless the one we
+        know is past MAX_GENERATION: only a forged packet can have told us that, and no node moves past it."""
+        if generation <= peer.generation < MAX_GENERATION:
+            peer.challenge = None
+            self.log.warn(f"Node {peer.name} answered our challenge at generation {generation}, not above "
+                          f"{peer.generation}: not adopted")
+            return
         self.log.warn(f"Node {peer.name} proved generation {generation} at seq {seq} "
                       f"(we had {peer.generation} at seq {peer.max_seq}): adopting it")
         peer.challenge = None
-        if generation != peer.generation:
-            peer.restarted = True
+        peer.restarted = True
         peer.generation = generation
         self.forget_sequence(peer)
         peer.max_seq = seq
@@ -4546,7 +4631,7 @@ class PingNodes:
         self.targets: Dict[str, PingTarget] = {p.name: PingTarget(p) for p in hacf.ping_nodes}
         self.sockets: Dict[int, socket.socket] = {}       # IP version -> raw ICMP or ICMPv6 socket
         self.ident = random_below(0x10000)
-        self.token = os.urandom(8)
+        self.key = os.urandom(16).hex()                    # the echo tokens' (echo_token), this run's only
         self.seq = 0
         self.send_timer: Optional[Timer] = None
         self.counters: Dict[str, int] = collections.Counter()
@@ -4566,6 +4651,7 @@ class PingNodes:
                     sock.setsockopt(socket.IPPROTO_ICMPV6, ICMP6_FILTER, icmp6_filter_passing(ICMP6_ECHO_REPLY))
                 else:
                     sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
+                    sock.setsockopt(SOL_RAW, ICMP_FILTER, icmp_filter_passing(ICMP_ECHO_REPLY))
             except OSError as err:
                 self.log.error(f"Cannot open an {'ICMPv6' if version == 6 else 'ICMP'} socket for the ping nodes "
                                f"({err.strerror or err}): they will be declared dead (heartbeat.py must run as root)")
@@ -4611,21 +4697,22 @@ class PingNodes:
             return
         self.send_timer = self.timers.call_later(self.hacf.keepalive_ms / 1000, self.send_echoes)
         self.seq = (self.seq + 1) & 0xFFFF
-        packets = {version: echo_request(self.ident, self.seq, self.token, version) for version in self.sockets}
         for target in self.targets.values():
             for address in target.node.addresses:
                 version = 6 if ":" in address else 4
                 if version not in self.sockets:
                     continue
+                packet = echo_request(self.ident, self.seq, echo_token(self.key, address, self.seq), version)
                 try:
-                    self.sockets[version].sendto(packets[version], (address, 0))
+                    self.sockets[version].sendto(packet, (address, 0))
                     self.counters["echo_sent"] += 1
                 except OSError as err:
                     self.counters["echo_send_errors"] += 1
                     self.complain(f"ping {address}", f"ping {address}: {err.strerror or err}", level="warn")
 
     def read(self, sock: socket.socket) -> None:
-        """Every ICMP packet of this host comes here: only a fresh answer to our own echo counts."""
+        """Every ICMP echo reply to this host comes here (the socket filters out the other types):
+        only a fresh answer to our own echo, from the address it went to, counts."""
         version = 6 if sock.family == socket.AF_INET6 else 4
         for _ in range(READS_PER_WAKEUP):
             try:
@@ -4633,11 +4720,18 @@ class PingNodes:
             except OSError:
                 return
             sender = address[0] if version == 4 else str(ipaddress.IPv6Address(address[0].split("%")[0]))
-            seq = parse_echo_reply(packet, self.ident, self.token, version)
-            if seq is None:
+            reply = parse_echo_reply(packet, self.ident, version)
+            if reply is None:
+                self.counters["echo_replies_ignored"] += 1       # another process's, or damaged
                 continue
+            seq, token = reply
             if (self.seq - seq) & 0xFFFF >= PING_SEQ_WINDOW:
                 self.counters["echo_replies_stale"] += 1
+                continue
+            if not compare_digest(token, echo_token(self.key, sender, seq)):
+                self.counters["echo_replies_forged"] += 1         # not from where that echo went
+                self.complain("forged echo reply", f"Echo reply from {sender} does not answer our echo to it "
+                                                   "(forged?): ignored", level="warn")
                 continue
             for target in self.targets.values():
                 if sender in target.node.addresses:
