@@ -372,6 +372,8 @@ EVENT_KINDS = {
     "standby": "this node holds no group any more",
     "split-brain": "both nodes held a group; detail: which one keeps it",
     "packets-dropped": "packets dropped as bad, replayed or unknown; detail: how many since the last such event",
+    "internal-error": "a bug: a thread or a handler of the loop raised, and went on; detail: where and the "
+                      "exception (the log has the traceback)",
 }
 
 
@@ -412,6 +414,44 @@ class EventLog:
     def snapshot(self) -> List[dict]:
         with self.lock:
             return [event.as_dict() for event in self.events]
+
+
+FAULT_EVENT_INTERVAL_S = 10.0    # a bug that repeats: one internal-error event per place this often at most
+
+
+class Faults:
+    """Exceptions caught where a thread or the loop goes on with its next piece of work: each is
+    logged with its traceback (a repeat once per interval, RateLimitedLog), counted by where it
+    happened (status, heartbeat_internal_errors_total) and recorded as an internal-error event, at
+    most one per place per FAULT_EVENT_INTERVAL_S. Called from any thread."""
+
+    def __init__(self, log, events: Optional[EventLog] = None, clock=time.monotonic):
+        self.events, self.clock = events, clock
+        self.said = RateLimitedLog(log, clock, FAULT_EVENT_INTERVAL_S)
+        self.counts: Dict[str, int] = collections.Counter()
+        self.last_event: Dict[str, float] = {}
+        self.held: Dict[str, int] = collections.Counter()     # where -> faults since its last event
+        self.lock = threading.Lock()
+
+    def __call__(self, where: str, err: BaseException, event: bool = True) -> None:
+        """event=False: count and log only (the hooks thread, serving an internal-error event)."""
+        trace = "".join(traceback.format_exception(type(err), err, err.__traceback__)).strip()
+        now = self.clock()
+        with self.lock:
+            self.counts[where] += 1
+            due = event and self.events is not None and \
+                (where not in self.last_event or now - self.last_event[where] >= FAULT_EVENT_INTERVAL_S)
+            held = self.held.pop(where, 0) if due else 0
+            if due:
+                self.last_event[where] = now
+            elif event:
+                self.held[where] += 1
+        self.said(f"{where} {type(err).__name__}", f"internal error in {where} (please report): "
+                  + trace.replace("\n", " | "))
+        if due:
+            more = f" ({held} more since the last event)" if held else ""
+            detail = f"{where}: {type(err).__name__}: {err}"[:EVENT_DETAIL_CHARS] + more
+            self.events.record("internal-error", detail.replace("\0", "\\0"), reason=where)
 
 
 # ==================================================================================================
@@ -6255,10 +6295,13 @@ class Notifier:
     event, in the events' order, one at a time, from a thread of its own: a hook never delays a
     takeover. Each gets `EVENT NODE GROUP LINK DETAIL` as arguments (empty when not about one) and
     the same in HA_EVENT* variables; past the timeout it is killed. Failures are logged. A hook
-    another user could change (hook_problem) is not run: logged once with the reason, counted."""
+    another user could change (hook_problem) is not run: logged once with the reason, counted. A NUL
+    (which no argument or variable can hold) reaches a hook as the two characters \\0; an exception
+    goes to faults (logged with its traceback, counted) and the thread goes on with the next event."""
 
-    def __init__(self, config_dir: str, node: str, timeout_s: float, log):
+    def __init__(self, config_dir: str, node: str, timeout_s: float, log, faults: Optional[Faults] = None):
         self.directory, self.node, self.timeout_s, self.log = os.path.join(config_dir, NOTIFY_DIR), node, timeout_s, log
+        self.faults = faults or Faults(log)
         self.queue: queue.Queue = queue.Queue(NOTIFY_QUEUE_MAX)
         self.lost = 0
         self.refused: Dict[str, int] = {}       # hook -> events it was not run for
@@ -6282,6 +6325,8 @@ class Notifier:
                 for hook in notify_hooks(self.directory):
                     if self.allowed(hook):
                         self.run(hook, event)
+            except Exception as err:        # a bug costs this event's hooks, not every later event's
+                self.faults("notify", err, event=event.kind != "internal-error")    # never feeds on itself
             finally:
                 self.queue.task_done()
 
@@ -6305,7 +6350,9 @@ class Notifier:
                "HA_EVENT_DURATION_MS": "" if event.duration_ms is None else str(event.duration_ms),
                "HA_EVENT_TIME": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(event.wall)),
                "HA_EVENT_TIMESTAMP": f"{event.wall:.3f}"}
-        result = run_command([hook, event.kind, *subjects, event.detail], self.timeout_s, env)
+        env = {name: value.replace("\0", "\\0") for name, value in env.items()}
+        argv = [word.replace("\0", "\\0") for word in (hook, event.kind, *subjects, event.detail)]
+        result = run_command(argv, self.timeout_s, env)
         if result.returncode != 0:
             self.log.warn(f"notify hook {hook} {event.kind}: exit {result.returncode}: "
                           f"{result.output.strip()[-HOOK_OUTPUT_CHARS:]}")
@@ -6424,6 +6471,9 @@ def prometheus_text(report: dict) -> str:
     out.family("heartbeat_notify_hooks_refused_total", "counter", "events a notify.d hook was not run for: "
                "another user could change it", [({"hook": os.path.basename(hook)}, n)
                                                 for hook, n in sorted(report.get("notify_refused", {}).items())])
+    faults = sorted(report.get("internal_errors", {}).items())
+    out.family("heartbeat_internal_errors_total", "counter", "exceptions a thread or the loop caught and went on "
+               "after (a bug: the log has each traceback), by where", [({"where": w}, n) for w, n in faults])
     counts = report.get("event_counts", {})
     out.family("heartbeat_events_total", "counter", "events since the daemon started, by kind (see status --events)",
                [({"kind": kind}, counts.get(kind, 0)) for kind in EVENT_KINDS])
@@ -6545,6 +6595,10 @@ def format_status(report: dict) -> str:
     if refused:
         lines.append("notify hooks not run (another user could change them; the log says why): " +
                      ", ".join(f"{os.path.basename(hook)} {n}" for hook, n in sorted(refused.items())))
+    faults = report.get("internal_errors") or {}
+    if faults:
+        lines.append("internal errors (please report; the log has each traceback): " +
+                     ", ".join(f"{where} {n}" for where, n in sorted(faults.items())))
     return "\n".join(lines)
 
 
@@ -7032,6 +7086,8 @@ class Daemon:
         self.linkwatch: Optional[LinkWatch] = None
         self.watchdog: Optional[Watchdog] = None
         self.events = EventLog()
+        self.faults = Faults(log, self.events)
+        self.previous_excepthook = threading.excepthook
         self.notifier: Optional[Notifier] = None
         self.http: Optional[HTTPListener] = None
         self.wake_r, self.wake_w = socket.socketpair()     # signals
@@ -7131,7 +7187,8 @@ class Daemon:
         self.set_stonith(self.config.stonith)
         self.pings = PingNodes(self.config.hacf, self.timers, self.log, router, self.events)
         settings = self.config.settings
-        self.notifier = Notifier(self.config.config_dir, self.config.node, settings.notify_timeout_ms / 1000, self.log)
+        self.notifier = Notifier(self.config.config_dir, self.config.node, settings.notify_timeout_ms / 1000, self.log,
+                                 self.faults)
         self.events.listeners.append(self.notifier)
         self.open_http(settings.http_listen)
         self.ipfail = IPFail(self.config, self.membership, self.policy, self.pings, self.log)
@@ -7142,6 +7199,7 @@ class Daemon:
         if self.config.settings.link_watch:
             self.open_linkwatch()
         self.install_signals()
+        self.previous_excepthook, threading.excepthook = threading.excepthook, self.thread_died
         self.running = True
         self.membership.start()
         self.pings.start()
@@ -7224,8 +7282,14 @@ class Daemon:
         """A bug in one handler costs that event, not the node: heartbeats must keep flowing."""
         try:
             callback(*args)
-        except Exception:
-            self.log.error("internal error (please report): " + traceback.format_exc().replace("\n", " | "))
+        except Exception as err:
+            self.faults("event loop", err)
+
+    def thread_died(self, args) -> None:
+        """threading.excepthook: a thread of ours that ends with an exception (one that does not
+        catch its own, such as an address announcement's) is logged and counted like the others."""
+        if args.exc_value is not None and not isinstance(args.exc_value, SystemExit):
+            self.faults(f"thread {args.thread.name if args.thread else '?'}", args.exc_value)
 
     def install_signals(self) -> None:
         self.wake_r.setblocking(False)
@@ -7270,6 +7334,7 @@ class Daemon:
 
     def close(self) -> None:
         signal.set_wakeup_fd(-1)
+        threading.excepthook = self.previous_excepthook
         if self.control:
             self.control.close()
         for link in self.links:
@@ -7405,6 +7470,7 @@ class Daemon:
             "events": self.events.snapshot() if events else [],
             "event_counts": dict(self.events.counts),
             "notify_refused": dict(self.notifier.refused),
+            "internal_errors": dict(self.faults.counts),
         }
 
 
