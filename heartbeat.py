@@ -159,6 +159,44 @@ def hex_number(text: Optional[str]) -> int:
         return -1
 
 
+SECRET_MIN_CHARS = 4             # a shorter value (a port, `on`) is too common a word to mask
+BASE64_INSIDE_MIN_CHARS = 8      # of a secret's base64 inside a longer blob: shorter runs match by chance
+MASK = "***"
+
+
+def secret_forms(secret: str, others=()) -> List[str]:
+    """The ways a secret shows in a tool's output: as it is, URL-encoded, quoted or escaped (JSON,
+    shell, Python, HTML), in base64 (standard and URL-safe, alone, as `other:secret` of HTTP basic
+    auth, and the run of characters it always makes inside a longer base64 blob, at each of the
+    three byte offsets it may sit at)."""
+    import html
+    import json
+    import shlex
+    import urllib.parse
+    raw = secret.encode()
+    forms = {secret, urllib.parse.quote(secret, safe=""), urllib.parse.quote(secret), urllib.parse.quote_plus(secret),
+             json.dumps(secret)[1:-1], repr(secret)[1:-1], shlex.quote(secret), html.escape(secret)}
+    for data in [raw] + [f"{other}:{secret}".encode() for other in others if other != secret]:
+        for encoded in (base64.b64encode(data).decode(), base64.urlsafe_b64encode(data).decode()):
+            forms.update((encoded, encoded.rstrip("=")))
+    for offset in range(3):          # inside a blob: the characters made of the secret's bits alone
+        encoded = base64.b64encode(bytes(offset) + raw).decode()
+        inside = encoded[(8 * offset + 5) // 6:8 * (offset + len(raw)) // 6]
+        if len(inside) >= BASE64_INSIDE_MIN_CHARS:
+            forms.update((inside, inside.translate(str.maketrans("+/", "-_"))))
+    return [form for form in forms if len(form) >= SECRET_MIN_CHARS]
+
+
+def redacted(text: str, secrets) -> str:
+    """text without any of the secrets (of SECRET_MIN_CHARS or more) in any of their secret_forms:
+    a STONITH plugin's output, with the device's password among its parameters."""
+    secrets = [value for value in secrets if value]
+    forms = {form for value in secrets if len(value) >= SECRET_MIN_CHARS for form in secret_forms(value, secrets)}
+    for form in sorted(forms, key=len, reverse=True):
+        text = text.replace(form, MASK)
+    return text
+
+
 # #### Foundations: timers and rate-limited complaints #############################################
 
 @dataclasses.dataclass(order=True)
@@ -372,6 +410,12 @@ EVENT_KINDS = {
     "standby": "this node holds no group any more",
     "split-brain": "both nodes held a group; detail: which one keeps it",
     "packets-dropped": "packets dropped as bad, replayed or unknown; detail: how many since the last such event",
+    "fence-started": "this node begins to reset a peer through its STONITH device before taking its groups; "
+                     "detail: the device",
+    "fence-failed": "a reset failed: retried every 5 s, and the peer's groups are not taken meanwhile (one event "
+                    "a minute at most); detail: the attempt and the device's answer",
+    "fence-done": "the peer is reset: its groups are taken next; duration: since fence-started",
+    "fence-cancelled": "the peer was heard again before a reset succeeded: not reset",
     "internal-error": "a bug: a thread or a handler of the loop raised, and went on; detail: where and the "
                       "exception (the log has the traceback)",
 }
@@ -2021,6 +2065,38 @@ def stonith_device(hacf: HaCf, node: str) -> Optional[StonithDevice]:
         raise ConfigError(hacf.path, line.lineno, f"{line.plugin}: {err}") from None
 
 
+def readable_by_others(info: os.stat_result) -> str:
+    """Who besides root may read a file ("" nobody): every user, or the group it belongs to."""
+    if info.st_mode & stat.S_IROTH:
+        return "every user"
+    if info.st_mode & stat.S_IRGRP and info.st_gid != 0:
+        return f"group {info.st_gid}"
+    return ""
+
+
+def stonith_secret_warnings(hacf: HaCf) -> List[ConfigError]:
+    """A warning at each STONITH line whose parameters (a device's password, often) others can read:
+    in ha.cf itself (0644 as shipped) or in the `stonith` line's config file. A warning, not an
+    error as for authkeys: Heartbeat 3.0.6 reads the same files as they are."""
+    warnings = []
+    for line in hacf.stonith_lines:
+        if line.plugin in BUILTIN_STONITH or (line.config_file is None and not line.params):
+            continue                                  # a host list is no secret
+        path = line.config_file or hacf.path
+        try:
+            info = os.stat(path)
+        except OSError:
+            continue                                  # stonith_device says so, as an error
+        who = readable_by_others(info)
+        if who:
+            name = os.path.basename(path) if path == hacf.path else path
+            warnings.append(ConfigError(hacf.path, line.lineno, "warning: the STONITH device's parameters (its "
+                                        f"password, if it has one) are readable by {who}: {name} is mode "
+                                        f"{stat.S_IMODE(info.st_mode):03o}; chmod 600 {path} (heartbeat.py runs "
+                                        "as root)"))
+    return warnings
+
+
 # #### Config: the four files together #############################################################
 
 @dataclasses.dataclass
@@ -2088,7 +2164,7 @@ def load_config(config_dir: str, node: Optional[str] = None,
         raise ConfigErrors(errors)
     haresources = os.path.join(config_dir, "haresources")
     warnings = hacf.warnings + authkeys.warnings + crc_warnings(authkeys) + \
-        ipv6_warnings(haresources, groups) + agent_warnings(haresources, groups)
+        ipv6_warnings(haresources, groups) + agent_warnings(haresources, groups) + stonith_secret_warnings(hacf)
     return Config(config_dir, me, hacf, authkeys, groups, warnings, settings, device)
 
 
@@ -3720,6 +3796,7 @@ STONITH_RESET_TIMEOUT_S = 120.0
 MEATWARE_TIMEOUT_S = 600.0      # cluster-glue's meatware waits this long for `meatclient -c HOST`
 STONITH_STATUS_INTERVAL_S = 3600.0   # while holding groups, the device is checked every hour
 STONITH_BADHOST = 4             # cluster-glue's S_BADHOST: "this device cannot reset that host"
+FENCE_FAILED_EVENT_INTERVAL_S = 60.0   # a device failing every 5 s: a fence-failed event this often at most
 
 
 def stonith_argv(device: StonithDevice, operation: str, host: str = "") -> Tuple[List[str], Optional[dict]]:
@@ -3738,14 +3815,22 @@ def stonith_argv(device: StonithDevice, operation: str, host: str = "") -> Tuple
 class Fencer:
     """Resets a node through the configured device before its groups are taken over. Each attempt
     runs in a thread (a reset can take tens of seconds); the result comes back to the loop, which
-    retries every STONITH_RETRY_S until it succeeds, as Heartbeat 3.0.6 does."""
+    retries every STONITH_RETRY_S until it succeeds, as Heartbeat 3.0.6 does. Each fencing is told
+    as events (fence-started, fence-failed, fence-done or fence-cancelled) and counted, so hooks and
+    /metrics see a takeover held back by a failing device."""
 
-    def __init__(self, device: StonithDevice, timers: Timers, post, log, send, alive=None, run=run_command):
+    def __init__(self, device: StonithDevice, timers: Timers, post, log, send, alive=None, run=run_command,
+                 events: Optional[EventLog] = None):
         self.device, self.timers, self.post, self.log, self.send, self.run = device, timers, post, log, send, run
         self.alive = alive or (lambda node: False)        # heard again: not to be reset
+        self.events = events
         self.pending: Dict[str, object] = {}          # node -> what to do once it is reset
+        self.started: Dict[str, float] = {}           # node -> when its fencing began (timers' clock)
+        self.attempts: Dict[str, int] = collections.Counter()     # of the fencing under way
+        self.failed_told: Dict[str, float] = {}       # node -> when its last fence-failed event was
         self.retry_timers: Dict[str, list] = {}
         self.resets: Dict[str, int] = collections.Counter()
+        self.failures: Dict[str, int] = collections.Counter()    # failed attempts since the start
         self.last_status: Optional[bool] = None
         self.confirmations: Dict[str, threading.Event] = {}     # built-in meatware: node -> operator said so
 
@@ -3754,6 +3839,11 @@ class Fencer:
         it meanwhile."""
         first = node not in self.pending
         self.pending[node] = then
+        if first:
+            self.started[node], self.attempts[node] = self.timers.clock(), 0
+            self.failed_told.pop(node, None)
+            self.record("fence-started", node, f"{self.device.plugin}: before {node}'s groups are taken over"
+                        + (f", in {delay_s:g} s (fence_delay)" if delay_s > 0 else ""))
         if first and delay_s > 0:
             self.log.info(f"STONITH of {node} in {delay_s:g} s (fence_delay: this node holds no group)")
             self.retry_timers[node] = self.timers.call_later(delay_s, lambda: self.attempt(node))
@@ -3765,6 +3855,16 @@ class Fencer:
         if self.pending.pop(node, None) is not None:
             self.timers.cancel(self.retry_timers.pop(node, None))
             self.log.warn(f"STONITH of {node} cancelled: it is alive again")
+            self.record("fence-cancelled", node, f"{node} is alive again: not reset", self.took_ms(node))
+
+    def record(self, kind: str, node: str, detail: str, duration_ms: Optional[float] = None) -> None:
+        if self.events:
+            self.events.record(kind, detail, duration_ms, node=node)
+
+    def took_ms(self, node: str) -> Optional[float]:
+        """Since the fencing of node began (and forget when)."""
+        started = self.started.pop(node, None)
+        return None if started is None else (self.timers.clock() - started) * 1000
 
     def attempt(self, node: str) -> None:
         self.retry_timers.pop(node, None)
@@ -3773,6 +3873,7 @@ class Fencer:
         if self.alive(node):
             self.cancel(node)
             return
+        self.attempts[node] += 1
         self.log.info(f"Resetting node {node} with [{self.device.plugin}]")
         self.confirmations[node] = threading.Event()      # meatware: the operator's word, for this attempt
         in_thread("stonith", lambda: self.reset(node), self.post, lambda result: self.finished(node, result))
@@ -3820,8 +3921,19 @@ class Fencer:
             self.send_result(node, "OK")
             self.resets[node] += 1
             del self.pending[node]
+            attempts = self.attempts.pop(node, 1)
+            self.record("fence-done", node, f"{self.device.plugin}: after {attempts} attempt{'s' * (attempts > 1)}",
+                        self.took_ms(node))
             then()
             return
+        self.failures[node] += 1
+        now = self.timers.clock()
+        if node not in self.failed_told or now - self.failed_told[node] >= FENCE_FAILED_EVENT_INTERVAL_S:
+            self.failed_told[node] = now
+            last = result.output.strip().splitlines()[-1:] or [""]
+            said = f": {self.redacted(last[0])[:QUOTED_CHARS]}" if last[0] else ""
+            self.record("fence-failed", node, f"attempt {self.attempts[node]}: exit {result.returncode}{said}; "
+                        f"retried every {STONITH_RETRY_S:g} s, nothing taken over meanwhile")
         if result.returncode == STONITH_BADHOST and self.device.how == "cluster-glue":
             self.log.error(f"Device {self.device.plugin} cannot reset host {node}.")
             self.send_result(node, "badhost")
@@ -3833,10 +3945,7 @@ class Fencer:
 
     def redacted(self, text: str) -> str:
         """A plugin's output without the device's parameter values (a password may be among them)."""
-        for value in sorted(self.device.params.values(), key=len, reverse=True):
-            if len(value) >= 4:
-                text = text.replace(value, "***")
-        return text
+        return redacted(text, self.device.params.values())
 
     def send_result(self, node: str, result: str) -> None:
         """3.0.6's T_STONITH message: every node learns what became of the reset."""
@@ -3859,8 +3968,11 @@ class Fencer:
             self.log.info("This may mean that the STONITH device has failed!")
 
     def snapshot(self) -> dict:
+        now = self.timers.clock()
         return {"device": self.device.plugin, "run_by": self.device.how, "fencing": sorted(self.pending),
-                "resets": dict(self.resets), "device_ok": self.last_status}
+                "resets": dict(self.resets), "device_ok": self.last_status, "failures": dict(self.failures),
+                "fencing_s": {node: round(now - self.started[node], 1) for node in sorted(self.pending)
+                              if node in self.started}}
 
 
 # ==================================================================================================
@@ -6464,6 +6576,19 @@ def prometheus_text(report: dict) -> str:
     out.family("heartbeat_monitor_last_check_ok", "gauge", "1 when the last status check found it running",
                [({"resource": m["resource"], "group": m["group"]}, int(m["last_result"] == "running"))
                 for m in monitors if m["last_result"] is not None])
+    stonith = report.get("stonith") or {}
+    fenced = sorted(set(stonith.get("resets", {})) | set(stonith.get("failures", {})) | set(stonith.get("fencing", [])))
+    out.family("heartbeat_stonith_device_ok", "gauge", "1 when the STONITH device's last status check passed",
+               [({"device": stonith["device"]}, int(stonith["device_ok"]))] if stonith.get("device_ok") is not None
+               else [])
+    out.family("heartbeat_stonith_fencing", "gauge", "1 while a node is being reset: its groups wait for the reset",
+               [({"node": node}, int(node in stonith["fencing"])) for node in fenced])
+    out.family("heartbeat_stonith_fencing_seconds", "gauge", "how long the reset under way has been tried",
+               [({"node": node}, float(seconds)) for node, seconds in stonith.get("fencing_s", {}).items()])
+    out.family("heartbeat_stonith_resets_total", "counter", "nodes reset by this node",
+               [({"node": node}, stonith.get("resets", {}).get(node, 0)) for node in fenced])
+    out.family("heartbeat_stonith_failures_total", "counter", "failed reset attempts (each retried 5 s later)",
+               [({"node": node}, stonith.get("failures", {}).get(node, 0)) for node in fenced])
     ipfail = report.get("ipfail") or {}
     if ipfail.get("enabled"):
         out.family("heartbeat_ping_nodes_up", "gauge", "ping nodes answering this node (ipfail's count)",
@@ -6563,6 +6688,13 @@ def format_status(report: dict) -> str:
     if conflict:
         lines.append(f"NAME CONFLICT: another node calls itself {report['node']} (uuid {conflict['uuid']}, "
                      f"from {conflict['sender']}): no group is taken over while it is there")
+    stonith = report.get("stonith") or {}
+    for node in stonith.get("fencing", []):
+        failed = stonith.get("failures", {}).get(node, 0)
+        seconds = stonith.get("fencing_s", {}).get(node)
+        lines.append(f"STONITH: {node} being reset with {stonith['device']}"
+                     + (f" for {seconds:.0f} s" if seconds is not None else "")
+                     + (f", {failed} failed attempt(s) so far" if failed else "") + "; its groups wait for it")
     for group in report.get("groups", []):
         owner = group["owner"] or "nobody"
         note = f" [{group['state']}, {group['failures']} start failures here]" if group["failures"] else ""
@@ -7255,8 +7387,10 @@ class Daemon:
             fencer.device = device or fencer.device
             return
         alive = lambda node: node in self.membership.peers and self.membership.peers[node].status != "dead"  # noqa: E731
-        self.policy.fencer = Fencer(device, self.timers, self.post, self.log, self.membership.send, alive) \
-            if device else None
+        self.policy.fencer = Fencer(device, self.timers, self.post, self.log, self.membership.send, alive,
+                                    events=self.events) if device else None
+        if fencer and self.policy.fencer:       # the counters outlive a reload
+            self.policy.fencer.resets, self.policy.fencer.failures = fencer.resets, fencer.failures
         if device and (not fencer or fencer.device != device):
             self.log.info(f"STONITH device: {device.describe()}")
             self.timers.cancel(self.stonith_timer)
