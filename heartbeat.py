@@ -455,9 +455,11 @@ class EventLog:
             for listener in self.listeners:
                 listener(event)
 
-    def snapshot(self) -> List[dict]:
+    def snapshot(self, last: Optional[int] = None) -> List[dict]:
+        """Every event kept, or the last ones."""
         with self.lock:
-            return [event.as_dict() for event in self.events]
+            kept = self.events if last is None else itertools.islice(self.events, max(0, len(self.events) - last), None)
+            return [event.as_dict() for event in kept]
 
 
 FAULT_EVENT_INTERVAL_S = 10.0    # a bug that repeats: one internal-error event per place this often at most
@@ -6870,39 +6872,46 @@ class Log:
 # #### Daemon: the HTTP listener (/metrics and the status page) ####################################
 
 HTTP_MAX_CLIENTS = 16
+HTTP_MAX_PER_SOURCE = 4         # connections from one address: one host's idle ones cannot take every slot
 HTTP_MAX_REQUEST = 8 * 1024
-HTTP_CLIENT_TIMEOUT_S = 5.0
+HTTP_REQUEST_TIMEOUT_S = 2.0    # from the connection to the end of the request's headers (a scraper sends at once)
+HTTP_CLIENT_TIMEOUT_S = 5.0     # then to take the whole answer
+HTTP_CACHE_S = 1.0              # a body is made at most this often: scrapes and reloads of the page share it
+HTTP_ACCEPT_BATCH = 64          # connections taken from the backlog in one wake-up
 REQUEST_READ_BYTES = 4096       # one recv() of a request (HTTP or control socket): requests are small
 HTTP_REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed"}
+# The page has no script, style, image, frame or form: the browser may load or send nothing for it.
+HTTP_SECURITY_HEADERS = ("X-Content-Type-Options: nosniff\r\n"
+                         "Content-Security-Policy: default-src 'none'; base-uri 'none'; form-action 'none'; "
+                         "frame-ancestors 'none'\r\nReferrer-Policy: no-referrer\r\n")
 
 
-def accept_client(listener: socket.socket, clients: int, limit: int) -> Optional[socket.socket]:
-    """The next waiting connection, non-blocking; None when there is none or when `limit` clients
-    are served already (then it is closed at once)."""
-    try:
-        client, _ = listener.accept()
-    except OSError:
-        return None
-    if clients >= limit:
-        client.close()
-        return None
-    client.setblocking(False)
-    return client
+@dataclasses.dataclass
+class Exchange:
+    """One connection of a OneShotServer: the request so far, the answer still to send, its deadline."""
+    source: str
+    since: float
+    deadline: Timer
+    request: bytes = b""
+    reply: bytes = b""
+    answered: bool = False
 
 
 class OneShotServer:
     """A listening stream socket served from the loop without ever blocking it: at most
-    `max_clients` connections, `max_request` bytes of request, `timeout_s` for the whole
-    exchange; one request, one answer written as fast as the client takes it (registered for
-    EVENT_WRITE), then the connection is closed. A subclass opens `sock` and says when a request
-    is whole (`complete`) and what to answer (`answer`; b"" closes without one)."""
+    `max_clients` connections, `max_request` bytes of request, `request_timeout_s` for the request
+    and `timeout_s` for the answer; one request, one answer written as fast as the client takes it
+    (registered for EVENT_WRITE), then the connection is closed. A subclass opens `sock` and says
+    when a request is whole (`complete`) and what to answer (`answer`; b"" closes without one); it
+    may choose which connections to take (`admit`)."""
 
     max_clients = max_request = 0
     timeout_s = 0.0
+    request_timeout_s = 0.0      # 0: timeout_s
 
     def __init__(self, sock: socket.socket, selector, timers):
         self.sock, self.selector, self.timers = sock, selector, timers
-        self.clients: Dict[socket.socket, list] = {}       # socket -> [data in, data out, deadline timer]
+        self.clients: Dict[socket.socket, Exchange] = {}
         self.sock.setblocking(False)
         selector.register(self.sock, selectors.EVENT_READ, self.accept)
 
@@ -6912,13 +6921,25 @@ class OneShotServer:
     def answer(self, request: bytes) -> bytes:
         raise NotImplementedError
 
+    def admit(self, source: str) -> bool:
+        """Whether to serve a new connection from source (its address; "" for a local socket)."""
+        return len(self.clients) < self.max_clients
+
     def accept(self, _sock) -> None:
-        client = accept_client(self.sock, len(self.clients), self.max_clients)
-        if not client:
-            return
-        self.clients[client] = [b"", b"", self.timers.call_later(self.timeout_s, lambda: self.drop(client))]
-        self.selector.register(client, selectors.EVENT_READ, self.read)
-        self.read(client)        # the request is usually there already: answered in this same wake-up
+        for _ in range(HTTP_ACCEPT_BATCH):      # the whole backlog: a flood is refused as fast as it comes
+            try:
+                client, peer = self.sock.accept()
+            except OSError:
+                return
+            source = peer[0] if isinstance(peer, tuple) else ""
+            if not self.admit(source):
+                client.close()
+                continue
+            client.setblocking(False)
+            deadline = self.timers.call_later(self.request_timeout_s or self.timeout_s, lambda c=client: self.drop(c))
+            self.clients[client] = Exchange(source, self.timers.clock(), deadline)
+            self.selector.register(client, selectors.EVENT_READ, self.read)
+            self.read(client)    # the request is usually there already: answered in this same wake-up
 
     def read(self, client: socket.socket) -> None:
         try:
@@ -6930,36 +6951,39 @@ class OneShotServer:
         if not chunk:
             self.drop(client)
             return
-        state = self.clients[client]
-        state[0] += chunk
-        if not self.complete(state[0]) and len(state[0]) < self.max_request:
+        exchange = self.clients[client]
+        exchange.request += chunk
+        if not self.complete(exchange.request) and len(exchange.request) < self.max_request:
             return
-        state[1] = self.answer(state[0])
-        if not state[1]:
+        exchange.reply, exchange.answered = self.answer(exchange.request), True
+        if not exchange.reply:
             self.drop(client)
             return
+        if self.request_timeout_s:                  # the request is in: now the time to take the answer
+            self.timers.cancel(exchange.deadline)
+            exchange.deadline = self.timers.call_later(self.timeout_s, lambda: self.drop(client))
         self.selector.modify(client, selectors.EVENT_WRITE, self.write)
         self.write(client)
 
     def write(self, client: socket.socket) -> None:
-        state = self.clients.get(client)
-        if state is None:
+        exchange = self.clients.get(client)
+        if exchange is None:
             return
         try:
-            sent = client.send(state[1])
+            sent = client.send(exchange.reply)
         except (BlockingIOError, InterruptedError):
             return
         except OSError:
-            sent = len(state[1])
-        state[1] = state[1][sent:]
-        if not state[1]:
+            sent = len(exchange.reply)
+        exchange.reply = exchange.reply[sent:]
+        if not exchange.reply:
             self.drop(client)
 
     def drop(self, client: socket.socket) -> None:
-        state = self.clients.pop(client, None)
-        if state is None:
+        exchange = self.clients.pop(client, None)
+        if exchange is None:
             return
-        self.timers.cancel(state[2])
+        self.timers.cancel(exchange.deadline)
         self.selector.unregister(client)
         client.close()
 
@@ -6972,12 +6996,17 @@ class OneShotServer:
 
 class HTTPListener(OneShotServer):
     """The read-only HTTP listener of `http_listen`: GET /metrics (Prometheus) and GET / (the
-    status page), served from the loop without ever blocking it."""
+    status page), served from the loop without ever blocking it. A new connection from an address
+    that holds HTTP_MAX_PER_SOURCE already, or when every slot is taken, closes the oldest one
+    still silent (a scraper sends its request at once, a slowloris never does); a request must be
+    in within HTTP_REQUEST_TIMEOUT_S; a body is made at most once per HTTP_CACHE_S."""
 
     max_clients, max_request, timeout_s = HTTP_MAX_CLIENTS, HTTP_MAX_REQUEST, HTTP_CLIENT_TIMEOUT_S
+    request_timeout_s = HTTP_REQUEST_TIMEOUT_S
 
-    def __init__(self, address: Tuple[str, int], selector, timers, report):
-        self.address, self.report = address, report
+    def __init__(self, address: Tuple[str, int], selector, timers, report, settings: Settings):
+        self.address, self.report, self.settings = address, report, settings
+        self.cache: Dict[str, Tuple[float, str]] = {}       # path -> (made at, body)
         host, port = address
         sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
         try:
@@ -6989,8 +7018,32 @@ class HTTPListener(OneShotServer):
             raise
         super().__init__(sock, selector, timers)
 
+    def admit(self, source: str) -> bool:
+        """Make room for a new connection: the oldest silent one of its source when it has its share,
+        else the oldest silent one of all when every slot is taken; refused when none is silent."""
+        for mine in (True, False):
+            held = [(exchange.since, client) for client, exchange in self.clients.items()
+                    if not mine or exchange.source == source]
+            if len(held) < (HTTP_MAX_PER_SOURCE if mine else self.max_clients):
+                continue
+            silent = [(since, client) for since, client in held if not self.clients[client].answered]
+            if not silent:
+                return False
+            self.drop(min(silent, key=lambda pair: pair[0])[1])
+        return True
+
     def complete(self, request: bytes) -> bool:
         return b"\r\n\r\n" in request or b"\n\n" in request
+
+    def body(self, path: str) -> str:
+        """The body of / or /metrics, made again when the last one is HTTP_CACHE_S old."""
+        now = self.timers.clock()
+        made = self.cache.get(path)
+        if made is None or now - made[0] >= HTTP_CACHE_S:
+            text = prometheus_text(self.report(events=False)) if path == "/metrics" else \
+                html_page(self.report(last_events=EVENTS_ON_PAGE))
+            made = self.cache[path] = (now, text)
+        return made[1]
 
     def answer(self, request: bytes) -> bytes:
         """The whole response to one request (only its first line counts)."""
@@ -7001,14 +7054,10 @@ class HTTPListener(OneShotServer):
         if method not in ("GET", "HEAD"):
             return http_response(405, "text/plain", "read-only: GET or HEAD\n", head=False,
                                  extra="Allow: GET, HEAD\r\n")
-        if path == "/metrics":
-            body, kind = prometheus_text(self.report(events=False)), "text/plain; version=0.0.4; charset=utf-8"
-        elif path == "/":
-            body, kind = html_page(self.report()), "text/html; charset=utf-8"
-        else:
-            body, kind = "not found: try / or /metrics\n", "text/plain"
-            return http_response(404, kind, body, head=method == "HEAD")
-        return http_response(200, kind, body, head=method == "HEAD")
+        if path not in ("/", "/metrics"):
+            return http_response(404, "text/plain", "not found: try / or /metrics\n", head=method == "HEAD")
+        kind = "text/plain; version=0.0.4; charset=utf-8" if path == "/metrics" else "text/html; charset=utf-8"
+        return http_response(200, kind, self.body(path), head=method == "HEAD")
 
 
 def url_host(address: Tuple[str, int]) -> str:
@@ -7019,7 +7068,8 @@ def url_host(address: Tuple[str, int]) -> str:
 def http_response(code: int, kind: str, body: str, head: bool = False, extra: str = "") -> bytes:
     data = body.encode()
     header = (f"HTTP/1.1 {code} {HTTP_REASONS[code]}\r\nContent-Type: {kind}\r\nContent-Length: {len(data)}\r\n"
-              f"Cache-Control: no-store\r\nConnection: close\r\nServer: heartbeat.py/{__version__}\r\n{extra}\r\n")
+              f"Cache-Control: no-store\r\nConnection: close\r\nServer: heartbeat.py/{__version__}\r\n"
+              f"{HTTP_SECURITY_HEADERS}{extra}\r\n")
     return header.encode() + (b"" if head else data)
 
 
@@ -7363,7 +7413,7 @@ class Daemon:
             self.http = None
         if address:
             try:
-                self.http = HTTPListener(address, self.selector, self.timers, self.status)
+                self.http = HTTPListener(address, self.selector, self.timers, self.status, self.config.settings)
                 self.log.info(f"HTTP listener on {url_host(address)}: /metrics and the status page")
             except OSError as err:
                 self.log.error(f"http_listen {url_host(address)}: {err.strerror or err}: no /metrics, no status page")
@@ -7574,8 +7624,9 @@ class Daemon:
             return {"ok": not error, "error": error, "node": self.config.node}
         return {"ok": False, "error": f"unknown command {command!r}"}
 
-    def status(self, events: bool = True) -> dict:
-        """What `status` reports; events=False leaves out the history (the metrics need its counts only)."""
+    def status(self, events: bool = True, last_events: Optional[int] = None) -> dict:
+        """What `status` reports; events=False leaves out the history (the metrics need its counts only),
+        last_events keeps its end (the status page shows EVENTS_ON_PAGE)."""
         membership = self.membership
         return {
             "ok": True,
@@ -7601,7 +7652,7 @@ class Daemon:
             "name_conflict": membership.name_conflict,
             "watchdog": self.watchdog.snapshot() if self.watchdog else None,
             "http_listen": url_host(self.http.address) if self.http else None,
-            "events": self.events.snapshot() if events else [],
+            "events": self.events.snapshot(last_events) if events else [],
             "event_counts": dict(self.events.counts),
             "notify_refused": dict(self.notifier.refused),
             "internal_errors": dict(self.faults.counts),
