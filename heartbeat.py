@@ -1723,7 +1723,13 @@ class Setting:
     operand: str
     meaning: str
     options: Tuple[Directive, ...] = ()
+    secret: bool = False          # no message quotes its words: one may be a password written by mistake
 
+
+MIN_PBKDF2_ITERATIONS = 10000       # below, a stolen hash is cheap to crack
+MAX_PBKDF2_ITERATIONS = 10000000    # above, one check takes seconds of a core
+PBKDF2_DEFAULT_ITERATIONS = 600000  # OWASP's 2023 advice for PBKDF2-HMAC-SHA256
+PBKDF2_PREFIX = "pbkdf2_sha256"
 
 MONITOR_OPTIONS = (
     Directive("interval", "time", "10s", "time between two status checks", low=100, high=86400000),
@@ -1750,6 +1756,14 @@ SETTINGS = [
             "this address (default off; a bare port listens on 127.0.0.1 only; [::1]:PORT for IPv6)"),
     Setting("notify_timeout", "TIME", "how long a notify.d hook may run before it is killed (default 30s; 1s to "
             "10min); hooks are the executables in DIR/notify.d, called on every event"),
+    Setting("http_allow", "NETWORK[,NETWORK...]|any", "the addresses http_listen answers (default any): networks "
+            "and addresses, e.g. 10.0.0.0/8,192.168.1.5,::1; a connection from any other is closed unanswered"),
+    Setting("http_tls_cert", "FILE", "serve http_listen over TLS with this certificate chain (PEM; with "
+            "http_tls_key; default off: plain HTTP)"),
+    Setting("http_tls_key", "FILE", "the certificate's private key (PEM), a file no user but root may read"),
+    Setting("http_basic_auth", "USER:HASH", "answer only USER with the password of HASH, a PBKDF2-SHA256 hash "
+            "made by `heartbeat.py hash-password USER` (pbkdf2_sha256$ITERATIONS$SALT$HASH, Django's format; "
+            f"{MIN_PBKDF2_ITERATIONS} to {MAX_PBKDF2_ITERATIONS} iterations); never the password itself", secret=True),
 ]
 SETTING_BY_NAME = {s.name: s for s in SETTINGS}
 
@@ -1768,6 +1782,96 @@ def parse_listen(text: str) -> Optional[Tuple[str, int]]:
         raise ValueError(f"'{host}' is not an IP address (write 0.0.0.0:{port} for every IPv4 address, "
                          f"[::]:{port} for every address)") from None
     return address, int(port)
+
+
+def parse_networks(text: str) -> tuple:
+    """`any` or NETWORK[,NETWORK...] (an address is a network of one) -> the networks; () for any."""
+    if text.lower() == "any":
+        return ()
+    networks = []
+    for word in text.split(","):
+        try:
+            networks.append(ipaddress.ip_network(word.strip(), strict=False))
+        except ValueError:
+            raise ValueError(f"'{word}' is not a network or an address (write e.g. 10.0.0.0/8,192.168.1.5,::1, "
+                             "or any)") from None
+    return tuple(networks)
+
+
+def source_allowed(source: str, networks: tuple) -> bool:
+    """Whether an address (an IPv4 one as [::]'s socket shows it, ::ffff:a.b.c.d, too) is in networks."""
+    if not networks:
+        return True
+    try:
+        address = ipaddress.ip_address(source.split("%", 1)[0])
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
+        address = address.ipv4_mapped
+    return any(address.version == network.version and address in network for network in networks)
+
+
+def pem_file(text: str, private: bool = False) -> str:
+    """A certificate's or (private) a key's file: it must be there, and a key readable by root alone."""
+    try:
+        info = os.stat(text)
+    except OSError as err:
+        raise ValueError(f"cannot read {text}: {err.strerror}") from None
+    if not stat.S_ISREG(info.st_mode):
+        raise ValueError(f"{text} is not a file")
+    if private and (info.st_mode & stat.S_IROTH or info.st_mode & stat.S_IRGRP and info.st_gid != 0):
+        who = "every user" if info.st_mode & stat.S_IROTH else f"group {info.st_gid}"
+        raise ValueError(f"{text} is readable by {who} (mode {stat.S_IMODE(info.st_mode):03o}): a private key must "
+                         f"be root's alone; chmod 600 {text}")
+    return text
+
+
+def parse_basic_auth(text: str) -> Tuple[str, str]:
+    """USER:pbkdf2_sha256$ITERATIONS$SALT$HASH -> (user, hash). No message quotes the text: a
+    password written there by mistake must not reach a log."""
+    user, colon, hashed = text.partition(":")
+    how = "write USER:HASH with a HASH from `heartbeat.py hash-password USER`, never the password itself"
+    if not user or not colon:
+        raise ValueError(how)
+    fields = hashed.split("$")
+    if len(fields) != 4 or fields[0] != PBKDF2_PREFIX or not fields[2]:
+        raise ValueError(f"the value after {user}: is not a {PBKDF2_PREFIX}$ITERATIONS$SALT$HASH hash; {how}")
+    if not is_number(fields[1]) or not MIN_PBKDF2_ITERATIONS <= int(fields[1]) <= MAX_PBKDF2_ITERATIONS:
+        raise ValueError(f"the hash's iterations must be from {MIN_PBKDF2_ITERATIONS} to {MAX_PBKDF2_ITERATIONS}")
+    try:
+        if len(base64.b64decode(fields[3], validate=True)) != 32:
+            raise ValueError
+    except ValueError:
+        raise ValueError(f"the hash's last field is not 32 bytes of base64; {how}") from None
+    return user, hashed
+
+
+def password_hash(password: str, iterations: int = PBKDF2_DEFAULT_ITERATIONS, salt: str = "") -> str:
+    """pbkdf2_sha256$ITERATIONS$SALT$HASH of a password (Django's format)."""
+    import hashlib
+    salt = salt or base64.b64encode(os.urandom(12)).decode().replace("+", ".").replace("/", "_")
+    digest = hashlib.pbkdf2_hmac("sha256", password.encode(), salt.encode(), iterations)
+    return f"{PBKDF2_PREFIX}${iterations}${salt}${base64.b64encode(digest).decode()}"
+
+
+def password_matches(password: str, hashed: str) -> bool:
+    """Whether password is the one of a parse_basic_auth hash (slow on purpose: run it off the loop)."""
+    import hmac
+    _, iterations, salt, _ = hashed.split("$")
+    return hmac.compare_digest(password_hash(password, int(iterations), salt), hashed)
+
+
+def tls_context(cert: str, key: str):
+    """The server's ssl.SSLContext (TLS 1.2 at least) for a certificate chain and its key; ValueError why not."""
+    import ssl
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        context.load_cert_chain(cert, key)
+    except (OSError, ssl.SSLError) as err:
+        raise ValueError(f"cannot use {cert} with {key}: {getattr(err, 'reason', None) or err.strerror or err}") \
+            from None
+    return context
 
 
 MAX_FENCE_DELAY_MS = 600000         # a node holding nothing waits that long to fence, and only then takes over
@@ -1793,7 +1897,11 @@ SINGLE_VALUE_SETTINGS = {                                    # name -> (Settings
     "http_listen": ("http_listen", parse_listen),
     "notify_timeout": ("notify_timeout_ms", duration_within(MIN_NOTIFY_TIMEOUT_MS, MAX_NOTIFY_TIMEOUT_MS,
                                                             "a hook needs a moment to start; hooks run one at a "
-                                                            "time, so a stuck one holds back the next events"))}
+                                                            "time, so a stuck one holds back the next events")),
+    "http_allow": ("http_allow", parse_networks),
+    "http_tls_cert": ("http_tls_cert", pem_file),
+    "http_tls_key": ("http_tls_key", lambda text: pem_file(text, private=True)),
+    "http_basic_auth": ("http_basic_auth", parse_basic_auth)}
 
 
 def option_value(option: Directive, text: str) -> int:
@@ -1853,6 +1961,10 @@ class Settings:
     monitors: List[MonitorSettings] = dataclasses.field(default_factory=list)
     http_listen: Optional[Tuple[str, int]] = None
     notify_timeout_ms: int = 30000
+    http_allow: tuple = ()                         # networks; () answers any address
+    http_tls_cert: str = ""
+    http_tls_key: str = ""
+    http_basic_auth: Optional[Tuple[str, str]] = dataclasses.field(default=None, repr=False)   # (user, hash)
 
 
 def find_monitored(name: str, groups: List[ResourceGroup]) -> Tuple[ResourceGroup, ServiceResource]:
@@ -1879,7 +1991,7 @@ def find_monitored(name: str, groups: List[ResourceGroup]) -> Tuple[ResourceGrou
 def parse_setting_words(setting: Setting, words: List[str]) -> Tuple[str, Dict[str, int], List[str]]:
     """`OPERAND option=value...` by the table: (operand, {field: value} with defaults, problems)."""
     problems: List[str] = []
-    operand = words[0] if words and "=" not in words[0] else ""
+    operand = words[0] if words and ("=" not in words[0] or not setting.options) else ""    # base64 ends in =
     if not operand:
         example = f"{setting.name} apache {setting.options[0].name}={setting.options[0].default}" \
             if setting.options else f"{setting.name} {setting.operand.split('|')[0]}"
@@ -1934,6 +2046,9 @@ def parse_settings(path: str, groups: Optional[List[ResourceGroup]]) -> Settings
             errors.append(ConfigError(path, lineno, message))
             continue
         operand, values, problems = parse_setting_words(setting, words)
+        if setting.secret and problems:
+            operand, problems = "", [f"{name} takes one value, {setting.operand}, with a HASH from `heartbeat.py "
+                                     f"hash-password USER` (the words are not shown: one may be a password)"]
         errors.extend(ConfigError(path, lineno, f"{name} {operand}: {p}" if operand else p) for p in problems)
         if name in SINGLE_VALUE_SETTINGS:
             field, parse = SINGLE_VALUE_SETTINGS[name]
@@ -1963,6 +2078,15 @@ def parse_settings(path: str, groups: Optional[List[ResourceGroup]]) -> Settings
             continue
         watched[res.spec] = lineno
         settings.monitors.append(MonitorSettings(operand, res.spec, group.key, lineno, **values))
+    if bool(settings.http_tls_cert) != bool(settings.http_tls_key) and not errors:
+        given, missing = ("http_tls_cert", "http_tls_key") if settings.http_tls_cert else \
+            ("http_tls_key", "http_tls_cert")
+        errors.append(ConfigError(path, given_at[given], f"{given} needs {missing} too (TLS takes both)"))
+    elif settings.http_tls_cert and not errors:
+        try:
+            tls_context(settings.http_tls_cert, settings.http_tls_key)
+        except ValueError as err:
+            errors.append(ConfigError(path, given_at["http_tls_cert"], f"http_tls_cert: {err}"))
     if errors:
         raise ConfigErrors(errors)
     return settings
@@ -6601,6 +6725,9 @@ def prometheus_text(report: dict) -> str:
     faults = sorted(report.get("internal_errors", {}).items())
     out.family("heartbeat_internal_errors_total", "counter", "exceptions a thread or the loop caught and went on "
                "after (a bug: the log has each traceback), by where", [({"where": w}, n) for w, n in faults])
+    out.family("heartbeat_http_refused_total", "counter", "connections and requests the HTTP listener refused, by "
+               "reason (not allowed, busy, unauthorized, tls handshake)",
+               [({"reason": reason}, n) for reason, n in sorted(report.get("http_refused", {}).items())])
     counts = report.get("event_counts", {})
     out.family("heartbeat_events_total", "counter", "events since the daemon started, by kind (see status --events)",
                [({"kind": kind}, counts.get(kind, 0)) for kind in EVENT_KINDS])
@@ -6879,7 +7006,7 @@ HTTP_CLIENT_TIMEOUT_S = 5.0     # then to take the whole answer
 HTTP_CACHE_S = 1.0              # a body is made at most this often: scrapes and reloads of the page share it
 HTTP_ACCEPT_BATCH = 64          # connections taken from the backlog in one wake-up
 REQUEST_READ_BYTES = 4096       # one recv() of a request (HTTP or control socket): requests are small
-HTTP_REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed"}
+HTTP_REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found", 405: "Method Not Allowed"}
 # The page has no script, style, image, frame or form: the browser may load or send nothing for it.
 HTTP_SECURITY_HEADERS = ("X-Content-Type-Options: nosniff\r\n"
                          "Content-Security-Policy: default-src 'none'; base-uri 'none'; form-action 'none'; "
@@ -6894,7 +7021,8 @@ class Exchange:
     deadline: Timer
     request: bytes = b""
     reply: bytes = b""
-    answered: bool = False
+    answered: bool = False       # the request is whole
+    parked: bool = False         # out of the selector until its answer is known (respond)
 
 
 class OneShotServer:
@@ -6908,6 +7036,7 @@ class OneShotServer:
     max_clients = max_request = 0
     timeout_s = 0.0
     request_timeout_s = 0.0      # 0: timeout_s
+    would_block: tuple = (BlockingIOError, InterruptedError)     # what says "not now" on a client socket
 
     def __init__(self, sock: socket.socket, selector, timers):
         self.sock, self.selector, self.timers = sock, selector, timers
@@ -6918,12 +7047,16 @@ class OneShotServer:
     def complete(self, request: bytes) -> bool:
         raise NotImplementedError
 
-    def answer(self, request: bytes) -> bytes:
+    def answer(self, request: bytes, client: socket.socket) -> Optional[bytes]:
         raise NotImplementedError
 
     def admit(self, source: str) -> bool:
         """Whether to serve a new connection from source (its address; "" for a local socket)."""
         return len(self.clients) < self.max_clients
+
+    def opened(self, client: socket.socket):
+        """The socket to serve a new connection on, and what reads it first."""
+        return client, self.read
 
     def accept(self, _sock) -> None:
         for _ in range(HTTP_ACCEPT_BATCH):      # the whole backlog: a flood is refused as fast as it comes
@@ -6936,33 +7069,53 @@ class OneShotServer:
                 client.close()
                 continue
             client.setblocking(False)
+            client, first = self.opened(client)
             deadline = self.timers.call_later(self.request_timeout_s or self.timeout_s, lambda c=client: self.drop(c))
             self.clients[client] = Exchange(source, self.timers.clock(), deadline)
-            self.selector.register(client, selectors.EVENT_READ, self.read)
-            self.read(client)    # the request is usually there already: answered in this same wake-up
+            self.selector.register(client, selectors.EVENT_READ, first)
+            first(client)        # the request is usually there already: answered in this same wake-up
 
     def read(self, client: socket.socket) -> None:
+        exchange = self.clients.get(client)
+        if exchange is None or exchange.answered:
+            return
         try:
             chunk = client.recv(REQUEST_READ_BYTES)
-        except (BlockingIOError, InterruptedError):
+        except self.would_block:
             return
         except OSError:
             chunk = b""
         if not chunk:
             self.drop(client)
             return
-        exchange = self.clients[client]
         exchange.request += chunk
         if not self.complete(exchange.request) and len(exchange.request) < self.max_request:
             return
-        exchange.reply, exchange.answered = self.answer(exchange.request), True
-        if not exchange.reply:
-            self.drop(client)
-            return
+        exchange.answered = True
         if self.request_timeout_s:                  # the request is in: now the time to take the answer
             self.timers.cancel(exchange.deadline)
             exchange.deadline = self.timers.call_later(self.timeout_s, lambda: self.drop(client))
-        self.selector.modify(client, selectors.EVENT_WRITE, self.write)
+        reply = self.answer(exchange.request, client)
+        if reply is None:
+            self.selector.unregister(client)        # nothing to read or write until respond()
+            exchange.parked = True
+        else:
+            self.respond(client, reply)
+
+    def respond(self, client: socket.socket, reply: bytes) -> None:
+        """Send reply (b"": close without one); answer() returned None and calls this later itself."""
+        if client not in self.clients:
+            return                                  # gone meanwhile (its deadline)
+        if not reply:
+            self.drop(client)
+            return
+        exchange = self.clients[client]
+        exchange.reply = reply
+        if exchange.parked:
+            exchange.parked = False
+            self.selector.register(client, selectors.EVENT_WRITE, self.write)
+        else:
+            self.selector.modify(client, selectors.EVENT_WRITE, self.write)
         self.write(client)
 
     def write(self, client: socket.socket) -> None:
@@ -6971,7 +7124,7 @@ class OneShotServer:
             return
         try:
             sent = client.send(exchange.reply)
-        except (BlockingIOError, InterruptedError):
+        except self.would_block:
             return
         except OSError:
             sent = len(exchange.reply)
@@ -6984,7 +7137,8 @@ class OneShotServer:
         if exchange is None:
             return
         self.timers.cancel(exchange.deadline)
-        self.selector.unregister(client)
+        if not exchange.parked:
+            self.selector.unregister(client)
         client.close()
 
     def close(self) -> None:
@@ -6999,14 +7153,23 @@ class HTTPListener(OneShotServer):
     status page), served from the loop without ever blocking it. A new connection from an address
     that holds HTTP_MAX_PER_SOURCE already, or when every slot is taken, closes the oldest one
     still silent (a scraper sends its request at once, a slowloris never does); a request must be
-    in within HTTP_REQUEST_TIMEOUT_S; a body is made at most once per HTTP_CACHE_S."""
+    in within HTTP_REQUEST_TIMEOUT_S; a body is made at most once per HTTP_CACHE_S. With the
+    settings: only addresses of http_allow, over TLS (the handshake, too, without blocking), and
+    only to http_basic_auth's user, whose password is checked in a thread (PBKDF2 is slow on
+    purpose), one at a time, and remembered (a keyed digest of the header, never the password)."""
 
     max_clients, max_request, timeout_s = HTTP_MAX_CLIENTS, HTTP_MAX_REQUEST, HTTP_CLIENT_TIMEOUT_S
     request_timeout_s = HTTP_REQUEST_TIMEOUT_S
 
-    def __init__(self, address: Tuple[str, int], selector, timers, report, settings: Settings):
-        self.address, self.report, self.settings = address, report, settings
+    def __init__(self, address: Tuple[str, int], selector, timers, report, settings: Settings, post=None):
+        self.address, self.report, self.post = address, report, post
         self.cache: Dict[str, Tuple[float, str]] = {}       # path -> (made at, body)
+        self.tls = None                                     # the ssl.SSLContext, with http_tls_cert
+        self.known: Dict[bytes, bool] = {}                  # digest of an Authorization header -> its verdict
+        self.secret = os.urandom(32)                        # the key of those digests
+        self.checking = False                               # a password is being checked
+        self.refused = collections.Counter()                # why connections or requests were refused
+        self.configure(settings)
         host, port = address
         sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
         try:
@@ -7018,9 +7181,24 @@ class HTTPListener(OneShotServer):
             raise
         super().__init__(sock, selector, timers)
 
+    def configure(self, settings: Settings) -> None:
+        """At start and on reload: the allow-list, the user, and TLS (its files read again: a renewed
+        certificate takes effect); ValueError when the certificate cannot be used."""
+        self.tls = tls_context(settings.http_tls_cert, settings.http_tls_key) if settings.http_tls_cert else None
+        if self.tls:
+            import ssl
+            self.would_block = (BlockingIOError, InterruptedError, ssl.SSLWantReadError, ssl.SSLWantWriteError)
+        if settings.http_basic_auth != getattr(self, "settings", Settings()).http_basic_auth:
+            self.known.clear()
+        self.settings = settings
+
     def admit(self, source: str) -> bool:
         """Make room for a new connection: the oldest silent one of its source when it has its share,
-        else the oldest silent one of all when every slot is taken; refused when none is silent."""
+        else the oldest silent one of all when every slot is taken; refused when none is silent, or
+        when the source is not in http_allow."""
+        if not source_allowed(source, self.settings.http_allow):
+            self.refused["not allowed"] += 1
+            return False
         for mine in (True, False):
             held = [(exchange.since, client) for client, exchange in self.clients.items()
                     if not mine or exchange.source == source]
@@ -7028,9 +7206,33 @@ class HTTPListener(OneShotServer):
                 continue
             silent = [(since, client) for since, client in held if not self.clients[client].answered]
             if not silent:
+                self.refused["busy"] += 1
                 return False
             self.drop(min(silent, key=lambda pair: pair[0])[1])
         return True
+
+    def opened(self, client: socket.socket):
+        if not self.tls:
+            return client, self.read
+        return self.tls.wrap_socket(client, server_side=True, do_handshake_on_connect=False), self.handshake
+
+    def handshake(self, client) -> None:
+        """One step of a TLS handshake, as the client's packets come; then the request."""
+        import ssl
+        try:
+            client.do_handshake()
+        except ssl.SSLWantReadError:
+            self.selector.modify(client, selectors.EVENT_READ, self.handshake)
+            return
+        except ssl.SSLWantWriteError:
+            self.selector.modify(client, selectors.EVENT_WRITE, self.handshake)
+            return
+        except OSError:                            # not TLS, or nothing we share: closed
+            self.refused["tls handshake"] += 1
+            self.drop(client)
+            return
+        self.selector.modify(client, selectors.EVENT_READ, self.read)
+        self.read(client)
 
     def complete(self, request: bytes) -> bool:
         return b"\r\n\r\n" in request or b"\n\n" in request
@@ -7045,12 +7247,23 @@ class HTTPListener(OneShotServer):
             made = self.cache[path] = (now, text)
         return made[1]
 
-    def answer(self, request: bytes) -> bytes:
-        """The whole response to one request (only its first line counts)."""
-        words = request.split(b"\r\n" if b"\r\n" in request else b"\n", 1)[0].decode("latin-1").split()
+    def answer(self, request: bytes, client: socket.socket) -> Optional[bytes]:
+        """The whole response to one request (only its first line and Authorization count); None
+        when a password is being checked: respond() sends it then."""
+        lines = request.split(b"\r\n" if b"\r\n" in request else b"\n")
+        words = lines[0].decode("latin-1").split()
         if len(words) != 3 or not words[2].startswith("HTTP/"):
             return http_response(400, "text/plain", "one GET request line, then headers\n")
         method, path = words[0], words[1].split("?", 1)[0]
+        if not self.settings.http_basic_auth:
+            return self.resource(method, path)
+        verdict = self.authorized(lines[1:], lambda ok: self.respond(client, self.resource(method, path, ok)))
+        return None if verdict is None else self.resource(method, path, verdict)
+
+    def resource(self, method: str, path: str, authorized: bool = True) -> bytes:
+        if not authorized:
+            return http_response(401, "text/plain", "who are you? (http_basic_auth)\n",
+                                 extra='WWW-Authenticate: Basic realm="heartbeat.py", charset="UTF-8"\r\n')
         if method not in ("GET", "HEAD"):
             return http_response(405, "text/plain", "read-only: GET or HEAD\n", head=False,
                                  extra="Allow: GET, HEAD\r\n")
@@ -7058,6 +7271,38 @@ class HTTPListener(OneShotServer):
             return http_response(404, "text/plain", "not found: try / or /metrics\n", head=method == "HEAD")
         kind = "text/plain; version=0.0.4; charset=utf-8" if path == "/metrics" else "text/html; charset=utf-8"
         return http_response(200, kind, self.body(path), head=method == "HEAD")
+
+    def authorized(self, headers: List[bytes], then) -> Optional[bool]:
+        """Whether the request's Authorization is http_basic_auth's user and password: known at once
+        when this header was checked before; else None, checked in a thread, then(verdict) when known. One
+        check at a time: another meanwhile is refused (False), so guesses cannot take every core."""
+        import hmac
+        given = next((line.partition(b":")[2].strip() for line in headers
+                      if line.partition(b":")[0].strip().lower() == b"authorization"), b"")
+        digest = hmac.new(self.secret, given, "sha256").digest()
+        if digest in self.known:
+            return self.known[digest]
+        scheme, _, encoded = given.partition(b" ")
+        try:
+            user, colon, password = base64.b64decode(encoded.strip(), validate=True).decode().partition(":")
+        except ValueError:
+            user, colon, password = "", "", ""
+        expected_user, hashed = self.settings.http_basic_auth
+        if scheme.lower() != b"basic" or not colon or user != expected_user or self.checking or self.post is None:
+            self.refused["unauthorized"] += 1
+            return False
+
+        def checked(verdict) -> None:
+            self.checking = False
+            if len(self.known) >= HTTP_MAX_CLIENTS * 4:
+                self.known.clear()
+            self.known[digest] = verdict is True
+            if verdict is not True:
+                self.refused["unauthorized"] += 1
+            then(verdict is True)
+        self.checking = True
+        in_thread("http-auth", lambda: password_matches(password, hashed), self.post, checked)
+        return None
 
 
 def url_host(address: Tuple[str, int]) -> str:
@@ -7127,7 +7372,7 @@ class ControlServer(OneShotServer):
     def complete(self, request: bytes) -> bool:
         return b"\n" in request
 
-    def answer(self, request: bytes) -> bytes:
+    def answer(self, request: bytes, client: socket.socket) -> bytes:
         """The reply line; none (the connection is closed) to a request longer than MAX_CONTROL_REQUEST."""
         if b"\n" not in request:
             return b""
@@ -7372,7 +7617,7 @@ class Daemon:
         self.notifier = Notifier(self.config.config_dir, self.config.node, settings.notify_timeout_ms / 1000, self.log,
                                  self.faults)
         self.events.listeners.append(self.notifier)
-        self.open_http(settings.http_listen)
+        self.open_http(settings)
         self.ipfail = IPFail(self.config, self.membership, self.policy, self.pings, self.log)
         router.route_to(self.policy, self.ipfail)
         for sock in self.pings.open():
@@ -7403,20 +7648,29 @@ class Daemon:
         if self.watchdog.fd >= 0:
             self.timers.call_later(self.config.hacf.keepalive_ms / 1000, self.feed_watchdog)
 
-    def open_http(self, address: Optional[Tuple[str, int]]) -> None:
-        """The HTTP listener of http_listen, at start and on reload; a port that cannot be had is
+    def open_http(self, settings: Settings) -> None:
+        """The HTTP listener of http_listen, at start and on reload (the same address: its other
+        settings applied, the certificate read again); a port or a certificate that cannot be had is
         logged and the daemon goes on without it (serving the cluster comes first)."""
+        address = settings.http_listen
         if self.http and self.http.address == address:
-            return
+            try:
+                self.http.configure(settings)
+                return
+            except ValueError as err:
+                self.log.error(f"http_tls_cert: {err}: no /metrics, no status page")
         if self.http:
             self.http.close()
             self.http = None
         if address:
             try:
-                self.http = HTTPListener(address, self.selector, self.timers, self.status, self.config.settings)
-                self.log.info(f"HTTP listener on {url_host(address)}: /metrics and the status page")
-            except OSError as err:
-                self.log.error(f"http_listen {url_host(address)}: {err.strerror or err}: no /metrics, no status page")
+                self.http = HTTPListener(address, self.selector, self.timers, self.status, settings, self.post)
+                scheme = "https" if settings.http_tls_cert else "http"
+                self.log.info(f"HTTP listener on {scheme}://{url_host(address)}: /metrics and the status page"
+                              + (f", for {settings.http_basic_auth[0]} only" if settings.http_basic_auth else ""))
+            except (OSError, ValueError) as err:
+                why = getattr(err, "strerror", None) or err
+                self.log.error(f"http_listen {url_host(address)}: {why}: no /metrics, no status page")
 
     def open_linkwatch(self) -> None:
         """The address and link watch: its socket in our loop, its events to the cluster policy.
@@ -7584,7 +7838,7 @@ class Daemon:
         self.monitor.reconfigure(config)
         self.set_stonith(config.stonith)
         self.notifier.timeout_s = config.settings.notify_timeout_ms / 1000
-        self.open_http(config.settings.http_listen)
+        self.open_http(config.settings)
         if config.settings.link_watch and not self.linkwatch:
             self.open_linkwatch()
         elif not config.settings.link_watch and self.linkwatch:
@@ -7652,6 +7906,7 @@ class Daemon:
             "name_conflict": membership.name_conflict,
             "watchdog": self.watchdog.snapshot() if self.watchdog else None,
             "http_listen": url_host(self.http.address) if self.http else None,
+            "http_refused": dict(self.http.refused) if self.http else {},
             "events": self.events.snapshot(last_events) if events else [],
             "event_counts": dict(self.events.counts),
             "notify_refused": dict(self.notifier.refused),
@@ -7748,6 +8003,13 @@ def describe_config(config: Config) -> str:
     lines.append(f"    link_watch {'on' if settings.link_watch else 'off'}, "
                  f"http_listen {url_host(settings.http_listen) if settings.http_listen else 'off'}, "
                  f"notify_timeout {format_duration(settings.notify_timeout_ms)}")
+    if settings.http_listen:
+        allowed = ",".join(str(network) for network in settings.http_allow) or "any address"
+        tls = f"TLS ({settings.http_tls_cert})" if settings.http_tls_cert else "plain HTTP"
+        user = f"basic auth for {settings.http_basic_auth[0]}" if settings.http_basic_auth else "no authentication"
+        lines.append(f"    http: {tls}, {user}, from {allowed}"
+                     + (" (the password crosses the network in clear: add http_tls_cert)"
+                        if settings.http_basic_auth and not settings.http_tls_cert else ""))
     hooks = notify_hooks(os.path.join(config.config_dir, NOTIFY_DIR))
     refused = {h: hook_problem(h, os.geteuid()) for h in hooks}
     runs = [os.path.basename(h) for h in hooks if not refused[h]]
@@ -8567,6 +8829,36 @@ def cmd_meatclient(args) -> int:
     return EXIT_OK
 
 
+def cmd_hash_password(args) -> int:
+    """Print an http_basic_auth line for heartbeat.py.cf: the password asked twice at a terminal (or
+    read from the first line of stdin), only its PBKDF2 hash printed."""
+    if sys.stdin.isatty():
+        import getpass
+        password = getpass.getpass(f"password for {args.user}: ")
+        if getpass.getpass("again: ") != password:
+            print("heartbeat.py: hash-password: the two passwords differ", file=sys.stderr)
+            return EXIT_GENERIC
+    else:
+        password = sys.stdin.readline().rstrip("\n")
+    if not password:
+        print("heartbeat.py: hash-password: an empty password", file=sys.stderr)
+        return EXIT_GENERIC
+    print(f"http_basic_auth {args.user}:{password_hash(password, args.iterations)}")
+    return EXIT_OK
+
+
+def user_name(text: str) -> str:
+    if not text or ":" in text or not text.isprintable() or " " in text:
+        raise argparse.ArgumentTypeError("a user name has no colon, space or control character")
+    return text
+
+
+def iteration_count(text: str) -> int:
+    if not is_number(text) or not MIN_PBKDF2_ITERATIONS <= int(text) <= MAX_PBKDF2_ITERATIONS:
+        raise argparse.ArgumentTypeError(f"from {MIN_PBKDF2_ITERATIONS} to {MAX_PBKDF2_ITERATIONS}")
+    return int(text)
+
+
 def directives_table() -> str:
     """The ha.cf directive table (Markdown), from DIRECTIVES: the README carries the same."""
     support = {"yes": "yes", "ignored": "accepted, no effect (warning)", "crm": "CRM only (warning; on = error)",
@@ -8693,6 +8985,12 @@ def build_parser() -> argparse.ArgumentParser:
                           help="confirm that a node was power-cycled by hand (the built-in meatware device)")
     meat.add_argument("confirm", metavar="HOST", help="the node that was power-cycled (meatclient -c HOST)")
     meat.set_defaults(func=cmd_meatclient)
+    hashing = sub.add_parser("hash-password", parents=[common],
+                             help="print an http_basic_auth line for heartbeat.py.cf (asks for the password)")
+    hashing.add_argument("user", metavar="USER", type=user_name, help="the user Prometheus sends")
+    hashing.add_argument("--iterations", type=iteration_count, default=PBKDF2_DEFAULT_ITERATIONS,
+                         help=f"PBKDF2 iterations (default {PBKDF2_DEFAULT_ITERATIONS})")
+    hashing.set_defaults(func=cmd_hash_password)
     for name, text in (("standby", "give all resource groups to the peer (hb_standby)"),
                        ("takeover", "take all resource groups from the peer (hb_takeover)")):
         sub.add_parser(name, parents=[common], help=text).set_defaults(func=cmd_standby_takeover)
