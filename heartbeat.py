@@ -7004,6 +7004,7 @@ HTTP_MAX_REQUEST = 8 * 1024
 HTTP_REQUEST_TIMEOUT_S = 2.0    # from the connection to the end of the request's headers (a scraper sends at once)
 HTTP_CLIENT_TIMEOUT_S = 5.0     # then to take the whole answer
 HTTP_CACHE_S = 1.0              # a body is made at most this often: scrapes and reloads of the page share it
+HTTP_CREDENTIALS_KEPT = 64      # Authorization headers whose verdict is remembered (then forgotten all at once)
 HTTP_ACCEPT_BATCH = 64          # connections taken from the backlog in one wake-up
 REQUEST_READ_BYTES = 4096       # one recv() of a request (HTTP or control socket): requests are small
 HTTP_REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found", 405: "Method Not Allowed"}
@@ -7294,7 +7295,7 @@ class HTTPListener(OneShotServer):
 
         def checked(verdict) -> None:
             self.checking = False
-            if len(self.known) >= HTTP_MAX_CLIENTS * 4:
+            if len(self.known) >= HTTP_CREDENTIALS_KEPT:
                 self.known.clear()
             self.known[digest] = verdict is True
             if verdict is not True:
