@@ -5740,7 +5740,9 @@ class LinkFaults:
         """The carrier is back. A peer that was alive when it went (or never heard from) may have
         declared us dead and taken the group: it says so (partition healed) as soon as our next
         heartbeat reaches it. So wait until that heartbeat and the answer had time to come and the
-        peer was heard again; a peer not heard within its deadtime is taken for dead. A peer whose
+        peer was heard again; a peer not heard within its deadtime is taken for dead. A peer we took
+        for dead meanwhile says what it holds once it hears us (partition healed): that word is
+        waited for (up to its deadtime), not a fixed time a loaded machine may outlast. A peer whose
         holdings came since, without the group (it released it), is waited for no longer: the
         hand-back then costs what a failback costs."""
         waited = now - fault.carrier_back
@@ -5754,6 +5756,9 @@ class LinkFaults:
                 return False
             if peer.status != "dead" and stable and self.policy.peer_holds_heard.get(name, -1.0) > fault.carrier_back:
                 continue        # its word since the carrier came back, and it does not hold the group: at once
+            if peer.status != "dead" and name not in self.policy.peer_holds and \
+                    waited < peer.deadtime_ms / 1000 + settle_s:
+                return False    # we took it for dead meanwhile: its holdings come as the partition heals
             heard = peer.status != "dead" and peer.last_heard is not None and peer.last_heard > fault.carrier_back
             if not heard and waited < peer.deadtime_ms / 1000 + settle_s:
                 return False

@@ -235,7 +235,9 @@ def stonith(lab, host, plugin, *args, timeout=30):
 
 
 def start_node(node, plugin, env_path=None, fake_reboot=None):
-    """Node.start(), with the plugin dir bound over cluster-glue's (and optionally a fake reboot)."""
+    """Node.start(), with the plugin dir bound over cluster-glue's (and optionally a fake reboot); its
+    ha.cf, which holds the device's parameters, readable by root only, as `check` asks."""
+    os.chmod(os.path.join(node.config_dir, "ha.cf"), 0o600)
     return node.start(env_path=env_path, fake_reboot=fake_reboot, binds=[(plugin.dir, EXTERNAL_DIR)])
 
 

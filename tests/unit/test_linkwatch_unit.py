@@ -414,7 +414,11 @@ def test_a_fault_the_peer_cannot_hear_stops_the_rest_of_the_group_before_the_pee
     watch.carrier.update(eth0=True, eth1=True)
     policy.links.on_carrier("eth0", True)
     policy.links.on_carrier("eth1", True)
-    heartbeats(world, calc, 2)
+    heartbeats(world, calc, 0.5)
+    assert ("start", "disk") not in rec.events[-3:]       # calc, taken for dead meanwhile, has not said yet
+    world[0].receive(calc.packet(("t", "resource"), ("rsc_hold", "local"), ("rtype", "full"), ("isstable", "1")),
+                     "eth0")                              # what calc announces as the partition heals
+    heartbeats(world, calc, 0.5)
     assert rec.events[-2:] == [("add", VIP), ("start", "disk")] and policy.state[key] is hb.GroupState.RUNNING
     assert rec.has(f"Link eth0: carrier back and resource group {key} still ours: starting it again")
 
