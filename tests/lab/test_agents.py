@@ -51,6 +51,15 @@ def cluster(lab, haresources, settings=None, env_path=None, start=True):
     return nodes
 
 
+def until(what, timeout, *nodes, interval=0.05):
+    """wait(what, timeout), with the nodes' logs in the failure."""
+    try:
+        return wait(what, timeout, interval=interval)
+    except AssertionError as failure:
+        logs = "".join(f"\n--- {node.name} ---\n{node.log()[-4000:]}" for node in nodes)
+        raise AssertionError(f"{failure}{logs}") from None
+
+
 def group_running(node):
     return lambda: node.status().get("groups", [{}])[0].get("state") == "running"
 
@@ -121,13 +130,15 @@ def test_filesystem_moves_with_the_vip_and_is_never_mounted_twice(ext4_image, la
     wait(past_startup_grace(prime, calc), 10)
     in_mounts_of(prime, ["sh", "-c", f"echo prime > {mountpoint}/from-prime"])
 
-    prime.kill()                                             # prime dies: its mount namespace goes with it
-    took = wait(lambda: mounted(calc, mountpoint) and holders(lab) == ["calc"], 10)
+    prime.kill()                            # prime "loses power": its daemon dies, and its mount namespace with
+    lab.cut("prime")                        # it; the cable goes too (its VIP, still on eth0, must not answer)
+    took = until(lambda: mounted(calc, mountpoint) and "calc" in holders(lab), 10, prime, calc)
     print(f"\nprime killed -> file system mounted on calc after {took:.2f} s (deadtime 1 s)")
     assert len(loops(ext4_image)) == 1
     assert in_mounts_of(calc, ["cat", f"{mountpoint}/from-prime"]).stdout == "prime\n"
     in_mounts_of(calc, ["sh", "-c", f"echo calc > {mountpoint}/from-calc && sync"])
 
+    lab.heal("prime")
     prime.start()                                            # back: auto_failback brings the group home
     doubled, end = [], time.monotonic() + 20
     while time.monotonic() < end:
