@@ -302,6 +302,27 @@ except OSError:
 """
 
 
+# iptables 1.8.9 (Debian 12's) prints the protocol as a number in `iptables -n -L` (netfilter bug 1729,
+# fixed in 1.8.10); resource-agents 4.12's portblock looks for "tcp" there, so it never finds its own rule:
+# a block is never lifted (ClusterLabs/resource-agents#1924, in 4.14). Where the installed iptables does
+# that, the agent runs with this shim first on PATH, which names the protocols again.
+IPTABLES_SHIM = """#!/bin/sh
+case " $* " in
+*" -L "*) {iptables} "$@" | sed -E 's/^([A-Z]+ +)6( +--)/\\1tcp\\2/; s/^([A-Z]+ +)17( +--)/\\1udp\\2/' ;;
+*) exec {iptables} "$@" ;;
+esac
+"""
+
+
+def iptables_numeric_protocol(lab, host="client"):
+    """True when this iptables lists a tcp rule's protocol as 6 (tried in a lab namespace)."""
+    rule = ["INPUT", "-p", "tcp", "-m", "multiport", "--dports", "9", "-j", "DROP"]
+    lab.exec(host, ["iptables", "-w", "-I", *rule])
+    listed = lab.exec(host, ["iptables", "-w", "-n", "-L", "INPUT"]).stdout
+    lab.exec(host, ["iptables", "-w", "-D", *rule])
+    return any(line.split()[1:2] == ["6"] for line in listed.splitlines() if line.startswith("DROP"))
+
+
 def reachable(lab, address, port):
     return lab.exec("client", [sys.executable, "-c", TCP_CONNECT, address, str(port)]).stdout.strip() == "open"
 
@@ -315,7 +336,16 @@ def test_portblock_blocks_and_unblocks_with_the_group(lab):
         lab.popen(name, [sys.executable, "-c", TCP_LISTEN, "8080", "8081"])
     prime_ip = lab.addr("prime")
     wait(lambda: reachable(lab, prime_ip, 8080) and reachable(lab, prime_ip, 8081), 5)
-    prime, calc = cluster(lab, f"prime {VIP}/24/eth0 portblock::tcp::8080::block portblock::tcp::8081::unblock\n")
+    env_path = None
+    if iptables_numeric_protocol(lab):
+        bindir = os.path.join(lab.tmp, "bin")
+        os.makedirs(bindir)
+        with open(os.path.join(bindir, "iptables"), "w") as handle:
+            handle.write(IPTABLES_SHIM.format(iptables=shutil.which("iptables")))
+        os.chmod(os.path.join(bindir, "iptables"), 0o755)
+        env_path = f"{bindir}:{os.environ.get('PATH', '/usr/sbin:/usr/bin:/sbin:/bin')}"
+    prime, calc = cluster(lab, f"prime {VIP}/24/eth0 portblock::tcp::8080::block portblock::tcp::8081::unblock\n",
+                          env_path=env_path)
     wait(group_running(prime), 15)
     assert holders(lab) == ["prime"]
     rules = lab.exec("prime", ["iptables", "-S", "INPUT"]).stdout
