@@ -155,7 +155,10 @@ def test_filesystem_moves_with_the_vip_and_is_never_mounted_twice(ext4_image, la
                              f"\n--- calc ---\n{calc.log()[-3000:]}")
     assert not doubled, f"mounted on both nodes (or bound to two loop devices) during failback: {doubled}"
     assert in_mounts_of(prime, ["cat", f"{mountpoint}/from-calc"]).stdout == "calc\n"
-    assert "Filesystem" in prime.log()                       # the agent's own lines reach the daemon's log
+    # the agent's own lines reach the daemon's log, under its instance name as 3.0.6's wrapper made it
+    assert f"Filesystem(Filesystem_{ext4_image})[start]: INFO: Running start for {ext4_image} on {mountpoint}" \
+        in prime.log()
+    assert f"Filesystem(Filesystem_{ext4_image})[stop]: INFO: unmounted {mountpoint} successfully" in calc.log()
     time.sleep(1)
     assert mounted(prime, mountpoint) and not mounted(calc, mountpoint) and len(loops(ext4_image)) == 1
 
@@ -417,7 +420,9 @@ def test_apache_killed_on_the_holder_is_restarted_in_place(lab):
     assert second != first
     assert holders(lab) == ["prime"] and prime.status()["groups"][0]["owner"] == "prime"
     assert lab.exec("prime", ["ip", "netns", "identify", str(second)]).stdout.strip() == lab.ns("prime")
-    assert "restarted in place" in prime.log()
+    log = prime.log()
+    assert "restarted in place" in log
+    assert f"apache(apache_{config})[stop]: INFO: apache is not running." in log    # the agent's own words
 
 
 # ---------------------------------------------------------------- MailTo
