@@ -1,8 +1,8 @@
 """OCF resource agents for real (issue 25; root only): the agents of Debian's resource-agents
 (/usr/lib/ocf/resource.d/heartbeat), named in haresources as Heartbeat 3.0.6's resource.d wrappers
 name them (`Filesystem::DEVICE::DIR::FSTYPE::OPTIONS`, `IPsrcaddr::IP`, `SendArp::IP/NIC`,
-`Delay::START::STOP`, `portblock::tcp::PORT::block`, `apache::CONFIG`, `MailTo::EMAIL::SUBJECT`), as
-`OCF::TYPE::INSTANCE` and as `ocf:heartbeat:AGENT::name=value`, run by two heartbeat.py daemons (prime,
+`portblock::tcp::PORT::block`, `apache::CONFIG`, `MailTo::EMAIL::SUBJECT`), as `OCF::TYPE::INSTANCE`
+and as `ocf:heartbeat:AGENT::name=value` (Delay, Dummy, awsvip), run by two heartbeat.py daemons (prime,
 calc) in network namespaces. Each daemon has a mount namespace of its own (`ip netns exec` makes one),
 so a file system it mounts is seen by it alone; tests look into it through /proc/PID/mountinfo.
 
@@ -62,7 +62,7 @@ def until(what, timeout, *nodes, interval=0.05):
 
 
 def group_running(node):
-    return lambda: node.status().get("groups", [{}])[0].get("state") == "running"
+    return lambda: (node.status().get("groups") or [{}])[0].get("state") == "running"
 
 
 def rsctmp(node, name=""):
@@ -124,11 +124,11 @@ def in_mounts_of(node, argv):
 def test_filesystem_moves_with_the_vip_and_is_never_mounted_twice(ext4_image, lab):
     mountpoint = os.path.join(lab.tmp, "shared")
     prime, calc = cluster(lab, f"prime {VIP}/24/eth0 Filesystem::{ext4_image}::{mountpoint}::ext4::loop\n")
-    wait(lambda: mounted(prime, mountpoint) and holders(lab) == ["prime"], 15)
+    until(lambda: mounted(prime, mountpoint) and holders(lab) == ["prime"], 15, prime, calc)
     assert not mounted(calc, mountpoint)
     assert not os.path.ismount(mountpoint)                   # not on the host: the daemon's namespace only
     assert len(loops(ext4_image)) == 1
-    wait(past_startup_grace(prime, calc), 10)
+    until(past_startup_grace(prime, calc), 10, prime, calc)
     in_mounts_of(prime, ["sh", "-c", f"echo prime > {mountpoint}/from-prime"])
 
     prime.kill()                            # prime "loses power": its daemon dies, and its mount namespace with
@@ -182,10 +182,10 @@ for _ in range(20):
 
 
 def source_seen_by_client(lab, sender, port=9999):
-    """The source address the client sees on a datagram `sender` sends it (plain sendto, no bind)."""
+    """The source address the client sees on a datagram `sender` sends it (plain sendto, no bind; one
+    every 100 ms for 2 s, so the listener need not be up before the first)."""
     listener = lab.popen("client", [sys.executable, "-c", UDP_ECHO_SOURCE, str(port), "5"],
                          stdout=subprocess.PIPE, text=True)
-    time.sleep(0.2)                                   # the listener binds before the first datagram
     lab.exec(sender, [sys.executable, "-c", UDP_SEND, lab.addr("client"), str(port)], check=False)
     out, _ = listener.communicate(timeout=10)
     return out.strip()
@@ -200,7 +200,7 @@ def test_ipsrcaddr_makes_the_vip_the_source_address_while_held(lab):
     for name in ("prime", "calc"):                    # a default route to an address nobody has, on the lab's bridge
         lab.exec(name, ["ip", "route", "add", "default", "via", "10.77.0.254", "dev", "eth0"])
     prime, calc = cluster(lab, f"prime {VIP}/24/eth0 IPsrcaddr::{VIP}\n")
-    wait(lambda: f"src {VIP}" in default_route(lab, "prime"), 15)
+    until(lambda: f"src {VIP}" in default_route(lab, "prime"), 15, prime, calc)
     prime.wait_for(lambda s: s["groups"][0]["state"] == "running", 5)
     assert holders(lab) == ["prime"]
     assert f"src {VIP}" in lab.exec("prime", ["ip", "-4", "route", "get", "10.77.0.3"]).stdout
@@ -208,8 +208,8 @@ def test_ipsrcaddr_makes_the_vip_the_source_address_while_held(lab):
     assert "src" not in default_route(lab, "calc")
 
     standby(lab, prime)                               # prime lets go: its own address is the source again
-    wait(lambda: f"src {VIP}" in default_route(lab, "calc") and holders(lab) == ["calc"], 10)
-    wait(lambda: f"src {VIP}" not in default_route(lab, "prime"), 5)
+    until(lambda: f"src {VIP}" in default_route(lab, "calc") and holders(lab) == ["calc"], 10, prime, calc)
+    until(lambda: f"src {VIP}" not in default_route(lab, "prime"), 5, prime, calc)
     assert "src 10.77.0.1" in default_route(lab, "prime")
     assert source_seen_by_client(lab, "prime") == lab.addr("prime")
     assert source_seen_by_client(lab, "calc") == VIP
@@ -234,15 +234,15 @@ def test_sendarp_announces_the_address_from_the_holder(lab):
     lab.exec("client", ["sysctl", "-qw", "net.ipv4.conf.eth0.arp_accept=1"])
     prime, calc = cluster(lab, f"prime {VIP}/24/eth0 SendArp::{ARP_IP}/eth0\n")
     mac = {name: mac_of(lab, name) for name in ("prime", "calc")}
-    wait(lambda: mac["prime"] in client_neighbour(lab), 15)
+    until(lambda: mac["prime"] in client_neighbour(lab), 15, prime, calc)
     prime.wait_for(lambda s: s["groups"][0]["state"] == "running", 5)
     assert os.path.exists(rsctmp(prime, f"SendArp_SendArp_{ARP_IP}"))    # ha_pseudo_resource in HA_RSCTMP
     assert ARP_IP not in lab.exec("prime", ["ip", "-4", "-o", "addr"]).stdout
 
     standby(lab, prime)                                # the stop kills send_arp; calc's start sends its own
-    took = wait(lambda: mac["calc"] in client_neighbour(lab), 10)
+    took = until(lambda: mac["calc"] in client_neighbour(lab), 10, prime, calc)
     print(f"\nstandby -> the client's neighbour entry for {ARP_IP} names calc after {took:.2f} s")
-    wait(lambda: not os.path.exists(rsctmp(prime, f"SendArp_SendArp_{ARP_IP}")), 5)
+    until(lambda: not os.path.exists(rsctmp(prime, f"SendArp_SendArp_{ARP_IP}")), 5, prime, calc)
     assert os.path.exists(rsctmp(calc, f"SendArp_SendArp_{ARP_IP}"))
 
 
@@ -349,7 +349,7 @@ def test_portblock_blocks_and_unblocks_with_the_group(lab):
         env_path = f"{bindir}:{os.environ.get('PATH', '/usr/sbin:/usr/bin:/sbin:/bin')}"
     prime, calc = cluster(lab, f"prime {VIP}/24/eth0 portblock::tcp::8080::block portblock::tcp::8081::unblock\n",
                           env_path=env_path)
-    wait(group_running(prime), 15)
+    until(group_running(prime), 15, prime, calc)
     assert holders(lab) == ["prime"]
     rules = lab.exec("prime", ["iptables", "-S", "INPUT"]).stdout
     assert "--dports 8080" in rules and "-j DROP" in rules and "8081" not in rules, rules
@@ -415,7 +415,7 @@ def test_apache_killed_on_the_holder_is_restarted_in_place(lab):
     killed = time.monotonic()
     took = prime.wait_for(lambda s: s["monitors"][0]["restarts"] >= 1 and s["monitors"][0]["last_result"] == "running",
                           20)
-    wait(lambda: server_status(lab), 10)
+    until(lambda: server_status(lab), 10, prime, calc)
     print(f"\napache killed on prime -> restarted in place, monitor running again after {took:.2f} s, "
           f"serving after {time.monotonic() - killed:.2f} s (interval 1 s)")
     with open(pidfile) as handle:
@@ -462,12 +462,12 @@ def test_mailto_sends_takeover_and_release_mails(lab):
     def sent(ns, word):
         return [m for m in mails(log) if m["netns"] == lab.ns(ns) and word in m["argv"][1]]
 
-    wait(lambda: sent("prime", "Takeover"), 15)
+    until(lambda: sent("prime", "Takeover"), 15, prime, calc)
     first = sent("prime", "Takeover")[0]
     assert first["argv"][0] == "-s" and first["argv"][2] == "ops@example.test", first
     assert first["argv"][1].startswith("Cluster-alert Takeover in progress at "), first
     prime.stop()
-    wait(lambda: sent("calc", "Takeover"), 10)
+    until(lambda: sent("calc", "Takeover"), 10, prime, calc)
     away = sent("prime", "Migrating resource away")
     assert away and away[0]["argv"][1].startswith("Cluster-alert Migrating resource away at ")
     assert away[0]["argv"][2] == "ops@example.test"
