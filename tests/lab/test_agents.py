@@ -163,6 +163,28 @@ def test_filesystem_moves_with_the_vip_and_is_never_mounted_twice(ext4_image, la
     assert mounted(prime, mountpoint) and not mounted(calc, mountpoint) and len(loops(ext4_image)) == 1
 
 
+@pytest.mark.parametrize("lab", TWO, indirect=True)
+def test_filesystem_monitor_at_check_level_20_remounts_in_place(ext4_image, lab):
+    """`monitor Filesystem interval=1s OCF_CHECK_LEVEL=20`: at level 20 the agent's monitor writes
+    its OCF_RESOURCE_INSTANCE into a status file on the file system (so the file shows that both were
+    given); unmounted behind the daemon's back, it is mounted again where it was."""
+    mountpoint = os.path.join(lab.tmp, "shared")
+    prime, calc = cluster(lab, f"prime {VIP}/24/eth0 Filesystem::{ext4_image}::{mountpoint}::ext4::loop\n",
+                          settings="monitor Filesystem interval=1s OCF_CHECK_LEVEL=20\n")
+    until(lambda: mounted(prime, mountpoint) and holders(lab) == ["prime"], 15, prime, calc)
+    status_files = ["find", f"{mountpoint}/.Filesystem_status", "-type", "f", "-exec", "cat", "{}", "+"]
+    until(lambda: in_mounts_of(prime, ["sh", "-c", " ".join(status_files) + " 2>/dev/null || true"]).stdout
+          .rstrip("\0") == f"Filesystem_{ext4_image}\n", 10, prime, calc)        # dd conv=sync pads with NULs
+    in_mounts_of(prime, ["umount", mountpoint])
+    assert not mounted(prime, mountpoint)
+    took = prime.wait_for(lambda s: s["monitors"][0]["restarts"] == 1 and s["monitors"][0]["last_result"] == "running",
+                          10)
+    print(f"\nfile system unmounted behind prime's back -> mounted again in place after {took:.2f} s")
+    assert mounted(prime, mountpoint) and not mounted(calc, mountpoint) and holders(lab) == ["prime"]
+    assert len(loops(ext4_image)) == 1
+    assert "WARN: Resource Filesystem failed its monitor" in prime.log()
+
+
 # ---------------------------------------------------------------- IPsrcaddr
 
 UDP_ECHO_SOURCE = """
