@@ -79,7 +79,7 @@ def standby(lab, node):
 @pytest.fixture()
 def ext4_image():
     """A 16 MB ext4 file system in a file; any loop device still bound to it is detached after the test."""
-    need("mkfs.ext4", "losetup", "modprobe", "fsck")      # Filesystem's check_binary: modprobe (kmod), fuser, fsck
+    need("mkfs.ext4", "losetup", "modprobe", "fuser", "fsck", "nsenter")   # Filesystem's check_binary: the middle 3
     directory = tempfile.mkdtemp(prefix="hbtest-ext4-")
     image = os.path.join(directory, "disk.img")
     with open(image, "wb") as handle:
