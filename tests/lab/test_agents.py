@@ -205,11 +205,13 @@ for _ in range(20):
 
 def source_seen_by_client(lab, sender, port=9999):
     """The source address the client sees on a datagram `sender` sends it (plain sendto, no bind; one
-    every 100 ms for 2 s, so the listener need not be up before the first)."""
+    every 100 ms for up to 2 s, so the listener need not be up before the first)."""
     listener = lab.popen("client", [sys.executable, "-c", UDP_ECHO_SOURCE, str(port), "5"],
                          stdout=subprocess.PIPE, text=True)
-    lab.exec(sender, [sys.executable, "-c", UDP_SEND, lab.addr("client"), str(port)], check=False)
+    talker = lab.popen(sender, [sys.executable, "-c", UDP_SEND, lab.addr("client"), str(port)])
     out, _ = listener.communicate(timeout=10)
+    talker.kill()
+    talker.wait(timeout=5)
     return out.strip()
 
 
