@@ -82,7 +82,9 @@ def test_wrapper_and_ocf_words_that_are_right_pass(confdir, tmp_path):
     """Each form of issue 25, well formed: check says the configuration is valid (exit 0)."""
     os.makedirs(os.path.join(confdir, "conf", "OCF", "Dummy"))
     write(os.path.join(confdir, "conf", "OCF", "Dummy"), "mine", f"OCF_RESKEY_state={tmp_path}/mine.state\n")
-    apache_conf = write(str(tmp_path), "apache.conf", "Listen 127.0.0.1:8080\n")
+    # a PidFile of its own: without one, apache's validate-all makes the directory of its default pid
+    # file, /run/apache2-apache_<this file's path>/, on this host
+    apache_conf = write(str(tmp_path), "apache.conf", f"Listen 127.0.0.1:8080\nPidFile {tmp_path}/apache.pid\n")
     result, path = check(confdir, tmp_path,
                          f"calc 192.168.77.101/24/eth0 Filesystem::/dev/x::{tmp_path}/mnt::ext4 "
                          "IPsrcaddr::192.168.77.101 SendArp::192.168.77.101/eth0 Delay::1::0 "
