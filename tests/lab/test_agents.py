@@ -610,6 +610,9 @@ def test_awsvip_gets_its_parameters_and_its_failures_move_the_group(lab):
     assert call["env"]["OCF_RESKEY_secondary_private_ip"] == CLOUD_IP
     assert call["env"]["OCF_RESKEY_awscli"] == standin and call["env"]["OCF_RESKEY_api_delay"] == "0"
     assert call["env"]["OCF_ROOT"] == "/usr/lib/ocf" and call["env"]["OCF_RESOURCE_TYPE"] == "awsvip"
+    assert call["env"]["OCF_RESOURCE_PROVIDER"] == "heartbeat" and call["env"]["OCF_RESOURCE_INSTANCE"]
+    assert (call["env"]["OCF_RA_VERSION_MAJOR"], call["env"]["OCF_RA_VERSION_MINOR"]) == ("1", "0")
+    assert int(call["env"]["OCF_RESKEY_CRM_meta_timeout"]) >= 1000          # milliseconds
     assert call["env"]["HA_RSCTMP"] == rsctmp(prime).rstrip("/")
     assert prime.status()["groups"][0]["owner"] == "calc"
 
