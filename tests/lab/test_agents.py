@@ -578,16 +578,13 @@ def aws_calls(lab):
         return [json.loads(line) for line in handle if line.strip()]
 
 
-@pytest.mark.parametrize("lab", TWO, indirect=True)
-def test_awsvip_gets_its_parameters_and_its_failures_move_the_group(lab):
-    """No cloud is reachable here: `aws` is a recording stand-in, and the EC2 metadata the agent asks
-    with curl is served by the test on 169.254.169.254, an address of each node's own loopback, in
-    namespaces without a default route. The stand-in refuses prime's assign: the start fails there and
-    calc takes the group; allowed again, `takeover` brings it back to prime."""
+def fake_cloud(lab):
+    """EC2 metadata on 169.254.169.254 in prime's and calc's namespaces (on their loopback: neither
+    has a default route, which is checked first) and the aws stand-in; its path."""
     need("curl")
     for name in ("prime", "calc"):
         assert default_route(lab, name) == "", "a lab namespace must have no way out"
-        lab.exec(name, ["ip", "addr", "add", "169.254.169.254/32", "dev", "lo"])
+        lab.exec(name, ["ip", "addr", "add", f"{METADATA_IP}/32", "dev", "lo"])
         lab.popen(name, [sys.executable, "-c", METADATA, name, mac_of(lab, name)])
     for name in ("prime", "calc"):
         wait(lambda name=name: lab.exec(name, ["curl", "-s", "-m", "1", f"http://{METADATA_IP}/latest/meta-data/instance-id"],
@@ -596,6 +593,16 @@ def test_awsvip_gets_its_parameters_and_its_failures_move_the_group(lab):
     with open(standin, "w") as handle:
         handle.write(AWS_STANDIN.format(python=sys.executable, lab=lab.tmp))
     os.chmod(standin, 0o755)
+    return standin
+
+
+@pytest.mark.parametrize("lab", TWO, indirect=True)
+def test_awsvip_gets_its_parameters_and_its_failures_move_the_group(lab):
+    """No cloud is reachable here: `aws` is a recording stand-in, and the EC2 metadata the agent asks
+    with curl is served by the test on 169.254.169.254, an address of each node's own loopback, in
+    namespaces without a default route. The stand-in refuses prime's assign: the start fails there and
+    calc takes the group; allowed again, `takeover` brings it back to prime."""
+    standin = fake_cloud(lab)
     open(os.path.join(lab.tmp, "fail-eni-prime"), "w").close()
     prime, calc = cluster(lab, f"prime ocf:heartbeat:awsvip::secondary_private_ip={CLOUD_IP}::awscli={standin}"
                                "::api_delay=0\n")
@@ -621,3 +628,27 @@ def test_awsvip_gets_its_parameters_and_its_failures_move_the_group(lab):
     until(lambda: cloud(lab) == {CLOUD_IP: "eni-prime"}, 15, prime, calc)
     prime.wait_for(lambda s: s["groups"][0]["state"] == "running" and s["groups"][0]["owner"] == "prime", 10)
     assert any("unassign-private-ip-addresses" in c["argv"] and "eni-calc" in c["argv"] for c in aws_calls(lab))
+
+
+@pytest.mark.parametrize("lab", TWO, indirect=True)
+def test_awsvip_monitor_moves_the_group_when_the_ip_is_taken_and_cannot_be_taken_back(lab):
+    """`monitor ocf:heartbeat:awsvip interval=1s migration-threshold=1` (the name is the word before
+    its first `::`): the private IP is given to another instance behind the cluster's back and the
+    stand-in refuses prime's assign from then on: the monitor says 7, the restart in place fails and
+    the group moves to calc, whose assign takes the IP. (No cloud here either: see the test above.)"""
+    standin = fake_cloud(lab)
+    prime, calc = cluster(lab, f"prime ocf:heartbeat:awsvip::secondary_private_ip={CLOUD_IP}::awscli={standin}"
+                               "::api_delay=0\n",
+                          settings="monitor ocf:heartbeat:awsvip interval=1s migration-threshold=1\n")
+    until(lambda: cloud(lab) == {CLOUD_IP: "eni-prime"}, 15, prime, calc)
+    prime.wait_for(lambda s: s["monitors"] and s["monitors"][0]["last_result"] == "running", 10)
+    open(os.path.join(lab.tmp, "fail-eni-prime"), "w").close()
+    with open(os.path.join(lab.tmp, "cloud.json.new"), "w") as handle:          # as the stand-in writes it
+        json.dump({CLOUD_IP: "eni-someone-else"}, handle)
+    os.replace(os.path.join(lab.tmp, "cloud.json.new"), os.path.join(lab.tmp, "cloud.json"))
+    took = until(lambda: cloud(lab) == {CLOUD_IP: "eni-calc"}, 15, prime, calc)
+    print(f"\nprivate IP taken away -> assigned to calc's interface after {took:.2f} s (interval 1 s)")
+    calc.wait_for(lambda s: s["groups"][0]["state"] == "running" and s["groups"][0]["owner"] == "calc", 10)
+    state = prime.status()["monitors"][0]
+    assert state["moved_away"] and state["failures"] >= 1
+    assert "migration-threshold reached" in prime.log()
