@@ -122,6 +122,9 @@ def in_mounts_of(node, argv):
 
 @pytest.mark.parametrize("lab", TWO, indirect=True)
 def test_filesystem_moves_with_the_vip_and_is_never_mounted_twice(ext4_image, lab):
+    """`Filesystem::IMAGE::DIR::ext4::loop` after the VIP: mounted on prime alone; prime dies (its daemon
+    killed, its cable cut) -> mounted on calc, where a file is written; prime back -> mounted on prime
+    again with calc's file in it, never on both nodes (nor bound to two loop devices) on the way."""
     mountpoint = os.path.join(lab.tmp, "shared")
     prime, calc = cluster(lab, f"prime {VIP}/24/eth0 Filesystem::{ext4_image}::{mountpoint}::ext4::loop\n")
     until(lambda: mounted(prime, mountpoint) and holders(lab) == ["prime"], 15, prime, calc)
@@ -159,7 +162,7 @@ def test_filesystem_moves_with_the_vip_and_is_never_mounted_twice(ext4_image, la
     assert f"Filesystem(Filesystem_{ext4_image})[start]: INFO: Running start for {ext4_image} on {mountpoint}" \
         in prime.log()
     assert f"Filesystem(Filesystem_{ext4_image})[stop]: INFO: unmounted {mountpoint} successfully" in calc.log()
-    time.sleep(1)
+    time.sleep(1)                                            # and it stays that way
     assert mounted(prime, mountpoint) and not mounted(calc, mountpoint) and len(loops(ext4_image)) == 1
 
 
