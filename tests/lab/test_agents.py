@@ -224,6 +224,9 @@ def default_route(lab, name):
 
 @pytest.mark.parametrize("lab", THREE, indirect=True)
 def test_ipsrcaddr_makes_the_vip_the_source_address_while_held(lab):
+    """`IPsrcaddr::VIP` after the VIP (the agent needs a default route: one via an address nobody has
+    is added on the lab's bridge): while prime holds the group its routes carry `src VIP` and the
+    client sees datagrams from the VIP; after a standby prime's own address is the source again."""
     for name in ("prime", "calc"):                    # a default route to an address nobody has, on the lab's bridge
         lab.exec(name, ["ip", "route", "add", "default", "via", "10.77.0.254", "dev", "eth0"])
     prime, calc = cluster(lab, f"prime {VIP}/24/eth0 IPsrcaddr::{VIP}\n")
@@ -257,6 +260,9 @@ def client_neighbour(lab, address=ARP_IP):
 
 @pytest.mark.parametrize("lab", THREE, indirect=True)
 def test_sendarp_announces_the_address_from_the_holder(lab):
+    """`SendArp::IP/eth0` for an address no node carries: the client (arp_accept on) learns it at
+    prime's MAC from the agent's send_arp, then at calc's after a standby; the agent's pseudo-resource
+    file is in each daemon's own HA_RSCTMP."""
     lab.exec("client", ["sysctl", "-qw", "net.ipv4.conf.all.arp_accept=1"])     # gratuitous ARP makes entries
     lab.exec("client", ["sysctl", "-qw", "net.ipv4.conf.eth0.arp_accept=1"])
     prime, calc = cluster(lab, f"prime {VIP}/24/eth0 SendArp::{ARP_IP}/eth0\n")
