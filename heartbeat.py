@@ -275,6 +275,8 @@ EXIT_TIMED_OUT = 124
 EXIT_NOT_EXECUTABLE = 126
 EXIT_NOT_FOUND = 127
 EXIT_COULD_NOT_RUN = (EXIT_TIMED_OUT, EXIT_NOT_EXECUTABLE, EXIT_NOT_FOUND)   # the command said nothing
+KILLED_WAIT_S = 5.0     # a killed command still there then is stuck in the kernel: the caller goes on
+                        # (subprocess reaps it whenever it ends)
 
 
 @dataclasses.dataclass
@@ -304,8 +306,11 @@ def run_command(argv: List[str], timeout_s: float, env: Optional[dict] = None,
                 os.killpg(proc.pid, signal.SIGKILL)     # not reaped yet, so the group id is still its own
             else:
                 proc.kill()
-            proc.wait()
             returncode, note = EXIT_TIMED_OUT, f"\n(timed out after {timeout_s} s)"
+            try:
+                proc.wait(KILLED_WAIT_S)
+            except subprocess.TimeoutExpired:            # in uninterruptible sleep (D): a hung disk or NFS
+                note += f"; still there {KILLED_WAIT_S:g} s after SIGKILL (hung in the kernel?): not waited for"
         out.seek(max(0, out.seek(0, os.SEEK_END) - OUTPUT_KEPT_BYTES))
         return CommandResult(returncode, out.read().decode(errors="replace") + note)
 
@@ -4268,6 +4273,10 @@ class MembershipListener(Protocol):
     def on_message(self, peer: Peer, msg: Message) -> None: ...
 
 
+AUTOJOIN_MAX_PEERS = 16     # autojoin other: names signed with our key join up to this many (a haresources
+                            # cluster has two nodes); past it a name is one more thing to track, never a node
+
+
 class Membership:
     """Who is alive. Sends our heartbeats, accepts or drops every packet, and declares
     peers dead after deadtime. It tells `listener` what changed."""
@@ -4537,6 +4546,9 @@ class Membership:
             if self.hacf.autojoin == "none":
                 return self.drop("unknown_node", f"process_status_message: bad node [{src}] in message "
                                                  f"(from {sender}; not a node in ha.cf)")
+            if len(self.peers) >= AUTOJOIN_MAX_PEERS:
+                return self.drop("unknown_node", f"node [{src}] not joined (from {sender}): {len(self.peers)} "
+                                                 f"nodes known already, at most {AUTOJOIN_MAX_PEERS} with autojoin")
             peer = self.add_peer(src)
             self.log.info(f"Node {src} joined (autojoin {self.hacf.autojoin})")
         generation = max(hex_number(msg.get("hg")), 0)
@@ -6370,7 +6382,7 @@ class ClusterPolicy:
             for group in self.groups_of(["local"]):
                 self.events.record("split-brain", f"this node is its home node and keeps it; {name} releases it",
                                    group=group.key, node=name)
-                self.resources.announce_group(group)
+                self.worker.submit(lambda group=group: self.resources.announce_group(group))  # it reads the kernel
             self.announce(stable=True, info="split brain")
 
     # -- service monitoring (the Health section's requests) -------------------------------------
@@ -7795,7 +7807,7 @@ class Daemon:
         self.control: Optional[ControlServer] = None
         self.pid_fd = -1
         self.running = False
-        self.started_wall = time.time()
+        self.started_at = time.monotonic()   # for uptime: a step of the wall clock changes nothing
         self.identity: Optional[Identity] = None
         self.membership: Optional[Membership] = None
         self.policy: Optional[ClusterPolicy] = None
@@ -8188,7 +8200,7 @@ class Daemon:
             "pid": os.getpid(),
             "version": __version__,
             "generation": membership.identity.generation,
-            "uptime_s": round(time.time() - self.started_wall, 1),
+            "uptime_s": round(time.monotonic() - self.started_at, 1),
             "auto_failback": self.config.hacf.auto_failback,
             "timers_ms": {"keepalive": self.config.hacf.keepalive_ms, "deadtime": self.config.hacf.deadtime_ms,
                           "warntime": self.config.hacf.warntime_ms, "initdead": self.config.hacf.initdead_ms},
@@ -8320,7 +8332,7 @@ def describe_config(config: Config) -> str:
     return "\n".join(lines)
 
 
-VALIDATE_TIMEOUT_S = 30.0
+VALIDATE_TIMEOUT_S = 10.0      # a cloud agent's asks its metadata service: no answer off the cloud
 
 
 def validate_agents(config: Config) -> List[ConfigError]:
@@ -8852,7 +8864,7 @@ def export_crm(config: Config, groups, wrappers, fences: List[ExportedFence]) ->
              "# Load it with: crm configure load update FILE"]
     lines.append("# Fencing: ha.cf's STONITH devices. This file holds their passwords: keep it private." if fences
                  else "# !!! Fencing is OFF, as it was under Heartbeat without STONITH; production needs fencing.")
-    lines += [f"node {node}" for node in hacf.nodes]
+    lines += [f"node {shlex.quote(node)}" for node in hacf.nodes]      # crmsh splits its lines as a shell does
     interval = monitor_interval_s(config)
     for group, ident, primitives in groups:
         for prim in primitives:
@@ -8866,7 +8878,8 @@ def export_crm(config: Config, groups, wrappers, fences: List[ExportedFence]) ->
             lines.append(f"group {ident} {' '.join(p.ident for p in primitives)} meta resource-stickiness="
                          f"{group_stickiness(config, primitives)}")
         target = ident or primitives[0].ident
-        lines.append(f"location loc_{target}_{pacemaker_id(group.home)} {target} {HOME_SCORE}: {group.home}")
+        lines.append(f"location loc_{target}_{pacemaker_id(group.home)} {target} {HOME_SCORE}: "
+                     f"{shlex.quote(group.home)}")
         for ping in export_pings(config):
             rule = (f"{PING_SCORE}: {ping.attribute} gt 0" if ping.group else
                     f"{ping.attribute}: defined {ping.attribute}")

@@ -162,6 +162,17 @@ def test_pcs_quotes_node_and_cluster_names(tmp_path):
     assert not (tmp_path / "pwned").exists()
 
 
+def test_crm_quotes_node_names_as_crmsh_splits_its_lines(tmp_path):
+    """Issue 26: the crm export wrote node names as they are; crmsh splits a line as a shell does."""
+    import shlex
+    config, _ = make(tmp_path, ODD_NAMES)
+    text, _, _ = hb.export_pacemaker(config, "crm", unit_dirs=())
+    nodes = [shlex.split(line)[1:] for line in text.splitlines() if line.startswith("node ")]
+    assert nodes == [["prime"], ["it's;calc"]]
+    locations = [shlex.split(line) for line in text.splitlines() if line.startswith("location ")]
+    assert [words[-1] for words in locations if words[-2].endswith(":")] == ["it's;calc"]
+
+
 def test_cli_writes_wrappers_next_to_the_output_and_keeps_config_errors(tmp_path):
     config, tmp = make(tmp_path, RICH)
     for name in RICH["init.d"]:                      # the CLI looks in /etc/init.d: use resource.d instead

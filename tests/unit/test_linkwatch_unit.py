@@ -3,6 +3,7 @@ applied; the cluster policy's answers to a lost address and a lost carrier, with
 import errno
 import ipaddress
 import os
+import types
 import random
 import socket
 import struct
@@ -588,3 +589,19 @@ def test_carrier_back_serves_as_soon_as_the_peer_says_it_let_go(cluster):
                        "eth0")
     advance(world, 0.05)                                   # far less than keepalive + FAULT_SETTLE_S
     assert VIP in watch.addresses and policy.state[f"{VIP}/24/eth0"] == "running"
+
+
+def test_two_holders_announce_again_from_the_worker_not_the_loop(cluster):
+    """Issue 26: resolve_conflicts re-announced the group's addresses in the event loop, and that
+    reads the kernel's address table (`ip addr show` where rtnetlink is missing): it now goes to the
+    worker, with every other action on resources."""
+    policy, watch, calc, world = cluster
+    membership, rec = world[0], world[3]
+    queued = []
+    policy.worker = types.SimpleNamespace(busy=False, submit=lambda job, done=None: queued.append(job))
+    membership.receive(calc.packet(("t", "resource"), ("rsc_hold", "all"), ("rtype", "full"), ("isstable", "1")),
+                       "eth0")
+    assert rec.has("Both machines own our resources!") and ("announce", f"{VIP}/24/eth0") not in rec.events
+    for job in queued:
+        job()
+    assert ("announce", f"{VIP}/24/eth0") in rec.events

@@ -829,3 +829,15 @@ def test_a_burst_of_bad_packets_is_one_event_per_reason_per_interval_with_the_co
     for _ in range(3):                                    # our own echo and duplicates are normal: no event
         membership.drop("own")
     assert membership.events.counts["packets-dropped"] == 2
+
+
+def test_autojoin_other_joins_a_bounded_number_of_names(world):
+    """Issue 26: with `autojoin other` every signed src name added a peer, without bound."""
+    membership, clock, timers, rec, config = world
+    config.hacf.autojoin = "other"
+    membership.start()
+    calc = Calc(config)
+    for n in range(hb.AUTOJOIN_MAX_PEERS + 10):
+        membership.receive(calc.status(name=f"joiner{n}"), "eth0", "10.0.0.9")
+    assert len(membership.peers) == hb.AUTOJOIN_MAX_PEERS
+    assert membership.counters["dropped_unknown_node"] == 11          # calc, listed in ha.cf, counts too

@@ -526,3 +526,24 @@ def test_icmp6_filter_passes_one_type_only():
     words = struct.unpack("=8I", hb.icmp6_filter_passing(136))
     blocked = [kind for kind in range(256) if words[kind >> 5] & (1 << (kind & 31))]
     assert 136 not in blocked and len(blocked) == 255
+
+
+def test_a_killed_command_stuck_in_the_kernel_is_not_waited_for_without_end(monkeypatch):
+    """Issue 26: after its timeout run_command killed the command and waited for it without limit; a
+    process in uninterruptible sleep (a hung NFS or disk) held the caller (the resource worker) for
+    good. A process in D state cannot be made here, so the wait that follows the kill never ends."""
+    import subprocess
+    real_wait = subprocess.Popen.wait
+    calls = []
+
+    def wait(self, timeout=None):
+        calls.append(timeout)
+        if len(calls) > 1:                       # the wait after SIGKILL: the process stays
+            raise subprocess.TimeoutExpired(self.args, timeout)
+        return real_wait(self, timeout)
+    monkeypatch.setattr(subprocess.Popen, "wait", wait)
+    monkeypatch.setattr(hb, "KILLED_WAIT_S", 0.2)
+    started = time.monotonic()
+    result = hb.run_command(["sleep", "30"], 0.2)
+    assert time.monotonic() - started < 5 and calls == [0.2, 0.2]
+    assert result.returncode == hb.EXIT_TIMED_OUT and "still there 0.2 s after SIGKILL" in result.output
