@@ -1491,7 +1491,7 @@ class Wrapper:
 HEARTBEAT_WRAPPERS = {      # IPaddr, IPaddr2 and IPv6addr are heartbeat.py's own; OCF is OCF::TYPE::INSTANCE
     "AudibleAlarm": Wrapper(("nodelist",), (), "AudibleAlarm", "AudibleAlarm[::NODE...]"),
     "Delay": Wrapper(("startdelay", "stopdelay"), (0, 1, 2), "Delay_{startdelay}",      # 10 unexported: the
-                     "Delay[::STARTDELAY[::STOPDELAY]]", instance_defaults=(("startdelay", "10"),)),  # agent's 30
+                     "Delay[::STARTDELAY[::STOPDELAY]]", instance_defaults=(("startdelay", "10"),)),  # agent's 20
     "Filesystem": Wrapper(("device", "directory", "fstype", "options"), (2, 3, 4), "Filesystem_{device}",
                           "Filesystem::DEVICE::DIRECTORY[::FSTYPE[::OPTIONS]]"),
     "ICP": Wrapper(("driveid", "device"), (2,), "ICP_{driveid}", "ICP::DRIVEID::DEVICE"),
@@ -1685,12 +1685,16 @@ def agent_resource(token: str, config_dir: str) -> Optional[AgentResource]:
 
 
 def checked_agent(res: AgentResource) -> AgentResource:
-    """The resource if its parameters are the agent's, with the required ones given; ValueError if not."""
+    """The resource if its parameters are the agent's, with the required ones given; ValueError if not.
+    A 3.0.6 resource.d name is held to its wrapper's argument counts instead: Filesystem's wrapper
+    leaves FSTYPE optional, the agent's meta-data says required, and the agent mounts without it."""
     known = res.metadata.parameters
     unknown = [key for key in res.params if key not in known]
     if unknown:
         raise ValueError(f"{res.spec}: {res.kind} has no parameter {', '.join(unknown)} "
                          f"(its parameters: {', '.join(known) or 'none'})")
+    if res.name in HEARTBEAT_WRAPPERS:
+        return res
     missing = [key for key, required in known.items() if required and key not in res.params]
     if missing:
         raise ValueError(f"{res.spec}: {res.kind} requires {', '.join(missing)}")
@@ -1706,8 +1710,13 @@ def agent_warnings(path: str, groups: List[ResourceGroup]) -> List[ConfigError]:
                 continue
             if res.name.startswith("ocf:"):
                 found.append(ConfigError(path, group.lineno, f"warning: {res.spec}: Heartbeat 3.0.6 cannot run "
-                                         f"{res.name} (it knows its resource.d names and OCF::TYPE::INSTANCE): "
-                                         "every node of this cluster must run heartbeat.py"))
+                                         f"{res.name} (it knows its resource.d names only): every node of this "
+                                         "cluster must run heartbeat.py"))
+            if res.name == "OCF":
+                found.append(ConfigError(path, group.lineno, f"warning: {res.spec}: Heartbeat 3.0.6 as Debian "
+                                         "ships it cannot run OCF::TYPE::INSTANCE (its resource.d/OCF looks for "
+                                         "the agent one directory too deep and sets no OCF_ROOT): every node of "
+                                         "this cluster must run heartbeat.py"))
             secrets = [key for key in res.params if SECRET_NAME_RE.search(key)]
             if secrets and res.name != "OCF":
                 found.append(ConfigError(path, group.lineno, f"warning: {res.spec}: haresources words appear "

@@ -8,7 +8,7 @@ wrapper hands the agent is written down and compared with what heartbeat.py give
 Facts seen this way: AudibleAlarm's nodelist keeps a trailing blank (`echo $* | sed 's%OP$%%'`),
 which the agent's `for` loop ignores, so values are compared without surrounding blanks, and an empty
 one when no node is given; Delay without arguments names its instance Delay_10 but never exports the
-10 it sets, so the agent waits its own default (30 s); WinPopup exports hostfile=hosts; a wrapper given
+10 it sets, so the agent waits its own default (20 s); WinPopup exports hostfile=hosts; a wrapper given
 too few or too many arguments prints its usage and exits 1 without running the agent.
 """
 import os

@@ -183,8 +183,21 @@ def test_ocf_words_warn_that_306_cannot_run_them_and_secrets_belong_in_instance_
     (conf / "two").write_text("OCF_RESKEY_target=/tmp/u\n")
     warnings = [str(w) for w in hb.load_config(str(directory), "prime").warnings]
     assert warnings == [f"{directory}/haresources:1: warning: ocf:test:recorder::target=/tmp/t::note=n: Heartbeat "
-                        "3.0.6 cannot run ocf:test:recorder (it knows its resource.d names and OCF::TYPE::INSTANCE): "
-                        "every node of this cluster must run heartbeat.py"]
+                        "3.0.6 cannot run ocf:test:recorder (it knows its resource.d names only): every node of this "
+                        "cluster must run heartbeat.py",
+                        f"{directory}/haresources:2: warning: OCF::recorder::two: Heartbeat 3.0.6 as Debian ships it "
+                        "cannot run OCF::TYPE::INSTANCE (its resource.d/OCF looks for the agent one directory too "
+                        "deep and sets no OCF_ROOT): every node of this cluster must run heartbeat.py"]
+
+
+@needs_agents
+def test_filesystem_without_a_type_is_accepted_as_306s_wrapper_accepts_it(tmp_path):
+    """Found by the mixed test: the agent's meta-data calls fstype required, 3.0.6's wrapper leaves it
+    optional and the agent mounts without it; a 3.0.6 name is held to its wrapper, not to meta-data."""
+    res = hb.parse_resource("Filesystem::/dev/drbd0::/data", [str(tmp_path / "resource.d")], str(tmp_path))
+    assert res.params == {"device": "/dev/drbd0", "directory": "/data"}
+    with pytest.raises(ValueError, match="requires fstype"):
+        hb.parse_resource("ocf:heartbeat:Filesystem::device=/dev/drbd0::directory=/data", [], str(tmp_path))
 
 
 # ---------------------------------------------------------------- running them
