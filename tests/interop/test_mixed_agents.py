@@ -1,0 +1,341 @@
+"""A mixed cluster carrying the group of a DRBD-era Heartbeat 3.0.6 node (root only).
+
+One node runs Debian's real Heartbeat 3.0.6, the other heartbeat.py; both read the same haresources:
+
+    prime IPaddr2::VIP/24/eth0 Filesystem::IMAGE::MOUNTPOINT::ext4::loop MailTo::root@localhost \\
+          IPsrcaddr::VIP webserver::PORT::PIDDIR
+
+(drbddisk left out: it needs the drbd kernel module). The real node runs 3.0.6's own wrappers from
+/etc/ha.d/resource.d (the heartbeat package), which run resource-agents' OCF agents; heartbeat.py
+runs the same agents from its built-in mapping (its resource.d holds only the web server).
+
+The "shared disk" is one ext4 image file in the lab's tmp dir, mounted with -o loop by whichever node
+holds the group, each daemon in a mount namespace of its own: so both could mount it at once, and
+the test watches that they never do (every process of each node's network namespace is looked at:
+a mount lives as long as any process of its mount namespace). A marker written on one node must be
+read on the other after the move. `mail` is a recorder first in each daemon's PATH (the agent runs
+$MAILCMD, `mail` by default); a fake /sbin/reboot (and, for 3.0.6, pkill: its RecoverFromFailedStop
+runs `pkill -9 heartbeat`, which would reach every real Heartbeat on the host) records any attempt.
+Each node has a default route (via the client), which IPsrcaddr needs.
+
+Verified with 3.0.6 alone (prime, its peer absent), resource-agents 4.x of Debian:
+  * instances: IPaddr2_VIP, Filesystem_IMAGE (the device), MailTo, IPsrcaddr (the wrappers set
+    OCF_RESOURCE_INSTANCE so); the agents log as
+    `Filesystem(Filesystem_IMAGE)[PID]:<TAB>DATE INFO: Running start for IMAGE on MOUNTPOINT` and
+    hto-mapfuncs adds `/usr/lib/ocf/resource.d//heartbeat/Filesystem(Filesystem_IMAGE)[PID]: ... INFO:  Success`
+    (two spaces: it prints an unset $rsc_type); before each start ResourceManager runs `status`, which
+    the wrapper maps to monitor and prints `INFO:  Resource is stopped`.
+  * the mails: `mail -s "Resource Group Takeover in progress at DATE on NODE" root@localhost` at start,
+    `... Migrating resource away at DATE from NODE` at stop; the body repeats the subject and ends
+    with `Command line was: /usr/lib/ocf/resource.d//heartbeat/MailTo start|stop`.
+  * IPsrcaddr start: `default via GW dev eth0 src VIP` and the subnet route `src VIP`; stop puts the
+    primary address back as src on both.
+  * stop runs in reverse order (webserver, IPsrcaddr, MailTo, Filesystem, IPaddr2): 2.3 s in all.
+"""
+import contextlib
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+
+from netns import VIP, WEBSERVER_SCRIPT, Node, have_root_net, holders, page, wait
+from netns import WEB_PORT as PORT
+from realhb import RealNode, both_active, have_real_heartbeat
+
+AGENTS = "/usr/lib/ocf/resource.d/heartbeat"
+WRAPPERS = "/etc/ha.d/resource.d"
+NEEDED = [f"{AGENTS}/{name}" for name in ("Filesystem", "MailTo", "IPsrcaddr", "IPaddr2")] + \
+    [f"{WRAPPERS}/{name}" for name in ("Filesystem", "MailTo", "IPsrcaddr", "IPaddr2")]
+
+pytestmark = pytest.mark.skipif(
+    not (have_root_net() and have_real_heartbeat() and all(os.path.exists(p) for p in NEEDED)
+         and os.path.exists("/dev/loop-control") and os.path.exists("/sbin/mkfs.ext4")),
+    reason="needs root, ip(8), Debian's heartbeat and resource-agents packages, loop devices and mkfs.ext4")
+
+HACF = ("keepalive 500ms\ndeadtime 3\ninitdead 6\nudpport 694\nbcast eth0\nnode prime\nnode calc\n"
+        "auto_failback on\n")
+KEYS = "auth 2\n2 sha1 lab-secret\n"
+
+MAIL = """#!/bin/sh
+# mail -s SUBJECT ADDRESS < BODY, recorded
+{{ echo "ARGS: $*"; cat; echo "--"; }} >> {log}
+"""
+RECORDER = """#!/bin/sh
+echo "$0 $*" >> {log}
+exit 0
+"""
+
+
+class Disk:
+    """The lab's shared disk: an ext4 image file and the mount point both nodes use."""
+
+    def __init__(self, lab):
+        self.image = os.path.join(lab.tmp, "disk.img")
+        self.mountpoint = os.path.join(lab.tmp, "data")
+        os.makedirs(self.mountpoint)
+        subprocess.run(["truncate", "-s", "16M", self.image], check=True, timeout=10)
+        subprocess.run(["mkfs.ext4", "-q", "-F", self.image], check=True, timeout=30, capture_output=True)
+
+    def loops(self):
+        """The loop devices attached to the image now (losetup -j): one per mount."""
+        out = subprocess.run(["losetup", "-j", self.image], capture_output=True, text=True, timeout=10).stdout
+        return [line.split(":")[0] for line in out.splitlines() if line.strip()]
+
+    def detach(self):
+        """Clean-up: every loop device still attached to our image, by its name."""
+        for device in self.loops():
+            subprocess.run(["losetup", "-d", device], capture_output=True, timeout=10, check=False)
+
+
+def mount_namespaces_with(lab, name, mountpoint):
+    """The mount namespaces of the processes in `name`'s network namespace that have mountpoint mounted."""
+    found, seen = set(), set()
+    pids = subprocess.run(["ip", "netns", "pids", lab.ns(name)], capture_output=True, text=True,
+                          timeout=10).stdout.split()
+    for pid in pids:
+        try:
+            mnt = os.readlink(f"/proc/{pid}/ns/mnt")
+            if mnt in seen:
+                continue
+            seen.add(mnt)
+            with open(f"/proc/{pid}/mountinfo") as handle:
+                if any(line.split()[4] == mountpoint for line in handle):
+                    found.add(mnt)
+        except (OSError, IndexError):
+            pass
+    return found
+
+
+def mounted(lab, disk, names=("prime", "calc")):
+    """The nodes on which the disk is mounted now."""
+    return [name for name in names if mount_namespaces_with(lab, name, disk.mountpoint)]
+
+
+def source_address(lab, name):
+    """The src of `name`'s default route (IPsrcaddr's work), None without one."""
+    words = lab.exec(name, ["ip", "-4", "route", "show", "default"]).stdout.split()
+    return words[words.index("src") + 1] if "src" in words else None
+
+
+def in_mount_ns(node, argv):
+    """argv in the daemon's own mount namespace (where it mounted the disk)."""
+    return subprocess.run(["nsenter", "--target", str(node.proc.pid), "--mount", *argv], capture_output=True,
+                          text=True, timeout=10, check=False)
+
+
+def no_dns(lab, name):
+    """DNS refused at once in `name`'s namespace. With a default route a query to the host's resolver
+    is routed to the client, which drops it: the web server's bind (http.server looks up its own
+    name) then waits 10 s for the resolver's timeouts."""
+    for argv in (["nft", "add", "table", "inet", "nodns"],
+                 ["nft", "add", "chain", "inet", "nodns", "out", "{ type filter hook output priority 0 ; }"],
+                 ["nft", "add", "rule", "inet", "nodns", "out", "udp", "dport", "53", "reject"],
+                 ["nft", "add", "rule", "inet", "nodns", "out", "tcp", "dport", "53", "reject"]):
+        lab.exec(name, argv)
+
+
+def build(lab, real_name):
+    """The real node named real_name, heartbeat.py on the other; same files on both."""
+    disk = Disk(lab)
+    piddir = os.path.join(lab.tmp, "pids")
+    os.makedirs(piddir)
+    for name in ("prime", "calc"):
+        lab.exec(name, ["ip", "route", "add", "default", "via", lab.addr("client")])
+        no_dns(lab, name)
+    haresources = (f"prime IPaddr2::{VIP}/24/eth0 Filesystem::{disk.image}::{disk.mountpoint}::ext4::loop "
+                   f"MailTo::root@localhost IPsrcaddr::{VIP} webserver::{PORT}::{piddir}\n")
+    scripts = {"webserver": WEBSERVER_SCRIPT}
+    py_name = "calc" if real_name == "prime" else "prime"
+    real = RealNode(lab, real_name, HACF, KEYS, haresources, scripts)
+    py = Node(lab, py_name, HACF, authkeys=KEYS, haresources=haresources, resource_scripts=scripts)
+    for node in (real, py):
+        guard = os.path.join(lab.tmp, f"guard-{node.name}")
+        os.makedirs(os.path.join(guard, "resource-agents"))
+        for script, text in (("mail", MAIL.format(log=os.path.join(lab.tmp, f"mail-{node.name}.log"))),
+                             ("reboot", RECORDER.format(log=os.path.join(lab.tmp, f"reboot-{node.name}.log")))):
+            with open(os.path.join(guard, script), "w") as handle:
+                handle.write(text)
+            os.chmod(os.path.join(guard, script), 0o755)
+        node.guard = guard
+    return disk, real, py
+
+
+def start(node):
+    path = f"{node.guard}:{os.environ.get('PATH', '/usr/sbin:/usr/bin:/sbin:/bin')}"
+    reboot = os.path.join(node.guard, "reboot")
+    if isinstance(node, RealNode):
+        return node.start(binds=[(reboot, "/sbin/reboot"), (reboot, "/usr/bin/pkill")],
+                          env=dict(os.environ, PATH=path))
+    # the OCF agents' state (MailTo's pseudo-resource file) in a /run/resource-agents of its own
+    return node.start(env_path=path, fake_reboot=reboot,
+                      binds=[(os.path.join(node.guard, "resource-agents"), "/run/resource-agents")])
+
+
+def mails(lab, name):
+    try:
+        with open(os.path.join(lab.tmp, f"mail-{name}.log")) as handle:
+            text = handle.read()
+    except FileNotFoundError:
+        return []
+    return [line[len("ARGS: "):] for line in text.splitlines() if line.startswith("ARGS: ")]
+
+
+def holds_everything(lab, disk, name):
+    """A condition: `name` alone holds the VIP, serves the page, has the disk mounted and the VIP as
+    its default route's source; the other node none of these."""
+    other = "calc" if name == "prime" else "prime"
+    return lambda: (holders(lab) == [name] and mounted(lab, disk) == [name]
+                    and source_address(lab, name) == VIP and source_address(lab, other) != VIP
+                    and page(lab) == name)
+
+
+def watch(lab, disk, until, timeout):
+    """Poll until() (every 50 ms at most) for at most timeout s; the largest number of nodes that had the
+    disk mounted, and of loop devices on the image, at any sample. Fails when until() never held."""
+    most_mounts = most_loops = 0
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        most_mounts = max(most_mounts, len(mounted(lab, disk)))
+        most_loops = max(most_loops, len(disk.loops()))
+        if until():
+            return most_mounts, most_loops
+        time.sleep(0.05)
+    raise AssertionError(f"not true after {timeout} s: holders {holders(lab)}, mounted {mounted(lab, disk)}, "
+                         f"src prime {source_address(lab, 'prime')} calc {source_address(lab, 'calc')}")
+
+
+def dump(real, py):
+    return f"--- real {real.name}:\n{real.log()[-6000:]}\n--- heartbeat.py {py.name}:\n{py.log()[-6000:]}"
+
+
+@pytest.mark.parametrize("real_name", ["prime", "calc"])
+def test_the_drbd_era_group_moves_on_a_graceful_stop_and_comes_back(lab, real_name):
+    """prime holds the group; its daemon is stopped (calc takes everything: VIP, disk with prime's data,
+    source address, page) and started again (auto_failback: prime gets it back). The disk is never
+    mounted on both nodes; each takeover and release sends its mail to root@localhost."""
+    disk, real, py = build(lab, real_name)
+    prime, calc = (real, py) if real_name == "prime" else (py, real)
+    try:
+        start(real)
+        start(py)
+        wait(both_active(real, py), 30)
+        took = watch(lab, disk, holds_everything(lab, disk, "prime"), 40)
+        assert took == (1, 1)
+        marker = in_mount_ns(prime, ["sh", "-c", f"echo written-on-prime > {disk.mountpoint}/marker && sync"])
+        assert marker.returncode == 0, marker.stderr
+
+        stopped = time.monotonic()
+        prime.stop()
+        most = watch(lab, disk, holds_everything(lab, disk, "calc"), 30)
+        handover = time.monotonic() - stopped
+        assert most == (1, 1), f"the disk was mounted on both nodes ({most})\n{dump(real, py)}"
+        read = in_mount_ns(calc, ["cat", f"{disk.mountpoint}/marker"])
+        assert read.stdout.strip() == "written-on-prime", read.stderr
+
+        back = time.monotonic()
+        start(prime)
+        most = watch(lab, disk, holds_everything(lab, disk, "prime"), 60)
+        failback = time.monotonic() - back
+        assert most == (1, 1), f"the disk was mounted on both nodes ({most})\n{dump(real, py)}"
+        time.sleep(1)
+        assert holds_everything(lab, disk, "prime")()
+        print(f"\n{real_name} real: graceful stop of prime -> calc holds everything after {handover:.2f} s; "
+              f"prime back -> holds everything after {failback:.2f} s")
+    except AssertionError:
+        print(dump(real, py))
+        raise
+
+    for name in ("prime", "calc"):      # nobody tried to reboot
+        assert not os.path.exists(os.path.join(lab.tmp, f"reboot-{name}.log")), name
+    assert [m.split(" at ")[0] for m in mails(lab, "prime")] == \
+        ["-s Resource Group Takeover in progress", "-s Resource Group Migrating resource away",
+         "-s Resource Group Takeover in progress"], mails(lab, "prime")
+    assert [m.split(" at ")[0] for m in mails(lab, "calc")] == \
+        ["-s Resource Group Takeover in progress", "-s Resource Group Migrating resource away"], mails(lab, "calc")
+    for name in ("prime", "calc"):
+        assert all(m.endswith(" root@localhost") for m in mails(lab, name)), mails(lab, name)
+
+    real_log = real.log()
+    assert f"Filesystem(Filesystem_{disk.image})" in real_log
+    assert f"INFO: Running start for {disk.image} on {disk.mountpoint}" in real_log
+    assert "MailTo(MailTo)" in real_log and "IPsrcaddr(IPsrcaddr)" in real_log
+    py_log = py.log()
+    assert "Traceback" not in py_log
+    print("".join(f"  heartbeat.py: {line}\n" for line in py_log.splitlines()
+                  if any(word in line for word in ("Filesystem", "MailTo", "IPsrcaddr", "WARN", "ERROR"))), end="")
+
+
+def crash(lab, name, node, disk):
+    """The machine dies: cable out, every process in its namespace killed (its mount namespaces, and the
+    mount, go with them), its VIP gone."""
+    lab.cut(name)
+    node.kill()
+    for pid in subprocess.run(["ip", "netns", "pids", lab.ns(name)], capture_output=True, text=True,
+                              check=False).stdout.split():
+        with contextlib.suppress(ProcessLookupError, ValueError):
+            os.kill(int(pid), signal.SIGKILL)
+    lab.exec(name, ["ip", "-4", "addr", "del", f"{VIP}/24", "dev", "eth0"], check=False)
+    wait(lambda: not mounted(lab, disk, (name,)), 10)
+
+
+def reboot(lab, name, node):
+    """Its return: /run emptied (the agents' state: MailTo's pseudo-resource, send_arp's pid file), the
+    web server's stale pid file gone, the routes as at boot, the cable back."""
+    run = os.path.join(node.run, "resource-agents") if isinstance(node, RealNode) else \
+        os.path.join(node.guard, "resource-agents")
+    for entry in os.listdir(run):
+        os.unlink(os.path.join(run, entry))
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(os.path.join(lab.tmp, "pids", f"webserver-{name}.pid"))
+    lab.exec(name, ["ip", "route", "replace", "10.77.0.0/24", "dev", "eth0", "proto", "kernel", "scope", "link",
+                    "src", lab.addr(name)])
+    lab.exec(name, ["ip", "route", "replace", "default", "via", lab.addr("client")])
+    lab.heal(name)
+
+
+@pytest.mark.parametrize("real_name", ["prime", "calc"])
+def test_the_drbd_era_group_moves_when_its_holder_crashes_and_comes_back_after_its_reboot(lab, real_name):
+    """prime crashes (cable out, all its processes killed: its mount dies with its mount namespace);
+    calc takes the group after deadtime, with the data prime wrote; prime reboots and gets it back,
+    the disk never mounted on both."""
+    disk, real, py = build(lab, real_name)
+    prime, calc = (real, py) if real_name == "prime" else (py, real)
+    try:
+        start(real)
+        start(py)
+        wait(both_active(real, py), 30)
+        assert watch(lab, disk, holds_everything(lab, disk, "prime"), 40) == (1, 1)
+        marker = in_mount_ns(prime, ["sh", "-c", f"echo written-on-prime > {disk.mountpoint}/marker && sync"])
+        assert marker.returncode == 0, marker.stderr
+
+        crashed = time.monotonic()
+        crash(lab, "prime", prime, disk)
+        most = watch(lab, disk, holds_everything(lab, disk, "calc"), 30)
+        takeover = time.monotonic() - crashed
+        assert most == (1, 1), f"the disk was mounted on both nodes ({most})\n{dump(real, py)}"
+        read = in_mount_ns(calc, ["cat", f"{disk.mountpoint}/marker"])
+        assert read.stdout.strip() == "written-on-prime", read.stderr
+
+        back = time.monotonic()
+        reboot(lab, "prime", prime)
+        start(prime)
+        most = watch(lab, disk, holds_everything(lab, disk, "prime"), 60)
+        failback = time.monotonic() - back
+        assert most == (1, 1), f"the disk was mounted on both nodes ({most})\n{dump(real, py)}"
+        time.sleep(1)
+        assert holds_everything(lab, disk, "prime")()
+        print(f"\n{real_name} real: prime crashed -> calc holds everything after {takeover:.2f} s (deadtime 3 s); "
+              f"prime rebooted -> holds everything after {failback:.2f} s")
+    except AssertionError:
+        print(dump(real, py))
+        raise
+    for name in ("prime", "calc"):
+        assert not os.path.exists(os.path.join(lab.tmp, f"reboot-{name}.log")), name
+    # prime's release mail was never sent: it crashed
+    assert [m.split(" at ")[0] for m in mails(lab, "prime")] == \
+        ["-s Resource Group Takeover in progress", "-s Resource Group Takeover in progress"], mails(lab, "prime")
+    assert [m.split(" at ")[0] for m in mails(lab, "calc")] == \
+        ["-s Resource Group Takeover in progress", "-s Resource Group Migrating resource away"], mails(lab, "calc")
+    assert "Traceback" not in py.log()
