@@ -1231,8 +1231,9 @@ def resolve_host(name: str, family: int = socket.AF_INET) -> Optional[str]:
     return answer[0]
 
 
-def parse_resource(token: str, script_dirs: List[str]):
-    """One haresources word to an IPResource or a ScriptResource; ValueError if neither."""
+def parse_resource(token: str, script_dirs: List[str], config_dir: str = ""):
+    """One haresources word to an IPResource, a ScriptResource or an AgentResource (config_dir: where
+    OCF::TYPE::INSTANCE finds conf/OCF); ValueError if none."""
     name, _, argtext = token.partition("::")
     args = argtext.split("::") if argtext else []
     if IP_RE.match(token):
@@ -1249,11 +1250,15 @@ def parse_resource(token: str, script_dirs: List[str]):
         res = parse_ipv6_spec(argtext)
         res.spec = token
         return res
-    if not re.fullmatch(r"[A-Za-z0-9_.+@-]+", name) or name.startswith("."):
-        raise ValueError(f"'{name}' is not a resource script name")
-    path = find_script(name, script_dirs)
-    if path:
+    script_name = re.fullmatch(r"[A-Za-z0-9_.+@-]+", name) and not name.startswith(".")
+    path = find_script(name, script_dirs) if script_name else None
+    if path:             # a script wins: Heartbeat's own resource.d, drbd-utils' drbddisk, an init script
         return ScriptResource(token, name, args, path, lsb=os.path.dirname(path) != script_dirs[0])
+    agent = agent_resource(token, config_dir)
+    if agent:
+        return agent
+    if not script_name:
+        raise ValueError(f"'{name}' is not a resource script name")
     address = None if args else resolve_host(name)
     if address:
         res = parse_ip_spec(address)
@@ -1306,7 +1311,7 @@ def parse_haresources(path: str, nodes: List[str], script_dirs: List[str]) -> Li
         resources = []
         for token in words[1:]:
             try:
-                resource = parse_resource(token, script_dirs)
+                resource = parse_resource(token, script_dirs, os.path.dirname(path))
             except ValueError as err:
                 errors.append(ConfigError(path, lineno, str(err)))
                 continue
@@ -1321,6 +1326,260 @@ def parse_haresources(path: str, nodes: List[str], script_dirs: List[str]) -> Li
     if errors:
         raise ConfigErrors(errors)
     return groups
+
+
+# #### Config: OCF resource agents (3.0.6's resource.d names, OCF::TYPE::INSTANCE, ocf:) ############
+# Heartbeat 3.0.6 ran most of its resource.d scripts as thin wrappers (sourcing hto-mapfuncs) around
+# the OCF agents of resource-agents: each maps its positional `::` arguments to OCF_RESKEY_ names,
+# sets OCF_RESOURCE_INSTANCE and runs /usr/lib/ocf/resource.d/heartbeat/NAME. heartbeat.py does the
+# same mapping itself, so those haresources words keep working without Heartbeat's package.
+
+OCF_ROOT = "/usr/lib/ocf"
+RESOURCE_AGENTS_HINT = ("install the resource-agents package (Debian, Ubuntu: apt install resource-agents; "
+                        "RHEL, Fedora: dnf install resource-agents)")
+METADATA_TIMEOUT_S = 10.0
+OCF_NAME_RE = re.compile(r"[A-Za-z0-9_.+-]+", re.ASCII)           # a provider or an agent
+OCF_PARAMETER_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*", re.ASCII)
+RESKEY_PREFIX = "OCF_RESKEY_"
+SECRET_NAME_RE = re.compile(r"pass(wd|word)?|secret|token|(^|_)key$", re.IGNORECASE)
+
+
+@dataclasses.dataclass(frozen=True)
+class Wrapper:
+    """One of 3.0.6's resource.d wrappers, read from its script: which OCF_RESKEY_ names its
+    arguments fill, in order; how many arguments it accepts; the OCF_RESOURCE_INSTANCE it sets
+    ({name}: that parameter's value, empty when absent); what it sets when an argument is left out."""
+    params: Tuple[str, ...]
+    counts: Tuple[int, ...]         # argument counts it accepts; empty: any
+    instance: str
+    usage: str
+    defaults: Tuple[Tuple[str, str], ...] = ()
+
+
+HEARTBEAT_WRAPPERS = {      # IPaddr, IPaddr2 and IPv6addr are heartbeat.py's own; OCF is OCF::TYPE::INSTANCE
+    "AudibleAlarm": Wrapper(("nodelist",), (), "AudibleAlarm", "AudibleAlarm[::NODE...]"),
+    "Delay": Wrapper(("startdelay", "stopdelay"), (0, 1, 2), "Delay_{startdelay}",
+                     "Delay[::STARTDELAY[::STOPDELAY]]", defaults=(("startdelay", "10"),)),
+    "Filesystem": Wrapper(("device", "directory", "fstype", "options"), (2, 3, 4), "Filesystem_{device}",
+                          "Filesystem::DEVICE::DIRECTORY[::FSTYPE[::OPTIONS]]"),
+    "ICP": Wrapper(("driveid", "device"), (2,), "ICP_{driveid}", "ICP::DRIVEID::DEVICE"),
+    "IPsrcaddr": Wrapper(("ipaddress",), (1,), "IPsrcaddr", "IPsrcaddr::IPADDRESS"),
+    "LVM": Wrapper(("volgrpname",), (1,), "LVM", "LVM::VOLUMEGROUP"),
+    "LinuxSCSI": Wrapper(("scsi",), (1,), "LinuxSCSI_{scsi}", "LinuxSCSI::HOST:CHANNEL:TARGET[:LUN]"),
+    "MailTo": Wrapper(("email", "subject"), (1, 2), "MailTo", "MailTo::EMAIL[::SUBJECT]"),
+    "Raid1": Wrapper(("raidconf", "raiddev"), (2,), "Raid1_{raidconf}", "Raid1::RAIDCONF::MDDEVICE"),
+    "SendArp": Wrapper(("ip", "nic"), (1,), "SendArp_{ip}", "SendArp::IP/INTERFACE"),
+    "ServeRAID": Wrapper(("serveraid", "mergegroup"), (2,), "ServeRAID_{serveraid}",
+                         "ServeRAID::ADAPTER::MERGEGROUP"),
+    "WAS": Wrapper(("config", "port"), (0, 1), "WAS", "WAS[::CONFIGFILE or ::PORT]"),
+    "WinPopup": Wrapper(("hostfile",), (0, 1), "WinPopup", "WinPopup[::HOSTFILE]",
+                        defaults=(("hostfile", "hosts"),)),
+    "Xinetd": Wrapper(("service",), (1,), "Xinetd", "Xinetd::SERVICE"),
+    "apache": Wrapper(("configfile",), (0, 1), "apache_{configfile}", "apache[::CONFIGFILE]"),
+    "db2": Wrapper(("instance",), (1,), "db2_{instance}", "db2::INSTANCE_OWNER"),
+    "ids": Wrapper(("informixdir", "informixserver", "onconfig"), (0, 3), "ids_{informixserver}",
+                   "ids[::INFORMIXDIR::INFORMIXSERVER::ONCONFIG]"),
+    "portblock": Wrapper(("protocol", "portno", "action"), (3,), "portblock_{protocol}_{portno}_{action}",
+                         "portblock::tcp|udp::PORTS::block|unblock"),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class AgentMetadata:
+    """What an agent's `meta-data` says: its parameters (name -> required), its actions and the
+    timeouts it advertises for them."""
+    parameters: Dict[str, bool]
+    actions: Tuple[str, ...]
+    timeouts_ms: Dict[str, int]
+
+
+@dataclasses.dataclass
+class AgentResource:
+    """A resource run by an OCF agent of resource-agents: a 3.0.6 resource.d name
+    (Filesystem::/dev/drbd0::/data::ext4), OCF::TYPE::INSTANCE or ocf:PROVIDER:AGENT::name=value."""
+    spec: str
+    name: str                   # the word before "::", which a `monitor` line names
+    provider: str
+    agent: str                  # OCF_RESOURCE_TYPE
+    params: Dict[str, str]      # without the OCF_RESKEY_ prefix, in the order given
+    instance: str               # OCF_RESOURCE_INSTANCE
+    path: str
+    metadata: AgentMetadata
+
+    @property
+    def kind(self) -> str:
+        return f"ocf:{self.provider}:{self.agent}"
+
+    def describe(self) -> str:
+        params = " ".join(f"{k}={v}" for k, v in self.params.items())
+        return f"OCF agent {self.path} (instance {self.instance})" + (f" with {params}" if params else "")
+
+
+ServiceResource = Union[ScriptResource, AgentResource]     # what a `monitor` line can watch
+
+
+def agent_path(provider: str, agent: str) -> str:
+    return os.path.join(OCF_ROOT, "resource.d", provider, agent)
+
+
+def read_agent_metadata(path: str) -> AgentMetadata:
+    """Run the agent's meta-data action and read its XML; ValueError saying what went wrong."""
+    import xml.etree.ElementTree as ElementTree
+    result = run_command([path, "meta-data"], METADATA_TIMEOUT_S, dict(os.environ, OCF_ROOT=OCF_ROOT))
+    start = result.output.find("<?xml")
+    start = result.output.find("<resource-agent") if start < 0 else start
+    if result.returncode != 0 or start < 0:
+        raise ValueError(f"{path} meta-data failed (exit {result.returncode}): "
+                         f"{result.output.strip()[-QUOTED_CHARS:]}")
+    try:
+        root = ElementTree.fromstring(result.output[start:])   # noqa: S314 - from an agent we run as root anyway
+    except ElementTree.ParseError as err:
+        raise ValueError(f"{path} meta-data is not XML ({err})") from None
+    parameters = {p.get("name", ""): p.get("required", "0") == "1" for p in root.iter("parameter")}
+    timeouts = {}
+    for action in root.iter("action"):
+        try:
+            timeouts.setdefault(action.get("name", ""), parse_duration_ms(action.get("timeout", "")))
+        except ValueError:
+            pass                    # no timeout advertised: ours applies
+    return AgentMetadata(parameters, tuple(a.get("name", "") for a in root.iter("action")), timeouts)
+
+
+def installed_agent(provider: str, agent: str, why: str) -> Tuple[str, AgentMetadata]:
+    """The agent's path and meta-data; ValueError naming the package when it is missing."""
+    path = agent_path(provider, agent)
+    if os.path.isfile(path) and os.access(path, os.X_OK):
+        return path, read_agent_metadata(path)
+    if not os.path.isdir(os.path.dirname(agent_path("heartbeat", agent))):
+        raise ValueError(f"{why} needs the OCF agent {path}, which is not installed: {RESOURCE_AGENTS_HINT}")
+    raise ValueError(f"{why}: there is no OCF agent {path} (see ls {os.path.dirname(path)})")
+
+
+def wrapper_params(name: str, wrapper: Wrapper, args: List[str]) -> Dict[str, str]:
+    """The agent's parameters from a 3.0.6 resource.d name's arguments, as its wrapper sets them."""
+    if wrapper.counts and len(args) not in wrapper.counts:
+        given = f"{len(args)} argument{'' if len(args) == 1 else 's'}"
+        raise ValueError(f"{name} takes {wrapper.usage} ({given} given; 3.0.6's resource.d/{name} refuses it too)")
+    params = dict(wrapper.defaults)
+    if name == "AudibleAlarm":              # every argument: one node of the list
+        params.update({"nodelist": " ".join(args)} if args else {})
+    elif name == "SendArp":                 # IP/INTERFACE, one argument
+        ip, _, nic = args[0].partition("/")
+        if not ip or not nic:
+            raise ValueError(f"SendArp takes {wrapper.usage}: '{args[0]}' has no /INTERFACE")
+        params.update(ip=ip, nic=nic)
+    elif name == "WAS" and args:            # a configuration file, or else a port number
+        if not os.path.isfile(args[0]) and not is_number(args[0]):
+            raise ValueError(f"WAS: {args[0]} is neither a WAS configuration file nor a valid port number")
+        params["config" if os.path.isfile(args[0]) else "port"] = args[0]
+    else:
+        params.update((key, value) for key, value in zip(wrapper.params, args) if value)
+    return params
+
+
+def instance_file_params(path: str) -> Dict[str, str]:
+    """DIR/conf/OCF/TYPE/INSTANCE: `OCF_RESKEY_name=value` lines (shell quoting, # comments), which
+    3.0.6's resource.d/OCF sources and exports; heartbeat.py reads them and runs no shell code."""
+    import shlex
+    params: Dict[str, str] = {}
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read()
+    except OSError as err:
+        raise ValueError(f"cannot read the instance file {path}: {err.strerror}") from None
+    for lineno, text in text_lines(data):
+        try:
+            words = shlex.split(text, comments=True)
+        except ValueError as err:
+            raise ValueError(f"{path}:{lineno}: {err}") from None
+        name, eq, value = words[0].partition("=") if len(words) == 1 else ("", "", "")
+        if not eq or not name.startswith(RESKEY_PREFIX) or not OCF_PARAMETER_RE.fullmatch(name):
+            raise ValueError(f"{path}:{lineno}: write one OCF_RESKEY_name=value per line "
+                             "(heartbeat.py runs no shell code from instance files)")
+        params[name[len(RESKEY_PREFIX):]] = value
+    return params
+
+
+def agent_resource(token: str, config_dir: str) -> Optional[AgentResource]:
+    """An OCF agent for a haresources word: a 3.0.6 resource.d name, OCF::TYPE::INSTANCE or
+    ocf:PROVIDER:AGENT::name=value...; None when the word is none of them; ValueError if it is one,
+    badly written or with its agent missing."""
+    name, _, argtext = token.partition("::")
+    args = argtext.split("::") if argtext else []
+    if name in HEARTBEAT_WRAPPERS:
+        wrapper = HEARTBEAT_WRAPPERS[name]
+        params = wrapper_params(name, wrapper, args)
+        path, metadata = installed_agent("heartbeat", name, f"{name} (3.0.6's resource.d/{name})")
+        instance = re.sub(r"\{(\w+)\}", lambda m: params.get(m.group(1), ""), wrapper.instance)
+        return checked_agent(AgentResource(token, name, "heartbeat", name, params, instance, path, metadata))
+    if name == "OCF":
+        if len(args) != 2 or not all(OCF_NAME_RE.fullmatch(a) for a in args):
+            raise ValueError("OCF takes OCF::TYPE::INSTANCE (the agent, and the name of its instance file "
+                             "in conf/OCF/TYPE/)")
+        agent, instance = args
+        providers = sorted(p for p in os.listdir(os.path.join(OCF_ROOT, "resource.d"))
+                           if os.access(agent_path(p, agent), os.X_OK)) \
+            if os.path.isdir(os.path.join(OCF_ROOT, "resource.d")) else []
+        # 3.0.6 looks in ${OCF_AGENTS}/*/TYPE, with OCF_AGENTS a provider's directory: one level too deep
+        path, metadata = installed_agent(providers[0] if providers else "heartbeat", agent, token)
+        try:
+            params = instance_file_params(os.path.join(config_dir, "conf", "OCF", agent, instance))
+        except ValueError as err:
+            raise ValueError(f"{token}: {err}") from None
+        return checked_agent(AgentResource(token, name, os.path.basename(os.path.dirname(path)), agent,
+                                           params, instance, path, metadata))
+    if name.startswith("ocf:"):
+        _, provider, agent = (name.split(":") + ["", ""])[:3]
+        if name.count(":") != 2 or not OCF_NAME_RE.fullmatch(provider) or not OCF_NAME_RE.fullmatch(agent):
+            raise ValueError(f"'{name}' is not ocf:PROVIDER:AGENT (e.g. ocf:heartbeat:Filesystem)")
+        params = {}
+        for arg in args:
+            key, eq, value = arg.partition("=")
+            if not eq or not OCF_PARAMETER_RE.fullmatch(key):
+                raise ValueError(f"'{arg}' in {token} is not name=value (write {name}::name=value::name=value)")
+            if key in params:
+                raise ValueError(f"{key} is given twice in {token}")
+            params[key] = value
+        path, metadata = installed_agent(provider, agent, name)
+        instance = f"{agent}_{next(iter(params.values()))}" if params else agent
+        return checked_agent(AgentResource(token, name, provider, agent, params, instance, path, metadata))
+    return None
+
+
+def checked_agent(res: AgentResource) -> AgentResource:
+    """The resource if its parameters are the agent's, with the required ones given; ValueError if not."""
+    known = res.metadata.parameters
+    unknown = [key for key in res.params if key not in known]
+    if unknown:
+        raise ValueError(f"{res.spec}: {res.kind} has no parameter {', '.join(unknown)} "
+                         f"(its parameters: {', '.join(known) or 'none'})")
+    missing = [key for key, required in known.items() if required and key not in res.params]
+    if missing:
+        raise ValueError(f"{res.spec}: {res.kind} requires {', '.join(missing)}")
+    return res
+
+
+def agent_warnings(path: str, groups: List[ResourceGroup]) -> List[ConfigError]:
+    """What a 3.0.6 peer cannot run, and secrets written where the log and `status` show them."""
+    found = []
+    for group in groups:
+        for res in group.resources:
+            if not isinstance(res, AgentResource):
+                continue
+            if res.name.startswith("ocf:"):
+                found.append(ConfigError(path, group.lineno, f"warning: {res.spec}: Heartbeat 3.0.6 cannot run "
+                                         f"{res.name} (it knows its resource.d names and OCF::TYPE::INSTANCE): "
+                                         "every node of this cluster must run heartbeat.py"))
+            secrets = [key for key in res.params if SECRET_NAME_RE.search(key)]
+            if secrets and res.name != "OCF":
+                found.append(ConfigError(path, group.lineno, f"warning: {res.spec}: haresources words appear "
+                                         f"in the log and in status; put {', '.join(secrets)} in an "
+                                         f"OCF::TYPE::INSTANCE file (conf/OCF/{res.agent}/NAME, mode 0600) instead"))
+            instance_file = os.path.join(os.path.dirname(path), "conf", "OCF", res.agent, res.instance)
+            if secrets and res.name == "OCF" and os.stat(instance_file).st_mode & 0o077:
+                found.append(ConfigError(instance_file, 0, f"warning: it holds {', '.join(secrets)} and others can "
+                                         f"read it: chmod 600 {instance_file}"))
+    return found
 
 
 # #### Config: heartbeat.py.cf, the settings Heartbeat never had ###################################
@@ -1360,15 +1619,18 @@ MONITOR_OPTIONS = (
               "restarted in place; INFINITY: never moved)", low=1, high=1000000, choices=INFINITY_WORDS),
     Directive("failure-timeout", "time", "10min", "quiet time after which the failure count clears "
               "(0: never)", low=0, high=86400000 * 365),
+    Directive("OCF_CHECK_LEVEL", "int", "0", "an OCF agent's monitor depth, as in Pacemaker (0, 10, 20: "
+              "deeper checks where the agent has them)", low=0, high=1000),
 )
 SETTINGS = [
     Setting("link_watch", "on|off", "watch this node's links and addresses through rtnetlink (default on): "
             "a held address that disappears is added back, one whose interface loses carrier goes to the peer"),
     Setting("fence_delay", "TIME", "with a STONITH device: how long a node that holds no group waits before it "
             "resets its peer (default 0), so that in a partition the active node wins the race and keeps serving"),
-    Setting("monitor", "RESOURCE", "watch a script resource of haresources (its name, the word before `::`): "
-            "its `status` every interval, restarted in place on failure, its group moved to the peer "
-            "after migration-threshold failures", MONITOR_OPTIONS),
+    Setting("monitor", "RESOURCE", "watch a script or OCF agent resource of haresources (its name, the word "
+            "before `::`): its `status` (an agent's `monitor`, timeout by default the one the agent advertises) "
+            "every interval, restarted in place on failure, its group moved to the peer after "
+            "migration-threshold failures", MONITOR_OPTIONS),
     Setting("http_listen", "[ADDRESS:]PORT|off", "serve /metrics (Prometheus) and a read-only status page on "
             "this address (default off; a bare port listens on 127.0.0.1 only; [::1]:PORT for IPv6)"),
     Setting("notify_timeout", "TIME", "how long a notify.d hook may run before it is killed (default 30s); "
@@ -1419,8 +1681,8 @@ def option_value(option: Directive, text: str) -> int:
 
 
 def option_field(option: Directive) -> str:
-    """The attribute an option fills: `failure-timeout` -> failure_timeout_ms."""
-    return option.name.replace("-", "_") + ("_ms" if option.kind == "time" else "")
+    """The attribute an option fills: `failure-timeout` -> failure_timeout_ms, OCF_CHECK_LEVEL -> ocf_check_level."""
+    return option.name.replace("-", "_").lower() + ("_ms" if option.kind == "time" else "")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -1435,13 +1697,15 @@ class MonitorSettings:
     fall: int
     migration_threshold: int  # 0: INFINITY, never moved
     failure_timeout_ms: int   # 0: failures never clear by themselves
+    ocf_check_level: int      # an OCF agent's monitor depth
 
     def describe(self) -> str:
         threshold = self.migration_threshold or "INFINITY"
         clears = format_duration(self.failure_timeout_ms) if self.failure_timeout_ms else "0 (never)"
+        depth = f" OCF_CHECK_LEVEL={self.ocf_check_level}" if self.ocf_check_level else ""
         return (f"monitor {self.name} interval={format_duration(self.interval_ms)} "
                 f"timeout={format_duration(self.timeout_ms)} fall={self.fall} "
-                f"migration-threshold={threshold} failure-timeout={clears}")
+                f"migration-threshold={threshold} failure-timeout={clears}{depth}")
 
 
 @dataclasses.dataclass
@@ -1456,8 +1720,8 @@ class Settings:
     notify_timeout_ms: int = 30000
 
 
-def find_monitored(name: str, groups: List[ResourceGroup]) -> Tuple[ResourceGroup, ScriptResource]:
-    """The script resource a `monitor` line names: its script name, or the whole word of haresources."""
+def find_monitored(name: str, groups: List[ResourceGroup]) -> Tuple[ResourceGroup, ServiceResource]:
+    """The script or agent resource a `monitor` line names: the word before `::`, or the whole word."""
     found = []
     for group in groups:
         for res in group.resources:
@@ -1473,7 +1737,7 @@ def find_monitored(name: str, groups: List[ResourceGroup]) -> Tuple[ResourceGrou
                          "write the one to watch as it stands there")
     if found:
         return next(((g, r) for g, r in found if r.spec == name), found[0])
-    scripts = sorted({r.spec.partition("::")[0] for g in groups for r in g.resources if isinstance(r, ScriptResource)})
+    scripts = sorted({r.spec.partition("::")[0] for g in groups for r in g.resources if not isinstance(r, IPResource)})
     raise ValueError(f"haresources has no resource {name} (its script resources: {', '.join(scripts) or 'none'})")
 
 
@@ -1547,6 +1811,13 @@ def parse_settings(path: str, groups: Optional[List[ResourceGroup]]) -> Settings
         if res.spec in watched:
             errors.append(ConfigError(path, lineno, f"monitor {operand}: {res.spec} is monitored already "
                                       f"at line {watched[res.spec]}"))
+            continue
+        given = {word.partition("=")[0] for word in words[1:]}
+        if isinstance(res, AgentResource) and "timeout" not in given and "monitor" in res.metadata.timeouts_ms:
+            values["timeout_ms"] = res.metadata.timeouts_ms["monitor"]      # what the agent advertises
+        if not isinstance(res, AgentResource) and "OCF_CHECK_LEVEL" in given:
+            errors.append(ConfigError(path, lineno, f"monitor {operand}: OCF_CHECK_LEVEL is for OCF agents; "
+                                      f"{res.spec} is a script"))
             continue
         watched[res.spec] = lineno
         settings.monitors.append(MonitorSettings(operand, res.spec, group.key, lineno, **values))
@@ -1719,8 +1990,9 @@ def load_config(config_dir: str, node: Optional[str] = None,
             errors.append(err)
     if errors:
         raise ConfigErrors(errors)
+    haresources = os.path.join(config_dir, "haresources")
     warnings = hacf.warnings + authkeys.warnings + crc_warnings(authkeys) + \
-        ipv6_warnings(os.path.join(config_dir, "haresources"), groups)
+        ipv6_warnings(haresources, groups) + agent_warnings(haresources, groups)
     return Config(config_dir, me, hacf, authkeys, groups, warnings, settings, device)
 
 
@@ -3008,6 +3280,47 @@ class IPAddresses:
             raise ResourceError("; ".join(problems))
 
 
+# #### Acting: OCF resource agents ##################################################################
+
+OCF_SUCCESS = 0                 # the OCF exit codes an agent answers with (OCF Resource Agent API 1.0)
+OCF_NOT_RUNNING = 7             # a monitor's "cleanly stopped"; any other code but 0 is an error
+OCF_EXIT_NAMES = {0: "OCF_SUCCESS", 1: "OCF_ERR_GENERIC", 2: "OCF_ERR_ARGS", 3: "OCF_ERR_UNIMPLEMENTED",
+                  4: "OCF_ERR_PERM", 5: "OCF_ERR_INSTALLED", 6: "OCF_ERR_CONFIGURED", 7: "OCF_NOT_RUNNING",
+                  EXIT_TIMED_OUT: "timed out"}
+AGENT_ACTIONS = {"start": "start", "stop": "stop", "status": "monitor", "validate-all": "validate-all"}
+EXIT_REASON_PREFIX = "ocf-exit-reason:"     # Pacemaker's: an agent prints why it failed after it
+RSCTMP_DEFAULT = "/run/resource-agents"     # HA_RSCTMP where nobody gives one: resource-agents' own
+RSCTMP_DIR = "rsctmp"           # the daemon's HA_RSCTMP, in its run directory: gone at reboot, one per node
+AGENT_DATE_RE = re.compile(r"^\d{4}/\d\d/\d\d_\d\d:\d\d:\d\d ")   # hadate on an agent's stderr lines
+
+
+def ocf_exit_text(code: int) -> str:
+    return f"{code} ({OCF_EXIT_NAMES[code]})" if code in OCF_EXIT_NAMES else str(code)
+
+
+def exit_reason(output: str) -> str:
+    """The agent's own word on why it failed (ocf_exit_reason), or its output's end."""
+    reasons = [line[len(EXIT_REASON_PREFIX):].strip() for line in output.splitlines()
+               if line.startswith(EXIT_REASON_PREFIX)]
+    return reasons[-1] if reasons else output.strip()[-START_OUTPUT_CHARS:]
+
+
+def agent_environment(res: AgentResource, action: str, timeout_s: float, rsctmp_dir: str,
+                      logging_env: Dict[str, str], check_level: int = 0) -> Dict[str, str]:
+    """What Pacemaker's executor gives an agent: the OCF_ variables and its parameters as
+    OCF_RESKEY_*; of Heartbeat's HA_ variables only where to log (no other ha.cf value)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HA_", "OCF_"))}
+    env.update(logging_env)
+    env.update({"OCF_ROOT": OCF_ROOT, "OCF_RA_VERSION_MAJOR": "1", "OCF_RA_VERSION_MINOR": "0",
+                "OCF_RESOURCE_INSTANCE": res.instance, "OCF_RESOURCE_TYPE": res.agent,
+                "OCF_RESOURCE_PROVIDER": res.provider, "OCF_EXIT_REASON_PREFIX": EXIT_REASON_PREFIX,
+                "OCF_RESKEY_CRM_meta_timeout": str(int(timeout_s * 1000)), "HA_RSCTMP": rsctmp_dir})
+    env.update({RESKEY_PREFIX + key: value for key, value in res.params.items()})
+    if action == "monitor":
+        env["OCF_CHECK_LEVEL"] = str(check_level)
+    return env
+
+
 # #### Acting: scripts and groups ##################################################################
 
 SCRIPT_TIMEOUT_S = 120          # start/stop of one resource script
@@ -3032,8 +3345,11 @@ def script_argv(res: ScriptResource, operation: str) -> List[str]:
     return [res.path, operation, *res.args] if res.lsb else [res.path, *res.args, operation]
 
 
-def says_running(res: ScriptResource, result: CommandResult) -> bool:
-    """Heartbeat reads `status` output: 'running' (not 'not running') or 'OK'; LSB adds exit 0."""
+def says_running(res: ServiceResource, result: CommandResult) -> bool:
+    """Heartbeat reads `status` output: 'running' (not 'not running') or 'OK'; LSB adds exit 0; an
+    OCF agent's monitor says it with 0."""
+    if isinstance(res, AgentResource):
+        return result.returncode == OCF_SUCCESS
     text = result.output.lower()
     if "not running" in text or "stopped" in text:
         return False
@@ -3058,8 +3374,8 @@ class Resources:
     """Start and stop resource groups; called from the worker thread, never from the loop."""
 
     def __init__(self, config: Config, log, run=run_command, addresses: Optional[IPAddresses] = None,
-                 events: Optional[EventLog] = None):
-        self.config, self.log, self.run = config, log, run
+                 events: Optional[EventLog] = None, rsctmp_dir: str = RSCTMP_DEFAULT):
+        self.config, self.log, self.run, self.rsctmp_dir = config, log, run, rsctmp_dir
         self.addresses = addresses or IPAddresses(run, log)
         self.stuck: set = set()      # keys of groups with a resource that would not stop
         self.events = events if events is not None else EventLog()
@@ -3080,14 +3396,46 @@ class Resources:
                     "HA_OPERATION": operation})
         return env
 
-    def run_script(self, res: ScriptResource, operation: str, timeout_s: Optional[float] = None,
-                   quiet: bool = False) -> CommandResult:
-        """One operation of a script, within timeout_s (default 120 s, status 30 s); quiet: the
-        "Running" line in debug only (a monitor's status checks)."""
-        argv = script_argv(res, operation)
-        (self.log.debug if quiet else self.log.info)(f"Running {res.path} {' '.join(res.args)} {operation}")
+    def logging_environment(self) -> Dict[str, str]:
+        """Where an agent logs, as Heartbeat told its scripts: ha.cf's logfacility, logfile, debugfile."""
+        hacf = self.config.hacf
+        return {"HA_LOGFACILITY": hacf.logfacility or "", "HA_LOGFILE": hacf.logfile or "",
+                "HA_DEBUGLOG": hacf.debugfile or "", "HA_DATEFMT": "%Y/%m/%d_%T "}
+
+    def run_agent(self, res: AgentResource, operation: str, timeout_s: float, quiet: bool,
+                  check_level: int) -> CommandResult:
+        """One Heartbeat operation as the agent's action (status: monitor); its output in the log line
+        by line under the agent's tag, TYPE(INSTANCE), as its own log lines have it."""
+        action = AGENT_ACTIONS[operation]
+        (self.log.debug if quiet else self.log.info)(f"Running {res.path} {action} ({res.spec})")
+        try:
+            os.makedirs(self.rsctmp_dir, mode=0o755, exist_ok=True)
+        except OSError as err:
+            return CommandResult(EXIT_NOT_FOUND, f"cannot make HA_RSCTMP {self.rsctmp_dir}: {err.strerror}")
+        env = agent_environment(res, action, timeout_s, self.rsctmp_dir, self.logging_environment(), check_level)
+        result = self.run([res.path, action], timeout_s, env)
+        for line in result.output.splitlines():
+            (self.log.debug if operation == "status" else self.log.info)(
+                f"{res.agent}({res.instance})[{action}]: {AGENT_DATE_RE.sub('', line)}")
+        healthy = (OCF_SUCCESS, OCF_NOT_RUNNING) if operation == "status" else (OCF_SUCCESS,)
+        if result.returncode not in healthy and not quiet:
+            why = exit_reason(result.output).splitlines()
+            (self.log.warn if operation == "status" else self.log.error)(
+                f"{res.kind} {action} of {res.instance} returned {ocf_exit_text(result.returncode)}"
+                + (f": {why[-1]}" if why else ""))
+        return result
+
+    def run_script(self, res: ServiceResource, operation: str, timeout_s: Optional[float] = None,
+                   quiet: bool = False, check_level: int = 0) -> CommandResult:
+        """One operation of a script or an agent, within timeout_s (default 120 s, status 30 s);
+        quiet: the "Running" line in debug only (a monitor's status checks); check_level: an agent
+        monitor's OCF_CHECK_LEVEL."""
         if timeout_s is None:
             timeout_s = STATUS_TIMEOUT_S if operation == "status" else SCRIPT_TIMEOUT_S
+        if isinstance(res, AgentResource):
+            return self.run_agent(res, operation, timeout_s, quiet, check_level)
+        argv = script_argv(res, operation)
+        (self.log.debug if quiet else self.log.info)(f"Running {res.path} {' '.join(res.args)} {operation}")
         result = self.run(argv, timeout_s, self.environment(operation))
         for line in result.output.splitlines():     # start/stop output in the log, status chatter in debug
             (self.log.debug if operation == "status" else self.log.info)(f"{res.name}[{operation}]: {line}")
@@ -3137,8 +3485,8 @@ class Resources:
             return
         result = self.run_script(res, "start")
         if result.returncode != 0:
-            raise ResourceError(f"{res.spec}: start returned {result.returncode}: "
-                                f"{result.output.strip()[-START_OUTPUT_CHARS:]}")
+            code = ocf_exit_text(result.returncode) if isinstance(res, AgentResource) else result.returncode
+            raise ResourceError(f"{res.spec}: start returned {code}: {exit_reason(result.output)}")
 
     def stop(self, res, deadline: float) -> bool:
         """Stop one resource as Heartbeat does: retried 1 s apart, STOP_RETRIES times, each try
@@ -3171,6 +3519,8 @@ class Resources:
         if isinstance(res, IPResource):
             return self.addresses.held(res) is None
         result = self.run_script(res, "status")
+        if isinstance(res, AgentResource):
+            return result.returncode == OCF_NOT_RUNNING
         return result.returncode not in EXIT_COULD_NOT_RUN and not says_running(res, result)
 
     def stop_all(self, resources: list) -> bool:
@@ -4402,12 +4752,14 @@ class LinkWatch:
 
 # #### Sensing: service monitors ###################################################################
 
-def check_result_word(res: ScriptResource, result: CommandResult) -> str:
+def check_result_word(res: ServiceResource, result: CommandResult) -> str:
     """A status check in one word or two, as the log and `status` show it."""
     if result.returncode == EXIT_TIMED_OUT:
         return "timed out"
     if says_running(res, result):
         return "running"
+    if isinstance(res, AgentResource):
+        return "stopped" if result.returncode == OCF_NOT_RUNNING else f"failed ({ocf_exit_text(result.returncode)})"
     if result.returncode in (EXIT_NOT_EXECUTABLE, EXIT_NOT_FOUND):
         return "cannot run"
     if res.lsb and result.returncode not in (0, 3):
@@ -4419,7 +4771,7 @@ def check_result_word(res: ScriptResource, result: CommandResult) -> str:
 class Watch:
     """One monitored resource: its settings and what its checks found."""
     settings: MonitorSettings
-    res: ScriptResource
+    res: ServiceResource
     timer: Optional[Timer] = None
     checking: bool = False          # a status check is running in its thread
     restarting: bool = False
@@ -4437,7 +4789,7 @@ class MonitorRequests(Protocol):
 
     def may_check(self, key: str) -> bool: ...
 
-    def restart_resource(self, key: str, res: ScriptResource, done: Callable[[Optional[str]], None]) -> None: ...
+    def restart_resource(self, key: str, res: ServiceResource, done: Callable[[Optional[str]], None]) -> None: ...
 
     def move_group(self, key: str, reason: str) -> str: ...
 
@@ -4445,9 +4797,9 @@ class MonitorRequests(Protocol):
 
 
 class ServiceMonitor:
-    """heartbeat.py.cf's `monitor` lines: each resource's `status` every interval, in a thread of its
-    own (a status that hangs is killed at its timeout and delays nothing else), while its group runs
-    here and the policy is not busy. `fall` failed checks in a row are one failure; below
+    """heartbeat.py.cf's `monitor` lines: each resource's `status` (an agent's monitor) every interval,
+    in a thread of its own (a status that hangs is killed at its timeout and delays nothing else), while
+    its group runs here and the policy is not busy. `fall` failed checks in a row are one failure; below
     migration-threshold the resource is restarted in place, at it the group goes to the peer."""
 
     def __init__(self, config: Config, policy: MonitorRequests, resources: Resources, timers: Timers, post, log):
@@ -4499,9 +4851,10 @@ class ServiceMonitor:
             return
         watch.moved_away = False            # it runs here again (the peer that took it is gone)
         watch.checking = True
-        timeout_s = watch.settings.timeout_ms / 1000
+        timeout_s, depth = watch.settings.timeout_ms / 1000, watch.settings.ocf_check_level
         in_thread(f"monitor {watch.settings.name}",
-                  lambda: self.resources.run_script(watch.res, "status", timeout_s=timeout_s, quiet=True),
+                  lambda: self.resources.run_script(watch.res, "status", timeout_s=timeout_s, quiet=True,
+                                                    check_level=depth),
                   self.post, lambda result: self.checked(watch, result))
 
     def expire(self, watch: Watch) -> None:
@@ -6642,7 +6995,8 @@ class Daemon:
 
     def run(self) -> int:
         """The event loop; returns the exit code after a graceful shutdown."""
-        resources = Resources(self.config, self.log, events=self.events)
+        resources = Resources(self.config, self.log, events=self.events,
+                              rsctmp_dir=os.path.join(self.args.run_dir, RSCTMP_DIR))
         resources.release_stale_addresses()
         for sock in (self.post_r, self.post_w):
             sock.setblocking(False)
@@ -7027,6 +7381,28 @@ def describe_config(config: Config) -> str:
     return "\n".join(lines)
 
 
+VALIDATE_TIMEOUT_S = 30.0
+
+
+def validate_agents(config: Config) -> List[ConfigError]:
+    """Each agent's validate-all, where it has one, as warnings: on a node that does not hold the group
+    a shared device or a mount point may well be out of reach. validate-all touches no resource."""
+    warnings = []
+    haresources = os.path.join(config.config_dir, "haresources")
+    agents = [(group, res) for group in config.groups for res in group.resources if isinstance(res, AgentResource)]
+    for group, res in agents:
+        if "validate-all" not in res.metadata.actions:
+            continue
+        env = agent_environment(res, "validate-all", VALIDATE_TIMEOUT_S, RSCTMP_DEFAULT, {})
+        result = run_command([res.path, "validate-all"], VALIDATE_TIMEOUT_S, env)
+        if result.returncode != OCF_SUCCESS:
+            why = exit_reason(result.output).splitlines()
+            warnings.append(ConfigError(haresources, group.lineno, f"warning: {res.spec}: validate-all returned "
+                                        f"{ocf_exit_text(result.returncode)}" + (f": {why[-1]}" if why else "")
+                                        + " (this may be fine on a node that does not hold the group now)"))
+    return warnings
+
+
 def missing_interfaces(config: Config) -> List[Tuple[Medium, str]]:
     """Media and addresses naming an interface this machine does not have."""
     present = {name for _, name in socket.if_nameindex()}
@@ -7208,12 +7584,18 @@ class ExportedResource:
     params: List[Tuple[str, str]]
     note: str = ""
     monitor: Optional[MonitorSettings] = None     # heartbeat.py.cf's monitor line for it
+    monitor_timeout: str = "20s"                  # without one: an agent's advertised timeout, or this
 
     def monitor_op(self, interval_s: int) -> Tuple[str, str]:
         """(interval, timeout) of its `op monitor`: heartbeat.py.cf's, or the export's default."""
         if self.monitor:
             return format_duration(self.monitor.interval_ms), format_duration(self.monitor.timeout_ms)
-        return f"{interval_s}s", "20s"
+        return f"{interval_s}s", self.monitor_timeout
+
+    def monitor_depth(self) -> List[Tuple[str, str]]:
+        """The monitor op's OCF_CHECK_LEVEL, where heartbeat.py.cf asks for a deeper check."""
+        return [("OCF_CHECK_LEVEL", str(self.monitor.ocf_check_level))] \
+            if self.monitor and self.monitor.ocf_check_level else []
 
     def meta(self) -> List[Tuple[str, str]]:
         """What heartbeat.py.cf's monitor line means to Pacemaker beyond the op itself."""
@@ -7377,6 +7759,12 @@ def export_model(config: Config, unit_dirs=SYSTEMD_UNIT_DIRS):
                     params.append(("broadcast", res.broadcast))
                 primitives.append(ExportedResource(unique(pacemaker_id("ip_" + re.sub(r"[.:]", "_", res.ip))),
                                                    "ocf:heartbeat:IPaddr2", params))     # IPv6 too, nodad
+            elif isinstance(res, AgentResource):     # the same agent with the same parameters
+                advertised = res.metadata.timeouts_ms.get("monitor")
+                primitives.append(ExportedResource(unique(pacemaker_id(res.instance)), res.kind,
+                                                   list(res.params.items()),
+                                                   monitor_timeout=format_duration(advertised) if advertised
+                                                   else "20s"))
             elif res.lsb and not res.args:
                 has_unit = any(os.path.exists(os.path.join(d, res.name + ".service")) for d in unit_dirs)
                 primitives.append(ExportedResource(unique(pacemaker_id("svc_" + res.name)),
@@ -7497,8 +7885,9 @@ def export_pcs(config: Config, groups, wrappers, fences: List[ExportedFence]) ->
             force = "" if prim.agent.startswith("ocf:") else " --force"    # the script may live only on the nodes
             every, timeout = prim.monitor_op(interval)
             meta = " meta " + " ".join(f"{k}={v}" for k, v in prim.meta()) if prim.meta() else ""
+            depth = "".join(f" {k}={v}" for k, v in prim.monitor_depth())
             lines.append(f'pcs -f "$CIB" resource create {prim.ident} {prim.agent}{" " + params if params else ""}'
-                         f" op monitor interval={every} timeout={timeout}{meta}"
+                         f" op monitor interval={every} timeout={timeout}{depth}{meta}"
                          f"{' --group ' + ident if ident else ''}{force}")
         target = ident or primitives[0].ident
         share = group_stickiness(config, primitives)
@@ -7531,8 +7920,9 @@ def export_crm(config: Config, groups, wrappers, fences: List[ExportedFence]) ->
             params = (" params " + " ".join(f"{k}={shlex.quote(v)}" for k, v in prim.params)) if prim.params else ""
             every, timeout = prim.monitor_op(interval)
             meta = " meta " + " ".join(f"{k}={v}" for k, v in prim.meta()) if prim.meta() else ""
+            depth = "".join(f" {k}={v}" for k, v in prim.monitor_depth())
             lines.append(f"primitive {prim.ident} {prim.agent}{params} op monitor interval={every} "
-                         f"timeout={timeout}{meta}")
+                         f"timeout={timeout}{depth}{meta}")
         if ident:
             lines.append(f"group {ident} {' '.join(p.ident for p in primitives)} meta resource-stickiness="
                          f"{group_stickiness(config, primitives)}")
@@ -7609,8 +7999,10 @@ def export_xml(config: Config, groups, wrappers, fences: List[ExportedFence]) ->
                 nvpairs(element, "meta_attributes", prim.ident, prim.meta())
             every, timeout = prim.monitor_op(interval)
             ops = ET.SubElement(element, "operations")
-            ET.SubElement(ops, "op", {"id": f"{prim.ident}-monitor-interval-{every}", "name": "monitor",
-                                      "interval": every, "timeout": timeout})
+            op = ET.SubElement(ops, "op", {"id": f"{prim.ident}-monitor-interval-{every}", "name": "monitor",
+                                           "interval": every, "timeout": timeout})
+            if prim.monitor_depth():
+                nvpairs(op, "instance_attributes", op.get("id"), prim.monitor_depth())
         target = ident or primitives[0].ident
         ET.SubElement(constraints, "rsc_location", {"id": f"loc_{target}_{pacemaker_id(group.home)}",
                                                     "rsc": target, "node": group.home, "score": str(HOME_SCORE)})
@@ -7688,6 +8080,8 @@ def cmd_check(args) -> int:
     problem = watchdog_problem(config.hacf.watchdog) if config.hacf.watchdog else None
     if problem:
         print(f"{config.hacf.path}:{config.hacf.lines['watchdog']}: warning: {problem}", file=sys.stderr)
+    for warning in validate_agents(config):
+        print(warning, file=sys.stderr)
     print(describe_config(config))
     return EXIT_OK
 

@@ -19,8 +19,8 @@ class FakeStatusResources:
         self.answers, self.calls, self.release = [], [], threading.Event()
         self.release.set()
 
-    def run_script(self, res, operation, timeout_s=None, quiet=False):
-        self.calls.append((operation, timeout_s, quiet))
+    def run_script(self, res, operation, timeout_s=None, quiet=False, check_level=0):
+        self.calls.append((operation, timeout_s, quiet) + ((check_level,) if check_level else ()))
         self.release.wait(10)
         text = self.answers.pop(0) if self.answers else "running"
         return hb.CommandResult(124 if text == "hang" else 0, text)

@@ -61,7 +61,7 @@ def test_monitor_defaults_are_pacemaker_like(confdir):
 def test_defaults_come_from_the_table(confdir):
     table = {o.name: o.default for o in hb.SETTING_BY_NAME["monitor"].options}
     assert table == {"interval": "10s", "timeout": "20s", "fall": "1", "migration-threshold": "3",
-                     "failure-timeout": "10min"}
+                     "failure-timeout": "10min", "OCF_CHECK_LEVEL": "0"}
 
 
 def test_every_option_comments_and_blank_lines(confdir):
