@@ -34,6 +34,7 @@ Verified with 3.0.6 alone (prime, its peer absent), resource-agents 4.x of Debia
 """
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -261,8 +262,10 @@ def test_the_drbd_era_group_moves_on_a_graceful_stop_and_comes_back(lab, real_na
     assert f"Filesystem(Filesystem_{disk.image})" in real_log
     assert f"INFO: Running start for {disk.image} on {disk.mountpoint}" in real_log
     assert "MailTo(MailTo)" in real_log and "IPsrcaddr(IPsrcaddr)" in real_log
-    py_log = py.log()
+    py_log = py.log()       # heartbeat.py logs the agents' lines under the same instance names
     assert "Traceback" not in py_log
+    assert f"Filesystem(Filesystem_{disk.image})[start]: INFO: Running start for {disk.image} on " \
+           f"{disk.mountpoint}" in py_log
     print("".join(f"  heartbeat.py: {line}\n" for line in py_log.splitlines()
                   if any(word in line for word in ("Filesystem", "MailTo", "IPsrcaddr", "WARN", "ERROR"))), end="")
 
@@ -281,12 +284,18 @@ def crash(lab, name, node, disk):
 
 
 def reboot(lab, name, node):
-    """Its return: /run emptied (the agents' state: MailTo's pseudo-resource, send_arp's pid file), the
-    web server's stale pid file gone, the routes as at boot, the cable back."""
-    run = os.path.join(node.run, "resource-agents") if isinstance(node, RealNode) else \
-        os.path.join(node.guard, "resource-agents")
-    for entry in os.listdir(run):
-        os.unlink(os.path.join(run, entry))
+    """Its return: /run emptied (the agents' state: MailTo's pseudo-resource, send_arp's pid file; for
+    heartbeat.py its run dir, which holds its HA_RSCTMP), the web server's stale pid file gone, the
+    routes as at boot, the cable back."""
+    runs = [os.path.join(node.run, "resource-agents")] if isinstance(node, RealNode) else \
+        [os.path.join(node.guard, "resource-agents"), node.run_dir]
+    for run in runs:
+        for entry in os.listdir(run):
+            path = os.path.join(run, entry)
+            if os.path.isdir(path) and not os.path.islink(path):
+                shutil.rmtree(path)
+            else:
+                os.unlink(path)
     with contextlib.suppress(FileNotFoundError):
         os.unlink(os.path.join(lab.tmp, "pids", f"webserver-{name}.pid"))
     lab.exec(name, ["ip", "route", "replace", "10.77.0.0/24", "dev", "eth0", "proto", "kernel", "scope", "link",

@@ -91,10 +91,11 @@ def test_crm_verify_accepts_the_xml(tmp_path):
 @pytest.mark.skipif(not (shutil.which("pcs") and shutil.which("cibadmin") and shutil.which("crm_verify")),
                     reason="pcs and pacemaker-cli-utils are not installed")
 def test_pcs_applies_the_script_to_a_cib_file(tmp_path):
-    """pcs checks each `resource create` against the agent's meta-data: an unknown or missing
-    parameter is refused (no --force in the export)."""
+    """pcs checks each `resource create` of an OCF agent against the agent's meta-data: an unknown or
+    missing parameter is refused (the export forces only the LSB script, which is not installed here)."""
     text, _, _ = hb.export_pacemaker(config(tmp_path), "pcs", unit_dirs=())
-    assert "--force" not in text
+    creates = [line for line in text.splitlines() if " resource create " in line and " ocf:" in line]
+    assert len(creates) == 4 and not [line for line in creates if "--force" in line], creates
     cib = tmp_path / "cib.xml"
     cib.write_text(subprocess.run(["cibadmin", "--empty"], capture_output=True, text=True, check=True,
                                   timeout=30).stdout)
