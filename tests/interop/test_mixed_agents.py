@@ -348,3 +348,115 @@ def test_the_drbd_era_group_moves_when_its_holder_crashes_and_comes_back_after_i
     assert [m.split(" at ")[0] for m in mails(lab, "calc")] == \
         ["-s Resource Group Takeover in progress", "-s Resource Group Migrating resource away"], mails(lab, "calc")
     assert "Traceback" not in py.log()
+
+
+# Every wrapper of 3.0.6's resource.d that runs an agent (IPaddr, IPaddr2, IPv6addr are heartbeat.py's
+# own; OCF needs its conf file), with arguments as its usage line gives them.
+# (Filesystem::DEVICE::DIRECTORY, without FSTYPE, is in tests/unit/test_export_agents.py: heartbeat.py refuses it.)
+WORDS = ["Filesystem::/dev/fake-sdb1::/srv/fake-data::ext4::noatime", "Filesystem::/dev/fake-sdc1::/srv/fake-two::xfs",
+         "MailTo::root@localhost::Web_cluster", "IPsrcaddr::10.77.0.100", "SendArp::10.77.0.100/eth0",
+         "Delay::3::1", "Delay", "portblock::tcp::8080::block", "apache::/etc/apache2/apache2.conf",
+         "AudibleAlarm::prime::calc", "ICP::c0h1::/dev/fake-sdx", "LVM::vg0", "LinuxSCSI::0:0:1:0",
+         "Raid1::/etc/raidtab::/dev/md9", "ServeRAID::1::2", "WAS::9080", "WinPopup", "Xinetd::tftp",
+         "db2::db2inst1", "ids::/opt/informix::srv1::onconfig.srv1", "apache", "ids"]
+
+FAKE_AGENT = """#!/bin/sh
+# A stand-in for an OCF agent: records what it was given, keeps a state file per instance, prints the
+# real agent's meta-data (saved before this directory was bound over the real one).
+name=$(basename "$0")
+state="{state}/$(printf '%s' "${{OCF_RESOURCE_INSTANCE:-$name}}" | tr / _)"
+{{ printf '%s\\t%s\\t%s' "$name" "$1" "$OCF_RESOURCE_INSTANCE"
+   env | grep '^OCF_RESKEY_' | grep -v '^OCF_RESKEY_CRM_meta_' | sort | while IFS= read -r kv; do
+       printf '\\t%s' "$kv"; done
+   echo; }} >> {record}
+case "$1" in
+start) touch "$state" ;;
+stop) rm -f "$state" ;;
+monitor|status) if [ -e "$state" ]; then echo running; exit 0; fi; echo stopped; exit 7 ;;
+meta-data) cat "{saved}/$name.xml" ;;
+esac
+exit 0
+"""
+
+
+def fake_agents(lab, label, names):
+    """A directory to bind over /usr/lib/ocf/resource.d/heartbeat: a recording stand-in for each agent
+    (and .ocf-shellfuncs, which 3.0.6's hto-mapfuncs sources from there). Returns (dir, record file)."""
+    root = os.path.join(lab.tmp, f"fake-{label}")
+    agents, state, saved = (os.path.join(root, sub) for sub in ("agents", "state", "saved"))
+    for directory in (agents, state, saved):
+        os.makedirs(directory)
+    record = os.path.join(root, "record")
+    os.symlink("/usr/lib/ocf/lib/heartbeat/ocf-shellfuncs", os.path.join(agents, ".ocf-shellfuncs"))
+    for name in names:
+        meta = subprocess.run([os.path.join(AGENTS, name), "meta-data"], capture_output=True, text=True,
+                              timeout=20, env=dict(os.environ, OCF_ROOT="/usr/lib/ocf"))
+        with open(os.path.join(saved, f"{name}.xml"), "w") as handle:
+            handle.write(meta.stdout)
+        path = os.path.join(agents, name)
+        with open(path, "w") as handle:
+            handle.write(FAKE_AGENT.format(state=state, record=record, saved=saved))
+        os.chmod(path, 0o755)
+    return agents, record
+
+
+def records(path, operation):
+    """(agent, instance, {OCF_RESKEY_*}) of each `operation` call, in order."""
+    try:
+        with open(path) as handle:
+            lines = handle.read().splitlines()
+    except FileNotFoundError:
+        return []
+    out = []
+    for line in lines:
+        name, op, instance, *pairs = line.split("\t")
+        if op == operation:
+            out.append((name, instance, {key: value.rstrip(" ") for key, value in
+                                         (pair.split("=", 1) for pair in pairs)}))
+    return out
+
+
+@pytest.mark.parametrize("lab", [("prime", "calc")], indirect=True)
+def test_every_wrapper_word_reaches_its_agent_as_3_0_6_passes_it(lab):
+    """Each implementation alone (each believes its peer dead: they use different ports) runs the same
+    group of every wrapper word against stand-in agents bound over /usr/lib/ocf/resource.d/heartbeat;
+    the OCF_RESOURCE_INSTANCE and OCF_RESKEY_* of each start and stop must be the same.
+
+    3.0.6's quirks, seen here: AudibleAlarm::prime::calc gets nodelist "prime calc " (the wrapper cuts
+    the operation off `echo $*` and keeps the space before it; the agent splits the list on blanks,
+    so trailing blanks are not compared). A bare Delay is instance Delay_10, but the wrapper's
+    startdelay=10 is not exported: the agent gets no startdelay and sleeps its own default (20 s;
+    stopdelay 30 s). A bare apache is instance "apache_", a bare ids "ids_"."""
+    names = sorted({word.split("::")[0] for word in WORDS})
+    haresources = "prime " + " ".join(WORDS) + "\n"
+    hacf = HACF.replace("keepalive 500ms", "keepalive 200ms").replace("deadtime 3", "deadtime 1") \
+        .replace("initdead 6", "initdead 2")
+    real = RealNode(lab, "prime", hacf, KEYS, haresources)
+    py = Node(lab, "prime", hacf.replace("udpport 694", "udpport 7694"), authkeys=KEYS, haresources=haresources,
+              host="calc")
+    reboot = os.path.join(lab.tmp, "reboot")
+    with open(reboot, "w") as handle:
+        handle.write(RECORDER.format(log=os.path.join(lab.tmp, "reboot.log")))
+    os.chmod(reboot, 0o755)
+    real_agents, real_record = fake_agents(lab, "real", names)
+    py_agents, py_record = fake_agents(lab, "py", names)
+    real.start(binds=[(real_agents, AGENTS), (reboot, "/sbin/reboot"), (reboot, "/usr/bin/pkill")])
+    py.start(fake_reboot=reboot, binds=[(py_agents, AGENTS)])
+    try:
+        wait(lambda: len(records(real_record, "start")) == len(WORDS) and
+             len(records(py_record, "start")) == len(WORDS), 40)
+        real.stop()
+        py.stop()
+        wait(lambda: len(records(real_record, "stop")) == len(WORDS) and
+             len(records(py_record, "stop")) == len(WORDS), 10)
+    except AssertionError:
+        print(dump(real, py), records(real_record, "start"), records(py_record, "start"))
+        raise
+    assert not os.path.exists(os.path.join(lab.tmp, "reboot.log"))
+    differences = []
+    for operation in ("start", "stop"):
+        order = WORDS if operation == "start" else WORDS[::-1]
+        for word, theirs, ours in zip(order, records(real_record, operation), records(py_record, operation)):
+            if theirs != ours:
+                differences.append(f"{operation} {word}:\n  3.0.6:        {theirs}\n  heartbeat.py: {ours}")
+    assert not differences, "\n".join(differences)

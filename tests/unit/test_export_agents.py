@@ -1,5 +1,6 @@
 """export-pacemaker of a DRBD-era group run through resource-agents (issue 25): Pacemaker's own tools
 accept it, and each 3.0.6 wrapper word becomes its ocf:heartbeat agent with the wrapper's parameters.
+Also what such a line may hold: whatever 3.0.6's wrapper runs.
 
 The line is the one test_mixed_agents.py runs on a live mixed cluster. No script of those names is in
 the node's resource.d or init.d here, so heartbeat.py maps them itself, as 3.0.6's wrappers in
@@ -30,14 +31,14 @@ needs_agents = pytest.mark.skipif(not all(os.path.exists(f"{AGENTS}/{name}") for
                                   reason="resource-agents is not installed")
 
 
-def config(tmp_path):
+def config(tmp_path, line=LINE):
     conf, initd = tmp_path / "ha.d", tmp_path / "init.d"
     (conf / "resource.d").mkdir(parents=True)
     initd.mkdir()
     (conf / "ha.cf").write_text(HACF)
     (conf / "authkeys").write_text("auth 1\n1 sha1 secret\n")
     os.chmod(conf / "authkeys", 0o600)
-    (conf / "haresources").write_text(LINE)
+    (conf / "haresources").write_text(line)
     (initd / "apache2").write_text("#!/bin/sh\necho running\n")
     os.chmod(initd / "apache2", 0o755)
     return hb.load_config(str(conf), "prime", [str(conf / "resource.d"), str(initd)])
@@ -108,3 +109,13 @@ def test_pcs_applies_the_script_to_a_cib_file(tmp_path):
     found = primitives(cib.read_text())
     for agent, params in EXPECTED.items():
         assert {k: v for k, v in found.get(agent, {}).items() if k in params} == params, (agent, found.get(agent))
+
+
+@needs_agents
+def test_filesystem_without_fstype_is_accepted_as_3_0_6_runs_it(tmp_path):
+    """3.0.6's resource.d/Filesystem takes DEVICE::DIRECTORY[::FSTYPE[::OPTIONS]] and runs the agent
+    without OCF_RESKEY_fstype; the agent then mounts with mount's own detection (seen: start 0,
+    monitor 0, stop 0 with device, directory and options=loop only), although its meta-data marks
+    fstype required="1"."""
+    res = config(tmp_path, "prime 10.77.0.100 Filesystem::/dev/drbd0::/data apache2\n").groups[0].resources[1]
+    assert (res.instance, res.params) == ("Filesystem_/dev/drbd0", {"device": "/dev/drbd0", "directory": "/data"})
