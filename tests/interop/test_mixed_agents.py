@@ -460,3 +460,43 @@ def test_every_wrapper_word_reaches_its_agent_as_3_0_6_passes_it(lab):
             if theirs != ours:
                 differences.append(f"{operation} {word}:\n  3.0.6:        {theirs}\n  heartbeat.py: {ours}")
     assert not differences, "\n".join(differences)
+
+
+@pytest.mark.parametrize("lab", [("prime", "calc")], indirect=True)
+def test_ocf_type_instance_runs_on_heartbeat_py_but_not_on_debians_3_0_6(lab):
+    """`OCF::Dummy::inst` with DIR/conf/OCF/Dummy/inst, each implementation alone (different ports).
+    3.0.6's resource.d/OCF, as Debian packages it, cannot run it: it looks for the agent at
+    $OCF_AGENTS/*/Dummy with OCF_AGENTS=/usr/lib/ocf/resource.d/heartbeat/ (one directory too deep),
+    prints its usage and exits 1 (seen: `ERROR: Return code 1 from /etc/ha.d//resource.d/OCF`, the
+    group given up; run by hand with OCF_AGENTS fixed it still fails: OCF_ROOT is not set, so the
+    agent cannot source its ocf-shellfuncs, exit 2; and it passes `status`, which the agent answers
+    with its usage, exit 3). heartbeat.py runs the agent with the instance file's parameters."""
+    hacf = HACF.replace("keepalive 500ms", "keepalive 200ms").replace("deadtime 3", "deadtime 1") \
+        .replace("initdead 6", "initdead 2")
+    real = RealNode(lab, "prime", hacf, KEYS, "prime OCF::Dummy::inst\n")
+    py = Node(lab, "prime", hacf.replace("udpport 694", "udpport 7694"), authkeys=KEYS,
+              haresources="prime OCF::Dummy::inst\n", host="calc")
+    states = {}
+    for label, node, conf in (("real", real, real.ha_d), ("py", py, py.config_dir)):
+        os.makedirs(os.path.join(conf, "conf", "OCF", "Dummy"))
+        states[label] = os.path.join(lab.tmp, f"dummy-{label}.state")
+        node.write("conf/OCF/Dummy/inst", f"# the Dummy agent's state file\nOCF_RESKEY_state={states[label]}\n")
+    reboot = os.path.join(lab.tmp, "reboot")
+    with open(reboot, "w") as handle:
+        handle.write(RECORDER.format(log=os.path.join(lab.tmp, "reboot.log")))
+    os.chmod(reboot, 0o755)
+    real.start(binds=[(reboot, "/sbin/reboot"), (reboot, "/usr/bin/pkill")])
+    py.start(fake_reboot=reboot)
+    try:
+        wait(lambda: os.path.exists(states["py"]) and "Return code 1 from /etc/ha.d//resource.d/OCF" in real.log(),
+             30)
+        wait(lambda: "Local Resource acquisition completed" in real.log(), 20)
+    except AssertionError:
+        print(dump(real, py))
+        raise
+    assert not os.path.exists(states["real"])
+    assert "usage: /etc/ha.d//resource.d/OCF OCF-resource-name OCF-instance-name operation-name" in real.log()
+    assert "Giving up resources due to failure of OCF::Dummy::inst" in real.log()
+    py.stop()
+    assert not os.path.exists(states["py"])
+    assert not os.path.exists(os.path.join(lab.tmp, "reboot.log"))
