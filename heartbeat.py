@@ -98,6 +98,7 @@ EXIT_OK = 0
 EXIT_GENERIC = 1
 EXIT_USAGE = 2
 EXIT_NOT_RUNNING = 3
+EXIT_STATUS_UNKNOWN = 4         # `status` may not ask the daemon (LSB: "program or service status is unknown")
 EXIT_NOT_CONFIGURED = 6
 
 
@@ -427,7 +428,23 @@ SYSLOG_FACILITIES = (
     "syslog", "user", "uucp", "local0", "local1", "local2", "local3", "local4",
     "local5", "local6", "local7", "none")
 TIME_RE = re.compile(r"^(\d+(?:\.\d*)?|\.\d+)\s*(ms|msec|us|usec)?$", re.ASCII)
+# Bounds of times and counts. 3.0.6 takes any positive time that fits a C long; no cluster works
+# past these, so a larger value is a typo (a unit or a few zeros too many), refused at its line.
+MAX_TIME_MS = 365 * 86400000        # any time in any file: a year (past the float range: no number)
+MAX_KEEPALIVE_MS = 3600000          # a heartbeat less often than hourly tells a dead peer hours late
+MAX_DEADTIME_MS = 86400000          # deadtime, warntime, initdead, deadping: a failover a day late is none
+MAX_NUMBER_DIGITS = 18              # a count fits a C long (3.0.6's); int() refuses past 4300 digits
 IFACE_RE = re.compile(rf"^[A-Za-z0-9_.:@-]{{1,{IFNAMSIZ - 1}}}$")
+
+
+def whole_ms(number: str, scale: float, text: str) -> int:
+    """A time's number times its unit's ms, rounded; ValueError past MAX_TIME_MS (which also keeps
+    an endless row of digits, a float of inf, from int()'s OverflowError)."""
+    ms = float(number) * scale
+    if not ms <= MAX_TIME_MS:
+        shown = text if len(text) <= 20 else text[:20] + "..."
+        raise ValueError(f"'{shown}' is more than a year: no time here may be that long")
+    return int(round(ms))
 
 
 def parse_time_ms(text: str) -> int:
@@ -435,14 +452,14 @@ def parse_time_ms(text: str) -> int:
     match = TIME_RE.match(text.strip())
     if not match:
         raise ValueError(f"'{text}' is not a time (write 2, 0.5, 1500ms or 500000us)")
-    number, unit = float(match.group(1)), match.group(2) or "s"
-    scale = {"s": 1000.0, "ms": 1.0, "msec": 1.0, "us": 0.001, "usec": 0.001}[unit]
-    return int(round(number * scale))
+    scale = {"s": 1000.0, "ms": 1.0, "msec": 1.0, "us": 0.001, "usec": 0.001}[match.group(2) or "s"]
+    return whole_ms(match.group(1), scale, text)
 
 
 def is_number(text: str) -> bool:
-    """Plain ASCII digits only: `int()` refuses some characters that str.isdigit() accepts."""
-    return text.isascii() and text.isdigit()
+    """Plain ASCII digits only (`int()` refuses some characters that str.isdigit() accepts), at most
+    MAX_NUMBER_DIGITS of them: no count is longer, and int() would refuse 4300 in words of its own."""
+    return text.isascii() and text.isdigit() and len(text) <= MAX_NUMBER_DIGITS
 
 
 def parse_bool(text: str) -> bool:
@@ -470,7 +487,7 @@ class Directive:
     support: str = "yes"
     choices: Tuple[str, ...] = ()
     low: int = 0
-    high: int = 0
+    high: int = 0        # a "time"'s, in ms (0: MAX_TIME_MS)
     in_ms: bool = False  # an "int" that is a number of milliseconds (a "time" always is)
 
     @property
@@ -486,10 +503,13 @@ DIRECTIVES = [
     Directive("ucast", "media", None, "UDP unicast: ucast DEV PEER [PEER...]"),
     Directive("mcast6", "media", None, "UDP/IPv6 multicast: mcast6 DEV GROUP PORT HOPS LOOP"),
     Directive("ucast6", "media", None, "UDP/IPv6 unicast: ucast6 DEV PEER (udpport)"),
-    Directive("keepalive", "time", "1000ms", "interval between heartbeats"),
-    Directive("deadtime", "time", "30000ms", "silence after which a node is declared dead"),
-    Directive("warntime", "time", None, "lateness that logs a 'Late heartbeat' warning (deadtime/2)"),
-    Directive("initdead", "time", None, "deadtime used at start-up, while the network settles"),
+    Directive("keepalive", "time", "1000ms", "interval between heartbeats (at most 3600 s)", high=MAX_KEEPALIVE_MS),
+    Directive("deadtime", "time", "30000ms", "silence after which a node is declared dead (at most 86400 s)",
+              high=MAX_DEADTIME_MS),
+    Directive("warntime", "time", None, "lateness that logs a 'Late heartbeat' warning (deadtime/2)",
+              high=MAX_DEADTIME_MS),
+    Directive("initdead", "time", None, "deadtime used at start-up, while the network settles",
+              high=MAX_DEADTIME_MS),
     Directive("udpport", "int", "694", "UDP port for bcast and ucast", low=1, high=65535),
     Directive("auto_failback", "choice", "legacy",
               "move groups back to their home node when it returns",
@@ -515,7 +535,8 @@ DIRECTIVES = [
     Directive("max_rexmit_delay", "int", "250", "ms between retransmission requests",
               low=1, high=60000, in_ms=True),
     Directive("env", "line", None, "NAME=VALUE exported to resource scripts"),
-    Directive("deadping", "time", None, "silence after which a ping node is declared dead (deadtime)"),
+    Directive("deadping", "time", None, "silence after which a ping node is declared dead (deadtime)",
+              high=MAX_DEADTIME_MS),
     Directive("realtime", "bool", "true", "SCHED_FIFO scheduling", support="ignored"),
     Directive("rtprio", "int", None, "SCHED_FIFO priority", support="ignored", low=1, high=99),
     Directive("coredumps", "bool", "true", "enable core dumps", support="ignored"),
@@ -816,9 +837,9 @@ def _apply_value(cfg: HaCf, directive: Directive, value: str, lineno: int):
     """Set one scalar directive from one value; raise ValueError with the reason."""
     name, kind = directive.name, directive.kind
     if kind == "time":
-        parsed = parse_time_ms(value)
-        if parsed <= 0:
-            raise ValueError(f"{name} must be more than 0")
+        parsed, high = parse_time_ms(value), directive.high or MAX_TIME_MS
+        if not 0 < parsed <= high:
+            raise ValueError(f"{name} must be more than 0 and at most {high // 1000} seconds")
         setattr(cfg, directive.field, parsed)           # there is one: check_directive_fields
     elif kind == "bool":
         parsed = parse_bool(value)
@@ -1348,18 +1369,20 @@ SECRET_NAME_RE = re.compile(r"pass(wd|word)?|secret|token|(^|_)key$", re.IGNOREC
 class Wrapper:
     """One of 3.0.6's resource.d wrappers, read from its script: which OCF_RESKEY_ names its
     arguments fill, in order; how many arguments it accepts; the OCF_RESOURCE_INSTANCE it sets
-    ({name}: that parameter's value, empty when absent); what it sets when an argument is left out."""
+    ({name}: that parameter's value, empty when absent); what it gives the agent when an argument is
+    left out (defaults), and what it only names the instance with (instance_defaults)."""
     params: Tuple[str, ...]
     counts: Tuple[int, ...]         # argument counts it accepts; empty: any
     instance: str
     usage: str
     defaults: Tuple[Tuple[str, str], ...] = ()
+    instance_defaults: Tuple[Tuple[str, str], ...] = ()
 
 
 HEARTBEAT_WRAPPERS = {      # IPaddr, IPaddr2 and IPv6addr are heartbeat.py's own; OCF is OCF::TYPE::INSTANCE
     "AudibleAlarm": Wrapper(("nodelist",), (), "AudibleAlarm", "AudibleAlarm[::NODE...]"),
-    "Delay": Wrapper(("startdelay", "stopdelay"), (0, 1, 2), "Delay_{startdelay}",
-                     "Delay[::STARTDELAY[::STOPDELAY]]", defaults=(("startdelay", "10"),)),
+    "Delay": Wrapper(("startdelay", "stopdelay"), (0, 1, 2), "Delay_{startdelay}",      # 10 unexported: the
+                     "Delay[::STARTDELAY[::STOPDELAY]]", instance_defaults=(("startdelay", "10"),)),  # agent's 30
     "Filesystem": Wrapper(("device", "directory", "fstype", "options"), (2, 3, 4), "Filesystem_{device}",
                           "Filesystem::DEVICE::DIRECTORY[::FSTYPE[::OPTIONS]]"),
     "ICP": Wrapper(("driveid", "device"), (2,), "ICP_{driveid}", "ICP::DRIVEID::DEVICE"),
@@ -1461,8 +1484,8 @@ def wrapper_params(name: str, wrapper: Wrapper, args: List[str]) -> Dict[str, st
         given = f"{len(args)} argument{'' if len(args) == 1 else 's'}"
         raise ValueError(f"{name} takes {wrapper.usage} ({given} given; 3.0.6's resource.d/{name} refuses it too)")
     params = dict(wrapper.defaults)
-    if name == "AudibleAlarm":              # every argument: one node of the list
-        params.update({"nodelist": " ".join(args)} if args else {})
+    if name == "AudibleAlarm":              # every argument: one node of the list (empty: none)
+        params["nodelist"] = " ".join(args)
     elif name == "SendArp":                 # IP/INTERFACE, one argument
         ip, _, nic = args[0].partition("/")
         if not ip or not nic:
@@ -1475,6 +1498,12 @@ def wrapper_params(name: str, wrapper: Wrapper, args: List[str]) -> Dict[str, st
     else:
         params.update((key, value) for key, value in zip(wrapper.params, args) if value)
     return params
+
+
+def wrapper_instance(wrapper: Wrapper, params: Dict[str, str]) -> str:
+    """The wrapper's OCF_RESOURCE_INSTANCE: Filesystem_{device} -> Filesystem_/dev/drbd0."""
+    values = {**dict(wrapper.instance_defaults), **params}
+    return re.sub(r"\{(\w+)\}", lambda m: values.get(m.group(1), ""), wrapper.instance)
 
 
 def instance_file_params(path: str) -> Dict[str, str]:
@@ -1510,8 +1539,8 @@ def agent_resource(token: str, config_dir: str) -> Optional[AgentResource]:
         wrapper = HEARTBEAT_WRAPPERS[name]
         params = wrapper_params(name, wrapper, args)
         path, metadata = installed_agent("heartbeat", name, f"{name} (3.0.6's resource.d/{name})")
-        instance = re.sub(r"\{(\w+)\}", lambda m: params.get(m.group(1), ""), wrapper.instance)
-        return checked_agent(AgentResource(token, name, "heartbeat", name, params, instance, path, metadata))
+        return checked_agent(AgentResource(token, name, "heartbeat", name, params,
+                                           wrapper_instance(wrapper, params), path, metadata))
     if name == "OCF":
         if len(args) != 2 or not all(OCF_NAME_RE.fullmatch(a) for a in args):
             raise ValueError("OCF takes OCF::TYPE::INSTANCE (the agent, and the name of its instance file "
@@ -1596,7 +1625,7 @@ def parse_duration_ms(text: str) -> int:
     match = DURATION_RE.match(text.strip())
     if not match:
         raise ValueError(f"'{text}' is not a time (write e.g. 10s, 1500ms, 5min or 1h)")
-    return int(round(float(match.group(1)) * DURATION_UNITS_MS[match.group(2) or "s"]))
+    return whole_ms(match.group(1), DURATION_UNITS_MS[match.group(2) or "s"], text)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -1625,7 +1654,7 @@ MONITOR_OPTIONS = (
 SETTINGS = [
     Setting("link_watch", "on|off", "watch this node's links and addresses through rtnetlink (default on): "
             "a held address that disappears is added back, one whose interface loses carrier goes to the peer"),
-    Setting("fence_delay", "TIME", "with a STONITH device: how long a node that holds no group waits before it "
+    Setting("fence_delay", "TIME", "with STONITH: how long a node that holds no group waits (at most 10min) before it "
             "resets its peer (default 0), so that in a partition the active node wins the race and keeps serving"),
     Setting("monitor", "RESOURCE", "watch a script or OCF agent resource of haresources (its name, the word "
             "before `::`): its `status` (an agent's `monitor`, timeout by default the one the agent advertises) "
@@ -1633,8 +1662,8 @@ SETTINGS = [
             "migration-threshold failures", MONITOR_OPTIONS),
     Setting("http_listen", "[ADDRESS:]PORT|off", "serve /metrics (Prometheus) and a read-only status page on "
             "this address (default off; a bare port listens on 127.0.0.1 only; [::1]:PORT for IPv6)"),
-    Setting("notify_timeout", "TIME", "how long a notify.d hook may run before it is killed (default 30s); "
-            "hooks are the executables in DIR/notify.d, called on every event"),
+    Setting("notify_timeout", "TIME", "how long a notify.d hook may run before it is killed (default 30s; 1s to "
+            "10min); hooks are the executables in DIR/notify.d, called on every event"),
 ]
 SETTING_BY_NAME = {s.name: s for s in SETTINGS}
 
@@ -1655,10 +1684,30 @@ def parse_listen(text: str) -> Optional[Tuple[str, int]]:
     return address, int(port)
 
 
-SINGLE_VALUE_SETTINGS = {"link_watch": ("link_watch", parse_bool),          # name -> (Settings field, parser)
-                         "fence_delay": ("fence_delay_ms", parse_duration_ms),
-                         "http_listen": ("http_listen", parse_listen),
-                         "notify_timeout": ("notify_timeout_ms", parse_duration_ms)}
+MAX_FENCE_DELAY_MS = 600000         # a node holding nothing waits that long to fence, and only then takes over
+MIN_NOTIFY_TIMEOUT_MS = 1000        # a hook needs time to start at all: 0 killed every hook as it began
+MAX_NOTIFY_TIMEOUT_MS = 600000      # hooks run one at a time: one stuck that long holds back the next events
+
+
+def duration_within(low_ms: int, high_ms: int, why: str) -> Callable[[str], int]:
+    """A parser of one heartbeat.py.cf time from low_ms to high_ms: ValueError outside, saying why."""
+    def parse(text: str) -> int:
+        ms = parse_duration_ms(text)
+        if not low_ms <= ms <= high_ms:
+            raise ValueError(f"'{text}' must be from {format_duration(low_ms) if low_ms else 0} to "
+                             f"{format_duration(high_ms)} ({why})")
+        return ms
+    return parse
+
+
+SINGLE_VALUE_SETTINGS = {                                    # name -> (Settings field, parser); each once a file
+    "link_watch": ("link_watch", parse_bool),
+    "fence_delay": ("fence_delay_ms", duration_within(0, MAX_FENCE_DELAY_MS, "until then a node that holds no group "
+                                                      "neither fences nor takes over")),
+    "http_listen": ("http_listen", parse_listen),
+    "notify_timeout": ("notify_timeout_ms", duration_within(MIN_NOTIFY_TIMEOUT_MS, MAX_NOTIFY_TIMEOUT_MS,
+                                                            "a hook needs a moment to start; hooks run one at a "
+                                                            "time, so a stuck one holds back the next events"))}
 
 
 def option_value(option: Directive, text: str) -> int:
@@ -1779,9 +1828,16 @@ def parse_settings(path: str, groups: Optional[List[ResourceGroup]]) -> Settings
     settings.present = True
     errors: List[ConfigError] = []
     watched: Dict[str, int] = {}
+    given_at: Dict[str, int] = {}          # a single-valued setting's line
     for lineno, text in config_lines(path):
         name, *words = text.split()
         setting = SETTING_BY_NAME.get(name)
+        if name in given_at:
+            errors.append(ConfigError(path, lineno, f"{name} is given twice (first at line {given_at[name]}): "
+                                                    f"keep one {name} line"))
+            continue
+        if name in SINGLE_VALUE_SETTINGS:
+            given_at[name] = lineno
         if setting is None:
             if name in DIRECTIVE_BY_NAME:
                 message = (f"'{name}' is a ha.cf directive: it belongs in ha.cf, where Heartbeat reads it "
@@ -6146,6 +6202,10 @@ NOTIFY_DRAIN_S = 5.0             # at a clean stop, for the hooks of the last ev
 HOOK_NAME_RE = re.compile(r"^[A-Za-z0-9_-]+$")     # run-parts' rule: no .sample, ~ or .dpkg-old copies
 
 
+HOOK_RULE = ("a hook runs as this daemon's user: it and every directory above it must be root's, "
+             "and writable by root alone")
+
+
 def notify_hooks(directory: str) -> List[str]:
     """The hooks in a notify.d directory, in name order."""
     try:
@@ -6156,16 +6216,53 @@ def notify_hooks(directory: str) -> List[str]:
     return [path for path in paths if os.path.isfile(path) and os.access(path, os.X_OK)]
 
 
+def unsafe_path_problem(path: str, info: os.stat_result, uid: int) -> Optional[str]:
+    """Why another user could change what path holds (None: they cannot): not root's nor uid's, or
+    writable by a group other than root's or by anyone; a sticky directory (/tmp) may be, as only
+    the owner of an entry in it can replace that entry. A symlink's own mode means nothing."""
+    if info.st_uid not in (0, uid):
+        return f"{path} belongs to uid {info.st_uid}, not to root"
+    if stat.S_ISLNK(info.st_mode) or stat.S_ISDIR(info.st_mode) and info.st_mode & stat.S_ISVTX:
+        return None
+    if info.st_mode & stat.S_IWOTH:
+        return f"{path} is writable by other users"
+    if info.st_mode & stat.S_IWGRP and info.st_gid != 0:
+        return f"{path} is writable by group {info.st_gid}"
+    return None
+
+
+def hook_problem(path: str, uid: int) -> Optional[str]:
+    """Why a notify.d hook must not run (None: it may), as keepalived's enable_script_security: the
+    hook, the file a symlink leads to and every directory above either, up to /, pass
+    unsafe_path_problem; uid is the daemon's (root, or the user of a test)."""
+    seen = set()
+    for start in (os.path.abspath(path), os.path.realpath(path)):
+        current = start
+        while current not in seen:
+            seen.add(current)
+            try:
+                problem = unsafe_path_problem(current, os.lstat(current), uid)
+            except OSError as err:
+                problem = f"cannot check {current}: {err.strerror}"
+            if problem:
+                return problem
+            current = os.path.dirname(current)
+    return None
+
+
 class Notifier:
     """Calls every executable in DIR/notify.d (run-parts' names: letters, digits, _ and -) for every
     event, in the events' order, one at a time, from a thread of its own: a hook never delays a
     takeover. Each gets `EVENT NODE GROUP LINK DETAIL` as arguments (empty when not about one) and
-    the same in HA_EVENT* variables; past the timeout it is killed. Failures are logged."""
+    the same in HA_EVENT* variables; past the timeout it is killed. Failures are logged. A hook
+    another user could change (hook_problem) is not run: logged once with the reason, counted."""
 
     def __init__(self, config_dir: str, node: str, timeout_s: float, log):
         self.directory, self.node, self.timeout_s, self.log = os.path.join(config_dir, NOTIFY_DIR), node, timeout_s, log
         self.queue: queue.Queue = queue.Queue(NOTIFY_QUEUE_MAX)
         self.lost = 0
+        self.refused: Dict[str, int] = {}       # hook -> events it was not run for
+        self.told: Dict[str, str] = {}          # hook -> the reason last logged (once, until it changes)
         self.thread = threading.Thread(target=self.serve, name="notify", daemon=True)
         self.thread.start()
 
@@ -6183,9 +6280,21 @@ class Notifier:
             event = self.queue.get()
             try:
                 for hook in notify_hooks(self.directory):
-                    self.run(hook, event)
+                    if self.allowed(hook):
+                        self.run(hook, event)
             finally:
                 self.queue.task_done()
+
+    def allowed(self, hook: str) -> bool:
+        problem = hook_problem(hook, os.geteuid())
+        if problem is None:
+            self.told.pop(hook, None)
+            return True
+        self.refused[hook] = self.refused.get(hook, 0) + 1
+        if self.told.get(hook) != problem:
+            self.told[hook] = problem
+            self.log.error(f"notify hook {hook} not run: {problem} ({HOOK_RULE})")
+        return False
 
     def run(self, hook: str, event: Event) -> None:
         subjects = [event.subjects.get(key, "") for key in ("node", "group", "link")]
@@ -6312,6 +6421,9 @@ def prometheus_text(report: dict) -> str:
     if ipfail.get("enabled"):
         out.family("heartbeat_ping_nodes_up", "gauge", "ping nodes answering this node (ipfail's count)",
                    [({}, ipfail["ping_nodes_up"])])
+    out.family("heartbeat_notify_hooks_refused_total", "counter", "events a notify.d hook was not run for: "
+               "another user could change it", [({"hook": os.path.basename(hook)}, n)
+                                                for hook, n in sorted(report.get("notify_refused", {}).items())])
     counts = report.get("event_counts", {})
     out.family("heartbeat_events_total", "counter", "events since the daemon started, by kind (see status --events)",
                [({"kind": kind}, counts.get(kind, 0)) for kind in EVENT_KINDS])
@@ -6429,6 +6541,10 @@ def format_status(report: dict) -> str:
                if k.startswith("dropped_") and k not in NORMAL_DROPS}
     if dropped:
         lines.append("dropped packets: " + ", ".join(f"{k} {v}" for k, v in sorted(dropped.items())))
+    refused = report.get("notify_refused") or {}
+    if refused:
+        lines.append("notify hooks not run (another user could change them; the log says why): " +
+                     ", ".join(f"{os.path.basename(hook)} {n}" for hook, n in sorted(refused.items())))
     return "\n".join(lines)
 
 
@@ -6794,8 +6910,12 @@ class ControlServer(OneShotServer):
             pass
 
 
+class ControlDenied(HAError):
+    """The control socket is there, but this user may not open it (it is root's only)."""
+
+
 def control_request(run_dir: str, request: dict, timeout_s: float = CONTROL_TIMEOUT_S) -> dict:
-    """Ask the running daemon; raise HAError when none answers."""
+    """Ask the running daemon; raise ControlDenied when this user may not, HAError when none answers."""
     path = os.path.join(run_dir, SOCKET_NAME)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.settimeout(timeout_s)
@@ -6808,6 +6928,8 @@ def control_request(run_dir: str, request: dict, timeout_s: float = CONTROL_TIME
             if not chunk:
                 break
             data += chunk
+    except PermissionError:
+        raise ControlDenied(f"permission denied on {path}: only root may ask the daemon; run this as root") from None
     except OSError as err:
         raise HAError(f"heartbeat.py is not running (no answer on {path}: {err.strerror or err})") from None
     finally:
@@ -7282,6 +7404,7 @@ class Daemon:
             "http_listen": url_host(self.http.address) if self.http else None,
             "events": self.events.snapshot() if events else [],
             "event_counts": dict(self.events.counts),
+            "notify_refused": dict(self.notifier.refused),
         }
 
 
@@ -7375,8 +7498,12 @@ def describe_config(config: Config) -> str:
                  f"http_listen {url_host(settings.http_listen) if settings.http_listen else 'off'}, "
                  f"notify_timeout {format_duration(settings.notify_timeout_ms)}")
     hooks = notify_hooks(os.path.join(config.config_dir, NOTIFY_DIR))
-    lines.append(f"  notify:    {', '.join(os.path.basename(h) for h in hooks)} (in {NOTIFY_DIR})" if hooks else
+    refused = {h: hook_problem(h, os.geteuid()) for h in hooks}
+    runs = [os.path.basename(h) for h in hooks if not refused[h]]
+    lines.append(f"  notify:    {', '.join(runs)} (in {NOTIFY_DIR})" if runs else
                  f"  notify:    no hooks in {os.path.join(config.config_dir, NOTIFY_DIR)}")
+    lines.extend(f"    {os.path.basename(h)} will not run: {problem} ({HOOK_RULE})" for h, problem in refused.items()
+                 if problem)
     lines.extend(f"    {m.describe()} (line {m.lineno}; {m.resource} of group {m.group})" for m in settings.monitors)
     return "\n".join(lines)
 
@@ -8136,6 +8263,9 @@ def cmd_status(args) -> int:
     fmt = "json" if args.json else args.format
     try:
         report = control_request(args.run_dir, {"cmd": "status"})
+    except ControlDenied as err:                   # it may well run: neither "stopped" nor heartbeat_up 0
+        print(f"heartbeat.py: {err}", file=sys.stderr)
+        return EXIT_STATUS_UNKNOWN
     except HAError as err:
         if fmt == "json":
             print(json.dumps({"running": False, "error": str(err)}))
@@ -8164,7 +8294,7 @@ def cmd_standby_takeover(args) -> int:
         reply = control_request(args.run_dir, {"cmd": args.command})
     except HAError as err:
         print(f"heartbeat.py: {err}", file=sys.stderr)
-        return EXIT_NOT_RUNNING
+        return EXIT_GENERIC if isinstance(err, ControlDenied) else EXIT_NOT_RUNNING
     if not reply.get("ok"):
         print(f"heartbeat.py: {args.command} refused: {reply.get('error')}", file=sys.stderr)
         return EXIT_GENERIC
@@ -8178,7 +8308,7 @@ def cmd_meatclient(args) -> int:
         reply = control_request(args.run_dir, {"cmd": "meatclient", "host": args.confirm})
     except HAError as err:
         print(f"heartbeat.py: {err}", file=sys.stderr)
-        return EXIT_NOT_RUNNING
+        return EXIT_GENERIC if isinstance(err, ControlDenied) else EXIT_NOT_RUNNING
     if not reply.get("ok"):
         print(f"heartbeat.py: meatclient: {reply.get('error')}", file=sys.stderr)
         return EXIT_GENERIC

@@ -1,9 +1,11 @@
 #!/usr/bin/env python3
 """make demo: the tutorial's cluster, for real, in network namespaces on this machine.
 
-prime and calc run heartbeat.py with ha.d-style files; sigma (10.77.0.100) and
-a web server that answers with its node's name form the resource group, watched
-by heartbeat.py.cf's `monitor` line; a client polls http://sigma/ every 50 ms and
+prime and calc run heartbeat.py with ha.d-style files; sigma (10.77.0.100), a
+shared ext4 disk (an image file, mounted by resource-agents' Filesystem agent in
+each node's own mount namespace, as 3.0.6's Filesystem::DEVICE::DIR::ext4 line
+did) and a web server that answers with its node's name form the resource group,
+watched by heartbeat.py.cf's `monitor` line; a client polls http://sigma/ every 50 ms and
 this script prints a timeline while it cuts prime's link (while the client
 replays prime's recorded heartbeats, as anyone on the LAN could), restores it,
 cuts prime's way to the ping node (router) so that ipfail moves the group,
@@ -14,6 +16,7 @@ IPV6=1 (make demo IPV6=1): the same on a LAN without IPv4 at all: sigma is fd77:
 Everything it creates is removed at the end, also on Ctrl-C or SIGTERM.
 """
 import os
+import subprocess
 import sys
 import threading
 import time
@@ -47,7 +50,8 @@ auto_failback on
 {PING}
 respawn hacluster /usr/lib/heartbeat/ipfail
 """
-HARESOURCES = f"prime {SIGMA} webserver::{PORT}::PIDDIR\n"
+HARESOURCES = f"prime {SIGMA} Filesystem::TMP/disk.img::TMP/data::ext4::loop webserver::{PORT}::TMP\n"
+DISK_MB = 16
 SETTINGS = ("# heartbeat.py's own settings (Heartbeat 3.0.6 never reads this file)\nmonitor webserver interval=1s\n"
             "http_listen 9694      # /metrics and a status page, on 127.0.0.1\n")
 METRICS = """
@@ -108,6 +112,22 @@ def holders(lab):
     return lab_holders(lab, address=VIP)
 
 
+def mounted_on(nodes, directory):
+    """The nodes whose daemon sees the shared disk mounted on directory (each has its own mount namespace)."""
+    found = []
+    for name, node in nodes.items():
+        if node.proc and node.proc.poll() is None:
+            with open(f"/proc/{node.proc.pid}/mountinfo") as handle:
+                if any(line.split()[4] == directory for line in handle):
+                    found.append(name)
+    return found
+
+
+def where(lab, nodes):
+    disk = mounted_on(nodes, os.path.join(lab.tmp, "data"))
+    return f"sigma is on: {', '.join(holders(lab)) or 'nobody'}; the disk is mounted on: {', '.join(disk) or 'nobody'}"
+
+
 def main():
     if not have_root_net():
         print("make demo needs root and ip(8): it builds network namespaces (try: sudo make demo)")
@@ -123,7 +143,13 @@ def main():
         address = lab.addr6 if IPV6 else lab.addr
         say(f"namespaces prime ({address('prime')}), calc ({address('calc')}), client ({address('client')}), "
             f"router ({ROUTER}, the ping node){', no IPv4 on their LAN' if IPV6 else ''}; sigma = {VIP}")
-        nodes = {name: Node(lab, name, HACF, haresources=HARESOURCES.replace("PIDDIR", lab.tmp),
+        disk = os.path.join(lab.tmp, "disk.img")
+        os.makedirs(os.path.join(lab.tmp, "data"))
+        with open(disk, "wb") as handle:
+            handle.truncate(DISK_MB << 20)
+        subprocess.run(["mkfs.ext4", "-q", "-F", disk], check=True, timeout=60)
+        say(f"a {DISK_MB} MB ext4 disk for the group: {disk} (the Filesystem agent mounts it with -o loop)")
+        nodes = {name: Node(lab, name, HACF, haresources=HARESOURCES.replace("TMP", lab.tmp),
                             resource_scripts={"webserver": WEBSERVER_SCRIPT}) for name in ("prime", "calc")}
         for node in nodes.values():
             node.write("heartbeat.py.cf", SETTINGS)
@@ -134,7 +160,7 @@ def main():
         if client.wait_for("prime", T0, 30) is None:
             raise SystemExit("sigma never answered from prime; logs:\n" + prime.log()[-3000:])
         time.sleep(6)
-        say(f"sigma is on: {', '.join(holders(lab))}")
+        say(where(lab, nodes))
 
         say(">>> the client records prime's heartbeats for 2 s (anyone on the LAN can)")
         recording = os.path.join(lab.tmp, "recorded")
@@ -145,7 +171,7 @@ def main():
         lab.cut("prime")
         replayer = lab.popen("client", [*hostile, sys.executable, HOSTILE, "replay", recording, "8", "0.05"])
         results["hard failover (link cut)"] = client.wait_for("calc", cut, 20)
-        say(f"sigma is on: {', '.join(holders(lab))} (prime, cut off, still holds its copy)")
+        say(where(lab, nodes))
         replayer.wait(timeout=20)
         counters = nodes["calc"].status().get("counters", {})
         ignored = counters.get("dropped_duplicate", 0) + counters.get("dropped_replay", 0)
@@ -157,33 +183,33 @@ def main():
         lab.heal("prime")
         results["failback after the partition heals"] = client.wait_for("prime", heal, 20)
         time.sleep(1)
-        say(f"sigma is on: {', '.join(holders(lab))}")
+        say(where(lab, nodes))
 
         say(">>> prime loses its uplink: nftables in prime drops everything to the router (the ping node)")
         uplink = time.time()
         cut_route(lab, "prime", ROUTER)
         results["uplink lost on prime (ipfail)"] = client.wait_for("calc", uplink, 20)
-        say(f"sigma is on: {', '.join(holders(lab))} (calc still reaches the router: ipfail gave it the group)")
+        say(where(lab, nodes) + " (calc still reaches the router: ipfail gave it the group)")
         time.sleep(1)
         say(">>> prime's uplink is back")
         uplink = time.time()
         heal_route(lab, "prime")
         results["failback when the uplink returns"] = client.wait_for("prime", uplink, 20)
         time.sleep(1)
-        say(f"sigma is on: {', '.join(holders(lab))}")
+        say(where(lab, nodes))
 
         say(">>> service heartbeat stop on prime (SIGTERM)")
         stop = time.time()
         prime.stop()
         results["graceful stop of prime"] = client.wait_for("calc", stop, 20)
-        say(f"sigma is on: {', '.join(holders(lab))}")
+        say(where(lab, nodes))
 
         say(">>> service heartbeat start on prime")
         start = time.time()
         prime.start()
         results["failback when prime returns"] = client.wait_for("prime", start, 30)
         time.sleep(1)
-        say(f"sigma is on: {', '.join(holders(lab))}")
+        say(where(lab, nodes))
 
         say(">>> killing prime's web server (kill -9 PID); heartbeat.py.cf says: monitor webserver interval=1s")
         kill = time.time()
@@ -196,7 +222,7 @@ def main():
         for line in prime.log().splitlines():
             if "failed its monitor" in line or "restarted in place" in line:
                 say("prime's log: " + line.split("]: ", 1)[-1])
-        say(f"sigma is on: {', '.join(holders(lab))} (restarted in place, no failover)")
+        say(where(lab, nodes) + " (restarted in place, no failover)")
 
         calc = nodes["calc"]
         print("\ncalc's event history (heartbeat.py status --events; calc ran through the whole demo):")

@@ -97,7 +97,7 @@ def problems(directory):
     ("MailTo::root@localhost::Failover", {"email": "root@localhost", "subject": "Failover"}, "MailTo"),
     ("IPsrcaddr::10.9.0.5", {"ipaddress": "10.9.0.5"}, "IPsrcaddr"),
     ("SendArp::10.9.0.5/eth0", {"ip": "10.9.0.5", "nic": "eth0"}, "SendArp_10.9.0.5"),
-    ("Delay", {"startdelay": "10"}, "Delay_10"),
+    ("Delay", {}, "Delay_10"),
     ("Delay::1::0", {"startdelay": "1", "stopdelay": "0"}, "Delay_1"),
     ("portblock::tcp::80,443::block", {"protocol": "tcp", "portno": "80,443", "action": "block"},
      "portblock_tcp_80,443_block"),
@@ -286,3 +286,12 @@ def test_check_reports_a_failed_validate_all_as_a_warning(tmp_path, ocf_root):
         "6 (OCF_ERR_CONFIGURED): validate-all was told to fail (this may be fine on a node that does not hold "
         "the group now)"]
     assert not target.exists()
+
+
+def test_the_readme_lists_every_306_name_as_check_spells_it():
+    with open(os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+                           "README.md"), encoding="utf-8") as handle:
+        readme = handle.read()
+    missing = [w.usage for w in hb.HEARTBEAT_WRAPPERS.values() if f"`{w.usage.replace('|', chr(92) + '|')}`"
+               not in readme]
+    assert missing == []

@@ -3,8 +3,12 @@ import importlib.util
 import os
 import pathlib
 import re
+import selectors
+import shutil
+import stat
 import subprocess
 import sys
+import tempfile
 
 import pytest
 
@@ -406,6 +410,54 @@ def test_prometheus_status_without_a_daemon_is_heartbeat_up_0_and_valid(tmp_path
     assert result.returncode == 3
     samples = [s for family in parser.text_string_to_metric_families(result.stdout) for s in family.samples]
     assert [(s.name, s.value) for s in samples] == [("heartbeat_up", 0.0)]
+
+
+@pytest.fixture()
+def denied_run_dir(tmp_path):
+    """A running daemon's control socket this test's client may not open, and the argv prefix that runs
+    heartbeat.py as that client. As root: the daemon's own socket (root's only, from ControlServer) in a
+    world-searchable run dir, asked by nobody through setpriv. As a user, who may always open a socket
+    of their own: the same socket with mode 0, as a socket of root's is to them."""
+    if os.geteuid() == 0:
+        if not shutil.which("setpriv"):
+            pytest.skip("setpriv (util-linux) runs the client as nobody")
+        run_dir = tempfile.mkdtemp(prefix="hb-denied-", dir="/tmp")       # tmp_path's parents are root's only
+        os.chmod(run_dir, 0o755)
+        prefix = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups"]
+    else:
+        run_dir, prefix = str(tmp_path), []
+    path = os.path.join(run_dir, hb.SOCKET_NAME)
+    selector = selectors.DefaultSelector()
+    control = hb.ControlServer(path, selector, hb.Timers(), lambda request: {"ok": True})
+    if prefix:
+        assert stat.S_IMODE(os.stat(path).st_mode) & 0o077 == 0
+    else:
+        os.chmod(path, 0)
+    yield run_dir, path, prefix
+    control.close()
+    selector.close()
+    if prefix:
+        shutil.rmtree(run_dir)
+
+
+@pytest.mark.parametrize("fmt", [[], ["--json"], ["--format", "prometheus"]], ids=["text", "json", "prometheus"])
+def test_status_that_may_not_open_the_socket_says_permission_denied(denied_run_dir, fmt):
+    """It said `heartbeat_up 0` (and "stopped") for a daemon that runs: a scrape by the wrong user
+    would page someone for a cluster that is fine."""
+    run_dir, path, prefix = denied_run_dir
+    result = subprocess.run([*prefix, sys.executable, HEARTBEAT, "status", *fmt, "--run-dir", run_dir],
+                            capture_output=True, text=True, timeout=30, check=False)
+    assert result.returncode == hb.EXIT_STATUS_UNKNOWN, result
+    assert result.stdout == "" and "heartbeat_up" not in result.stdout
+    assert result.stderr.startswith(f"heartbeat.py: permission denied on {path}"), result.stderr
+
+
+def test_standby_that_may_not_open_the_socket_says_permission_denied(denied_run_dir):
+    run_dir, path, prefix = denied_run_dir
+    result = subprocess.run([*prefix, sys.executable, HEARTBEAT, "standby", "--run-dir", run_dir],
+                            capture_output=True, text=True, timeout=30, check=False)
+    assert result.returncode == hb.EXIT_GENERIC, result
+    assert result.stderr.startswith(f"heartbeat.py: permission denied on {path}"), result.stderr
 
 
 TOOL_MODULES = {"html", "shlex", "subprocess", "tempfile", "logging.handlers", "xml.etree.ElementTree"}

@@ -323,6 +323,43 @@ def test_bad_time_values(tmp_path, directive, value):
     assert any(directive in msg or value in msg for line, msg in errors if line == 6)
 
 
+@pytest.mark.parametrize("line, bound", [("keepalive 3601", "keepalive must be more than 0 and at most 3600 seconds"),
+                                         ("deadtime 86401", "deadtime must be more than 0 and at most 86400 seconds"),
+                                         ("warntime 86400001ms", "warntime must be more than 0 and at most 86400 s"),
+                                         ("initdead 90000", "initdead must be more than 0 and at most 86400 seconds"),
+                                         ("deadping 86401", "deadping must be more than 0 and at most 86400 seconds"),
+                                         ("deadtime 99999999999999999999999", "more than a year"),
+                                         ("keepalive " + "9" * 400, "is more than a year"),
+                                         ("deadtime " + "9" * 400 + "ms", "'99999999999999999999...' is more")],
+                         ids=lambda value: value[:30])
+def test_times_past_their_bound_are_errors_at_their_line(tmp_path, line, bound):
+    """3.0.6 takes any positive time that fits a C long (its glib timers wrap at 49.7 days): no
+    working cluster waits that long; past the float range it was an OverflowError traceback here."""
+    errors = hacf_errors(tmp_path, BASE + line + "\n")
+    assert len(errors) == 1 and errors[0][0] == 6 and bound in errors[0][1], errors
+
+
+def test_times_at_their_bound_are_accepted(tmp_path):
+    cfg = hacf(tmp_path, "node prime\nbcast eth0\nkeepalive 3600\ndeadtime 86400\nwarntime 86400000ms\n"
+                         "initdead 86400\ndeadping 86400\n")
+    assert (cfg.keepalive_ms, cfg.deadtime_ms, cfg.initdead_ms) == (3600000, 86400000, 86400000)
+
+
+@pytest.mark.parametrize("line", ["udpport " + "9" * 5000, "debug " + "1" * 19, "max_rexmit_delay " + "9" * 400],
+                         ids=lambda line: line[:30])
+def test_ints_too_long_for_a_number_are_errors_at_their_line(tmp_path, line):
+    """Python's int() refuses more than 4300 digits with its own words: the directive's bound is said."""
+    errors = hacf_errors(tmp_path, BASE + line + "\n")
+    assert len(errors) == 1 and errors[0][0] == 6 and "must be a whole number from" in errors[0][1], errors
+
+
+@pytest.mark.parametrize("args", ["eth0 225.0.0.1 " + "6" * 5000 + " 1 0", "eth0 225.0.0.1 694 " + "1" * 5000 + " 0"],
+                         ids=["port", "ttl"])
+def test_mcast_numbers_too_long_are_errors_not_a_crash(tmp_path, args):
+    errors = hacf_errors(tmp_path, "node prime\nbcast eth0\n" + f"mcast {args}\n")
+    assert [e[0] for e in errors] == [3]
+
+
 def test_time_forms_in_hacf(tmp_path):
     cfg = hacf(tmp_path, "node prime\nbcast eth0\nkeepalive 500ms\ndeadtime 2.5\nwarntime 1500000us\ninitdead 10\n")
     assert (cfg.keepalive_ms, cfg.deadtime_ms, cfg.warntime_ms, cfg.initdead_ms) == (500, 2500, 1500, 10000)

@@ -47,7 +47,7 @@ def test_mail_sample_mails_what_needs_a_person_with_sendmail_t(tmp_path):
     result, record = call(tmp_path, "mail", "node-dead", "prime", "", "", "last heard 3.0 s ago")
     assert result.returncode == 0, result.stderr
     lines = record.splitlines()
-    assert lines[0].endswith("sendmail -t")
+    assert lines[0].endswith("sendmail -oi -t")
     assert "To: root" in lines and "Subject: [heartbeat.py on calc] node-dead node=prime" in lines
     assert "detail:   last heard 3.0 s ago" in lines
     (tmp_path / "record").unlink()
@@ -60,3 +60,23 @@ def test_mail_sample_without_sendmail_says_so_and_does_not_fail(tmp_path):
         pytest.skip("an MTA is installed here")
     result, record = call(tmp_path, "mail", "group-failed", "calc", "g1", tools=())
     assert result.returncode == 0 and "sendmail is not installed" in result.stderr and record == ""
+
+
+@pytest.mark.parametrize("node, group, detail", [
+    ("calc\nBcc: victim@example.com", "g1", "x"),
+    ("calc", "g1\r\nBcc: victim@example.com", "x"),
+    ("calc\\nBcc: victim@example.com", "g1", "x"),                 # dash's echo turned \\n into a newline
+    ("calc", "g1", "lost\n.\nBcc: victim@example.com"),            # a lone dot ended the mail without -oi
+], ids=["newline", "crlf", "backslash-n", "dot"])
+def test_mail_sample_keeps_a_peers_words_out_of_the_headers(tmp_path, node, group, detail):
+    """Node, group and detail can come from the peer: each stays on its own line, in the Subject or
+    the body, and can neither add a header (Bcc:) nor end the mail early."""
+    result, record = call(tmp_path, "mail", "group-failed", node, group, "", detail)
+    assert result.returncode == 0, result.stderr
+    argv, mail = record.split("\n", 1)
+    headers, _, body = mail.partition("\n\n")
+    assert [line.split(":")[0] for line in headers.splitlines()] == ["To", "Subject"], headers
+    assert "Bcc: victim@example.com" in mail                         # the words are kept, made harmless
+    assert not [line for line in body.splitlines() if line.startswith("Bcc") or line == "."], body
+    assert "\r" not in mail
+    assert argv.endswith("sendmail -oi -t")

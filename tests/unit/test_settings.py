@@ -241,7 +241,17 @@ def test_setup_copies_the_settings_file_with_the_rest(confdir):
 def test_link_watch_is_on_by_default_and_can_be_turned_off(confdir):
     assert load(confdir).link_watch
     assert not load(confdir, "link_watch off\n").link_watch
-    assert load(confdir, "link_watch no\nlink_watch yes\n").link_watch
+    assert load(confdir, "link_watch yes\n").link_watch
+
+
+@pytest.mark.parametrize("first, second", [("link_watch no", "link_watch yes"), ("fence_delay 5s", "fence_delay 0"),
+                                           ("http_listen 9694", "http_listen 0.0.0.0:9100"),
+                                           ("notify_timeout 30s", "notify_timeout 30s")])
+def test_a_single_valued_setting_given_twice_is_refused_at_the_second_line(confdir, first, second):
+    """Before, the second line silently won: an http_listen added at the end of the file moved /metrics."""
+    name = first.split()[0]
+    (error,) = errors(confdir, f"{first}\nmonitor webserver\n{second}\n")
+    assert error == (f"{confdir}/heartbeat.py.cf:3: {name} is given twice (first at line 1): keep one {name} line")
 
 
 @pytest.mark.parametrize("line, words", [("link_watch", "needs a on|off first"),
@@ -255,6 +265,7 @@ def test_bad_link_watch_lines_are_errors_at_their_line(confdir, line, words):
 def test_fence_delay_takes_a_time(confdir):
     assert load(confdir).fence_delay_ms == 0
     assert load(confdir, "fence_delay 5s\n").fence_delay_ms == 5000
+    assert load(confdir, "fence_delay 10min\n").fence_delay_ms == hb.MAX_FENCE_DELAY_MS == 600000
     (error,) = errors(confdir, "fence_delay soon\n")
     assert error.startswith(f"{confdir}/heartbeat.py.cf:1: fence_delay: 'soon' is not a time"), error
 
@@ -276,7 +287,43 @@ def test_http_listen_takes_a_port_an_address_and_port_or_off(confdir, text, addr
     ("http_listen", "http_listen needs a [ADDRESS:]PORT|off first"),
     ("notify_timeout soon", "notify_timeout: 'soon' is not a time"),
     ("notify_timeout 5s 6s", "notify_timeout takes one value"),
-])
+    ("notify_timeout 0", "notify_timeout: '0' must be from 1s to 10min (a hook needs a moment to start"),
+    ("notify_timeout 999ms", "notify_timeout: '999ms' must be from 1s to 10min"),
+    ("notify_timeout 601s", "notify_timeout: '601s' must be from 1s to 10min"),
+    ("notify_timeout 99999999999999999999999h", "notify_timeout: '99999999999999999999...' is more than a year"),
+    ("notify_timeout " + "9" * 400, "is more than a year"),
+    ("fence_delay 10min1ms", "fence_delay: '10min1ms' is not a time"),
+    ("fence_delay 601s", "fence_delay: '601s' must be from 0 to 10min (until then a node that holds no group "
+                         "neither fences nor takes over)"),
+    ("fence_delay 99999999999999h", "fence_delay: '99999999999999h' is more than a year"),
+    ("http_listen " + "9" * 5000, "is not [ADDRESS:]PORT with a port from 1 to 65535"),
+    ("monitor webserver interval=" + "9" * 400 + "ms", "webserver: interval: '99999999999999999999...' is more"),
+    ("monitor webserver fall=" + "1" * 5000, "monitor webserver: fall must be a whole number from 1 to 100"),
+], ids=lambda value: value[:40])
 def test_bad_listen_and_timeout_lines_name_the_file_and_line(confdir, line, message):
     [error] = errors(confdir, f"# mine\n{line}\n")
     assert error.startswith(os.path.join(confdir, hb.SETTINGS_FILE) + ":2: ") and message in error, error
+
+
+def test_notify_timeout_bounds_are_accepted(confdir):
+    assert load(confdir, "notify_timeout 1s\n").notify_timeout_ms == hb.MIN_NOTIFY_TIMEOUT_MS == 1000
+    assert load(confdir, "notify_timeout 10min\n").notify_timeout_ms == hb.MAX_NOTIFY_TIMEOUT_MS == 600000
+
+
+def test_check_refuses_numbers_without_bounds_and_changes_nothing(confdir):
+    """`check` accepted notify_timeout 99999999999999999999999h, shown as 359999999999999976196217503744ms."""
+    write(confdir, hb.SETTINGS_FILE, "notify_timeout 99999999999999999999999h\nfence_delay 99999999999999h\n"
+                                     "http_listen 9694\nhttp_listen 9100\n")
+    write(confdir, "ha.cf", HACF.replace("deadtime 5", "deadtime " + "9" * 400))
+    before = mtimes(confdir)
+    result = run("check", "-c", confdir, "--node", "prime")
+    assert result.returncode == hb.EXIT_NOT_CONFIGURED and "Traceback" not in result.stderr, result.stderr
+    assert result.stderr.splitlines() == [
+        f"{confdir}/ha.cf:2: '99999999999999999999...' is more than a year: no time here may be that long",
+        f"{confdir}/heartbeat.py.cf:1: notify_timeout: '99999999999999999999...' is more than a year: no time here "
+        "may be that long",
+        f"{confdir}/heartbeat.py.cf:2: fence_delay: '99999999999999h' is more than a year: no time here may be "
+        "that long",
+        f"{confdir}/heartbeat.py.cf:4: http_listen is given twice (first at line 3): keep one http_listen line",
+        "heartbeat.py: configuration error, nothing was changed"]
+    assert mtimes(confdir) == before
