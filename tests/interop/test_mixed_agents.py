@@ -77,7 +77,9 @@ exit 0
 
 
 class Disk:
-    """The lab's shared disk: an ext4 image file and the mount point both nodes use."""
+    """The lab's shared disk: an ext4 image file and the mount point both nodes use. Nothing to clean up
+    beyond the lab: a loop mount (autoclear) lives in a daemon's mount namespace, which dies with the
+    last process of the node's network namespace (Lab.close kills them all)."""
 
     def __init__(self, lab):
         self.image = os.path.join(lab.tmp, "disk.img")
@@ -90,11 +92,6 @@ class Disk:
         """The loop devices attached to the image now (losetup -j): one per mount."""
         out = subprocess.run(["losetup", "-j", self.image], capture_output=True, text=True, timeout=10).stdout
         return [line.split(":")[0] for line in out.splitlines() if line.strip()]
-
-    def detach(self):
-        """Clean-up: every loop device still attached to our image, by its name."""
-        for device in self.loops():
-            subprocess.run(["losetup", "-d", device], capture_output=True, timeout=10, check=False)
 
 
 def mount_namespaces_with(lab, name, mountpoint):
