@@ -272,6 +272,19 @@ def run_command(argv: List[str], timeout_s: float, env: Optional[dict] = None,
         return CommandResult(returncode, out.read().decode(errors="replace") + note)
 
 
+def scheduled_like_the_daemon() -> None:
+    """Called first in each thread of the daemon: it runs as the main thread does. With ha.cf's
+    `realtime` the main thread runs SCHED_RR with SCHED_RESET_ON_FORK, so that the scripts, agents
+    and hooks it starts are normal processes; the flag gives new threads the normal policy too,
+    and a thread left there could hold the GIL back from the loop."""
+    policy = os.sched_getscheduler(os.getpid())
+    if policy & ~os.SCHED_RESET_ON_FORK != os.SCHED_OTHER:
+        try:
+            os.sched_setscheduler(0, policy, os.sched_getparam(os.getpid()))
+        except OSError:
+            pass                     # as the main thread's own failure: logged there, runs on
+
+
 class Worker:
     """One thread that runs resource actions in order; results come back to the event loop."""
 
@@ -287,6 +300,7 @@ class Worker:
         self.jobs.put((job, done))
 
     def serve(self) -> None:
+        scheduled_like_the_daemon()
         while True:
             job, done = self.jobs.get()
             try:
@@ -312,6 +326,7 @@ def in_thread(name: str, job: Callable[[], object], post: Callable[[Callable[[],
     reload). An exception in job is its result, as with Worker: done() reports it as a failure,
     so a bug never leaves the loop waiting for an answer."""
     def run() -> None:
+        scheduled_like_the_daemon()
         try:
             result = job()
         except Exception as err:
@@ -537,8 +552,9 @@ DIRECTIVES = [
     Directive("env", "line", None, "NAME=VALUE exported to resource scripts"),
     Directive("deadping", "time", None, "silence after which a ping node is declared dead (deadtime)",
               high=MAX_DEADTIME_MS),
-    Directive("realtime", "bool", "true", "SCHED_FIFO scheduling", support="ignored"),
-    Directive("rtprio", "int", None, "SCHED_FIFO priority", support="ignored", low=1, high=99),
+    Directive("realtime", "bool", "true", "SCHED_RR scheduling and the daemon locked in memory (children run "
+              "normally)"),
+    Directive("rtprio", "int", None, "SCHED_RR priority (default: the lowest, 1)", low=1, high=99),
     Directive("coredumps", "bool", "true", "enable core dumps", support="ignored"),
     Directive("coreroot", "text", None, "core dump directory", support="ignored"),
     Directive("memreserve", "int", "6500", "KiB preallocated", support="ignored", low=0, high=1 << 30),
@@ -648,6 +664,8 @@ class HaCf:
     ipfail: bool = False             # `respawn USER .../ipfail`: the ipfail rules, built in
     stonith_lines: List[StonithLine] = dataclasses.field(default_factory=list)
     watchdog: Optional[str] = None   # the watchdog device (opened by the daemon, not here)
+    realtime: bool = True
+    rtprio: Optional[int] = None
     values: Dict[str, str] = dataclasses.field(default_factory=dict)   # raw, for HA_* variables
     lines: Dict[str, int] = dataclasses.field(default_factory=dict)    # where each was set
     warnings: List[ConfigError] = dataclasses.field(default_factory=list)
@@ -2986,6 +3004,36 @@ def answer_from_elsewhere(packet: bytes, ours: Dict[str, bytes]) -> Optional[Tup
     return None
 
 
+# #### Kernel I/O: real-time scheduling and locked memory ##########################################
+
+MCL_CURRENT, MCL_FUTURE = 1, 2            # mlockall(2)'s flags (<sys/mman.h>, Linux)
+LOCKED_THREAD_STACK_BYTES = 512 << 10     # a thread's stack, locked whole: 512 KiB rather than glibc's 8 MiB
+
+
+def make_realtime(priority: Optional[int], log) -> None:
+    """ha.cf's `realtime` (on by default), as 3.0.6's cl_make_realtime does it: SCHED_RR at `rtprio`
+    (by default the lowest, 1; clamped to the highest) and the process locked in memory, so that a
+    runaway process or a memory squeeze does not hold heartbeats back. 3.0.6 locks what it maps
+    after it grew its heap (MCL_FUTURE); a Python process has mapped most of itself by now, so both.
+    SCHED_RESET_ON_FORK, and memory locks never being inherited, make scripts, agents and hooks run
+    as normal processes. A failure is logged in 3.0.6's words and the daemon runs on. Threads made
+    afterwards set it again (scheduled_like_the_daemon); their stacks are made smaller, since a
+    locked stack is all in RAM."""
+    low, high = os.sched_get_priority_min(os.SCHED_RR), os.sched_get_priority_max(os.SCHED_RR)
+    chosen = min(max(priority or low, low), high)
+    try:
+        os.sched_setscheduler(0, os.SCHED_RR | os.SCHED_RESET_ON_FORK, os.sched_param(chosen))
+    except OSError as err:
+        log.error(f"Unable to set scheduler parameters.: {err.strerror}")
+    threading.stack_size(LOCKED_THREAD_STACK_BYTES)
+    import ctypes
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.mlockall(MCL_CURRENT | MCL_FUTURE) != 0:
+        log.error(f"Unable to lock pid {os.getpid()} in memory: {os.strerror(ctypes.get_errno())}")
+    else:
+        log.info(f"pid {os.getpid()} locked in memory.")
+
+
 # #### Kernel I/O: the watchdog device #############################################################
 
 WDIOC_SETTIMEOUT = 0xC0045706      # _IOWR('W', 6, int) of linux/watchdog.h
@@ -3021,9 +3069,15 @@ class Watchdog:
                                 "started: load its driver (e.g. modprobe softdog) or remove the watchdog "
                                 "line from ha.cf") from None
         self.log.notice(f"Using watchdog device: {self.path}")
-        if stat.S_ISCHR(os.fstat(self.fd).st_mode):
-            self.set_timeout((deadtime_ms + 10 + 999) // 1000)
+        self.retime(deadtime_ms)
         self.feed()
+
+    def retime(self, deadtime_ms: int) -> None:
+        """Its timer, deadtime + 10 ms in whole seconds: at open, and again when SIGHUP changes the
+        deadtime (shorter: the node must reset within it; longer: a longer keepalive must not
+        outlast the timer between two feeds)."""
+        if self.fd >= 0 and stat.S_ISCHR(os.fstat(self.fd).st_mode):
+            self.set_timeout((deadtime_ms + 10 + 999) // 1000)
 
     def set_timeout(self, seconds: int) -> None:
         self.log.debug(f"Set watchdog timer to {seconds} seconds.")
@@ -3304,6 +3358,7 @@ class IPAddresses:
         threading.Thread(target=self.announce_rounds, args=(held, rounds), name="announce", daemon=True).start()
 
     def announce_rounds(self, held: List[Tuple[str, str]], rounds) -> None:
+        scheduled_like_the_daemon()
         started = time.monotonic()
         for n, due in enumerate(rounds):
             time.sleep(max(0.0, started + due - time.monotonic()))
@@ -5032,6 +5087,8 @@ STANDBY_DONE_TIMEOUT_S = 300.0  # a hand-over whose other side never says done i
 AUTO_FAILBACK_RETRY_S = 1.0     # 3.0.6 looks again this often while either side is in flux
 ADDRESS_CHECK_DELAY_S = 0.2    # a group just started: its addresses are in the watch's table by then
 FAULT_SETTLE_S = 0.25          # carrier back: after our next heartbeat, this long for the peer's word
+FAULT_STOP_SHARE = 0.5         # of the peer's deadtime: then a group in fault whose peer is not heard stops
+                               # the rest of its resources, done long before the peer takes it at deadtime
 HOLD_NAMES = {(True, True): "all", (True, False): "local", (False, True): "foreign", (False, False): "none"}
 MIRROR = {"local": "foreign", "foreign": "local", "all": "all", "none": "none"}
 
@@ -5069,8 +5126,10 @@ class Fault:
     """A held group whose address is down because its interface lost carrier (keepalived's FAULT)."""
     iface: str
     peers: List[str]                        # who could take the group over meanwhile: alive or never heard
+    since: float                            # when the carrier went (monotonic)
     carrier_back: Optional[float] = None    # when the carrier returned (monotonic)
     readd_failed: bool = False
+    services_stopped: bool = False          # its other resources were stopped too (see LinkFaults.stop_the_rest)
 
     @property
     def reason(self) -> str:
@@ -5082,8 +5141,10 @@ class LinkFaults:
     A held address that disappears is added back. An interface without carrier cannot serve:
     its held addresses go down at once (a fault, as keepalived's FAULT state) and, when the
     peer is heard on another medium, the group's class goes to it by the standby exchange.
-    When the carrier returns, the address comes back only if the group is still ours once the
-    peer has had time to say that it took it over meanwhile (then the split-brain rule decides)."""
+    When the peer is not heard either, it takes the group at its deadtime: before that the rest
+    of the group is stopped here, so a shared disk is never mounted on both nodes.
+    When the carrier returns, the group comes back only if it is still ours once the peer has
+    had time to say that it took it over meanwhile (then the split-brain rule decides)."""
 
     def __init__(self, policy: "ClusterPolicy"):
         self.policy = policy
@@ -5219,6 +5280,8 @@ class LinkFaults:
                 fault.carrier_back = None
                 if self.heard_elsewhere(fault.iface):
                     policy.exchange.give_away(cls, reason=f"{fault.iface} no carrier")
+                elif not fault.services_stopped and now - fault.since >= self.stop_after_s(fault):
+                    self.stop_the_rest(group, fault, now)
             elif fault.carrier_back is None:
                 fault.carrier_back = now
             elif not fault.readd_failed and self.may_serve_again(fault, cls, now):
@@ -5246,16 +5309,46 @@ class LinkFaults:
         policy = self.policy
         policy.state[group.key] = GroupState.FAULT
         self.faults[group.key] = Fault(iface, [peer.name for peer in policy.membership.peers.values()
-                                               if peer.status != "dead" or peer.last_heard is None])
+                                               if peer.status != "dead" or peer.last_heard is None],
+                                       since=policy.timers.clock())
         gone = [res for res, name in self.addresses_of(group) if name == iface]
         policy.log.crit(f"Link {iface}: no carrier: taking {' '.join(res.ip for res in gone)} down "
                         f"(resource group {group.key} cannot be served here)")
+        policy.timers.call_later(self.stop_after_s(self.faults[group.key]), self.review)    # on time, not at a tick
 
         def done(result):
             if isinstance(result, Exception):
                 policy.log.error(f"{iface} has no carrier and its addresses could not be removed: {result}")
             policy.after_change()
         policy.worker.submit(lambda: policy.resources.addresses.remove(gone), done)
+
+    def stop_after_s(self, fault: Fault) -> float:
+        """How long after the carrier went the rest of a group in fault is stopped: a share of the
+        shortest deadtime of the peers that could take it (the peer's clock runs from our last
+        heartbeat, at most a keepalive before the carrier went)."""
+        deadtimes = [peer.deadtime_ms for name in fault.peers
+                     for peer in [self.policy.membership.peers.get(name)] if peer is not None]
+        return min(deadtimes or [self.policy.config.hacf.deadtime_ms]) / 1000 * FAULT_STOP_SHARE
+
+    def stop_the_rest(self, group: ResourceGroup, fault: Fault, now: float) -> None:
+        """The peer cannot hear us: it takes the group at its deadtime. Stop the group's other
+        resources now (in the worker, with every other action), so its disks are free by then."""
+        policy = self.policy
+        fault.services_stopped = True
+        others = [res for res in group.resources if not isinstance(res, IPResource)]
+        if not others:
+            return
+        policy.log.crit(f"Link {fault.iface}: no carrier for {now - fault.since:.1f} s and no peer heard on "
+                        f"another link: stopping the rest of resource group {group.key}, which the peer takes "
+                        "at its deadtime")
+
+        def done(result) -> None:
+            if result is not True:
+                policy.resources.stuck.add(group.key)
+                policy.log.error(f"Resource group {group.key} in fault: its resources did not all stop"
+                                 + (f": {result}" if isinstance(result, Exception) else ""))
+            policy.after_change()
+        policy.worker.submit(lambda: policy.resources.stop_all(others), done)
 
     def heard_elsewhere(self, iface: str) -> Optional[str]:
         """A live peer whose heartbeats come on a medium other than iface, on a link with carrier."""
@@ -5271,16 +5364,20 @@ class LinkFaults:
         """The carrier is back. A peer that was alive when it went (or never heard from) may have
         declared us dead and taken the group: it says so (partition healed) as soon as our next
         heartbeat reaches it. So wait until that heartbeat and the answer had time to come and the
-        peer was heard again; a peer not heard within its deadtime is taken for dead."""
+        peer was heard again; a peer not heard within its deadtime is taken for dead. A peer whose
+        holdings came since, without the group (it released it), is waited for no longer: the
+        hand-back then costs what a failback costs."""
         waited = now - fault.carrier_back
         settle_s = self.policy.config.hacf.keepalive_ms / 1000 + FAULT_SETTLE_S
         for name in fault.peers:
             peer = self.policy.membership.peers.get(name)
             if peer is None:
                 continue
-            if peer.status != "dead" and \
-                    MIRROR[cls] in classes_of(self.policy.peer_holds.get(name, ("none", True))[0]):
+            hold, stable = self.policy.peer_holds.get(name, ("none", True))
+            if peer.status != "dead" and MIRROR[cls] in classes_of(hold):
                 return False
+            if peer.status != "dead" and stable and self.policy.peer_holds_heard.get(name, -1.0) > fault.carrier_back:
+                continue        # its word since the carrier came back, and it does not hold the group: at once
             heard = peer.status != "dead" and peer.last_heard is not None and peer.last_heard > fault.carrier_back
             if not heard and waited < peer.deadtime_ms / 1000 + settle_s:
                 return False
@@ -5291,6 +5388,15 @@ class LinkFaults:
     def serve_again(self, group: ResourceGroup, fault: Fault) -> None:
         policy = self.policy
         addresses = [res for res, _ in self.addresses_of(group)]
+        if fault.services_stopped:              # the whole group starts again, as in a takeover
+            self.faults.pop(group.key, None)
+            policy.state[group.key] = GroupState.STARTING
+            policy.log.info(f"Link {fault.iface}: carrier back and resource group {group.key} still ours: "
+                            "starting it again")
+            started = policy.timers.clock()
+            policy.worker.submit(lambda: {group.key: policy.resources.acquire_group(group)},
+                                 lambda results: policy.acquired([group], "", None, None, started, results))
+            return
 
         def job():
             for res in addresses:
@@ -5446,6 +5552,7 @@ class ClusterPolicy:
         self.failed_here: set = set()      # groups the monitor moved away: not started here while a peer lives
         self.peer_holds: Dict[str, Tuple[str, bool]] = {}     # peer -> (rsc_hold, isstable), its view
         self.peer_holds_stamp: Dict[str, Tuple[int, int]] = {}  # peer -> (hg, seq) of that announcement
+        self.peer_holds_heard: Dict[str, float] = {}          # peer -> when that announcement came (monotonic)
         self.initial_pending: Optional[str] = None            # peer whose answer to `starting` we await
         self.initial_timer: Optional[Timer] = None
         self.starting_attempts = 0                      # `starting` sent, waiting for the peer's answer
@@ -5805,10 +5912,12 @@ class ClusterPolicy:
         hold = msg.get("rsc_hold", "none")
         stable = msg.get("isstable", "1") == "1"
         self.peer_holds[peer.name] = (hold, stable)
+        self.peer_holds_heard[peer.name] = self.timers.clock()
         if self.initial_pending == peer.name:
             self.decide_initial()
         elif stable and not self.busy():
             self.resolve_conflicts(peer.name)
+            self.links.review()              # a group in fault may be ours to serve again now
             self.perform_auto_failback()
             self.offer_failed_groups()
 
@@ -5940,6 +6049,7 @@ class ClusterPolicy:
 # #### Deciding: ipfail (the node that sees more ping nodes serves) ################################
 
 IPFAIL_RECHECK_S = 10.0    # ipfail's sleep(10) after the peer becomes stable, before counting again
+IPFAIL_FLUX_RECHECK_S = 0.1   # a failback held back by a transition: how often to look whether it ended
 IPFAIL_CLIENT = (("from_id", "ipfail"), ("to_id", "ipfail"), ("client_gen", "0"))   # what 3.0.6 adds
 IPFAIL_LATE_S = 2          # a count sent this long before the sender's newest heartbeat is out of date
 
@@ -5958,6 +6068,8 @@ class IPFail:
         self.giveup_timer: Optional[Timer] = None
         self.giveup_class = ""
         self.need_standby = False
+        self.peer_count: Optional[int] = None    # the peer's newest count of ping nodes
+        self.failback_pending = False           # balanced while in a transition: decide once stable
 
     def start(self) -> None:
         """ipfail's own start-up refusals, then its sign-on, which the peer's ipfail answers."""
@@ -6061,23 +6173,39 @@ class IPFail:
         return False
 
     def on_num_ping_nodes(self, peer: Peer, msg: Message) -> None:
-        theirs, mine = msg.get("num_ping", ""), self.pings.count_up()
+        theirs = msg.get("num_ping", "")
         if not self.enabled or self.policy.shutting_down or not is_number(theirs) or self.is_late(peer, msg):
             return
-        if mine > int(theirs):
+        self.peer_count = int(theirs)
+        self.compare(peer.name)
+
+    def compare(self, peer: str) -> None:
+        """3.0.6's rule on the two counts. Balanced with auto_failback while resources are in
+        transition (a takeover under way), ipfail.c skips giving foreign groups back; here that
+        decision waits for the transition to end and is taken then, or dropped when the counts
+        differ meanwhile."""
+        mine, theirs = self.pings.count_up(), self.peer_count
+        if mine != theirs:
+            self.failback_pending = False
+        if mine > theirs:
             self.log.info("ipfail: Telling other node that we have more visible ping nodes.")
-            self.send_to_peer(peer.name, ("t", "you_are_dead"))
-        elif mine < int(theirs):
+            self.send_to_peer(peer, ("t", "you_are_dead"))
+        elif mine < theirs:
             self.log.info("ipfail: Giving up because we have less visible ping nodes.")
             self.delay_giveup("all")
         else:
             self.log.info("ipfail: Ping node count is balanced.")
-            self.send_to_peer(peer.name, ("t", "abort_giveup"), ("src", self.config.node))
+            self.send_to_peer(peer, ("t", "abort_giveup"), ("src", self.config.node))
             if self.giveup_timer:
                 self.abort_giveup()
             elif self.config.hacf.auto_failback == "on" and self.stable():
+                self.failback_pending = False
                 self.log.info("ipfail: Giving up foreign resources (auto_failback).")
                 self.delay_giveup("foreign")
+            elif self.config.hacf.auto_failback == "on" and not self.failback_pending:
+                self.failback_pending = True
+                self.log.info("ipfail: resources in transition: foreign resources are given up once it ends")
+                self.timers.call_later(IPFAIL_FLUX_RECHECK_S, lambda: self.failback_when_stable(peer))
 
     def on_you_are_dead(self, peer: Peer, msg: Message) -> None:
         if self.enabled and not self.policy.shutting_down and not self.is_late(peer, msg):
@@ -6124,6 +6252,17 @@ class IPFail:
         error = self.policy.exchange.give_away(self.giveup_class, reason="ipfail", request=request)
         if error:
             self.log.warn(f"ipfail: giving up [{self.giveup_class}] resources not possible: {error}")
+
+    def failback_when_stable(self, peer: str) -> None:
+        """The transition that held back a failback: once it is over, the counts are compared again."""
+        if not self.failback_pending or not self.enabled or self.policy.shutting_down:
+            self.failback_pending = False
+            return
+        if not self.stable():
+            self.timers.call_later(IPFAIL_FLUX_RECHECK_S, lambda: self.failback_when_stable(peer))
+            return
+        self.failback_pending = False
+        self.compare(peer)
 
     def recheck(self) -> None:
         """After a giveup met a transition: once stable, count again (3.0.6 waits 10 s more)."""
@@ -6276,6 +6415,7 @@ class Notifier:
                 self.log.error(f"notify.d hooks are {NOTIFY_QUEUE_MAX} events behind: {self.lost} event(s) not told")
 
     def serve(self) -> None:
+        scheduled_like_the_daemon()
         while True:
             event = self.queue.get()
             try:
@@ -7117,6 +7257,8 @@ class Daemon:
 
     def run(self) -> int:
         """The event loop; returns the exit code after a graceful shutdown."""
+        if self.config.hacf.realtime:           # before the first thread, which sets it again for itself
+            make_realtime(self.config.hacf.rtprio, self.log)
         resources = Resources(self.config, self.log, events=self.events,
                               rsctmp_dir=os.path.join(self.args.run_dir, RSCTMP_DIR))
         resources.release_stale_addresses()
@@ -7265,6 +7407,8 @@ class Daemon:
             self.selector.unregister(sock)
         self.pings.stop()
         self.log.info(f"{self.config.node} Heartbeat shutdown complete.")
+        if self.watchdog:                # the stop is clean from here: hooks may take longer than its timer
+            self.watchdog.close()
         self.notifier.drain()
         self.running = False
 
@@ -7281,7 +7425,7 @@ class Daemon:
         if self.pid_fd >= 0:
             os.close(self.pid_fd)
             self.pid_fd = -1
-        if self.watchdog:                # the loop ended: a clean stop, so the magic close
+        if self.watchdog:                # the loop ended: a clean stop, so the magic close (if not done)
             self.watchdog.close()
 
     def reload(self) -> None:
@@ -7330,6 +7474,8 @@ class Daemon:
             self.log.warn(str(warning))
         self.membership.reconfigure(config)
         self.policy.reconfigure(config)
+        if self.watchdog:
+            self.watchdog.retime(config.hacf.deadtime_ms)
         self.reconfigure_pings(config.hacf)
         self.ipfail.reconfigure(config)
         self.monitor.reconfigure(config)

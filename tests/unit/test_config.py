@@ -165,8 +165,8 @@ ACCEPTED = {
     "watchdog": ("/dev/watchdog", lambda c: c.watchdog == "/dev/watchdog"),    # parsed, not opened
     # accepted with a warning: no effect in heartbeat.py
     "deadping": ("30", lambda c: c.deadping_ms == 30000),
-    "realtime": ("off", None),
-    "rtprio": ("5", None),
+    "realtime": ("off", lambda c: c.realtime is False),
+    "rtprio": ("5", lambda c: c.rtprio == 5),
     "coredumps": ("off", None),
     "coreroot": ("/var/lib/heartbeat/cores", None),
     "memreserve": ("1000", None),
@@ -1214,7 +1214,7 @@ def test_load_config_missing_files(tmp_path):
 
 
 def test_load_config_collects_warnings(tmp_path):
-    directory = make_config_dir(tmp_path, hacf_text=HACF + "realtime off\n",
+    directory = make_config_dir(tmp_path, hacf_text=HACF + "coredumps off\n",
                                 authkeys_text="2 sha1 k\nauth 2\n")
     config = load(directory)
     assert [(os.path.basename(w.path), w.lineno) for w in config.warnings] == [("ha.cf", 7), ("authkeys", 2)]

@@ -248,3 +248,30 @@ def test_icmpv6_echo_request_and_reply():
     assert hb.parse_echo_reply(request, 0x1234, token, version=6) is None          # a request, not a reply
     forged = reply[:8] + b"\x02" * 8 + reply[16:]
     assert hb.parse_echo_reply(forged, 0x1234, token, version=6) is None           # without our token
+
+
+def test_balanced_during_a_takeover_gives_foreign_groups_back_once_it_is_over(cluster):
+    """Issue 26: prime lost its ping node and calc took the group; prime saw it again while calc was
+    still acquiring. calc (here: this node, holding prime's foreign group) heard "balanced" in the
+    middle of the takeover, skipped the failback and never looked again: the group stayed away from
+    its home for good. The interleaving is forced: the count arrives while the worker is busy."""
+    cluster.hold("foreign")
+    cluster.policy.worker.busy = True                   # a takeover under way
+    cluster.from_calc("num_ping_nodes", ("num_ping", "0"))
+    assert cluster.rec.has("ipfail: Ping node count is balanced.")
+    cluster.advance(3 * KEEPALIVE_MS / 1000)
+    assert cluster.sent("ask_resources") == []           # not in the middle of a transition
+    cluster.policy.worker.busy = False                  # the takeover is done
+    cluster.advance(2 * KEEPALIVE_MS / 1000 + 0.2)
+    assert [(m.get("rsc_hold"), m.get("info")) for m in cluster.sent("ask_resources")] == [("foreign", "me")]
+
+
+def test_a_failback_held_back_by_a_transition_is_dropped_when_the_counts_differ_meanwhile(cluster):
+    cluster.hold("local", "foreign")
+    cluster.policy.worker.busy = True
+    cluster.from_calc("num_ping_nodes", ("num_ping", "0"))
+    cluster.answer(ROUTER)                              # a ping node answers us: 1 against 0
+    cluster.from_calc("num_ping_nodes", ("num_ping", "0"))
+    cluster.policy.worker.busy = False
+    cluster.advance(2 * KEEPALIVE_MS / 1000 + 0.2)
+    assert cluster.sent("ask_resources") == [] and cluster.ipfail.failback_pending is False

@@ -268,8 +268,15 @@ class FakeAddressResources:
         self.addresses = FakeAddresses(watch, rec)
 
     def start(self, res):
+        if not isinstance(res, hb.IPResource):
+            self.rec.events.append(("start", res.spec))
+            return
         self.rec.events.append(("add", res.ip))
         self.watch.addresses[res.ip] = (res.iface, res.prefix)
+
+    def stop_all(self, resources):
+        self.rec.events.extend(("stop", res.spec) for res in reversed(resources))
+        return True
 
     def announce_group(self, group):
         self.rec.events.append(("announce", group.key))
@@ -285,11 +292,24 @@ class FakeAddressResources:
 
 @pytest.fixture()
 def cluster(tmp_path):
+    return started_cluster(tmp_path, f"{VIP}/24/eth0")
+
+
+@pytest.fixture()
+def cluster_with_disk(tmp_path):
+    """prime's group holds a resource beyond its address: a disk (a resource.d script)."""
+    (tmp_path / "resource.d").mkdir()
+    (tmp_path / "resource.d" / "disk").write_text("#!/bin/sh\nexit 0\n")
+    (tmp_path / "resource.d" / "disk").chmod(0o755)
+    return started_cluster(tmp_path, f"{VIP}/24/eth0 disk")
+
+
+def started_cluster(tmp_path, prime_group):
     (tmp_path / "ha.cf").write_text("keepalive 1000ms\ndeadtime 5000ms\ninitdead 10000ms\nbcast eth0\nbcast eth1\n"
                                     "node prime calc\nauto_failback on\n")
     (tmp_path / "authkeys").write_text("auth 2\n2 sha1 secret\n")
     os.chmod(tmp_path / "authkeys", 0o600)
-    (tmp_path / "haresources").write_text(f"prime {VIP}/24/eth0\ncalc {CALC_VIP}/24/eth0\n")
+    (tmp_path / "haresources").write_text(f"prime {prime_group}\ncalc {CALC_VIP}/24/eth0\n")
     config = hb.load_config(str(tmp_path), "prime")
     clock, rec = Clock(), Recorder()
     timers = hb.Timers(clock)
@@ -306,7 +326,7 @@ def cluster(tmp_path):
         membership.receive(calc.status(), media)
     membership.receive(calc.packet(("t", "resource"), ("rsc_hold", "none"), ("rtype", "full"), ("isstable", "1")),
                        "eth0")                     # the answer to our `starting`: we take our group
-    assert policy.state[f"{VIP}/24/eth0"] == "running" and rec.events[-1] == ("add", VIP)
+    assert policy.state[f"{VIP}/24/eth0"] == "running" and ("add", VIP) in rec.events
     return policy, watch, calc, world
 
 
@@ -370,6 +390,32 @@ def test_without_a_second_medium_the_fault_waits_and_the_vip_returns_once_the_pe
     heartbeats(world, calc, 1.5)
     assert rec.events[-1] == ("add", VIP) and policy.state[f"{VIP}/24/eth0"] == "running"
     assert rec.has("Link eth0: carrier back and resource group 10.77.0.100/24/eth0 still ours")
+
+
+def test_a_fault_the_peer_cannot_hear_stops_the_rest_of_the_group_before_the_peer_takes_it(cluster_with_disk):
+    """Found by make demo with a Filesystem in the group: prime's cable pulled, its VIP went down but its
+    disk stayed mounted while calc, hearing nothing, took the group and mounted it too. At half the
+    peer's deadtime (2.5 s of 5) the rest of the group stops; when the carrier is back and the group
+    is still ours, the whole group starts again."""
+    policy, watch, calc, world = cluster_with_disk
+    rec, key = world[3], f"{VIP}/24/eth0"
+    watch.carrier.update(eth0=False, eth1=False)
+    policy.links.on_carrier("eth1", False)
+    policy.links.on_carrier("eth0", False)
+    advance(world, 2.2)
+    assert rec.events[-1] == ("remove", VIP) and ("stop", "disk") not in rec.events
+    advance(world, 1)
+    assert rec.events[-1] == ("stop", "disk") and policy.state[key] is hb.GroupState.FAULT
+    assert rec.has(f"Link eth0: no carrier for 2.5 s and no peer heard on another link: stopping the rest of "
+                   f"resource group {key}")
+    advance(world, 3)
+    assert rec.events.count(("stop", "disk")) == 1
+    watch.carrier.update(eth0=True, eth1=True)
+    policy.links.on_carrier("eth0", True)
+    policy.links.on_carrier("eth1", True)
+    heartbeats(world, calc, 2)
+    assert rec.events[-2:] == [("add", VIP), ("start", "disk")] and policy.state[key] is hb.GroupState.RUNNING
+    assert rec.has(f"Link eth0: carrier back and resource group {key} still ours: starting it again")
 
 
 def test_carrier_back_while_the_peer_holds_the_group_waits_for_it_to_let_go(cluster):
@@ -514,3 +560,26 @@ def test_our_release_queued_while_the_group_was_starting_is_not_undone(cluster):
             policy.worker.run_one()
         advance(world, 0.1)
     assert rec.events.count(("add", VIP)) == adds and policy.state[key] == "stopped" and VIP not in watch.addresses
+
+
+def test_carrier_back_serves_as_soon_as_the_peer_says_it_let_go(cluster):
+    """Issue 26: after a cable pull calc released the group 0.15 s after the carrier came back, but
+    prime added its address only once its settle time was over (0.52 s): clients waited 0.4 s. The
+    peer's announcement without the group, made after the carrier returned, is the word waited for."""
+    policy, watch, calc, world = cluster
+    membership = world[0]
+    watch.carrier.update(eth0=False, eth1=False)
+    policy.links.on_carrier("eth0", False)
+    policy.links.on_carrier("eth1", False)
+    advance(world, 1)
+    watch.carrier.update(eth0=True, eth1=True)
+    policy.links.on_carrier("eth0", True)
+    policy.links.on_carrier("eth1", True)
+    membership.receive(calc.packet(("t", "resource"), ("rsc_hold", "all"), ("rtype", "full"), ("isstable", "1")),
+                       "eth0")
+    advance(world, 0.1)
+    assert VIP not in watch.addresses
+    membership.receive(calc.packet(("t", "resource"), ("rsc_hold", "local"), ("rtype", "full"), ("isstable", "1")),
+                       "eth0")
+    advance(world, 0.05)                                   # far less than keepalive + FAULT_SETTLE_S
+    assert VIP in watch.addresses and policy.state[f"{VIP}/24/eth0"] == "running"

@@ -166,3 +166,34 @@ def test_check_warns_about_a_missing_device_and_one_that_is_not_a_character_devi
     result = run("check", *common(confdir, tmp_path))
     assert f"ha.cf:12: warning: watchdog device {plain} is not a character device" in result.stderr
     assert not os.path.exists(missing)
+
+
+def test_a_clean_stop_closes_the_watchdog_before_it_waits_for_the_hooks(tmp_path):
+    """Issue 26: finish_shutdown waited up to 5 s for notify.d hooks in the loop without feeding the
+    watchdog, whose timer is deadtime + 10 ms (1-5 s at the README's deadtimes): a slow hook on
+    group-released turned `systemctl stop` into a hard reset. The magic close now comes first."""
+    path = write(str(tmp_path), "fake-watchdog", "")
+    seen_by_drain = []
+    nothing = lambda *args, **kwargs: None    # noqa: E731
+    daemon = types.SimpleNamespace(
+        watchdog=hb.Watchdog(path, Recorder()), ipfail=types.SimpleNamespace(stop=nothing),
+        membership=types.SimpleNamespace(send=nothing, stop=nothing), transmit=nothing,
+        pings=types.SimpleNamespace(sockets={}, stop=nothing), selector=None, log=Recorder(),
+        config=types.SimpleNamespace(node="prime"),
+        notifier=types.SimpleNamespace(drain=lambda: seen_by_drain.append(contents(path))))
+    daemon.watchdog.open(1000)
+    hb.Daemon.finish_shutdown(daemon)
+    assert seen_by_drain == [b"\0V"] and daemon.running is False
+
+
+def test_sighup_sets_the_timer_again_for_the_new_deadtime(tmp_path, monkeypatch):
+    path = write(str(tmp_path), "fake-watchdog", "")
+    fake_char_device(monkeypatch)
+    ioctl = FakeIoctl(answer=3)
+    dog = hb.Watchdog(path, Recorder(), ioctl=ioctl)
+    dog.open(3000)
+    dog.retime(1500)
+    assert ioctl.calls == [(hb.WDIOC_SETTIMEOUT, 4), (hb.WDIOC_SETTIMEOUT, 2)]
+    dog.close()
+    dog.retime(9000)                       # closed: nothing to set
+    assert len(ioctl.calls) == 2
