@@ -421,6 +421,27 @@ def records(path, operation):
     return out
 
 
+def start_alone(real, binds, acquired, timeout=30):
+    """Start a 3.0.6 node whose peer never comes: after initdead it takes its own group. Sometimes it
+    loses that acquisition: it logs `WARN: ha_msg_add_nv_depth: line doesn't contain '='` and
+    `ERROR: NV failure (msgfromsteam): [>>>` (a message on its FIFO read in pieces; probably two of the
+    scripts it starts at that moment, mach_down for the dead peer's groups and the one for its own,
+    writing at once) and never runs ResourceManager for its own group (seen in 2 runs of about 10,
+    under load). Then it is stopped and started once more."""
+    def lost(offset):
+        text = real.log()[offset:]
+        return "NV failure (msgfromsteam)" in text and "local resource transition completed" in text
+
+    for attempt in (1, 2):
+        offset = len(real.log())
+        real.start(binds=binds)
+        wait(lambda offset=offset: acquired() or lost(offset), timeout)
+        if acquired() or attempt == 2:
+            return
+        print("3.0.6 lost its own group's acquisition (NV failure on its FIFO): restarted")
+        real.stop()
+
+
 @pytest.mark.parametrize("lab", [("prime", "calc")], indirect=True)
 def test_every_wrapper_word_reaches_its_agent_as_3_0_6_passes_it(lab):
     """Each implementation alone (each believes its peer dead: they use different ports) runs the same
@@ -445,9 +466,10 @@ def test_every_wrapper_word_reaches_its_agent_as_3_0_6_passes_it(lab):
     os.chmod(reboot, 0o755)
     real_agents, real_record = fake_agents(lab, "real", names)
     py_agents, py_record = fake_agents(lab, "py", names)
-    real.start(binds=[(real_agents, AGENTS), (reboot, "/sbin/reboot"), (reboot, "/usr/bin/pkill")])
     py.start(fake_reboot=reboot, binds=[(py_agents, AGENTS)])
     try:
+        start_alone(real, [(real_agents, AGENTS), (reboot, "/sbin/reboot"), (reboot, "/usr/bin/pkill")],
+                    lambda: len(records(real_record, "start")) == len(WORDS))
         wait(lambda: len(records(real_record, "start")) == len(WORDS) and
              len(records(py_record, "start")) == len(WORDS), 40)
         real.stop()
@@ -490,10 +512,11 @@ def test_ocf_type_instance_runs_on_heartbeat_py_but_not_on_debians_3_0_6(lab):
     with open(reboot, "w") as handle:
         handle.write(RECORDER.format(log=os.path.join(lab.tmp, "reboot.log")))
     os.chmod(reboot, 0o755)
-    real.start(binds=[(reboot, "/sbin/reboot"), (reboot, "/usr/bin/pkill")])
     py.start(fake_reboot=reboot)
     try:
         # ResourceManager names the script /etc/ha.d//resource.d/OCF or /etc/ha.d/resource.d/OCF, by caller
+        start_alone(real, [(reboot, "/sbin/reboot"), (reboot, "/usr/bin/pkill")],
+                    lambda: re.search(r"Return code 1 from /etc/ha\.d/+resource\.d/OCF\b", real.log()))
         wait(lambda: os.path.exists(states["py"]) and re.search(r"Return code 1 from /etc/ha\.d/+resource\.d/OCF\b",
                                                                   real.log()), 30)
         wait(lambda: "Local Resource acquisition completed" in real.log(), 20)
