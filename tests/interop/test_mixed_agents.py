@@ -199,7 +199,8 @@ def holds_everything(lab, disk, name):
 
 def watch(lab, disk, until, timeout):
     """Poll until() (every 50 ms at most) for at most timeout s; the largest number of nodes that had the
-    disk mounted, and of loop devices on the image, at any sample. Fails when until() never held."""
+    disk mounted, and of loop devices on the image, at any sample. Fails when until() never held.
+    (A sample can see the loop device before its mount, or after its umount: (0, 1) is one holder.)"""
     most_mounts = most_loops = 0
     end = time.monotonic() + timeout
     while time.monotonic() < end:
@@ -227,8 +228,7 @@ def test_the_drbd_era_group_moves_on_a_graceful_stop_and_comes_back(lab, real_na
         start(real)
         start(py)
         wait(both_active(real, py), 30)
-        took = watch(lab, disk, holds_everything(lab, disk, "prime"), 40)
-        assert took == (1, 1)
+        assert max(watch(lab, disk, holds_everything(lab, disk, "prime"), 40)) <= 1
         marker = in_mount_ns(prime, ["sh", "-c", f"echo written-on-prime > {disk.mountpoint}/marker && sync"])
         assert marker.returncode == 0, marker.stderr
 
@@ -236,7 +236,7 @@ def test_the_drbd_era_group_moves_on_a_graceful_stop_and_comes_back(lab, real_na
         prime.stop()
         most = watch(lab, disk, holds_everything(lab, disk, "calc"), 30)
         handover = time.monotonic() - stopped
-        assert most == (1, 1), f"the disk was mounted on both nodes ({most})\n{dump(real, py)}"
+        assert max(most) <= 1, f"the disk was mounted on both nodes ({most})\n{dump(real, py)}"
         read = in_mount_ns(calc, ["cat", f"{disk.mountpoint}/marker"])
         assert read.stdout.strip() == "written-on-prime", read.stderr
 
@@ -244,7 +244,7 @@ def test_the_drbd_era_group_moves_on_a_graceful_stop_and_comes_back(lab, real_na
         start(prime)
         most = watch(lab, disk, holds_everything(lab, disk, "prime"), 60)
         failback = time.monotonic() - back
-        assert most == (1, 1), f"the disk was mounted on both nodes ({most})\n{dump(real, py)}"
+        assert max(most) <= 1, f"the disk was mounted on both nodes ({most})\n{dump(real, py)}"
         time.sleep(1)
         assert holds_everything(lab, disk, "prime")()
         print(f"\n{real_name} real: graceful stop of prime -> calc holds everything after {handover:.2f} s; "
@@ -320,7 +320,7 @@ def test_the_drbd_era_group_moves_when_its_holder_crashes_and_comes_back_after_i
         start(real)
         start(py)
         wait(both_active(real, py), 30)
-        assert watch(lab, disk, holds_everything(lab, disk, "prime"), 40) == (1, 1)
+        assert max(watch(lab, disk, holds_everything(lab, disk, "prime"), 40)) <= 1
         marker = in_mount_ns(prime, ["sh", "-c", f"echo written-on-prime > {disk.mountpoint}/marker && sync"])
         assert marker.returncode == 0, marker.stderr
 
@@ -328,7 +328,7 @@ def test_the_drbd_era_group_moves_when_its_holder_crashes_and_comes_back_after_i
         crash(lab, "prime", prime, disk)
         most = watch(lab, disk, holds_everything(lab, disk, "calc"), 30)
         takeover = time.monotonic() - crashed
-        assert most == (1, 1), f"the disk was mounted on both nodes ({most})\n{dump(real, py)}"
+        assert max(most) <= 1, f"the disk was mounted on both nodes ({most})\n{dump(real, py)}"
         read = in_mount_ns(calc, ["cat", f"{disk.mountpoint}/marker"])
         assert read.stdout.strip() == "written-on-prime", read.stderr
 
@@ -337,7 +337,7 @@ def test_the_drbd_era_group_moves_when_its_holder_crashes_and_comes_back_after_i
         start(prime)
         most = watch(lab, disk, holds_everything(lab, disk, "prime"), 60)
         failback = time.monotonic() - back
-        assert most == (1, 1), f"the disk was mounted on both nodes ({most})\n{dump(real, py)}"
+        assert max(most) <= 1, f"the disk was mounted on both nodes ({most})\n{dump(real, py)}"
         time.sleep(1)
         assert holds_everything(lab, disk, "prime")()
         print(f"\n{real_name} real: prime crashed -> calc holds everything after {takeover:.2f} s (deadtime 3 s); "
