@@ -159,6 +159,44 @@ def hex_number(text: Optional[str]) -> int:
         return -1
 
 
+SECRET_MIN_CHARS = 4             # a shorter value (a port, `on`) is too common a word to mask
+BASE64_INSIDE_MIN_CHARS = 8      # of a secret's base64 inside a longer blob: shorter runs match by chance
+MASK = "***"
+
+
+def secret_forms(secret: str, others=()) -> List[str]:
+    """The ways a secret shows in a tool's output: as it is, URL-encoded, quoted or escaped (JSON,
+    shell, Python, HTML), in base64 (standard and URL-safe, alone, as `other:secret` of HTTP basic
+    auth, and the run of characters it always makes inside a longer base64 blob, at each of the
+    three byte offsets it may sit at)."""
+    import html
+    import json
+    import shlex
+    import urllib.parse
+    raw = secret.encode()
+    forms = {secret, urllib.parse.quote(secret, safe=""), urllib.parse.quote(secret), urllib.parse.quote_plus(secret),
+             json.dumps(secret)[1:-1], repr(secret)[1:-1], shlex.quote(secret), html.escape(secret)}
+    for data in [raw] + [f"{other}:{secret}".encode() for other in others if other != secret]:
+        for encoded in (base64.b64encode(data).decode(), base64.urlsafe_b64encode(data).decode()):
+            forms.update((encoded, encoded.rstrip("=")))
+    for offset in range(3):          # inside a blob: the characters made of the secret's bits alone
+        encoded = base64.b64encode(bytes(offset) + raw).decode()
+        inside = encoded[(8 * offset + 5) // 6:8 * (offset + len(raw)) // 6]
+        if len(inside) >= BASE64_INSIDE_MIN_CHARS:
+            forms.update((inside, inside.translate(str.maketrans("+/", "-_"))))
+    return [form for form in forms if len(form) >= SECRET_MIN_CHARS]
+
+
+def redacted(text: str, secrets) -> str:
+    """text without any of the secrets (of SECRET_MIN_CHARS or more) in any of their secret_forms:
+    a STONITH plugin's output, with the device's password among its parameters."""
+    secrets = [value for value in secrets if value]
+    forms = {form for value in secrets if len(value) >= SECRET_MIN_CHARS for form in secret_forms(value, secrets)}
+    for form in sorted(forms, key=len, reverse=True):
+        text = text.replace(form, MASK)
+    return text
+
+
 # #### Foundations: timers and rate-limited complaints #############################################
 
 @dataclasses.dataclass(order=True)
@@ -387,6 +425,14 @@ EVENT_KINDS = {
     "standby": "this node holds no group any more",
     "split-brain": "both nodes held a group; detail: which one keeps it",
     "packets-dropped": "packets dropped as bad, replayed or unknown; detail: how many since the last such event",
+    "fence-started": "this node begins to reset a peer through its STONITH device before taking its groups; "
+                     "detail: the device",
+    "fence-failed": "a reset failed: retried every 5 s, and the peer's groups are not taken meanwhile (one event "
+                    "a minute at most); detail: the attempt and the device's answer",
+    "fence-done": "the peer is reset: its groups are taken next; duration: since fence-started",
+    "fence-cancelled": "the peer was heard again before a reset succeeded: not reset",
+    "internal-error": "a bug: a thread or a handler of the loop raised, and went on; detail: where and the "
+                      "exception (the log has the traceback)",
 }
 
 
@@ -424,9 +470,49 @@ class EventLog:
             for listener in self.listeners:
                 listener(event)
 
-    def snapshot(self) -> List[dict]:
+    def snapshot(self, last: Optional[int] = None) -> List[dict]:
+        """Every event kept, or the last ones."""
         with self.lock:
-            return [event.as_dict() for event in self.events]
+            kept = self.events if last is None else itertools.islice(self.events, max(0, len(self.events) - last), None)
+            return [event.as_dict() for event in kept]
+
+
+FAULT_EVENT_INTERVAL_S = 10.0    # a bug that repeats: one internal-error event per place this often at most
+
+
+class Faults:
+    """Exceptions caught where a thread or the loop goes on with its next piece of work: each is
+    logged with its traceback (a repeat once per interval, RateLimitedLog), counted by where it
+    happened (status, heartbeat_internal_errors_total) and recorded as an internal-error event, at
+    most one per place per FAULT_EVENT_INTERVAL_S. Called from any thread."""
+
+    def __init__(self, log, events: Optional[EventLog] = None, clock=time.monotonic):
+        self.events, self.clock = events, clock
+        self.said = RateLimitedLog(log, clock, FAULT_EVENT_INTERVAL_S)
+        self.counts: Dict[str, int] = collections.Counter()
+        self.last_event: Dict[str, float] = {}
+        self.held: Dict[str, int] = collections.Counter()     # where -> faults since its last event
+        self.lock = threading.Lock()
+
+    def __call__(self, where: str, err: BaseException, event: bool = True) -> None:
+        """event=False: count and log only (the hooks thread, serving an internal-error event)."""
+        trace = "".join(traceback.format_exception(type(err), err, err.__traceback__)).strip()
+        now = self.clock()
+        with self.lock:
+            self.counts[where] += 1
+            due = event and self.events is not None and \
+                (where not in self.last_event or now - self.last_event[where] >= FAULT_EVENT_INTERVAL_S)
+            held = self.held.pop(where, 0) if due else 0
+            if due:
+                self.last_event[where] = now
+            elif event:
+                self.held[where] += 1
+        self.said(f"{where} {type(err).__name__}", f"internal error in {where} (please report): "
+                  + trace.replace("\n", " | "))
+        if due:
+            more = f" ({held} more since the last event)" if held else ""
+            detail = f"{where}: {type(err).__name__}: {err}"[:EVENT_DETAIL_CHARS] + more
+            self.events.record("internal-error", detail.replace("\0", "\\0"), reason=where)
 
 
 # ==================================================================================================
@@ -1655,7 +1741,13 @@ class Setting:
     operand: str
     meaning: str
     options: Tuple[Directive, ...] = ()
+    secret: bool = False          # no message quotes its words: one may be a password written by mistake
 
+
+MIN_PBKDF2_ITERATIONS = 10000       # below, a stolen hash is cheap to crack
+MAX_PBKDF2_ITERATIONS = 10000000    # above, one check takes seconds of a core
+PBKDF2_DEFAULT_ITERATIONS = 600000  # OWASP's 2023 advice for PBKDF2-HMAC-SHA256
+PBKDF2_PREFIX = "pbkdf2_sha256"
 
 MONITOR_OPTIONS = (
     Directive("interval", "time", "10s", "time between two status checks", low=100, high=86400000),
@@ -1682,6 +1774,14 @@ SETTINGS = [
             "this address (default off; a bare port listens on 127.0.0.1 only; [::1]:PORT for IPv6)"),
     Setting("notify_timeout", "TIME", "how long a notify.d hook may run before it is killed (default 30s; 1s to "
             "10min); hooks are the executables in DIR/notify.d, called on every event"),
+    Setting("http_allow", "NETWORK[,NETWORK...]|any", "the addresses http_listen answers (default any): networks "
+            "and addresses, e.g. 10.0.0.0/8,192.168.1.5,::1; a connection from any other is closed unanswered"),
+    Setting("http_tls_cert", "FILE", "serve http_listen over TLS with this certificate chain (PEM; with "
+            "http_tls_key; default off: plain HTTP)"),
+    Setting("http_tls_key", "FILE", "the certificate's private key (PEM), a file no user but root may read"),
+    Setting("http_basic_auth", "USER:HASH", "answer only USER with the password of HASH, a PBKDF2-SHA256 hash "
+            "made by `heartbeat.py hash-password USER` (pbkdf2_sha256$ITERATIONS$SALT$HASH, Django's format; "
+            f"{MIN_PBKDF2_ITERATIONS} to {MAX_PBKDF2_ITERATIONS} iterations); never the password itself", secret=True),
 ]
 SETTING_BY_NAME = {s.name: s for s in SETTINGS}
 
@@ -1700,6 +1800,96 @@ def parse_listen(text: str) -> Optional[Tuple[str, int]]:
         raise ValueError(f"'{host}' is not an IP address (write 0.0.0.0:{port} for every IPv4 address, "
                          f"[::]:{port} for every address)") from None
     return address, int(port)
+
+
+def parse_networks(text: str) -> tuple:
+    """`any` or NETWORK[,NETWORK...] (an address is a network of one) -> the networks; () for any."""
+    if text.lower() == "any":
+        return ()
+    networks = []
+    for word in text.split(","):
+        try:
+            networks.append(ipaddress.ip_network(word.strip(), strict=False))
+        except ValueError:
+            raise ValueError(f"'{word}' is not a network or an address (write e.g. 10.0.0.0/8,192.168.1.5,::1, "
+                             "or any)") from None
+    return tuple(networks)
+
+
+def source_allowed(source: str, networks: tuple) -> bool:
+    """Whether an address (an IPv4 one as [::]'s socket shows it, ::ffff:a.b.c.d, too) is in networks."""
+    if not networks:
+        return True
+    try:
+        address = ipaddress.ip_address(source.split("%", 1)[0])
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
+        address = address.ipv4_mapped
+    return any(address.version == network.version and address in network for network in networks)
+
+
+def pem_file(text: str, private: bool = False) -> str:
+    """A certificate's or (private) a key's file: it must be there, and a key readable by root alone."""
+    try:
+        info = os.stat(text)
+    except OSError as err:
+        raise ValueError(f"cannot read {text}: {err.strerror}") from None
+    if not stat.S_ISREG(info.st_mode):
+        raise ValueError(f"{text} is not a file")
+    if private and (info.st_mode & stat.S_IROTH or info.st_mode & stat.S_IRGRP and info.st_gid != 0):
+        who = "every user" if info.st_mode & stat.S_IROTH else f"group {info.st_gid}"
+        raise ValueError(f"{text} is readable by {who} (mode {stat.S_IMODE(info.st_mode):03o}): a private key must "
+                         f"be root's alone; chmod 600 {text}")
+    return text
+
+
+def parse_basic_auth(text: str) -> Tuple[str, str]:
+    """USER:pbkdf2_sha256$ITERATIONS$SALT$HASH -> (user, hash). No message quotes the text: a
+    password written there by mistake must not reach a log."""
+    user, colon, hashed = text.partition(":")
+    how = "write USER:HASH with a HASH from `heartbeat.py hash-password USER`, never the password itself"
+    if not user or not colon:
+        raise ValueError(how)
+    fields = hashed.split("$")
+    if len(fields) != 4 or fields[0] != PBKDF2_PREFIX or not fields[2]:
+        raise ValueError(f"the value after {user}: is not a {PBKDF2_PREFIX}$ITERATIONS$SALT$HASH hash; {how}")
+    if not is_number(fields[1]) or not MIN_PBKDF2_ITERATIONS <= int(fields[1]) <= MAX_PBKDF2_ITERATIONS:
+        raise ValueError(f"the hash's iterations must be from {MIN_PBKDF2_ITERATIONS} to {MAX_PBKDF2_ITERATIONS}")
+    try:
+        if len(base64.b64decode(fields[3], validate=True)) != 32:
+            raise ValueError
+    except ValueError:
+        raise ValueError(f"the hash's last field is not 32 bytes of base64; {how}") from None
+    return user, hashed
+
+
+def password_hash(password: str, iterations: int = PBKDF2_DEFAULT_ITERATIONS, salt: str = "") -> str:
+    """pbkdf2_sha256$ITERATIONS$SALT$HASH of a password (Django's format)."""
+    import hashlib
+    salt = salt or base64.b64encode(os.urandom(12)).decode().replace("+", ".").replace("/", "_")
+    digest = hashlib.pbkdf2_hmac("sha256", password.encode(), salt.encode(), iterations)
+    return f"{PBKDF2_PREFIX}${iterations}${salt}${base64.b64encode(digest).decode()}"
+
+
+def password_matches(password: str, hashed: str) -> bool:
+    """Whether password is the one of a parse_basic_auth hash (slow on purpose: run it off the loop)."""
+    import hmac
+    _, iterations, salt, _ = hashed.split("$")
+    return hmac.compare_digest(password_hash(password, int(iterations), salt), hashed)
+
+
+def tls_context(cert: str, key: str):
+    """The server's ssl.SSLContext (TLS 1.2 at least) for a certificate chain and its key; ValueError why not."""
+    import ssl
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        context.load_cert_chain(cert, key)
+    except (OSError, ssl.SSLError) as err:
+        raise ValueError(f"cannot use {cert} with {key}: {getattr(err, 'reason', None) or err.strerror or err}") \
+            from None
+    return context
 
 
 MAX_FENCE_DELAY_MS = 600000         # a node holding nothing waits that long to fence, and only then takes over
@@ -1725,7 +1915,11 @@ SINGLE_VALUE_SETTINGS = {                                    # name -> (Settings
     "http_listen": ("http_listen", parse_listen),
     "notify_timeout": ("notify_timeout_ms", duration_within(MIN_NOTIFY_TIMEOUT_MS, MAX_NOTIFY_TIMEOUT_MS,
                                                             "a hook needs a moment to start; hooks run one at a "
-                                                            "time, so a stuck one holds back the next events"))}
+                                                            "time, so a stuck one holds back the next events")),
+    "http_allow": ("http_allow", parse_networks),
+    "http_tls_cert": ("http_tls_cert", pem_file),
+    "http_tls_key": ("http_tls_key", lambda text: pem_file(text, private=True)),
+    "http_basic_auth": ("http_basic_auth", parse_basic_auth)}
 
 
 def option_value(option: Directive, text: str) -> int:
@@ -1785,6 +1979,10 @@ class Settings:
     monitors: List[MonitorSettings] = dataclasses.field(default_factory=list)
     http_listen: Optional[Tuple[str, int]] = None
     notify_timeout_ms: int = 30000
+    http_allow: tuple = ()                         # networks; () answers any address
+    http_tls_cert: str = ""
+    http_tls_key: str = ""
+    http_basic_auth: Optional[Tuple[str, str]] = dataclasses.field(default=None, repr=False)   # (user, hash)
 
 
 def find_monitored(name: str, groups: List[ResourceGroup]) -> Tuple[ResourceGroup, ServiceResource]:
@@ -1811,7 +2009,7 @@ def find_monitored(name: str, groups: List[ResourceGroup]) -> Tuple[ResourceGrou
 def parse_setting_words(setting: Setting, words: List[str]) -> Tuple[str, Dict[str, int], List[str]]:
     """`OPERAND option=value...` by the table: (operand, {field: value} with defaults, problems)."""
     problems: List[str] = []
-    operand = words[0] if words and "=" not in words[0] else ""
+    operand = words[0] if words and ("=" not in words[0] or not setting.options) else ""    # base64 ends in =
     if not operand:
         example = f"{setting.name} apache {setting.options[0].name}={setting.options[0].default}" \
             if setting.options else f"{setting.name} {setting.operand.split('|')[0]}"
@@ -1866,6 +2064,9 @@ def parse_settings(path: str, groups: Optional[List[ResourceGroup]]) -> Settings
             errors.append(ConfigError(path, lineno, message))
             continue
         operand, values, problems = parse_setting_words(setting, words)
+        if setting.secret and problems:
+            operand, problems = "", [f"{name} takes one value, {setting.operand}, with a HASH from `heartbeat.py "
+                                     f"hash-password USER` (the words are not shown: one may be a password)"]
         errors.extend(ConfigError(path, lineno, f"{name} {operand}: {p}" if operand else p) for p in problems)
         if name in SINGLE_VALUE_SETTINGS:
             field, parse = SINGLE_VALUE_SETTINGS[name]
@@ -1895,6 +2096,15 @@ def parse_settings(path: str, groups: Optional[List[ResourceGroup]]) -> Settings
             continue
         watched[res.spec] = lineno
         settings.monitors.append(MonitorSettings(operand, res.spec, group.key, lineno, **values))
+    if bool(settings.http_tls_cert) != bool(settings.http_tls_key) and not errors:
+        given, missing = ("http_tls_cert", "http_tls_key") if settings.http_tls_cert else \
+            ("http_tls_key", "http_tls_cert")
+        errors.append(ConfigError(path, given_at[given], f"{given} needs {missing} too (TLS takes both)"))
+    elif settings.http_tls_cert and not errors:
+        try:
+            tls_context(settings.http_tls_cert, settings.http_tls_key)
+        except ValueError as err:
+            errors.append(ConfigError(path, given_at["http_tls_cert"], f"http_tls_cert: {err}"))
     if errors:
         raise ConfigErrors(errors)
     return settings
@@ -1999,6 +2209,38 @@ def stonith_device(hacf: HaCf, node: str) -> Optional[StonithDevice]:
         raise ConfigError(hacf.path, line.lineno, f"{line.plugin}: {err}") from None
 
 
+def readable_by_others(info: os.stat_result) -> str:
+    """Who besides root may read a file ("" nobody): every user, or the group it belongs to."""
+    if info.st_mode & stat.S_IROTH:
+        return "every user"
+    if info.st_mode & stat.S_IRGRP and info.st_gid != 0:
+        return f"group {info.st_gid}"
+    return ""
+
+
+def stonith_secret_warnings(hacf: HaCf) -> List[ConfigError]:
+    """A warning at each STONITH line whose parameters (a device's password, often) others can read:
+    in ha.cf itself (0644 as shipped) or in the `stonith` line's config file. A warning, not an
+    error as for authkeys: Heartbeat 3.0.6 reads the same files as they are."""
+    warnings = []
+    for line in hacf.stonith_lines:
+        if line.plugin in BUILTIN_STONITH or (line.config_file is None and not line.params):
+            continue                                  # a host list is no secret
+        path = line.config_file or hacf.path
+        try:
+            info = os.stat(path)
+        except OSError:
+            continue                                  # stonith_device says so, as an error
+        who = readable_by_others(info)
+        if who:
+            name = os.path.basename(path) if path == hacf.path else path
+            warnings.append(ConfigError(hacf.path, line.lineno, "warning: the STONITH device's parameters (its "
+                                        f"password, if it has one) are readable by {who}: {name} is mode "
+                                        f"{stat.S_IMODE(info.st_mode):03o}; chmod 600 {path} (heartbeat.py runs "
+                                        "as root)"))
+    return warnings
+
+
 # #### Config: the four files together #############################################################
 
 @dataclasses.dataclass
@@ -2066,7 +2308,7 @@ def load_config(config_dir: str, node: Optional[str] = None,
         raise ConfigErrors(errors)
     haresources = os.path.join(config_dir, "haresources")
     warnings = hacf.warnings + authkeys.warnings + crc_warnings(authkeys) + \
-        ipv6_warnings(haresources, groups) + agent_warnings(haresources, groups)
+        ipv6_warnings(haresources, groups) + agent_warnings(haresources, groups) + stonith_secret_warnings(hacf)
     return Config(config_dir, me, hacf, authkeys, groups, warnings, settings, device)
 
 
@@ -2325,12 +2567,36 @@ STATUS_CONTROL_CLASSIC = b"seq=%s\nhg=%s\nts=%s\nld=%s\nttl=%s\n"
 STATUS_CONTROL_NETSTRING = b"%d:(0)seq=%s,%d:(0)hg=%s,%d:(0)ts=%s,%d:(0)ld=%s,%d:(0)ttl=%s,"
 
 
+MAX_GENERATION = (1 << 40) - 1   # the highest generation a node moves to when a peer knows it higher: far past
+                                 # any real one (3.0.6 and we start near the Unix time, 2^31, and add one per start)
+
+
 @dataclasses.dataclass
 class Identity:
-    """This node on the wire: name, uuid and this run's generation (hg)."""
+    """This node on the wire: name, uuid and this run's generation (hg), kept in state_dir."""
     name: str
     uuid: bytes
     generation: int
+    state_dir: Optional[str] = None       # where hb_generation lives (None: kept in memory only)
+
+    def move_past(self, generation: int) -> None:
+        """A peer knows us at `generation` or higher (this machine's hb_generation was restored
+        from a snapshot or a backup): run at generation + 1 from now on, written to hb_generation
+        first, so that no later start can use again a generation this run has sent.
+        OSError when the file cannot be written (the generation is then left as it was)."""
+        if self.state_dir:
+            save_generation(self.state_dir, generation + 1)
+        self.generation = generation + 1
+
+
+def save_generation(state_dir: str, generation: int) -> None:
+    """hb_generation as 3.0.6 writes it (decimal right-aligned in 15 columns), synced with its directory."""
+    write_file_atomic(os.path.join(state_dir, "hb_generation"), f"{generation:>15}\n".encode(), 0o644)
+    fd = os.open(state_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)                      # the rename too survives a crash
+    finally:
+        os.close(fd)
 
 
 def load_identity(state_dir: str, node: str, hacf: HaCf, log=None) -> Identity:
@@ -2362,10 +2628,10 @@ def load_identity(state_dir: str, node: str, hacf: HaCf, log=None) -> Identity:
             log.warn(f"No Previous generation - starting at {generation}")
     else:
         generation = previous + 1
-    write_file_atomic(gen_path, f"{generation:>15}\n".encode(), 0o644)
+    save_generation(state_dir, generation)
     if log:
         log.info(f"Heartbeat generation: {generation}")
-    return Identity(node, uuid, generation)
+    return Identity(node, uuid, generation, state_dir)
 
 
 _loadavg = {"fd": -1, "read_at": -1e9, "text": b""}
@@ -2574,7 +2840,22 @@ class Link:
 ICMP_ECHO_REQUEST, ICMP_ECHO_REPLY = 8, 0
 ICMP6_ECHO_REQUEST, ICMP6_ECHO_REPLY = 128, 129
 ICMP6_FILTER = 1                 # the socket option: which ICMPv6 types a raw socket receives
+SOL_RAW, ICMP_FILTER = 255, 1    # the same for ICMP (IPv4): a 32-bit mask, a set bit blocks its type
 PING_PAYLOAD = b"heartbeat.py ping"
+PING_TOKEN_BYTES = 8
+
+
+def icmp_filter_passing(kind: int) -> bytes:
+    """An ICMP_FILTER that blocks every ICMP type but kind (the kernel passes types past 31)."""
+    return struct.pack("=I", 0xFFFFFFFF & ~(1 << kind))
+
+
+def echo_token(key: str, address: str, seq: int) -> bytes:
+    """What an echo to address with seq carries, and its reply must carry back: a keyed hash of
+    both under a key made at each start. A reply counts only from the address the echo went to
+    and for that echo: one echo seen on the wire tells nothing of the token of any other."""
+    data = ipaddress.ip_address(address.split("%")[0]).packed + seq.to_bytes(2, "big")
+    return bytes.fromhex(hmac_hexdigest("sha1", key, data)[:2 * PING_TOKEN_BYTES])
 
 
 def icmp6_filter_passing(kind: int) -> bytes:
@@ -2604,22 +2885,22 @@ def echo_request(ident: int, seq: int, token: bytes, version: int = 4) -> bytes:
     return struct.pack("!BBHHH", kind, 0, checksum, ident, seq) + body
 
 
-def parse_echo_reply(packet: bytes, ident: int, token: bytes, version: int = 4) -> Optional[int]:
-    """The sequence number of a reply to one of our echoes, else None. IPv4: IP header included,
-    our checksum check; IPv6: the ICMPv6 message alone, its checksum checked by the kernel."""
+def parse_echo_reply(packet: bytes, ident: int, version: int = 4) -> Optional[Tuple[int, bytes]]:
+    """The sequence number and token of an echo reply with our ident, else None. The type and the
+    ident first (another process's ping costs no checksum), then for IPv4 the checksum (IP header
+    included in packet); IPv6: the ICMPv6 message alone, its checksum checked by the kernel."""
     if version == 4:
         if len(packet) < 20:
             return None
         packet = packet[(packet[0] & 0x0F) * 4:]
-        if len(packet) >= 8 and internet_checksum(packet) != 0:
-            return None
-    if len(packet) < 8 + len(token):
+    if len(packet) < 8 + PING_TOKEN_BYTES:
         return None
     kind, _, _, reply_ident, seq = struct.unpack("!BBHHH", packet[:8])
-    wanted = ICMP6_ECHO_REPLY if version == 6 else ICMP_ECHO_REPLY
-    if kind != wanted or reply_ident != ident or packet[8:8 + len(token)] != token:
+    if kind != (ICMP6_ECHO_REPLY if version == 6 else ICMP_ECHO_REPLY) or reply_ident != ident:
         return None
-    return seq
+    if version == 4 and internet_checksum(packet) != 0:
+        return None
+    return seq, packet[8:8 + PING_TOKEN_BYTES]
 
 
 # #### Kernel I/O: rtnetlink #######################################################################
@@ -3444,11 +3725,12 @@ REBOOT_TIMEOUT_S = 10
 
 
 class ResourceError(HAError):
-    """A resource could not be started or stopped; specs: which ones, when several were tried at once."""
+    """A resource could not be started or stopped; specs: which ones, when several were tried at once;
+    conflict: another host answered for an address."""
 
-    def __init__(self, message: str, specs: Optional[List[str]] = None):
+    def __init__(self, message: str, specs: Optional[List[str]] = None, conflict: bool = False):
         super().__init__(message)
-        self.specs = specs or []
+        self.specs, self.conflict = specs or [], conflict
 
 
 def script_argv(res: ScriptResource, operation: str) -> List[str]:
@@ -3489,6 +3771,7 @@ class Resources:
         self.config, self.log, self.run, self.rsctmp_dir = config, log, run, rsctmp_dir
         self.addresses = addresses or IPAddresses(run, log)
         self.stuck: set = set()      # keys of groups with a resource that would not stop
+        self.conflicted: set = set()  # keys of groups whose last start met another host's answer for an address
         self.events = events if events is not None else EventLog()
 
     def environment(self, operation: str) -> dict:
@@ -3585,7 +3868,7 @@ class Resources:
             self.log.error(f"{res.agent} {res.spec}: {res.ip} is in use by another host ({mac} answered for it)")
         if failed:
             raise ResourceError("; ".join(f"{res.spec}: {res.ip} is in use by another host" for res in failed),
-                                [res.spec for res in failed])
+                                [res.spec for res in failed], conflict=True)
 
     def start(self, res) -> None:
         if isinstance(res, IPResource):
@@ -3693,10 +3976,12 @@ class Resources:
                     probe.close()
             failed = err.specs or [group.resources[started - 1].spec]
             self.log.crit(f"Giving up resources due to failure of {' '.join(failed)}")
+            (self.conflicted.add if err.conflict else self.conflicted.discard)(group.key)
             if not self.stop_all(group.resources[:started]):
                 self.stuck.add(group.key)
             return str(err)
         self.stuck.discard(group.key)
+        self.conflicted.discard(group.key)
         return None
 
     def release_group(self, group: ResourceGroup) -> bool:
@@ -3735,6 +4020,7 @@ STONITH_RESET_TIMEOUT_S = 120.0
 MEATWARE_TIMEOUT_S = 600.0      # cluster-glue's meatware waits this long for `meatclient -c HOST`
 STONITH_STATUS_INTERVAL_S = 3600.0   # while holding groups, the device is checked every hour
 STONITH_BADHOST = 4             # cluster-glue's S_BADHOST: "this device cannot reset that host"
+FENCE_FAILED_EVENT_INTERVAL_S = 60.0   # a device failing every 5 s: a fence-failed event this often at most
 
 
 def stonith_argv(device: StonithDevice, operation: str, host: str = "") -> Tuple[List[str], Optional[dict]]:
@@ -3753,14 +4039,22 @@ def stonith_argv(device: StonithDevice, operation: str, host: str = "") -> Tuple
 class Fencer:
     """Resets a node through the configured device before its groups are taken over. Each attempt
     runs in a thread (a reset can take tens of seconds); the result comes back to the loop, which
-    retries every STONITH_RETRY_S until it succeeds, as Heartbeat 3.0.6 does."""
+    retries every STONITH_RETRY_S until it succeeds, as Heartbeat 3.0.6 does. Each fencing is told
+    as events (fence-started, fence-failed, fence-done or fence-cancelled) and counted, so hooks and
+    /metrics see a takeover held back by a failing device."""
 
-    def __init__(self, device: StonithDevice, timers: Timers, post, log, send, alive=None, run=run_command):
+    def __init__(self, device: StonithDevice, timers: Timers, post, log, send, alive=None, run=run_command,
+                 events: Optional[EventLog] = None):
         self.device, self.timers, self.post, self.log, self.send, self.run = device, timers, post, log, send, run
         self.alive = alive or (lambda node: False)        # heard again: not to be reset
+        self.events = events
         self.pending: Dict[str, object] = {}          # node -> what to do once it is reset
+        self.started: Dict[str, float] = {}           # node -> when its fencing began (timers' clock)
+        self.attempts: Dict[str, int] = collections.Counter()     # of the fencing under way
+        self.failed_told: Dict[str, float] = {}       # node -> when its last fence-failed event was
         self.retry_timers: Dict[str, list] = {}
         self.resets: Dict[str, int] = collections.Counter()
+        self.failures: Dict[str, int] = collections.Counter()    # failed attempts since the start
         self.last_status: Optional[bool] = None
         self.confirmations: Dict[str, threading.Event] = {}     # built-in meatware: node -> operator said so
 
@@ -3769,6 +4063,11 @@ class Fencer:
         it meanwhile."""
         first = node not in self.pending
         self.pending[node] = then
+        if first:
+            self.started[node], self.attempts[node] = self.timers.clock(), 0
+            self.failed_told.pop(node, None)
+            self.record("fence-started", node, f"{self.device.plugin}: before {node}'s groups are taken over"
+                        + (f", in {delay_s:g} s (fence_delay)" if delay_s > 0 else ""))
         if first and delay_s > 0:
             self.log.info(f"STONITH of {node} in {delay_s:g} s (fence_delay: this node holds no group)")
             self.retry_timers[node] = self.timers.call_later(delay_s, lambda: self.attempt(node))
@@ -3780,6 +4079,16 @@ class Fencer:
         if self.pending.pop(node, None) is not None:
             self.timers.cancel(self.retry_timers.pop(node, None))
             self.log.warn(f"STONITH of {node} cancelled: it is alive again")
+            self.record("fence-cancelled", node, f"{node} is alive again: not reset", self.took_ms(node))
+
+    def record(self, kind: str, node: str, detail: str, duration_ms: Optional[float] = None) -> None:
+        if self.events:
+            self.events.record(kind, detail, duration_ms, node=node)
+
+    def took_ms(self, node: str) -> Optional[float]:
+        """Since the fencing of node began (and forget when)."""
+        started = self.started.pop(node, None)
+        return None if started is None else (self.timers.clock() - started) * 1000
 
     def attempt(self, node: str) -> None:
         self.retry_timers.pop(node, None)
@@ -3788,6 +4097,7 @@ class Fencer:
         if self.alive(node):
             self.cancel(node)
             return
+        self.attempts[node] += 1
         self.log.info(f"Resetting node {node} with [{self.device.plugin}]")
         self.confirmations[node] = threading.Event()      # meatware: the operator's word, for this attempt
         in_thread("stonith", lambda: self.reset(node), self.post, lambda result: self.finished(node, result))
@@ -3835,8 +4145,19 @@ class Fencer:
             self.send_result(node, "OK")
             self.resets[node] += 1
             del self.pending[node]
+            attempts = self.attempts.pop(node, 1)
+            self.record("fence-done", node, f"{self.device.plugin}: after {attempts} attempt{'s' * (attempts > 1)}",
+                        self.took_ms(node))
             then()
             return
+        self.failures[node] += 1
+        now = self.timers.clock()
+        if node not in self.failed_told or now - self.failed_told[node] >= FENCE_FAILED_EVENT_INTERVAL_S:
+            self.failed_told[node] = now
+            last = result.output.strip().splitlines()[-1:] or [""]
+            said = f": {self.redacted(last[0])[:QUOTED_CHARS]}" if last[0] else ""
+            self.record("fence-failed", node, f"attempt {self.attempts[node]}: exit {result.returncode}{said}; "
+                        f"retried every {STONITH_RETRY_S:g} s, nothing taken over meanwhile")
         if result.returncode == STONITH_BADHOST and self.device.how == "cluster-glue":
             self.log.error(f"Device {self.device.plugin} cannot reset host {node}.")
             self.send_result(node, "badhost")
@@ -3848,10 +4169,7 @@ class Fencer:
 
     def redacted(self, text: str) -> str:
         """A plugin's output without the device's parameter values (a password may be among them)."""
-        for value in sorted(self.device.params.values(), key=len, reverse=True):
-            if len(value) >= 4:
-                text = text.replace(value, "***")
-        return text
+        return redacted(text, self.device.params.values())
 
     def send_result(self, node: str, result: str) -> None:
         """3.0.6's T_STONITH message: every node learns what became of the reset."""
@@ -3874,8 +4192,11 @@ class Fencer:
             self.log.info("This may mean that the STONITH device has failed!")
 
     def snapshot(self) -> dict:
+        now = self.timers.clock()
         return {"device": self.device.plugin, "run_by": self.device.how, "fencing": sorted(self.pending),
-                "resets": dict(self.resets), "device_ok": self.last_status}
+                "resets": dict(self.resets), "device_ok": self.last_status, "failures": dict(self.failures),
+                "fencing_s": {node: round(now - self.started[node], 1) for node in sorted(self.pending)
+                              if node in self.started}}
 
 
 # ==================================================================================================
@@ -3911,6 +4232,8 @@ class Peer:
     shutdone: Tuple[int, float] = (0, 0.0)   # seq and arrival of its shutdown notice
     challenge: Optional[Tuple[str, float]] = None   # (nonce, sent at): asked to prove its generation
     answered: str = ""                    # the last nonce of its we signed
+    answered_at: Optional[float] = None   # when we last signed one
+    status_clock: Tuple[int, float] = (0, 0.0)   # its ts on the newest accepted status, and our clock then
     check_timer: Optional[Timer] = None
     rexmit_timer: Optional[Timer] = None
 
@@ -3920,6 +4243,7 @@ LINK_SEQ_SLACK = 2         # a status is evidence for a link only when it is amo
 STARTUP_GRACE_S = 5.0      # 3.0.6 announces a longer deadtime (dt) in its first 5 s after start,
 STARTUP_EXTRA_DEADTIME_MS = 2000   # 2 s longer, so a peer gives a node still starting up some slack
 CHALLENGE, CHALLENGE_REPLY = "hbpy-challenge", "hbpy-challenge-reply"   # proof of a generation
+TS_RESOLUTION_S = 1        # ts is whole seconds
 API_CLIENT_STATUS = "hbapi-clstat"     # a client (ipfail) signed on or off at a node
 PULLED_BEAT_SLACK = 1.125  # after a beat pulled by a peer's, ours is due this many keepalives later
 MAX_MISSING = 50           # a gap larger than this is not chased by retransmission requests
@@ -4281,6 +4605,7 @@ class Membership:
         """A new status message: the peer is alive (unless it told us it is stopping)."""
         restarted, peer.restarted = peer.restarted, False
         peer.newest_ts = max(peer.newest_ts, hex_number(msg.get("ts")))
+        peer.status_clock = (hex_number(msg.get("ts")), now)
         if peer.shutting_down and seq > peer.shutdone[0] and now - peer.shutdone[1] > peer.deadtime_ms / 1000 \
                 and msg.get("st") in ("init", "up", "active"):
             # 3.0.6 sends a status or two after shutdone while it stops; one still beating a deadtime
@@ -4320,14 +4645,49 @@ class Membership:
             return
         nonce = os.urandom(16).hex()
         peer.challenge = (nonce, now)
-        self.send(Message(("t", CHALLENGE), ("dest", peer.name), ("nonce", nonce)), dest=peer.name)
+        self.send(Message(("t", CHALLENGE), ("dest", peer.name), ("nonce", nonce),
+                          ("curgen", format(peer.generation, "x"))), dest=peer.name)
 
     def answer_challenge(self, peer: Peer, msg: Message) -> None:
-        """Answered before any replay check: the challenger may be dropping our packets too."""
+        """Answered before any replay check: the challenger may be dropping our packets too. It
+        names the generation it knows us at (curgen); at or below it, we were restored from a
+        snapshot or a backup and move past it (on disk first) before we answer: the challenger
+        never has to take a lower generation, under which packets of our earlier life would pass."""
         nonce = msg.get("nonce", "")
-        if re.fullmatch(r"[0-9a-f]{32}", nonce) and nonce != peer.answered:
-            peer.answered = nonce
-            self.send(Message(("t", CHALLENGE_REPLY), ("dest", peer.name), ("nonce", nonce)), dest=peer.name)
+        if not re.fullmatch(r"[0-9a-f]{32}", nonce) or nonce == peer.answered:
+            return      # the same challenge on another medium: answered already
+        if self.is_stale_challenge(peer, msg):
+            self.counters["challenges_unanswered_stale"] += 1
+            return self.complain("challenge_stale", f"Not answering a challenge from {peer.name} sent "
+                                                    "before its last deadtime (replayed?)")
+        now = self.clock()
+        if peer.answered_at is not None and now - peer.answered_at < self.hacf.keepalive_ms / 1000:
+            self.counters["challenges_unanswered_limit"] += 1
+            return self.complain("challenge_limit", f"Not answering another challenge from {peer.name} "
+                                                    "within a keepalive (replayed?)")
+        known = hex_number(msg.get("curgen"))     # -1: an older heartbeat.py, which names none
+        if self.identity.generation <= known < MAX_GENERATION:
+            try:
+                self.identity.move_past(known)
+            except OSError as err:
+                return self.complain("curgen", f"Node {peer.name} knows us at generation {known}, ours is "
+                                               f"{self.identity.generation}, and hb_generation cannot be written "
+                                               f"({err.strerror or err}): not answered", level="error")
+            self.log.warn(f"Node {peer.name} knows us at generation {known}, higher than ours (restored from "
+                          f"a snapshot?): our generation is now {self.identity.generation}")
+        peer.answered, peer.answered_at = nonce, now
+        self.send(Message(("t", CHALLENGE_REPLY), ("dest", peer.name), ("nonce", nonce)), dest=peer.name)
+
+    def is_stale_challenge(self, peer: Peer, msg: Message) -> bool:
+        """Sent (its ts) longer ago than the deadtime the sender waits for an answer, by our clock
+        and by the sender's own, as its newest accepted heartbeat showed it: a replay is old by
+        both, a fresh challenge new by at least one whether the clocks agree or not, even after
+        a key holder forged a heartbeat with a far ts."""
+        ts, window_s = hex_number(msg.get("ts")), peer.deadtime_ms / 1000 + TS_RESOLUTION_S
+        if time.time() - ts <= window_s:
+            return False
+        status_ts, heard_at = peer.status_clock
+        return status_ts <= 0 or status_ts + (self.clock() - heard_at) - ts > window_s
 
     def is_proof(self, peer: Peer, msg: Message) -> bool:
         return (peer.challenge is not None and msg.get("nonce") == peer.challenge[0]
@@ -4335,12 +4695,19 @@ class Membership:
 
     def adopt_generation(self, peer: Peer, generation: int, seq: int) -> None:
         """The reply to our nonce is signed now by the peer: its generation and sequence number are
-        the live ones. Every earlier sequence number counts as seen, so no replay gets in."""
+        the live ones. Every earlier sequence number counts as seen, so no replay gets in. Never a
+        lower generation, nor the same: packets captured in the peer's earlier life under it would
+        be fresh again (the peer moves past the one we know before it answers). Unless the one we
+        know is past MAX_GENERATION: only a forged packet can have told us that, and no node moves past it."""
+        if generation <= peer.generation < MAX_GENERATION:
+            peer.challenge = None
+            self.log.warn(f"Node {peer.name} answered our challenge at generation {generation}, not above "
+                          f"{peer.generation}: not adopted")
+            return
         self.log.warn(f"Node {peer.name} proved generation {generation} at seq {seq} "
                       f"(we had {peer.generation} at seq {peer.max_seq}): adopting it")
         peer.challenge = None
-        if generation != peer.generation:
-            peer.restarted = True
+        peer.restarted = True
         peer.generation = generation
         self.forget_sequence(peer)
         peer.max_seq = seq
@@ -4542,7 +4909,7 @@ class PingNodes:
         self.targets: Dict[str, PingTarget] = {p.name: PingTarget(p) for p in hacf.ping_nodes}
         self.sockets: Dict[int, socket.socket] = {}       # IP version -> raw ICMP or ICMPv6 socket
         self.ident = random_below(0x10000)
-        self.token = os.urandom(8)
+        self.key = os.urandom(16).hex()                    # the echo tokens' (echo_token), this run's only
         self.seq = 0
         self.send_timer: Optional[Timer] = None
         self.counters: Dict[str, int] = collections.Counter()
@@ -4562,6 +4929,7 @@ class PingNodes:
                     sock.setsockopt(socket.IPPROTO_ICMPV6, ICMP6_FILTER, icmp6_filter_passing(ICMP6_ECHO_REPLY))
                 else:
                     sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
+                    sock.setsockopt(SOL_RAW, ICMP_FILTER, icmp_filter_passing(ICMP_ECHO_REPLY))
             except OSError as err:
                 self.log.error(f"Cannot open an {'ICMPv6' if version == 6 else 'ICMP'} socket for the ping nodes "
                                f"({err.strerror or err}): they will be declared dead (heartbeat.py must run as root)")
@@ -4607,21 +4975,22 @@ class PingNodes:
             return
         self.send_timer = self.timers.call_later(self.hacf.keepalive_ms / 1000, self.send_echoes)
         self.seq = (self.seq + 1) & 0xFFFF
-        packets = {version: echo_request(self.ident, self.seq, self.token, version) for version in self.sockets}
         for target in self.targets.values():
             for address in target.node.addresses:
                 version = 6 if ":" in address else 4
                 if version not in self.sockets:
                     continue
+                packet = echo_request(self.ident, self.seq, echo_token(self.key, address, self.seq), version)
                 try:
-                    self.sockets[version].sendto(packets[version], (address, 0))
+                    self.sockets[version].sendto(packet, (address, 0))
                     self.counters["echo_sent"] += 1
                 except OSError as err:
                     self.counters["echo_send_errors"] += 1
                     self.complain(f"ping {address}", f"ping {address}: {err.strerror or err}", level="warn")
 
     def read(self, sock: socket.socket) -> None:
-        """Every ICMP packet of this host comes here: only a fresh answer to our own echo counts."""
+        """Every ICMP echo reply to this host comes here (the socket filters out the other types):
+        only a fresh answer to our own echo, from the address it went to, counts."""
         version = 6 if sock.family == socket.AF_INET6 else 4
         for _ in range(READS_PER_WAKEUP):
             try:
@@ -4629,11 +4998,18 @@ class PingNodes:
             except OSError:
                 return
             sender = address[0] if version == 4 else str(ipaddress.IPv6Address(address[0].split("%")[0]))
-            seq = parse_echo_reply(packet, self.ident, self.token, version)
-            if seq is None:
+            reply = parse_echo_reply(packet, self.ident, version)
+            if reply is None:
+                self.counters["echo_replies_ignored"] += 1       # another process's, or damaged
                 continue
+            seq, token = reply
             if (self.seq - seq) & 0xFFFF >= PING_SEQ_WINDOW:
                 self.counters["echo_replies_stale"] += 1
+                continue
+            if not compare_digest(token, echo_token(self.key, sender, seq)):
+                self.counters["echo_replies_forged"] += 1         # not from where that echo went
+                self.complain("forged echo reply", f"Echo reply from {sender} does not answer our echo to it "
+                                                   "(forged?): ignored", level="warn")
                 continue
             for target in self.targets.values():
                 if sender in target.node.addresses:
@@ -5553,6 +5929,8 @@ class ClusterPolicy:
         self.peer_holds: Dict[str, Tuple[str, bool]] = {}     # peer -> (rsc_hold, isstable), its view
         self.peer_holds_stamp: Dict[str, Tuple[int, int]] = {}  # peer -> (hg, seq) of that announcement
         self.peer_holds_heard: Dict[str, float] = {}          # peer -> when that announcement came (monotonic)
+        self.conflict_timer: Optional[Timer] = None            # see retry_conflicted
+        self.conflict_waiting: set = set()     # groups another host's answer kept from starting while alone
         self.initial_pending: Optional[str] = None            # peer whose answer to `starting` we await
         self.initial_timer: Optional[Timer] = None
         self.starting_attempts = 0                      # `starting` sent, waiting for the peer's answer
@@ -5631,6 +6009,7 @@ class ClusterPolicy:
             results = {group.key: f"internal error: {results!r}" for group in groups}
         failed, took = [], self.timers.clock() - started
         for key, error in results.items():
+            self.conflict_waiting.discard(key)
             if error is None:
                 self.state[key] = GroupState.RUNNING
                 self.stats[key].takeovers += 1
@@ -5648,6 +6027,13 @@ class ClusterPolicy:
             if key in self.resources.stuck:     # half started and would not stop: it stays here
                 self.state[key] = GroupState.STOP_FAILED
                 self.log.crit(f"Resource group {key} failed to start and to stop: it stays held here")
+                continue
+            if key in self.resources.conflicted and not self.live_peers():
+                self.state[key] = GroupState.FAILED
+                self.conflict_waiting.add(key)
+                self.log.error(f"Resource group {key} failed to start here: {error}. No peer is alive: that may be "
+                               "its copy, left by a crash; trying again every deadtime, and when the peer is back")
+                self.retry_conflicted_later(self.config.hacf.deadtime_ms / 1000)
                 continue
             self.failures[key] += 1
             self.state[key] = GroupState.FAILED
@@ -5667,14 +6053,49 @@ class ClusterPolicy:
             self.failure_offers = 0          # a new failure: the peer is asked anew
         self.after_change()
 
+    def waiting_on_a_conflict(self) -> List[ResourceGroup]:
+        """Held groups that another host's answer for an address kept from starting while no peer
+        was alive (see retry_conflicted)."""
+        return [g for g in self.config.groups if g.key in self.conflict_waiting
+                and self.state[g.key] is GroupState.FAILED and self.holds[self.class_of(g)]]
+
+    def retry_conflicted_later(self, delay_s: float) -> None:
+        if self.conflict_timer is None:
+            self.conflict_timer = self.timers.call_later(delay_s, self.retry_conflicted)
+
+    def retry_conflicted(self) -> None:
+        """The host that answered may be the peer's stale copy, left by its crash: gone once the peer
+        restarts (it removes it before it joins) or its machine reboots. Never given up for good:
+        tried again every deadtime while no peer is alive; once one is, our own groups are tried at
+        once, and the peer's go back to it as after any failure (offer_failed_groups)."""
+        self.conflict_timer = None
+        peers = self.live_peers()
+        for group in self.waiting_on_a_conflict() if peers else []:
+            if group.home != self.me:          # the peer's: it gets it back as after any failure
+                self.conflict_waiting.discard(group.key)
+        groups = [g for g in self.waiting_on_a_conflict() if not peers or g.home == self.me]
+        if not groups or self.shutting_down:
+            return
+        if self.busy():
+            self.retry_conflicted_later(self.config.hacf.keepalive_ms / 1000)
+            return
+        for group in groups:
+            self.state[group.key] = GroupState.STARTING
+            self.events.record("group-starting", "trying again: an address was answered for by another host",
+                               group=group.key, node=self.me)
+        self.announce(stable=False)
+        started = self.timers.clock()
+        self.worker.submit(lambda: {group.key: self.resources.acquire_group(group) for group in groups},
+                           lambda results: self.acquired(groups, "", None, None, started, results))
+
     def offer_failed_groups(self) -> None:
         """Groups that failed to start here go to a live peer by the standby exchange, as 3.0.6
         gives its resources up after a failure. A peer busy with its own start ignores that
         request ("local resources in flux") and a peer that comes later was not there to be
         asked, so, beyond 3.0.6, the peer is asked whenever both sides are quiet, until it takes
         them: NEGOTIATION_ATTEMPTS times for one failure, and again when the peer restarts."""
-        failed = [g for g in self.config.groups
-                  if self.state[g.key] is GroupState.FAILED and self.holds[self.class_of(g)]]
+        failed = [g for g in self.config.groups if self.state[g.key] is GroupState.FAILED
+                  and self.holds[self.class_of(g)] and g not in self.waiting_on_a_conflict()]
         peers = [p for p in self.live_peers() if self.peer_holds.get(p.name, ("none", True))[1]]
         if not failed or not peers or self.shutting_down or self.failure_offers >= NEGOTIATION_ATTEMPTS:
             return
@@ -5837,6 +6258,10 @@ class ClusterPolicy:
                 self.take_over_from(peer, held, take)
         elif old == "dead" and self.fencer:
             self.fencer.cancel(peer.name)
+        if old == "dead" and new != "dead" and self.waiting_on_a_conflict():
+            self.timers.cancel(self.conflict_timer)      # it removed its stale copy before it sent this
+            self.conflict_timer = None
+            self.retry_conflicted_later(0)
         if old == "dead" and new != "dead" and peer.partition_healed:
             self.log.info(f"Announcing our resources to {peer.name} after the partition")
             self.announce(stable=not self.worker.busy)
@@ -6394,10 +6819,13 @@ class Notifier:
     event, in the events' order, one at a time, from a thread of its own: a hook never delays a
     takeover. Each gets `EVENT NODE GROUP LINK DETAIL` as arguments (empty when not about one) and
     the same in HA_EVENT* variables; past the timeout it is killed. Failures are logged. A hook
-    another user could change (hook_problem) is not run: logged once with the reason, counted."""
+    another user could change (hook_problem) is not run: logged once with the reason, counted. A NUL
+    (which no argument or variable can hold) reaches a hook as the two characters \\0; an exception
+    goes to faults (logged with its traceback, counted) and the thread goes on with the next event."""
 
-    def __init__(self, config_dir: str, node: str, timeout_s: float, log):
+    def __init__(self, config_dir: str, node: str, timeout_s: float, log, faults: Optional[Faults] = None):
         self.directory, self.node, self.timeout_s, self.log = os.path.join(config_dir, NOTIFY_DIR), node, timeout_s, log
+        self.faults = faults or Faults(log)
         self.queue: queue.Queue = queue.Queue(NOTIFY_QUEUE_MAX)
         self.lost = 0
         self.refused: Dict[str, int] = {}       # hook -> events it was not run for
@@ -6422,6 +6850,8 @@ class Notifier:
                 for hook in notify_hooks(self.directory):
                     if self.allowed(hook):
                         self.run(hook, event)
+            except Exception as err:        # a bug costs this event's hooks, not every later event's
+                self.faults("notify", err, event=event.kind != "internal-error")    # never feeds on itself
             finally:
                 self.queue.task_done()
 
@@ -6445,7 +6875,9 @@ class Notifier:
                "HA_EVENT_DURATION_MS": "" if event.duration_ms is None else str(event.duration_ms),
                "HA_EVENT_TIME": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(event.wall)),
                "HA_EVENT_TIMESTAMP": f"{event.wall:.3f}"}
-        result = run_command([hook, event.kind, *subjects, event.detail], self.timeout_s, env)
+        env = {name: value.replace("\0", "\\0") for name, value in env.items()}
+        argv = [word.replace("\0", "\\0") for word in (hook, event.kind, *subjects, event.detail)]
+        result = run_command(argv, self.timeout_s, env)
         if result.returncode != 0:
             self.log.warn(f"notify hook {hook} {event.kind}: exit {result.returncode}: "
                           f"{result.output.strip()[-HOOK_OUTPUT_CHARS:]}")
@@ -6557,6 +6989,19 @@ def prometheus_text(report: dict) -> str:
     out.family("heartbeat_monitor_last_check_ok", "gauge", "1 when the last status check found it running",
                [({"resource": m["resource"], "group": m["group"]}, int(m["last_result"] == "running"))
                 for m in monitors if m["last_result"] is not None])
+    stonith = report.get("stonith") or {}
+    fenced = sorted(set(stonith.get("resets", {})) | set(stonith.get("failures", {})) | set(stonith.get("fencing", [])))
+    out.family("heartbeat_stonith_device_ok", "gauge", "1 when the STONITH device's last status check passed",
+               [({"device": stonith["device"]}, int(stonith["device_ok"]))] if stonith.get("device_ok") is not None
+               else [])
+    out.family("heartbeat_stonith_fencing", "gauge", "1 while a node is being reset: its groups wait for the reset",
+               [({"node": node}, int(node in stonith["fencing"])) for node in fenced])
+    out.family("heartbeat_stonith_fencing_seconds", "gauge", "how long the reset under way has been tried",
+               [({"node": node}, float(seconds)) for node, seconds in stonith.get("fencing_s", {}).items()])
+    out.family("heartbeat_stonith_resets_total", "counter", "nodes reset by this node",
+               [({"node": node}, stonith.get("resets", {}).get(node, 0)) for node in fenced])
+    out.family("heartbeat_stonith_failures_total", "counter", "failed reset attempts (each retried 5 s later)",
+               [({"node": node}, stonith.get("failures", {}).get(node, 0)) for node in fenced])
     ipfail = report.get("ipfail") or {}
     if ipfail.get("enabled"):
         out.family("heartbeat_ping_nodes_up", "gauge", "ping nodes answering this node (ipfail's count)",
@@ -6564,6 +7009,12 @@ def prometheus_text(report: dict) -> str:
     out.family("heartbeat_notify_hooks_refused_total", "counter", "events a notify.d hook was not run for: "
                "another user could change it", [({"hook": os.path.basename(hook)}, n)
                                                 for hook, n in sorted(report.get("notify_refused", {}).items())])
+    faults = sorted(report.get("internal_errors", {}).items())
+    out.family("heartbeat_internal_errors_total", "counter", "exceptions a thread or the loop caught and went on "
+               "after (a bug: the log has each traceback), by where", [({"where": w}, n) for w, n in faults])
+    out.family("heartbeat_http_refused_total", "counter", "connections and requests the HTTP listener refused, by "
+               "reason (not allowed, busy, unauthorized, tls handshake)",
+               [({"reason": reason}, n) for reason, n in sorted(report.get("http_refused", {}).items())])
     counts = report.get("event_counts", {})
     out.family("heartbeat_events_total", "counter", "events since the daemon started, by kind (see status --events)",
                [({"kind": kind}, counts.get(kind, 0)) for kind in EVENT_KINDS])
@@ -6653,6 +7104,13 @@ def format_status(report: dict) -> str:
     if conflict:
         lines.append(f"NAME CONFLICT: another node calls itself {report['node']} (uuid {conflict['uuid']}, "
                      f"from {conflict['sender']}): no group is taken over while it is there")
+    stonith = report.get("stonith") or {}
+    for node in stonith.get("fencing", []):
+        failed = stonith.get("failures", {}).get(node, 0)
+        seconds = stonith.get("fencing_s", {}).get(node)
+        lines.append(f"STONITH: {node} being reset with {stonith['device']}"
+                     + (f" for {seconds:.0f} s" if seconds is not None else "")
+                     + (f", {failed} failed attempt(s) so far" if failed else "") + "; its groups wait for it")
     for group in report.get("groups", []):
         owner = group["owner"] or "nobody"
         note = f" [{group['state']}, {group['failures']} start failures here]" if group["failures"] else ""
@@ -6685,6 +7143,10 @@ def format_status(report: dict) -> str:
     if refused:
         lines.append("notify hooks not run (another user could change them; the log says why): " +
                      ", ".join(f"{os.path.basename(hook)} {n}" for hook, n in sorted(refused.items())))
+    faults = report.get("internal_errors") or {}
+    if faults:
+        lines.append("internal errors (please report; the log has each traceback): " +
+                     ", ".join(f"{where} {n}" for where, n in sorted(faults.items())))
     return "\n".join(lines)
 
 
@@ -6824,97 +7286,147 @@ class Log:
 # #### Daemon: the HTTP listener (/metrics and the status page) ####################################
 
 HTTP_MAX_CLIENTS = 16
+HTTP_MAX_PER_SOURCE = 4         # connections from one address: one host's idle ones cannot take every slot
 HTTP_MAX_REQUEST = 8 * 1024
-HTTP_CLIENT_TIMEOUT_S = 5.0
+HTTP_REQUEST_TIMEOUT_S = 2.0    # from the connection to the end of the request's headers (a scraper sends at once)
+HTTP_CLIENT_TIMEOUT_S = 5.0     # then to take the whole answer
+HTTP_CACHE_S = 1.0              # a body is made at most this often: scrapes and reloads of the page share it
+HTTP_CREDENTIALS_KEPT = 64      # Authorization headers whose verdict is remembered (then forgotten all at once)
+HTTP_ACCEPT_BATCH = 64          # connections taken from the backlog in one wake-up
 REQUEST_READ_BYTES = 4096       # one recv() of a request (HTTP or control socket): requests are small
-HTTP_REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed"}
+HTTP_REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found", 405: "Method Not Allowed"}
+# The page has no script, style, image, frame or form: the browser may load or send nothing for it.
+HTTP_SECURITY_HEADERS = ("X-Content-Type-Options: nosniff\r\n"
+                         "Content-Security-Policy: default-src 'none'; base-uri 'none'; form-action 'none'; "
+                         "frame-ancestors 'none'\r\nReferrer-Policy: no-referrer\r\n")
 
 
-def accept_client(listener: socket.socket, clients: int, limit: int) -> Optional[socket.socket]:
-    """The next waiting connection, non-blocking; None when there is none or when `limit` clients
-    are served already (then it is closed at once)."""
-    try:
-        client, _ = listener.accept()
-    except OSError:
-        return None
-    if clients >= limit:
-        client.close()
-        return None
-    client.setblocking(False)
-    return client
+@dataclasses.dataclass
+class Exchange:
+    """One connection of a OneShotServer: the request so far, the answer still to send, its deadline."""
+    source: str
+    since: float
+    deadline: Timer
+    request: bytes = b""
+    reply: bytes = b""
+    answered: bool = False       # the request is whole
+    parked: bool = False         # out of the selector until its answer is known (respond)
 
 
 class OneShotServer:
     """A listening stream socket served from the loop without ever blocking it: at most
-    `max_clients` connections, `max_request` bytes of request, `timeout_s` for the whole
-    exchange; one request, one answer written as fast as the client takes it (registered for
-    EVENT_WRITE), then the connection is closed. A subclass opens `sock` and says when a request
-    is whole (`complete`) and what to answer (`answer`; b"" closes without one)."""
+    `max_clients` connections, `max_request` bytes of request, `request_timeout_s` for the request
+    and `timeout_s` for the answer; one request, one answer written as fast as the client takes it
+    (registered for EVENT_WRITE), then the connection is closed. A subclass opens `sock` and says
+    when a request is whole (`complete`) and what to answer (`answer`; b"" closes without one); it
+    may choose which connections to take (`admit`)."""
 
     max_clients = max_request = 0
     timeout_s = 0.0
+    request_timeout_s = 0.0      # 0: timeout_s
+    would_block: tuple = (BlockingIOError, InterruptedError)     # what says "not now" on a client socket
 
     def __init__(self, sock: socket.socket, selector, timers):
         self.sock, self.selector, self.timers = sock, selector, timers
-        self.clients: Dict[socket.socket, list] = {}       # socket -> [data in, data out, deadline timer]
+        self.clients: Dict[socket.socket, Exchange] = {}
         self.sock.setblocking(False)
         selector.register(self.sock, selectors.EVENT_READ, self.accept)
 
     def complete(self, request: bytes) -> bool:
         raise NotImplementedError
 
-    def answer(self, request: bytes) -> bytes:
+    def answer(self, request: bytes, client: socket.socket) -> Optional[bytes]:
         raise NotImplementedError
 
+    def admit(self, source: str) -> bool:
+        """Whether to serve a new connection from source (its address; "" for a local socket)."""
+        return len(self.clients) < self.max_clients
+
+    def opened(self, client: socket.socket):
+        """The socket to serve a new connection on, and what reads it first."""
+        return client, self.read
+
     def accept(self, _sock) -> None:
-        client = accept_client(self.sock, len(self.clients), self.max_clients)
-        if not client:
-            return
-        self.clients[client] = [b"", b"", self.timers.call_later(self.timeout_s, lambda: self.drop(client))]
-        self.selector.register(client, selectors.EVENT_READ, self.read)
-        self.read(client)        # the request is usually there already: answered in this same wake-up
+        for _ in range(HTTP_ACCEPT_BATCH):      # the whole backlog: a flood is refused as fast as it comes
+            try:
+                client, peer = self.sock.accept()
+            except OSError:
+                return
+            source = peer[0] if isinstance(peer, tuple) else ""
+            if not self.admit(source):
+                client.close()
+                continue
+            client.setblocking(False)
+            client, first = self.opened(client)
+            deadline = self.timers.call_later(self.request_timeout_s or self.timeout_s, lambda c=client: self.drop(c))
+            self.clients[client] = Exchange(source, self.timers.clock(), deadline)
+            self.selector.register(client, selectors.EVENT_READ, first)
+            first(client)        # the request is usually there already: answered in this same wake-up
 
     def read(self, client: socket.socket) -> None:
+        exchange = self.clients.get(client)
+        if exchange is None or exchange.answered:
+            return
         try:
             chunk = client.recv(REQUEST_READ_BYTES)
-        except (BlockingIOError, InterruptedError):
+        except self.would_block:
             return
         except OSError:
             chunk = b""
         if not chunk:
             self.drop(client)
             return
-        state = self.clients[client]
-        state[0] += chunk
-        if not self.complete(state[0]) and len(state[0]) < self.max_request:
+        exchange.request += chunk
+        if not self.complete(exchange.request) and len(exchange.request) < self.max_request:
             return
-        state[1] = self.answer(state[0])
-        if not state[1]:
+        exchange.answered = True
+        if self.request_timeout_s:                  # the request is in: now the time to take the answer
+            self.timers.cancel(exchange.deadline)
+            exchange.deadline = self.timers.call_later(self.timeout_s, lambda: self.drop(client))
+        reply = self.answer(exchange.request, client)
+        if reply is None:
+            self.selector.unregister(client)        # nothing to read or write until respond()
+            exchange.parked = True
+        else:
+            self.respond(client, reply)
+
+    def respond(self, client: socket.socket, reply: bytes) -> None:
+        """Send reply (b"": close without one); answer() returned None and calls this later itself."""
+        if client not in self.clients:
+            return                                  # gone meanwhile (its deadline)
+        if not reply:
             self.drop(client)
             return
-        self.selector.modify(client, selectors.EVENT_WRITE, self.write)
+        exchange = self.clients[client]
+        exchange.reply = reply
+        if exchange.parked:
+            exchange.parked = False
+            self.selector.register(client, selectors.EVENT_WRITE, self.write)
+        else:
+            self.selector.modify(client, selectors.EVENT_WRITE, self.write)
         self.write(client)
 
     def write(self, client: socket.socket) -> None:
-        state = self.clients.get(client)
-        if state is None:
+        exchange = self.clients.get(client)
+        if exchange is None:
             return
         try:
-            sent = client.send(state[1])
-        except (BlockingIOError, InterruptedError):
+            sent = client.send(exchange.reply)
+        except self.would_block:
             return
         except OSError:
-            sent = len(state[1])
-        state[1] = state[1][sent:]
-        if not state[1]:
+            sent = len(exchange.reply)
+        exchange.reply = exchange.reply[sent:]
+        if not exchange.reply:
             self.drop(client)
 
     def drop(self, client: socket.socket) -> None:
-        state = self.clients.pop(client, None)
-        if state is None:
+        exchange = self.clients.pop(client, None)
+        if exchange is None:
             return
-        self.timers.cancel(state[2])
-        self.selector.unregister(client)
+        self.timers.cancel(exchange.deadline)
+        if not exchange.parked:
+            self.selector.unregister(client)
         client.close()
 
     def close(self) -> None:
@@ -6926,12 +7438,26 @@ class OneShotServer:
 
 class HTTPListener(OneShotServer):
     """The read-only HTTP listener of `http_listen`: GET /metrics (Prometheus) and GET / (the
-    status page), served from the loop without ever blocking it."""
+    status page), served from the loop without ever blocking it. A new connection from an address
+    that holds HTTP_MAX_PER_SOURCE already, or when every slot is taken, closes the oldest one
+    still silent (a scraper sends its request at once, a slowloris never does); a request must be
+    in within HTTP_REQUEST_TIMEOUT_S; a body is made at most once per HTTP_CACHE_S. With the
+    settings: only addresses of http_allow, over TLS (the handshake, too, without blocking), and
+    only to http_basic_auth's user, whose password is checked in a thread (PBKDF2 is slow on
+    purpose), one at a time, and remembered (a keyed digest of the header, never the password)."""
 
     max_clients, max_request, timeout_s = HTTP_MAX_CLIENTS, HTTP_MAX_REQUEST, HTTP_CLIENT_TIMEOUT_S
+    request_timeout_s = HTTP_REQUEST_TIMEOUT_S
 
-    def __init__(self, address: Tuple[str, int], selector, timers, report):
-        self.address, self.report = address, report
+    def __init__(self, address: Tuple[str, int], selector, timers, report, settings: Settings, post=None):
+        self.address, self.report, self.post = address, report, post
+        self.cache: Dict[str, Tuple[float, str]] = {}       # path -> (made at, body)
+        self.tls = None                                     # the ssl.SSLContext, with http_tls_cert
+        self.known: Dict[bytes, bool] = {}                  # digest of an Authorization header -> its verdict
+        self.secret = os.urandom(32)                        # the key of those digests
+        self.checking = False                               # a password is being checked
+        self.refused = collections.Counter()                # why connections or requests were refused
+        self.configure(settings)
         host, port = address
         sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
         try:
@@ -6943,26 +7469,128 @@ class HTTPListener(OneShotServer):
             raise
         super().__init__(sock, selector, timers)
 
+    def configure(self, settings: Settings) -> None:
+        """At start and on reload: the allow-list, the user, and TLS (its files read again: a renewed
+        certificate takes effect); ValueError when the certificate cannot be used."""
+        self.tls = tls_context(settings.http_tls_cert, settings.http_tls_key) if settings.http_tls_cert else None
+        if self.tls:
+            import ssl
+            self.would_block = (BlockingIOError, InterruptedError, ssl.SSLWantReadError, ssl.SSLWantWriteError)
+        if settings.http_basic_auth != getattr(self, "settings", Settings()).http_basic_auth:
+            self.known.clear()
+        self.settings = settings
+
+    def admit(self, source: str) -> bool:
+        """Make room for a new connection: the oldest silent one of its source when it has its share,
+        else the oldest silent one of all when every slot is taken; refused when none is silent, or
+        when the source is not in http_allow."""
+        if not source_allowed(source, self.settings.http_allow):
+            self.refused["not allowed"] += 1
+            return False
+        for mine in (True, False):
+            held = [(exchange.since, client) for client, exchange in self.clients.items()
+                    if not mine or exchange.source == source]
+            if len(held) < (HTTP_MAX_PER_SOURCE if mine else self.max_clients):
+                continue
+            silent = [(since, client) for since, client in held if not self.clients[client].answered]
+            if not silent:
+                self.refused["busy"] += 1
+                return False
+            self.drop(min(silent, key=lambda pair: pair[0])[1])
+        return True
+
+    def opened(self, client: socket.socket):
+        if not self.tls:
+            return client, self.read
+        return self.tls.wrap_socket(client, server_side=True, do_handshake_on_connect=False), self.handshake
+
+    def handshake(self, client) -> None:
+        """One step of a TLS handshake, as the client's packets come; then the request."""
+        import ssl
+        try:
+            client.do_handshake()
+        except ssl.SSLWantReadError:
+            self.selector.modify(client, selectors.EVENT_READ, self.handshake)
+            return
+        except ssl.SSLWantWriteError:
+            self.selector.modify(client, selectors.EVENT_WRITE, self.handshake)
+            return
+        except OSError:                            # not TLS, or nothing we share: closed
+            self.refused["tls handshake"] += 1
+            self.drop(client)
+            return
+        self.selector.modify(client, selectors.EVENT_READ, self.read)
+        self.read(client)
+
     def complete(self, request: bytes) -> bool:
         return b"\r\n\r\n" in request or b"\n\n" in request
 
-    def answer(self, request: bytes) -> bytes:
-        """The whole response to one request (only its first line counts)."""
-        words = request.split(b"\r\n" if b"\r\n" in request else b"\n", 1)[0].decode("latin-1").split()
+    def body(self, path: str) -> str:
+        """The body of / or /metrics, made again when the last one is HTTP_CACHE_S old."""
+        now = self.timers.clock()
+        made = self.cache.get(path)
+        if made is None or now - made[0] >= HTTP_CACHE_S:
+            text = prometheus_text(self.report(events=False)) if path == "/metrics" else \
+                html_page(self.report(last_events=EVENTS_ON_PAGE))
+            made = self.cache[path] = (now, text)
+        return made[1]
+
+    def answer(self, request: bytes, client: socket.socket) -> Optional[bytes]:
+        """The whole response to one request (only its first line and Authorization count); None
+        when a password is being checked: respond() sends it then."""
+        lines = request.split(b"\r\n" if b"\r\n" in request else b"\n")
+        words = lines[0].decode("latin-1").split()
         if len(words) != 3 or not words[2].startswith("HTTP/"):
             return http_response(400, "text/plain", "one GET request line, then headers\n")
         method, path = words[0], words[1].split("?", 1)[0]
+        if not self.settings.http_basic_auth:
+            return self.resource(method, path)
+        verdict = self.authorized(lines[1:], lambda ok: self.respond(client, self.resource(method, path, ok)))
+        return None if verdict is None else self.resource(method, path, verdict)
+
+    def resource(self, method: str, path: str, authorized: bool = True) -> bytes:
+        if not authorized:
+            return http_response(401, "text/plain", "who are you? (http_basic_auth)\n",
+                                 extra='WWW-Authenticate: Basic realm="heartbeat.py", charset="UTF-8"\r\n')
         if method not in ("GET", "HEAD"):
             return http_response(405, "text/plain", "read-only: GET or HEAD\n", head=False,
                                  extra="Allow: GET, HEAD\r\n")
-        if path == "/metrics":
-            body, kind = prometheus_text(self.report(events=False)), "text/plain; version=0.0.4; charset=utf-8"
-        elif path == "/":
-            body, kind = html_page(self.report()), "text/html; charset=utf-8"
-        else:
-            body, kind = "not found: try / or /metrics\n", "text/plain"
-            return http_response(404, kind, body, head=method == "HEAD")
-        return http_response(200, kind, body, head=method == "HEAD")
+        if path not in ("/", "/metrics"):
+            return http_response(404, "text/plain", "not found: try / or /metrics\n", head=method == "HEAD")
+        kind = "text/plain; version=0.0.4; charset=utf-8" if path == "/metrics" else "text/html; charset=utf-8"
+        return http_response(200, kind, self.body(path), head=method == "HEAD")
+
+    def authorized(self, headers: List[bytes], then) -> Optional[bool]:
+        """Whether the request's Authorization is http_basic_auth's user and password: known at once
+        when this header was checked before; else None, checked in a thread, then(verdict) when known. One
+        check at a time: another meanwhile is refused (False), so guesses cannot take every core."""
+        import hmac
+        given = next((line.partition(b":")[2].strip() for line in headers
+                      if line.partition(b":")[0].strip().lower() == b"authorization"), b"")
+        digest = hmac.new(self.secret, given, "sha256").digest()
+        if digest in self.known:
+            return self.known[digest]
+        scheme, _, encoded = given.partition(b" ")
+        try:
+            user, colon, password = base64.b64decode(encoded.strip(), validate=True).decode().partition(":")
+        except ValueError:
+            user, colon, password = "", "", ""
+        expected_user, hashed = self.settings.http_basic_auth
+        if scheme.lower() != b"basic" or not colon or user != expected_user or self.checking or self.post is None:
+            self.refused["unauthorized"] += 1
+            return False
+
+        def checked(verdict) -> None:
+            self.checking = False
+            if len(self.known) >= HTTP_CREDENTIALS_KEPT:
+                self.known.clear()
+            self.known[digest] = verdict is True
+            if verdict is not True:
+                self.refused["unauthorized"] += 1
+            then(verdict is True)
+        self.checking = True
+        in_thread("http-auth", lambda: password_matches(password, hashed), self.post, checked)
+        return None
 
 
 def url_host(address: Tuple[str, int]) -> str:
@@ -6973,7 +7601,8 @@ def url_host(address: Tuple[str, int]) -> str:
 def http_response(code: int, kind: str, body: str, head: bool = False, extra: str = "") -> bytes:
     data = body.encode()
     header = (f"HTTP/1.1 {code} {HTTP_REASONS[code]}\r\nContent-Type: {kind}\r\nContent-Length: {len(data)}\r\n"
-              f"Cache-Control: no-store\r\nConnection: close\r\nServer: heartbeat.py/{__version__}\r\n{extra}\r\n")
+              f"Cache-Control: no-store\r\nConnection: close\r\nServer: heartbeat.py/{__version__}\r\n"
+              f"{HTTP_SECURITY_HEADERS}{extra}\r\n")
     return header.encode() + (b"" if head else data)
 
 
@@ -7031,7 +7660,7 @@ class ControlServer(OneShotServer):
     def complete(self, request: bytes) -> bool:
         return b"\n" in request
 
-    def answer(self, request: bytes) -> bytes:
+    def answer(self, request: bytes, client: socket.socket) -> bytes:
         """The reply line; none (the connection is closed) to a request longer than MAX_CONTROL_REQUEST."""
         if b"\n" not in request:
             return b""
@@ -7172,6 +7801,8 @@ class Daemon:
         self.linkwatch: Optional[LinkWatch] = None
         self.watchdog: Optional[Watchdog] = None
         self.events = EventLog()
+        self.faults = Faults(log, self.events)
+        self.previous_excepthook = threading.excepthook
         self.notifier: Optional[Notifier] = None
         self.http: Optional[HTTPListener] = None
         self.wake_r, self.wake_w = socket.socketpair()     # signals
@@ -7273,9 +7904,10 @@ class Daemon:
         self.set_stonith(self.config.stonith)
         self.pings = PingNodes(self.config.hacf, self.timers, self.log, router, self.events)
         settings = self.config.settings
-        self.notifier = Notifier(self.config.config_dir, self.config.node, settings.notify_timeout_ms / 1000, self.log)
+        self.notifier = Notifier(self.config.config_dir, self.config.node, settings.notify_timeout_ms / 1000, self.log,
+                                 self.faults)
         self.events.listeners.append(self.notifier)
-        self.open_http(settings.http_listen)
+        self.open_http(settings)
         self.ipfail = IPFail(self.config, self.membership, self.policy, self.pings, self.log)
         router.route_to(self.policy, self.ipfail)
         for sock in self.pings.open():
@@ -7284,6 +7916,7 @@ class Daemon:
         if self.config.settings.link_watch:
             self.open_linkwatch()
         self.install_signals()
+        self.previous_excepthook, threading.excepthook = threading.excepthook, self.thread_died
         self.running = True
         self.membership.start()
         self.pings.start()
@@ -7305,20 +7938,29 @@ class Daemon:
         if self.watchdog.fd >= 0:
             self.timers.call_later(self.config.hacf.keepalive_ms / 1000, self.feed_watchdog)
 
-    def open_http(self, address: Optional[Tuple[str, int]]) -> None:
-        """The HTTP listener of http_listen, at start and on reload; a port that cannot be had is
+    def open_http(self, settings: Settings) -> None:
+        """The HTTP listener of http_listen, at start and on reload (the same address: its other
+        settings applied, the certificate read again); a port or a certificate that cannot be had is
         logged and the daemon goes on without it (serving the cluster comes first)."""
+        address = settings.http_listen
         if self.http and self.http.address == address:
-            return
+            try:
+                self.http.configure(settings)
+                return
+            except ValueError as err:
+                self.log.error(f"http_tls_cert: {err}: no /metrics, no status page")
         if self.http:
             self.http.close()
             self.http = None
         if address:
             try:
-                self.http = HTTPListener(address, self.selector, self.timers, self.status)
-                self.log.info(f"HTTP listener on {url_host(address)}: /metrics and the status page")
-            except OSError as err:
-                self.log.error(f"http_listen {url_host(address)}: {err.strerror or err}: no /metrics, no status page")
+                self.http = HTTPListener(address, self.selector, self.timers, self.status, settings, self.post)
+                scheme = "https" if settings.http_tls_cert else "http"
+                self.log.info(f"HTTP listener on {scheme}://{url_host(address)}: /metrics and the status page"
+                              + (f", for {settings.http_basic_auth[0]} only" if settings.http_basic_auth else ""))
+            except (OSError, ValueError) as err:
+                why = getattr(err, "strerror", None) or err
+                self.log.error(f"http_listen {url_host(address)}: {why}: no /metrics, no status page")
 
     def open_linkwatch(self) -> None:
         """The address and link watch: its socket in our loop, its events to the cluster policy.
@@ -7339,8 +7981,10 @@ class Daemon:
             fencer.device = device or fencer.device
             return
         alive = lambda node: node in self.membership.peers and self.membership.peers[node].status != "dead"  # noqa: E731
-        self.policy.fencer = Fencer(device, self.timers, self.post, self.log, self.membership.send, alive) \
-            if device else None
+        self.policy.fencer = Fencer(device, self.timers, self.post, self.log, self.membership.send, alive,
+                                    events=self.events) if device else None
+        if fencer and self.policy.fencer:       # the counters outlive a reload
+            self.policy.fencer.resets, self.policy.fencer.failures = fencer.resets, fencer.failures
         if device and (not fencer or fencer.device != device):
             self.log.info(f"STONITH device: {device.describe()}")
             self.timers.cancel(self.stonith_timer)
@@ -7366,8 +8010,14 @@ class Daemon:
         """A bug in one handler costs that event, not the node: heartbeats must keep flowing."""
         try:
             callback(*args)
-        except Exception:
-            self.log.error("internal error (please report): " + traceback.format_exc().replace("\n", " | "))
+        except Exception as err:
+            self.faults("event loop", err)
+
+    def thread_died(self, args) -> None:
+        """threading.excepthook: a thread of ours that ends with an exception (one that does not
+        catch its own, such as an address announcement's) is logged and counted like the others."""
+        if args.exc_value is not None and not isinstance(args.exc_value, SystemExit):
+            self.faults(f"thread {args.thread.name if args.thread else '?'}", args.exc_value)
 
     def install_signals(self) -> None:
         self.wake_r.setblocking(False)
@@ -7414,6 +8064,7 @@ class Daemon:
 
     def close(self) -> None:
         signal.set_wakeup_fd(-1)
+        threading.excepthook = self.previous_excepthook
         if self.control:
             self.control.close()
         for link in self.links:
@@ -7481,7 +8132,7 @@ class Daemon:
         self.monitor.reconfigure(config)
         self.set_stonith(config.stonith)
         self.notifier.timeout_s = config.settings.notify_timeout_ms / 1000
-        self.open_http(config.settings.http_listen)
+        self.open_http(config.settings)
         if config.settings.link_watch and not self.linkwatch:
             self.open_linkwatch()
         elif not config.settings.link_watch and self.linkwatch:
@@ -7521,8 +8172,9 @@ class Daemon:
             return {"ok": not error, "error": error, "node": self.config.node}
         return {"ok": False, "error": f"unknown command {command!r}"}
 
-    def status(self, events: bool = True) -> dict:
-        """What `status` reports; events=False leaves out the history (the metrics need its counts only)."""
+    def status(self, events: bool = True, last_events: Optional[int] = None) -> dict:
+        """What `status` reports; events=False leaves out the history (the metrics need its counts only),
+        last_events keeps its end (the status page shows EVENTS_ON_PAGE)."""
         membership = self.membership
         return {
             "ok": True,
@@ -7548,9 +8200,11 @@ class Daemon:
             "name_conflict": membership.name_conflict,
             "watchdog": self.watchdog.snapshot() if self.watchdog else None,
             "http_listen": url_host(self.http.address) if self.http else None,
-            "events": self.events.snapshot() if events else [],
+            "http_refused": dict(self.http.refused) if self.http else {},
+            "events": self.events.snapshot(last_events) if events else [],
             "event_counts": dict(self.events.counts),
             "notify_refused": dict(self.notifier.refused),
+            "internal_errors": dict(self.faults.counts),
         }
 
 
@@ -7643,6 +8297,13 @@ def describe_config(config: Config) -> str:
     lines.append(f"    link_watch {'on' if settings.link_watch else 'off'}, "
                  f"http_listen {url_host(settings.http_listen) if settings.http_listen else 'off'}, "
                  f"notify_timeout {format_duration(settings.notify_timeout_ms)}")
+    if settings.http_listen:
+        allowed = ",".join(str(network) for network in settings.http_allow) or "any address"
+        tls = f"TLS ({settings.http_tls_cert})" if settings.http_tls_cert else "plain HTTP"
+        user = f"basic auth for {settings.http_basic_auth[0]}" if settings.http_basic_auth else "no authentication"
+        lines.append(f"    http: {tls}, {user}, from {allowed}"
+                     + (" (the password crosses the network in clear: add http_tls_cert)"
+                        if settings.http_basic_auth and not settings.http_tls_cert else ""))
     hooks = notify_hooks(os.path.join(config.config_dir, NOTIFY_DIR))
     refused = {h: hook_problem(h, os.geteuid()) for h in hooks}
     runs = [os.path.basename(h) for h in hooks if not refused[h]]
@@ -8462,6 +9123,36 @@ def cmd_meatclient(args) -> int:
     return EXIT_OK
 
 
+def cmd_hash_password(args) -> int:
+    """Print an http_basic_auth line for heartbeat.py.cf: the password asked twice at a terminal (or
+    read from the first line of stdin), only its PBKDF2 hash printed."""
+    if sys.stdin.isatty():
+        import getpass
+        password = getpass.getpass(f"password for {args.user}: ")
+        if getpass.getpass("again: ") != password:
+            print("heartbeat.py: hash-password: the two passwords differ", file=sys.stderr)
+            return EXIT_GENERIC
+    else:
+        password = sys.stdin.readline().rstrip("\n")
+    if not password:
+        print("heartbeat.py: hash-password: an empty password", file=sys.stderr)
+        return EXIT_GENERIC
+    print(f"http_basic_auth {args.user}:{password_hash(password, args.iterations)}")
+    return EXIT_OK
+
+
+def user_name(text: str) -> str:
+    if not text or ":" in text or not text.isprintable() or " " in text:
+        raise argparse.ArgumentTypeError("a user name has no colon, space or control character")
+    return text
+
+
+def iteration_count(text: str) -> int:
+    if not is_number(text) or not MIN_PBKDF2_ITERATIONS <= int(text) <= MAX_PBKDF2_ITERATIONS:
+        raise argparse.ArgumentTypeError(f"from {MIN_PBKDF2_ITERATIONS} to {MAX_PBKDF2_ITERATIONS}")
+    return int(text)
+
+
 def directives_table() -> str:
     """The ha.cf directive table (Markdown), from DIRECTIVES: the README carries the same."""
     support = {"yes": "yes", "ignored": "accepted, no effect (warning)", "crm": "CRM only (warning; on = error)",
@@ -8588,6 +9279,12 @@ def build_parser() -> argparse.ArgumentParser:
                           help="confirm that a node was power-cycled by hand (the built-in meatware device)")
     meat.add_argument("confirm", metavar="HOST", help="the node that was power-cycled (meatclient -c HOST)")
     meat.set_defaults(func=cmd_meatclient)
+    hashing = sub.add_parser("hash-password", parents=[common],
+                             help="print an http_basic_auth line for heartbeat.py.cf (asks for the password)")
+    hashing.add_argument("user", metavar="USER", type=user_name, help="the user Prometheus sends")
+    hashing.add_argument("--iterations", type=iteration_count, default=PBKDF2_DEFAULT_ITERATIONS,
+                         help=f"PBKDF2 iterations (default {PBKDF2_DEFAULT_ITERATIONS})")
+    hashing.set_defaults(func=cmd_hash_password)
     for name, text in (("standby", "give all resource groups to the peer (hb_standby)"),
                        ("takeover", "take all resource groups from the peer (hb_takeover)")):
         sub.add_parser(name, parents=[common], help=text).set_defaults(func=cmd_standby_takeover)

@@ -143,3 +143,21 @@ def test_gratuitous_arp_moves_the_clients_neighbour_entry_without_ip_or_arping(l
     prime.stop()
     moved = wait(lambda: mac["calc"] in neighbour(), 3, interval=0.02)
     print(f"\nclient's neighbour entry for {VIP} moved to calc's MAC {moved:.2f} s after prime's stop")
+
+
+def test_a_peer_crashed_holding_the_address_delays_the_takeover_and_someone_serves_in_the_end(lab):
+    """Issue 26: calc holds prime's group alone (prime stopped) and its daemon is killed (-9): the VIP
+    stays on calc's interface. prime starts; calc is silent, so prime takes the group, and its ARP
+    probe is answered by calc's MAC. That is the peer's stale copy, not a foreign host: prime must not
+    give the group up for good. calc restarts, removes its stale copy and joins: in the end exactly one
+    node serves (the home node, prime), where before both were active and nobody held the group."""
+    prime, calc = cluster(lab, start=False)
+    calc.start()
+    wait(settled(lab, "calc"), 12)
+    calc.kill()
+    assert holders(lab) == ["calc"]                      # the crashed daemon's stale copy
+    prime.start()
+    wait(lambda: "calc" in prime.log() and "answered for it" in prime.log(), 15)
+    calc.start()
+    wait(lambda: holders(lab) == ["prime"] and page(lab) == "prime", 20)
+    assert "was already configured here" in calc.log()

@@ -1,11 +1,16 @@
 """Ping nodes and the built-in ipfail, for real (root only): a fourth namespace, "router", is the
 ping node; nftables in a node's namespace cuts that node's way to it, as a dead uplink would."""
+import json
+import os
+import subprocess
+import sys
 import time
 
 import pytest
 
 from netns import VIP, WEBSERVER_SCRIPT, Node, cut_uplink, hacf, have_root_net, heal_route, holders, settled, wait
 from netns import WEB_PORT as PORT
+from paths import ROOT
 
 pytestmark = pytest.mark.skipif(not have_root_net(), reason="needs root and ip(8) for network namespaces")
 
@@ -116,3 +121,53 @@ def test_ping_nodes_added_by_sighup_are_pinged(lab):
     took = prime.wait_for(lambda s: s["nodes"].get(lab.addr("router"), {}).get("status") == "ping", 5)
     print(f"\nping node added by SIGHUP answers after {took:.2f} s")
     assert prime.status()["ipfail"]["enabled"]
+
+
+PING_PROBE = r'''
+import json, selectors, sys, time
+sys.path.insert(0, sys.argv[1])
+import heartbeat as hb
+class Quiet:
+    def __getattr__(self, name):
+        return lambda *args, **kw: None
+timers = hb.Timers()
+pings = hb.PingNodes(hb.load_config(sys.argv[2], "prime").hacf, timers, Quiet(), Quiet())
+selector = selectors.DefaultSelector()
+for sock in pings.open():
+    selector.register(sock, selectors.EVENT_READ)
+pings.start()
+print("ready", flush=True)
+sys.stdin.readline()
+end = time.monotonic() + 0.5
+while time.monotonic() < end:
+    for key, _ in selector.select(0.05):
+        pings.read(key.fileobj)
+    timers.run_due()
+print(json.dumps(dict(pings.counters)), flush=True)
+'''
+
+
+@pytest.mark.parametrize("lab", [("prime", "router")], indirect=True)
+def test_only_echo_replies_reach_the_ping_socket(lab):
+    """ICMP_FILTER on the IPv4 raw socket: 300 echo requests to prime (a ping flood from the router)
+    never reach heartbeat.py; without it each was read and parsed in Python."""
+    confdir = os.path.join(lab.tmp, "ha.d")
+    os.makedirs(confdir)
+    with open(os.path.join(confdir, "ha.cf"), "w") as handle:
+        handle.write(hacf(extra=f"ping {lab.addr('router')}\n"))
+    with open(os.path.join(confdir, "authkeys"), "w") as handle:
+        handle.write("auth 1\n1 sha1 lab-secret\n")
+    os.chmod(os.path.join(confdir, "authkeys"), 0o600)
+    open(os.path.join(confdir, "haresources"), "w").close()
+    probe = lab.popen("prime", [sys.executable, "-c", PING_PROBE, ROOT, confdir], stdin=subprocess.PIPE,
+                      stdout=subprocess.PIPE, text=True)
+    assert probe.stdout.readline().strip() == "ready"
+    flood = lab.exec("router", ["ping", "-q", "-c", "300", "-i", "0.002", "-W", "1", lab.addr("prime")])
+    assert " 0% packet loss" in flood.stdout
+    probe.stdin.write("\n")
+    probe.stdin.flush()
+    counters = json.loads(probe.stdout.readline())
+    probe.wait(timeout=10)
+    print(f"\nping socket counters after 300 echo requests to prime: {counters}")
+    assert counters.get("echo_replies", 0) >= 1                      # the router answers our echoes
+    assert counters.get("echo_replies_ignored", 0) == 0 and counters.get("echo_replies_forged", 0) == 0

@@ -14,7 +14,8 @@ pytestmark = pytest.mark.skipif(not have_root_net(), reason="needs root and ip(8
 # A resource.d script that writes down how it was scheduled and what it had locked, then says running.
 RECORDER = """#!/bin/sh
 case "$2" in
-start) { chrt -p $$; grep VmLck /proc/$$/status; } > "$1/child-$HA_CURHOST"; echo started ;;
+start) { chrt -p $$; grep VmLck /proc/$$/status; } > "$1/child.tmp" && mv "$1/child.tmp" "$1/child-$HA_CURHOST"
+       echo started ;;
 stop) rm -f "$1/child-$HA_CURHOST" ;;
 status) [ -f "$1/child-$HA_CURHOST" ] && echo running || echo stopped ;;
 esac
@@ -42,7 +43,7 @@ def test_the_daemon_runs_realtime_and_locked_and_its_scripts_do_not(lab, line, p
     prime = Node(lab, "prime", text, haresources="prime recorder::" + lab.tmp + "\n",
                  resource_scripts={"recorder": RECORDER}).start()
     child = os.path.join(lab.tmp, "child-prime")
-    wait(lambda: os.path.exists(child) and os.path.getsize(child) > 0, 20)     # initdead, then it takes its group
+    wait(lambda: os.path.exists(child), 20)     # after initdead it takes its group
     pid = prime.proc.pid
     assert policies(pid) == {(policy, priority)}, prime.log()[-2000:]
     if policy == os.SCHED_RR:

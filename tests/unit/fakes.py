@@ -129,6 +129,7 @@ class InlineWorker:
 
 class NoResources:
     stuck = set()
+    conflicted = set()
 
     def acquire_group(self, group):
         return None

@@ -352,7 +352,7 @@ def test_every_subcommand_takes_the_common_options(command):
 
 @pytest.mark.parametrize("command", _subcommands())
 def test_every_subcommand_parses_the_common_options(command, tmp_path):
-    positionals = {"setup": ["calc"], "meatclient": ["calc"]}.get(command, [])     # a required operand
+    positionals = {"setup": ["calc"], "meatclient": ["calc"], "hash-password": ["prom"]}.get(command, [])  # required
     args = hb.build_parser().parse_known_args(
         [command, *positionals, "-c", str(tmp_path), "--node", "Prime", "--state-dir", str(tmp_path / "s"),
          "--run-dir", str(tmp_path / "r")])[0]

@@ -72,7 +72,7 @@ def test_the_stuck_client_is_dropped_after_the_exchange_timeout(tmp_path):
     control = hb.ControlServer(path, selector, timers, lambda request: BIG_STATUS)
     stuck = client(path, {"cmd": "status"}, rcvbuf=4096)
     try:
-        serve(selector, timers, lambda: control.clients and next(iter(control.clients.values()))[1], 2.0)
+        serve(selector, timers, lambda: control.clients and next(iter(control.clients.values())).reply, 2.0)
         assert len(control.clients) == 1
         now[0] += hb.CONTROL_TIMEOUT_S
         timers.run_due()

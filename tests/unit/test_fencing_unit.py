@@ -1,5 +1,6 @@
 """STONITH with a fake clock and a recording device: when a dead peer is reset before takeover,
 when not, the retries every 5 s, the T_STONITH messages, fence_delay, and the device's argv."""
+import re
 import time
 
 import pytest
@@ -220,3 +221,123 @@ def test_a_bug_in_the_reset_thread_is_a_failed_attempt_and_the_next_one_resets(t
     world.settle()
     assert world.rec.has("node calc now reset.") and world.policy.rsc_hold() == "all"
     assert world.results() == [("calc", "bad"), ("calc", "OK")]
+
+
+# ---------------------------------------------------------------- the device's secrets: files and output
+
+def test_redacted_masks_a_secret_in_its_base64_url_encoded_and_quoted_forms_too():
+    """Only exact copies were masked: curl -v's `Authorization: Basic YWRtaW46czNjcmV0LXB3`, a
+    URL-encoded password in a redfish URL or a JSON-quoted one went to the log as they were."""
+    import base64
+    import json
+    import shlex
+    import urllib.parse
+    secret, user = 'p@ss w"rd/1', "admin"
+    secrets = {"userid": user, "passwd": secret, "ipaddr": "10.0.0.12"}
+    forms = [secret, urllib.parse.quote(secret, safe=""), urllib.parse.quote_plus(secret), urllib.parse.quote(secret),
+             json.dumps(secret), shlex.quote(secret), repr(secret),
+             base64.b64encode(secret.encode()).decode(), base64.urlsafe_b64encode(secret.encode()).decode().rstrip("="),
+             base64.b64encode(f"{user}:{secret}".encode()).decode(),
+             base64.b64encode(b"{'token': 'x', 'pw': '" + secret.encode() + b"'}").decode()]     # inside a blob
+    for form in forms:
+        out = hb.redacted(f"sent [{form}] to the device", secrets.values())
+        assert out.startswith("sent [") and "***" in out, (form, out)
+        leftover = out.replace("***", "")
+        assert secret not in leftover and form not in leftover, (form, out)
+    assert hb.redacted("pw abc ok", ["abc"]) == "pw abc ok"            # under 4 characters: too common to mask
+    assert hb.redacted("the host 10.0.0.12 answers", []) == "the host 10.0.0.12 answers"
+
+
+def stonith_world(tmp_path, extra, hacf_mode=0o644):
+    ipfail_config(tmp_path, extra=extra)
+    import os
+    os.chmod(tmp_path / "ha.cf", hacf_mode)
+    return hb.load_config(str(tmp_path), "prime")
+
+
+def test_check_warns_when_a_file_with_device_parameters_is_readable_by_others(tmp_path):
+    """ha.cf ships 0644; `check` checked only authkeys, while a stonith_host line or a `stonith`
+    config file holds the device's password."""
+    import os
+    warned = [str(w) for w in stonith_world(tmp_path, "stonith_host * null prime calc\n").warnings]
+    assert not any("STONITH" in w for w in warned)                      # null's hostlist is no secret
+    (tmp_path / "device.cf").write_text("prime calc\n")
+    os.chmod(tmp_path / "device.cf", 0o640)
+    warned = [str(w) for w in hb.stonith_secret_warnings(hb.HaCf(path=str(tmp_path / "ha.cf"), stonith_lines=[
+        hb.StonithLine(10, "*", "external/ipmi", "calc 10.0.0.12 admin s3cret lanplus"),
+        hb.StonithLine(11, "*", "external/ipmi", "", config_file=str(tmp_path / "device.cf"))]))]
+    ha_cf = str(tmp_path / "ha.cf")
+    assert warned[0] == (f"{ha_cf}:10: warning: the STONITH device's parameters (its password, if it has one) are "
+                         f"readable by every user: ha.cf is mode 644; chmod 600 {ha_cf} (heartbeat.py runs as root)")
+    if os.geteuid() == 0:                      # a user's own group is no root group: as root, check the group bit
+        os.chown(tmp_path / "device.cf", -1, 65534)
+        warned = [str(w) for w in hb.stonith_secret_warnings(hb.HaCf(path=ha_cf, stonith_lines=[
+            hb.StonithLine(11, "*", "external/ipmi", "", config_file=str(tmp_path / "device.cf"))]))]
+        assert warned == [f"{ha_cf}:11: warning: the STONITH device's parameters (its password, if it has one) are "
+                          f"readable by group 65534: {tmp_path / 'device.cf'} is mode 640; chmod 600 "
+                          f"{tmp_path / 'device.cf'} (heartbeat.py runs as root)"]
+    os.chmod(ha_cf, 0o600)
+    os.chmod(tmp_path / "device.cf", 0o600)
+    assert hb.stonith_secret_warnings(hb.HaCf(path=ha_cf, stonith_lines=[
+        hb.StonithLine(10, "*", "external/ipmi", "calc 10.0.0.12 admin s3cret lanplus"),
+        hb.StonithLine(11, "*", "external/ipmi", "", config_file=str(tmp_path / "device.cf"))])) == []
+
+
+def test_check_prints_the_warning(tmp_path):
+    from fakes import run
+    ipfail_config(tmp_path, extra="stonith_host * null prime calc\nstonith_host calc external/ipmi prime x y z\n")
+    result = run("check", "-c", str(tmp_path), "--node", "prime")
+    assert result.returncode == 0, result.stderr
+    assert f"{tmp_path}/ha.cf:11: warning: the STONITH device's parameters" in result.stderr
+
+
+# ---------------------------------------------------------------- fencing tells hooks and /metrics
+
+def test_fencing_records_events_and_metrics_so_a_held_back_takeover_is_seen(tmp_path):
+    device = Device(1, 1, 0)
+    world = fenced(tmp_path, device)
+    events = hb.EventLog()
+    world.policy.fencer.events = events
+    calc_holds(world, "local")
+    world.silence()
+    world.settle()
+    kinds = [(e["kind"], e.get("node"), e["detail"]) for e in events.snapshot()]
+    assert kinds[0] == ("fence-started", "calc", "null: before calc's groups are taken over")
+    assert kinds[1][:2] == ("fence-failed", "calc") and kinds[1][2].startswith("attempt 1: exit 1")
+    snapshot = world.policy.fencer.snapshot()
+    assert snapshot["fencing"] == ["calc"] and snapshot["failures"] == {"calc": 1}
+    world.silence(hb.STONITH_RETRY_S + 0.1)
+    world.settle()                                             # the second failure, 5 s later: no event
+    assert [e["kind"] for e in events.snapshot()] == ["fence-started", "fence-failed"]
+    report = dict(REPORT, stonith=world.policy.fencer.snapshot())
+    metrics = hb.prometheus_text(report).splitlines()
+    assert 'heartbeat_stonith_failures_total{node="calc"} 2' in metrics
+    assert 'heartbeat_stonith_fencing{node="calc"} 1' in metrics
+    assert re.search(r"^STONITH: calc being reset with null for \d+ s, 2 failed attempt\(s\) so far; its groups wait "
+                     r"for it$", hb.format_status(report), re.M)
+    (seconds,) = [float(line.split()[-1]) for line in metrics if line.startswith("heartbeat_stonith_fencing_seconds")]
+    assert hb.STONITH_RETRY_S < seconds < hb.STONITH_RETRY_S + 2
+    world.silence(hb.STONITH_RETRY_S + 0.1)
+    world.settle()
+    done = events.snapshot()[-1]
+    assert (done["kind"], done["node"], done["detail"]) == ("fence-done", "calc", "null: after 3 attempts")
+    assert 2 * hb.STONITH_RETRY_S * 1000 < done["duration_ms"] < (2 * hb.STONITH_RETRY_S + 2) * 1000
+    metrics = hb.prometheus_text(dict(REPORT, stonith=world.policy.fencer.snapshot())).splitlines()
+    assert 'heartbeat_stonith_resets_total{node="calc"} 1' in metrics
+    assert 'heartbeat_stonith_fencing{node="calc"} 0' in metrics
+    assert "STONITH: calc being reset" not in hb.format_status(dict(REPORT, stonith=world.policy.fencer.snapshot()))
+
+
+def test_a_cancelled_reset_is_an_event_too(tmp_path):
+    world = fenced(tmp_path, Device(1))
+    events = hb.EventLog()
+    world.policy.fencer.events = events
+    calc_holds(world, "local")
+    world.silence()
+    world.settle()
+    world.receive(world.calc.status())
+    assert [e["kind"] for e in events.snapshot()] == ["fence-started", "fence-failed", "fence-cancelled"]
+
+
+REPORT = {"node": "prime", "version": hb.__version__, "generation": 1, "uptime_s": 1.0, "status": "active", "pid": 1,
+          "auto_failback": "on", "nodes": {}, "links": [], "counters": {}, "groups": []}

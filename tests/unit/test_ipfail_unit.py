@@ -5,7 +5,7 @@ import socket
 import pytest
 
 import heartbeat as hb
-from fakes import DEADPING_MS, KEEPALIVE_MS, ROUTER, IPFailCluster, ipfail_config, sent
+from fakes import DEADPING_MS, KEEPALIVE_MS, ROUTER, UPLINK2, IPFailCluster, Recorder, ipfail_config, sent
 
 @pytest.fixture()
 def cluster(tmp_path):
@@ -20,28 +20,79 @@ def reply_to(request, source_header=b"\x45" + bytes(19)):
     return source_header + body[:2] + hb.internet_checksum(body).to_bytes(2, "big") + body[4:]
 
 
-def test_echo_reply_to_our_request_gives_its_sequence_number():
+def test_echo_reply_to_our_request_gives_its_sequence_number_and_token():
     request = hb.echo_request(0x1234, 77, b"T" * 8)
     assert hb.internet_checksum(request) == 0
-    assert hb.parse_echo_reply(reply_to(request), 0x1234, b"T" * 8) == 77
+    assert hb.parse_echo_reply(reply_to(request), 0x1234) == (77, b"T" * 8)
 
 
-@pytest.mark.parametrize("damage", ["ident", "token", "checksum", "request", "short"])
+@pytest.mark.parametrize("damage", ["ident", "checksum", "request", "short"])
 def test_echo_replies_that_are_not_answers_to_us_are_ignored(damage):
     request = hb.echo_request(0x1234, 77, b"T" * 8)
     packet = reply_to(request)
-    ident, token = 0x1234, b"T" * 8
+    ident = 0x1234
     if damage == "ident":
         ident = 0x4321
-    elif damage == "token":
-        token = b"U" * 8                 # another daemon's echo, or a forged reply
     elif damage == "checksum":
         packet = packet[:-1] + bytes([packet[-1] ^ 1])
     elif damage == "request":
         packet = b"\x45" + bytes(19) + request       # our own echo request, looped back
     else:
         packet = packet[:24]
-    assert hb.parse_echo_reply(packet, ident, token) is None
+    assert hb.parse_echo_reply(packet, ident) is None
+
+
+def test_type_and_ident_are_checked_before_the_checksum(monkeypatch):
+    """Every ICMP packet the filter lets through (another process's echo replies) costs no checksum."""
+    summed = []
+    monkeypatch.setattr(hb, "internet_checksum", lambda data: summed.append(data) or 0)
+    request = hb.echo_request(0x1234, 77, b"T" * 8)
+    packets = ((reply_to(request), 0x4321), (b"\x45" + bytes(19) + request, 0x1234))
+    summed.clear()
+    for packet, ident in packets:
+        assert hb.parse_echo_reply(packet, ident) is None
+    assert summed == []
+
+
+def test_an_echo_token_is_keyed_on_the_destination_and_the_sequence_number():
+    key = "k" * 32
+    token = hb.echo_token(key, ROUTER, 5)
+    assert len(token) == hb.PING_TOKEN_BYTES and token == hb.echo_token(key, ROUTER, 5)
+    others = {hb.echo_token(key, UPLINK2, 5), hb.echo_token(key, ROUTER, 6), hb.echo_token("j" * 32, ROUTER, 5)}
+    assert token not in others and len(others) == 3
+
+
+class ICMPSocket:
+    """A raw ICMP socket: what it was sent (packet, address), and replies to read (packet, sender)."""
+    def __init__(self, replies=(), family=socket.AF_INET):
+        self.sent, self.replies, self.family = [], list(replies), family
+
+    def sendto(self, packet, address):
+        self.sent.append((packet, address[0]))
+
+    def recvfrom(self, size):
+        if not self.replies:
+            raise BlockingIOError
+        packet, sender = self.replies.pop(0)
+        return packet, (sender, 0)
+
+
+def test_one_echo_seen_on_the_wire_forges_no_reply_from_another_ping_node(cluster):
+    """Seeing our echo to the router (its ident, seq and token) made a reply from the second uplink
+    good too: the node without that uplink could claim one ping node more to ipfail. Each echo's
+    token is its own, and a reply counts only from the address its echo went to."""
+    pings, sock = cluster.pings, ICMPSocket()
+    pings.sockets[4] = sock
+    pings.send_echoes()
+    to_router = next(packet for packet, address in sock.sent if address == ROUTER)
+    to_uplink = {address: packet for packet, address in sock.sent if address != ROUTER}
+    assert to_router[8:16] not in {packet[8:16] for packet in to_uplink.values()}
+    forged = [(reply_to(to_router), address) for address in to_uplink]      # the router's token, other sources
+    pings.read(ICMPSocket(forged))
+    assert pings.targets["uplink2"].status == "init" and pings.count_up() == 0
+    assert pings.counters["echo_replies_forged"] == len(forged) == 2
+    pings.read(ICMPSocket([(reply_to(to_router), ROUTER)] + [(reply_to(p), a) for a, p in to_uplink.items()]))
+    assert pings.count_up() == 2 and pings.counters["echo_replies"] == 3
 
 
 # ---------------------------------------------------------------- ping node states
@@ -66,25 +117,15 @@ def test_ping_nodes_are_init_then_ping_then_dead_after_deadping(cluster):
 
 
 def test_a_replayed_old_reply_does_not_keep_a_ping_node_alive(cluster):
-    class Socket:
-        family = socket.AF_INET
-
-        def __init__(self, packets):
-            self.packets = packets
-
-        def recvfrom(self, size):
-            if not self.packets:
-                raise BlockingIOError
-            return self.packets.pop(0), (ROUTER, 0)
     pings = cluster.pings
     pings.seq = 5
-    old = reply_to(hb.echo_request(pings.ident, 5, pings.token))
-    pings.read(Socket([old]))
+    old = reply_to(hb.echo_request(pings.ident, 5, hb.echo_token(pings.key, ROUTER, 5)))
+    pings.read(ICMPSocket([(old, ROUTER)]))
     assert pings.targets[ROUTER].status == "ping"
     pings.seq += hb.PING_SEQ_WINDOW                    # a minute later at keepalive 1 s, the capture replayed
     cluster.advance(DEADPING_MS / 1000 + 0.1)
     for _ in range(20):
-        pings.read(Socket([old]))
+        pings.read(ICMPSocket([(old, ROUTER)]))
         cluster.advance(0.2)
     assert pings.targets[ROUTER].status == "dead"
     assert pings.counters["echo_replies_stale"] == 20
@@ -242,12 +283,23 @@ def test_icmpv6_echo_request_and_reply():
     request = hb.echo_request(0x1234, 7, token, version=6)
     assert request[0] == hb.ICMP6_ECHO_REQUEST and request[2:4] == b"\0\0"      # the kernel's checksum
     reply = bytes([hb.ICMP6_ECHO_REPLY]) + request[1:]
-    assert hb.parse_echo_reply(reply, 0x1234, token, version=6) == 7
-    assert hb.parse_echo_reply(reply, 0x1235, token, version=6) is None            # not our ident
-    assert hb.parse_echo_reply(reply[:-len(hb.PING_PAYLOAD) - 1], 0x1234, token, version=6) is None
-    assert hb.parse_echo_reply(request, 0x1234, token, version=6) is None          # a request, not a reply
-    forged = reply[:8] + b"\x02" * 8 + reply[16:]
-    assert hb.parse_echo_reply(forged, 0x1234, token, version=6) is None           # without our token
+    assert hb.parse_echo_reply(reply, 0x1234, version=6) == (7, token)
+    assert hb.parse_echo_reply(reply, 0x1235, version=6) is None            # not our ident
+    assert hb.parse_echo_reply(reply[:8 + hb.PING_TOKEN_BYTES - 1], 0x1234, version=6) is None
+    assert hb.parse_echo_reply(request, 0x1234, version=6) is None          # a request, not a reply
+
+
+def test_an_icmpv6_reply_counts_only_from_the_address_its_echo_went_to(tmp_path):
+    config = ipfail_config(tmp_path, extra="ping6 fd77::1 fd77::2\n")
+    pings = hb.PingNodes(config.hacf, hb.Timers(lambda: 1000.0), Recorder(), Recorder())
+    sock = pings.sockets[6] = ICMPSocket(family=socket.AF_INET6)
+    pings.send_echoes()
+    to_one = next(packet for packet, address in sock.sent if address == "fd77::1")
+    reply = bytes([hb.ICMP6_ECHO_REPLY]) + to_one[1:]
+    pings.read(ICMPSocket([(reply, "fd77::2%eth0")], socket.AF_INET6))
+    assert pings.targets["fd77::2"].status == "init" and pings.counters["echo_replies_forged"] == 1
+    pings.read(ICMPSocket([(reply, "fd77::1%eth0")], socket.AF_INET6))
+    assert pings.targets["fd77::1"].status == "ping"
 
 
 def test_balanced_during_a_takeover_gives_foreign_groups_back_once_it_is_over(cluster):

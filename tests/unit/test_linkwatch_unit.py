@@ -262,6 +262,7 @@ class FakeAddresses:
 class FakeAddressResources:
     """Addresses come and go in the fake watch's table, as the kernel would report them."""
     stuck = set()
+    conflicted = set()
 
     def __init__(self, watch, rec):
         self.watch, self.rec = watch, rec

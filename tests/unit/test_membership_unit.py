@@ -4,7 +4,7 @@ import os
 import pytest
 
 import heartbeat as hb
-from fakes import DEADTIME_MS, INITDEAD_MS, KEEPALIVE_MS, Calc, advance, sent
+from fakes import DEADTIME_MS, INITDEAD_MS, KEEPALIVE_MS, Calc, Recorder, advance, sent
 
 def test_start_announces_init_then_up_with_deadtime_plus_2s_for_5s(world):
     membership, clock, timers, rec, _ = world
@@ -523,17 +523,20 @@ def test_a_forged_generation_or_seq_is_undone_by_a_signed_answer_to_a_fresh_nonc
     assert len(asked) == 1 and asked[0].get("dest") == "calc"     # once per keepalive, not per packet
     membership.receive(calc.packet(("t", hb.CHALLENGE_REPLY), ("dest", "prime"), ("nonce", "0" * 32)), "eth0")
     assert membership.peers["calc"].generation != 0x200 or forged == "high seq"
+    known = int(asked[0].get("curgen"), 16)
+    assert known == (0x7FFFFFFF if forged == "high generation" else 0x200)
+    calc.generation = known + 1                         # calc moves past what we know, then answers
     membership.receive(reply_to(calc, asked[0]), "eth0")
-    assert rec.has("Node calc proved generation 512")
-    assert membership.peers["calc"].generation == 0x200
+    assert rec.has(f"Node calc proved generation {known + 1}")
+    assert membership.peers["calc"].generation == known + 1
     heard = membership.peers["calc"].last_heard
     advance(world, 0.5)
     membership.receive(calc.status(), "eth0")
     assert membership.peers["calc"].last_heard > heard
     replay = Calc(config, generation=0x200).status(seq=real_seq + 1)       # one from before the proof
-    before = membership.counters["dropped_duplicate"]
+    before = membership.counters["dropped_replay"]
     membership.receive(replay, "eth0")
-    assert membership.counters["dropped_duplicate"] == before + 1
+    assert membership.counters["dropped_replay"] == before + 1
 
 
 def test_an_old_answer_to_another_nonce_proves_nothing(world):
@@ -550,6 +553,85 @@ def test_an_old_answer_to_another_nonce_proves_nothing(world):
     assert membership.peers["calc"].generation == 0x300 and not rec.has("proved generation")
 
 
+def test_a_lower_generation_is_never_adopted_and_an_old_capture_at_it_stays_out(world):
+    """calc known at 12 comes back at 11 (a VM snapshot restored its hb_generation) and answers
+    the challenge still at 11: not adopted. A capture from calc's earlier life at 11 with seq 3000
+    must not lift max_seq, or calc's real packets would be dropped from then on."""
+    membership, clock, timers, rec, config = world
+    calc = Calc(config, generation=12)
+    membership.start()
+    membership.receive(calc.status(), "eth0")
+    old_life = Calc(config, generation=11).status(seq=3000)
+    calc.generation, calc.seq = 11, 0
+    advance(world, 2.5)
+    membership.receive(calc.status(), "eth0")
+    asked = challenges(rec)
+    assert len(asked) == 1 and asked[0].get("curgen") == "c"       # the generation we know calc at
+    membership.receive(reply_to(calc, asked[0]), "eth0")
+    assert membership.peers["calc"].generation == 12 and not rec.has("proved generation")
+    assert rec.has("Node calc answered our challenge at generation 11, not above 12")
+    membership.receive(old_life, "eth0")
+    assert membership.peers["calc"].max_seq < 3000
+    calc.generation = 13                                           # calc moved past 12, as it must
+    membership.receive(reply_to(calc, asked[0]), "eth0")
+    assert membership.peers["calc"].generation == 13
+    membership.receive(old_life, "eth0")
+    heard = membership.peers["calc"].last_heard
+    advance(world, 0.5)
+    membership.receive(calc.status(), "eth0")
+    assert membership.peers["calc"].last_heard > heard and membership.peers["calc"].max_seq < 3000
+
+
+def test_a_challenged_node_at_or_below_the_known_generation_moves_past_it_on_disk_first(world, tmp_path):
+    """Both ends for real: calc restored to generation 11 answers prime, which knew it at 12, at
+    13, written to hb_generation before the answer leaves; prime then hears calc again."""
+    membership, clock, timers, rec, config = world
+    state = tmp_path / "calc-state"
+    state.mkdir()
+    (state / "hb_generation").write_text(f"{11:>15}\n")
+    calc_config = hb.load_config(str(tmp_path), "calc")
+    on_disk = []
+
+    def transmit(datagram):
+        on_disk.append((hb.decode_message(datagram, config.authkeys).get("t"), (state / "hb_generation").read_text()))
+        membership.receive(datagram, "eth0")
+
+    calc = hb.Membership(calc_config, hb.Identity("calc", b"C" * 16, 11, str(state)), timers, Recorder(),
+                         transmit, Recorder())
+    membership.start()
+    membership.receive(Calc(config, generation=12).status(), "eth0")
+    calc.start()
+    assert membership.peers["calc"].generation == 12 and membership.counters["dropped_replay"] >= 1
+    rec.sent.clear()
+    advance(world, 2.5)                     # calc's beats are dropped: prime challenges
+    asked = challenges(rec)
+    assert asked and asked[-1].get("curgen") == "c"
+    for datagram in list(rec.sent):
+        calc.receive(datagram, "eth0")
+    assert calc.identity.generation == 13
+    assert (hb.CHALLENGE_REPLY, f"{13:>15}\n") in on_disk              # on disk before it was sent
+    assert membership.peers["calc"].generation == 13
+    heard = membership.peers["calc"].last_heard
+    advance(world, 1.5)
+    assert membership.peers["calc"].last_heard > heard
+
+
+def test_a_challenge_naming_a_lower_generation_moves_nothing(world):
+    membership, clock, timers, rec, config = world
+    calc = Calc(config, generation=0x200)
+    membership.start()
+    membership.receive(calc.status(), "eth0")
+    membership.receive(calc.packet(("t", hb.CHALLENGE), ("dest", "prime"), ("nonce", "ab" * 16), ("curgen", "ff")),
+                       "eth0")
+    assert membership.identity.generation == 0x100 and not rec.has("our generation is now")
+    advance(world, KEEPALIVE_MS / 1000 + 0.1)                         # one answer per keepalive
+    membership.receive(calc.packet(("t", hb.CHALLENGE), ("dest", "prime"), ("nonce", "cd" * 16),
+                                   ("curgen", "f" * 16)), "eth0")     # past MAX_GENERATION: only forged
+    assert membership.identity.generation == 0x100 and not rec.has("our generation is now")
+    replies = [m for m in sent(rec) if m.get("t") == hb.CHALLENGE_REPLY]
+    assert [(m.get("nonce"), m.get("hg")) for m in replies] == [("ab" * 16, "100"), ("cd" * 16, "100")]
+
+
 def test_a_challenge_is_answered_even_when_its_sender_looks_like_a_replay(world):
     membership, clock, timers, rec, config = world
     calc = Calc(config, generation=0x200)
@@ -561,6 +643,84 @@ def test_a_challenge_is_answered_even_when_its_sender_looks_like_a_replay(world)
     replies = [m for m in sent(rec) if m.get("t") == hb.CHALLENGE_REPLY]
     assert len(replies) == 1 and replies[0].get("nonce") == "ab" * 16 and replies[0].get("dest") == "calc"
     assert replies[0].get("hg") == "100"
+
+
+def test_replayed_challenges_get_one_answer_per_keepalive_at_most(world):
+    """1,000 replays of two old challenges made 1,000 signed replies on every medium (and pushed
+    our retransmission history out): now one per keepalive."""
+    membership, clock, timers, rec, config = world
+    calc = Calc(config)
+    membership.start()
+    membership.receive(calc.status(), "eth0")
+    old = [calc.packet(("t", hb.CHALLENGE), ("dest", "prime"), ("nonce", nonce * 16), ("curgen", "1"))
+           for nonce in ("ab", "cd")]
+    for i in range(1000):
+        membership.receive(old[i % 2], "eth0")
+        if i % 100 == 0:
+            membership.receive(calc.status(), "eth0")
+        advance(world, 0.002)                            # 2 s in all
+    replies = [m for m in sent(rec) if m.get("t") == hb.CHALLENGE_REPLY]
+    assert 1 <= len(replies) <= 2 * KEEPALIVE_MS / 1000 + 1, len(replies)
+    assert membership.counters["challenges_unanswered_limit"] >= 490     # the other half: the nonce just answered
+
+
+def test_a_challenge_with_a_stale_ts_is_not_answered(world):
+    """ts against the sender's own clock, as its accepted heartbeats tell it (no clock sync needed)."""
+    membership, clock, timers, rec, config = world
+    calc = Calc(config)
+    base = 0x6b05d22a
+    membership.start()
+    membership.receive(calc.status(ts=format(base, "x")), "eth0")
+    captured = calc.packet(("t", hb.CHALLENGE), ("dest", "prime"), ("nonce", "ab" * 16), ts=format(base, "x"))
+    for second in range(1, 10):
+        advance(world, 1)
+        membership.receive(calc.status(ts=format(base + second, "x")), "eth0")
+    membership.receive(captured, "eth0")
+    assert not [m for m in sent(rec) if m.get("t") == hb.CHALLENGE_REPLY]
+    assert membership.counters["challenges_unanswered_stale"] == 1
+    fresh = calc.packet(("t", hb.CHALLENGE), ("dest", "prime"), ("nonce", "cd" * 16), ts=format(base + 9, "x"))
+    membership.receive(fresh, "eth0")
+    assert [m.get("nonce") for m in sent(rec) if m.get("t") == hb.CHALLENGE_REPLY] == ["cd" * 16]
+
+
+def wired_pair(world, tmp_path):
+    """prime (the world's) and calc, two Memberships on one fake clock, each hearing the other."""
+    membership, clock, timers, rec, config = world
+    state = tmp_path / "calc-state"
+    state.mkdir()
+    calc_rec = Recorder()
+    calc = hb.Membership(hb.load_config(str(tmp_path), "calc"), hb.Identity("calc", b"C" * 16, 0x200, str(state)),
+                         timers, calc_rec, calc_rec.sent.append, calc_rec)
+    membership.start()
+    calc.start()
+    calc.transmit = lambda datagram: membership.receive(datagram, "eth0")
+    membership.transmit = lambda datagram: (rec.sent.append(datagram), calc.receive(datagram, "eth0"))
+    advance(world, 3)
+    assert membership.peers["calc"].status == "active" and calc.peers["prime"].status == "active"
+    return calc
+
+
+def forged(config, name, generation, ts, seq=1):
+    """A status signed with the key, as someone who holds it may send: any generation, any ts."""
+    msg = hb.Message(("t", "status"), ("st", "active"), ("dt", format(DEADTIME_MS, "x")), ("protocol", "1"),
+                     ("src", name), ("seq", format(seq, "x")), ("hg", format(generation, "x")), ("ts", format(ts, "x")))
+    return hb.encode_message(msg, config.authkeys)
+
+
+@pytest.mark.parametrize("generation", [0x7FFFFFFF, 0xFFFFFFFFFFFFFFFF])
+def test_a_pair_blinded_by_forged_generations_and_clocks_hears_itself_again(world, tmp_path, generation):
+    """Both nodes told by a key holder that the other runs at a far generation, with a far clock:
+    the challenges and their answers bring them back, whatever the forged values."""
+    membership, clock, timers, rec, config = world
+    calc = wired_pair(world, tmp_path)
+    far_ts = 0xFFFFFFFFFF
+    membership.receive(forged(config, "calc", generation, far_ts), "eth0")
+    calc.receive(forged(config, "prime", generation, far_ts), "eth0")
+    advance(world, 2 * DEADTIME_MS / 1000)
+    heard = membership.peers["calc"].last_heard, calc.peers["prime"].last_heard
+    advance(world, 1)
+    assert membership.peers["calc"].last_heard > heard[0] and calc.peers["prime"].last_heard > heard[1]
+    assert membership.peers["calc"].status == "active" and calc.peers["prime"].status == "active"
 
 
 def test_a_forged_shutdone_does_not_blind_us_to_a_node_that_keeps_beating(world):

@@ -320,6 +320,7 @@ def test_restart_resource_stops_then_starts_in_the_worker(cluster):
 
     class Steps:
         stuck = set()
+        conflicted = set()
 
         def __init__(self):
             self.steps = []

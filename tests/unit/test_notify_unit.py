@@ -132,3 +132,66 @@ def test_status_and_metrics_count_the_refused_hooks():
     assert hb.format_status(report).splitlines()[-1] == ("notify hooks not run (another user could change them; "
                                                          "the log says why): page 3")
     assert "notify hooks" not in hb.format_status(dict(REPORT, notify_refused={}))
+
+
+# ---------------------------------------------------------------- the hooks thread survives what it is handed
+
+def test_a_nul_byte_in_an_event_detail_neither_kills_the_thread_nor_loses_the_next_events(confdir):
+    """A start script's first output line becomes a group-failed detail; with a NUL in it the hook's
+    argv made Popen raise ValueError and the notify thread died: every later event was lost and a
+    clean stop waited the whole drain."""
+    good = hook(os.path.join(confdir, hb.NOTIFY_DIR), "a-good",
+                body='#!/bin/sh\nprintf "%s %s %s\\n" "$0" "$1" "$5" >> "$(dirname "$0")/../record"\n')
+    notifier = hb.Notifier(confdir, "prime", 5.0, Recorder())
+    notifier(hb.Event("group-failed", 0.0, 0.0, {"group": "apache"}, "bad\x00line"))
+    notifier(event("node-up"))
+    notifier.drain()
+    assert notifier.queue.unfinished_tasks == 0 and notifier.thread.is_alive()
+    with open(os.path.join(confdir, "record"), encoding="utf-8") as handle:
+        assert handle.read().splitlines() == [f"{good} group-failed bad\\0line", f"{good} node-up "]
+
+
+def test_an_exception_in_the_hooks_thread_is_logged_counted_and_the_next_event_still_runs(confdir, monkeypatch):
+    notify_d = os.path.join(confdir, hb.NOTIFY_DIR)
+    good = hook(notify_d, "a-good")
+    log, events = Recorder(), hb.EventLog()
+    faults = hb.Faults(log, events)
+    notifier = hb.Notifier(confdir, "prime", 5.0, log, faults)
+    events.listeners.append(notifier)
+    real = hb.Notifier.run
+
+    def broken(self, path, event):
+        if event.kind == "node-dead":
+            raise RuntimeError("a bug")
+        real(self, path, event)
+    monkeypatch.setattr(hb.Notifier, "run", broken)
+    events.record("node-dead", node="calc")
+    notifier.drain()
+    events.record("node-up", node="calc")
+    notifier.drain()
+    assert notifier.queue.unfinished_tasks == 0
+    with open(os.path.join(confdir, "record"), encoding="utf-8") as handle:   # the internal-error event ran it too
+        assert handle.read().splitlines() == [f"{good} internal-error", f"{good} node-up"]
+    (line,) = [line for line in log.lines if "internal error" in line]
+    assert line.startswith("error: internal error in notify (please report): Traceback (most recent call last):")
+    assert "RuntimeError: a bug" in line
+    assert faults.counts == {"notify": 1} and events.counts["internal-error"] == 1
+    report = dict(REPORT, internal_errors=dict(faults.counts), event_counts=dict(events.counts))
+    assert 'heartbeat_internal_errors_total{where="notify"} 1' in hb.prometheus_text(report).splitlines()
+    assert 'heartbeat_events_total{kind="internal-error"} 1' in hb.prometheus_text(report).splitlines()
+    assert hb.format_status(report).splitlines()[-1] == ("internal errors (please report; the log has each "
+                                                         "traceback): notify 1")
+
+
+def test_a_fault_that_repeats_is_one_event_per_interval_and_never_feeds_on_its_own_events():
+    log, events, clock = Recorder(), hb.EventLog(), [100.0]
+    faults = hb.Faults(log, events, clock=lambda: clock[0])
+    for _ in range(5):
+        faults("event loop", ValueError("again"))
+    assert faults.counts == {"event loop": 5} and events.counts["internal-error"] == 1
+    clock[0] += hb.FAULT_EVENT_INTERVAL_S
+    faults("event loop", ValueError("again"))
+    assert events.counts["internal-error"] == 2
+    assert events.snapshot()[-1]["detail"] == "event loop: ValueError: again (4 more since the last event)"
+    faults("notify", ValueError("x"), event=False)
+    assert events.counts["internal-error"] == 2 and faults.counts["notify"] == 1
