@@ -7,11 +7,14 @@ The tests run in file order and share the cluster.
 """
 import os
 import re
+import subprocess
+import sys
 import time
 
 import pytest
 
 import heartbeat as hb
+from paths import HEARTBEAT
 from netns import VIP, WEB_PORT, WEBSERVER_SCRIPT, Lab, cut_route, heal_route, holders, page, wait
 from realpcmk import PacemakerNode, corosync_authkey, corosync_conf, have_pacemaker, load_cib, outage
 
@@ -33,14 +36,15 @@ SEED_CIB = ('<cib validate-with="pacemaker-3.0" epoch="1" num_updates="0" admin_
 TIMES = {}
 
 
-def config_dir(root, hacf=HACF, name="ha.d"):
-    """The three files (and heartbeat.py.cf) as a heartbeat.py pair would have them."""
+def config_dir(root, hacf=HACF, name="ha.d", middle=""):
+    """The three files (and heartbeat.py.cf) as a heartbeat.py pair would have them; `middle`: more
+    haresources words between the VIP and the web server."""
     conf = os.path.join(root, name)
     os.makedirs(os.path.join(conf, "resource.d"))
     piddir = os.path.join(root, "pids")
     os.makedirs(piddir, exist_ok=True)
     files = {"ha.cf": hacf, "authkeys": "auth 1\n1 sha1 lab-secret\n", "heartbeat.py.cf": HB_PY_CF,
-             "haresources": f"prime {VIP}/24/eth0 webserver::{WEB_PORT}::{piddir}\n",
+             "haresources": f"prime {VIP}/24/eth0 {middle}webserver::{WEB_PORT}::{piddir}\n",
              "resource.d/webserver": WEBSERVER_SCRIPT}
     for name, text in files.items():
         path = os.path.join(conf, name)
@@ -196,3 +200,74 @@ def test_auto_failback_off_stays_on_the_node_that_took_over(cluster):
     calc.crm(["crm_standby", "-N", "prime", "-D"], check=True)
     time.sleep(8)            # time enough to have failed back (it takes under 1 s with auto_failback on)
     assert page(lab) == "calc" and holders(lab) == ["calc"]
+
+
+def test_a_filesystem_from_haresources_is_mounted_by_pacemakers_agent(cluster):
+    """Issue 25: `Filesystem::IMAGE::DIR::ext4::loop` (3.0.6's wrapper word) between the VIP and the web
+    server; export-pacemaker (the CLI) makes it ocf:heartbeat:Filesystem, the XML replaces the running
+    configuration, and Pacemaker's execd runs the agent: the ext4 image is mounted on prime (in its
+    mount namespace), moves with a standby to calc with the data written on prime, and comes back; it is
+    never mounted on both. (This configuration has auto_failback on again.)"""
+    lab, nodes, _, _, _ = cluster
+    calc = nodes["calc"]
+    image, mountpoint = os.path.join(lab.tmp, "disk.img"), os.path.join(lab.tmp, "data")
+    os.makedirs(mountpoint)
+    subprocess.run(["truncate", "-s", "16M", image], check=True, timeout=10)
+    subprocess.run(["mkfs.ext4", "-q", "-F", image], check=True, timeout=30, capture_output=True)
+    conf = config_dir(lab.tmp, name="ha.d-fs", middle=f"Filesystem::{image}::{mountpoint}::ext4::loop ")
+    work = os.path.join(lab.tmp, "export-fs")
+    os.makedirs(work)
+    cib = os.path.join(work, "cib.xml")
+    subprocess.run([sys.executable, HEARTBEAT, "export-pacemaker", "--format", "xml", "-o", cib, "-c", conf],
+                   check=True, capture_output=True, timeout=60)
+    with open(cib) as handle:
+        xml = handle.read()
+    assert re.search(r'<primitive id="[^"]+" class="ocf" provider="heartbeat" type="Filesystem">', xml), xml
+    for name in os.listdir(work):        # the web server's LSB wrapper, for this ha.d
+        if name.startswith("hb-"):
+            with open(os.path.join(work, name)) as handle:
+                for node in nodes.values():
+                    node.install_init_script(name, handle.read())
+
+    def mounted():
+        found = []
+        for name, node in nodes.items():
+            with open(f"/proc/{node.holder_pid}/mountinfo") as handle:
+                if any(line.split()[4] == mountpoint for line in handle):
+                    found.append(name)
+        return found
+
+    def settle(name, timeout):
+        """Until `name` alone has the disk and serves the page; the most nodes that had it at once."""
+        most, end = 0, time.monotonic() + timeout
+        while time.monotonic() < end:
+            now = mounted()
+            most = max(most, len(now))
+            if now == [name] and holders(lab) == [name] and page(lab) == name:
+                return most
+            time.sleep(0.05)
+        raise AssertionError(f"not on {name} after {timeout} s: mounted {mounted()}, holders {holders(lab)}\n"
+                             f"{calc.crm(['crm_mon', '-1']).stdout}\n{calc.logs()}")
+
+    start = time.monotonic()
+    load_cib(calc, xml, os.path.join(work, "load.xml"))
+    assert settle("prime", 60) == 1
+    TIMES["Filesystem configuration loaded -> prime mounted and serves"] = round(time.monotonic() - start, 2)
+    assert re.search(r"\(ocf:heartbeat:Filesystem\):\s+Started prime", calc.crm(["crm_mon", "-1"]).stdout)
+    enter = ["nsenter", "--target", str(nodes["prime"].holder_pid), "--mount"]
+    subprocess.run([*enter, "sh", "-c", f"echo written-on-prime > {mountpoint}/marker && sync"], check=True,
+                   timeout=10)
+
+    start = time.monotonic()
+    calc.crm(["crm_standby", "-N", "prime", "-v", "on"], check=True)
+    assert settle("calc", 60) == 1
+    TIMES["Filesystem: standby prime -> calc mounted and serves"] = round(time.monotonic() - start, 2)
+    read = subprocess.run(["nsenter", "--target", str(calc.holder_pid), "--mount", "cat", f"{mountpoint}/marker"],
+                          capture_output=True, text=True, timeout=10)
+    assert read.stdout.strip() == "written-on-prime", read.stderr
+    start = time.monotonic()
+    calc.crm(["crm_standby", "-N", "prime", "-D"], check=True)
+    assert settle("prime", 60) == 1
+    TIMES["Filesystem: unstandby prime -> prime mounted and serves"] = round(time.monotonic() - start, 2)
+    with open(nodes["prime"].pacemaker_log, errors="replace") as handle:
+        assert f"INFO: Running start for {image} on {mountpoint}" in handle.read()

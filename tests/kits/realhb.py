@@ -53,15 +53,16 @@ class RealNode:
             handle.write(text)
         os.chmod(path, mode)
 
-    def start(self, binds=()):
-        """binds: more (source, target) pairs bound in its mount namespace (a lab's STONITH plugins)."""
+    def start(self, binds=(), env=None):
+        """binds: more (source, target) pairs bound in its mount namespace (a lab's STONITH plugins, a
+        fake /sbin/reboot); env: the daemon's environment (default ours), e.g. a PATH with a recorder."""
         extra = "".join(f"mount --bind {shlex.quote(src)} {shlex.quote(dst)} && " for src, dst in binds)
         script = (f"mount --make-rprivate / && {extra}hostname {self.name} && "
                   f"mount --bind {self.ha_d} /etc/ha.d && mount --bind {self.lib} /var/lib/heartbeat && "
                   f"mount --bind {self.run} /run && exec {HEARTBEAT_BIN} -f")
         self.console = open(os.path.join(self.logdir, "console"), "ab")  # noqa: SIM115 - the daemon's life
         self.proc = self.lab.popen(self.name, ["unshare", "--mount", "--uts", "sh", "-c", script],
-                                   stdout=self.console, stderr=self.console)
+                                   stdout=self.console, stderr=self.console, env=env)
         return self
 
     def nsenter(self, argv, timeout=20):
