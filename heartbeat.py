@@ -6035,6 +6035,7 @@ class ClusterPolicy:
             results = {group.key: f"internal error: {results!r}" for group in groups}
         failed, took = [], self.timers.clock() - started
         for key, error in results.items():
+            retried = key in self.conflict_waiting
             self.conflict_waiting.discard(key)
             if error is None:
                 self.state[key] = GroupState.RUNNING
@@ -6054,12 +6055,15 @@ class ClusterPolicy:
                 self.state[key] = GroupState.STOP_FAILED
                 self.log.crit(f"Resource group {key} failed to start and to stop: it stays held here")
                 continue
-            if key in self.resources.conflicted and not self.live_peers():
+            if key in self.resources.conflicted and (dead_peer or not self.live_peers()):
+                self.failures[key] += 0 if retried else 1       # one failure, however long it lasts
                 self.state[key] = GroupState.FAILED
                 self.conflict_waiting.add(key)
-                self.log.error(f"Resource group {key} failed to start here: {error}. No peer is alive: that may be "
-                               "its copy, left by a crash; trying again every deadtime, and when the peer is back")
-                self.retry_conflicted_later(self.config.hacf.deadtime_ms / 1000)
+                self.log.error(f"Resource group {key} failed to start here ({self.failures[key]}/{MAX_START_FAILURES}):"
+                               f" {error}. Taken from a peer that is or was dead: the answer may be its copy, left "
+                               "by a crash; trying again every deadtime, and when the peer is back")
+                back = self.live_peers() and not retried       # back already, its stale copy gone
+                self.retry_conflicted_later(0 if back else self.config.hacf.deadtime_ms / 1000)
                 continue
             self.failures[key] += 1
             self.state[key] = GroupState.FAILED
@@ -6198,11 +6202,12 @@ class ClusterPolicy:
     def on_comm_up(self) -> None:
         peers = self.live_peers()
         if not peers:
+            silent = list(self.membership.peers.values())[:1]     # never heard: it may hold anything
+
             def take():
                 for peer in self.membership.peers.values():
                     self.log.info(f"Resources being acquired from {peer.name}.")
-                self.acquire(["local", "foreign"], reason="mach_down")
-            silent = list(self.membership.peers.values())[:1]     # never heard: it may hold anything
+                self.acquire(["local", "foreign"], reason="mach_down", dead_peer=silent[0] if silent else None)
             self.take_over_from(silent[0] if silent else None, None, take)
             return
         self.initial_pending = peers[0].name
