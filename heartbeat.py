@@ -281,6 +281,7 @@ EXIT_COULD_NOT_RUN = (EXIT_TIMED_OUT, EXIT_NOT_EXECUTABLE, EXIT_NOT_FOUND)   # t
 class CommandResult:
     returncode: int
     output: str
+    pid: int = 0                # the process run (with own_session, its session id too); 0: none started
 
 
 def run_command(argv: List[str], timeout_s: float, env: Optional[dict] = None,
@@ -307,7 +308,7 @@ def run_command(argv: List[str], timeout_s: float, env: Optional[dict] = None,
             proc.wait()
             returncode, note = EXIT_TIMED_OUT, f"\n(timed out after {timeout_s} s)"
         out.seek(max(0, out.seek(0, os.SEEK_END) - OUTPUT_KEPT_BYTES))
-        return CommandResult(returncode, out.read().decode(errors="replace") + note)
+        return CommandResult(returncode, out.read().decode(errors="replace") + note, proc.pid)
 
 
 def scheduled_like_the_daemon() -> None:
@@ -3773,6 +3774,9 @@ class Resources:
         self.stuck: set = set()      # keys of groups with a resource that would not stop
         self.conflicted: set = set()  # keys of groups whose last start met another host's answer for an address
         self.events = events if events is not None else EventLog()
+        # spec -> the session of its last successful start script: what that left running (`daemon &`)
+        # is the service (run_command gives each script a session of its own); written by the worker
+        self.sessions: Dict[str, int] = {}
 
     def environment(self, operation: str) -> dict:
         """What Heartbeat exports to scripts: HA_<directive>, HA_CURHOST, HA_DIR and friends."""
@@ -3878,6 +3882,8 @@ class Resources:
             self.log.info(f"Resource {res.spec} is already running")
             return
         result = self.run_script(res, "start")
+        if result.returncode == 0 and result.pid:
+            self.sessions[res.spec] = result.pid
         if result.returncode != 0:
             code = ocf_exit_text(result.returncode) if isinstance(res, AgentResource) else result.returncode
             raise ResourceError(f"{res.spec}: start returned {code}: {exit_reason(result.output)}")
@@ -3932,6 +3938,7 @@ class Resources:
                 if not self.stop(res, deadline):
                     self.recover_from_failed_stop(res)
                     return False
+                self.sessions.pop(res.spec, None)
         return True
 
     def recover_from_failed_stop(self, res) -> None:

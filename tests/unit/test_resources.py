@@ -526,3 +526,39 @@ def test_icmp6_filter_passes_one_type_only():
     words = struct.unpack("=8I", hb.icmp6_filter_passing(136))
     blocked = [kind for kind in range(256) if words[kind >> 5] & (1 << (kind & 31))]
     assert 136 not in blocked and len(blocked) == 255
+
+
+SERVICE_SCRIPT = """pidfile="$(dirname "$0")/../$1.pid"
+case "$2" in
+start) sleep 300 & echo $! > "$pidfile" ;;
+stop) [ -f "$pidfile" ] && kill "$(cat "$pidfile")"; rm -f "$pidfile" ;;
+status) [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null && echo running || echo stopped ;;
+esac
+exit 0
+"""
+
+
+def test_a_started_resource_keeps_the_session_its_script_left_the_service_in_until_it_stops(tmp_path):
+    """`sleep 300 &` in a start script is the service: it runs on in the script's session, whose id
+    (the script's pid) Resources keeps for the group's accounting; a stop forgets it."""
+    (tmp_path / "resource.d").mkdir()
+    (tmp_path / "ha.cf").write_text("keepalive 1\ndeadtime 5\nbcast lo\nnode prime calc\nauto_failback on\n")
+    (tmp_path / "authkeys").write_text("auth 1\n1 sha1 key\n")
+    os.chmod(tmp_path / "authkeys", 0o600)
+    write_script(tmp_path / "resource.d" / "service", SERVICE_SCRIPT)
+    (tmp_path / "haresources").write_text("prime service::web\n")
+    cfg = hb.load_config(str(tmp_path), "prime")
+    resources = hb.Resources(cfg, Lines(), addresses=make([])[1])
+    pidfile = tmp_path / "web.pid"
+    service = 0
+    try:
+        assert resources.acquire_group(cfg.groups[0]) is None
+        service = int(pidfile.read_text())
+        assert resources.sessions == {"service::web": os.getsid(service)}
+        assert os.getsid(service) not in (os.getsid(0), service)     # the script's session, not ours nor its own
+        assert resources.release_group(cfg.groups[0]) is True
+        assert resources.sessions == {}
+        assert gone(service)
+    finally:
+        if service:
+            kill_if_alive(service)
