@@ -6904,6 +6904,7 @@ class Notifier:
 # they are absent, `status` says how to get them, and nothing else changes.
 PSUTIL_INSTALL = "apt install python3-psutil (Debian, Ubuntu) or dnf install python3-psutil (RHEL, Fedora)"
 ACCOUNTING_CACHE_S = 1.0        # a collection is made at most this often: it reads /proc for every process
+PSUTIL_RETRY_S = 60.0           # without psutil, how often a report tries the import again (installed meanwhile)
 PROC_DIR = "/proc"
 PIDS_SHOWN = 8                  # of a group's service processes, in `status`'s line
 MIB = 1024 * 1024
@@ -6964,15 +6965,18 @@ class ServiceAccounting:
 
     def __init__(self, clock: Callable[[], float] = time.monotonic, load=load_psutil, proc_dir: str = PROC_DIR):
         self.clock, self.load, self.proc_dir = clock, load, proc_dir
-        self.psutil, self.loaded = None, False
+        self.psutil, self.tried_at = None, None
         self.made_at: Optional[float] = None
         self.asked: Dict[str, ServiceRoots] = {}
         self.last: Dict[str, dict] = {}
         self.ended: set = set()         # sessions found empty: a process later given that id is another's
 
     def module(self):
-        if not self.loaded:
-            self.psutil, self.loaded = self.load(), True
+        """psutil, imported at the first report; when missing, tried again every PSUTIL_RETRY_S (no restart
+        needed once it is installed)."""
+        now = self.clock()
+        if self.psutil is None and (self.tried_at is None or now - self.tried_at >= PSUTIL_RETRY_S):
+            self.psutil, self.tried_at = self.load(), now
         return self.psutil
 
     @property

@@ -208,9 +208,18 @@ def test_many_pids_are_shown_in_part():
     assert hb.process_summary(dict(usage, count=0, pids=[], uptime_s=None)).startswith("no service process")
 
 
-def test_psutil_is_imported_by_the_first_report_once_never_before():
-    loads = []
-    accounting = hb.ServiceAccounting(load=lambda: loads.append("psutil"))
+def test_psutil_is_imported_by_the_first_report_never_before_and_tried_again_a_minute_later():
+    loads, clock = [], Clock()
+    accounting = hb.ServiceAccounting(clock=clock, load=lambda: loads.append("psutil"))
     assert loads == []                              # the daemon makes one at start: no import yet
     assert accounting.groups({}) is None and accounting.version is None
     assert loads == ["psutil"]                      # one attempt, remembered
+    clock.now += hb.PSUTIL_RETRY_S - 0.1
+    assert accounting.version is None and loads == ["psutil"]
+    module = types.SimpleNamespace(__version__="7.0.0")
+    accounting.load = lambda: loads.append("psutil") or module      # installed meanwhile
+    clock.now += 0.1
+    assert accounting.version == "7.0.0" and len(loads) == 2
+    clock.now += hb.PSUTIL_RETRY_S
+    assert accounting.version == "7.0.0" and len(loads) == 2        # found: never imported again
+
