@@ -14,6 +14,7 @@ import pytest
 
 import heartbeat as hb
 from fakes import Clock
+from paths import ROOT
 
 SLEEPS = 5
 # start: SLEEPS `sleep`s left in the script's session, and one that makes a session of its own
@@ -223,3 +224,19 @@ def test_psutil_is_imported_by_the_first_report_never_before_and_tried_again_a_m
     clock.now += hb.PSUTIL_RETRY_S
     assert accounting.version == "7.0.0" and len(loads) == 2        # found: never imported again
 
+
+def test_the_readme_names_each_series_and_how_to_install_psutil_and_ci_installs_it():
+    usage = {"count": 1, "pids": [1], "cpu_seconds": 0.5, "rss_bytes": 4096, "open_fds": 3, "uptime_s": 9.0}
+    metrics = hb.prometheus_text(report_with([{"key": "web", "home": "prime", "owner": "prime", "state": "running",
+                                               "fault": None, "takeovers": 1, "releases": 0, "start_failures": 0,
+                                               "stop_failures": 0, "last_takeover_s": None, "last_release_s": None,
+                                               "processes": usage}], "7.0.0"))
+    names = {line.split()[2] for line in metrics.splitlines() if line.startswith("# TYPE heartbeat_group_process")}
+    assert len(names) == 5
+    with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as handle:
+        readme = handle.read()
+    assert all(f"`{name}`" in readme for name in names), names
+    assert "`apt install python3-psutil` (Debian, Ubuntu)" in readme and "`dnf install python3-psutil`" in readme
+    with open(os.path.join(ROOT, ".ci", "run"), encoding="utf-8") as handle:
+        ci = handle.read()
+    assert "need_apt+=(python3-psutil)" in ci and "|| pip_install psutil" in ci
