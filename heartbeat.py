@@ -6930,8 +6930,9 @@ def process_table(proc_dir: str = PROC_DIR) -> Dict[int, Tuple[int, int]]:
                 data = handle.read()
         except OSError:
             continue                    # gone meanwhile
-        fields = data[data.rindex(b")") + 2:].split(b" ", 5)     # after "PID (COMM) ": state ppid pgrp session
-        table[int(name)] = (int(fields[1]), int(fields[3]))
+        fields = data.rpartition(b")")[2].split(None, 5)     # after "PID (COMM) ": state ppid pgrp session
+        if len(fields) > 3 and fields[1].isdigit() and fields[3].isdigit():    # else not a stat line: skipped
+            table[int(name)] = (int(fields[1]), int(fields[3]))
     return table
 
 

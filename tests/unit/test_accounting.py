@@ -240,3 +240,14 @@ def test_the_readme_names_each_series_and_how_to_install_psutil_and_ci_installs_
     with open(os.path.join(ROOT, ".ci", "run"), encoding="utf-8") as handle:
         ci = handle.read()
     assert "need_apt+=(python3-psutil)" in ci and "|| pip_install psutil" in ci
+
+
+def test_the_process_table_skips_what_is_not_a_stat_line(tmp_path):
+    """A name may hold ')' and spaces; an empty or cut file (a process exiting) is left out, not an error."""
+    for pid, text in ((10, "10 (a) b)  c) S 1 10 10 0 -1"), (11, ""), (12, "12 (cut"), (13, "13 (x) S 10 13 10"),
+                      (14, "14 (y) S 1")):
+        (tmp_path / str(pid)).mkdir()
+        (tmp_path / str(pid) / "stat").write_text(text)
+    (tmp_path / "self").mkdir()
+    assert hb.process_table(str(tmp_path)) == {10: (1, 10), 13: (10, 10)}
+    assert hb.service_processes(hb.process_table(str(tmp_path)), {10}) == [10, 13]
