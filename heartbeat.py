@@ -6958,11 +6958,21 @@ class ServiceRoots(NamedTuple):
     pids: Tuple[int, ...] = ()
 
 
+class ProcessUsage(NamedTuple):
+    """One service process as psutil reads it."""
+    pid: int
+    born: float                     # its start, wall clock
+    cpu_s: float                    # its own user and system time
+    rss_bytes: int
+    open_fds: int
+
+
 class ServiceAccounting:
     """Each group's service processes and what they use (count, CPU seconds, resident memory, open
     descriptors, age), from psutil; None without it. Made in the loop at most once per
     ACCOUNTING_CACHE_S (sooner when the groups' sessions change): a few ms for a few hundred
-    processes on the host."""
+    processes on the host. A group's CPU seconds only grow, as a Prometheus counter must: what a
+    process used stays counted after it ends (a sum over the living ones would fall)."""
 
     def __init__(self, clock: Callable[[], float] = time.monotonic, load=load_psutil, proc_dir: str = PROC_DIR):
         self.clock, self.load, self.proc_dir = clock, load, proc_dir
@@ -6971,6 +6981,8 @@ class ServiceAccounting:
         self.asked: Dict[str, ServiceRoots] = {}
         self.last: Dict[str, dict] = {}
         self.ended: set = set()         # sessions found empty: a process later given that id is another's
+        self.cpu_total_s: Dict[str, float] = collections.defaultdict(float)   # group -> CPU seen, ever
+        self.cpu_seen: Dict[str, Dict[Tuple[int, float], float]] = {}         # group -> (pid, born) -> its CPU then
 
     def module(self):
         """psutil, imported at the first report; when missing, tried again every PSUTIL_RETRY_S (no restart
@@ -6998,14 +7010,14 @@ class ServiceAccounting:
         asked = {sid for root in roots.values() for sid in root.sessions}
         alive = {sid for _, sid in table.values()}
         self.ended = (self.ended | (asked - alive)) & asked
-        self.last = {key: self.usage(psutil, service_processes(table, set(root.sessions) - self.ended, root.pids))
-                     for key, root in roots.items()}
+        self.last = {key: self.group_usage(key, self.usage(psutil, service_processes(
+            table, set(root.sessions) - self.ended, root.pids))) for key, root in roots.items()}
         self.made_at, self.asked = now, dict(roots)
         return self.last
 
     @staticmethod
-    def usage(psutil, pids: List[int]) -> dict:
-        counted, cpu_s, rss, fds, oldest = [], 0.0, 0, 0, None
+    def usage(psutil, pids: List[int]) -> List[ProcessUsage]:
+        found = []
         for pid in pids:
             try:
                 proc = psutil.Process(pid)
@@ -7014,12 +7026,21 @@ class ServiceAccounting:
                         proc.create_time()
             except psutil.Error:        # gone meanwhile, a zombie, or not ours to read
                 continue
-            counted.append(pid)
-            cpu_s += times.user + times.system + times.children_user + times.children_system
-            rss, fds = rss + memory.rss, fds + opened
-            oldest = born if oldest is None else min(oldest, born)
-        return {"count": len(counted), "pids": counted, "cpu_seconds": round(cpu_s, 2), "rss_bytes": rss,
-                "open_fds": fds, "uptime_s": None if oldest is None else round(max(0.0, time.time() - oldest), 1)}
+            found.append(ProcessUsage(pid, born, times.user + times.system, memory.rss, opened))
+        return found
+
+    def group_usage(self, key: str, processes: List[ProcessUsage]) -> dict:
+        """The group's sums; its CPU seconds grow by what each process used since it was last seen."""
+        seen, now_seen = self.cpu_seen.get(key, {}), {}
+        for proc in processes:
+            self.cpu_total_s[key] += max(0.0, proc.cpu_s - seen.get((proc.pid, proc.born), 0.0))
+            now_seen[(proc.pid, proc.born)] = proc.cpu_s
+        self.cpu_seen[key] = now_seen
+        oldest = min((proc.born for proc in processes), default=None)
+        return {"count": len(processes), "pids": [proc.pid for proc in processes],
+                "cpu_seconds": round(self.cpu_total_s[key], 2), "rss_bytes": sum(proc.rss_bytes for proc in processes),
+                "open_fds": sum(proc.open_fds for proc in processes),
+                "uptime_s": None if oldest is None else round(max(0.0, time.time() - oldest), 1)}
 
 
 def process_summary(usage: dict) -> str:
@@ -7126,7 +7147,7 @@ def prometheus_text(report: dict) -> str:
             ("count", "heartbeat_group_processes", "gauge",
              "service processes of each group: its start scripts' sessions and their descendants"),
             ("cpu_seconds", "heartbeat_group_process_cpu_seconds_total", "counter",
-             "CPU time (user and system, reaped children included) of the group's service processes"),
+             "CPU time (user and system) the group's service processes were seen to use, those ended included"),
             ("rss_bytes", "heartbeat_group_process_resident_memory_bytes", "gauge",
              "resident memory of the group's service processes"),
             ("open_fds", "heartbeat_group_process_open_fds", "gauge",

@@ -251,3 +251,29 @@ def test_the_process_table_skips_what_is_not_a_stat_line(tmp_path):
     (tmp_path / "self").mkdir()
     assert hb.process_table(str(tmp_path)) == {10: (1, 10), 13: (10, 10)}
     assert hb.service_processes(hb.process_table(str(tmp_path)), {10}) == [10, 13]
+
+
+def test_a_groups_cpu_seconds_keep_what_an_ended_process_used(tmp_path):
+    """A counter: the sum over the living processes would fall when a busy one ends."""
+    psutil = pytest.importorskip("psutil")
+    busy = 'i=0; while [ $i -lt 2000000 ]; do i=$((i+1)); done'
+    script = f'sh -c \'{busy}; exec sleep 300\' & echo $! >> "$1"; sleep 300 & echo $! >> "$1"'
+    result = hb.run_command(["sh", "-c", script, "sh", str(tmp_path / "pids")], 10)
+    burner, idle = pids_in(tmp_path / "pids")
+    try:
+        deadline = time.monotonic() + 30
+        while psutil.Process(burner).name() != "sleep" and time.monotonic() < deadline:
+            time.sleep(0.05)
+        clock = Clock()
+        accounting = hb.ServiceAccounting(clock=clock)
+        roots = {"busy": hb.ServiceRoots((result.pid,))}
+        first = accounting.groups(roots)["busy"]
+        assert first["count"] == 2 and first["cpu_seconds"] >= 0.1, first
+        os.kill(burner, signal.SIGKILL)
+        while os.path.exists(f"/proc/{burner}") and time.monotonic() < deadline:
+            time.sleep(0.02)
+        clock.now += hb.ACCOUNTING_CACHE_S
+        after = accounting.groups(roots)["busy"]
+        assert after["pids"] == [idle] and after["cpu_seconds"] >= first["cpu_seconds"]
+    finally:
+        kill_all([burner, idle])
