@@ -237,6 +237,8 @@ def test_the_readme_names_each_series_and_how_to_install_psutil_and_ci_installs_
         readme = handle.read()
     assert all(f"`{name}`" in readme for name in names), names
     assert "`apt install python3-psutil` (Debian, Ubuntu)" in readme and "`dnf install python3-psutil`" in readme
+    schema = readme.split("`status --json` prints one object:", 1)[1].split("\n\n", 1)[0]
+    assert "`processes`" in schema and "`psutil`" in schema
     with open(os.path.join(ROOT, ".ci", "run"), encoding="utf-8") as handle:
         ci = handle.read()
     assert "need_apt+=(python3-psutil)" in ci and "|| pip_install psutil" in ci
