@@ -28,7 +28,8 @@ to the banners and to the names each layer uses.
     5. acting        addresses (IPAddresses), resource scripts and groups (Resources), Fencer
     6. sensing       Membership, PingNodes, LinkWatch, ServiceMonitor
     7. deciding      ClusterPolicy (who holds which group), IPFail
-    8. reporting     notify.d hooks, status text and JSON, Prometheus metrics, the HTML page
+    8. reporting     notify.d hooks, service accounting (with psutil, if installed), status text and
+                     JSON, Prometheus metrics, the HTML page
     9. daemon        logging, the HTTP listener, the control socket, Daemon (the event loop)
    10. tools         check, keygen, setup, export-pacemaker
    11. CLI           the subcommands, build_parser(), main()
