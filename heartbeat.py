@@ -7066,6 +7066,8 @@ def accounting_missing(report: dict) -> bool:
 NODE_STATES = ("init", "up", "active", "dead", "ping")
 GROUP_STATES = tuple(state.value for state in GroupState)
 EVENTS_ON_PAGE = 50
+FLOAT_DIGITS = 15               # a float's significant digits in the text: a counter past a million seconds
+                                # still moves by its hundredths (a double holds 15 digits exactly)
 
 
 def group_state(group: dict) -> str:
@@ -7091,7 +7093,7 @@ class MetricsText:
         self.lines += [f"# HELP {name} {meaning}", f"# TYPE {name} {kind}"]
         for labels, value in samples:
             text = ",".join(f'{key}="{prometheus_label(val)}"' for key, val in labels.items())
-            number = f"{value:.6g}" if isinstance(value, float) else str(int(value))
+            number = f"{value:.{FLOAT_DIGITS}g}" if isinstance(value, float) else str(int(value))
             self.lines.append(f"{name}{{{text}}} {number}" if text else f"{name} {number}")
 
     def text(self) -> str:

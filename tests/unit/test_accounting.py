@@ -279,3 +279,18 @@ def test_a_groups_cpu_seconds_keep_what_an_ended_process_used(tmp_path):
         assert after["pids"] == [idle] and after["cpu_seconds"] >= first["cpu_seconds"]
     finally:
         kill_all([burner, idle])
+
+
+def test_large_counters_and_ages_keep_their_digits_in_the_metrics():
+    """A busy service passes a million CPU seconds in weeks: with six digits its counter would move
+    by tens of seconds, and rate() would see steps."""
+    usage = {"count": 1, "pids": [1], "cpu_seconds": 1234567.89, "rss_bytes": 4096, "open_fds": 3,
+             "uptime_s": 8640000.5}
+    metrics = hb.prometheus_text(report_with([{"key": "web", "home": "prime", "owner": "prime", "state": "running",
+                                               "fault": None, "takeovers": 1, "releases": 0, "start_failures": 0,
+                                               "stop_failures": 0, "last_takeover_s": 0.25, "last_release_s": None,
+                                               "processes": usage}], "7.0.0")).splitlines()
+    assert 'heartbeat_group_process_cpu_seconds_total{group="web"} 1234567.89' in metrics
+    assert 'heartbeat_group_process_uptime_seconds{group="web"} 8640000.5' in metrics
+    assert 'heartbeat_group_last_takeover_duration_seconds{group="web"} 0.25' in metrics
+    assert "heartbeat_uptime_seconds 1" in metrics
