@@ -13,7 +13,7 @@ import types
 import pytest
 
 import heartbeat as hb
-from fakes import Clock
+from fakes import Clock, scripts_config
 from paths import ROOT
 
 SLEEPS = 5
@@ -53,15 +53,7 @@ def kill_all(pids):
 @pytest.fixture()
 def service(tmp_path):
     """A configuration whose group `service::web` runs SERVICE; its Resources; the pid file."""
-    (tmp_path / "resource.d").mkdir()
-    (tmp_path / "ha.cf").write_text("keepalive 1\ndeadtime 5\nbcast lo\nnode prime calc\nauto_failback on\n")
-    (tmp_path / "authkeys").write_text("auth 1\n1 sha1 key\n")
-    os.chmod(tmp_path / "authkeys", 0o600)
-    script = tmp_path / "resource.d" / "service"
-    script.write_text(SERVICE)
-    script.chmod(0o755)
-    (tmp_path / "haresources").write_text("prime service::web\n")
-    cfg = hb.load_config(str(tmp_path), "prime")
+    cfg = scripts_config(tmp_path, {"service": SERVICE}, "prime service::web\n")
     resources = hb.Resources(cfg, Lines())
     pidfile = tmp_path / "web.pids"
     try:

@@ -11,6 +11,7 @@ import time
 import pytest
 
 import heartbeat as hb
+from fakes import scripts_config
 
 
 class FakeRun:
@@ -541,13 +542,7 @@ exit 0
 def test_a_started_resource_keeps_the_session_its_script_left_the_service_in_until_it_stops(tmp_path):
     """`sleep 300 &` in a start script is the service: it runs on in the script's session, whose id
     (the script's pid) Resources keeps for the group's accounting; a stop forgets it."""
-    (tmp_path / "resource.d").mkdir()
-    (tmp_path / "ha.cf").write_text("keepalive 1\ndeadtime 5\nbcast lo\nnode prime calc\nauto_failback on\n")
-    (tmp_path / "authkeys").write_text("auth 1\n1 sha1 key\n")
-    os.chmod(tmp_path / "authkeys", 0o600)
-    write_script(tmp_path / "resource.d" / "service", SERVICE_SCRIPT)
-    (tmp_path / "haresources").write_text("prime service::web\n")
-    cfg = hb.load_config(str(tmp_path), "prime")
+    cfg = scripts_config(tmp_path, {"service": "#!/bin/sh\n" + SERVICE_SCRIPT}, "prime service::web\n")
     resources = hb.Resources(cfg, Lines(), addresses=make([])[1])
     pidfile = tmp_path / "web.pid"
     service = 0
