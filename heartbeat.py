@@ -28,7 +28,8 @@ to the banners and to the names each layer uses.
     5. acting        addresses (IPAddresses), resource scripts and groups (Resources), Fencer
     6. sensing       Membership, PingNodes, LinkWatch, ServiceMonitor
     7. deciding      ClusterPolicy (who holds which group), IPFail
-    8. reporting     notify.d hooks, status text and JSON, Prometheus metrics, the HTML page
+    8. reporting     notify.d hooks, service accounting (with psutil, if installed), status text and
+                     JSON, Prometheus metrics, the HTML page
     9. daemon        logging, the HTTP listener, the control socket, Daemon (the event loop)
    10. tools         check, keygen, setup, export-pacemaker
    11. CLI           the subcommands, build_parser(), main()
@@ -283,6 +284,7 @@ KILLED_WAIT_S = 5.0     # a killed command still there then is stuck in the kern
 class CommandResult:
     returncode: int
     output: str
+    pid: int = 0                # the process run (with own_session, its session id too); 0: none started
 
 
 def run_command(argv: List[str], timeout_s: float, env: Optional[dict] = None,
@@ -312,7 +314,7 @@ def run_command(argv: List[str], timeout_s: float, env: Optional[dict] = None,
             except subprocess.TimeoutExpired:            # in uninterruptible sleep (D): a hung disk or NFS
                 note += f"; still there {KILLED_WAIT_S:g} s after SIGKILL (hung in the kernel?): not waited for"
         out.seek(max(0, out.seek(0, os.SEEK_END) - OUTPUT_KEPT_BYTES))
-        return CommandResult(returncode, out.read().decode(errors="replace") + note)
+        return CommandResult(returncode, out.read().decode(errors="replace") + note, proc.pid)
 
 
 def scheduled_like_the_daemon() -> None:
@@ -3787,6 +3789,9 @@ class Resources:
         self.stuck: set = set()      # keys of groups with a resource that would not stop
         self.conflicted: set = set()  # keys of groups whose last start met another host's answer for an address
         self.events = events if events is not None else EventLog()
+        # spec -> the session of its last successful start script: what that left running (`daemon &`)
+        # is the service (run_command gives each script a session of its own); written by the worker
+        self.sessions: Dict[str, int] = {}
 
     def environment(self, operation: str) -> dict:
         """What Heartbeat exports to scripts: HA_<directive>, HA_CURHOST, HA_DIR and friends."""
@@ -3892,6 +3897,8 @@ class Resources:
             self.log.info(f"Resource {res.spec} is already running")
             return
         result = self.run_script(res, "start")
+        if result.returncode == 0 and result.pid:
+            self.sessions[res.spec] = result.pid
         if result.returncode != 0:
             code = ocf_exit_text(result.returncode) if isinstance(res, AgentResource) else result.returncode
             raise ResourceError(f"{res.spec}: start returned {code}: {exit_reason(result.output)}")
@@ -3946,6 +3953,7 @@ class Resources:
                 if not self.stop(res, deadline):
                     self.recover_from_failed_stop(res)
                     return False
+                self.sessions.pop(res.spec, None)
         return True
 
     def recover_from_failed_stop(self, res) -> None:
@@ -6920,6 +6928,167 @@ class Notifier:
             time.sleep(0.02)
 
 
+# #### Reporting: service accounting (with psutil, when installed) #################################
+
+# What each group's services use: the processes its start scripts left running (run_command gives
+# each script a session of its own: `daemon &` stays in it), with their descendants. The numbers
+# come from the optional extra psutil, imported at the first report (never at start-up); without it
+# they are absent, `status` says how to get them, and nothing else changes.
+PSUTIL_INSTALL = "apt install python3-psutil (Debian, Ubuntu) or dnf install python3-psutil (RHEL, Fedora)"
+ACCOUNTING_CACHE_S = 1.0        # a collection is made at most this often: it reads /proc for every process
+PSUTIL_RETRY_S = 60.0           # without psutil, how often a report tries the import again (installed meanwhile)
+PROC_DIR = "/proc"
+PIDS_SHOWN = 8                  # of a group's service processes, in `status`'s line
+MIB = 1024 * 1024
+
+
+def load_psutil():
+    """The psutil module, or None when it is not installed (or cannot be loaded)."""
+    try:
+        import psutil
+    except (ImportError, OSError):
+        return None
+    return psutil
+
+
+def process_table(proc_dir: str = PROC_DIR) -> Dict[int, Tuple[int, int]]:
+    """pid -> (parent pid, session id) of every process: one read of /proc/PID/stat each."""
+    table = {}
+    for name in os.listdir(proc_dir):
+        if not name.isdigit():
+            continue
+        try:
+            with open(os.path.join(proc_dir, name, "stat"), "rb") as handle:
+                data = handle.read()
+        except OSError:
+            continue                    # gone meanwhile
+        fields = data.rpartition(b")")[2].split(None, 5)     # after "PID (COMM) ": state ppid pgrp session
+        if len(fields) > 3 and fields[1].isdigit() and fields[3].isdigit():    # else not a stat line: skipped
+            table[int(name)] = (int(fields[1]), int(fields[3]))
+    return table
+
+
+def service_processes(table: Dict[int, Tuple[int, int]], sessions, pids=()) -> List[int]:
+    """The processes in the sessions, the pids themselves, and every descendant of them (one that
+    made a session of its own is still its parent's)."""
+    found = {pid for pid, (_, sid) in table.items() if sid in sessions} | {pid for pid in pids if pid in table}
+    children = collections.defaultdict(list)
+    for pid, (ppid, _) in table.items():
+        children[ppid].append(pid)
+    todo = list(found)
+    while todo:                         # each pid is queued once at most
+        for child in children.pop(todo.pop(), ()):
+            if child not in found:
+                found.add(child)
+                todo.append(child)
+    return sorted(found)
+
+
+class ServiceRoots(NamedTuple):
+    """Where a group's service processes are found: sessions (and their descendants), pids (and theirs)."""
+    sessions: Tuple[int, ...]
+    pids: Tuple[int, ...] = ()
+
+
+class ProcessUsage(NamedTuple):
+    """One service process as psutil reads it."""
+    pid: int
+    born: float                     # its start, wall clock
+    cpu_s: float                    # its own user and system time
+    rss_bytes: int
+    open_fds: int
+
+
+class ServiceAccounting:
+    """Each group's service processes and what they use (count, CPU seconds, resident memory, open
+    descriptors, age), from psutil; None without it. Made in the loop at most once per
+    ACCOUNTING_CACHE_S (sooner when the groups' sessions change): a few ms for a few hundred
+    processes on the host. A group's CPU seconds only grow, as a Prometheus counter must: what a
+    process used stays counted after it ends (a sum over the living ones would fall)."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic, load=load_psutil, proc_dir: str = PROC_DIR):
+        self.clock, self.load, self.proc_dir = clock, load, proc_dir
+        self.psutil, self.tried_at = None, None
+        self.made_at: Optional[float] = None
+        self.asked: Dict[str, ServiceRoots] = {}
+        self.last: Dict[str, dict] = {}
+        self.ended: set = set()         # sessions found empty: a process later given that id is another's
+        self.cpu_total_s: Dict[str, float] = collections.defaultdict(float)   # group -> CPU seen, ever
+        self.cpu_seen: Dict[str, Dict[Tuple[int, float], float]] = {}         # group -> (pid, born) -> its CPU then
+
+    def module(self):
+        """psutil, imported at the first report; when missing, tried again every PSUTIL_RETRY_S (no restart
+        needed once it is installed)."""
+        now = self.clock()
+        if self.psutil is None and (self.tried_at is None or now - self.tried_at >= PSUTIL_RETRY_S):
+            self.psutil, self.tried_at = self.load(), now
+        return self.psutil
+
+    @property
+    def version(self) -> Optional[str]:
+        """psutil's version, or None when the numbers cannot be had."""
+        module = self.module()
+        return module.__version__ if module else None
+
+    def groups(self, roots: Dict[str, ServiceRoots]) -> Optional[Dict[str, dict]]:
+        """group key -> its processes' usage; None without psutil."""
+        psutil = self.module()
+        if psutil is None:
+            return None
+        now = self.clock()
+        if self.made_at is not None and now - self.made_at < ACCOUNTING_CACHE_S and roots == self.asked:
+            return self.last
+        table = process_table(self.proc_dir)
+        asked = {sid for root in roots.values() for sid in root.sessions}
+        alive = {sid for _, sid in table.values()}
+        self.ended = (self.ended | (asked - alive)) & asked
+        self.last = {key: self.group_usage(key, self.usage(psutil, service_processes(
+            table, set(root.sessions) - self.ended, root.pids))) for key, root in roots.items()}
+        self.made_at, self.asked = now, dict(roots)
+        return self.last
+
+    @staticmethod
+    def usage(psutil, pids: List[int]) -> List[ProcessUsage]:
+        found = []
+        for pid in pids:
+            try:
+                proc = psutil.Process(pid)
+                with proc.oneshot():
+                    times, memory, opened, born = proc.cpu_times(), proc.memory_info(), proc.num_fds(), \
+                        proc.create_time()
+            except psutil.Error:        # gone meanwhile, a zombie, or not ours to read
+                continue
+            found.append(ProcessUsage(pid, born, times.user + times.system, memory.rss, opened))
+        return found
+
+    def group_usage(self, key: str, processes: List[ProcessUsage]) -> dict:
+        """The group's sums; its CPU seconds grow by what each process used since it was last seen."""
+        seen, now_seen = self.cpu_seen.get(key, {}), {}
+        for proc in processes:
+            self.cpu_total_s[key] += max(0.0, proc.cpu_s - seen.get((proc.pid, proc.born), 0.0))
+            now_seen[(proc.pid, proc.born)] = proc.cpu_s
+        self.cpu_seen[key] = now_seen
+        oldest = min((proc.born for proc in processes), default=None)
+        return {"count": len(processes), "pids": [proc.pid for proc in processes],
+                "cpu_seconds": round(self.cpu_total_s[key], 2), "rss_bytes": sum(proc.rss_bytes for proc in processes),
+                "open_fds": sum(proc.open_fds for proc in processes),
+                "uptime_s": None if oldest is None else round(max(0.0, time.time() - oldest), 1)}
+
+
+def process_summary(usage: dict) -> str:
+    """A group's service processes in a few words, for `status` and the page."""
+    if not usage["count"]:
+        return "no service process (none left by its start scripts, or they ended)"
+    shown = " ".join(str(pid) for pid in usage["pids"][:PIDS_SHOWN]) + (" ..." if usage["count"] > PIDS_SHOWN else "")
+    return (f"{usage['count']} service process(es) (pid {shown}): CPU {usage['cpu_seconds']:.2f} s, "
+            f"RSS {usage['rss_bytes'] / MIB:.1f} MiB, {usage['open_fds']} open files, up {usage['uptime_s']:.0f} s")
+
+
+def accounting_missing(report: dict) -> bool:
+    """The daemon could not count its groups' service processes: its Python has no psutil."""
+    return "psutil" in report and report["psutil"] is None and bool(report.get("groups"))
+
+
 # #### Reporting: Prometheus text and the HTML page ################################################
 
 # Both are drawn from the same report as `status --json`, so they never disagree with it. Names
@@ -6928,6 +7097,8 @@ class Notifier:
 NODE_STATES = ("init", "up", "active", "dead", "ping")
 GROUP_STATES = tuple(state.value for state in GroupState)
 EVENTS_ON_PAGE = 50
+FLOAT_DIGITS = 15               # a float's significant digits in the text: a counter past a million seconds
+                                # still moves by its hundredths (a double holds 15 digits exactly)
 
 
 def group_state(group: dict) -> str:
@@ -6953,7 +7124,7 @@ class MetricsText:
         self.lines += [f"# HELP {name} {meaning}", f"# TYPE {name} {kind}"]
         for labels, value in samples:
             text = ",".join(f'{key}="{prometheus_label(val)}"' for key, val in labels.items())
-            number = f"{value:.6g}" if isinstance(value, float) else str(int(value))
+            number = f"{value:.{FLOAT_DIGITS}g}" if isinstance(value, float) else str(int(value))
             self.lines.append(f"{name}{{{text}}} {number}" if text else f"{name} {number}")
 
     def text(self) -> str:
@@ -7005,6 +7176,19 @@ def prometheus_text(report: dict) -> str:
             ("last_release_s", "heartbeat_group_last_release_duration_seconds", "how long the last stop took")):
         out.family(name, "gauge", meaning, [({"group": g["key"]}, None if g[field] is None else float(g[field]))
                                             for g in groups])
+    accounted = [g for g in groups if "processes" in g]           # with psutil only
+    for field, name, kind, meaning in (
+            ("count", "heartbeat_group_processes", "gauge",
+             "service processes of each group: its start scripts' sessions and their descendants"),
+            ("cpu_seconds", "heartbeat_group_process_cpu_seconds_total", "counter",
+             "CPU time (user and system) the group's service processes were seen to use, those ended included"),
+            ("rss_bytes", "heartbeat_group_process_resident_memory_bytes", "gauge",
+             "resident memory of the group's service processes"),
+            ("open_fds", "heartbeat_group_process_open_fds", "gauge",
+             "file descriptors the group's service processes hold open"),
+            ("uptime_s", "heartbeat_group_process_uptime_seconds", "gauge",
+             "seconds since the group's oldest service process started")):
+        out.family(name, kind, meaning, [({"group": g["key"]}, g["processes"][field]) for g in accounted])
     counters = report["counters"]
     out.family("heartbeat_packets_sent_total", "counter", "datagrams sent", [({}, counters.get("sent", 0))])
     out.family("heartbeat_packets_received_total", "counter", "datagrams received",
@@ -7075,9 +7259,11 @@ def html_page(report: dict) -> str:
         table("Links", ["node", "link", "status"],
               [[name, link, state] for name, node in nodes.items() if node.get("type") != "ping"
                for link, state in node["links"].items()]),
-        table("Resource groups", ["group", "home", "held by", "state", "takeovers here"],
-              [[g["key"], g["home"], g["owner"] or "nobody", g["state"], g["takeovers"]]
-               for g in report.get("groups", [])]),
+        table("Resource groups", ["group", "home", "held by", "state", "takeovers here", "service processes"],
+              [[g["key"], g["home"], g["owner"] or "nobody", g["state"], g["takeovers"],
+                process_summary(g["processes"]) if "processes" in g else "-"] for g in report.get("groups", [])]),
+        f"<p>Service processes are not counted: psutil is not installed ({html.escape(PSUTIL_INSTALL)}).</p>"
+        if accounting_missing(report) else "",
         table(f"Last {len(events)} events", ["time", "event", "about", "duration", "detail"],
               [[wall_text(e["time"], date=True), e["kind"], event_subjects(e),
                 "" if e["duration_ms"] is None else f"{e['duration_ms']} ms", e["detail"]] for e in events]),
@@ -7148,6 +7334,10 @@ def format_status(report: dict) -> str:
         if group.get("fault") and not note:
             note = f" [{group['state']}]"
         lines.append(f"group {group['key']} (home {group['home']}): held by {owner}{note}")
+        if "processes" in group:
+            lines.append(f"  {process_summary(group['processes'])}")
+    if accounting_missing(report):
+        lines.append(f"service processes: not counted (needs psutil: {PSUTIL_INSTALL})")
     for monitor in report.get("monitors", []):
         checked = "never checked" if monitor["last_checked_s"] is None else \
             f"{monitor['last_result']} {monitor['last_checked_s']:.1f} s ago"
@@ -7835,6 +8025,7 @@ class Daemon:
         self.faults = Faults(log, self.events)
         self.previous_excepthook = threading.excepthook
         self.notifier: Optional[Notifier] = None
+        self.accounting = ServiceAccounting()         # psutil is imported by the first report, if at all
         self.http: Optional[HTTPListener] = None
         self.wake_r, self.wake_w = socket.socketpair()     # signals
         self.post_r, self.post_w = socket.socketpair()     # results from the resource and reload threads
@@ -8203,6 +8394,25 @@ class Daemon:
             return {"ok": not error, "error": error, "node": self.config.node}
         return {"ok": False, "error": f"unknown command {command!r}"}
 
+    def service_roots(self) -> Dict[str, ServiceRoots]:
+        """Where each group's service processes are: the sessions its start scripts left them in."""
+        sessions = dict(self.policy.resources.sessions)          # a copy: the worker writes it
+        roots = {}
+        for group in self.config.groups:
+            started = tuple(sessions[res.spec] for res in group.resources if res.spec in sessions)
+            if started:
+                roots[group.key] = ServiceRoots(started)
+        return roots
+
+    def groups_report(self) -> List[dict]:
+        """The groups, each with its service processes' usage (`processes`) when psutil can tell."""
+        groups = self.policy.snapshot()
+        usage = self.accounting.groups(self.service_roots())
+        for group in groups:
+            if usage and group["key"] in usage:
+                group["processes"] = usage[group["key"]]
+        return groups
+
     def status(self, events: bool = True, last_events: Optional[int] = None) -> dict:
         """What `status` reports; events=False leaves out the history (the metrics need its counts only),
         last_events keeps its end (the status page shows EVENTS_ON_PAGE)."""
@@ -8224,7 +8434,8 @@ class Daemon:
             "ipfail": self.ipfail.snapshot(),
             "stonith": self.policy.fencer.snapshot() if self.policy.fencer else None,
             "rsc_hold": self.policy.rsc_hold(),
-            "groups": self.policy.snapshot(),
+            "groups": self.groups_report(),
+            "psutil": self.accounting.version,
             "monitors": self.monitor.snapshot(),
             "links_watched": self.policy.links.watched_links(),
             "counters": dict(membership.counters),

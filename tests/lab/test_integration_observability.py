@@ -9,6 +9,7 @@ import time
 
 import pytest
 
+import heartbeat as hb
 from netns import VIP, WEBSERVER_SCRIPT, Node, hacf, have_root_net, holders, page, wait
 from netns import WEB_PORT as PORT
 
@@ -223,3 +224,62 @@ def test_sighup_opens_moves_and_closes_the_listener(lab):
         if gone:
             wait(lambda gone=gone: not listening(gone), 5)
     assert node.status()["http_listen"] is None
+
+
+SERVICE_SCRIPT = """#!/bin/sh
+# service NAME start|stop|status: start leaves three sleeps running in its session (the service)
+pids="$(dirname "$0")/../../$1.pids"
+case "$2" in
+start) for i in 1 2 3; do sleep 300 & echo $! >> "$pids"; done ;;
+stop) [ -f "$pids" ] && kill $(cat "$pids") 2>/dev/null; rm -f "$pids" ;;
+status) [ -f "$pids" ] && echo running || echo stopped ;;
+esac
+exit 0
+"""
+
+
+def serving_alone(lab, python=sys.executable):
+    """prime alone, holding the group `service::web` (three sleeps), /metrics on HTTP_PORT."""
+    node = Node(lab, "prime", hacf(keepalive="200ms", deadtime="1", initdead="2"),
+                haresources="prime service::web\n", resource_scripts={"service": SERVICE_SCRIPT}, python=python)
+    node.write("heartbeat.py.cf", f"http_listen {HTTP_PORT}\n")
+    node.start()
+    node.wait_for(lambda s: s["groups"][0]["owner"] == "prime" and s["groups"][0]["state"] == "running", 20)
+    return node
+
+
+@pytest.mark.parametrize("lab", [("prime", "calc")], indirect=True)
+def test_with_psutil_status_and_metrics_count_the_processes_the_start_script_left(lab):
+    pytest.importorskip("psutil")
+    prime = serving_alone(lab)
+    with open(os.path.join(prime.root, "web.pids")) as handle:
+        pids = sorted(int(word) for word in handle.read().split())
+    group = prime.status()["groups"][0]
+    assert group["processes"]["pids"] == pids and group["processes"]["count"] == 3, group
+    assert group["processes"]["rss_bytes"] > 0 and group["processes"]["open_fds"] >= 9
+    text = lab.exec("prime", prime.argv("status")).stdout
+    assert f"  3 service process(es) (pid {' '.join(map(str, pids))}): CPU " in text, text
+    _, served = fetch(lab, prime, "/metrics")
+    assert 'heartbeat_group_processes{group="service::web"} 3' in served.splitlines()
+    assert 'heartbeat_group_process_cpu_seconds_total{group="service::web"} ' in served
+    if shutil.which("promtool"):
+        check = subprocess.run(["promtool", "check", "metrics"], input=served, capture_output=True, text=True,
+                               timeout=30)
+        assert check.returncode == 0, check.stdout + check.stderr
+
+
+@pytest.mark.parametrize("lab", [("prime", "calc")], indirect=True)
+def test_without_psutil_the_daemon_runs_as_before_and_status_says_how_to_get_the_numbers(lab):
+    """A Python without psutil: a venv of the tests' own, without its site-packages."""
+    bare = os.path.join(lab.tmp, "bare-python")
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", bare], check=True, timeout=60)
+    python = os.path.join(bare, "bin", "python")
+    assert subprocess.run([python, "-c", "import psutil"], capture_output=True, timeout=30).returncode == 1
+    prime = serving_alone(lab, python=python)
+    status = prime.status()
+    assert status["psutil"] is None and "processes" not in status["groups"][0]
+    text = lab.exec("prime", prime.argv("status")).stdout
+    assert f"service processes: not counted (needs psutil: {hb.PSUTIL_INSTALL})" in text.splitlines(), text
+    _, served = fetch(lab, prime, "/metrics")
+    assert "heartbeat_group_process" not in served and 'heartbeat_group_state{group="service::web",state="running"} 1' \
+        in served.splitlines()

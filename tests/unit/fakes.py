@@ -269,3 +269,14 @@ def restart(copy_dir, state):
     """restart_from_bytecode() in a process of its own, as the daemon command calls it."""
     return subprocess.run([sys.executable, "-c", RESTART, str(copy_dir), str(state)], capture_output=True,
                           text=True, timeout=30)
+
+
+def scripts_config(tmp_path, scripts, haresources):
+    """prime's configuration in tmp_path with these resource.d scripts (name -> body) and haresources."""
+    (tmp_path / "resource.d").mkdir()
+    (tmp_path / "ha.cf").write_text("keepalive 1\ndeadtime 5\nbcast lo\nnode prime calc\nauto_failback on\n")
+    write(str(tmp_path), "authkeys", "auth 1\n1 sha1 key\n", 0o600)
+    for name, body in scripts.items():
+        write(str(tmp_path / "resource.d"), name, body, 0o755)
+    (tmp_path / "haresources").write_text(haresources)
+    return hb.load_config(str(tmp_path), "prime")

@@ -460,7 +460,7 @@ def test_standby_that_may_not_open_the_socket_says_permission_denied(denied_run_
     assert result.stderr.startswith(f"heartbeat.py: permission denied on {path}"), result.stderr
 
 
-TOOL_MODULES = {"html", "shlex", "subprocess", "tempfile", "logging.handlers", "xml.etree.ElementTree"}
+TOOL_MODULES = {"html", "shlex", "subprocess", "tempfile", "logging.handlers", "xml.etree.ElementTree", "psutil"}
 
 
 def test_status_and_check_import_no_module_only_other_subcommands_need(confdir, tmp_path):

@@ -11,6 +11,7 @@ import time
 import pytest
 
 import heartbeat as hb
+from fakes import scripts_config
 
 
 class FakeRun:
@@ -547,3 +548,33 @@ def test_a_killed_command_stuck_in_the_kernel_is_not_waited_for_without_end(monk
     result = hb.run_command(["sleep", "30"], 0.2)
     assert time.monotonic() - started < 5 and calls == [0.2, 0.2]
     assert result.returncode == hb.EXIT_TIMED_OUT and "still there 0.2 s after SIGKILL" in result.output
+
+
+SERVICE_SCRIPT = """pidfile="$(dirname "$0")/../$1.pid"
+case "$2" in
+start) sleep 300 & echo $! > "$pidfile" ;;
+stop) [ -f "$pidfile" ] && kill "$(cat "$pidfile")"; rm -f "$pidfile" ;;
+status) [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null && echo running || echo stopped ;;
+esac
+exit 0
+"""
+
+
+def test_a_started_resource_keeps_the_session_its_script_left_the_service_in_until_it_stops(tmp_path):
+    """`sleep 300 &` in a start script is the service: it runs on in the script's session, whose id
+    (the script's pid) Resources keeps for the group's accounting; a stop forgets it."""
+    cfg = scripts_config(tmp_path, {"service": "#!/bin/sh\n" + SERVICE_SCRIPT}, "prime service::web\n")
+    resources = hb.Resources(cfg, Lines(), addresses=make([])[1])
+    pidfile = tmp_path / "web.pid"
+    service = 0
+    try:
+        assert resources.acquire_group(cfg.groups[0]) is None
+        service = int(pidfile.read_text())
+        assert resources.sessions == {"service::web": os.getsid(service)}
+        assert os.getsid(service) not in (os.getsid(0), service)     # the script's session, not ours nor its own
+        assert resources.release_group(cfg.groups[0]) is True
+        assert resources.sessions == {}
+        assert gone(service)
+    finally:
+        if service:
+            kill_if_alive(service)
