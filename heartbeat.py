@@ -4394,8 +4394,20 @@ class Peer:
     status_clock: Tuple[int, float] = (0, 0.0)   # its ts on the newest accepted status, and our clock then
     check_timer: Optional[Timer] = None
     rexmit_timer: Optional[Timer] = None
+    auth_index: Optional[int] = None      # the authkeys key its newest accepted message was signed with
+    other_key_since: Optional[float] = None   # since when it signs with another key than ours
+    other_key_warned: bool = False
 
 
+@dataclasses.dataclass
+class KeyUse:
+    """The datagrams that one authkeys key authenticated (any sender), and when the last came."""
+    received: int = 0
+    last_seen: Optional[float] = None
+
+
+KEY_MISMATCH_WARNING_INTERVAL_S = 3600.0   # a peer on another key than ours: warned once a deadtime
+                                           # after it began, again at most this often per peer
 SEQ_WINDOW = 200           # sequence numbers remembered per peer, for duplicates and replays
 LINK_SEQ_SLACK = 2         # a status is evidence for a link only when it is among the peer's newest
 STARTUP_GRACE_S = 5.0      # 3.0.6 announces a longer deadtime (dt) in its first 5 s after start,
@@ -4443,6 +4455,8 @@ class Membership:
         self.peers: Dict[str, Peer] = {}
         self.counters: Dict[str, int] = collections.Counter()
         self.complain = RateLimitedLog(log, self.clock)
+        self.key_use: Dict[int, KeyUse] = {}
+        self.key_complaint = RateLimitedLog(log, self.clock, KEY_MISMATCH_WARNING_INTERVAL_S)
         self.handlers = {"status": self.on_status, "shutdone": self.on_shutdone, "reqnodes": self.on_reqnodes,
                          "repnodes": self.on_repnodes, "NS_ackmsg": self.on_NS_ackmsg,
                          "NS_rexmit": self.on_NS_rexmit, "NS_nak_rexmit": self.on_NS_nak_rexmit}
@@ -4673,6 +4687,11 @@ class Membership:
             return self.drop(reason, f"dropped packet from {sender} on {link}: {err}")
         except Exception as err:    # a parser bug must cost one packet, not the daemon
             return self.drop("malformed", f"dropped packet from {sender} on {link}: {err!r}")
+        use = self.key_use.get(msg.auth_index)
+        if use is None:
+            use = self.key_use[msg.auth_index] = KeyUse()
+        use.received += 1
+        use.last_seen = self.clock()
         try:
             self.accept(msg, link, sender, datagram)
         except (ValueError, KeyError, TypeError) as err:
@@ -4729,6 +4748,7 @@ class Membership:
             if seq in peer.seen:
                 return self.drop("duplicate", log=False)
             self.track_seq(peer, seq)
+        self.note_signing_key(peer, msg.auth_index, now)
         dest = msg.get("dest")
         if dest and dest != self.identity.name:
             return self.drop("not_for_us", log=False)
@@ -4739,6 +4759,35 @@ class Membership:
             handler(peer, msg)
         else:
             self.listener.on_message(peer, msg)
+
+    def note_signing_key(self, peer: Peer, index: Optional[int], now: float) -> None:
+        """Which key the peer signs with. Another than ours for more than a deadtime is a key rotation
+        left half done: warned once (until it ends), the next time at most hourly."""
+        if index is None:
+            return
+        peer.auth_index, ours = index, self.config.authkeys.active
+        if index == ours:
+            peer.other_key_since, peer.other_key_warned = None, False
+        elif peer.other_key_since is None:
+            peer.other_key_since = now
+        elif not peer.other_key_warned and now - peer.other_key_since > self.hacf.deadtime_ms / 1000:
+            peer.other_key_warned = True
+            self.key_complaint(f"key {peer.name}", f"node {peer.name} signs with authkeys key {index}, this node "
+                               f"with key {ours}, for more than deadtime ({now - peer.other_key_since:.0f} s): "
+                               "finish the key rotation (the same 'auth N' in authkeys on both nodes, then a "
+                               "reload)", level="warn")
+
+    def key_snapshot(self) -> List[dict]:
+        """Each authkeys key, configured or heard: its method, whether we sign with it, the
+        datagrams it authenticated and how long ago the last."""
+        now, keys = self.clock(), self.config.authkeys
+        indexes = sorted(set(keys.methods) | {i for i in self.key_use if i is not None})
+        return [{"index": index, "method": keys.methods.get(index, ("", ""))[0] or None,
+                 "configured": index in keys.methods, "signing": index == keys.active,
+                 "received": self.key_use.get(index, KeyUse()).received,
+                 "last_seen_s": None if self.key_use.get(index, KeyUse()).last_seen is None
+                 else round(now - self.key_use[index].last_seen, 3)}
+                for index in indexes]
 
     def forget_sequence(self, peer: Peer) -> None:
         peer.max_seq = 0
@@ -5030,6 +5079,7 @@ class Membership:
                 "last_heard_s": None if peer.last_heard is None else round(now - peer.last_heard, 3),
                 "generation": peer.generation,
                 "deadtime_ms": peer.deadtime_ms,
+                "auth_index": peer.auth_index,
             }
         return nodes
 
@@ -7139,6 +7189,17 @@ def prometheus_text(report: dict) -> str:
     out.family("heartbeat_packets_dropped_total", "counter", "datagrams dropped, by reason",
                [({"reason": key[len("dropped_"):]}, value) for key, value in sorted(counters.items())
                 if key.startswith("dropped_") and key not in NORMAL_DROPS])
+    keys = report.get("auth_keys", [])
+    out.family("heartbeat_auth_key_received_total", "counter", "datagrams each authkeys key authenticated",
+               [({"index": k["index"], "method": k["method"] or ""}, k["received"]) for k in keys])
+    out.family("heartbeat_auth_key_last_seen_seconds", "gauge", "seconds since a datagram signed with each "
+               "authkeys key came", [({"index": k["index"]}, None if k["last_seen_s"] is None
+                                      else float(k["last_seen_s"])) for k in keys])
+    out.family("heartbeat_auth_key_signing", "gauge", "1 for the authkeys key this node signs with (auth N)",
+               [({"index": k["index"], "method": k["method"] or ""}, int(k["signing"])) for k in keys])
+    out.family("heartbeat_extra_info", "gauge", "1 when an optional package can be imported (its version), "
+               "0 when not", [({"extra": name, "version": version or ""}, int(bool(version)))
+                              for name, version in sorted(report.get("extras", {}).items())])
     monitors = report.get("monitors", [])
     out.family("heartbeat_monitor_failures", "gauge", "failures counted towards migration-threshold",
                [({"resource": m["resource"], "group": m["group"]}, m["failures"]) for m in monitors])
@@ -7229,6 +7290,16 @@ def format_events(report: dict) -> str:
 
 # #### Reporting: status text and cl_status answers ################################################
 
+def key_text(key: dict, nodes: dict) -> str:
+    """One authkeys key in `status`: `2 sha256 (signing): 1234 received, last 0.1 s ago, by prime`."""
+    name = f"{key['index']} {key['method'] or '(no longer configured)'}" + (" (signing)" if key["signing"] else "")
+    if not key["received"]:
+        return f"{name}: none received"
+    signers = [node for node, info in nodes.items() if info.get("auth_index") == key["index"]]
+    return (f"{name}: {key['received']} received, last {key['last_seen_s']:.1f} s ago"
+            + (f", by {' '.join(signers)}" if signers else ""))
+
+
 def format_status(report: dict) -> str:
     """`status` for a person: one line per node, its links, how long since heard."""
     lines = [f"heartbeat.py on {report['node']}: {report['status']} (pid {report['pid']}, "
@@ -7297,6 +7368,10 @@ def format_status(report: dict) -> str:
                if k.startswith("dropped_") and k not in NORMAL_DROPS}
     if dropped:
         lines.append("dropped packets: " + ", ".join(f"{k} {v}" for k, v in sorted(dropped.items())))
+    if report.get("auth_keys"):
+        lines.append("authkeys: " + "; ".join(key_text(key, report["nodes"]) for key in report["auth_keys"]))
+    if "extras" in report:
+        lines.append("extras: " + extras_text(report["extras"]))
     refused = report.get("notify_refused") or {}
     if refused:
         lines.append("notify hooks not run (another user could change them; the log says why): " +
@@ -8355,6 +8430,8 @@ class Daemon:
             "monitors": self.monitor.snapshot(),
             "links_watched": self.policy.links.watched_links(),
             "counters": dict(membership.counters),
+            "auth_keys": membership.key_snapshot(),
+            "extras": {name: extra_version(name) for name in EXTRAS},
             "name_conflict": membership.name_conflict,
             "watchdog": self.watchdog.snapshot() if self.watchdog else None,
             "http_listen": url_host(self.http.address) if self.http else None,
