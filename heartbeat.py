@@ -6,7 +6,8 @@ the same /etc/ha.d files (ha.cf, authkeys, haresources), the same log lines and
 the same UDP packets on port 694 (IPv4 and IPv6), so a cluster can be upgraded one
 node at a time. What Heartbeat never had (service monitors, the HTTP listener for
 /metrics, notify hook timeouts) lives in /etc/ha.d/heartbeat.py.cf; hooks in
-/etc/ha.d/notify.d. Standard library only: nothing to install but Python 3.9 or newer.
+/etc/ha.d/notify.d. Standard library only: nothing to install but Python 3.9 or newer; two optional
+extras, imported only when used: cryptography (aes256gcm in authkeys) and psutil.
 
 Quick start (as root, on both nodes):
     ./heartbeat.py keygen            # write /etc/ha.d/authkeys with a fresh key
@@ -19,11 +20,12 @@ The map. The file reads top to bottom in eleven layers, each under a banner of i
 uses only the layers above it, and a call back up (sensing telling deciding what changed) goes
 through a small typing.Protocol handed to the constructor. tests/unit/test_layers.py holds this map
 to the banners and to the names each layer uses.
-    1. foundations   errors, exit codes, time and text, Timers, run_command, Worker, atomic
-                     writes, the event history (every layer records into it)
+    1. foundations   errors, exit codes, the optional extras, time and text, Timers, run_command,
+                     Worker, atomic writes, the event history (every layer records into it)
     2. config        ha.cf (DIRECTIVES), authkeys, haresources, heartbeat.py.cf (SETTINGS),
                      STONITH lines, load_config()
-    3. protocol      Heartbeat's message format, the authkeys digests, identity and control fields
+    3. protocol      Heartbeat's message format, the authkeys digests and aes256gcm sealing,
+                     identity and control fields
     4. kernel I/O    UDP media, ICMP echo, rtnetlink, ARP and neighbour discovery, the watchdog
     5. acting        addresses (IPAddresses), resource scripts and groups (Resources), Fencer
     6. sensing       Membership, PingNodes, LinkWatch, ServiceMonitor

@@ -1,5 +1,7 @@
 """Reporting of the authkeys keys (received per index, last seen, which key each peer signs with)
 and of the optional extras: status text, status --json's fields and the Prometheus metrics."""
+import os
+
 import pytest
 
 import heartbeat as hb
@@ -53,3 +55,16 @@ def test_extra_version_finds_an_installed_package_without_importing_it(tmp_path,
     assert hb.extra_version("hbfakeextra") == "1.2.3"
     assert hb.extra_version("hb_no_such_extra") is None
     assert hb.extras_text({"a": "1.0", "b": None}) == "a 1.0, b absent"
+
+
+def test_the_readme_documents_the_key_metrics_status_fields_and_the_wire_format():
+    from paths import ROOT
+    with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as handle:
+        readme = handle.read()
+    for name in ("heartbeat_auth_key_received_total", "heartbeat_auth_key_last_seen_seconds",
+                 "heartbeat_auth_key_signing", "heartbeat_extra_info"):
+        assert f"| `{name}` |" in readme, name
+    for field in ("`auth_keys`", "`nodes.NAME.auth_index`", "`extras`", "#### Key rotation", "## Optional extras"):
+        assert field in readme, field
+    assert f"`{hb.SEALED_MAGIC.decode()}` ({len(hb.SEALED_MAGIC)} bytes)" in readme
+    assert f"info\n`{hb.AEAD_KEY_INFO.decode()}`" in readme or f"info `{hb.AEAD_KEY_INFO.decode()}`" in readme
