@@ -6,7 +6,8 @@ the same /etc/ha.d files (ha.cf, authkeys, haresources), the same log lines and
 the same UDP packets on port 694 (IPv4 and IPv6), so a cluster can be upgraded one
 node at a time. What Heartbeat never had (service monitors, the HTTP listener for
 /metrics, notify hook timeouts) lives in /etc/ha.d/heartbeat.py.cf; hooks in
-/etc/ha.d/notify.d. Standard library only: nothing to install but Python 3.9 or newer.
+/etc/ha.d/notify.d. Standard library only: nothing to install but Python 3.9 or newer; two optional
+extras, imported only when used: cryptography (aes256gcm in authkeys) and psutil.
 
 Quick start (as root, on both nodes):
     ./heartbeat.py keygen            # write /etc/ha.d/authkeys with a fresh key
@@ -19,11 +20,12 @@ The map. The file reads top to bottom in eleven layers, each under a banner of i
 uses only the layers above it, and a call back up (sensing telling deciding what changed) goes
 through a small typing.Protocol handed to the constructor. tests/unit/test_layers.py holds this map
 to the banners and to the names each layer uses.
-    1. foundations   errors, exit codes, time and text, Timers, run_command, Worker, atomic
-                     writes, the event history (every layer records into it)
+    1. foundations   errors, exit codes, the optional extras, time and text, Timers, run_command,
+                     Worker, atomic writes, the event history (every layer records into it)
     2. config        ha.cf (DIRECTIVES), authkeys, haresources, heartbeat.py.cf (SETTINGS),
                      STONITH lines, load_config()
-    3. protocol      Heartbeat's message format, the authkeys digests, identity and control fields
+    3. protocol      Heartbeat's message format, the authkeys digests and aes256gcm sealing,
+                     identity and control fields
     4. kernel I/O    UDP media, ICMP echo, rtnetlink, ARP and neighbour discovery, the watchdog
     5. acting        addresses (IPAddresses), resource scripts and groups (Resources), Fencer
     6. sensing       Membership, PingNodes, LinkWatch, ServiceMonitor
@@ -90,7 +92,9 @@ DEFAULT_RUN_DIR = "/var/run/heartbeat"
 INITD_DIR = "/etc/init.d"
 DEFAULT_UDPPORT = 694
 MAX_AUTH_INDEX = 15             # authkeys indexes are 0..15
-AUTH_METHODS_NEEDING_KEY = {"sha1": True, "md5": True, "crc": False}
+AUTH_METHODS_NEEDING_KEY = {"sha1": True, "md5": True, "crc": False, "sha256": True, "aes256gcm": True}
+HEARTBEAT_AUTH_METHODS = ("sha1", "md5", "crc")  # what 3.0.6 knows: it refuses to start on any other
+NEW_KEY_MIN_BYTES = 32          # of a sha256 or aes256gcm key: 256 bits of secret at the least
 IFNAMSIZ = 16                   # the kernel's interface name buffer, NUL included: names (and
                                 # address labels) are at most IFNAMSIZ - 1 characters
 
@@ -196,6 +200,60 @@ def redacted(text: str, secrets) -> str:
     for form in sorted(forms, key=len, reverse=True):
         text = text.replace(form, MASK)
     return text
+
+
+# #### Foundations: the optional extras ############################################################
+
+# heartbeat.py needs nothing but the standard library; these packages, when installed, add what
+# their line says and nothing changes without them. None is imported unless its feature is used.
+EXTRAS = {"cryptography": "aes256gcm in authkeys (AES-256-GCM sealed heartbeats)",
+          "psutil": "CPU and memory of each group's processes"}
+EXTRA_PACKAGES = {"cryptography": ("python3-cryptography", "python3-cryptography"),   # Debian/Ubuntu, RHEL
+                  "psutil": ("python3-psutil", "python3-psutil")}
+
+
+def extra_install_hint(name: str) -> str:
+    debian, rhel = EXTRA_PACKAGES[name]
+    return (f"install the Python package {name} for {sys.executable} (Debian/Ubuntu: apt install {debian}; "
+            f"RHEL: dnf install {rhel}; or pip install {name})")
+
+
+def extra_module(name: str, attribute: str = ""):
+    """An extra's module (or one of its submodules), imported at its first use; None when this
+    Python cannot import it."""
+    try:
+        return importlib.import_module(f"{name}.{attribute}" if attribute else name)
+    except ImportError:
+        return None
+
+
+def extra_version(name: str) -> Optional[str]:
+    """An extra's version when this Python can import it, None when not; found without importing
+    it (the daemon of a cluster that does not use it must not grow): from the module when loaded,
+    else from the name of its installed metadata (NAME-VERSION.dist-info or .egg-info)."""
+    module = sys.modules.get(name)
+    if module is not None:
+        return str(getattr(module, "__version__", "unknown version"))
+    try:
+        spec = importlib.import_module("importlib.util").find_spec(name)
+    except (ImportError, ValueError):
+        return None
+    if spec is None or not spec.origin:
+        return None
+    site = os.path.dirname(os.path.dirname(spec.origin))
+    try:
+        entries = os.listdir(site)
+    except OSError:
+        entries = []
+    for entry in sorted(entries):
+        found = re.fullmatch(re.escape(name) + r"-([^-]+?)(?:-py[0-9.]+)?\.(?:dist|egg)-info", entry, re.I)
+        if found:
+            return found.group(1)
+    return "unknown version"
+
+
+def extras_text(versions: Dict[str, Optional[str]]) -> str:
+    return ", ".join(f"{name} {version}" if version else f"{name} absent" for name, version in versions.items())
 
 
 # #### Foundations: timers and rate-limited complaints #############################################
@@ -1190,12 +1248,21 @@ def parse_authkeys(path: str, check_mode: bool = True) -> AuthKeys:
         if not 0 <= index <= MAX_AUTH_INDEX:
             errors.append(ConfigError(path, lineno, f"Invalid authnum [{index}]: use 0 to {MAX_AUTH_INDEX}"))
         elif method not in AUTH_METHODS_NEEDING_KEY:
-            errors.append(ConfigError(path, lineno, "Invalid authtype: Heartbeat knows sha1, md5 and crc"))
+            errors.append(ConfigError(path, lineno, "Invalid authtype: Heartbeat knows sha1, md5 and crc; "
+                                      "heartbeat.py also sha256 and aes256gcm"))
         elif AUTH_METHODS_NEEDING_KEY[method] and not key:
             errors.append(ConfigError(path, lineno, f"Auth method [{method}] requires a key"))
         elif key and not AUTH_METHODS_NEEDING_KEY[method]:
             errors.append(ConfigError(path, lineno, f"Auth method [{method}] doesn't use a key: "
                                       f"write '{index} {method}'"))
+        elif method not in HEARTBEAT_AUTH_METHODS and len(key.encode()) < NEW_KEY_MIN_BYTES:
+            errors.append(ConfigError(path, lineno, f"the {method} key of index {index} is "
+                                      f"{len(key.encode())} bytes: it needs {NEW_KEY_MIN_BYTES} or more; "
+                                      f"make one with: heartbeat.py keygen --method {method} --force"))
+        elif method == "aes256gcm" and extra_module("cryptography") is None:
+            errors.append(ConfigError(path, lineno, f"aes256gcm needs the package cryptography, which "
+                                      f"this Python cannot import: {extra_install_hint('cryptography')}. "
+                                      "Nothing falls back to a weaker method"))
         else:
             methods[index] = (method, key)
             method_lines[index] = lineno
@@ -2357,26 +2424,28 @@ def crc_digest(data: bytes) -> str:
 
 
 def hash_constructor(name: str):
-    """sha1/md5 from CPython's built-in modules: importing hashlib (or hmac, or secrets) loads
-    OpenSSL, which costs a resident daemon about 4 MB for two small hashes."""
-    try:
-        module = importlib.import_module("_" + name)
-        return getattr(module, name)
-    except (ImportError, AttributeError):
-        return getattr(importlib.import_module("hashlib"), name)
+    """sha1/md5/sha256 from CPython's built-in modules (_sha256 until 3.11, _sha2 since 3.12):
+    importing hashlib (or hmac, or secrets) loads OpenSSL, which costs a resident daemon about
+    4 MB for two small hashes."""
+    for module in ("_" + name, "_sha2"):
+        try:
+            return getattr(importlib.import_module(module), name)
+        except (ImportError, AttributeError):
+            continue
+    return getattr(importlib.import_module("hashlib"), name)
 
 
-HASHES = {"sha1": hash_constructor("sha1"), "md5": hash_constructor("md5")}
-HMAC_BLOCK = 64                  # both sha1 and md5 work on 64-byte blocks
+HASHES = {"sha1": hash_constructor("sha1"), "md5": hash_constructor("md5")}    # sha256: at its first use
+HMAC_BLOCK = 64                  # sha1, md5 and sha256 all work on 64-byte blocks
 HMAC_PADS: Dict[Tuple[str, str], tuple] = {}    # (method, key) -> keyed inner and outer states
 
 
 def hmac_hexdigest(method: str, key: str, data: bytes) -> str:
-    """HMAC (RFC 2104) with the built-in sha1/md5. The keyed inner and outer hash states are
-    made once per authkeys key and copied for each packet: ten of them a second at 100 ms."""
+    """HMAC (RFC 2104) with the built-in sha1/md5/sha256. The keyed inner and outer hash states
+    are made once per authkeys key and copied for each packet: ten of them a second at 100 ms."""
     pads = HMAC_PADS.get((method, key))
     if pads is None:
-        new = HASHES[method]
+        new = HASHES.get(method) or HASHES.setdefault(method, hash_constructor(method))
         raw = key.encode()
         block = (new(raw).digest() if len(raw) > HMAC_BLOCK else raw).ljust(HMAC_BLOCK, b"\0")
         pads = HMAC_PADS[(method, key)] = (new(bytes(k ^ 0x36 for k in block)),
@@ -2408,13 +2477,90 @@ def sign(keys: AuthKeys, data: bytes) -> str:
     return f"{keys.active} {auth_digest(method, key, data)}"
 
 
-def verify(keys: AuthKeys, token: str, data: bytes) -> bool:
-    """True when token is a valid `IDX DIGEST` for data under a configured index."""
+def verified_index(keys: AuthKeys, token: str, data: bytes) -> Optional[int]:
+    """The index of a valid `IDX DIGEST` token for data, None when it is not one. Any configured
+    index of a digest method is accepted (3.0.6 too accepts every listed index), each checked
+    with its own key; an aes256gcm index never signs a digest: only a sealed datagram uses it."""
     index, _, digest = token.partition(" ")
     if not is_number(index) or int(index) not in keys.methods:
-        return False
+        return None
     method, key = keys.methods[int(index)]
-    return compare_digest(auth_digest(method, key, data).encode(), digest.encode())
+    if method == "aes256gcm":
+        return None
+    return int(index) if compare_digest(auth_digest(method, key, data).encode(), digest.encode()) else None
+
+
+def verify(keys: AuthKeys, token: str, data: bytes) -> bool:
+    """True when token is a valid `IDX DIGEST` for data under a configured index."""
+    return verified_index(keys, token, data) is not None
+
+
+# #### Protocol: aes256gcm, sealed datagrams #######################################################
+
+class BadPacket(HAError):
+    """A datagram we drop: it does not parse, or its authentication is wrong."""
+
+
+# With `auth N` naming an aes256gcm key, each datagram is the message in its usual netstring form
+# (`###\n` fields `%%%\n`, without the two digests: the GCM tag authenticates every byte of it, a
+# digest inside would be a second MAC under the same secret), sealed with AES-256-GCM:
+#     SEALED_MAGIC (8 bytes) | N (1 byte) | nonce (12 random bytes) | ciphertext | tag (16 bytes)
+# The magic and N are the associated data: authenticated, not encrypted. The magic starts with
+# neither `###` nor `>>>`, so no Heartbeat parses a sealed datagram as a message. The message inside
+# keeps its seq, hg and ts: a replayed datagram opens fine and is dropped by the same checks.
+SEALED_MAGIC = b"HBPY-GCM"
+GCM_NONCE_BYTES = 12             # 96 bits, random for each datagram (2**32 datagrams per key is
+                                 # about 13 years at 10 a second: far below the birthday bound's risk)
+GCM_TAG_BYTES = 16
+SEALED_HEADER_BYTES = len(SEALED_MAGIC) + 1
+AEAD_KEY_BYTES = 32
+AEAD_KEY_INFO = b"heartbeat.py authkeys aes256gcm key"    # HKDF's info: this key is for this use only
+AEADS: Dict[str, object] = {}    # authkeys key -> its AESGCM (derived once per key)
+
+
+def aead_key(key: str) -> bytes:
+    """The AES-256 key of an authkeys key: HKDF-SHA256 (RFC 5869), no salt, info AEAD_KEY_INFO.
+    An extract-and-expand KDF, not the key itself: an authkeys key is text of any length (keygen's is
+    64 hex digits), and the label makes the AES key unrelated to any other use of the same text (a
+    sha256 line with that key, the ICMP echo tokens)."""
+    hkdf = extra_module("cryptography", "hazmat.primitives.kdf.hkdf")
+    hashes = extra_module("cryptography", "hazmat.primitives.hashes")
+    return hkdf.HKDF(algorithm=hashes.SHA256(), length=AEAD_KEY_BYTES, salt=None,
+                     info=AEAD_KEY_INFO).derive(key.encode())
+
+
+def aead_for(key: str):
+    cipher = AEADS.get(key)
+    if cipher is None:
+        aead = extra_module("cryptography", "hazmat.primitives.ciphers.aead")
+        if aead is None:         # parse_authkeys refuses such a file: only a package removed meanwhile
+            raise HAError(f"aes256gcm needs the package cryptography: {extra_install_hint('cryptography')}")
+        cipher = AEADS[key] = aead.AESGCM(aead_key(key))
+    return cipher
+
+
+def seal_datagram(keys: AuthKeys, plaintext: bytes) -> bytes:
+    """A message sealed with the aes256gcm key `auth N` names."""
+    header = SEALED_MAGIC + bytes([keys.active])
+    nonce = os.urandom(GCM_NONCE_BYTES)
+    return header + nonce + aead_for(keys.methods[keys.active][1]).encrypt(nonce, plaintext, header)
+
+
+def open_datagram(keys: AuthKeys, data: bytes) -> Tuple[bytes, int]:
+    """The message in a sealed datagram and the index it was sealed with; BadPacket when it does
+    not open (nothing of it is read but the header before the tag has been checked)."""
+    if len(data) < SEALED_HEADER_BYTES + GCM_NONCE_BYTES + GCM_TAG_BYTES:
+        raise BadPacket("authentication failed: sealed datagram too short")
+    index = data[len(SEALED_MAGIC)]
+    method, key = keys.methods.get(index, ("", ""))
+    if method != "aes256gcm":
+        raise BadPacket(f"authentication failed: sealed with index {index}, not an aes256gcm key here")
+    header, nonce = data[:SEALED_HEADER_BYTES], data[SEALED_HEADER_BYTES:SEALED_HEADER_BYTES + GCM_NONCE_BYTES]
+    try:
+        return aead_for(key).decrypt(nonce, data[SEALED_HEADER_BYTES + GCM_NONCE_BYTES:], header), index
+    except Exception:            # cryptography's InvalidTag: wrong key, or changed on the way
+        raise BadPacket(f"authentication failed: sealed datagram does not open with key {index} "
+                        "(aes256gcm): another key, or damaged or forged") from None
 
 
 # #### Protocol: Heartbeat's message format ########################################################
@@ -2427,10 +2573,6 @@ UDP_MAX_DATAGRAM = 65536         # what one UDP read can return (IPv4 payload at
 FIELD_TYPES = (b"(0)", b"(1)")    # on the wire, by FIELD_STRING and FIELD_BINARY
 
 
-class BadPacket(HAError):
-    """A datagram we drop: it does not parse, or its authentication is wrong."""
-
-
 class Message:
     """An ordered list of (name, type, value) fields, as Heartbeat keeps them, and the first
     value of each string field by name (a packet is looked up a dozen times on its way in)."""
@@ -2438,6 +2580,7 @@ class Message:
     def __init__(self, *pairs: Tuple[str, str]):
         self.fields: List[Tuple[str, int, bytes]] = []
         self.strings: Dict[str, bytes] = {}
+        self.auth_index: Optional[int] = None      # of a received message: the authkeys key that signed it
         for name, value in pairs:
             self.add(name, value)
 
@@ -2484,7 +2627,10 @@ def netstring_fields(fields) -> bytes:
 
 def seal(classic: bytes, body: bytes, keys: AuthKeys, msgfmt: str = "classic") -> bytes:
     """The datagram from its fields, both as classic text and as netstrings: the inner auth field
-    (msgfmt classic), the ###/%%% frame and the auth trailer over all of it."""
+    (msgfmt classic), the ###/%%% frame and the auth trailer over all of it; with an aes256gcm
+    key, the frame sealed instead."""
+    if keys.method == "aes256gcm":
+        return seal_datagram(keys, NETSTRING_START + body + NETSTRING_END)
     if msgfmt == "classic":
         token = sign(keys, classic).encode()
         body += b"%d:(0)auth=%s," % (len(token) + 8, token)
@@ -2519,21 +2665,34 @@ def decode_message(data: bytes, keys: AuthKeys) -> Message:
         return _decode_netstring(data, keys)
     if data.startswith(CLASSIC_START):
         return _decode_classic(data.rstrip(b"\0"), keys)
+    if data.startswith(SEALED_MAGIC):
+        plaintext, index = open_datagram(keys, data)
+        if not (plaintext.startswith(NETSTRING_START) and plaintext.endswith(NETSTRING_END)):
+            raise BadPacket("sealed datagram without a ###/%%% message inside")
+        return _netstring_fields(plaintext, len(plaintext) - len(NETSTRING_END), index)
     raise BadPacket("not a Heartbeat message (no ### or >>> header)")
 
 
 def _decode_netstring(data: bytes, keys: AuthKeys) -> Message:
     """Authenticate first (the trailer signs everything up to the last %%%), then read the
-    fields `LEN:(TYPE)NAME=VALUE,`, TYPE 0 (string) or 1 (binary)."""
+    fields."""
     stop = data.rfind(NETSTRING_END)
     if stop < len(NETSTRING_START):
         raise BadPacket("message without %%% end")
     token, end = _peel_netstring(data, stop + len(NETSTRING_END))
     if end != len(data):
         raise BadPacket("trailing bytes after the auth trailer")
-    if not verify(keys, token.decode("ascii", "replace"), data[:stop + len(NETSTRING_END)]):
+    index = verified_index(keys, token.decode("ascii", "replace"), data[:stop + len(NETSTRING_END)])
+    if index is None:
         raise BadPacket("authentication failed")
+    return _netstring_fields(data, stop, index)
+
+
+def _netstring_fields(data: bytes, stop: int, index: int) -> Message:
+    """The fields `LEN:(TYPE)NAME=VALUE,` (TYPE 0 string, 1 binary) between `###\n` and stop, of a
+    datagram authenticated with key `index`."""
     msg, pos = Message(), len(NETSTRING_START)
+    msg.auth_index = index
     while pos < stop:
         item, pos = _peel_netstring(data, pos)
         equals = item.find(b"=", 3)
@@ -2561,7 +2720,8 @@ def _decode_classic(data: bytes, keys: AuthKeys) -> Message:
         else:
             msg.add(name.decode("ascii", "replace"), value)
     token = msg.get("auth")
-    if token is None or not verify(keys, token, classic_text(msg.without("auth"))):
+    msg.auth_index = None if token is None else verified_index(keys, token, classic_text(msg.without("auth")))
+    if msg.auth_index is None:
         raise BadPacket("authentication failed")
     return msg
 
@@ -4258,8 +4418,20 @@ class Peer:
     status_clock: Tuple[int, float] = (0, 0.0)   # its ts on the newest accepted status, and our clock then
     check_timer: Optional[Timer] = None
     rexmit_timer: Optional[Timer] = None
+    auth_index: Optional[int] = None      # the authkeys key its newest accepted message was signed with
+    other_key_since: Optional[float] = None   # since when it signs with another key than ours
+    other_key_warned: bool = False
 
 
+@dataclasses.dataclass
+class KeyUse:
+    """The datagrams that one authkeys key authenticated (any sender), and when the last came."""
+    received: int = 0
+    last_seen: Optional[float] = None
+
+
+KEY_MISMATCH_WARNING_INTERVAL_S = 3600.0   # a peer on another key than ours: warned once a deadtime
+                                           # after it began, again at most this often per peer
 SEQ_WINDOW = 200           # sequence numbers remembered per peer, for duplicates and replays
 LINK_SEQ_SLACK = 2         # a status is evidence for a link only when it is among the peer's newest
 STARTUP_GRACE_S = 5.0      # 3.0.6 announces a longer deadtime (dt) in its first 5 s after start,
@@ -4311,6 +4483,8 @@ class Membership:
         self.peers: Dict[str, Peer] = {}
         self.counters: Dict[str, int] = collections.Counter()
         self.complain = RateLimitedLog(log, self.clock)
+        self.key_use: Dict[int, KeyUse] = {}
+        self.key_complaint = RateLimitedLog(log, self.clock, KEY_MISMATCH_WARNING_INTERVAL_S)
         self.handlers = {"status": self.on_status, "shutdone": self.on_shutdone, "reqnodes": self.on_reqnodes,
                          "repnodes": self.on_repnodes, "NS_ackmsg": self.on_NS_ackmsg,
                          "NS_rexmit": self.on_NS_rexmit, "NS_nak_rexmit": self.on_NS_nak_rexmit}
@@ -4541,6 +4715,11 @@ class Membership:
             return self.drop(reason, f"dropped packet from {sender} on {link}: {err}")
         except Exception as err:    # a parser bug must cost one packet, not the daemon
             return self.drop("malformed", f"dropped packet from {sender} on {link}: {err!r}")
+        use = self.key_use.get(msg.auth_index)
+        if use is None:
+            use = self.key_use[msg.auth_index] = KeyUse()
+        use.received += 1
+        use.last_seen = self.clock()
         try:
             self.accept(msg, link, sender, datagram)
         except (ValueError, KeyError, TypeError) as err:
@@ -4600,6 +4779,7 @@ class Membership:
             if seq in peer.seen:
                 return self.drop("duplicate", log=False)
             self.track_seq(peer, seq)
+        self.note_signing_key(peer, msg.auth_index, now)
         dest = msg.get("dest")
         if dest and dest != self.identity.name:
             return self.drop("not_for_us", log=False)
@@ -4610,6 +4790,35 @@ class Membership:
             handler(peer, msg)
         else:
             self.listener.on_message(peer, msg)
+
+    def note_signing_key(self, peer: Peer, index: Optional[int], now: float) -> None:
+        """Which key the peer signs with. Another than ours for more than a deadtime is a key rotation
+        left half done: warned once (until it ends), the next time at most hourly."""
+        if index is None:
+            return
+        peer.auth_index, ours = index, self.config.authkeys.active
+        if index == ours:
+            peer.other_key_since, peer.other_key_warned = None, False
+        elif peer.other_key_since is None:
+            peer.other_key_since = now
+        elif not peer.other_key_warned and now - peer.other_key_since > self.hacf.deadtime_ms / 1000:
+            peer.other_key_warned = True
+            self.key_complaint(f"key {peer.name}", f"node {peer.name} signs with authkeys key {index}, this node "
+                               f"with key {ours}, for more than deadtime ({now - peer.other_key_since:.0f} s): "
+                               "finish the key rotation (the same 'auth N' in authkeys on both nodes, then a "
+                               "reload)", level="warn")
+
+    def key_snapshot(self) -> List[dict]:
+        """Each authkeys key, configured or heard: its method, whether we sign with it, the
+        datagrams it authenticated and how long ago the last."""
+        now, keys = self.clock(), self.config.authkeys
+        indexes = sorted(set(keys.methods) | {i for i in self.key_use if i is not None})
+        return [{"index": index, "method": keys.methods.get(index, ("", ""))[0] or None,
+                 "configured": index in keys.methods, "signing": index == keys.active,
+                 "received": self.key_use.get(index, KeyUse()).received,
+                 "last_seen_s": None if self.key_use.get(index, KeyUse()).last_seen is None
+                 else round(now - self.key_use[index].last_seen, 3)}
+                for index in indexes]
 
     def forget_sequence(self, peer: Peer) -> None:
         peer.max_seq = 0
@@ -4901,6 +5110,7 @@ class Membership:
                 "last_heard_s": None if peer.last_heard is None else round(now - peer.last_heard, 3),
                 "generation": peer.generation,
                 "deadtime_ms": peer.deadtime_ms,
+                "auth_index": peer.auth_index,
             }
         return nodes
 
@@ -7196,6 +7406,17 @@ def prometheus_text(report: dict) -> str:
     out.family("heartbeat_packets_dropped_total", "counter", "datagrams dropped, by reason",
                [({"reason": key[len("dropped_"):]}, value) for key, value in sorted(counters.items())
                 if key.startswith("dropped_") and key not in NORMAL_DROPS])
+    keys = report.get("auth_keys", [])
+    out.family("heartbeat_auth_key_received_total", "counter", "datagrams each authkeys key authenticated",
+               [({"index": k["index"], "method": k["method"] or ""}, k["received"]) for k in keys])
+    out.family("heartbeat_auth_key_last_seen_seconds", "gauge", "seconds since a datagram signed with each "
+               "authkeys key came", [({"index": k["index"]}, None if k["last_seen_s"] is None
+                                      else float(k["last_seen_s"])) for k in keys])
+    out.family("heartbeat_auth_key_signing", "gauge", "1 for the authkeys key this node signs with (auth N)",
+               [({"index": k["index"], "method": k["method"] or ""}, int(k["signing"])) for k in keys])
+    out.family("heartbeat_extra_info", "gauge", "1 when an optional package can be imported (its version), "
+               "0 when not", [({"extra": name, "version": version or ""}, int(bool(version)))
+                              for name, version in sorted(report.get("extras", {}).items())])
     monitors = report.get("monitors", [])
     out.family("heartbeat_monitor_failures", "gauge", "failures counted towards migration-threshold",
                [({"resource": m["resource"], "group": m["group"]}, m["failures"]) for m in monitors])
@@ -7288,6 +7509,16 @@ def format_events(report: dict) -> str:
 
 # #### Reporting: status text and cl_status answers ################################################
 
+def key_text(key: dict, nodes: dict) -> str:
+    """One authkeys key in `status`: `2 sha256 (signing): 1234 received, last 0.1 s ago, by prime`."""
+    name = f"{key['index']} {key['method'] or '(no longer configured)'}" + (" (signing)" if key["signing"] else "")
+    if not key["received"]:
+        return f"{name}: none received"
+    signers = [node for node, info in nodes.items() if info.get("auth_index") == key["index"]]
+    return (f"{name}: {key['received']} received, last {key['last_seen_s']:.1f} s ago"
+            + (f", by {' '.join(signers)}" if signers else ""))
+
+
 def format_status(report: dict) -> str:
     """`status` for a person: one line per node, its links, how long since heard."""
     lines = [f"heartbeat.py on {report['node']}: {report['status']} (pid {report['pid']}, "
@@ -7360,6 +7591,10 @@ def format_status(report: dict) -> str:
                if k.startswith("dropped_") and k not in NORMAL_DROPS}
     if dropped:
         lines.append("dropped packets: " + ", ".join(f"{k} {v}" for k, v in sorted(dropped.items())))
+    if report.get("auth_keys"):
+        lines.append("authkeys: " + "; ".join(key_text(key, report["nodes"]) for key in report["auth_keys"]))
+    if "extras" in report:
+        lines.append("extras: " + extras_text(report["extras"]))
     refused = report.get("notify_refused") or {}
     if refused:
         lines.append("notify hooks not run (another user could change them; the log says why): " +
@@ -8439,6 +8674,8 @@ class Daemon:
             "monitors": self.monitor.snapshot(),
             "links_watched": self.policy.links.watched_links(),
             "counters": dict(membership.counters),
+            "auth_keys": membership.key_snapshot(),
+            "extras": {name: extra_version(name) for name in EXTRAS},
             "name_conflict": membership.name_conflict,
             "watchdog": self.watchdog.snapshot() if self.watchdog else None,
             "http_listen": url_host(self.http.address) if self.http else None,
@@ -8491,7 +8728,10 @@ auth 1
 def write_authkeys(path: str, method: str, force: bool) -> None:
     """Write a fresh authkeys atomically, mode 0600 from its first byte."""
     if method not in AUTH_METHODS_NEEDING_KEY:
-        raise HAError(f"unknown method {method}: use sha1, md5 or crc")
+        raise HAError(f"unknown method {method}: use sha1, md5, crc, sha256 or aes256gcm")
+    if method == "aes256gcm" and extra_module("cryptography") is None:
+        raise HAError(f"aes256gcm needs the package cryptography, which this Python cannot import: "
+                      f"{extra_install_hint('cryptography')}")
     if os.path.lexists(path) and not force:
         raise HAError(f"{path} already exists; use --force to replace it (every node needs the new key)")
     key = " " + os.urandom(32).hex() if AUTH_METHODS_NEEDING_KEY[method] else ""
@@ -8507,6 +8747,8 @@ def describe_config(config: Config) -> str:
     """The short human summary `check` prints."""
     cf = config.hacf
     method = config.authkeys.method
+    others = ", ".join(f"{index} {name}" for index, (name, _) in sorted(config.authkeys.methods.items())
+                       if index != config.authkeys.active)
     logs = [f"logfile {cf.logfile}" if cf.logfile else "",
             f"debugfile {cf.debugfile} (debug {cf.debug})" if cf.debugfile else "",
             f"syslog {cf.logfacility}" if cf.logfacility and cf.logfacility != "none" else ""]
@@ -8518,9 +8760,16 @@ def describe_config(config: Config) -> str:
         f"warntime {cf.warntime_ms} ms, initdead {cf.initdead_ms} ms",
         f"  failback:  auto_failback {cf.auto_failback}",
         f"  auth:      index {config.authkeys.active}, {method}"
-        + ("" if method != "crc" else f": {CRC_RISK}"),
+        + ("" if method != "crc" else f": {CRC_RISK}")
+        + (f" (also accepted: {others})" if others else ""),
         "  logging:   " + (", ".join(x for x in logs if x) or "none"),
+        "  extras:    " + extras_text({name: extra_version(name) for name in EXTRAS}),
     ]
+    newer = sorted({m for m, _ in config.authkeys.methods.values() if m not in HEARTBEAT_AUTH_METHODS})
+    if newer:
+        lines.append(f"    authkeys uses {' and '.join(newer)}: Heartbeat {HEARTBEAT_VERSION} does not know "
+                     f"{'them' if len(newer) > 1 else 'it'} and refuses to start with this file (every node must "
+                     "run heartbeat.py)")
     if cf.watchdog:
         lines.append(f"  watchdog:  {cf.watchdog}, fed every keepalive")
     if cf.ping_nodes:

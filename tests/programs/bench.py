@@ -12,10 +12,15 @@ Many addresses (fast profile, dual-stack lab): one group of 100 VIPs on prime (a
 link, timed until the last of them answers the client's ping from the peer; and the cut with one VIP in
 the same run, for the difference (see addresses_run). Idle with the HTTP listener: heartbeat.py alone,
 with `http_listen` and /metrics fetched every 15 s on both nodes, beside the same without (ONLY=idle-http).
+authkeys methods (heartbeat.py alone): the cost of one status packet in µs under sha1, sha256 and
+aes256gcm (sign or seal, then verify or open, in the daemon's Python), and idle CPU and RSS of a pair
+at keepalive 100ms under each, with the ratio to sha1 (ONLY=auth-idle; aes256gcm only where that
+Python imports cryptography).
 QUICK=1: one run per row, fast profile only, the address groups for heartbeat.py alone and no idle-http
-(unless ONLY names them). ONLY=WORD[,WORD]: only the sections whose name contains a word (failover-fast,
-failover-tutorial, idle, idle-http, addresses-ipv4, addresses-mixed, addresses-1000; ONLY=addresses
-runs all three address groups). SIGTERM or Ctrl-C: it stops and removes what it made, by name.
+nor auth-idle (unless ONLY names them). ONLY=WORD[,WORD]: only the sections whose name contains a word
+(failover-fast, failover-tutorial, idle, idle-http, addresses-ipv4, addresses-mixed, addresses-1000,
+auth-packet, auth-idle; ONLY=addresses runs all three address groups, ONLY=auth both auth sections).
+SIGTERM or Ctrl-C: it stops and removes what it made, by name.
 Prints a Markdown table; asserts nothing.
 """
 import ipaddress
@@ -464,7 +469,48 @@ while time.monotonic() < end:
 """
 
 
-def idle_run(kind, keepalive, seconds, scrape_every=None):
+SHA1_KEYS = "auth 1\n1 sha1 bench-secret\n"
+AUTH_METHODS = ("sha1", "sha256", "aes256gcm")
+AUTH_KEY = "bench-" + "k" * 58               # 64 bytes, as keygen's 32 random bytes in hex
+# One status packet as the daemon sends it (fixed fields, then seq, hg, ts, ld, ttl), sealed with
+# each method (seal: the in-message digest and the trailer, or AES-256-GCM) and opened (decode_message:
+# verify and parse, or open and parse): microseconds each, the best of 5 rounds, in the daemon's Python.
+PACKET_COST = """
+import sys, timeit
+sys.path.insert(0, sys.argv[1])
+import heartbeat as hb
+method, rounds = sys.argv[2], int(sys.argv[3])
+if method == "aes256gcm" and hb.extra_module("cryptography") is None:
+    print("n/a n/a")
+    sys.exit(0)
+keys = hb.AuthKeys("bench", 1, {1: (method, sys.argv[4])})
+msg = hb.Message(("t", "status"), ("st", "active"), ("dt", "1f4"), ("protocol", "1"), ("src", "prime"))
+msg.add("srcuuid", bytes(16), hb.FIELD_BINARY)
+for name, value in (("seq", "1a2b"), ("hg", "6b05d253"), ("ts", "6b05d257"), ("ld", "0.05 0.11 0.06 1/100 8140"),
+                    ("ttl", "3")):
+    msg.add(name, value)
+classic, body = hb.classic_text(msg.fields), hb.netstring_fields(msg.fields)
+data = hb.seal(classic, body, keys)
+assert hb.decode_message(data, keys).get("seq") == "1a2b"
+seal_s = min(timeit.repeat(lambda: hb.seal(classic, body, keys), number=rounds, repeat=5)) / rounds
+open_s = min(timeit.repeat(lambda: hb.decode_message(data, keys), number=rounds, repeat=5)) / rounds
+print(f"{seal_s * 1e6:.2f} {open_s * 1e6:.2f} {len(data)}")
+"""
+
+
+def packet_cost(method, rounds):
+    """(seal µs, open µs, datagram bytes) of one status packet under method, or None where the daemon's
+    Python cannot (aes256gcm without cryptography)."""
+    out = subprocess.run([DAEMON_PYTHON, "-c", PACKET_COST, REPO, method, str(rounds), AUTH_KEY],
+                         capture_output=True, text=True, check=True).stdout.split()
+    return None if out[0] == "n/a" else (float(out[0]), float(out[1]), int(out[2]))
+
+
+def authkeys_for(method):
+    return SHA1_KEYS if method == "sha1" else f"auth 1\n1 {method} {AUTH_KEY}\n"
+
+
+def idle_run(kind, keepalive, seconds, scrape_every=None, keys=SHA1_KEYS):
     """Per node: CPU seconds per minute and RSS (MB) of its daemon processes, both nodes up and
     both measured (heartbeat.py nodes fall into step, one wakes once a keepalive, one twice).
     scrape_every: heartbeat.py with `http_listen 9694`, its /metrics fetched that often on both
@@ -473,7 +519,6 @@ def idle_run(kind, keepalive, seconds, scrape_every=None):
     lab, procs = new_lab(["prime", "calc"]), []
     try:
         text = hacf(timers)
-        keys = "auth 1\n1 sha1 bench-secret\n"
         for name in ("prime", "calc"):
             if kind == BARE:
                 period = parse_time_ms(keepalive) / 1000
@@ -633,6 +678,7 @@ def measure():
                 print(f"  idle keepalive {keepalive} heartbeat.py, http_listen {label}: {values[label][-1]:.4f}",
                       file=sys.stderr, flush=True)
         scraped[keepalive] = values
+    auth_rows = auth_sections(quick, runs, idle_seconds, wanted, bool(only))
     header = "| measurement | " + " | ".join(kinds) + (" | heartbeat.py / 3.0.6 |" if len(kinds) > 1 else " |")
     if rows:
         print()
@@ -655,7 +701,43 @@ def measure():
         for keepalive, values in scraped.items():
             print(f"| keepalive {keepalive} | {fmt(values['without'])} | {fmt(values['with'])} | "
                   f"{ratio(values['with'], values['without'])} |")
+    if auth_rows:
+        print("\n| heartbeat.py, authkeys method | " + " | ".join(AUTH_METHODS) + " |")
+        print("|---" * (len(AUTH_METHODS) + 1) + "|")
+        for row in auth_rows:
+            print("| " + " | ".join(row) + " |")
     return 0
+
+
+def auth_sections(quick, runs, idle_seconds, wanted, only):
+    """Rows of the authkeys methods table: the cost per packet, then (not with QUICK=1 unless ONLY
+    asks) idle CPU and RSS of a pair under each method, medians of the runs, and the ratio to sha1."""
+    rows = []
+    if wanted("auth-packet"):
+        costs = {method: packet_cost(method, 2000 if quick else 20000) for method in AUTH_METHODS}
+        print(f"  cost per packet: {costs}", file=sys.stderr, flush=True)
+        for index, label in enumerate(("sign or seal a status packet, µs", "verify or open and parse it, µs")):
+            rows.append([label] + [f"{costs[m][index]:.1f}" if costs[m] else "n/a (no cryptography)"
+                                   for m in AUTH_METHODS])
+        rows.append(["together, µs (ratio to sha1)"] + [
+            f"{sum(costs[m][:2]):.1f} ({sum(costs[m][:2]) / sum(costs['sha1'][:2]):.2f})" if costs[m] else "n/a"
+            for m in AUTH_METHODS])
+        rows.append(["status datagram, bytes"] + [str(costs[m][2]) if costs[m] else "n/a" for m in AUTH_METHODS])
+    if wanted("auth-idle") and (only or not quick):
+        usable = [m for m in AUTH_METHODS if m != "aes256gcm" or packet_cost(m, 1)]
+        cpu, rss = {m: [] for m in usable}, {m: [] for m in usable}
+        for _ in range(runs):
+            for method in usable:
+                measured = idle_run("heartbeat.py", "100ms", idle_seconds, keys=authkeys_for(method))
+                cpu[method].append(measured["cpu"])
+                rss[method].append(measured["rss"])
+                print(f"  idle keepalive 100ms heartbeat.py {method}: {measured}", file=sys.stderr, flush=True)
+        for label, values, unit in (("idle CPU per node, s per minute [keepalive 100ms]", cpu, "s"),
+                                    ("idle RSS per node [keepalive 100ms]", rss, "MB")):
+            rows.append([label] + [f"{fmt(values[m], unit)}" + ("" if m == "sha1" else
+                                                               f" (x{ratio(values[m], values['sha1'])})")
+                                   if m in values else "n/a (no cryptography)" for m in AUTH_METHODS])
+    return rows
 
 
 if __name__ == "__main__":

@@ -219,7 +219,9 @@ def parsed_key(directory):
     return keys.methods[keys.active]
 
 
-@pytest.mark.parametrize("method", ["sha1", "md5"])
+@pytest.mark.parametrize("method", ["sha1", "md5", "sha256",
+                                    pytest.param("aes256gcm", marks=pytest.mark.skipif(
+                                        importlib.util.find_spec("cryptography") is None, reason="no cryptography"))])
 def test_keygen_writes_a_private_authkeys(tmp_path, method):
     directory = str(tmp_path)
     result = keygen(directory, *([] if method == "sha1" else ["--method", method]))
@@ -242,7 +244,7 @@ def test_keygen_crc_has_no_key(tmp_path):
 
 
 def test_keygen_unknown_method_refused(tmp_path):
-    result = keygen(str(tmp_path), "--method", "sha256")
+    result = keygen(str(tmp_path), "--method", "sha512")
     assert result.returncode != 0
     assert "Traceback" not in result.stderr
     assert os.listdir(tmp_path) == []

@@ -4,6 +4,7 @@ The expected behaviour is real Heartbeat 3.0.6's (shared/reference/heartbeat-v1.
 (e), (f), (g)), plus heartbeat.py's documented extensions (warnings for ignored directives,
 host names as IP resources). No root needed.
 """
+import importlib.util
 import gzip
 import os
 import re
@@ -867,8 +868,30 @@ def test_authkeys_non_ascii_digit_auth_index(tmp_path):
 
 
 def test_authkeys_unknown_method(tmp_path):
-    errors = authkeys_errors(tmp_path, "auth 2\n2 sha256 k\n")
-    assert errors[0] == (2, "Invalid authtype: Heartbeat knows sha1, md5 and crc")
+    errors = authkeys_errors(tmp_path, "auth 2\n2 sha512 " + "k" * 64 + "\n")
+    assert errors[0] == (2, "Invalid authtype: Heartbeat knows sha1, md5 and crc; heartbeat.py also sha256 "
+                            "and aes256gcm")
+
+
+@pytest.mark.parametrize("method", ["sha256", "aes256gcm"])
+def test_authkeys_new_methods_with_a_long_key(tmp_path, method):
+    if method == "aes256gcm" and importlib.util.find_spec("cryptography") is None:
+        pytest.skip("no cryptography here")
+    keys = authkeys(tmp_path, f"auth 3\n1 sha1 old\n3 {method} " + "k" * 32 + "\n")
+    assert keys.method == method and keys.methods[1] == ("sha1", "old")
+
+
+@pytest.mark.parametrize("method", ["sha256", "aes256gcm"])
+def test_authkeys_new_methods_refuse_a_key_shorter_than_32_bytes(tmp_path, method):
+    errors = authkeys_errors(tmp_path, f"auth 1\n1 sha1 old\n2 {method} " + "k" * 31 + "\n")
+    assert errors[0] == (3, f"the {method} key of index 2 is 31 bytes: it needs 32 or more; make one with: "
+                            f"heartbeat.py keygen --method {method} --force")
+    assert "k" * 31 not in errors[0][1]
+
+
+def test_authkeys_short_keys_of_heartbeats_methods_still_accepted(tmp_path):
+    """3.0.6 takes any sha1 key: a mixed cluster keeps working with the key it has."""
+    assert authkeys(tmp_path, "auth 1\n1 sha1 k\n2 md5 m\n").methods == {1: ("sha1", "k"), 2: ("md5", "m")}
 
 
 @pytest.mark.parametrize("method", ["sha1", "md5"])

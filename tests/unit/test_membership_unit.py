@@ -841,3 +841,89 @@ def test_autojoin_other_joins_a_bounded_number_of_names(world):
         membership.receive(calc.status(name=f"joiner{n}"), "eth0", "10.0.0.9")
     assert len(membership.peers) == hb.AUTOJOIN_MAX_PEERS
     assert membership.counters["dropped_unknown_node"] == 11          # calc, listed in ha.cf, counts too
+
+
+# ---------------------------------------------------------------- authkeys keys: counts and rotation
+
+def rotated(config, active, methods):
+    config.authkeys = hb.AuthKeys(config.authkeys.path, active, methods)
+
+
+def test_each_key_counts_what_it_authenticated_and_when(world):
+    membership, clock, timers, rec, config = world
+    rotated(config, 2, {2: ("sha1", "secret"), 3: ("sha256", "n" * 64)})
+    membership.start()
+    calc = Calc(config)
+    for _ in range(3):
+        membership.receive(calc.status(), "eth0")
+    advance(world, 2)
+    calc.keys = hb.AuthKeys("k", 3, config.authkeys.methods)
+    membership.receive(calc.status(), "eth0")
+    advance(world, 0.5)
+    assert membership.key_snapshot() == [
+        {"index": 2, "method": "sha1", "configured": True, "signing": True, "received": 3, "last_seen_s": 2.5},
+        {"index": 3, "method": "sha256", "configured": True, "signing": False, "received": 1, "last_seen_s": 0.5}]
+    assert membership.snapshot()["calc"]["auth_index"] == 3
+    calc.keys = hb.AuthKeys("k", 2, {2: ("sha1", "wrong")})
+    membership.receive(calc.status(), "eth0")
+    assert membership.counters["dropped_bad_auth"] == 1
+    assert [k["received"] for k in membership.key_snapshot()] == [3, 1]
+
+
+def test_a_key_no_longer_configured_stays_in_the_counts(world):
+    membership, clock, timers, rec, config = world
+    membership.start()
+    membership.receive(Calc(config).status(), "eth0")
+    rotated(config, 3, {3: ("sha256", "n" * 64)})
+    assert [(k["index"], k["method"], k["configured"], k["received"]) for k in membership.key_snapshot()] == \
+        [(2, None, False, 1), (3, "sha256", True, 0)]
+
+
+def test_a_packet_under_an_unknown_key_is_counted_and_no_sign_of_life(world):
+    membership, clock, timers, rec, config = world
+    membership.start()
+    calc = Calc(config)
+    calc.keys = hb.AuthKeys("k", 5, {5: ("sha1", "secret")})
+    for _ in range(3):
+        membership.receive(calc.status(), "eth0")
+    assert membership.counters["dropped_bad_auth"] == 3
+    assert membership.peers["calc"].last_heard is None and membership.key_snapshot()[0]["received"] == 0
+
+
+def test_a_peer_on_another_key_for_more_than_a_deadtime_is_warned_once(world):
+    membership, clock, timers, rec, config = world
+    rotated(config, 2, {2: ("sha1", "secret"), 3: ("sha256", "n" * 64)})
+    membership.start()
+    calc = Calc(config)
+    calc.keys = hb.AuthKeys("k", 3, config.authkeys.methods)
+    warning = "node calc signs with authkeys key 3, this node with key 2, for more than deadtime"
+    for _ in range(int(DEADTIME_MS / KEEPALIVE_MS)):
+        membership.receive(calc.status(), "eth0")
+        advance(world, KEEPALIVE_MS / 1000)
+    assert not rec.has(warning)
+    for _ in range(20):
+        membership.receive(calc.status(), "eth0")
+        advance(world, KEEPALIVE_MS / 1000)
+    assert len([line for line in rec.lines if warning in line]) == 1
+    assert [line for line in rec.lines if warning in line][0].startswith("warn: ")
+    assert membership.peers["calc"].status != "dead"
+    rotated(config, 3, config.authkeys.methods)           # the rotation finished: no more warnings
+    for _ in range(20):
+        membership.receive(calc.status(), "eth0")
+        advance(world, KEEPALIVE_MS / 1000)
+    assert len([line for line in rec.lines if warning in line]) == 1
+    assert membership.peers["calc"].other_key_since is None
+
+
+def test_a_rotation_finished_within_a_deadtime_is_not_warned(world):
+    membership, clock, timers, rec, config = world
+    rotated(config, 2, {2: ("sha1", "secret"), 3: ("sha256", "n" * 64)})
+    membership.start()
+    calc = Calc(config)
+    calc.keys = hb.AuthKeys("k", 3, config.authkeys.methods)
+    for beat in range(30):
+        if beat == 3:
+            rotated(config, 3, config.authkeys.methods)
+        membership.receive(calc.status(), "eth0")
+        advance(world, KEEPALIVE_MS / 1000)
+    assert not rec.has("signs with authkeys key")
