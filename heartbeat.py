@@ -22,12 +22,15 @@ through a small typing.Protocol handed to the constructor. tests/unit/test_layer
 to the banners and to the names each layer uses.
     1. foundations   errors, exit codes, the optional extras, time and text, Timers, run_command,
                      Worker, atomic writes, the event history (every layer records into it)
-    2. config        ha.cf (DIRECTIVES), authkeys, haresources, heartbeat.py.cf (SETTINGS),
-                     STONITH lines, load_config()
+    2. config        ha.cf (DIRECTIVES), authkeys, haresources (3.0.6's resource.d names and OCF
+                     agents: HEARTBEAT_WRAPPERS), heartbeat.py.cf (SETTINGS), STONITH lines,
+                     load_config()
     3. protocol      Heartbeat's message format, the authkeys digests and aes256gcm sealing,
                      identity and control fields
-    4. kernel I/O    UDP media, ICMP echo, rtnetlink, ARP and neighbour discovery, the watchdog
-    5. acting        addresses (IPAddresses), resource scripts and groups (Resources), Fencer
+    4. kernel I/O    UDP media, ICMP echo, rtnetlink, ARP and neighbour discovery, real-time
+                     scheduling and locked memory, the watchdog
+    5. acting        addresses (IPAddresses), OCF agents, resource scripts and groups (Resources),
+                     Fencer
     6. sensing       Membership, PingNodes, LinkWatch, ServiceMonitor
     7. deciding      ClusterPolicy (who holds which group), IPFail
     8. reporting     notify.d hooks, service accounting (with psutil, if installed), status text and

@@ -217,6 +217,17 @@ def dump(real, py):
     return f"--- real {real.name}:\n{real.log()[-6000:]}\n--- heartbeat.py {py.name}:\n{py.log()[-6000:]}"
 
 
+def prime_holds_with_a_marker(lab, disk, real, py, prime):
+    """Both nodes started; prime holds everything, the disk mounted there alone, with a file written
+    on it that the other node must read after a takeover."""
+    start(real)
+    start(py)
+    wait(both_active(real, py), 30)
+    assert max(watch(lab, disk, holds_everything(lab, disk, "prime"), 40)) <= 1
+    marker = in_mount_ns(prime, ["sh", "-c", f"echo written-on-prime > {disk.mountpoint}/marker && sync"])
+    assert marker.returncode == 0, marker.stderr
+
+
 @pytest.mark.parametrize("real_name", ["prime", "calc"])
 def test_the_drbd_era_group_moves_on_a_graceful_stop_and_comes_back(lab, real_name):
     """prime holds the group; its daemon is stopped (calc takes everything: VIP, disk with prime's data,
@@ -225,12 +236,7 @@ def test_the_drbd_era_group_moves_on_a_graceful_stop_and_comes_back(lab, real_na
     disk, real, py = build(lab, real_name)
     prime, calc = (real, py) if real_name == "prime" else (py, real)
     try:
-        start(real)
-        start(py)
-        wait(both_active(real, py), 30)
-        assert max(watch(lab, disk, holds_everything(lab, disk, "prime"), 40)) <= 1
-        marker = in_mount_ns(prime, ["sh", "-c", f"echo written-on-prime > {disk.mountpoint}/marker && sync"])
-        assert marker.returncode == 0, marker.stderr
+        prime_holds_with_a_marker(lab, disk, real, py, prime)
 
         stopped = time.monotonic()
         prime.stop()
@@ -317,12 +323,7 @@ def test_the_drbd_era_group_moves_when_its_holder_crashes_and_comes_back_after_i
     disk, real, py = build(lab, real_name)
     prime, calc = (real, py) if real_name == "prime" else (py, real)
     try:
-        start(real)
-        start(py)
-        wait(both_active(real, py), 30)
-        assert max(watch(lab, disk, holds_everything(lab, disk, "prime"), 40)) <= 1
-        marker = in_mount_ns(prime, ["sh", "-c", f"echo written-on-prime > {disk.mountpoint}/marker && sync"])
-        assert marker.returncode == 0, marker.stderr
+        prime_holds_with_a_marker(lab, disk, real, py, prime)
 
         crashed = time.monotonic()
         crash(lab, "prime", prime, disk)

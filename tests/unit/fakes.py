@@ -280,3 +280,18 @@ def scripts_config(tmp_path, scripts, haresources):
         write(str(tmp_path / "resource.d"), name, body, 0o755)
     (tmp_path / "haresources").write_text(haresources)
     return hb.load_config(str(tmp_path), "prime")
+
+
+def pcs_applied_to_a_cib_file(text, tmp_path):
+    """The `pcs -f "$CIB"` lines of an export run on an empty CIB file (the cluster part, pcs cluster
+    setup/start/cib-push, needs real nodes), then crm_verify on the result: the file's path."""
+    cib = tmp_path / "cib.xml"
+    cib.write_text(subprocess.run(["cibadmin", "--empty"], capture_output=True, text=True, check=True,
+                                  timeout=30).stdout)
+    commands = "\n".join(line for line in text.splitlines() if line.startswith('pcs -f "$CIB"'))
+    result = subprocess.run(["sh", "-e", "-c", commands], capture_output=True, text=True, timeout=300,
+                            env=dict(os.environ, CIB=str(cib)))
+    assert result.returncode == 0, result.stderr
+    verify = subprocess.run(["crm_verify", "--xml-file", str(cib)], capture_output=True, text=True, timeout=60)
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+    return cib

@@ -8,6 +8,7 @@ import sys
 import pytest
 
 import heartbeat as hb
+from fakes import pcs_applied_to_a_cib_file
 from paths import GOLDEN, HEARTBEAT
 
 FIXED_DIR = "/etc/ha.d"
@@ -279,16 +280,7 @@ def test_crm_verify_accepts_the_xml(tmp_path, files):
 def test_pcs_applies_the_script_to_a_cib_file(tmp_path, files):
     config, _ = make(tmp_path, files)
     text, _, _ = hb.export_pacemaker(config, "pcs", unit_dirs=())
-    cib = tmp_path / "cib.xml"
-    cib.write_text(subprocess.run(["cibadmin", "--empty"], capture_output=True, text=True, check=True,
-                                  timeout=30).stdout)
-    # The cluster part (pcs cluster setup/start/cib-push) needs real nodes; the CIB part runs on a file.
-    commands = "\n".join(line for line in text.splitlines() if line.startswith('pcs -f "$CIB"'))
-    result = subprocess.run(["sh", "-e", "-c", commands], capture_output=True, text=True, timeout=300,
-                            env=dict(os.environ, CIB=str(cib)))
-    assert result.returncode == 0, result.stderr
-    verify = subprocess.run(["crm_verify", "--xml-file", str(cib)], capture_output=True, text=True, timeout=60)
-    assert verify.returncode == 0, verify.stdout + verify.stderr
+    cib = pcs_applied_to_a_cib_file(text, tmp_path)
     configured = cib.read_text()
     for group in config.groups:
         for res in group.resources:

@@ -15,6 +15,7 @@ import subprocess
 import pytest
 
 import heartbeat as hb
+from fakes import pcs_applied_to_a_cib_file
 
 HACF = ("keepalive 500ms\ndeadtime 3\nudpport 694\nbcast eth0\nnode prime\nnode calc\nauto_failback on\n")
 LINE = ("prime IPaddr2::10.77.0.100/24/eth0 Filesystem::/srv/disk.img::/srv/data::ext4::loop "
@@ -97,15 +98,7 @@ def test_pcs_applies_the_script_to_a_cib_file(tmp_path):
     text, _, _ = hb.export_pacemaker(config(tmp_path), "pcs", unit_dirs=())
     creates = [line for line in text.splitlines() if " resource create " in line and " ocf:" in line]
     assert len(creates) == 4 and not [line for line in creates if "--force" in line], creates
-    cib = tmp_path / "cib.xml"
-    cib.write_text(subprocess.run(["cibadmin", "--empty"], capture_output=True, text=True, check=True,
-                                  timeout=30).stdout)
-    commands = "\n".join(line for line in text.splitlines() if line.startswith('pcs -f "$CIB"'))
-    result = subprocess.run(["sh", "-e", "-c", commands], capture_output=True, text=True, timeout=300,
-                            env=dict(os.environ, CIB=str(cib)))
-    assert result.returncode == 0, result.stderr
-    verify = subprocess.run(["crm_verify", "--xml-file", str(cib)], capture_output=True, text=True, timeout=60)
-    assert verify.returncode == 0, verify.stdout + verify.stderr
+    cib = pcs_applied_to_a_cib_file(text, tmp_path)
     found = primitives(cib.read_text())
     for agent, params in EXPECTED.items():
         assert {k: v for k, v in found.get(agent, {}).items() if k in params} == params, (agent, found.get(agent))
