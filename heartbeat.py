@@ -1749,6 +1749,10 @@ MAX_PBKDF2_ITERATIONS = 10000000    # above, one check takes seconds of a core
 PBKDF2_DEFAULT_ITERATIONS = 600000  # OWASP's 2023 advice for PBKDF2-HMAC-SHA256
 PBKDF2_PREFIX = "pbkdf2_sha256"
 
+MAX_PROCESS_QUORUM = 100000       # processes of one name a watch may ask for (pid_max is 4194304 at most)
+MAX_PROCESS_DELAY_MS = 3600000    # a process watch's delay: a service may be short of processes that long
+TASK_COMM_CHARS = 15              # the kernel's TASK_COMM_LEN (16), NUL included: /proc/PID/comm's length
+
 MONITOR_OPTIONS = (
     Directive("interval", "time", "10s", "time between two status checks", low=100, high=86400000),
     Directive("timeout", "time", "20s", "a status check still running then is killed and counts as failed",
@@ -1760,6 +1764,19 @@ MONITOR_OPTIONS = (
               "(0: never)", low=0, high=86400000 * 365),
     Directive("OCF_CHECK_LEVEL", "int", "0", "an OCF agent's monitor depth, as in Pacemaker (0, 10, 20: "
               "deeper checks where the agent has them)", low=0, high=1000),
+    Directive("process", "text", "", "instead of running `status`: watch the processes of this name (as keepalived's "
+              "track_process: /proc/PID/comm, at most 15 characters), each through a pidfd, acted on the moment "
+              "one exits; interval is then a safety rescan of /proc, timeout how long one may sit in D state "
+              "(uninterruptible, not switching) before it counts as hung"),
+    Directive("cmdline", "bool", "no", "with process: match the command as run (argv[0] of /proc/PID/cmdline, e.g. "
+              "/usr/sbin/nginx, not cut to 15 characters) instead of comm"),
+    Directive("quorum", "int", "1", "with process: fewer matching processes than this (zombies and hung ones not "
+              "counted) is a failure", low=1, high=MAX_PROCESS_QUORUM),
+    Directive("quorum_max", "int", "INFINITY", "with process: more matching processes than this is a failure too",
+              low=1, high=MAX_PROCESS_QUORUM, choices=INFINITY_WORDS),
+    Directive("delay", "time", "0", "with process: how long the count may stay outside quorum..quorum_max before "
+              "that is a failure (a supervisor that respawns a worker in time is no failure)", low=0,
+              high=MAX_PROCESS_DELAY_MS),
 )
 SETTINGS = [
     Setting("link_watch", "on|off", "watch this node's links and addresses through rtnetlink (default on): "
@@ -1768,8 +1785,8 @@ SETTINGS = [
             "resets its peer (default 0), so that in a partition the active node wins the race and keeps serving"),
     Setting("monitor", "RESOURCE", "watch a script or OCF agent resource of haresources (its name, the word "
             "before `::`): its `status` (an agent's `monitor`, timeout by default the one the agent advertises) "
-            "every interval, restarted in place on failure, its group moved to the peer after "
-            "migration-threshold failures", MONITOR_OPTIONS),
+            "every interval, or with process=NAME its processes, watched by the kernel's word, restarted in place on "
+            "failure, its group moved to the peer after migration-threshold failures", MONITOR_OPTIONS),
     Setting("http_listen", "[ADDRESS:]PORT|off", "serve /metrics (Prometheus) and a read-only status page on "
             "this address (default off; a bare port listens on 127.0.0.1 only; [::1]:PORT for IPv6)"),
     Setting("notify_timeout", "TIME", "how long a notify.d hook may run before it is killed (default 30s; 1s to "
@@ -1922,8 +1939,16 @@ SINGLE_VALUE_SETTINGS = {                                    # name -> (Settings
     "http_basic_auth": ("http_basic_auth", parse_basic_auth)}
 
 
-def option_value(option: Directive, text: str) -> int:
-    """One option=value of a heartbeat.py.cf line as a number (ms for times); ValueError why not."""
+def option_value(option: Directive, text: str) -> Union[int, str, bool]:
+    """One option=value of a heartbeat.py.cf line as a number (ms for times), a word or a boolean;
+    ValueError why not."""
+    if option.kind == "text":
+        return text
+    if option.kind == "bool":
+        try:
+            return parse_bool(text)
+        except ValueError:
+            raise ValueError(f"{option.name} must be yes or no") from None
     if option.kind == "time":
         try:
             ms = parse_duration_ms(text)
@@ -1959,11 +1984,22 @@ class MonitorSettings:
     migration_threshold: int  # 0: INFINITY, never moved
     failure_timeout_ms: int   # 0: failures never clear by themselves
     ocf_check_level: int      # an OCF agent's monitor depth
+    process: str = ""         # a process watch: the processes' name (comm, or argv[0] with cmdline); "": status
+    cmdline: bool = False
+    quorum: int = 1
+    quorum_max: int = 0       # 0: INFINITY, no maximum
+    delay_ms: int = 0
 
     def describe(self) -> str:
         threshold = self.migration_threshold or "INFINITY"
         clears = format_duration(self.failure_timeout_ms) if self.failure_timeout_ms else "0 (never)"
         depth = f" OCF_CHECK_LEVEL={self.ocf_check_level}" if self.ocf_check_level else ""
+        if self.process:
+            return (f"monitor {self.name} process={self.process}{' cmdline=yes' if self.cmdline else ''} "
+                    f"quorum={self.quorum} quorum_max={self.quorum_max or 'INFINITY'} "
+                    f"delay={format_duration(self.delay_ms) if self.delay_ms else 0} "
+                    f"interval={format_duration(self.interval_ms)} timeout={format_duration(self.timeout_ms)} "
+                    f"migration-threshold={threshold} failure-timeout={clears}")
         return (f"monitor {self.name} interval={format_duration(self.interval_ms)} "
                 f"timeout={format_duration(self.timeout_ms)} fall={self.fall} "
                 f"migration-threshold={threshold} failure-timeout={clears}{depth}")
@@ -2006,7 +2042,7 @@ def find_monitored(name: str, groups: List[ResourceGroup]) -> Tuple[ResourceGrou
     raise ValueError(f"haresources has no resource {name} (its script resources: {', '.join(scripts) or 'none'})")
 
 
-def parse_setting_words(setting: Setting, words: List[str]) -> Tuple[str, Dict[str, int], List[str]]:
+def parse_setting_words(setting: Setting, words: List[str]) -> Tuple[str, Dict[str, Union[int, str, bool]], List[str]]:
     """`OPERAND option=value...` by the table: (operand, {field: value} with defaults, problems)."""
     problems: List[str] = []
     operand = words[0] if words and ("=" not in words[0] or not setting.options) else ""    # base64 ends in =
@@ -2033,6 +2069,37 @@ def parse_setting_words(setting: Setting, words: List[str]) -> Tuple[str, Dict[s
         except ValueError as err:
             problems.append(str(err))
     return operand, values, problems
+
+
+PROCESS_ONLY_OPTIONS = ("cmdline", "quorum", "quorum_max", "delay")
+STATUS_ONLY_OPTIONS = ("fall", "OCF_CHECK_LEVEL")
+
+
+def process_watch_problem(values: Dict[str, object], given) -> str:
+    """What is wrong with a `monitor` line's process watch options ("" when nothing is)."""
+    name = values["process"]
+    if not name:
+        if "process" in given:
+            return "process= needs a name (e.g. process=nginx)"
+        extra = [option for option in PROCESS_ONLY_OPTIONS if option in given]
+        return f"{', '.join(extra)} only go(es) with process=NAME" if extra else ""
+    extra = [option for option in STATUS_ONLY_OPTIONS if option in given]
+    if extra:
+        return f"{', '.join(extra)} belong(s) to status checks; a process watch (process={name}) runs none"
+    if not name.isprintable():
+        return f"process={name!r}: the name has a character that is not printable"
+    if not values["cmdline"]:
+        if "/" in name:
+            return (f"process={name}: /proc/PID/comm holds a name without its directory; write "
+                    f"process={name.rstrip('/').rpartition('/')[2][:TASK_COMM_CHARS]}, or add cmdline=yes to match "
+                    "the command as run")
+        if len(name) > TASK_COMM_CHARS:
+            return (f"process={name}: the kernel keeps {TASK_COMM_CHARS} characters of a process name "
+                    f"(/proc/PID/comm): write process={name[:TASK_COMM_CHARS]}, or add cmdline=yes to match the "
+                    "whole command as run")
+    if values["quorum_max"] and values["quorum_max"] < values["quorum"]:
+        return f"quorum_max ({values['quorum_max']}) is less than quorum ({values['quorum']}): no count is right"
+    return ""
 
 
 def parse_settings(path: str, groups: Optional[List[ResourceGroup]]) -> Settings:
@@ -2088,7 +2155,12 @@ def parse_settings(path: str, groups: Optional[List[ResourceGroup]]) -> Settings
                                       f"at line {watched[res.spec]}"))
             continue
         given = {word.partition("=")[0] for word in words[1:]}
-        if isinstance(res, AgentResource) and "timeout" not in given and "monitor" in res.metadata.timeouts_ms:
+        problem = process_watch_problem(values, given)
+        if problem:
+            errors.append(ConfigError(path, lineno, f"monitor {operand}: {problem}"))
+            continue
+        if isinstance(res, AgentResource) and "timeout" not in given and "monitor" in res.metadata.timeouts_ms \
+                and not values["process"]:
             values["timeout_ms"] = res.metadata.timeouts_ms["monitor"]      # what the agent advertises
         if not isinstance(res, AgentResource) and "OCF_CHECK_LEVEL" in given:
             errors.append(ConfigError(path, lineno, f"monitor {operand}: OCF_CHECK_LEVEL is for OCF agents; "
@@ -9169,7 +9241,7 @@ def settings_table() -> str:
     for setting in SETTINGS:
         operand = setting.operand.replace("|", "\\|")          # a bar would end the Markdown cell
         rows.append(f"| `{setting.name} {operand}` | | | {setting.meaning} |")
-        rows.extend(f"| | `{o.name}=` | {o.default} | {o.meaning} |" for o in setting.options)
+        rows.extend(f"| | `{o.name}=` | {o.default or '-'} | {o.meaning} |" for o in setting.options)
     return "\n".join(rows)
 
 
