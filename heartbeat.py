@@ -3491,6 +3491,89 @@ def watchdog_problem(path: str) -> Optional[str]:
     return None
 
 
+# #### Kernel I/O: processes (/proc and pidfds) ####################################################
+
+PROC_DIR = "/proc"
+PROC_STAT_READ_BYTES = 1024        # /proc/PID/stat is one line of 52 numbers and a 15-character name
+PROC_CMDLINE_READ_BYTES = 4096     # argv[0] of a path up to PATH_MAX, and its NUL
+PROC_STARTTIME_FIELD = 19          # starttime (field 22 of proc(5)), counted after the state (field 3) as 0
+
+
+class ProcStat(NamedTuple):
+    """One process as /proc/PID/stat shows it. A pid may be used again once its process is gone;
+    (pid, starttime) may not: it says which process a pid was."""
+    pid: int
+    comm: str                      # its name, at most TASK_COMM_CHARS
+    state: str                     # R running, S sleeping, D uninterruptible (I/O), Z zombie, T stopped...
+    starttime: int                 # clock ticks after boot
+
+
+def parse_proc_stat(pid: int, data: bytes) -> Optional[ProcStat]:
+    """/proc/PID/stat's line; the name sits between the first '(' and the last ')' (it may hold both)."""
+    head, paren, tail = data.rpartition(b")")
+    opened = head.find(b"(")
+    fields = tail.split()
+    if not paren or opened < 0 or len(fields) <= PROC_STARTTIME_FIELD or not fields[PROC_STARTTIME_FIELD].isdigit():
+        return None
+    return ProcStat(pid, os.fsdecode(head[opened + 1:]), fields[0].decode("ascii", "replace"),
+                    int(fields[PROC_STARTTIME_FIELD]))
+
+
+def read_small_file(path: str, limit: int) -> Optional[bytes]:
+    """The first `limit` bytes of a /proc file, or None when it is gone (the process exited) or unreadable."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        return os.read(fd, limit)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+
+
+class ProcTable:
+    """The processes of this pid namespace as /proc shows them, and pidfds that the kernel makes readable
+    when their process exits (pidfd_open(2): Linux 5.3 and Python 3.9). The process watch reaches the
+    kernel through it alone, so tests can wrap it."""
+
+    def __init__(self, root: str = PROC_DIR):
+        self.root = root
+
+    def pids(self) -> List[int]:
+        try:
+            return [int(name) for name in os.listdir(self.root) if name.isdigit()]
+        except OSError:
+            return []
+
+    def stat(self, pid: int) -> Optional[ProcStat]:
+        data = read_small_file(f"{self.root}/{pid}/stat", PROC_STAT_READ_BYTES)
+        return parse_proc_stat(pid, data) if data else None
+
+    def argv0(self, pid: int) -> Optional[str]:
+        """The command as it was run (argv[0] of /proc/PID/cmdline); None for a kernel thread, a zombie or a
+        process gone."""
+        data = read_small_file(f"{self.root}/{pid}/cmdline", PROC_CMDLINE_READ_BYTES)
+        return os.fsdecode(data.split(b"\0", 1)[0]) if data else None
+
+    def switches(self, pid: int) -> Optional[int]:
+        """How many times it has been switched out (voluntary + nonvoluntary, /proc/PID/status): a process
+        in D state whose count stands still is not waking at all (the kernel's hung-task test)."""
+        data = read_small_file(f"{self.root}/{pid}/status", PROC_CMDLINE_READ_BYTES)
+        if not data:
+            return None
+        counts = [int(line.split()[1]) for line in data.splitlines()
+                  if line.startswith((b"voluntary_ctxt_switches:", b"nonvoluntary_ctxt_switches:"))]
+        return sum(counts) if counts else None
+
+    def open_pidfd(self, pid: int) -> int:
+        """A pidfd for pid (close-on-exec); OSError: ESRCH when it is gone, ENOSYS without pidfd_open."""
+        pidfd_open = getattr(os, "pidfd_open", None)
+        if pidfd_open is None:
+            raise OSError(errno.ENOSYS, "this Python has no os.pidfd_open (Python 3.9 and Linux 5.3 have it)")
+        return pidfd_open(pid)
+
 # ==================================================================================================
 # 5. ACTING: addresses, resource scripts and groups, fencing
 # ==================================================================================================
@@ -5341,6 +5424,7 @@ class Watch:
     last_failure: Optional[float] = None
     restarts: int = 0
     moved_away: bool = False        # the group was handed to the peer: not started here
+    procs: Optional["ProcessWatch"] = None   # a `process=` watch; None: a status check every interval
 
 
 class MonitorRequests(Protocol):
@@ -5355,14 +5439,234 @@ class MonitorRequests(Protocol):
     def allow_here(self, key: str) -> None: ...
 
 
+class ProcessWatch:
+    """A `monitor RESOURCE process=NAME` line's processes, watched the way keepalived's track_process
+    names them (/proc/PID/comm, or argv[0] with cmdline=yes; zombies never count) but through pidfds: each
+    matching process is held by one in the daemon's loop, which the kernel makes readable the moment
+    that process exits, so an exit is acted on at once and nothing is polled. Processes that appear are
+    found by reading /proc again (a few ms) when a watched one exits, when `delay` runs out, after a
+    restart and every `interval` (the safety rescan, which also samples D state: one in D for `timeout`
+    without once being switched is hung, and counts as gone). The count outside quorum..quorum_max for
+    `delay` calls lost(why) once; rearm() after a restart starts afresh. Without pidfd_open (Linux before
+    5.3, a seccomp filter) the rescan every interval is all there is, and the log says so once."""
+
+    def __init__(self, settings: MonitorSettings, procs: ProcTable, selector: selectors.BaseSelector,
+                 timers: Timers, log, may_watch: Callable[[], bool], lost: Callable[[str], None]):
+        self.settings, self.procs, self.selector, self.timers, self.log = settings, procs, selector, timers, log
+        self.may_watch, self.lost = may_watch, lost
+        self.watching = False
+        self.matched: Dict[int, ProcStat] = {}
+        self.pidfds: Dict[int, int] = {}                  # pid -> pidfd, registered in the selector
+        self.blocked: Dict[int, Tuple[float, Optional[int]]] = {}   # pid in D -> (since, its switch count)
+        self.hung: set = set()
+        self.ended: Dict[int, int] = {}                   # pid -> start time of one whose pidfd said it exited
+        self.polling = ""                                 # why there are no pidfds ("": there are)
+        self.lost_since: Optional[float] = None           # outside quorum since
+        self.reported = False                             # lost() called for this outage
+        self.settling = False                             # restarted: no verdict before quorum or the next interval
+        self.delay_timer: Optional[Timer] = None
+        self.last_change: Optional[float] = None          # when the count last changed
+        self.last_scan: Optional[float] = None
+        self.scans = self.exits = 0
+
+    # -- what matches and how many -------------------------------------------
+
+    def matches(self, found: ProcStat) -> bool:
+        if found.state in ("Z", "X") or self.ended.get(found.pid) == found.starttime:
+            return False
+        if not self.settings.cmdline:
+            return found.comm == self.settings.process
+        return self.procs.argv0(found.pid) == self.settings.process
+
+    def count(self) -> int:
+        return len(self.matched) - len(self.hung)
+
+    def in_quorum(self) -> bool:
+        count, settings = self.count(), self.settings
+        return settings.quorum <= count and (not settings.quorum_max or count <= settings.quorum_max)
+
+    def result(self) -> str:
+        """In the words of a status check's last_result: running, stopped, hung or out of quorum."""
+        if self.in_quorum():
+            return "running"
+        return "hung" if self.hung and not self.count() else "stopped" if not self.count() else "out of quorum"
+
+    def describe(self) -> str:
+        """The count in words, for the log and `status`: '0 processes named nginx (quorum 1)'."""
+        bounds = f"{self.settings.quorum}..{self.settings.quorum_max}" if self.settings.quorum_max \
+            else f"{self.settings.quorum}"
+        hung = f", {len(self.hung)} more hung in D state" if self.hung else ""
+        return f"{self.count()} process{'es' if self.count() != 1 else ''} named {self.settings.process}{hung} " \
+               f"(quorum {bounds})"
+
+    # -- watching -------------------------------------------------------------
+
+    def start(self) -> None:
+        """The group runs here: find the processes and hold each by a pidfd."""
+        if not self.watching:
+            self.watching, self.lost_since, self.reported = True, None, False
+        self.scan()
+
+    def stop(self) -> None:
+        """The group is not held here (or is being changed): watch nothing."""
+        self.watching = False
+        for pid in list(self.pidfds):
+            self.forget(pid)
+        self.matched.clear()
+        self.blocked.clear()
+        self.hung.clear()
+        self.ended.clear()
+        self.timers.cancel(self.delay_timer)
+        self.delay_timer, self.lost_since, self.reported = None, None, False
+
+    def rearm(self) -> None:
+        """After a restart in place: a new outage may begin. A service whose start returned before all its
+        processes are up is given until the next interval (or the count in quorum) before a verdict."""
+        self.timers.cancel(self.delay_timer)
+        self.delay_timer, self.lost_since, self.reported = None, None, False
+        self.watching, self.settling = True, True
+        self.scan()
+
+    def forget(self, pid: int) -> None:
+        fd = self.pidfds.pop(pid, None)
+        if fd is not None:
+            self.selector.unregister(fd)
+            os.close(fd)
+
+    def hold(self, found: ProcStat) -> bool:
+        """A pidfd for a matching process, checked to be that process (a pid used again since the scan
+        has another start time); False when it is gone already."""
+        if self.polling or found.pid in self.pidfds:
+            return True
+        try:
+            fd = self.procs.open_pidfd(found.pid)
+        except OSError as err:
+            if err.errno == errno.ESRCH:
+                return False
+            self.polling = f"pidfd_open: {err.strerror or err}"
+            self.log.warn(f"monitor {self.settings.name}: {self.polling}: its processes are looked for every "
+                          f"{format_duration(self.settings.interval_ms)} (interval) instead of watched")
+            return True
+        again = self.procs.stat(found.pid)
+        if again is None or again.starttime != found.starttime:
+            os.close(fd)
+            return False
+        self.pidfds[found.pid] = fd
+        self.selector.register(fd, selectors.EVENT_READ, lambda _fd, pid=found.pid: self.exited(pid))
+        return True
+
+    def scan(self) -> None:
+        """Read /proc: the matching processes now, each held; then judge the count."""
+        now = self.timers.clock()
+        self.scans += 1
+        self.last_scan = now
+        before = len(self.matched) - len(self.hung)
+        matched, seen = {}, set()
+        for pid in self.procs.pids():
+            found = self.procs.stat(pid)
+            seen.add(pid)
+            if found is not None and self.matches(found) and self.hold(found):
+                matched[pid] = found
+        self.ended = {pid: start for pid, start in self.ended.items() if pid in seen}
+        for pid in list(self.pidfds):
+            if pid not in matched:
+                self.forget(pid)          # it exec'd into another name, or is a zombie now
+        self.matched = matched
+        self.sample_blocked(now)
+        if self.count() != before:
+            self.last_change = now
+        self.judge()
+
+    def sample_blocked(self, now: float) -> None:
+        """D state, at each scan: hung once it has been in D for `timeout` without one switch."""
+        timeout_s = self.settings.timeout_ms / 1000
+        for pid in list(self.blocked):
+            if pid not in self.matched or self.matched[pid].state != "D":
+                del self.blocked[pid]
+        self.hung = set()
+        for pid, found in self.matched.items():
+            if found.state != "D":
+                continue
+            switches = self.procs.switches(pid)
+            since, seen = self.blocked.get(pid, (now, switches))
+            if switches != seen:
+                since = now
+            self.blocked[pid] = (since, switches)
+            if now - since >= timeout_s:
+                self.hung.add(pid)
+
+    def exited(self, pid: int) -> None:
+        """Its pidfd became readable: that process exited. Read /proc again at once (a supervisor may
+        have started another already), unless the group is being changed: then watch nothing."""
+        self.exits += 1
+        self.forget(pid)
+        if pid in self.matched:
+            self.ended[pid] = self.matched[pid].starttime
+        if not self.may_watch():
+            self.stop()
+            return
+        self.scan()
+
+    # -- quorum ---------------------------------------------------------------
+
+    def judge(self) -> None:
+        if not self.watching:
+            return
+        if self.in_quorum():
+            self.settling = False
+            if self.lost_since is not None:
+                self.log.info(f"Resource {self.settings.name}: {self.describe()}: back in quorum")
+            self.timers.cancel(self.delay_timer)
+            self.delay_timer, self.lost_since, self.reported = None, None, False
+            return
+        now = self.timers.clock()
+        if self.lost_since is None:
+            self.lost_since = now
+            if self.settings.delay_ms:
+                self.log.warn(f"Resource {self.settings.name}: {self.describe()}: a failure unless back within "
+                              f"{format_duration(self.settings.delay_ms)} (delay)")
+                self.delay_timer = self.timers.call_later(self.settings.delay_ms / 1000, self.delay_over)
+                return
+        if self.delay_timer is not None or self.reported or self.settling:
+            return
+        self.reported = True
+        self.lost(self.describe())
+
+    def delay_over(self) -> None:
+        self.delay_timer = None
+        if self.watching:
+            self.scan()
+
+    def tick(self) -> None:
+        """Every interval while the group runs here: the safety rescan; an outage reported before (its
+        restart failed) is reported again while it lasts, as a status check would find it again."""
+        if not self.watching:
+            self.start()
+            return
+        self.reported = self.settling = False
+        self.scan()
+
+    def snapshot(self, now: float) -> dict:
+        return {"name": self.settings.process, "cmdline": self.settings.cmdline, "watching": self.watching,
+                "matched": self.count(), "pids": sorted(set(self.matched) - self.hung), "hung": sorted(self.hung),
+                "quorum": self.settings.quorum, "quorum_max": self.settings.quorum_max or None,
+                "delay_ms": self.settings.delay_ms, "in_quorum": self.in_quorum() if self.watching else None,
+                "last_change_s": None if self.last_change is None else round(now - self.last_change, 1),
+                "events": "polling" if self.polling else "pidfd", "polling_why": self.polling or None,
+                "exits": self.exits, "scans": self.scans}
+
+
 class ServiceMonitor:
     """heartbeat.py.cf's `monitor` lines: each resource's `status` (an agent's monitor) every interval,
     in a thread of its own (a status that hangs is killed at its timeout and delays nothing else), while
     its group runs here and the policy is not busy. `fall` failed checks in a row are one failure; below
     migration-threshold the resource is restarted in place, at it the group goes to the peer."""
 
-    def __init__(self, config: Config, policy: MonitorRequests, resources: Resources, timers: Timers, post, log):
+    def __init__(self, config: Config, policy: MonitorRequests, resources: Resources, timers: Timers, post, log,
+                 selector: Optional[selectors.BaseSelector] = None, procs: Optional[ProcTable] = None):
         self.policy, self.resources, self.timers, self.post, self.log = policy, resources, timers, post, log
+        self.selector = selector or selectors.DefaultSelector()      # the daemon's loop: process watches' pidfds
+        self.procs = procs or ProcTable()
         self.watches: Dict[str, Watch] = {}
         self.reconfigure(config)
 
@@ -5380,6 +5684,8 @@ class ServiceMonitor:
             if spec not in wanted:
                 watch = self.watches.pop(spec)
                 self.timers.cancel(watch.timer)
+                if watch.procs:
+                    watch.procs.stop()
                 self.policy.allow_here(watch.settings.group)
                 self.log.info(f"Monitor of {spec} stopped")
         for spec, (monitor, res) in wanted.items():
@@ -5390,9 +5696,31 @@ class ServiceMonitor:
             elif watch.settings != monitor:
                 self.log.info(f"Monitor of {spec} changed: {monitor.describe()}")
             changed = watch.settings.interval_ms != monitor.interval_ms
+            if watch.procs and watch.procs.settings != monitor:
+                watch.procs.stop()
+                watch.procs = None
             watch.settings, watch.res = monitor, res
+            if monitor.process and watch.procs is None:
+                watch.procs = self.process_watch(watch)
+                if not watch.restarting and self.policy.may_check(monitor.group):
+                    watch.procs.start()
             if watch.timer is None or changed:
                 self.schedule(watch)
+
+    def process_watch(self, watch: Watch) -> ProcessWatch:
+        key = watch.settings.group
+        return ProcessWatch(watch.settings, self.procs, self.selector, self.timers, self.log,
+                            may_watch=lambda: not watch.restarting and self.policy.may_check(key),
+                            lost=lambda why: self.processes_lost(watch, why))
+
+    def processes_lost(self, watch: Watch, why: str) -> None:
+        """A process watch's quorum is lost past its delay: a failure, as a failed status check is."""
+        if self.watches.get(watch.settings.resource) is not watch or watch.restarting:
+            return
+        if not self.policy.may_check(watch.settings.group):
+            watch.procs.stop()
+            return
+        self.failed(watch, f"its process watch ({why})")
 
     def schedule(self, watch: Watch) -> None:
         self.timers.cancel(watch.timer)
@@ -5407,8 +5735,13 @@ class ServiceMonitor:
             return
         if not self.policy.may_check(key):
             watch.consecutive = 0
+            if watch.procs:
+                watch.procs.stop()
             return
         watch.moved_away = False            # it runs here again (the peer that took it is gone)
+        if watch.procs:
+            watch.procs.tick()
+            return
         watch.checking = True
         timeout_s, depth = watch.settings.timeout_ms / 1000, watch.settings.ocf_check_level
         in_thread(f"monitor {watch.settings.name}",
@@ -5488,6 +5821,8 @@ class ServiceMonitor:
     def restart(self, watch: Watch) -> None:
         watch.restarting = True
         watch.restarts += 1
+        if watch.procs:
+            watch.procs.stop()              # its stop ends the processes: no event of the restart counts
 
         def done(error: Optional[str]) -> None:
             watch.restarting = False
@@ -5495,6 +5830,8 @@ class ServiceMonitor:
                 return
             if error is None:
                 self.log.info(f"Resource {watch.settings.name} restarted in place")
+                if watch.procs:
+                    watch.procs.rearm()
                 return
             watch.last_result = "restart failed"
             self.failed(watch, f"to restart ({error.splitlines()[0][:QUOTED_CHARS]})", restart=False)
@@ -5505,6 +5842,8 @@ class ServiceMonitor:
         found = []
         for watch in self.watches.values():
             monitor = watch.settings
+            if watch.procs and watch.procs.watching and watch.procs.last_scan is not None:
+                watch.last_result, watch.last_checked = watch.procs.result(), watch.procs.last_scan
             clears_in = None
             if watch.failures and monitor.failure_timeout_ms:
                 clears_in = round(max(0.0, watch.last_failure + monitor.failure_timeout_ms / 1000 - now), 1)
@@ -5517,6 +5856,7 @@ class ServiceMonitor:
                 "last_checked_s": None if watch.last_checked is None else round(now - watch.last_checked, 1),
                 "consecutive_failures": watch.consecutive, "failures": watch.failures, "restarts": watch.restarts,
                 "failures_clear_in_s": clears_in, "moved_away": watch.moved_away,
+                "process": watch.procs.snapshot(now) if watch.procs else None,
             })
         return found
 
@@ -7984,7 +8324,8 @@ class Daemon:
         router.route_to(self.policy, self.ipfail)
         for sock in self.pings.open():
             self.selector.register(sock, selectors.EVENT_READ, self.pings.read)
-        self.monitor = ServiceMonitor(self.config, self.policy, resources, self.timers, self.post, self.log)
+        self.monitor = ServiceMonitor(self.config, self.policy, resources, self.timers, self.post, self.log,
+                                      selector=self.selector)
         if self.config.settings.link_watch:
             self.open_linkwatch()
         self.install_signals()
