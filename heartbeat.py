@@ -7401,6 +7401,24 @@ def prometheus_text(report: dict) -> str:
     out.family("heartbeat_monitor_last_check_ok", "gauge", "1 when the last status check found it running",
                [({"resource": m["resource"], "group": m["group"]}, int(m["last_result"] == "running"))
                 for m in monitors if m["last_result"] is not None])
+    watched = [(m, m["process"]) for m in monitors if m.get("process") and m["process"]["watching"]]
+    out.family("heartbeat_monitor_processes", "gauge", "processes a process watch counts (zombies and hung "
+               "ones not), while its group runs here", [({"resource": m["resource"], "group": m["group"],
+                                                          "process": p["name"]}, p["matched"]) for m, p in watched])
+    out.family("heartbeat_monitor_processes_hung", "gauge", "processes in D state for timeout without a switch",
+               [({"resource": m["resource"], "group": m["group"]}, len(p["hung"])) for m, p in watched])
+    out.family("heartbeat_monitor_process_quorum", "gauge", "a process watch's bounds: fewest (min) and most (max) "
+               "processes that are right", [({"resource": m["resource"], "group": m["group"], "bound": bound},
+                                             p[field]) for m, p in watched
+                                            for bound, field in (("min", "quorum"), ("max", "quorum_max"))])
+    out.family("heartbeat_monitor_process_in_quorum", "gauge", "1 while the count is within quorum..quorum_max",
+               [({"resource": m["resource"], "group": m["group"]}, int(p["in_quorum"])) for m, p in watched])
+    out.family("heartbeat_monitor_process_last_change_seconds", "gauge", "seconds since the count last changed",
+               [({"resource": m["resource"], "group": m["group"]}, None if p["last_change_s"] is None
+                 else float(p["last_change_s"])) for m, p in watched])
+    out.family("heartbeat_monitor_process_exits_total", "counter", "exits of watched processes the kernel "
+               "reported through their pidfds", [({"resource": m["resource"], "group": m["group"]}, p["exits"])
+                                                 for m, p in watched])
     stonith = report.get("stonith") or {}
     fenced = sorted(set(stonith.get("resets", {})) | set(stonith.get("failures", {})) | set(stonith.get("fencing", [])))
     out.family("heartbeat_stonith_device_ok", "gauge", "1 when the STONITH device's last status check passed",
@@ -7532,6 +7550,8 @@ def format_status(report: dict) -> str:
     for monitor in report.get("monitors", []):
         checked = "never checked" if monitor["last_checked_s"] is None else \
             f"{monitor['last_result']} {monitor['last_checked_s']:.1f} s ago"
+        if monitor.get("process"):
+            checked = process_watch_text(monitor["process"])
         threshold = monitor["migration_threshold"] or "INFINITY"
         line = (f"monitor {monitor['resource']}: {checked}; failures {monitor['failures']}/{threshold}, "
                 f"restarts {monitor['restarts']}")
@@ -7560,6 +7580,22 @@ def format_status(report: dict) -> str:
         lines.append("internal errors (please report; the log has each traceback): " +
                      ", ".join(f"{where} {n}" for where, n in sorted(faults.items())))
     return "\n".join(lines)
+
+
+def process_watch_text(watch: dict) -> str:
+    """A process watch in `status`: '2 processes named nginx (quorum 1..4), by pidfd, changed 3.2 s ago'."""
+    if not watch["watching"]:
+        return f"process {watch['name']}: not watched (its group does not run here)"
+    bounds = f"{watch['quorum']}..{watch['quorum_max']}" if watch["quorum_max"] else f"{watch['quorum']}"
+    matched = watch["matched"]
+    text = f"{matched} process{'es' if matched != 1 else ''} named {watch['name']}"
+    if watch["hung"]:
+        text += f" and {len(watch['hung'])} hung in D state"
+    text += f" (quorum {bounds}{'' if watch['in_quorum'] else ': OUT OF QUORUM'})"
+    text += ", by pidfd" if watch["events"] == "pidfd" else f", looked for every interval ({watch['polling_why']})"
+    if watch["last_change_s"] is not None:
+        text += f", changed {watch['last_change_s']:.1f} s ago"
+    return text
 
 
 CL_STATUS_QUERIES = {

@@ -390,3 +390,57 @@ def test_a_reload_that_changes_the_name_watches_the_new_one(make_world, children
     assert len(world.selector.get_map()) == 1
     world.monitor.reconfigure(make_config(tmp_path, "monitor webserver\n"))        # back to status checks
     assert world.state()["process"] is None and len(world.selector.get_map()) == 0
+
+
+# ---------------------------------------------------------------- status, --json, /metrics
+
+REPORT = {"node": "prime", "version": hb.__version__, "generation": 1, "uptime_s": 1.0, "status": "active", "pid": 1,
+          "auto_failback": "on", "nodes": {}, "links": [], "counters": {}, "groups": []}
+
+
+def test_status_json_and_metrics_show_the_watch(make_world, children):
+    name = unique_name()
+    first, second = children.start(name), children.start(name)
+    world = make_world(f"monitor webserver process={name} quorum=1 quorum_max=4 interval=5s\n")
+    world.step(3)
+    children.kill(second)
+    assert world.events(lambda: world.process()["matched"] == 1)
+    world.step(2)                                     # the rescan at interval
+    world.step(0.5)
+    state = world.state()
+    assert state["process"] == {
+        "name": name, "cmdline": False, "watching": True, "matched": 1, "pids": [first.pid], "hung": [],
+        "quorum": 1, "quorum_max": 4, "delay_ms": 0, "in_quorum": True, "last_change_s": 2.5,
+        "events": "pidfd", "polling_why": None, "exits": 1, "scans": 3}
+    assert (state["last_result"], state["last_checked_s"]) == ("running", 0.5)
+    report = dict(REPORT, monitors=world.monitor.snapshot())
+    assert hb.format_status(report).splitlines()[-1] == (
+        f"monitor webserver: 1 process named {name} (quorum 1..4), by pidfd, changed 2.5 s ago; failures 0/3, "
+        "restarts 0")
+    metrics = hb.prometheus_text(report).splitlines()
+    for line in (f'heartbeat_monitor_processes{{resource="webserver",group="10.9.0.1/24/eth0",process="{name}"}} 1',
+                 'heartbeat_monitor_processes_hung{resource="webserver",group="10.9.0.1/24/eth0"} 0',
+                 'heartbeat_monitor_process_quorum{resource="webserver",group="10.9.0.1/24/eth0",bound="min"} 1',
+                 'heartbeat_monitor_process_quorum{resource="webserver",group="10.9.0.1/24/eth0",bound="max"} 4',
+                 'heartbeat_monitor_process_in_quorum{resource="webserver",group="10.9.0.1/24/eth0"} 1',
+                 'heartbeat_monitor_process_last_change_seconds{resource="webserver",group="10.9.0.1/24/eth0"} 2.5',
+                 'heartbeat_monitor_process_exits_total{resource="webserver",group="10.9.0.1/24/eth0"} 1'):
+        assert line in metrics, line
+    prometheus_client = pytest.importorskip("prometheus_client.parser")
+    assert {family.name for family in prometheus_client.text_string_to_metric_families(hb.prometheus_text(report))} \
+        >= {"heartbeat_monitor_processes", "heartbeat_monitor_process_exits"}
+
+
+def test_status_says_when_nothing_is_watched_and_why_it_polls(make_world, children):
+    name = unique_name()
+    world = make_world(f"monitor webserver process={name}\n", running=False)
+    report = dict(REPORT, monitors=world.monitor.snapshot())
+    assert hb.format_status(report).splitlines()[-1] == (
+        f"monitor webserver: process {name}: not watched (its group does not run here); failures 0/3, restarts 0")
+    assert not [line for line in hb.prometheus_text(report).splitlines() if "monitor_process" in line]
+    children.start(name)
+    polling = make_world(f"monitor webserver process={name}\n", procs=NoPidfd())
+    report = dict(REPORT, monitors=polling.monitor.snapshot())
+    assert hb.format_status(report).splitlines()[-1].startswith(
+        f"monitor webserver: 1 process named {name} (quorum 1), looked for every interval (pidfd_open: Function not "
+        "implemented), changed 0.0 s ago")
