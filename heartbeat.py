@@ -5517,7 +5517,7 @@ class ProcessWatch:
         self.hung.clear()
         self.ended.clear()
         self.timers.cancel(self.delay_timer)
-        self.delay_timer, self.lost_since, self.reported = None, None, False
+        self.delay_timer, self.lost_since, self.reported, self.settling = None, None, False, False
 
     def rearm(self) -> None:
         """After a restart in place: a new outage may begin. A service whose start returned before all its
@@ -5696,16 +5696,34 @@ class ServiceMonitor:
             elif watch.settings != monitor:
                 self.log.info(f"Monitor of {spec} changed: {monitor.describe()}")
             changed = watch.settings.interval_ms != monitor.interval_ms
-            if watch.procs and watch.procs.settings != monitor:
+            if watch.procs and (watch.procs.settings.process, watch.procs.settings.cmdline) != \
+                    (monitor.process, monitor.cmdline):
                 watch.procs.stop()
                 watch.procs = None
             watch.settings, watch.res = monitor, res
-            if monitor.process and watch.procs is None:
+            if watch.procs:                          # the same processes: quorum, delay, timeout judged anew
+                watch.procs.settings = monitor
+                if watch.procs.watching:
+                    watch.procs.scan()
+            elif monitor.process:
                 watch.procs = self.process_watch(watch)
                 if not watch.restarting and self.policy.may_check(monitor.group):
                     watch.procs.start()
             if watch.timer is None or changed:
                 self.schedule(watch)
+
+    def heard(self, event: Event) -> None:
+        """An EventLog listener (from the loop or a thread): a group that now runs here has its process
+        watches started at once, not at their next interval (a process may die in between)."""
+        if event.kind == "group-acquired":
+            key = event.subjects.get("group", "")
+            self.post(lambda: self.group_running(key))
+
+    def group_running(self, key: str) -> None:
+        for watch in self.watches.values():
+            if watch.procs and watch.settings.group == key and not watch.restarting and self.policy.may_check(key):
+                watch.moved_away = False
+                watch.procs.start()
 
     def process_watch(self, watch: Watch) -> ProcessWatch:
         key = watch.settings.group
@@ -8362,6 +8380,7 @@ class Daemon:
             self.selector.register(sock, selectors.EVENT_READ, self.pings.read)
         self.monitor = ServiceMonitor(self.config, self.policy, resources, self.timers, self.post, self.log,
                                       selector=self.selector)
+        self.events.listeners.append(self.monitor.heard)
         if self.config.settings.link_watch:
             self.open_linkwatch()
         self.install_signals()

@@ -307,6 +307,36 @@ def test_a_node_whose_group_is_not_held_watches_nothing(make_world, children):
     assert world.process()["matched"] == 1 and len(world.selector.get_map()) == 1
 
 
+def test_a_group_that_starts_here_is_watched_at_once_not_at_the_next_interval(make_world, children):
+    name = unique_name()
+    proc = children.start(name)
+    world = make_world(f"monitor webserver process={name} interval=10s\n", running=False)
+    world.policy.running = True                       # the takeover is done: the policy records group-acquired
+    world.monitor.heard(hb.Event("group-acquired", 0.0, 0.0, {"group": "10.9.0.1/24/eth0", "node": "prime"}))
+    assert world.process()["pids"] == [proc.pid] and len(world.selector.get_map()) == 1
+    world.monitor.heard(hb.Event("group-acquired", 0.0, 0.0, {"group": "another", "node": "prime"}))
+    assert world.process()["scans"] == 1              # another group's start: nothing read again
+    children.kill(proc)                               # dies before the first interval: seen at once
+    assert world.events(lambda: world.policy.restarts)
+
+
+def test_a_reload_of_quorum_judges_the_same_processes_again(make_world, children, tmp_path):
+    name = unique_name()
+    children.start(name)
+    second = children.start(name)
+    world = make_world(f"monitor webserver process={name}\n")
+    world.step(1)
+    children.kill(second)
+    assert world.events(lambda: world.process()["exits"] == 1)
+    world.step(1)
+    world.monitor.reconfigure(make_config(tmp_path, f"monitor webserver process={name} quorum=2 delay=1s\n"))
+    state = world.process()                           # the same watch, held on: its history stays
+    assert (state["quorum"], state["in_quorum"], state["exits"], state["last_change_s"]) == (2, False, 1, 1.0)
+    assert world.log.has(f"1 process named {name} (quorum 2): a failure unless back within 1s (delay)")
+    world.step(1)
+    assert world.policy.restarts == ["webserver::8080"]
+
+
 def test_an_exit_while_the_group_is_being_changed_is_no_failure(make_world, children):
     name = unique_name()
     proc = children.start(name)
