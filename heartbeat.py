@@ -24,9 +24,10 @@ to the banners and to the names each layer uses.
     2. config        ha.cf (DIRECTIVES), authkeys, haresources, heartbeat.py.cf (SETTINGS),
                      STONITH lines, load_config()
     3. protocol      Heartbeat's message format, the authkeys digests, identity and control fields
-    4. kernel I/O    UDP media, ICMP echo, rtnetlink, ARP and neighbour discovery, the watchdog
+    4. kernel I/O    UDP media, ICMP echo, rtnetlink, ARP and neighbour discovery, the watchdog,
+                     /proc and pidfds
     5. acting        addresses (IPAddresses), resource scripts and groups (Resources), Fencer
-    6. sensing       Membership, PingNodes, LinkWatch, ServiceMonitor
+    6. sensing       Membership, PingNodes, LinkWatch, ServiceMonitor and its ProcessWatch
     7. deciding      ClusterPolicy (who holds which group), IPFail
     8. reporting     notify.d hooks, status text and JSON, Prometheus metrics, the HTML page
     9. daemon        logging, the HTTP listener, the control socket, Daemon (the event loop)
@@ -37,7 +38,8 @@ Where to start:
     a new ha.cf directive          DIRECTIVES (config); a setting Heartbeat never had: SETTINGS
     a new kind of resource         parse_resource (config), then Resources (acting)
     a new wire message type        Message (protocol), then the dispatch table of who hears it
-    a new health check             sensing, telling ClusterPolicy through its Protocol
+    a new health check             sensing, telling ClusterPolicy through its Protocol (ServiceMonitor's
+                                   failure path: restart in place, then hand over)
     who takes over, and when       ClusterPolicy (deciding)
     what status and /metrics show  reporting
     a new subcommand               build_parser (CLI), its work in tools
@@ -2725,7 +2727,7 @@ def load_average() -> bytes:
 
 
 # ==================================================================================================
-# 4. KERNEL I/O: UDP media, ICMP, rtnetlink, ARP and neighbour discovery, the watchdog device
+# 4. KERNEL I/O: UDP media, ICMP, rtnetlink, ARP and neighbour discovery, the watchdog device, /proc and pidfds
 # ==================================================================================================
 
 
@@ -4355,7 +4357,7 @@ class Fencer:
 
 
 # ==================================================================================================
-# 6. SENSING: membership, ping nodes, links and addresses, service monitors
+# 6. SENSING: membership, ping nodes, links and addresses, service monitors and process watches
 # ==================================================================================================
 
 
@@ -5665,7 +5667,7 @@ class ServiceMonitor:
     def __init__(self, config: Config, policy: MonitorRequests, resources: Resources, timers: Timers, post, log,
                  selector: Optional[selectors.BaseSelector] = None, procs: Optional[ProcTable] = None):
         self.policy, self.resources, self.timers, self.post, self.log = policy, resources, timers, post, log
-        self.selector = selector or selectors.DefaultSelector()      # the daemon's loop: process watches' pidfds
+        self.selector = selector          # the daemon's loop, for process watches' pidfds (None: one of its own)
         self.procs = procs or ProcTable()
         self.watches: Dict[str, Watch] = {}
         self.reconfigure(config)
@@ -5727,6 +5729,8 @@ class ServiceMonitor:
 
     def process_watch(self, watch: Watch) -> ProcessWatch:
         key = watch.settings.group
+        if self.selector is None:
+            self.selector = selectors.DefaultSelector()
         return ProcessWatch(watch.settings, self.procs, self.selector, self.timers, self.log,
                             may_watch=lambda: not watch.restarting and self.policy.may_check(key),
                             lost=lambda why: self.processes_lost(watch, why))

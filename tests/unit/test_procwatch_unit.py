@@ -474,3 +474,13 @@ def test_status_says_when_nothing_is_watched_and_why_it_polls(make_world, childr
     assert hb.format_status(report).splitlines()[-1].startswith(
         f"monitor webserver: 1 process named {name} (quorum 1), looked for every interval (pidfd_open: Function not "
         "implemented), changed 0.0 s ago")
+
+
+def test_status_monitors_alone_open_no_selector(tmp_path):
+    """The daemon passes its loop's selector; a monitor built without one makes its own only for a process
+    watch (an epoll descriptor each was opened for nothing)."""
+    monitor = hb.ServiceMonitor(make_config(tmp_path, "monitor webserver\n"), FakePolicy(), NoStatus(),
+                                hb.Timers(Clock()), lambda callback: callback(), Recorder())
+    assert monitor.selector is None
+    monitor.reconfigure(make_config(tmp_path, "monitor webserver process=nosuchprocess\n"))
+    assert isinstance(monitor.selector, selectors.BaseSelector)
