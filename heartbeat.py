@@ -5446,7 +5446,7 @@ class ProcessWatch:
     names them (/proc/PID/comm, or argv[0] with cmdline=yes; zombies never count) but through pidfds: each
     matching process is held by one in the daemon's loop, which the kernel makes readable the moment
     that process exits, so an exit is acted on at once and nothing is polled. Processes that appear are
-    found by reading /proc again (a few ms) when a watched one exits, when `delay` runs out, after a
+    found by reading /proc again (a ms or so) when an exit breaks quorum, when `delay` runs out, after a
     restart and every `interval` (the safety rescan, which also samples D state: one in D for `timeout`
     without once being switched is hung, and counts as gone). The count outside quorum..quorum_max for
     `delay` calls lost(why) once; rearm() after a restart starts afresh. Without pidfd_open (Linux before
@@ -5598,14 +5598,23 @@ class ProcessWatch:
                 self.hung.add(pid)
 
     def exited(self, pid: int) -> None:
-        """Its pidfd became readable: that process exited. Read /proc again at once (a supervisor may
-        have started another already), unless the group is being changed: then watch nothing."""
+        """Its pidfd became readable: that process exited. Counted at once; when that leaves the count
+        outside quorum, /proc is read again at once (a supervisor may have started another already); within
+        it, not (a server that recycles its workers costs no read of /proc each time: the safety rescan
+        counts their successors). While the group is being changed, nothing is watched any more."""
         self.exits += 1
         self.forget(pid)
-        if pid in self.matched:
-            self.ended[pid] = self.matched[pid].starttime
+        found = self.matched.pop(pid, None)
+        if found is not None:
+            self.ended[pid] = found.starttime
+            self.blocked.pop(pid, None)
+            self.hung.discard(pid)
+            self.last_change = self.timers.clock()
         if not self.may_watch():
             self.stop()
+            return
+        if self.in_quorum():
+            self.judge()
             return
         self.scan()
 

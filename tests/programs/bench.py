@@ -747,7 +747,7 @@ def measure():
             print(f"| {row} | " + " | ".join(fmt(values.get(label, [])) for label in labels)
                   + f" | {ratio(values.get(labels[1], []), values.get(labels[0], []))} |")
         print(f"\nprocess watch: one read of /proc costs {scan_s * 1000:.2f} ms here ({processes} processes), done "
-              "at each exit of a watched process, at the end of delay, after a restart and every interval")
+              "at an exit that breaks quorum, at the end of delay, after a restart and every interval")
     if calibration:
         print("\nidle CPU as % of one core = s per minute / 60 x 100")
     for keepalive, cpu in calibration.items():

@@ -441,7 +441,7 @@ def test_status_json_and_metrics_show_the_watch(make_world, children):
     assert state["process"] == {
         "name": name, "cmdline": False, "watching": True, "matched": 1, "pids": [first.pid], "hung": [],
         "quorum": 1, "quorum_max": 4, "delay_ms": 0, "in_quorum": True, "last_change_s": 2.5,
-        "events": "pidfd", "polling_why": None, "exits": 1, "scans": 3}
+        "events": "pidfd", "polling_why": None, "exits": 1, "scans": 2}
     assert (state["last_result"], state["last_checked_s"]) == ("running", 0.5)
     report = dict(REPORT, monitors=world.monitor.snapshot())
     assert hb.format_status(report).splitlines()[-1] == (
@@ -484,3 +484,21 @@ def test_status_monitors_alone_open_no_selector(tmp_path):
     assert monitor.selector is None
     monitor.reconfigure(make_config(tmp_path, "monitor webserver process=nosuchprocess\n"))
     assert isinstance(monitor.selector, selectors.BaseSelector)
+
+
+def test_an_exit_that_leaves_quorum_whole_reads_no_proc(make_world, children):
+    """A server that recycles its workers: each exit within quorum is counted without a read of /proc;
+    the one that breaks quorum is followed by one at once (a successor may be there already)."""
+    name = unique_name()
+    first, second, third = children.start(name), children.start(name), children.start(name)
+    world = make_world(f"monitor webserver process={name} quorum=2 interval=10s\n")
+    assert world.process()["scans"] == 1
+    children.kill(first)
+    assert world.events(lambda: world.process()["exits"] == 1)
+    assert (world.process()["matched"], world.process()["scans"]) == (2, 1)
+    successor = children.start(name)                  # not known until /proc is read again
+    children.kill(second)
+    assert world.events(lambda: world.process()["exits"] == 2)
+    state = world.process()
+    assert (state["scans"], state["pids"], state["in_quorum"]) == (2, sorted([third.pid, successor.pid]), True)
+    assert world.policy.restarts == []
