@@ -1787,8 +1787,9 @@ SETTINGS = [
             "resets its peer (default 0), so that in a partition the active node wins the race and keeps serving"),
     Setting("monitor", "RESOURCE", "watch a script or OCF agent resource of haresources (its name, the word "
             "before `::`): its `status` (an agent's `monitor`, timeout by default the one the agent advertises) "
-            "every interval, or with process=NAME its processes, watched by the kernel's word, restarted in place on "
-            "failure, its group moved to the peer after migration-threshold failures", MONITOR_OPTIONS),
+            "every interval, or with process=NAME its processes (the kernel tells of each exit through a pidfd), "
+            "restarted in place on failure, its group moved to the peer after migration-threshold failures",
+            MONITOR_OPTIONS),
     Setting("http_listen", "[ADDRESS:]PORT|off", "serve /metrics (Prometheus) and a read-only status page on "
             "this address (default off; a bare port listens on 127.0.0.1 only; [::1]:PORT for IPv6)"),
     Setting("notify_timeout", "TIME", "how long a notify.d hook may run before it is killed (default 30s; 1s to "
@@ -3498,6 +3499,7 @@ def watchdog_problem(path: str) -> Optional[str]:
 PROC_DIR = "/proc"
 PROC_STAT_READ_BYTES = 1024        # /proc/PID/stat is one line of 52 numbers and a 15-character name
 PROC_CMDLINE_READ_BYTES = 4096     # argv[0] of a path up to PATH_MAX, and its NUL
+PROC_STATUS_READ_BYTES = 16384     # /proc/PID/status, 1.5 KB today; its ctxt_switches lines come last
 PROC_STARTTIME_FIELD = 19          # starttime (field 22 of proc(5)), counted after the state (field 3) as 0
 
 
@@ -3562,7 +3564,7 @@ class ProcTable:
     def switches(self, pid: int) -> Optional[int]:
         """How many times it has been switched out (voluntary + nonvoluntary, /proc/PID/status): a process
         in D state whose count stands still is not waking at all (the kernel's hung-task test)."""
-        data = read_small_file(f"{self.root}/{pid}/status", PROC_CMDLINE_READ_BYTES)
+        data = read_small_file(f"{self.root}/{pid}/status", PROC_STATUS_READ_BYTES)
         if not data:
             return None
         counts = [int(line.split()[1]) for line in data.splitlines()

@@ -185,6 +185,16 @@ def test_proc_table_reads_this_process():
     assert table.argv0(os.getpid())
 
 
+def test_switches_are_read_at_the_end_of_a_long_status(tmp_path):
+    """/proc/PID/status ends with its ctxt_switches lines, after fields that grow with each kernel."""
+    (tmp_path / "42").mkdir()
+    filler = "".join(f"Field{n}:\t{'x' * 60}\n" for n in range(80))           # 5 KB before them
+    (tmp_path / "42" / "status").write_text(filler + "voluntary_ctxt_switches:\t40\n"
+                                            "nonvoluntary_ctxt_switches:\t2\n")
+    assert hb.ProcTable(str(tmp_path)).switches(42) == 42
+    assert hb.ProcTable(str(tmp_path)).switches(43) is None
+
+
 # ---------------------------------------------------------------- matching
 
 def test_comm_matches_and_each_exit_is_seen_at_once_through_its_pidfd(make_world, children):
