@@ -11,6 +11,7 @@ import selectors
 import shutil
 import signal
 import subprocess
+import sys
 import time
 
 import pytest
@@ -32,15 +33,15 @@ class Children:
     """Processes the test starts, each a `sleep` run through a symlink called NAME in DIRECTORY."""
 
     def __init__(self, tmp_path):
-        self.tmp_path, self.procs = tmp_path, []
+        self.tmp_path, self.procs, self.cleanups = tmp_path, [], []
 
-    def start(self, name, directory="bin"):
+    def start(self, name, directory="bin", program=SLEEP, args=("300",)):
         where = self.tmp_path / directory
         where.mkdir(exist_ok=True)
         link = where / name
         if not link.exists():
-            link.symlink_to(SLEEP)
-        proc = subprocess.Popen([str(link), "300"])
+            link.symlink_to(program)
+        proc = subprocess.Popen([str(link), *args])
         self.procs.append(proc)
         deadline = time.monotonic() + 5
         while time.monotonic() < deadline:               # until the exec has given it its name
@@ -59,6 +60,8 @@ class Children:
             proc.wait(5)
 
     def close(self):
+        for cleanup in self.cleanups:
+            cleanup()
         for proc in self.procs:
             if proc.poll() is None:
                 proc.kill()
@@ -390,6 +393,41 @@ def test_a_process_in_d_state_past_timeout_without_a_switch_is_hung(make_world, 
     world.step(5)                                     # 20 s: hung
     assert world.policy.restarts == ["webserver::8080"]
     assert world.log.has(f"failed its process watch (0 processes named {name}, 1 more hung in D state (quorum 1))")
+
+
+# A process really stuck in D state, without root: posix_spawn's child (a vfork: the parent waits, killable
+# but uninterruptible, shown as D) blocks opening a FIFO for reading before its exec. Its parent never
+# runs, so its switch count stands still, as a process waiting on a dead NFS server's does.
+STUCK_IN_VFORK = ("import os, sys\n"
+                  "os.posix_spawn('/bin/true', ['true'], {}, "
+                  "file_actions=[(os.POSIX_SPAWN_OPEN, 0, sys.argv[1], os.O_RDONLY, 0)])\n")
+
+
+def release(fifo):
+    """Let the blocked child open the FIFO (a writer appears), exec /bin/true and end, and its parent go on."""
+    try:
+        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+    except OSError:
+        pass                                              # no reader (any more): nothing held
+
+
+def test_a_real_process_stuck_in_d_state_is_hung_past_timeout(make_world, children, tmp_path):
+    name = unique_name()
+    fifo = str(tmp_path / "fifo")
+    os.mkfifo(fifo)
+    children.cleanups.append(lambda: release(fifo))
+    stuck = children.start(name, program=os.path.realpath(sys.executable), args=("-c", STUCK_IN_VFORK, fifo))
+    deadline = time.monotonic() + 5
+    while hb.ProcTable().stat(stuck.pid).state != "D" and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert hb.ProcTable().stat(stuck.pid).state == "D"
+    world = make_world(f"monitor webserver process={name} quorum=2 interval=1s timeout=2s\n")
+    assert (world.process()["matched"], world.process()["hung"]) == (2, [])    # and the vfork child, asleep
+    world.step(1)
+    assert world.policy.restarts == []
+    world.step(1)                                     # 2 s in D without one switch: hung, so one is left
+    assert world.policy.restarts == ["webserver::8080"]
+    assert world.log.has(f"failed its process watch (1 process named {name}, 1 more hung in D state (quorum 2))")
 
 
 class NoPidfd(hb.ProcTable):
