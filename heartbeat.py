@@ -28,10 +28,10 @@ to the banners and to the names each layer uses.
     3. protocol      Heartbeat's message format, the authkeys digests and aes256gcm sealing,
                      identity and control fields
     4. kernel I/O    UDP media, ICMP echo, rtnetlink, ARP and neighbour discovery, real-time
-                     scheduling and locked memory, the watchdog
+                     scheduling and locked memory, the watchdog, /proc and pidfds
     5. acting        addresses (IPAddresses), OCF agents, resource scripts and groups (Resources),
                      Fencer
-    6. sensing       Membership, PingNodes, LinkWatch, ServiceMonitor
+    6. sensing       Membership, PingNodes, LinkWatch, ServiceMonitor and its ProcessWatch
     7. deciding      ClusterPolicy (who holds which group), IPFail
     8. reporting     notify.d hooks, service accounting (with psutil, if installed), status text and
                      JSON, Prometheus metrics, the HTML page
@@ -43,7 +43,8 @@ Where to start:
     a new ha.cf directive          DIRECTIVES (config); a setting Heartbeat never had: SETTINGS
     a new kind of resource         parse_resource (config), then Resources (acting)
     a new wire message type        Message (protocol), then the dispatch table of who hears it
-    a new health check             sensing, telling ClusterPolicy through its Protocol
+    a new health check             sensing, telling ClusterPolicy through its Protocol (ServiceMonitor's
+                                   failure path: restart in place, then hand over)
     who takes over, and when       ClusterPolicy (deciding)
     what status and /metrics show  reporting
     a new subcommand               build_parser (CLI), its work in tools
@@ -1835,6 +1836,10 @@ MAX_PBKDF2_ITERATIONS = 10000000    # above, one check takes seconds of a core
 PBKDF2_DEFAULT_ITERATIONS = 600000  # OWASP's 2023 advice for PBKDF2-HMAC-SHA256
 PBKDF2_PREFIX = "pbkdf2_sha256"
 
+MAX_PROCESS_QUORUM = 100000       # processes of one name a watch may ask for (pid_max is 4194304 at most)
+MAX_PROCESS_DELAY_MS = 3600000    # a process watch's delay: a service may be short of processes that long
+TASK_COMM_CHARS = 15              # the kernel's TASK_COMM_LEN (16), NUL included: /proc/PID/comm's length
+
 MONITOR_OPTIONS = (
     Directive("interval", "time", "10s", "time between two status checks", low=100, high=86400000),
     Directive("timeout", "time", "20s", "a status check still running then is killed and counts as failed",
@@ -1846,6 +1851,19 @@ MONITOR_OPTIONS = (
               "(0: never)", low=0, high=86400000 * 365),
     Directive("OCF_CHECK_LEVEL", "int", "0", "an OCF agent's monitor depth, as in Pacemaker (0, 10, 20: "
               "deeper checks where the agent has them)", low=0, high=1000),
+    Directive("process", "text", "", "instead of running `status`: watch the processes of this name (as keepalived's "
+              "track_process: /proc/PID/comm, at most 15 characters), each through a pidfd, acted on the moment "
+              "one exits; interval is then a safety rescan of /proc, timeout how long one may sit in D state "
+              "(uninterruptible, not switching) before it counts as hung"),
+    Directive("cmdline", "bool", "no", "with process: match the command as run (argv[0] of /proc/PID/cmdline, e.g. "
+              "/usr/sbin/nginx, not cut to 15 characters) instead of comm"),
+    Directive("quorum", "int", "1", "with process: fewer matching processes than this (zombies and hung ones not "
+              "counted) is a failure", low=1, high=MAX_PROCESS_QUORUM),
+    Directive("quorum_max", "int", "INFINITY", "with process: more matching processes than this is a failure too",
+              low=1, high=MAX_PROCESS_QUORUM, choices=INFINITY_WORDS),
+    Directive("delay", "time", "0", "with process: how long the count may stay outside quorum..quorum_max before "
+              "that is a failure (a supervisor that respawns a worker in time is no failure)", low=0,
+              high=MAX_PROCESS_DELAY_MS),
 )
 SETTINGS = [
     Setting("link_watch", "on|off", "watch this node's links and addresses through rtnetlink (default on): "
@@ -1854,8 +1872,9 @@ SETTINGS = [
             "resets its peer (default 0), so that in a partition the active node wins the race and keeps serving"),
     Setting("monitor", "RESOURCE", "watch a script or OCF agent resource of haresources (its name, the word "
             "before `::`): its `status` (an agent's `monitor`, timeout by default the one the agent advertises) "
-            "every interval, restarted in place on failure, its group moved to the peer after "
-            "migration-threshold failures", MONITOR_OPTIONS),
+            "every interval, or with process=NAME its processes (the kernel tells of each exit through a pidfd), "
+            "restarted in place on failure, its group moved to the peer after migration-threshold failures",
+            MONITOR_OPTIONS),
     Setting("http_listen", "[ADDRESS:]PORT|off", "serve /metrics (Prometheus) and a read-only status page on "
             "this address (default off; a bare port listens on 127.0.0.1 only; [::1]:PORT for IPv6)"),
     Setting("notify_timeout", "TIME", "how long a notify.d hook may run before it is killed (default 30s; 1s to "
@@ -2008,8 +2027,16 @@ SINGLE_VALUE_SETTINGS = {                                    # name -> (Settings
     "http_basic_auth": ("http_basic_auth", parse_basic_auth)}
 
 
-def option_value(option: Directive, text: str) -> int:
-    """One option=value of a heartbeat.py.cf line as a number (ms for times); ValueError why not."""
+def option_value(option: Directive, text: str) -> Union[int, str, bool]:
+    """One option=value of a heartbeat.py.cf line as a number (ms for times), a word or a boolean;
+    ValueError why not."""
+    if option.kind == "text":
+        return text
+    if option.kind == "bool":
+        try:
+            return parse_bool(text)
+        except ValueError:
+            raise ValueError(f"{option.name} must be yes or no") from None
     if option.kind == "time":
         try:
             ms = parse_duration_ms(text)
@@ -2045,11 +2072,22 @@ class MonitorSettings:
     migration_threshold: int  # 0: INFINITY, never moved
     failure_timeout_ms: int   # 0: failures never clear by themselves
     ocf_check_level: int      # an OCF agent's monitor depth
+    process: str = ""         # a process watch: the processes' name (comm, or argv[0] with cmdline); "": status
+    cmdline: bool = False
+    quorum: int = 1
+    quorum_max: int = 0       # 0: INFINITY, no maximum
+    delay_ms: int = 0
 
     def describe(self) -> str:
         threshold = self.migration_threshold or "INFINITY"
         clears = format_duration(self.failure_timeout_ms) if self.failure_timeout_ms else "0 (never)"
         depth = f" OCF_CHECK_LEVEL={self.ocf_check_level}" if self.ocf_check_level else ""
+        if self.process:
+            return (f"monitor {self.name} process={self.process}{' cmdline=yes' if self.cmdline else ''} "
+                    f"quorum={self.quorum} quorum_max={self.quorum_max or 'INFINITY'} "
+                    f"delay={format_duration(self.delay_ms) if self.delay_ms else 0} "
+                    f"interval={format_duration(self.interval_ms)} timeout={format_duration(self.timeout_ms)} "
+                    f"migration-threshold={threshold} failure-timeout={clears}")
         return (f"monitor {self.name} interval={format_duration(self.interval_ms)} "
                 f"timeout={format_duration(self.timeout_ms)} fall={self.fall} "
                 f"migration-threshold={threshold} failure-timeout={clears}{depth}")
@@ -2092,7 +2130,7 @@ def find_monitored(name: str, groups: List[ResourceGroup]) -> Tuple[ResourceGrou
     raise ValueError(f"haresources has no resource {name} (its script resources: {', '.join(scripts) or 'none'})")
 
 
-def parse_setting_words(setting: Setting, words: List[str]) -> Tuple[str, Dict[str, int], List[str]]:
+def parse_setting_words(setting: Setting, words: List[str]) -> Tuple[str, Dict[str, Union[int, str, bool]], List[str]]:
     """`OPERAND option=value...` by the table: (operand, {field: value} with defaults, problems)."""
     problems: List[str] = []
     operand = words[0] if words and ("=" not in words[0] or not setting.options) else ""    # base64 ends in =
@@ -2119,6 +2157,37 @@ def parse_setting_words(setting: Setting, words: List[str]) -> Tuple[str, Dict[s
         except ValueError as err:
             problems.append(str(err))
     return operand, values, problems
+
+
+PROCESS_ONLY_OPTIONS = ("cmdline", "quorum", "quorum_max", "delay")
+STATUS_ONLY_OPTIONS = ("fall", "OCF_CHECK_LEVEL")
+
+
+def process_watch_problem(values: Dict[str, object], given) -> str:
+    """What is wrong with a `monitor` line's process watch options ("" when nothing is)."""
+    name = values["process"]
+    if not name:
+        if "process" in given:
+            return "process= needs a name (e.g. process=nginx)"
+        extra = [option for option in PROCESS_ONLY_OPTIONS if option in given]
+        return f"{', '.join(extra)} only go(es) with process=NAME" if extra else ""
+    extra = [option for option in STATUS_ONLY_OPTIONS if option in given]
+    if extra:
+        return f"{', '.join(extra)} belong(s) to status checks; a process watch (process={name}) runs none"
+    if not name.isprintable():
+        return f"process={name!r}: the name has a character that is not printable"
+    if not values["cmdline"]:
+        if "/" in name:
+            return (f"process={name}: /proc/PID/comm holds a name without its directory; write "
+                    f"process={name.rstrip('/').rpartition('/')[2][:TASK_COMM_CHARS]}, or add cmdline=yes to match "
+                    "the command as run")
+        if len(name) > TASK_COMM_CHARS:
+            return (f"process={name}: the kernel keeps {TASK_COMM_CHARS} characters of a process name "
+                    f"(/proc/PID/comm): write process={name[:TASK_COMM_CHARS]}, or add cmdline=yes to match the "
+                    "whole command as run")
+    if values["quorum_max"] and values["quorum_max"] < values["quorum"]:
+        return f"quorum_max ({values['quorum_max']}) is less than quorum ({values['quorum']}): no count is right"
+    return ""
 
 
 def parse_settings(path: str, groups: Optional[List[ResourceGroup]]) -> Settings:
@@ -2174,7 +2243,12 @@ def parse_settings(path: str, groups: Optional[List[ResourceGroup]]) -> Settings
                                       f"at line {watched[res.spec]}"))
             continue
         given = {word.partition("=")[0] for word in words[1:]}
-        if isinstance(res, AgentResource) and "timeout" not in given and "monitor" in res.metadata.timeouts_ms:
+        problem = process_watch_problem(values, given)
+        if problem:
+            errors.append(ConfigError(path, lineno, f"monitor {operand}: {problem}"))
+            continue
+        if isinstance(res, AgentResource) and "timeout" not in given and "monitor" in res.metadata.timeouts_ms \
+                and not values["process"]:
             values["timeout_ms"] = res.metadata.timeouts_ms["monitor"]      # what the agent advertises
         if not isinstance(res, AgentResource) and "OCF_CHECK_LEVEL" in given:
             errors.append(ConfigError(path, lineno, f"monitor {operand}: OCF_CHECK_LEVEL is for OCF agents; "
@@ -2832,7 +2906,7 @@ def load_average() -> bytes:
 
 
 # ==================================================================================================
-# 4. KERNEL I/O: UDP media, ICMP, rtnetlink, ARP and neighbour discovery, the watchdog device
+# 4. KERNEL I/O: UDP media, ICMP, rtnetlink, ARP and neighbour discovery, the watchdog device, /proc and pidfds
 # ==================================================================================================
 
 
@@ -3597,6 +3671,90 @@ def watchdog_problem(path: str) -> Optional[str]:
         return f"watchdog device {path} is not a character device: feeding it resets nothing"
     return None
 
+
+# #### Kernel I/O: processes (/proc and pidfds) ####################################################
+
+PROC_DIR = "/proc"
+PROC_STAT_READ_BYTES = 1024        # /proc/PID/stat is one line of 52 numbers and a 15-character name
+PROC_CMDLINE_READ_BYTES = 4096     # argv[0] of a path up to PATH_MAX, and its NUL
+PROC_STATUS_READ_BYTES = 16384     # /proc/PID/status, 1.5 KB today; its ctxt_switches lines come last
+PROC_STARTTIME_FIELD = 19          # starttime (field 22 of proc(5)), counted after the state (field 3) as 0
+
+
+class ProcStat(NamedTuple):
+    """One process as /proc/PID/stat shows it. A pid may be used again once its process is gone;
+    (pid, starttime) may not: it says which process a pid was."""
+    pid: int
+    comm: str                      # its name, at most TASK_COMM_CHARS
+    state: str                     # R running, S sleeping, D uninterruptible (I/O), Z zombie, T stopped...
+    starttime: int                 # clock ticks after boot
+
+
+def parse_proc_stat(pid: int, data: bytes) -> Optional[ProcStat]:
+    """/proc/PID/stat's line; the name sits between the first '(' and the last ')' (it may hold both)."""
+    head, paren, tail = data.rpartition(b")")
+    opened = head.find(b"(")
+    fields = tail.split()
+    if not paren or opened < 0 or len(fields) <= PROC_STARTTIME_FIELD or not fields[PROC_STARTTIME_FIELD].isdigit():
+        return None
+    return ProcStat(pid, os.fsdecode(head[opened + 1:]), fields[0].decode("ascii", "replace"),
+                    int(fields[PROC_STARTTIME_FIELD]))
+
+
+def read_small_file(path: str, limit: int) -> Optional[bytes]:
+    """The first `limit` bytes of a /proc file, or None when it is gone (the process exited) or unreadable."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        return os.read(fd, limit)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+
+
+class ProcTable:
+    """The processes of this pid namespace as /proc shows them, and pidfds that the kernel makes readable
+    when their process exits (pidfd_open(2): Linux 5.3 and Python 3.9). The process watch reaches the
+    kernel through it alone, so tests can wrap it."""
+
+    def __init__(self, root: str = PROC_DIR):
+        self.root = root
+
+    def pids(self) -> List[int]:
+        try:
+            return [int(name) for name in os.listdir(self.root) if name.isdigit()]
+        except OSError:
+            return []
+
+    def stat(self, pid: int) -> Optional[ProcStat]:
+        data = read_small_file(f"{self.root}/{pid}/stat", PROC_STAT_READ_BYTES)
+        return parse_proc_stat(pid, data) if data else None
+
+    def argv0(self, pid: int) -> Optional[str]:
+        """The command as it was run (argv[0] of /proc/PID/cmdline); None for a kernel thread, a zombie or a
+        process gone."""
+        data = read_small_file(f"{self.root}/{pid}/cmdline", PROC_CMDLINE_READ_BYTES)
+        return os.fsdecode(data.split(b"\0", 1)[0]) if data else None
+
+    def switches(self, pid: int) -> Optional[int]:
+        """How many times it has been switched out (voluntary + nonvoluntary, /proc/PID/status): a process
+        in D state whose count stands still is not waking at all (the kernel's hung-task test)."""
+        data = read_small_file(f"{self.root}/{pid}/status", PROC_STATUS_READ_BYTES)
+        if not data:
+            return None
+        counts = [int(line.split()[1]) for line in data.splitlines()
+                  if line.startswith((b"voluntary_ctxt_switches:", b"nonvoluntary_ctxt_switches:"))]
+        return sum(counts) if counts else None
+
+    def open_pidfd(self, pid: int) -> int:
+        """A pidfd for pid (close-on-exec); OSError: ESRCH when it is gone, ENOSYS without pidfd_open."""
+        pidfd_open = getattr(os, "pidfd_open", None)
+        if pidfd_open is None:
+            raise OSError(errno.ENOSYS, "this Python has no os.pidfd_open (Python 3.9 and Linux 5.3 have it)")
+        return pidfd_open(pid)
 
 # ==================================================================================================
 # 5. ACTING: addresses, resource scripts and groups, fencing
@@ -4385,7 +4543,7 @@ class Fencer:
 
 
 # ==================================================================================================
-# 6. SENSING: membership, ping nodes, links and addresses, service monitors
+# 6. SENSING: membership, ping nodes, links and addresses, service monitors and process watches
 # ==================================================================================================
 
 
@@ -5511,6 +5669,7 @@ class Watch:
     last_failure: Optional[float] = None
     restarts: int = 0
     moved_away: bool = False        # the group was handed to the peer: not started here
+    procs: Optional["ProcessWatch"] = None   # a `process=` watch; None: a status check every interval
 
 
 class MonitorRequests(Protocol):
@@ -5525,14 +5684,243 @@ class MonitorRequests(Protocol):
     def allow_here(self, key: str) -> None: ...
 
 
+class ProcessWatch:
+    """A `monitor RESOURCE process=NAME` line's processes, watched the way keepalived's track_process
+    names them (/proc/PID/comm, or argv[0] with cmdline=yes; zombies never count) but through pidfds: each
+    matching process is held by one in the daemon's loop, which the kernel makes readable the moment
+    that process exits, so an exit is acted on at once and nothing is polled. Processes that appear are
+    found by reading /proc again (a ms or so) when an exit breaks quorum, when `delay` runs out, after a
+    restart and every `interval` (the safety rescan, which also samples D state: one in D for `timeout`
+    without once being switched is hung, and counts as gone). The count outside quorum..quorum_max for
+    `delay` calls lost(why) once; rearm() after a restart starts afresh. Without pidfd_open (Linux before
+    5.3, a seccomp filter) the rescan every interval is all there is, and the log says so once."""
+
+    def __init__(self, settings: MonitorSettings, procs: ProcTable, selector: selectors.BaseSelector,
+                 timers: Timers, log, may_watch: Callable[[], bool], lost: Callable[[str], None]):
+        self.settings, self.procs, self.selector, self.timers, self.log = settings, procs, selector, timers, log
+        self.may_watch, self.lost = may_watch, lost
+        self.watching = False
+        self.matched: Dict[int, ProcStat] = {}
+        self.pidfds: Dict[int, int] = {}                  # pid -> pidfd, registered in the selector
+        self.blocked: Dict[int, Tuple[float, Optional[int]]] = {}   # pid in D -> (since, its switch count)
+        self.hung: set = set()
+        self.ended: Dict[int, int] = {}                   # pid -> start time of one whose pidfd said it exited
+        self.polling = ""                                 # why there are no pidfds ("": there are)
+        self.lost_since: Optional[float] = None           # outside quorum since
+        self.reported = False                             # lost() called for this outage
+        self.settling = False                             # restarted: no verdict before quorum or the next interval
+        self.delay_timer: Optional[Timer] = None
+        self.last_change: Optional[float] = None          # when the count last changed
+        self.last_scan: Optional[float] = None
+        self.scans = self.exits = 0
+
+    # -- what matches and how many -------------------------------------------
+
+    def matches(self, found: ProcStat) -> bool:
+        if found.state in ("Z", "X") or self.ended.get(found.pid) == found.starttime:
+            return False
+        if not self.settings.cmdline:
+            return found.comm == self.settings.process
+        return self.procs.argv0(found.pid) == self.settings.process
+
+    def count(self) -> int:
+        return len(self.matched) - len(self.hung)
+
+    def in_quorum(self) -> bool:
+        count, settings = self.count(), self.settings
+        return settings.quorum <= count and (not settings.quorum_max or count <= settings.quorum_max)
+
+    def result(self) -> str:
+        """In the words of a status check's last_result: running, stopped, hung or out of quorum."""
+        if self.in_quorum():
+            return "running"
+        return "hung" if self.hung and not self.count() else "stopped" if not self.count() else "out of quorum"
+
+    def describe(self) -> str:
+        """The count in words, for the log and `status`: '0 processes named nginx (quorum 1)'."""
+        bounds = f"{self.settings.quorum}..{self.settings.quorum_max}" if self.settings.quorum_max \
+            else f"{self.settings.quorum}"
+        hung = f", {len(self.hung)} more hung in D state" if self.hung else ""
+        return f"{self.count()} process{'es' if self.count() != 1 else ''} named {self.settings.process}{hung} " \
+               f"(quorum {bounds})"
+
+    # -- watching -------------------------------------------------------------
+
+    def start(self) -> None:
+        """The group runs here: find the processes and hold each by a pidfd."""
+        if not self.watching:
+            self.watching, self.lost_since, self.reported = True, None, False
+        self.scan()
+
+    def stop(self) -> None:
+        """The group is not held here (or is being changed): watch nothing."""
+        self.watching = False
+        for pid in list(self.pidfds):
+            self.forget(pid)
+        self.matched.clear()
+        self.blocked.clear()
+        self.hung.clear()
+        self.ended.clear()
+        self.timers.cancel(self.delay_timer)
+        self.delay_timer, self.lost_since, self.reported, self.settling = None, None, False, False
+
+    def rearm(self) -> None:
+        """After a restart in place: a new outage may begin. A service whose start returned before all its
+        processes are up is given until the next interval (or the count in quorum) before a verdict."""
+        self.timers.cancel(self.delay_timer)
+        self.delay_timer, self.lost_since, self.reported = None, None, False
+        self.watching, self.settling = True, True
+        self.scan()
+
+    def forget(self, pid: int) -> None:
+        fd = self.pidfds.pop(pid, None)
+        if fd is not None:
+            self.selector.unregister(fd)
+            os.close(fd)
+
+    def hold(self, found: ProcStat) -> bool:
+        """A pidfd for a matching process, checked to be that process (a pid used again since the scan
+        has another start time); False when it is gone already."""
+        if self.polling or found.pid in self.pidfds:
+            return True
+        try:
+            fd = self.procs.open_pidfd(found.pid)
+        except OSError as err:
+            if err.errno == errno.ESRCH:
+                return False
+            self.polling = f"pidfd_open: {err.strerror or err}"
+            self.log.warn(f"monitor {self.settings.name}: {self.polling}: its processes are looked for every "
+                          f"{format_duration(self.settings.interval_ms)} (interval) instead of watched")
+            return True
+        again = self.procs.stat(found.pid)
+        if again is None or again.starttime != found.starttime:
+            os.close(fd)
+            return False
+        self.pidfds[found.pid] = fd
+        self.selector.register(fd, selectors.EVENT_READ, lambda _fd, pid=found.pid: self.exited(pid))
+        return True
+
+    def scan(self) -> None:
+        """Read /proc: the matching processes now, each held; then judge the count."""
+        now = self.timers.clock()
+        self.scans += 1
+        self.last_scan = now
+        before = len(self.matched) - len(self.hung)
+        matched, seen = {}, set()
+        for pid in self.procs.pids():
+            found = self.procs.stat(pid)
+            seen.add(pid)
+            if found is not None and self.matches(found) and self.hold(found):
+                matched[pid] = found
+        self.ended = {pid: start for pid, start in self.ended.items() if pid in seen}
+        for pid in list(self.pidfds):
+            if pid not in matched:
+                self.forget(pid)          # it exec'd into another name, or is a zombie now
+        self.matched = matched
+        self.sample_blocked(now)
+        if self.count() != before:
+            self.last_change = now
+        self.judge()
+
+    def sample_blocked(self, now: float) -> None:
+        """D state, at each scan: hung once it has been in D for `timeout` without one switch."""
+        timeout_s = self.settings.timeout_ms / 1000
+        for pid in list(self.blocked):
+            if pid not in self.matched or self.matched[pid].state != "D":
+                del self.blocked[pid]
+        self.hung = set()
+        for pid, found in self.matched.items():
+            if found.state != "D":
+                continue
+            switches = self.procs.switches(pid)
+            since, seen = self.blocked.get(pid, (now, switches))
+            if switches != seen:
+                since = now
+            self.blocked[pid] = (since, switches)
+            if now - since >= timeout_s:
+                self.hung.add(pid)
+
+    def exited(self, pid: int) -> None:
+        """Its pidfd became readable: that process exited. Counted at once; when that leaves the count
+        outside quorum, /proc is read again at once (a supervisor may have started another already); within
+        it, not (a server that recycles its workers costs no read of /proc each time: the safety rescan
+        counts their successors). While the group is being changed, nothing is watched any more."""
+        self.exits += 1
+        self.forget(pid)
+        found = self.matched.pop(pid, None)
+        if found is not None:
+            self.ended[pid] = found.starttime
+            self.blocked.pop(pid, None)
+            self.hung.discard(pid)
+            self.last_change = self.timers.clock()
+        if not self.may_watch():
+            self.stop()
+            return
+        if self.in_quorum():
+            self.judge()
+            return
+        self.scan()
+
+    # -- quorum ---------------------------------------------------------------
+
+    def judge(self) -> None:
+        if not self.watching:
+            return
+        if self.in_quorum():
+            self.settling = False
+            if self.lost_since is not None:
+                self.log.info(f"Resource {self.settings.name}: {self.describe()}: back in quorum")
+            self.timers.cancel(self.delay_timer)
+            self.delay_timer, self.lost_since, self.reported = None, None, False
+            return
+        now = self.timers.clock()
+        if self.lost_since is None:
+            self.lost_since = now
+            if self.settings.delay_ms:
+                self.log.warn(f"Resource {self.settings.name}: {self.describe()}: a failure unless back within "
+                              f"{format_duration(self.settings.delay_ms)} (delay)")
+                self.delay_timer = self.timers.call_later(self.settings.delay_ms / 1000, self.delay_over)
+                return
+        if self.delay_timer is not None or self.reported or self.settling:
+            return
+        self.reported = True
+        self.lost(self.describe())
+
+    def delay_over(self) -> None:
+        self.delay_timer = None
+        if self.watching:
+            self.scan()
+
+    def tick(self) -> None:
+        """Every interval while the group runs here: the safety rescan; an outage reported before (its
+        restart failed) is reported again while it lasts, as a status check would find it again."""
+        if not self.watching:
+            self.start()
+            return
+        self.reported = self.settling = False
+        self.scan()
+
+    def snapshot(self, now: float) -> dict:
+        return {"name": self.settings.process, "cmdline": self.settings.cmdline, "watching": self.watching,
+                "matched": self.count(), "pids": sorted(set(self.matched) - self.hung), "hung": sorted(self.hung),
+                "quorum": self.settings.quorum, "quorum_max": self.settings.quorum_max or None,
+                "delay_ms": self.settings.delay_ms, "in_quorum": self.in_quorum() if self.watching else None,
+                "last_change_s": None if self.last_change is None else round(now - self.last_change, 1),
+                "events": "polling" if self.polling else "pidfd", "polling_why": self.polling or None,
+                "exits": self.exits, "scans": self.scans}
+
+
 class ServiceMonitor:
     """heartbeat.py.cf's `monitor` lines: each resource's `status` (an agent's monitor) every interval,
     in a thread of its own (a status that hangs is killed at its timeout and delays nothing else), while
     its group runs here and the policy is not busy. `fall` failed checks in a row are one failure; below
     migration-threshold the resource is restarted in place, at it the group goes to the peer."""
 
-    def __init__(self, config: Config, policy: MonitorRequests, resources: Resources, timers: Timers, post, log):
+    def __init__(self, config: Config, policy: MonitorRequests, resources: Resources, timers: Timers, post, log,
+                 selector: Optional[selectors.BaseSelector] = None, procs: Optional[ProcTable] = None):
         self.policy, self.resources, self.timers, self.post, self.log = policy, resources, timers, post, log
+        self.selector = selector          # the daemon's loop, for process watches' pidfds (None: one of its own)
+        self.procs = procs or ProcTable()
         self.watches: Dict[str, Watch] = {}
         self.reconfigure(config)
 
@@ -5550,6 +5938,8 @@ class ServiceMonitor:
             if spec not in wanted:
                 watch = self.watches.pop(spec)
                 self.timers.cancel(watch.timer)
+                if watch.procs:
+                    watch.procs.stop()
                 self.policy.allow_here(watch.settings.group)
                 self.log.info(f"Monitor of {spec} stopped")
         for spec, (monitor, res) in wanted.items():
@@ -5560,9 +5950,51 @@ class ServiceMonitor:
             elif watch.settings != monitor:
                 self.log.info(f"Monitor of {spec} changed: {monitor.describe()}")
             changed = watch.settings.interval_ms != monitor.interval_ms
+            if watch.procs and (watch.procs.settings.process, watch.procs.settings.cmdline) != \
+                    (monitor.process, monitor.cmdline):
+                watch.procs.stop()
+                watch.procs = None
             watch.settings, watch.res = monitor, res
+            if watch.procs:                          # the same processes: quorum, delay, timeout judged anew
+                watch.procs.settings = monitor
+                if watch.procs.watching:
+                    watch.procs.scan()
+            elif monitor.process:
+                watch.procs = self.process_watch(watch)
+                if not watch.restarting and self.policy.may_check(monitor.group):
+                    watch.procs.start()
             if watch.timer is None or changed:
                 self.schedule(watch)
+
+    def heard(self, event: Event) -> None:
+        """An EventLog listener (from the loop or a thread): a group that now runs here has its process
+        watches started at once, not at their next interval (a process may die in between)."""
+        if event.kind == "group-acquired":
+            key = event.subjects.get("group", "")
+            self.post(lambda: self.group_running(key))
+
+    def group_running(self, key: str) -> None:
+        for watch in self.watches.values():
+            if watch.procs and watch.settings.group == key and not watch.restarting and self.policy.may_check(key):
+                watch.moved_away = False
+                watch.procs.start()
+
+    def process_watch(self, watch: Watch) -> ProcessWatch:
+        key = watch.settings.group
+        if self.selector is None:
+            self.selector = selectors.DefaultSelector()
+        return ProcessWatch(watch.settings, self.procs, self.selector, self.timers, self.log,
+                            may_watch=lambda: not watch.restarting and self.policy.may_check(key),
+                            lost=lambda why: self.processes_lost(watch, why))
+
+    def processes_lost(self, watch: Watch, why: str) -> None:
+        """A process watch's quorum is lost past its delay: a failure, as a failed status check is."""
+        if self.watches.get(watch.settings.resource) is not watch or watch.restarting:
+            return
+        if not self.policy.may_check(watch.settings.group):
+            watch.procs.stop()
+            return
+        self.failed(watch, f"its process watch ({why})")
 
     def schedule(self, watch: Watch) -> None:
         self.timers.cancel(watch.timer)
@@ -5577,8 +6009,13 @@ class ServiceMonitor:
             return
         if not self.policy.may_check(key):
             watch.consecutive = 0
+            if watch.procs:
+                watch.procs.stop()
             return
         watch.moved_away = False            # it runs here again (the peer that took it is gone)
+        if watch.procs:
+            watch.procs.tick()
+            return
         watch.checking = True
         timeout_s, depth = watch.settings.timeout_ms / 1000, watch.settings.ocf_check_level
         in_thread(f"monitor {watch.settings.name}",
@@ -5658,6 +6095,8 @@ class ServiceMonitor:
     def restart(self, watch: Watch) -> None:
         watch.restarting = True
         watch.restarts += 1
+        if watch.procs:
+            watch.procs.stop()              # its stop ends the processes: no event of the restart counts
 
         def done(error: Optional[str]) -> None:
             watch.restarting = False
@@ -5665,6 +6104,8 @@ class ServiceMonitor:
                 return
             if error is None:
                 self.log.info(f"Resource {watch.settings.name} restarted in place")
+                if watch.procs:
+                    watch.procs.rearm()
                 return
             watch.last_result = "restart failed"
             self.failed(watch, f"to restart ({error.splitlines()[0][:QUOTED_CHARS]})", restart=False)
@@ -5675,6 +6116,8 @@ class ServiceMonitor:
         found = []
         for watch in self.watches.values():
             monitor = watch.settings
+            if watch.procs and watch.procs.watching and watch.procs.last_scan is not None:
+                watch.last_result, watch.last_checked = watch.procs.result(), watch.procs.last_scan
             clears_in = None
             if watch.failures and monitor.failure_timeout_ms:
                 clears_in = round(max(0.0, watch.last_failure + monitor.failure_timeout_ms / 1000 - now), 1)
@@ -5687,6 +6130,7 @@ class ServiceMonitor:
                 "last_checked_s": None if watch.last_checked is None else round(now - watch.last_checked, 1),
                 "consecutive_failures": watch.consecutive, "failures": watch.failures, "restarts": watch.restarts,
                 "failures_clear_in_s": clears_in, "moved_away": watch.moved_away,
+                "process": watch.procs.snapshot(now) if watch.procs else None,
             })
         return found
 
@@ -7150,7 +7594,6 @@ class Notifier:
 PSUTIL_INSTALL = "apt install python3-psutil (Debian, Ubuntu) or dnf install python3-psutil (RHEL, Fedora)"
 ACCOUNTING_CACHE_S = 1.0        # a collection is made at most this often: it reads /proc for every process
 PSUTIL_RETRY_S = 60.0           # without psutil, how often a report tries the import again (installed meanwhile)
-PROC_DIR = "/proc"
 PIDS_SHOWN = 8                  # of a group's service processes, in `status`'s line
 MIB = 1024 * 1024
 
@@ -7428,6 +7871,24 @@ def prometheus_text(report: dict) -> str:
     out.family("heartbeat_monitor_last_check_ok", "gauge", "1 when the last status check found it running",
                [({"resource": m["resource"], "group": m["group"]}, int(m["last_result"] == "running"))
                 for m in monitors if m["last_result"] is not None])
+    watched = [(m, m["process"]) for m in monitors if m.get("process") and m["process"]["watching"]]
+    out.family("heartbeat_monitor_processes", "gauge", "processes a process watch counts (zombies and hung "
+               "ones not), while its group runs here", [({"resource": m["resource"], "group": m["group"],
+                                                          "process": p["name"]}, p["matched"]) for m, p in watched])
+    out.family("heartbeat_monitor_processes_hung", "gauge", "processes in D state for timeout without a switch",
+               [({"resource": m["resource"], "group": m["group"]}, len(p["hung"])) for m, p in watched])
+    out.family("heartbeat_monitor_process_quorum", "gauge", "a process watch's bounds: fewest (min) and most (max) "
+               "processes that are right", [({"resource": m["resource"], "group": m["group"], "bound": bound},
+                                             p[field]) for m, p in watched
+                                            for bound, field in (("min", "quorum"), ("max", "quorum_max"))])
+    out.family("heartbeat_monitor_process_in_quorum", "gauge", "1 while the count is within quorum..quorum_max",
+               [({"resource": m["resource"], "group": m["group"]}, int(p["in_quorum"])) for m, p in watched])
+    out.family("heartbeat_monitor_process_last_change_seconds", "gauge", "seconds since the count last changed",
+               [({"resource": m["resource"], "group": m["group"]}, None if p["last_change_s"] is None
+                 else float(p["last_change_s"])) for m, p in watched])
+    out.family("heartbeat_monitor_process_exits_total", "counter", "exits of watched processes the kernel "
+               "reported through their pidfds", [({"resource": m["resource"], "group": m["group"]}, p["exits"])
+                                                 for m, p in watched])
     stonith = report.get("stonith") or {}
     fenced = sorted(set(stonith.get("resets", {})) | set(stonith.get("failures", {})) | set(stonith.get("fencing", [])))
     out.family("heartbeat_stonith_device_ok", "gauge", "1 when the STONITH device's last status check passed",
@@ -7575,6 +8036,8 @@ def format_status(report: dict) -> str:
     for monitor in report.get("monitors", []):
         checked = "never checked" if monitor["last_checked_s"] is None else \
             f"{monitor['last_result']} {monitor['last_checked_s']:.1f} s ago"
+        if monitor.get("process"):
+            checked = process_watch_text(monitor["process"])
         threshold = monitor["migration_threshold"] or "INFINITY"
         line = (f"monitor {monitor['resource']}: {checked}; failures {monitor['failures']}/{threshold}, "
                 f"restarts {monitor['restarts']}")
@@ -7607,6 +8070,22 @@ def format_status(report: dict) -> str:
         lines.append("internal errors (please report; the log has each traceback): " +
                      ", ".join(f"{where} {n}" for where, n in sorted(faults.items())))
     return "\n".join(lines)
+
+
+def process_watch_text(watch: dict) -> str:
+    """A process watch in `status`: '2 processes named nginx (quorum 1..4), by pidfd, changed 3.2 s ago'."""
+    if not watch["watching"]:
+        return f"process {watch['name']}: not watched (its group does not run here)"
+    bounds = f"{watch['quorum']}..{watch['quorum_max']}" if watch["quorum_max"] else f"{watch['quorum']}"
+    matched = watch["matched"]
+    text = f"{matched} process{'es' if matched != 1 else ''} named {watch['name']}"
+    if watch["hung"]:
+        text += f" and {len(watch['hung'])} hung in D state"
+    text += f" (quorum {bounds}{'' if watch['in_quorum'] else ': OUT OF QUORUM'})"
+    text += ", by pidfd" if watch["events"] == "pidfd" else f", looked for every interval ({watch['polling_why']})"
+    if watch["last_change_s"] is not None:
+        text += f", changed {watch['last_change_s']:.1f} s ago"
+    return text
 
 
 CL_STATUS_QUERIES = {
@@ -8372,7 +8851,9 @@ class Daemon:
         router.route_to(self.policy, self.ipfail)
         for sock in self.pings.open():
             self.selector.register(sock, selectors.EVENT_READ, self.pings.read)
-        self.monitor = ServiceMonitor(self.config, self.policy, resources, self.timers, self.post, self.log)
+        self.monitor = ServiceMonitor(self.config, self.policy, resources, self.timers, self.post, self.log,
+                                      selector=self.selector)
+        self.events.listeners.append(self.monitor.heard)
         if self.config.settings.link_watch:
             self.open_linkwatch()
         self.install_signals()
@@ -9664,7 +10145,7 @@ def settings_table() -> str:
     for setting in SETTINGS:
         operand = setting.operand.replace("|", "\\|")          # a bar would end the Markdown cell
         rows.append(f"| `{setting.name} {operand}` | | | {setting.meaning} |")
-        rows.extend(f"| | `{o.name}=` | {o.default} | {o.meaning} |" for o in setting.options)
+        rows.extend(f"| | `{o.name}=` | {o.default or '-'} | {o.meaning} |" for o in setting.options)
     return "\n".join(rows)
 
 

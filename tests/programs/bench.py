@@ -16,11 +16,15 @@ authkeys methods (heartbeat.py alone): the cost of one status packet in µs unde
 aes256gcm (sign or seal, then verify or open, in the daemon's Python), and idle CPU and RSS of a pair
 at keepalive 100ms under each, with the ratio to sha1 (ONLY=auth-idle; aes256gcm only where that
 Python imports cryptography).
-QUICK=1: one run per row, fast profile only, the address groups for heartbeat.py alone and no idle-http
-nor auth-idle (unless ONLY names them). ONLY=WORD[,WORD]: only the sections whose name contains a word
-(failover-fast, failover-tutorial, idle, idle-http, addresses-ipv4, addresses-mixed, addresses-1000,
-auth-packet, auth-idle; ONLY=addresses runs all three address groups, ONLY=auth both auth sections).
-SIGTERM or Ctrl-C: it stops and removes what it made, by name.
+Service monitoring (heartbeat.py alone, fast profile): the web server, a resource of prime's group, killed
+under the status monitor and under the process watch at their defaults, until it is served again
+(restarted in place), and killed again while it cannot start on prime, until calc serves it; and what one
+read of /proc costs the process watch.
+QUICK=1: one run per row, fast profile only, the address groups for heartbeat.py alone, no idle-http,
+auth-idle nor monitor handover (unless ONLY names them). ONLY=WORD[,WORD]: only the sections whose name
+contains a word (failover-fast, failover-tutorial, monitor, idle, idle-http, addresses-ipv4,
+addresses-mixed, addresses-1000, auth-packet, auth-idle; ONLY=addresses runs all three address groups,
+ONLY=auth both auth sections). SIGTERM or Ctrl-C: it stops and removes what it made, by name.
 Prints a Markdown table; asserts nothing.
 """
 import ipaddress
@@ -28,6 +32,7 @@ import itertools
 import os
 import random
 import re
+import selectors
 import shutil
 import statistics
 import subprocess
@@ -37,11 +42,12 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "kits"))
 from paths import ROOT as REPO  # noqa: E402 - heartbeat.py's directory, put on the path
-from netns import (WEBSERVER_SCRIPT, Lab, Node, catch_stop_signals, have_root_net,  # noqa: E402
-                   ignore_stop_signals, sweep)
+from netns import (BREAKABLE_WEBSERVER_SCRIPT, WEBSERVER_SCRIPT, Lab, Node, catch_stop_signals,  # noqa: E402
+                   have_root_net, ignore_stop_signals, sweep)
 from realhb import RealNode, have_real_heartbeat  # noqa: E402
 
-from heartbeat import parse_time_ms  # noqa: E402 - on the path once paths is imported
+from heartbeat import (MonitorSettings, ProcessWatch, ProcTable, Timers,  # noqa: E402 - on the path once paths
+                       parse_time_ms)                                   # is imported
 
 VIP, PORT = "10.77.0.100", 8080
 # The daemon runs under the python3 that service(8) and systemd find on their PATH, as it does once
@@ -583,6 +589,83 @@ def addresses_rows(kinds, runs, groups, ours_only=()):
              {kind: [r.get(label) for r in results[kind]] for kind in kinds}, "s") for label in results[kinds[0]][0]]
 
 
+# The web server as a resource of prime's group, watched by the status monitor or the process watch at their
+# defaults (interval 10s); its python runs through a symlink named after the lab, so that its comm is this
+# lab's alone (every lab shares the machine's pid namespace).
+MONITORS = {
+    "status monitor (defaults: interval 10s)": "monitor webserver\n",
+    "process watch (defaults: interval 10s)": "monitor webserver process={name}\n",
+}
+
+
+def monitor_run(settings, number, handover):
+    """One cluster life: the web server killed on prime, seconds until the client is served by prime again
+    (restarted in place); with handover, killed while it cannot start on prime (the start fails: at the
+    default migration-threshold of 3 the failed restart is failure 2 and the next check or rescan failure 3),
+    seconds until calc serves it. The kill falls at a point of the monitor's interval that run `number`
+    draws, the same for both monitors."""
+    lab = new_lab(["prime", "calc", "client"])
+    result = {}
+    try:
+        name = f"{lab.prefix}web"[:15]
+        os.symlink(os.path.realpath(DAEMON_PYTHON), os.path.join(lab.tmp, name))
+        script = BREAKABLE_WEBSERVER_SCRIPT.replace("    python3 -c '", f'    "$2/{name}" -c \'', 1)
+        keys = "auth 1\n1 sha1 bench-secret\n"
+        haresources = f"prime {VIP}/24/eth0 webserver::{PORT}::{lab.tmp}\n"
+        nodes = {}
+        for host in ("prime", "calc"):
+            nodes[host] = Node(lab, host, hacf(PROFILES["fast"]), authkeys=keys, haresources=haresources,
+                               resource_scripts={"webserver": script}, python=DAEMON_PYTHON)
+            nodes[host].write("heartbeat.py.cf", settings.format(name=name))
+            nodes[host].start()
+        client = Client(lab, 600)
+        if client.first("prime", 0, 90) is None:
+            raise RuntimeError("prime never served")
+        pid_file = os.path.join(lab.tmp, "webserver-prime.pid")
+        rng = random.Random(number)  # noqa: S311 - a timing, not a secret
+
+        def kill():
+            time.sleep(rng.uniform(0, 10))                 # a point of the 10 s interval
+            with open(pid_file) as handle:
+                pid = int(handle.read())
+            killed = time.time()
+            os.kill(pid, 9)
+            return killed
+
+        time.sleep(3)
+        if handover:
+            open(os.path.join(lab.tmp, "broken-prime"), "w").close()
+            killed = kill()
+            served = client.first("calc", killed, 90)
+            result["cannot start: killed -> served by the peer"] = served - killed if served else None
+        else:
+            killed = kill()
+            down = client.first("-", killed, 10)
+            served = client.first("prime", down or killed, 60)
+            result["restart in place: killed -> served again"] = served - killed if served else None
+    finally:
+        lab.close()
+    return result
+
+
+def scan_cost(rounds=200):
+    """What one read of /proc costs the process watch here: median seconds a scan, and processes."""
+    class Quiet:
+        def __getattr__(self, _name):
+            return lambda *args, **kw: None
+    table = ProcTable()
+    settings = MonitorSettings("bench", "bench", "group", 1, 10000, 20000, 1, 3, 0, 0, process="no-such-name")
+    watch = ProcessWatch(settings, table, selectors.DefaultSelector(), Timers(), Quiet(), lambda: True,
+                         lambda why: None)
+    watch.watching = True
+    times = []
+    for _ in range(rounds):
+        started = time.perf_counter()
+        watch.scan()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times), len(table.pids())
+
+
 def python_version(python):
     return subprocess.run([python, "-c", "import platform; print(platform.python_version())"],
                           capture_output=True, text=True).stdout.strip()
@@ -649,6 +732,18 @@ def measure():
             label = f"{row} [{profile}: keepalive {timers['keepalive']}, deadtime {timers['deadtime']}]"
             values = {kind: [r[row] for r in results[kind]] for kind in kinds}
             rows.append((label, values, "s"))
+    monitored = {}
+    if wanted("monitor"):           # heartbeat.py alone (3.0.6 has no monitor); QUICK=1: restarts in place only
+        handovers = (False, True) if not quick or only else (False,)
+        for number, handover in itertools.product(range(runs), handovers):
+            for label, settings in MONITORS.items():
+                started = time.monotonic()
+                measured = monitor_run(settings, number, handover)
+                for row, value in measured.items():
+                    monitored.setdefault(row, {}).setdefault(label, []).append(value)
+                print(f"  monitor run {number + 1}/{runs} {label}: {measured} ({time.monotonic() - started:.0f} s)",
+                      file=sys.stderr, flush=True)
+        scan_s, processes = scan_cost()
     groups = [group for group in ADDRESS_GROUPS if wanted(f"addresses-{group}")]
     if groups:        # 3.0.6 takes minutes for each group (a script an address): not with QUICK=1 unless ONLY asks
         ours_only = set(WIDE_GROUPS) | (set(groups) if quick and not only else set())
@@ -689,6 +784,16 @@ def measure():
         if len(kinds) > 1:
             cells.append(ratio(values[kinds[0]], values[kinds[1]]))
         print(f"| {label} | " + " | ".join(cells) + " |")
+    if monitored:
+        labels = list(MONITORS)
+        print("\n| web server killed on prime [fast: keepalive 100ms, deadtime 500ms] | " + " | ".join(labels)
+              + " | process / status |")
+        print("|---|---|---|---|")
+        for row, values in monitored.items():
+            print(f"| {row} | " + " | ".join(fmt(values.get(label, [])) for label in labels)
+                  + f" | {ratio(values.get(labels[1], []), values.get(labels[0], []))} |")
+        print(f"\nprocess watch: one read of /proc costs {scan_s * 1000:.2f} ms here ({processes} processes), done "
+              "at an exit that breaks quorum, at the end of delay, after a restart and every interval")
     if calibration:
         print("\nidle CPU as % of one core = s per minute / 60 x 100")
     for keepalive, cpu in calibration.items():

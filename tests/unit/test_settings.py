@@ -61,7 +61,56 @@ def test_monitor_defaults_are_pacemaker_like(confdir):
 def test_defaults_come_from_the_table(confdir):
     table = {o.name: o.default for o in hb.SETTING_BY_NAME["monitor"].options}
     assert table == {"interval": "10s", "timeout": "20s", "fall": "1", "migration-threshold": "3",
-                     "failure-timeout": "10min", "OCF_CHECK_LEVEL": "0"}
+                     "failure-timeout": "10min", "OCF_CHECK_LEVEL": "0", "process": "", "cmdline": "no",
+                     "quorum": "1", "quorum_max": "INFINITY", "delay": "0"}
+
+
+def test_a_status_monitor_watches_no_process(confdir):
+    (monitor,) = load(confdir, "monitor webserver\n").monitors
+    assert (monitor.process, monitor.cmdline, monitor.quorum, monitor.quorum_max, monitor.delay_ms) == \
+        ("", False, 1, 0, 0)
+
+
+def test_a_process_watch_and_its_options(confdir):
+    web, apache = load(confdir, "monitor webserver process=nginx quorum=2 quorum_max=8 delay=1500ms\n"
+                                "monitor apache process=/usr/sbin/apache2 cmdline=yes interval=30s\n").monitors
+    assert (web.process, web.cmdline, web.quorum, web.quorum_max, web.delay_ms) == ("nginx", False, 2, 8, 1500)
+    assert (apache.process, apache.cmdline, apache.quorum, apache.quorum_max, apache.interval_ms) == \
+        ("/usr/sbin/apache2", True, 1, 0, 30000)
+    assert web.describe() == ("monitor webserver process=nginx quorum=2 quorum_max=8 delay=1500ms interval=10s "
+                              "timeout=20s migration-threshold=3 failure-timeout=10min")
+    assert apache.describe().startswith("monitor apache process=/usr/sbin/apache2 cmdline=yes quorum=1 "
+                                        "quorum_max=INFINITY delay=0 interval=30s")
+
+
+@pytest.mark.parametrize("line, message", [
+    ("monitor webserver process=", "monitor webserver: process= needs a name (e.g. process=nginx)"),
+    ("monitor webserver quorum=2", "monitor webserver: quorum only go(es) with process=NAME"),
+    ("monitor webserver cmdline=yes delay=1s", "cmdline, delay only go(es) with process=NAME"),
+    ("monitor webserver process=nginx fall=2", "monitor webserver: fall belong(s) to status checks; a process "
+                                               "watch (process=nginx) runs none"),
+    ("monitor webserver process=nginx OCF_CHECK_LEVEL=10", "OCF_CHECK_LEVEL belong(s) to status checks"),
+    ("monitor webserver process=/usr/sbin/nginx", "monitor webserver: process=/usr/sbin/nginx: /proc/PID/comm "
+                                                  "holds a name without its directory; write process=nginx, or "
+                                                  "add cmdline=yes"),
+    ("monitor webserver process=a-very-long-daemon-name", "the kernel keeps 15 characters of a process name "
+                                                          "(/proc/PID/comm): write process=a-very-long-dae"),
+    ("monitor webserver process=nginx quorum=0", "quorum must be a whole number from 1 to 100000"),
+    ("monitor webserver process=nginx quorum=3 quorum_max=2", "quorum_max (2) is less than quorum (3)"),
+    ("monitor webserver process=nginx quorum_max=0", "quorum_max must be a whole number from 1 to 100000 or "
+                                                     "INFINITY"),
+    ("monitor webserver process=nginx cmdline=maybe", "cmdline must be yes or no"),
+    ("monitor webserver process=nginx delay=2h", "delay must be from 0 to 1h"),
+])
+def test_each_process_watch_error_names_the_file_and_line(confdir, line, message):
+    found = errors(confdir, "# settings\n" + line + "\n")
+    assert len(found) == 1 and found[0].startswith(f"{confdir}/heartbeat.py.cf:2: "), found
+    assert message in found[0], found
+
+
+def test_quorum_max_infinity_is_no_maximum(confdir):
+    (monitor,) = load(confdir, "monitor webserver process=nginx quorum_max=INFINITY\n").monitors
+    assert monitor.quorum_max == 0
 
 
 def test_every_option_comments_and_blank_lines(confdir):
@@ -184,6 +233,14 @@ def test_check_shows_the_monitors(confdir):
     assert f"settings:  {confdir}/heartbeat.py.cf" in result.stdout
     assert ("monitor webserver interval=1s timeout=20s fall=1 migration-threshold=3 failure-timeout=10min "
             "(line 1; webserver::8080::/tmp of group 10.9.0.1/24/eth0)") in result.stdout
+
+
+def test_check_shows_a_process_watch(confdir):
+    write(confdir, hb.SETTINGS_FILE, "monitor webserver process=python3 quorum=1 delay=500ms\n")
+    result = run("check", "-c", confdir, "--node", "prime")
+    assert result.returncode == 0, result.stderr
+    assert ("monitor webserver process=python3 quorum=1 quorum_max=INFINITY delay=500ms interval=10s timeout=20s "
+            "migration-threshold=3 failure-timeout=10min (line 1; webserver::8080::/tmp of group") in result.stdout
 
 
 def test_check_without_the_file(confdir):
