@@ -94,6 +94,27 @@ def poller(lab, seconds, port=WEB_PORT, host="client", address=VIP):
                      stdout=subprocess.PIPE, text=True)
 
 
+class OutageClient:
+    """The client polling http://VIP/ for `seconds`; outage() is the longest run without an answer."""
+
+    def __init__(self, lab, seconds):
+        self.proc = poller(lab, seconds)
+
+    def outage(self):
+        time.sleep(1)                    # its next polls see what the test saw
+        self.proc.send_signal(signal.SIGTERM)
+        out, _ = self.proc.communicate(timeout=10)
+        worst, down = 0.0, None
+        for line in out.splitlines():
+            stamp, answer = line.split(" ", 1)
+            if answer == "-" and down is None:
+                down = float(stamp)
+            elif answer != "-" and down is not None:
+                worst, down = max(worst, float(stamp) - down), None
+        assert down is None, f"the client had no answer at the end:\n{out}"
+        return worst, out
+
+
 def cut_route(lab, name, address, table="hbtest"):
     """nftables in `name`'s namespace drops everything it sends to address (a dead uplink)."""
     for argv in (["nft", "add", "table", "inet", table],

@@ -10,7 +10,7 @@ import time
 import pytest
 
 from netns import BREAKABLE_WEBSERVER_SCRIPT as SCRIPT
-from netns import VIP, Node, hacf, have_root_net, holders, kill_webserver, page, poller, wait
+from netns import VIP, Node, OutageClient, hacf, have_root_net, holders, kill_webserver, page, wait
 from netns import WEB_PORT as PORT
 
 pytestmark = pytest.mark.skipif(not have_root_net(), reason="needs root and ip(8) for network namespaces")
@@ -31,27 +31,6 @@ def cluster(lab, settings=MONITOR):
     return nodes
 
 
-class Client:
-    """The client polling http://VIP/ for `seconds`; outage() is the longest run without an answer."""
-
-    def __init__(self, lab, seconds):
-        self.proc = poller(lab, seconds)
-
-    def outage(self):
-        time.sleep(1)                    # its next polls see what the test saw
-        self.proc.send_signal(signal.SIGTERM)
-        out, _ = self.proc.communicate(timeout=10)
-        worst, down = 0.0, None
-        for line in out.splitlines():
-            stamp, answer = line.split(" ", 1)
-            if answer == "-" and down is None:
-                down = float(stamp)
-            elif answer != "-" and down is not None:
-                worst, down = max(worst, float(stamp) - down), None
-        assert down is None, f"the client had no answer at the end:\n{out}"
-        return worst, out
-
-
 def monitor_of(node):
     return node.status()["monitors"][0]
 
@@ -60,7 +39,7 @@ def monitor_of(node):
 def test_killed_web_server_is_restarted_in_place(lab):
     prime, calc = cluster(lab)
     prime.wait_for(lambda s: s["monitors"] and s["monitors"][0]["last_result"] == "running", 5)
-    client = Client(lab, 30)
+    client = OutageClient(lab, 30)
     time.sleep(1)
     kill_webserver(lab, "prime")
     took = prime.wait_for(lambda s: s["monitors"][0]["restarts"] == 1 and s["monitors"][0]["last_result"] == "running"
@@ -85,7 +64,7 @@ def test_killed_web_server_is_restarted_in_place(lab):
 def test_web_server_that_cannot_start_moves_its_group_to_calc(lab):
     prime, calc = cluster(lab)
     prime.wait_for(lambda s: s["monitors"] and s["monitors"][0]["last_result"] == "running", 5)
-    client = Client(lab, 40)
+    client = OutageClient(lab, 40)
     time.sleep(1)
     broken = os.path.join(lab.tmp, "broken-prime")
     open(broken, "w").close()

@@ -13,7 +13,7 @@ import time
 import pytest
 
 from netns import BREAKABLE_WEBSERVER_SCRIPT as SCRIPT
-from netns import VIP, Node, hacf, have_root_net, holders, kill_webserver, page, poller, wait
+from netns import VIP, Node, OutageClient, hacf, have_root_net, holders, kill_webserver, page, wait
 from netns import WEB_PORT as PORT
 
 pytestmark = pytest.mark.skipif(not have_root_net(), reason="needs root and ip(8) for network namespaces")
@@ -46,34 +46,13 @@ def watch_of(status):
     return status["monitors"][0]["process"]
 
 
-class Client:
-    """The client polling http://VIP/ for `seconds`; outage() is the longest run without an answer."""
-
-    def __init__(self, lab, seconds):
-        self.proc = poller(lab, seconds)
-
-    def outage(self):
-        time.sleep(1)
-        self.proc.send_signal(signal.SIGTERM)
-        out, _ = self.proc.communicate(timeout=10)
-        worst, down = 0.0, None
-        for line in out.splitlines():
-            stamp, answer = line.split(" ", 1)
-            if answer == "-" and down is None:
-                down = float(stamp)
-            elif answer != "-" and down is not None:
-                worst, down = max(worst, float(stamp) - down), None
-        assert down is None, f"the client had no answer at the end:\n{out}"
-        return worst, out
-
-
 @pytest.mark.parametrize("lab", [("prime", "calc", "client")], indirect=True)
 def test_killed_web_server_is_restarted_in_place_at_once(lab):
     prime, calc = cluster(lab, "monitor webserver process={name}\n")
     prime.wait_for(lambda s: watch_of(s)["watching"] and watch_of(s)["matched"] == 1, 15)
     assert not watch_of(calc.status())["watching"]            # calc does not hold the group: watches nothing
     assert watch_of(prime.status())["events"] == "pidfd"
-    client = Client(lab, 30)
+    client = OutageClient(lab, 30)
     time.sleep(1)
     killed = time.monotonic()
     kill_webserver(lab, "prime")
@@ -104,7 +83,7 @@ def test_killed_web_server_is_restarted_in_place_at_once(lab):
 def test_web_server_that_cannot_start_is_handed_to_calc(lab):
     prime, calc = cluster(lab, "monitor webserver process={name} interval=1s\n")
     prime.wait_for(lambda s: watch_of(s)["watching"] and watch_of(s)["matched"] == 1, 15)
-    client = Client(lab, 40)
+    client = OutageClient(lab, 40)
     time.sleep(1)
     open(os.path.join(lab.tmp, "broken-prime"), "w").close()
     killed = time.monotonic()

@@ -295,3 +295,19 @@ def pcs_applied_to_a_cib_file(text, tmp_path):
     verify = subprocess.run(["crm_verify", "--xml-file", str(cib)], capture_output=True, text=True, timeout=60)
     assert verify.returncode == 0, verify.stdout + verify.stderr
     return cib
+
+
+WEBSERVER_GROUP = "prime 10.9.0.1/24/eth0 webserver::8080\n"
+
+
+def webserver_config(tmp_path, settings):
+    """prime's configuration in tmp_path/ha.d for the service monitor's tests: WEBSERVER_GROUP (its
+    webserver script does nothing) and this heartbeat.py.cf; called again, it rewrites them (a reload)."""
+    directory = tmp_path / "ha.d"
+    (directory / "resource.d").mkdir(parents=True, exist_ok=True)
+    (directory / "ha.cf").write_text("keepalive 1\ndeadtime 5\nbcast eth0\nnode prime calc\nauto_failback on\n")
+    write(str(directory), "authkeys", "auth 2\n2 sha1 secret\n", 0o600)
+    (directory / "haresources").write_text(WEBSERVER_GROUP)
+    write(str(directory / "resource.d"), "webserver", "#!/bin/sh\nexit 0\n", 0o755)
+    (directory / "heartbeat.py.cf").write_text(settings)
+    return hb.load_config(str(directory), "prime")

@@ -1,15 +1,13 @@
 """ServiceMonitor with a fake clock and a fake policy: fall, restarts in place, migration-threshold,
 failure-timeout, takeover, reloads; and a status that hangs never holds up the loop."""
-import os
 import threading
 import time
 
 import pytest
 
 import heartbeat as hb
-from fakes import Calc, Clock, InlineWorker, NoResources, Recorder, routed, sent
+from fakes import Calc, Clock, InlineWorker, NoResources, Recorder, routed, sent, webserver_config
 
-HARESOURCES = "prime 10.9.0.1/24/eth0 webserver::8080\n"
 
 
 class FakeStatusResources:
@@ -52,26 +50,12 @@ class FakePolicy:
         return ["calc"] if self.peer else []
 
 
-def make_config(tmp_path, settings):
-    directory = tmp_path / "ha.d"
-    (directory / "resource.d").mkdir(parents=True, exist_ok=True)
-    (directory / "ha.cf").write_text("keepalive 1\ndeadtime 5\nbcast eth0\nnode prime calc\nauto_failback on\n")
-    (directory / "authkeys").write_text("auth 2\n2 sha1 secret\n")
-    os.chmod(directory / "authkeys", 0o600)
-    (directory / "haresources").write_text(HARESOURCES)
-    script = directory / "resource.d" / "webserver"
-    script.write_text("#!/bin/sh\nexit 0\n")
-    os.chmod(script, 0o755)
-    (directory / "heartbeat.py.cf").write_text(settings)
-    return hb.load_config(str(directory), "prime")
-
-
 class World:
     def __init__(self, tmp_path, settings="monitor webserver interval=1s timeout=2s\n"):
         self.tmp_path, self.clock, self.log = tmp_path, Clock(), Recorder()
         self.timers = hb.Timers(self.clock)
         self.posted, self.resources, self.policy = [], FakeStatusResources(), FakePolicy()
-        self.monitor = hb.ServiceMonitor(make_config(tmp_path, settings), self.policy, self.resources,
+        self.monitor = hb.ServiceMonitor(webserver_config(tmp_path, settings), self.policy, self.resources,
                                          self.timers, self.posted.append, self.log)
 
     def step(self, seconds=1.0):
@@ -227,14 +211,14 @@ def test_a_result_that_comes_after_the_group_left_says_nothing(world):
 def test_reload_keeps_counts_changes_interval_and_stops_watches(world, tmp_path):
     world.resources.answers = ["stopped"]
     world.step()
-    world.monitor.reconfigure(make_config(tmp_path, "monitor webserver interval=5s\n"))
+    world.monitor.reconfigure(webserver_config(tmp_path, "monitor webserver interval=5s\n"))
     assert world.state()["failures"] == 1 and world.state()["interval_ms"] == 5000
     calls = len(world.resources.calls)
     world.step(4)
     assert len(world.resources.calls) == calls
     world.step(1)
     assert len(world.resources.calls) == calls + 1
-    world.monitor.reconfigure(make_config(tmp_path, ""))
+    world.monitor.reconfigure(webserver_config(tmp_path, ""))
     assert world.monitor.snapshot() == [] and world.log.has("Monitor of webserver::8080 stopped")
     world.step(10)
     assert len(world.resources.calls) == calls + 1
@@ -255,7 +239,7 @@ def test_status_text_shows_a_line_per_monitor(world):
 @pytest.fixture()
 def cluster(tmp_path):
     """A real ClusterPolicy (inline worker) for prime with calc alive."""
-    config = make_config(tmp_path, "monitor webserver interval=1s\n")
+    config = webserver_config(tmp_path, "monitor webserver interval=1s\n")
     clock, rec = Clock(), Recorder()
     timers = hb.Timers(clock)
     membership = hb.Membership(config, hb.Identity("prime", b"P" * 16, 0x100), timers, rec, rec.sent.append, rec)
@@ -291,7 +275,7 @@ def test_move_group_asks_the_peer_to_take_it_and_it_is_not_started_here_again(cl
 
 
 def test_move_group_without_a_live_peer_is_refused(tmp_path):
-    config = make_config(tmp_path, "monitor webserver\n")
+    config = webserver_config(tmp_path, "monitor webserver\n")
     clock, rec = Clock(), Recorder()
     timers = hb.Timers(clock)
     membership = hb.Membership(config, hb.Identity("prime", b"P" * 16, 0x100), timers, rec, rec.sent.append, rec)

@@ -17,11 +17,10 @@ import time
 import pytest
 
 import heartbeat as hb
-from fakes import Clock, Recorder
+from fakes import Clock, Recorder, webserver_config
 
 NAMES = itertools.count()
 SLEEP = shutil.which("sleep")
-HARESOURCES = "prime 10.9.0.1/24/eth0 webserver::8080\n"
 
 
 def unique_name():
@@ -101,20 +100,6 @@ class FakePolicy:
         self.allowed.append(key)
 
 
-def make_config(tmp_path, settings):
-    directory = tmp_path / "ha.d"
-    (directory / "resource.d").mkdir(parents=True, exist_ok=True)
-    (directory / "ha.cf").write_text("keepalive 1\ndeadtime 5\nbcast eth0\nnode prime calc\nauto_failback on\n")
-    (directory / "authkeys").write_text("auth 2\n2 sha1 secret\n")
-    os.chmod(directory / "authkeys", 0o600)
-    (directory / "haresources").write_text(HARESOURCES)
-    script = directory / "resource.d" / "webserver"
-    script.write_text("#!/bin/sh\nexit 0\n")
-    os.chmod(script, 0o755)
-    (directory / "heartbeat.py.cf").write_text(settings)
-    return hb.load_config(str(directory), "prime")
-
-
 class NoStatus:
     def run_script(self, *args, **kw):
         raise AssertionError("a process watch runs no status check")
@@ -129,7 +114,7 @@ class World:
         self.selector = selectors.DefaultSelector()
         self.policy = FakePolicy()
         self.policy.running = running
-        self.monitor = hb.ServiceMonitor(make_config(tmp_path, settings), self.policy, NoStatus(), self.timers,
+        self.monitor = hb.ServiceMonitor(webserver_config(tmp_path, settings), self.policy, NoStatus(), self.timers,
                                          lambda callback: callback(), self.log, selector=self.selector,
                                          procs=procs or hb.ProcTable())
 
@@ -342,7 +327,7 @@ def test_a_reload_of_quorum_judges_the_same_processes_again(make_world, children
     children.kill(second)
     assert world.events(lambda: world.process()["exits"] == 1)
     world.step(1)
-    world.monitor.reconfigure(make_config(tmp_path, f"monitor webserver process={name} quorum=2 delay=1s\n"))
+    world.monitor.reconfigure(webserver_config(tmp_path, f"monitor webserver process={name} quorum=2 delay=1s\n"))
     state = world.process()                           # the same watch, held on: its history stays
     assert (state["quorum"], state["in_quorum"], state["exits"], state["last_change_s"]) == (2, False, 1, 1.0)
     assert world.log.has(f"1 process named {name} (quorum 2): a failure unless back within 1s (delay)")
@@ -463,10 +448,10 @@ def test_a_reload_that_changes_the_name_watches_the_new_one(make_world, children
     children.start(old)
     fresh = children.start(new)
     world = make_world(f"monitor webserver process={old}\n")
-    world.monitor.reconfigure(make_config(tmp_path, f"monitor webserver process={new}\n"))
+    world.monitor.reconfigure(webserver_config(tmp_path, f"monitor webserver process={new}\n"))
     assert world.process()["name"] == new and world.process()["pids"] == [fresh.pid]
     assert len(world.selector.get_map()) == 1
-    world.monitor.reconfigure(make_config(tmp_path, "monitor webserver\n"))        # back to status checks
+    world.monitor.reconfigure(webserver_config(tmp_path, "monitor webserver\n"))        # back to status checks
     assert world.state()["process"] is None and len(world.selector.get_map()) == 0
 
 
@@ -527,10 +512,10 @@ def test_status_says_when_nothing_is_watched_and_why_it_polls(make_world, childr
 def test_status_monitors_alone_open_no_selector(tmp_path):
     """The daemon passes its loop's selector; a monitor built without one makes its own only for a process
     watch (an epoll descriptor each was opened for nothing)."""
-    monitor = hb.ServiceMonitor(make_config(tmp_path, "monitor webserver\n"), FakePolicy(), NoStatus(),
+    monitor = hb.ServiceMonitor(webserver_config(tmp_path, "monitor webserver\n"), FakePolicy(), NoStatus(),
                                 hb.Timers(Clock()), lambda callback: callback(), Recorder())
     assert monitor.selector is None
-    monitor.reconfigure(make_config(tmp_path, "monitor webserver process=nosuchprocess\n"))
+    monitor.reconfigure(webserver_config(tmp_path, "monitor webserver process=nosuchprocess\n"))
     assert isinstance(monitor.selector, selectors.BaseSelector)
 
 
