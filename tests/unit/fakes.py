@@ -311,3 +311,35 @@ def webserver_config(tmp_path, settings):
     write(str(directory / "resource.d"), "webserver", "#!/bin/sh\nexit 0\n", 0o755)
     (directory / "heartbeat.py.cf").write_text(settings)
     return hb.load_config(str(directory), "prime")
+
+
+class MonitorPolicy:
+    """The cluster policy as the service monitor asks it (MonitorRequests): the group runs here while
+    `running`; a move needs a live `peer`; restarts run on_restart (start processes again) first."""
+
+    def __init__(self):
+        self.running, self.peer, self.restarts, self.moves, self.allowed = True, True, [], [], []
+        self.on_restart = None
+        self.restart_error = None
+
+    def may_check(self, key):
+        return self.running
+
+    def restart_resource(self, key, res, done):
+        self.restarts.append(res.spec)
+        if self.on_restart:
+            self.on_restart()
+        done(self.restart_error)
+
+    def move_group(self, key, reason):
+        if not self.peer:
+            return "no live peer can take it"
+        self.moves.append((key, reason))
+        self.running = False
+        return ""
+
+    def allow_here(self, key):
+        self.allowed.append(key)
+
+    def live_peers(self):
+        return ["calc"] if self.peer else []

@@ -6,7 +6,7 @@ import time
 import pytest
 
 import heartbeat as hb
-from fakes import Calc, Clock, InlineWorker, NoResources, Recorder, routed, sent, webserver_config
+from fakes import Calc, Clock, InlineWorker, NoResources, Recorder, MonitorPolicy, routed, sent, webserver_config
 
 
 
@@ -24,37 +24,11 @@ class FakeStatusResources:
         return hb.CommandResult(124 if text == "hang" else 0, text)
 
 
-class FakePolicy:
-    def __init__(self):
-        self.running, self.peer, self.restarts, self.moves, self.allowed = True, True, [], [], []
-        self.restart_error = None
-
-    def may_check(self, key):
-        return self.running
-
-    def restart_resource(self, key, res, done):
-        self.restarts.append(res.spec)
-        done(self.restart_error)
-
-    def move_group(self, key, reason):
-        if not self.peer:
-            return "no live peer can take it"
-        self.moves.append((key, reason))
-        self.running = False
-        return ""
-
-    def allow_here(self, key):
-        self.allowed.append(key)
-
-    def live_peers(self):
-        return ["calc"] if self.peer else []
-
-
 class World:
     def __init__(self, tmp_path, settings="monitor webserver interval=1s timeout=2s\n"):
         self.tmp_path, self.clock, self.log = tmp_path, Clock(), Recorder()
         self.timers = hb.Timers(self.clock)
-        self.posted, self.resources, self.policy = [], FakeStatusResources(), FakePolicy()
+        self.posted, self.resources, self.policy = [], FakeStatusResources(), MonitorPolicy()
         self.monitor = hb.ServiceMonitor(webserver_config(tmp_path, settings), self.policy, self.resources,
                                          self.timers, self.posted.append, self.log)
 

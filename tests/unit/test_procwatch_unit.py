@@ -17,7 +17,7 @@ import time
 import pytest
 
 import heartbeat as hb
-from fakes import Clock, Recorder, webserver_config
+from fakes import Clock, MonitorPolicy, Recorder, webserver_config
 
 NAMES = itertools.count()
 SLEEP = shutil.which("sleep")
@@ -74,32 +74,6 @@ def children(tmp_path):
     kids.close()
 
 
-class FakePolicy:
-    def __init__(self):
-        self.running, self.peer, self.restarts, self.moves, self.allowed = True, True, [], [], []
-        self.on_restart = None           # what a restart does (start processes again), then done(error)
-        self.restart_error = None
-
-    def may_check(self, key):
-        return self.running
-
-    def restart_resource(self, key, res, done):
-        self.restarts.append(res.spec)
-        if self.on_restart:
-            self.on_restart()
-        done(self.restart_error)
-
-    def move_group(self, key, reason):
-        if not self.peer:
-            return "no live peer can take it"
-        self.moves.append((key, reason))
-        self.running = False
-        return ""
-
-    def allow_here(self, key):
-        self.allowed.append(key)
-
-
 class NoStatus:
     def run_script(self, *args, **kw):
         raise AssertionError("a process watch runs no status check")
@@ -112,7 +86,7 @@ class World:
         self.tmp_path, self.clock, self.log = tmp_path, Clock(), Recorder()
         self.timers = hb.Timers(self.clock)
         self.selector = selectors.DefaultSelector()
-        self.policy = FakePolicy()
+        self.policy = MonitorPolicy()
         self.policy.running = running
         self.monitor = hb.ServiceMonitor(webserver_config(tmp_path, settings), self.policy, NoStatus(), self.timers,
                                          lambda callback: callback(), self.log, selector=self.selector,
@@ -512,7 +486,7 @@ def test_status_says_when_nothing_is_watched_and_why_it_polls(make_world, childr
 def test_status_monitors_alone_open_no_selector(tmp_path):
     """The daemon passes its loop's selector; a monitor built without one makes its own only for a process
     watch (an epoll descriptor each was opened for nothing)."""
-    monitor = hb.ServiceMonitor(webserver_config(tmp_path, "monitor webserver\n"), FakePolicy(), NoStatus(),
+    monitor = hb.ServiceMonitor(webserver_config(tmp_path, "monitor webserver\n"), MonitorPolicy(), NoStatus(),
                                 hb.Timers(Clock()), lambda callback: callback(), Recorder())
     assert monitor.selector is None
     monitor.reconfigure(webserver_config(tmp_path, "monitor webserver process=nosuchprocess\n"))
