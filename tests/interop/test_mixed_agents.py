@@ -228,6 +228,28 @@ def prime_holds_with_a_marker(lab, disk, real, py, prime):
     assert marker.returncode == 0, marker.stderr
 
 
+def calc_holds_everything_with_the_marker(lab, disk, real, py, calc, since):
+    """Seconds from `since` until calc holds everything, the disk never mounted on both meanwhile,
+    and calc reads the file prime wrote on it."""
+    most = watch(lab, disk, holds_everything(lab, disk, "calc"), 30)
+    took = time.monotonic() - since
+    assert max(most) <= 1, f"the disk was mounted on both nodes ({most})\n{dump(real, py)}"
+    read = in_mount_ns(calc, ["cat", f"{disk.mountpoint}/marker"])
+    assert read.stdout.strip() == "written-on-prime", read.stderr
+    return took
+
+
+def prime_holds_everything_again(lab, disk, real, py, since):
+    """Seconds from `since` until prime holds everything again (failback), the disk never mounted on
+    both meanwhile, and still so a second later."""
+    most = watch(lab, disk, holds_everything(lab, disk, "prime"), 60)
+    took = time.monotonic() - since
+    assert max(most) <= 1, f"the disk was mounted on both nodes ({most})\n{dump(real, py)}"
+    time.sleep(1)
+    assert holds_everything(lab, disk, "prime")()
+    return took
+
+
 @pytest.mark.parametrize("real_name", ["prime", "calc"])
 def test_the_drbd_era_group_moves_on_a_graceful_stop_and_comes_back(lab, real_name):
     """prime holds the group; its daemon is stopped (calc takes everything: VIP, disk with prime's data,
@@ -240,19 +262,11 @@ def test_the_drbd_era_group_moves_on_a_graceful_stop_and_comes_back(lab, real_na
 
         stopped = time.monotonic()
         prime.stop()
-        most = watch(lab, disk, holds_everything(lab, disk, "calc"), 30)
-        handover = time.monotonic() - stopped
-        assert max(most) <= 1, f"the disk was mounted on both nodes ({most})\n{dump(real, py)}"
-        read = in_mount_ns(calc, ["cat", f"{disk.mountpoint}/marker"])
-        assert read.stdout.strip() == "written-on-prime", read.stderr
+        handover = calc_holds_everything_with_the_marker(lab, disk, real, py, calc, stopped)
 
         back = time.monotonic()
         start(prime)
-        most = watch(lab, disk, holds_everything(lab, disk, "prime"), 60)
-        failback = time.monotonic() - back
-        assert max(most) <= 1, f"the disk was mounted on both nodes ({most})\n{dump(real, py)}"
-        time.sleep(1)
-        assert holds_everything(lab, disk, "prime")()
+        failback = prime_holds_everything_again(lab, disk, real, py, back)
         print(f"\n{real_name} real: graceful stop of prime -> calc holds everything after {handover:.2f} s; "
               f"prime back -> holds everything after {failback:.2f} s")
     except AssertionError:
@@ -327,20 +341,12 @@ def test_the_drbd_era_group_moves_when_its_holder_crashes_and_comes_back_after_i
 
         crashed = time.monotonic()
         crash(lab, "prime", prime, disk)
-        most = watch(lab, disk, holds_everything(lab, disk, "calc"), 30)
-        takeover = time.monotonic() - crashed
-        assert max(most) <= 1, f"the disk was mounted on both nodes ({most})\n{dump(real, py)}"
-        read = in_mount_ns(calc, ["cat", f"{disk.mountpoint}/marker"])
-        assert read.stdout.strip() == "written-on-prime", read.stderr
+        takeover = calc_holds_everything_with_the_marker(lab, disk, real, py, calc, crashed)
 
         back = time.monotonic()
         reboot(lab, "prime", prime)
         start(prime)
-        most = watch(lab, disk, holds_everything(lab, disk, "prime"), 60)
-        failback = time.monotonic() - back
-        assert max(most) <= 1, f"the disk was mounted on both nodes ({most})\n{dump(real, py)}"
-        time.sleep(1)
-        assert holds_everything(lab, disk, "prime")()
+        failback = prime_holds_everything_again(lab, disk, real, py, back)
         print(f"\n{real_name} real: prime crashed -> calc holds everything after {takeover:.2f} s (deadtime 3 s); "
               f"prime rebooted -> holds everything after {failback:.2f} s")
     except AssertionError:
