@@ -6682,13 +6682,17 @@ class ClusterPolicy:
         groups = [g for g in self.groups_of(classes)
                   if self.failures[g.key] < MAX_START_FAILURES and (alone or g.key not in self.failed_here)]
         why = f"{dead_peer.name} is dead" if dead_peer else (reason or "the peer gave them up")
+        self.start_groups(groups, why, reason, then, dead_peer)
+
+    def start_groups(self, groups: List[ResourceGroup], why: str, reason: str, then=None,
+                     dead_peer: Optional[Peer] = None) -> None:
+        """Start these groups in the worker (why: the group-starting events' detail); acquired() then."""
         for group in groups:
             self.state[group.key] = GroupState.STARTING
             self.events.record("group-starting", why, group=group.key, node=self.me)
         if groups:
             self.announce(stable=False)
         started = self.timers.clock()
-
         self.worker.submit(lambda: {group.key: self.resources.acquire_group(group) for group in groups},
                            lambda results: self.acquired(groups, reason, then, dead_peer, started, results))
 
@@ -6774,14 +6778,7 @@ class ClusterPolicy:
         if self.busy():
             self.retry_conflicted_later(self.config.hacf.keepalive_ms / 1000)
             return
-        for group in groups:
-            self.state[group.key] = GroupState.STARTING
-            self.events.record("group-starting", "trying again: an address was answered for by another host",
-                               group=group.key, node=self.me)
-        self.announce(stable=False)
-        started = self.timers.clock()
-        self.worker.submit(lambda: {group.key: self.resources.acquire_group(group) for group in groups},
-                           lambda results: self.acquired(groups, "", None, None, started, results))
+        self.start_groups(groups, "trying again: an address was answered for by another host", "")
 
     def offer_failed_groups(self) -> None:
         """Groups that failed to start here go to a live peer by the standby exchange, as 3.0.6
