@@ -1674,9 +1674,10 @@ def wrapper_params(name: str, wrapper: Wrapper, args: List[str]) -> Dict[str, st
             raise ValueError(f"SendArp takes {wrapper.usage}: '{args[0]}' has no /INTERFACE")
         params.update(ip=ip, nic=nic)
     elif name == "WAS" and args:            # a configuration file, or else a port number
-        if not os.path.isfile(args[0]) and not is_number(args[0]):
+        is_file = os.path.isfile(args[0])
+        if not is_file and not is_number(args[0]):
             raise ValueError(f"WAS: {args[0]} is neither a WAS configuration file nor a valid port number")
-        params["config" if os.path.isfile(args[0]) else "port"] = args[0]
+        params["config" if is_file else "port"] = args[0]
     else:
         params.update((key, value) for key, value in zip(wrapper.params, args) if value)
     return params
